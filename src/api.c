@@ -1,0 +1,329 @@
+/* Resend requests as curl easy handles. The create request matches the official SDK's wire
+ * format (shared/reference/sdk-capture.txt): parts file, column_map, on_conflict, segments,
+ * topics; text parts without a Content-Type; a Content-Length, never chunked; no Expect. */
+#include "api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define API_BODY_MAX (256 * 1024) /* answers are small JSON; anything longer is cut */
+
+struct api {
+	struct http *http;
+	const struct config *cfg;
+	char *user_agent;
+	char *auth_header;
+};
+
+struct api_call {
+	struct api *api;
+	CURL *easy;
+	struct curl_slist *headers;
+	curl_mime *mime;
+	int fd;
+	uint64_t size;
+	uint64_t offset;
+	char *body;
+	size_t body_len;
+	long status;
+	CURLcode result;
+	char errbuf[CURL_ERROR_SIZE];
+	api_done_cb cb;
+	void *data;
+	bool running;
+};
+
+int api_new(struct http *http, const struct config *cfg, struct api **ret)
+{
+	struct api *api = calloc(1, sizeof(*api));
+
+	if (!api)
+		return -ENOMEM;
+	api->http = http;
+	api->cfg = cfg;
+	const char *suffix = cfg->api.user_agent_suffix;
+	if (asprintf(&api->user_agent, "resend-dropd/%s%s%s", RDD_VERSION,
+		     suffix && *suffix ? " " : "", suffix ? suffix : "") < 0)
+		api->user_agent = NULL;
+	if (asprintf(&api->auth_header, "Authorization: Bearer %s",
+		     cfg->api_key ? cfg->api_key : "") < 0)
+		api->auth_header = NULL;
+	if (!api->user_agent || !api->auth_header) {
+		api_free(api);
+		return -ENOMEM;
+	}
+	*ret = api;
+	return 0;
+}
+
+void api_free(struct api *api)
+{
+	if (!api)
+		return;
+	if (api->auth_header) {
+		explicit_bzero(api->auth_header, strlen(api->auth_header));
+		free(api->auth_header);
+	}
+	free(api->user_agent);
+	free(api);
+}
+
+static size_t api_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct api_call *call = userdata;
+	size_t n = size * nmemb;
+	size_t keep = n;
+
+	if (call->body_len + keep > API_BODY_MAX)
+		keep = API_BODY_MAX - call->body_len;
+	if (keep > 0) {
+		char *b = realloc(call->body, call->body_len + keep + 1);
+		if (!b)
+			return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+		memcpy(b + call->body_len, ptr, keep);
+		call->body_len += keep;
+		b[call->body_len] = '\0';
+		call->body = b;
+	}
+	return n;
+}
+
+/* The file part, read on demand: the file is never held in memory. */
+static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
+{
+	struct api_call *call = arg;
+	size_t want = size * nitems;
+	ssize_t n;
+
+	if (call->offset >= call->size)
+		return 0;
+	if (want > call->size - call->offset)
+		want = (size_t)(call->size - call->offset);
+	do
+		n = pread(call->fd, buffer, want, (off_t)call->offset);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		/* The file shrank or failed to read after it was checked: never send a short part
+		 * that the server would take for the whole file. */
+		snprintf(call->errbuf, sizeof(call->errbuf), "reading the file failed at byte %llu: %s",
+			 (unsigned long long)call->offset, n < 0 ? strerror(errno) : "file shrank");
+		return CURL_READFUNC_ABORT;
+	}
+	call->offset += (uint64_t)n;
+	return (size_t)n;
+}
+
+static int api_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	struct api_call *call = arg;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > call->size)
+		return CURL_SEEKFUNC_CANTSEEK;
+	call->offset = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static void api_done_cb_(CURL *easy, CURLcode result, void *data)
+{
+	struct api_call *call = data;
+
+	call->running = false;
+	call->result = result;
+	if (result == CURLE_OK)
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &call->status);
+	else if (call->errbuf[0] == '\0')
+		snprintf(call->errbuf, sizeof(call->errbuf), "%s", curl_easy_strerror(result));
+	call->cb(call, call->data);
+}
+
+static struct api_call *api_call_new(struct api *api, const char *path, api_done_cb cb,
+				     void *data)
+{
+	const struct config_api *c = &api->cfg->api;
+	struct api_call *call = calloc(1, sizeof(*call));
+	char *url = NULL;
+
+	if (!call)
+		return NULL;
+	call->api = api;
+	call->fd = -1;
+	call->cb = cb;
+	call->data = data;
+	call->easy = curl_easy_init();
+	if (!call->easy || asprintf(&url, "%s%s", c->base_url, path) < 0)
+		goto fail;
+
+	CURL *e = call->easy;
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, api->user_agent);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)c->connect_timeout_s);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)c->request_timeout_s);
+	/* TLS verification is never switched off; ca_file only adds trust. */
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (c->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, api_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+	free(url);
+
+	struct curl_slist *h = curl_slist_append(NULL, api->auth_header);
+	if (!h)
+		goto fail;
+	call->headers = h;
+	return call;
+fail:
+	free(url);
+	api_call_free(call);
+	return NULL;
+}
+
+static int api_call_start(struct api_call *call, struct api_call **ret)
+{
+	curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->headers);
+	int r = http_start(call->api->http, call->easy, api_done_cb_, call);
+	if (r < 0) {
+		api_call_free(call);
+		return r;
+	}
+	call->running = true;
+	*ret = call;
+	return 0;
+}
+
+static int api_add_text_part(curl_mime *mime, const char *name, const char *value)
+{
+	if (!value)
+		return 0;
+	curl_mimepart *part = curl_mime_addpart(mime);
+	if (!part || curl_mime_name(part, name) != CURLE_OK ||
+	    curl_mime_data(part, value, CURL_ZERO_TERMINATED) != CURLE_OK)
+		return -ENOMEM;
+	return 0;
+}
+
+int api_create_import(struct api *api, int fd, uint64_t size, const char *filename,
+		      const struct resend_fields *fields, const char *idempotency_key,
+		      api_done_cb cb, void *data, struct api_call **ret)
+{
+	struct api_call *call = api_call_new(api, "/contacts/imports", cb, data);
+	char *idem = NULL;
+	struct curl_slist *h;
+
+	if (!call)
+		return -ENOMEM;
+	call->fd = fd;
+	call->size = size;
+	call->mime = curl_mime_init(call->easy);
+	if (!call->mime)
+		goto fail;
+
+	curl_mimepart *part = curl_mime_addpart(call->mime);
+	if (!part || curl_mime_name(part, "file") != CURLE_OK ||
+	    curl_mime_filename(part, filename) != CURLE_OK ||
+	    curl_mime_type(part, "text/csv") != CURLE_OK ||
+	    curl_mime_data_cb(part, (curl_off_t)size, api_read_cb, api_seek_cb, NULL, call) !=
+		    CURLE_OK)
+		goto fail;
+	if (api_add_text_part(call->mime, "column_map", fields->column_map) < 0 ||
+	    api_add_text_part(call->mime, "on_conflict", fields->on_conflict) < 0 ||
+	    api_add_text_part(call->mime, "segments", fields->segments) < 0 ||
+	    api_add_text_part(call->mime, "topics", fields->topics) < 0)
+		goto fail;
+	curl_easy_setopt(call->easy, CURLOPT_MIMEPOST, call->mime);
+
+	if (asprintf(&idem, "Idempotency-Key: %s", idempotency_key) < 0)
+		goto fail;
+	h = curl_slist_append(call->headers, idem);
+	free(idem);
+	if (!h)
+		goto fail;
+	call->headers = h;
+	/* The SDK sends no Expect: 100-continue; neither do we, so both look alike on the wire. */
+	h = curl_slist_append(call->headers, "Expect:");
+	if (!h)
+		goto fail;
+	call->headers = h;
+	return api_call_start(call, ret);
+fail:
+	api_call_free(call);
+	return -ENOMEM;
+}
+
+int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
+		   struct api_call **ret)
+{
+	char path[128];
+	struct api_call *call;
+
+	/* The id came from the server; refuse anything that could change the path. */
+	for (const char *p = id; *p; p++) {
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_'))
+			return -EINVAL;
+	}
+	if (!*id || strlen(id) > 64)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "/contacts/imports/%s", id);
+	call = api_call_new(api, path, cb, data);
+	if (!call)
+		return -ENOMEM;
+	curl_easy_setopt(call->easy, CURLOPT_HTTPGET, 1L);
+	return api_call_start(call, ret);
+}
+
+long api_call_status(const struct api_call *call)
+{
+	return call->status;
+}
+
+const char *api_call_body(const struct api_call *call, size_t *ret_len)
+{
+	*ret_len = call->body_len;
+	return call->body ? call->body : "";
+}
+
+const char *api_call_transport_error(const struct api_call *call)
+{
+	return call->result == CURLE_OK ? NULL : call->errbuf;
+}
+
+const char *api_call_header(const struct api_call *call, const char *name)
+{
+	struct curl_header *h;
+
+	if (call->status == 0)
+		return NULL;
+	if (curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+		return NULL;
+	return h->value;
+}
+
+double api_call_seconds(const struct api_call *call)
+{
+	double t = 0;
+
+	curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &t);
+	return t;
+}
+
+void api_call_free(struct api_call *call)
+{
+	if (!call)
+		return;
+	if (call->running)
+		http_abort(call->api->http, call->easy);
+	if (call->easy)
+		curl_easy_cleanup(call->easy);
+	curl_mime_free(call->mime);
+	curl_slist_free_all(call->headers);
+	free(call->body);
+	free(call);
+}

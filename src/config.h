@@ -1,0 +1,127 @@
+/* Configuration: YAML file -> struct config, with every error reported at its position. */
+#ifndef RDD_CONFIG_H
+#define RDD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_UUID_LEN 36
+#define CONFIG_PROPERTY_KEY_MAX 50
+#define CONFIG_MAX_FILE_SIZE (4u * 1024 * 1024) /* the YAML file itself */
+
+enum config_on_conflict { CONFIG_ON_CONFLICT_UPSERT, CONFIG_ON_CONFLICT_SKIP };
+enum config_prop_type { CONFIG_PROP_STRING, CONFIG_PROP_NUMBER, CONFIG_PROP_BOOLEAN };
+enum config_subscription { CONFIG_SUB_OPT_IN, CONFIG_SUB_OPT_OUT };
+enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARNING, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+
+struct config_property {
+	char *key;    /* Resend property key: [A-Za-z0-9_]{1,50} */
+	char *column; /* CSV header */
+	enum config_prop_type type;
+};
+
+/* Any of the column fields may be NULL. present == false: no column_map, the CSV must use
+ * Resend's own header names. */
+struct config_column_map {
+	bool present;
+	char *email;
+	char *first_name;
+	char *last_name;
+	char *unsubscribed;
+	struct config_property *properties;
+	size_t n_properties;
+};
+
+struct config_topic {
+	char id[CONFIG_UUID_LEN + 1];
+	enum config_subscription subscription;
+};
+
+/* The keys of `defaults:`, each of which a folder may override. */
+struct config_settings {
+	uint64_t settle_ms;
+	uint64_t rescan_s;
+	char *pattern;
+	uint64_t max_file_bytes;
+	enum config_on_conflict on_conflict;
+	bool follow_import;
+};
+
+struct config_folder {
+	char *name;
+	char *inbox;
+	char *done;
+	char *failed;
+	struct config_column_map column_map;
+	char (*segments)[CONFIG_UUID_LEN + 1];
+	size_t n_segments;
+	struct config_topic *topics;
+	size_t n_topics;
+	struct config_settings settings; /* defaults with this folder's overrides applied */
+};
+
+struct config_api {
+	char *base_url; /* without a trailing slash */
+	char *api_key_env;
+	char *api_key_file;
+	char *user_agent_suffix;
+	uint64_t max_in_flight;
+	double requests_per_second;
+	uint64_t connect_timeout_s;
+	uint64_t request_timeout_s;
+	char *ca_file;
+	uint64_t shutdown_timeout_s;
+};
+
+struct config_retry {
+	uint64_t max_attempts;
+	uint64_t initial_delay_ms;
+	uint64_t max_delay_ms;
+};
+
+struct config {
+	char *path;
+	struct config_api api;
+	struct config_retry retry;
+	struct config_settings defaults;
+	enum config_log_level log_level;
+	enum config_log_format log_format;
+	struct config_folder *folders;
+	size_t n_folders;
+	/* The API key read from api_key_env or api_key_file. Never logged; wiped on free. */
+	char *api_key;
+};
+
+/* Every problem found in one load, in file order, each "file:line:column: key: message". */
+struct config_errors {
+	char **items;
+	size_t count;
+};
+
+enum config_load_flags {
+	/* Skip the API key source check (used by tests of unrelated rules). */
+	CONFIG_LOAD_NO_API_KEY = 1 << 0,
+};
+
+/* Parses and validates PATH. On success returns 0 and *ret_config, and errs is untouched.
+ * Otherwise returns -EINVAL (or the negative errno that made the file unreadable) with every
+ * problem found appended to errs. */
+int config_load(const char *path, unsigned flags, struct config **ret_config,
+		struct config_errors *errs);
+void config_free(struct config *config);
+
+void config_errors_clear(struct config_errors *errs);
+
+const char *config_on_conflict_name(enum config_on_conflict v);
+const char *config_prop_type_name(enum config_prop_type v);
+const char *config_subscription_name(enum config_subscription v);
+
+/* Validators shared with other modules. */
+bool config_is_uuid(const char *s);
+bool config_is_property_key(const char *s);
+/* True when the host of an http(s) URL is a loopback name or address. */
+bool config_url_host_is_loopback(const char *url);
+
+#endif

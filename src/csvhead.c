@@ -1,0 +1,398 @@
+/* The CSV header row: read with libcsv, checked against the folder's column map. */
+#include "csvhead.h"
+
+#include <csv.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CSVHEAD_CHUNK 4096
+
+static const unsigned char utf8_bom[3] = { 0xef, 0xbb, 0xbf };
+
+struct parse_state {
+	char **fields;
+	size_t n_fields;
+	size_t cap;
+	bool done; /* the first record has ended; later fields in the chunk are ignored */
+	bool has_nul;
+	int err;
+};
+
+/* errbuf helpers: every message is one line, truncated (never overflowing) when long. */
+struct msg {
+	char *buf;
+	size_t size;
+	size_t len;
+};
+
+static void msg_add(struct msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+msg_add(struct msg *m, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (m->buf == NULL || m->size == 0 || m->len >= m->size - 1)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(m->buf + m->len, m->size - m->len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= m->size - m->len) {
+		m->len = m->size - 1;
+		/* Make a cut visible rather than letting a list look complete. */
+		if (m->size > 4)
+			memcpy(m->buf + m->size - 4, "...", 4);
+	} else {
+		m->len += (size_t)n;
+	}
+}
+
+/* A name as the user would type it, in single quotes; control characters are escaped so that a
+ * header with an embedded newline still gives a one-line message. */
+static void
+msg_add_name(struct msg *m, const char *s)
+{
+	const unsigned char *p;
+
+	msg_add(m, "'");
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '\n')
+			msg_add(m, "\\n");
+		else if (*p == '\r')
+			msg_add(m, "\\r");
+		else if (*p == '\t')
+			msg_add(m, "\\t");
+		else if (*p == '\\' || *p == '\'')
+			msg_add(m, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			msg_add(m, "\\x%02x", *p);
+		else
+			msg_add(m, "%c", *p);
+	}
+	msg_add(m, "'");
+}
+
+static void
+msg_init(struct msg *m, char *buf, size_t size)
+{
+	m->buf = buf;
+	m->size = size;
+	m->len = 0;
+	if (buf != NULL && size > 0)
+		buf[0] = '\0';
+}
+
+static void
+fields_free(char **fields, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(fields[i]);
+	free(fields);
+}
+
+static void
+csvhead_field_cb(void *s, size_t len, void *data)
+{
+	struct parse_state *st = data;
+	char *f;
+
+	if (st->done || st->err < 0)
+		return;
+	if (st->n_fields == st->cap) {
+		size_t ncap = st->cap ? st->cap * 2 : 16;
+		char **nf = realloc(st->fields, ncap * sizeof(*nf));
+
+		if (nf == NULL) {
+			st->err = -ENOMEM;
+			return;
+		}
+		st->fields = nf;
+		st->cap = ncap;
+	}
+	/* CSV_APPEND_NULL makes S a string, but it may still hold a NUL byte of its own. */
+	if (memchr(s, '\0', len) != NULL)
+		st->has_nul = true;
+	f = malloc(len + 1);
+	if (f == NULL) {
+		st->err = -ENOMEM;
+		return;
+	}
+	memcpy(f, s, len);
+	f[len] = '\0';
+	st->fields[st->n_fields++] = f;
+}
+
+static void
+csvhead_record_cb(int c, void *data)
+{
+	struct parse_state *st = data;
+
+	(void)c;
+	st->done = true;
+}
+
+/* No byte counts as padding: libcsv would otherwise trim spaces and tabs around unquoted
+ * fields, but Resend matches header names exactly, so " Email" must stay " Email" for the
+ * check to say what Resend will say. */
+static int
+csvhead_no_space(unsigned char c)
+{
+	(void)c;
+	return 0;
+}
+
+/* pread until LEN bytes or end of file: a short read is not the end of a regular file. */
+static int
+read_full(int fd, unsigned char *buf, size_t len, off_t off, size_t *ret_n)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	*ret_n = got;
+	return 0;
+}
+
+int
+csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
+{
+	struct parse_state st = { 0 };
+	struct csv_parser p;
+	struct msg m;
+	unsigned char buf[CSVHEAD_CHUNK];
+	off_t off = 0;
+	bool eof = false;
+	int r;
+
+	msg_init(&m, errbuf, errsz);
+	/* Lenient, as the files people export are: a stray quote inside an unquoted field is
+	 * kept as a character, not an error. Only a quote that is never closed is refused, at
+	 * the end (see below). */
+	(void)csv_init(&p, CSV_APPEND_NULL); /* fails for a NULL parser only */
+	csv_set_space_func(&p, csvhead_no_space);
+	/* libcsv grows a field 128 bytes at a time by default: a long header would take
+	 * hundreds of reallocs. */
+	csv_set_blk_size(&p, CSVHEAD_CHUNK);
+
+	while (!st.done) {
+		size_t want = CSVHEAD_CHUNK, n, skip = 0;
+
+		if ((size_t)off >= CSVHEAD_MAX_BYTES) {
+			/* At the cap: the header may still end exactly here, at the end of file. */
+			r = read_full(fd, buf, 1, off, &n);
+			if (r < 0)
+				goto read_fail;
+			if (n == 0) {
+				eof = true;
+				break;
+			}
+			r = -E2BIG;
+			msg_add(&m, "CSV header row is longer than %d bytes", CSVHEAD_MAX_BYTES);
+			if (p.quoted)
+				msg_add(&m, " (it is still inside a quoted field: is a closing '\"' "
+					    "missing?)");
+			goto fail;
+		}
+		if (want > CSVHEAD_MAX_BYTES - (size_t)off)
+			want = CSVHEAD_MAX_BYTES - (size_t)off;
+		r = read_full(fd, buf, want, off, &n);
+		if (r < 0)
+			goto read_fail;
+		if (n == 0) {
+			eof = true;
+			break;
+		}
+		/* The first chunk is read whole (read_full), so a BOM is never split. */
+		if (off == 0 && n >= sizeof(utf8_bom) && memcmp(buf, utf8_bom, sizeof(utf8_bom)) == 0)
+			skip = sizeof(utf8_bom);
+		off += (off_t)n;
+		if (csv_parse(&p, buf + skip, n - skip, csvhead_field_cb, csvhead_record_cb, &st) !=
+		    n - skip) {
+			r = -ENOMEM;
+			msg_add(&m, "cannot parse the CSV header: %s", csv_strerror(csv_error(&p)));
+			goto fail;
+		}
+		if (st.err < 0) {
+			r = st.err;
+			msg_add(&m, "cannot parse the CSV header: %s", strerror(-r));
+			goto fail;
+		}
+	}
+
+	if (!st.done && eof) {
+		/* A header without a line end is still a header. libcsv only reports a quoted
+		 * field left open at the end in strict mode, and strict mode would also refuse
+		 * what we want to accept while parsing, so it is switched on for the end only. */
+		csv_set_opts(&p, CSV_APPEND_NULL | CSV_STRICT | CSV_STRICT_FINI);
+		if (csv_fini(&p, csvhead_field_cb, csvhead_record_cb, &st) != 0) {
+			r = -EILSEQ;
+			msg_add(&m,
+				"CSV header is malformed: field %zu opens a quote ('\"') that is "
+				"never closed",
+				st.n_fields + 1);
+			goto fail;
+		}
+		if (st.err < 0) {
+			r = st.err;
+			msg_add(&m, "cannot parse the CSV header: %s", strerror(-r));
+			goto fail;
+		}
+	}
+	if (!st.done || st.n_fields == 0) {
+		r = -ENODATA;
+		msg_add(&m, off == 0 ? "the file is empty" : "the file has no CSV header row");
+		goto fail;
+	}
+	if (st.has_nul) {
+		/* Typically a UTF-16 export ("Unicode text" in spreadsheets); Resend wants UTF-8. */
+		r = -EILSEQ;
+		msg_add(&m, "CSV header contains NUL bytes: the file is not UTF-8 text "
+			    "(saved as UTF-16?)");
+		goto fail;
+	}
+
+	csv_free(&p);
+	ret->fields = st.fields;
+	ret->n_fields = st.n_fields;
+	return 0;
+
+read_fail:
+	msg_add(&m, "cannot read the file: %s", strerror(-r));
+fail:
+	csv_free(&p);
+	fields_free(st.fields, st.n_fields);
+	return r;
+}
+
+void
+csvhead_free(struct csvhead *h)
+{
+	if (h == NULL)
+		return;
+	fields_free(h->fields, h->n_fields);
+	h->fields = NULL;
+	h->n_fields = 0;
+}
+
+static bool
+csvhead_has(const struct csvhead *h, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < h->n_fields; i++)
+		if (strcmp(h->fields[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* A header name equal to NAME but for case: the likely mistake behind a miss. */
+static const char *
+csvhead_find_nocase(const struct csvhead *h, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < h->n_fields; i++)
+		if (strcasecmp(h->fields[i], name) == 0)
+			return h->fields[i];
+	return NULL;
+}
+
+struct wanted {
+	const char *column;
+	const char *key;      /* where in the configuration the name comes from */
+	const char *key_tail; /* e.g. a property key, appended to KEY */
+};
+
+static void
+check_one(const struct csvhead *h, const struct wanted *w, struct msg *m, size_t *n_missing)
+{
+	const char *near;
+
+	if (csvhead_has(h, w->column))
+		return;
+	if ((*n_missing)++ > 0)
+		msg_add(m, ", ");
+	msg_add_name(m, w->column);
+	msg_add(m, " (%s%s", w->key, w->key_tail);
+	near = csvhead_find_nocase(h, w->column);
+	if (near != NULL) {
+		msg_add(m, "; the header has ");
+		msg_add_name(m, near);
+		msg_add(m, ", names are case-sensitive");
+	}
+	msg_add(m, ")");
+}
+
+int
+csvhead_check(const struct csvhead *h, const struct config_column_map *map, char *errbuf,
+	      size_t errsz)
+{
+	struct wanted fixed[4];
+	size_t n_fixed = 0, n_missing = 0, n_total = 0, i;
+	struct msg m;
+
+	/* Without a map Resend looks for its own names, of which only "email" is required. A map
+	 * without an email column leaves Resend looking for "email" as well. */
+	if (!map->present)
+		fixed[n_fixed++] = (struct wanted){ "email", "required without a column_map", "" };
+	else if (map->email == NULL)
+		fixed[n_fixed++] = (struct wanted){ "email", "Resend's default while "
+							     "column_map.email is not set", "" };
+	else
+		fixed[n_fixed++] = (struct wanted){ map->email, "column_map.email", "" };
+	if (map->present && map->first_name != NULL)
+		fixed[n_fixed++] = (struct wanted){ map->first_name, "column_map.first_name", "" };
+	if (map->present && map->last_name != NULL)
+		fixed[n_fixed++] = (struct wanted){ map->last_name, "column_map.last_name", "" };
+	if (map->present && map->unsubscribed != NULL)
+		fixed[n_fixed++] =
+			(struct wanted){ map->unsubscribed, "column_map.unsubscribed", "" };
+
+	/* Counted first so that the message can say "column" or "columns" up front. */
+	for (i = 0; i < n_fixed; i++)
+		n_total += !csvhead_has(h, fixed[i].column);
+	if (map->present)
+		for (i = 0; i < map->n_properties; i++)
+			n_total += !csvhead_has(h, map->properties[i].column);
+	if (n_total == 0)
+		return 0;
+
+	msg_init(&m, errbuf, errsz);
+	msg_add(&m, "CSV header lacks %s ", n_total == 1 ? "column" : "columns");
+	for (i = 0; i < n_fixed; i++)
+		check_one(h, &fixed[i], &m, &n_missing);
+	if (map->present)
+		for (i = 0; i < map->n_properties; i++) {
+			struct wanted w = { map->properties[i].column, "column_map.properties.",
+					    map->properties[i].key };
+
+			check_one(h, &w, &m, &n_missing);
+		}
+	msg_add(&m, "; header has: ");
+	for (i = 0; i < h->n_fields; i++) {
+		if (i > 0)
+			msg_add(&m, ", ");
+		msg_add_name(&m, h->fields[i]);
+	}
+	return -ENOENT;
+}

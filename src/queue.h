@@ -1,0 +1,40 @@
+/* A fair queue across folders: one FIFO lane per folder, served round-robin, so that a folder
+ * with a thousand waiting files cannot starve a folder with one. Pure logic. */
+#ifndef RDD_QUEUE_H
+#define RDD_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct queue_entry {
+	struct queue_entry *next;
+	size_t lane;
+	bool queued;
+};
+
+struct queue_lane {
+	struct queue_entry *head, *tail;
+};
+
+struct queue {
+	struct queue_lane *lanes;
+	size_t n_lanes;
+	size_t next_lane; /* where the round-robin scan starts */
+	size_t count;
+};
+
+int queue_init(struct queue *q, size_t n_lanes);
+void queue_free(struct queue *q);
+
+/* Appends E (whose lane is set) to its lane; a retried entry goes to the front so that it keeps
+ * its place. */
+void queue_push(struct queue *q, struct queue_entry *e);
+void queue_push_front(struct queue *q, struct queue_entry *e);
+
+/* Takes the head of the next non-empty lane after the last one served, or NULL. */
+struct queue_entry *queue_pop(struct queue *q);
+
+/* Removes E wherever it is; false if it was not queued. */
+bool queue_remove(struct queue *q, struct queue_entry *e);
+
+#endif

@@ -1,0 +1,165 @@
+/* Client-side request ceiling: a token bucket with continuous refill, tightened by the server's
+ * rate-limit headers. The caller supplies a monotonic clock in milliseconds. */
+#include "ratelimit.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+
+/* The most one header may hold uploads back. A proxy or a server bug answering
+ * "retry-after: 99999999" must not wedge the daemon for years; longer real waits (quota) are the
+ * retry policy's business, and every later response brings fresh headers anyway. */
+#define RATELIMIT_MAX_BLOCK_MS (3600u * 1000u)
+
+/* Waits computed from the bucket are capped too, only to keep the double -> integer conversion
+ * defined for absurdly small rates (a year is "never" for a daemon that re-reads its config). */
+#define RATELIMIT_MAX_WAIT_MS (366.0 * 24 * 3600 * 1000)
+
+/* Floating-point refill can land a hair under a whole token at exactly the promised time;
+ * without this slack the caller would be told to wait one more millisecond. */
+#define RATELIMIT_EPSILON 1e-9
+
+static bool ratelimit_unlimited(const struct ratelimit *rl)
+{
+	return !(rl->rate > 0) || isinf(rl->rate);
+}
+
+void ratelimit_init(struct ratelimit *rl, double rate, uint64_t now_ms)
+{
+	/* NaN, zero, negative and infinite rates all mean "no client-side ceiling". */
+	rl->rate = (rate > 0 && isfinite(rate)) ? rate : 0;
+	rl->burst = rl->rate > 1 ? rl->rate : 1;
+	rl->tokens = rl->burst;
+	rl->last_ms = now_ms;
+	rl->blocked_until_ms = 0;
+}
+
+static void ratelimit_refill(struct ratelimit *rl, uint64_t now_ms)
+{
+	/* A clock that went backwards refills nothing rather than underflowing. */
+	if (now_ms <= rl->last_ms)
+		return;
+	rl->tokens += (double)(now_ms - rl->last_ms) * rl->rate / 1000.0;
+	if (rl->tokens > rl->burst)
+		rl->tokens = rl->burst;
+	rl->last_ms = now_ms;
+}
+
+uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
+{
+	double wait;
+
+	/* The server's word applies even without a client-side ceiling: it is the server that
+	 * would refuse the request. */
+	if (now_ms < rl->blocked_until_ms)
+		return rl->blocked_until_ms - now_ms;
+	if (ratelimit_unlimited(rl))
+		return 0;
+	ratelimit_refill(rl, now_ms);
+	if (rl->tokens >= 1.0 - RATELIMIT_EPSILON) {
+		rl->tokens -= 1.0;
+		if (rl->tokens < 0)
+			rl->tokens = 0;
+		return 0;
+	}
+	wait = ceil((1.0 - rl->tokens) * 1000.0 / rl->rate);
+	if (!(wait < RATELIMIT_MAX_WAIT_MS))
+		wait = RATELIMIT_MAX_WAIT_MS;
+	return wait < 1 ? 1 : (uint64_t)wait;
+}
+
+/* Parses a delay in seconds, "12" or "1.5" (optional surrounding blanks), into milliseconds,
+ * rounding a sub-millisecond remainder up and saturating at RATELIMIT_MAX_BLOCK_MS.
+ * Anything else (sign, exponent, unit, HTTP-date, a number beyond uint64) is -EINVAL or
+ * -ERANGE: such a header is ignored, not guessed at. */
+static int ratelimit_parse_ms(const char *s, uint64_t *ret_ms)
+{
+	uint64_t sec = 0, ms = 0;
+	bool round_up = false;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		unsigned d = (unsigned)(*s - '0');
+
+		if (sec > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		sec = sec * 10 + d;
+	}
+	if (*s == '.') {
+		unsigned digits = 0;
+
+		s++;
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		for (; *s >= '0' && *s <= '9'; s++, digits++) {
+			if (digits < 3)
+				ms = ms * 10 + (unsigned)(*s - '0');
+			else if (*s != '0')
+				round_up = true;
+		}
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s)
+		return -EINVAL;
+	if (sec >= RATELIMIT_MAX_BLOCK_MS / 1000)
+		*ret_ms = RATELIMIT_MAX_BLOCK_MS;
+	else {
+		ms += sec * 1000 + (round_up ? 1 : 0);
+		*ret_ms = ms < RATELIMIT_MAX_BLOCK_MS ? ms : RATELIMIT_MAX_BLOCK_MS;
+	}
+	return 0;
+}
+
+static void ratelimit_block(struct ratelimit *rl, uint64_t now_ms, uint64_t ms)
+{
+	uint64_t until = now_ms > UINT64_MAX - ms ? UINT64_MAX : now_ms + ms;
+
+	/* Answers to concurrent requests arrive in any order: the longest wait wins rather than
+	 * the last one read. */
+	if (until > rl->blocked_until_ms)
+		rl->blocked_until_ms = until;
+}
+
+/* A count of requests: digits with optional surrounding blanks, nothing else. */
+static bool ratelimit_is_zero(const char *s)
+{
+	bool digit = false;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (*s != '0')
+			return false;
+		digit = true;
+	}
+	while (*s == ' ' || *s == '\t')
+		s++;
+	return digit && !*s;
+}
+
+void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
+			     const char *remaining, const char *reset)
+{
+	uint64_t ms;
+
+	if (retry_after && ratelimit_parse_ms(retry_after, &ms) == 0)
+		ratelimit_block(rl, now_ms, ms);
+
+	/* Only a plain zero counts: "-1", "0.5" or "abc" say nothing reliable about the window. */
+	if (!remaining || !ratelimit_is_zero(remaining))
+		return;
+	/* The window is spent whatever our bucket believes: bring the bucket up to now first, so
+	 * the time before this answer is not credited again later, then empty it. */
+	if (!ratelimit_unlimited(rl)) {
+		ratelimit_refill(rl, now_ms);
+		rl->tokens = 0;
+	}
+	if (reset && ratelimit_parse_ms(reset, &ms) == 0)
+		ratelimit_block(rl, now_ms, ms);
+}

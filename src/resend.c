@@ -1,0 +1,670 @@
+/* The Resend contact-import API as data: builds the multipart text fields, classifies answers
+ * and parses the JSON bodies. Pure logic (cJSON and libcrypto only) so that unit tests need no
+ * network. API facts: reference/resend-api.md; wire format: reference/sdk-capture.txt. */
+#include "resend.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+
+/* A non-JSON body (proxy error page) is quoted only this far: enough to recognise it in a
+ * report, short enough not to flood a log line. */
+#define RESEND_EXCERPT_MAX 200
+
+/* Own name tables rather than config_*_name(), so that this module links without config.c. */
+static const char *resend_on_conflict_name(enum config_on_conflict v)
+{
+	switch (v) {
+	case CONFIG_ON_CONFLICT_UPSERT:
+		return "upsert";
+	case CONFIG_ON_CONFLICT_SKIP:
+		return "skip";
+	}
+	return NULL;
+}
+
+static const char *resend_prop_type_name(enum config_prop_type v)
+{
+	switch (v) {
+	case CONFIG_PROP_STRING:
+		return "string";
+	case CONFIG_PROP_NUMBER:
+		return "number";
+	case CONFIG_PROP_BOOLEAN:
+		return "boolean";
+	}
+	return NULL;
+}
+
+static const char *resend_subscription_name(enum config_subscription v)
+{
+	switch (v) {
+	case CONFIG_SUB_OPT_IN:
+		return "opt_in";
+	case CONFIG_SUB_OPT_OUT:
+		return "opt_out";
+	}
+	return NULL;
+}
+
+/* Length of the well-formed UTF-8 sequence at S (at most LEN bytes), or 0 when it is not one
+ * (overlong forms, surrogates and code points above U+10FFFF included). */
+static size_t resend_utf8_seq_len(const unsigned char *s, size_t len)
+{
+	unsigned char c = s[0];
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (len < n)
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+static bool resend_utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t len = strlen(s);
+
+	while (len > 0) {
+		size_t n = resend_utf8_seq_len(p, len);
+		if (n == 0)
+			return false;
+		p += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* Copies untrusted text into DST (DSTSZ bytes, always NUL-terminated) as one safe line: runs of
+ * whitespace and control characters become one space (and are trimmed at both ends), so a body
+ * cannot forge log lines; bytes that are not UTF-8 become '?'. With ASCII_ONLY every non-ASCII
+ * character becomes one '?'. Truncation never splits a character. */
+static void resend_copy_text(char *dst, size_t dstsz, const char *src, size_t len, bool ascii_only)
+{
+	const unsigned char *p = (const unsigned char *)src;
+	size_t out = 0, i = 0;
+	bool space = false;
+
+	if (dstsz == 0)
+		return;
+	while (src && i < len) {
+		unsigned char c = p[i];
+		size_t n, w;
+
+		if (c <= 0x20 || c == 0x7f) {
+			space = out > 0;
+			i++;
+			continue;
+		}
+		n = resend_utf8_seq_len(p + i, len - i);
+		w = (n == 0 || (ascii_only && n > 1)) ? 1 : n;
+		if (out + (space ? 1 : 0) + w > dstsz - 1)
+			break;
+		if (space)
+			dst[out++] = ' ';
+		space = false;
+		if (w == n)
+			memcpy(dst + out, p + i, n);
+		else
+			dst[out] = '?';
+		out += w;
+		i += n == 0 ? 1 : n;
+	}
+	dst[out] = '\0';
+}
+
+static int resend_print(cJSON *item, char **ret)
+{
+	char *s = cJSON_PrintUnformatted(item);
+
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+/* A string the SDK would send; cJSON would pass invalid UTF-8 through and the server would then
+ * reject the whole request as malformed JSON, so refuse it here where the cause is clear. */
+static int resend_add_string(cJSON *obj, const char *key, const char *value)
+{
+	if (!resend_utf8_valid(value))
+		return -EILSEQ;
+	return cJSON_AddStringToObject(obj, key, value) ? 0 : -ENOMEM;
+}
+
+static int resend_build_column_map(const struct config_column_map *map, char **ret)
+{
+	const struct {
+		const char *key;
+		const char *column;
+	} fixed[] = {
+		{"email", map->email},
+		{"first_name", map->first_name},
+		{"last_name", map->last_name},
+		{"unsubscribed", map->unsubscribed},
+	};
+	cJSON *root, *props;
+	int r = 0;
+
+	if (map->n_properties > 0 && !map->properties)
+		return -EINVAL;
+	root = cJSON_CreateObject();
+	if (!root)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		if (!fixed[i].column)
+			continue;
+		r = resend_add_string(root, fixed[i].key, fixed[i].column);
+		if (r < 0)
+			goto out;
+	}
+	if (map->n_properties > 0) {
+		props = cJSON_AddObjectToObject(root, "properties");
+		if (!props) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < map->n_properties; i++) {
+			const struct config_property *p = &map->properties[i];
+			const char *type = resend_prop_type_name(p->type);
+			cJSON *prop;
+
+			if (!p->key || !p->column || !type) {
+				r = -EINVAL;
+				goto out;
+			}
+			/* cJSON would happily emit the key twice; what the server makes of that is
+			 * anybody's guess, so refuse it (config validation should already have). */
+			if (cJSON_GetObjectItemCaseSensitive(props, p->key)) {
+				r = -EINVAL;
+				goto out;
+			}
+			if (!resend_utf8_valid(p->key)) {
+				r = -EILSEQ;
+				goto out;
+			}
+			prop = cJSON_AddObjectToObject(props, p->key);
+			if (!prop) {
+				r = -ENOMEM;
+				goto out;
+			}
+			r = resend_add_string(prop, "column", p->column);
+			if (r < 0)
+				goto out;
+			r = resend_add_string(prop, "type", type);
+			if (r < 0)
+				goto out;
+		}
+	}
+	r = resend_print(root, ret);
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+/* A fixed-size id array must hold a NUL-terminated string. */
+static bool resend_id_ok(const char id[CONFIG_UUID_LEN + 1])
+{
+	return memchr(id, '\0', CONFIG_UUID_LEN + 1) != NULL;
+}
+
+static int resend_build_segments(const struct config_folder *folder, char **ret)
+{
+	cJSON *root;
+	int r = 0;
+
+	if (!folder->segments)
+		return -EINVAL;
+	root = cJSON_CreateArray();
+	if (!root)
+		return -ENOMEM;
+	for (size_t i = 0; i < folder->n_segments; i++) {
+		cJSON *seg;
+
+		if (!resend_id_ok(folder->segments[i])) {
+			r = -EINVAL;
+			goto out;
+		}
+		seg = cJSON_CreateObject();
+		if (!seg) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (!cJSON_AddItemToArray(root, seg)) {
+			cJSON_Delete(seg);
+			r = -ENOMEM;
+			goto out;
+		}
+		r = resend_add_string(seg, "id", folder->segments[i]);
+		if (r < 0)
+			goto out;
+	}
+	r = resend_print(root, ret);
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+static int resend_build_topics(const struct config_folder *folder, char **ret)
+{
+	cJSON *root;
+	int r = 0;
+
+	if (!folder->topics)
+		return -EINVAL;
+	root = cJSON_CreateArray();
+	if (!root)
+		return -ENOMEM;
+	for (size_t i = 0; i < folder->n_topics; i++) {
+		const struct config_topic *t = &folder->topics[i];
+		const char *sub = resend_subscription_name(t->subscription);
+		cJSON *topic;
+
+		if (!resend_id_ok(t->id) || !sub) {
+			r = -EINVAL;
+			goto out;
+		}
+		topic = cJSON_CreateObject();
+		if (!topic) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (!cJSON_AddItemToArray(root, topic)) {
+			cJSON_Delete(topic);
+			r = -ENOMEM;
+			goto out;
+		}
+		r = resend_add_string(topic, "id", t->id);
+		if (r < 0)
+			goto out;
+		r = resend_add_string(topic, "subscription", sub);
+		if (r < 0)
+			goto out;
+	}
+	r = resend_print(root, ret);
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
+int resend_fields_build(const struct config_folder *folder, struct resend_fields *ret)
+{
+	struct resend_fields f = {0};
+	int r;
+
+	if (!folder || !ret)
+		return -EINVAL;
+	/* Sources disagree on the server's default, so on_conflict is always sent. */
+	f.on_conflict = resend_on_conflict_name(folder->settings.on_conflict);
+	if (!f.on_conflict)
+		return -EINVAL;
+	if (folder->column_map.present) {
+		r = resend_build_column_map(&folder->column_map, &f.column_map);
+		if (r < 0)
+			goto fail;
+	}
+	if (folder->n_segments > 0) {
+		r = resend_build_segments(folder, &f.segments);
+		if (r < 0)
+			goto fail;
+	}
+	if (folder->n_topics > 0) {
+		r = resend_build_topics(folder, &f.topics);
+		if (r < 0)
+			goto fail;
+	}
+	*ret = f;
+	return 0;
+fail:
+	resend_fields_free(&f);
+	return r;
+}
+
+void resend_fields_free(struct resend_fields *f)
+{
+	if (!f)
+		return;
+	/* Allocated by cJSON_PrintUnformatted: freed through cJSON's hooks, which may not be
+	 * malloc's if someone installs their own. */
+	cJSON_free(f->column_map);
+	cJSON_free(f->segments);
+	cJSON_free(f->topics);
+	f->column_map = NULL;
+	f->segments = NULL;
+	f->topics = NULL;
+	f->on_conflict = NULL;
+}
+
+char *resend_sanitize_filename(const char *name)
+{
+	const char *base = NULL;
+	char *out;
+
+	if (name) {
+		const char *slash = strrchr(name, '/');
+		base = slash ? slash + 1 : name;
+	}
+	if (!base || !*base)
+		return strdup("upload.csv");
+	out = strdup(base);
+	if (!out)
+		return NULL;
+	/* The name goes between quotes in a Content-Disposition header: a quote, backslash or line
+	 * break there could end the parameter or the header itself. */
+	for (unsigned char *p = (unsigned char *)out; *p; p++)
+		if (*p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f)
+			*p = '_';
+	return out;
+}
+
+static void resend_hex(char *dst, const unsigned char *src, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		dst[2 * i] = digits[src[i] >> 4];
+		dst[2 * i + 1] = digits[src[i] & 0x0f];
+	}
+}
+
+void resend_idempotency_key(char buf[37], const char *folder, const char *sha256_hex)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	size_t flen, hlen;
+	char *input;
+	bool ok = false;
+
+	folder = folder ? folder : "";
+	sha256_hex = sha256_hex ? sha256_hex : "";
+	flen = strlen(folder);
+	hlen = strlen(sha256_hex);
+	input = malloc(flen + 1 + hlen);
+	if (input) {
+		memcpy(input, folder, flen);
+		input[flen] = '\n';
+		memcpy(input + flen + 1, sha256_hex, hlen);
+		ok = EVP_Digest(input, flen + 1 + hlen, md, &md_len, EVP_sha256(), NULL) == 1 &&
+		     md_len >= 16;
+		free(input);
+	}
+	memcpy(buf, "rdd-", 4);
+	if (ok) {
+		resend_hex(buf + 4, md, 16);
+	} else {
+		/* Only out of memory gets here, and the signature has no way to say so. A key that
+		 * is unique to this attempt loses the server-side de-duplication, which the daemon
+		 * never relies on (it keeps its own record); a constant or empty key could instead
+		 * make the server answer with another file's import or refuse the request. */
+		static unsigned counter;
+		struct timespec ts = {0};
+		unsigned char raw[16];
+		uint64_t a, b;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		a = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		b = ((uint64_t)getpid() << 32) | ++counter;
+		for (size_t i = 0; i < 8; i++) {
+			raw[i] = (unsigned char)(a >> (8 * i));
+			raw[8 + i] = (unsigned char)(b >> (8 * i));
+		}
+		resend_hex(buf + 4, raw, sizeof(raw));
+	}
+	buf[36] = '\0';
+}
+
+static const char *resend_json_string(const cJSON *obj, const char *key)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* Parses BODY leniently: NULL unless it is a JSON object. */
+static cJSON *resend_parse_object(const char *body, size_t len)
+{
+	cJSON *root;
+
+	if (!body || len == 0)
+		return NULL;
+	root = cJSON_ParseWithLength(body, len);
+	if (root && !cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return NULL;
+	}
+	return root;
+}
+
+static bool resend_says_key_invalid(const char *message)
+{
+	return message && strcasestr(message, "api key") && strcasestr(message, "invalid");
+}
+
+static enum resend_class resend_class_of(long status, const char *name, const char *message)
+{
+	if (status >= 200 && status <= 299)
+		return RESEND_OK;
+	/* 0: no answer at all (connection refused, timeout, TLS failure): worth another try. */
+	if (status == 0 || status == 408 || (status >= 500 && status <= 599))
+		return RESEND_RETRY;
+	if (status == 429) {
+		if (strcmp(name, "daily_quota_exceeded") == 0 ||
+		    strcmp(name, "monthly_quota_exceeded") == 0)
+			return RESEND_QUOTA;
+		/* rate_limit_exceeded, or a 429 from something in between that has no Resend name */
+		return RESEND_RETRY;
+	}
+	if (status == 409 && strcmp(name, "concurrent_idempotent_requests") == 0)
+		return RESEND_RETRY;
+	if (status == 401)
+		return RESEND_AUTH;
+	if (status == 403 && (strcmp(name, "invalid_api_key") == 0 ||
+			      strcmp(name, "restricted_api_key") == 0))
+		return RESEND_AUTH;
+	/* A bad key has been seen as 400 validation_error "API key is invalid": pausing everything
+	 * beats failing every file in turn. */
+	if ((status == 400 || status == 403) && resend_says_key_invalid(message))
+		return RESEND_AUTH;
+	return RESEND_PERMANENT;
+}
+
+enum resend_class resend_classify(long status, const char *body, size_t len,
+				  struct resend_error *err)
+{
+	cJSON *root = resend_parse_object(body, len);
+	const char *name = root ? resend_json_string(root, "name") : NULL;
+	const char *message = root ? resend_json_string(root, "message") : NULL;
+	enum resend_class cls = resend_class_of(status, name ? name : "", message);
+
+	if (cls != RESEND_OK && err) {
+		char text[sizeof(err->message)], prefix[64] = "";
+		size_t excerpt = sizeof(text), plen;
+
+		memset(err, 0, sizeof(*err));
+		err->status = status;
+		if (name)
+			resend_copy_text(err->name, sizeof(err->name), name, strlen(name), true);
+		if (message) {
+			resend_copy_text(text, sizeof(text), message, strlen(message), false);
+		} else {
+			/* Not Resend's error shape: quote the start of whatever came back. */
+			if (excerpt > RESEND_EXCERPT_MAX + 1)
+				excerpt = RESEND_EXCERPT_MAX + 1;
+			resend_copy_text(text, excerpt, body, len, true);
+		}
+		if (!text[0])
+			snprintf(text, sizeof(text), "%s",
+				 status == 0 ? "no HTTP response" : "empty body");
+		/* 1xx/3xx (the API does not redirect) and nonsense statuses carry no Resend error
+		 * name, so the message has to say what went wrong. */
+		if (status != 0 && (status < 200 || (status >= 300 && status < 400) || status > 599))
+			snprintf(prefix, sizeof(prefix), "unexpected HTTP status %ld: ", status);
+		plen = strlen(prefix);
+		memcpy(err->message, prefix, plen);
+		/* TEXT is already one safe line: copying again only truncates it without splitting
+		 * a character. */
+		resend_copy_text(err->message + plen, sizeof(err->message) - plen, text, strlen(text),
+				 false);
+	}
+	cJSON_Delete(root);
+	return cls;
+}
+
+/* The id ends up in a URL path (GET /contacts/imports/{id}), so only unreserved URL characters
+ * are accepted: a '/', '?' or '%' from a confused server must not change which URL we call. */
+static bool resend_id_is_safe(const char *id)
+{
+	if (!*id)
+		return false;
+	for (const char *p = id; *p; p++) {
+		char c = *p;
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == '-' || c == '_' || c == '.' || c == '~';
+		if (!ok)
+			return false;
+	}
+	return strcmp(id, ".") != 0 && strcmp(id, "..") != 0;
+}
+
+int resend_parse_created(const char *body, size_t len, char ret_id[64])
+{
+	cJSON *root = resend_parse_object(body, len);
+	const char *id = root ? resend_json_string(root, "id") : NULL;
+	int r = -EBADMSG;
+
+	/* Too long is refused rather than truncated: a cut id would name another import or none. */
+	if (id && strlen(id) < 64 && resend_id_is_safe(id)) {
+		memcpy(ret_id, id, strlen(id) + 1);
+		r = 0;
+	}
+	cJSON_Delete(root);
+	return r;
+}
+
+/* A count as a JSON number (or, leniently, a string of digits); -1 when missing or not a
+ * non-negative integer. */
+static int64_t resend_count(const cJSON *counts, const char *key, bool *found)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(counts, key);
+
+	if (cJSON_IsNumber(item)) {
+		double v = item->valuedouble;
+
+		/* 2^53: beyond it a double no longer holds every integer exactly */
+		if (isfinite(v) && v >= 0 && v <= 9007199254740992.0 && floor(v) == v) {
+			*found = true;
+			return (int64_t)v;
+		}
+	} else if (cJSON_IsString(item) && item->valuestring[0]) {
+		int64_t v = 0;
+
+		for (const char *p = item->valuestring; *p; p++) {
+			if (*p < '0' || *p > '9' || v > (INT64_MAX - 9) / 10)
+				return -1;
+			v = v * 10 + (*p - '0');
+		}
+		*found = true;
+		return v;
+	}
+	return -1;
+}
+
+static void resend_timestamp(char *dst, size_t dstsz, const cJSON *obj, const char *key)
+{
+	const char *s = resend_json_string(obj, key);
+
+	dst[0] = '\0';
+	if (s)
+		resend_copy_text(dst, dstsz, s, strlen(s), true);
+}
+
+int resend_parse_import(const char *body, size_t len, struct resend_import *ret)
+{
+	static const struct {
+		const char *name;
+		enum resend_import_state state;
+	} states[] = {
+		{"queued", RESEND_IMPORT_QUEUED},
+		{"in_progress", RESEND_IMPORT_IN_PROGRESS},
+		{"completed", RESEND_IMPORT_COMPLETED},
+		{"failed", RESEND_IMPORT_FAILED},
+	};
+	struct resend_import imp = {0};
+	cJSON *root = resend_parse_object(body, len);
+	const char *status = root ? resend_json_string(root, "status") : NULL;
+	const cJSON *counts;
+	bool found = false;
+
+	if (!status) {
+		cJSON_Delete(root);
+		return -EBADMSG;
+	}
+	imp.state = RESEND_IMPORT_UNKNOWN;
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		if (strcmp(status, states[i].name) == 0)
+			imp.state = states[i].state;
+	resend_copy_text(imp.status, sizeof(imp.status), status, strlen(status), true);
+
+	counts = cJSON_GetObjectItemCaseSensitive(root, "counts");
+	if (!cJSON_IsObject(counts))
+		counts = NULL;
+	imp.total = resend_count(counts, "total", &found);
+	imp.created = resend_count(counts, "created", &found);
+	imp.updated = resend_count(counts, "updated", &found);
+	imp.skipped = resend_count(counts, "skipped", &found);
+	imp.failed = resend_count(counts, "failed", &found);
+	imp.has_counts = found;
+
+	resend_timestamp(imp.created_at, sizeof(imp.created_at), root, "created_at");
+	resend_timestamp(imp.completed_at, sizeof(imp.completed_at), root, "completed_at");
+	cJSON_Delete(root);
+	*ret = imp;
+	return 0;
+}
+
+const char *resend_import_state_name(enum resend_import_state s)
+{
+	switch (s) {
+	case RESEND_IMPORT_QUEUED:
+		return "queued";
+	case RESEND_IMPORT_IN_PROGRESS:
+		return "in_progress";
+	case RESEND_IMPORT_COMPLETED:
+		return "completed";
+	case RESEND_IMPORT_FAILED:
+		return "failed";
+	case RESEND_IMPORT_UNKNOWN:
+		break;
+	}
+	return "unknown";
+}

@@ -1,0 +1,79 @@
+/* The Resend contact-import API as data: request fields, response parsing, error classes.
+ * No curl and no libuv here: the HTTP transport lives in http.c and upload.c. */
+#ifndef RDD_RESEND_H
+#define RDD_RESEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* The multipart text fields for one folder, in the order the official SDK sends them after the
+ * file part: column_map, on_conflict, segments, topics. Object/array values are compact JSON
+ * (cJSON_PrintUnformatted). A field that is absent for the folder is NULL and not sent;
+ * on_conflict is always set. column_map key order: email, first_name, last_name, unsubscribed,
+ * properties (each {"column","type"}), as the SDK does. */
+struct resend_fields {
+	char *column_map;
+	const char *on_conflict; /* static string */
+	char *segments;          /* [{"id":"..."}] */
+	char *topics;            /* [{"id":"...","subscription":"opt_in"}] */
+};
+
+int resend_fields_build(const struct config_folder *folder, struct resend_fields *ret);
+void resend_fields_free(struct resend_fields *f);
+
+/* A file name safe for the Content-Disposition filename: the base name with '"', '\\', CR, LF
+ * and other control characters replaced by '_'; never empty ("upload.csv" then). malloc'd. */
+char *resend_sanitize_filename(const char *name);
+
+/* "rdd-" + first 32 hex of sha256(folder name + '\n' + file sha256 hex), 36 chars. BUF >= 37. */
+void resend_idempotency_key(char buf[37], const char *folder, const char *sha256_hex);
+
+/* What to do after an answer (or a transport failure: http_status 0). */
+enum resend_class {
+	RESEND_OK,        /* 2xx */
+	RESEND_RETRY,     /* 408, 409 concurrent_idempotent_requests, 429 rate limit, 5xx, transport */
+	RESEND_QUOTA,     /* 429 daily_quota_exceeded / monthly_quota_exceeded: back off for hours */
+	RESEND_AUTH,      /* bad or missing API key: pause every upload */
+	RESEND_PERMANENT, /* any other 4xx: fail the file */
+};
+
+struct resend_error {
+	long status;        /* HTTP status, 0 for a transport error */
+	char name[64];      /* Resend's error name, or "" */
+	char message[512];  /* Resend's message, or an excerpt of a non-JSON body (escaped) */
+};
+
+/* Classifies an HTTP answer; fills ERR (when not NULL) for anything but RESEND_OK.
+ * Auth: 401 (any name), 403 with name invalid_api_key or restricted_api_key, and 400/403 whose
+ * message says the API key is invalid. */
+enum resend_class resend_classify(long status, const char *body, size_t len,
+				  struct resend_error *err);
+
+/* {"object":"contact_import","id":"<uuid>"} -> id. -EBADMSG when no id string is present. */
+int resend_parse_created(const char *body, size_t len, char ret_id[64]);
+
+enum resend_import_state {
+	RESEND_IMPORT_QUEUED,
+	RESEND_IMPORT_IN_PROGRESS,
+	RESEND_IMPORT_COMPLETED,
+	RESEND_IMPORT_FAILED,
+	RESEND_IMPORT_UNKNOWN, /* a status this version does not know: keep polling */
+};
+
+struct resend_import {
+	enum resend_import_state state;
+	char status[32]; /* as received */
+	bool has_counts;
+	int64_t total, created, updated, skipped, failed; /* -1 when missing */
+	char created_at[40], completed_at[40]; /* as received, "" when absent/null */
+};
+
+/* Parses GET /contacts/imports/{id} leniently (unknown fields ignored, counts optional).
+ * -EBADMSG when the body is not a JSON object with a status string. */
+int resend_parse_import(const char *body, size_t len, struct resend_import *ret);
+const char *resend_import_state_name(enum resend_import_state s);
+
+#endif
