@@ -475,6 +475,40 @@ static void job_finish(struct job *job)
 
 /* ---- check: runs in libuv's thread pool, touches only the job's own fields --------------- */
 
+/* sha256 of the whole file, read in chunks: identifies the content in reports and keys. */
+static int job_hash_file(int fd, uint64_t size, char hex[65], char *reason, size_t reasonsz)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char *buf = malloc(JOB_HASH_CHUNK);
+	uint64_t off = 0;
+	int r = (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) ? 0 : -ENOMEM;
+
+	if (r < 0)
+		snprintf(reason, reasonsz, "out of memory");
+	while (r == 0 && off < size) {
+		ssize_t n = pread(fd, buf, JOB_HASH_CHUNK, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			snprintf(reason, reasonsz, "reading the file failed: %s",
+				 n < 0 ? strerror(errno) : "it shrank while being read");
+			break;
+		}
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	if (r == 0 && EVP_DigestFinal_ex(ctx, md, &mdlen)) {
+		for (unsigned i = 0; i < mdlen && i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	}
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return r;
+}
+
 static void job_check_work(uv_work_t *req)
 {
 	struct job *job = req->data;
@@ -491,39 +525,15 @@ static void job_check_work(uv_work_t *req)
 		goto fail;
 	job->fd = fd;
 	job->bytes = (uint64_t)st.st_size;
+	/* The hash first: even a file refused for its header gets it in its report. */
+	r = job_hash_file(fd, job->bytes, job->sha256, reason, sizeof(reason));
+	if (r < 0)
+		goto fail;
 	r = csvhead_read(fd, &head, reason, sizeof(reason));
 	if (r == 0) {
 		r = csvhead_check(&head, &f->column_map, reason, sizeof(reason));
 		csvhead_free(&head);
 	}
-	if (r < 0)
-		goto fail;
-
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	char *buf = malloc(JOB_HASH_CHUNK);
-	uint64_t off = 0;
-	r = (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) ? 0 : -ENOMEM;
-	while (r == 0 && off < job->bytes) {
-		ssize_t n = pread(fd, buf, JOB_HASH_CHUNK, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			snprintf(reason, sizeof(reason), "reading the file failed: %s",
-				 n < 0 ? strerror(errno) : "it shrank while being read");
-			break;
-		}
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += (uint64_t)n;
-	}
-	if (r == 0 && EVP_DigestFinal_ex(ctx, md, &mdlen)) {
-		for (unsigned i = 0; i < mdlen && i < 32; i++)
-			snprintf(job->sha256 + 2 * i, 3, "%02x", md[i]);
-	}
-	EVP_MD_CTX_free(ctx);
-	free(buf);
 	if (r < 0)
 		goto fail;
 	job->check_errno = 0;

@@ -353,12 +353,13 @@ class Handler(BaseHTTPRequestHandler):
             body, error = self._receive(seq, is_upload)
             fault = fake.faults.take(self.command, url.path) if error is None else None
             answer = self._answer(url, body, error, fault)
+            # Recorded before it is sent, so that a client holding its answer finds the record.
+            fake.recorder.add(request_record(seq, self, url, body, answer, fault, error,
+                                             started, time.time()))
             if answer is None:  # a `close` fault: hang up without a word
                 self.close_connection = True
             else:
                 self._send(answer, fault)
-        fake.recorder.add(request_record(seq, self, url, body, answer, fault, error,
-                                         started, time.time()))
 
     def _receive(self, seq, is_upload):
         """The body, spooled, and parsed if it is an upload; plus the BodyError text, if any."""

@@ -128,7 +128,8 @@ class FakeResend:
             with _OPENER.open(request, timeout=HTTP_TIMEOUT) as answer:
                 return json.load(answer)
         except urllib.error.HTTPError as error:
-            raise ControlError(f"{method} /_fake/{path}: {error.code} {error.read()!r}") from None
+            detail = error.read().decode("utf-8", "replace")
+            raise ControlError(f"{method} /_fake/{path}: {error.code} {detail}") from None
 
     def requests(self):
         """Every API request recorded, in arrival order (see fake_resend.request_record)."""
