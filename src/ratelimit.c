@@ -48,6 +48,7 @@ static void ratelimit_refill(struct ratelimit *rl, uint64_t now_ms)
 uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
 {
 	double wait;
+	uint64_t ms;
 
 	/* The server's word applies even without a client-side ceiling: it is the server that
 	 * would refuse the request. */
@@ -62,10 +63,14 @@ uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
 			rl->tokens = 0;
 		return 0;
 	}
-	wait = ceil((1.0 - rl->tokens) * 1000.0 / rl->rate);
+	wait = (1.0 - rl->tokens) * 1000.0 / rl->rate;
 	if (!(wait < RATELIMIT_MAX_WAIT_MS))
 		wait = RATELIMIT_MAX_WAIT_MS;
-	return wait < 1 ? 1 : (uint64_t)wait;
+	/* Rounded up: asking again a millisecond early would only earn another wait. */
+	ms = (uint64_t)wait;
+	if ((double)ms < wait)
+		ms++;
+	return ms < 1 ? 1 : ms;
 }
 
 /* Parses a delay in seconds, "12" or "1.5" (optional surrounding blanks), into milliseconds,

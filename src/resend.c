@@ -4,7 +4,6 @@
 #include "resend.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -581,7 +580,7 @@ static int64_t resend_count(const cJSON *counts, const char *key, bool *found)
 		double v = item->valuedouble;
 
 		/* 2^53: beyond it a double no longer holds every integer exactly */
-		if (isfinite(v) && v >= 0 && v <= 9007199254740992.0 && floor(v) == v) {
+		if (v >= 0 && v <= 9007199254740992.0 && (double)(int64_t)v == v) {
 			*found = true;
 			return (int64_t)v;
 		}
