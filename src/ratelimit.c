@@ -7,8 +7,9 @@
 #include <stdbool.h>
 
 /* The most one header may hold uploads back. A proxy or a server bug answering
- * "retry-after: 99999999" must not wedge the daemon for years; longer real waits (quota) are the
- * retry policy's business, and every later response brings fresh headers anyway. */
+ * "retry-after: 99999999" (or a ratelimit-reset sent as an epoch timestamp instead of a delta)
+ * must not wedge the daemon for years; longer real waits (quota) are the retry policy's
+ * business, and every later response brings fresh headers anyway. */
 #define RATELIMIT_MAX_BLOCK_MS (3600u * 1000u)
 
 /* Waits computed from the bucket are capped too, only to keep the double -> integer conversion
@@ -63,7 +64,10 @@ uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
 			rl->tokens = 0;
 		return 0;
 	}
-	wait = (1.0 - rl->tokens) * 1000.0 / rl->rate;
+	/* Aim halfway into the slack: at the promised time the bucket is then past the threshold
+	 * despite rounding in the refill, and an exact boundary (0.998 + 1 ms at 2/s) is not
+	 * pushed a millisecond later by rounding here. */
+	wait = (1.0 - RATELIMIT_EPSILON / 2 - rl->tokens) * 1000.0 / rl->rate;
 	if (!(wait < RATELIMIT_MAX_WAIT_MS))
 		wait = RATELIMIT_MAX_WAIT_MS;
 	/* Rounded up: asking again a millisecond early would only earn another wait. */
@@ -112,12 +116,11 @@ static int ratelimit_parse_ms(const char *s, uint64_t *ret_ms)
 		s++;
 	if (*s)
 		return -EINVAL;
+	/* Below the cap in whole seconds, sec * 1000 + 999 + 1 cannot exceed the cap either. */
 	if (sec >= RATELIMIT_MAX_BLOCK_MS / 1000)
 		*ret_ms = RATELIMIT_MAX_BLOCK_MS;
-	else {
-		ms += sec * 1000 + (round_up ? 1 : 0);
-		*ret_ms = ms < RATELIMIT_MAX_BLOCK_MS ? ms : RATELIMIT_MAX_BLOCK_MS;
-	}
+	else
+		*ret_ms = sec * 1000 + ms + (round_up ? 1 : 0);
 	return 0;
 }
 
@@ -131,7 +134,7 @@ static void ratelimit_block(struct ratelimit *rl, uint64_t now_ms, uint64_t ms)
 		rl->blocked_until_ms = until;
 }
 
-/* A count of requests: digits with optional surrounding blanks, nothing else. */
+/* True for a request count of exactly zero: digits (all '0') with optional surrounding blanks. */
 static bool ratelimit_is_zero(const char *s)
 {
 	bool digit = false;

@@ -483,7 +483,9 @@ static enum resend_class resend_class_of(long status, const char *name, const ch
 		/* rate_limit_exceeded, or a 429 from something in between that has no Resend name */
 		return RESEND_RETRY;
 	}
-	if (status == 409 && strcmp(name, "concurrent_idempotent_requests") == 0)
+	/* Both say "not now" about something that will be free again shortly. */
+	if (status == 409 && (strcmp(name, "concurrent_idempotent_requests") == 0 ||
+			      strcmp(name, "resource_locked") == 0))
 		return RESEND_RETRY;
 	if (status == 401)
 		return RESEND_AUTH;

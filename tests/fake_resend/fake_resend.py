@@ -168,11 +168,10 @@ class ApiRequest:
 class FakeResend:
     """Everything behind the HTTP handler: settings, keys, faults, records, imports."""
 
-    def __init__(self, settings, api_keys, faults, data_dir, quiet=False):
+    def __init__(self, settings, api_keys, faults, data_dir):
         self.initial_settings = settings
         self.settings = settings
         self.api_keys = frozenset(api_keys)
-        self.quiet = quiet
         self.faults = FaultQueue(faults)
         self.recorder = Recorder(data_dir)
         self.imports = ImportStore()
@@ -193,16 +192,16 @@ class FakeResend:
     def _route(self, request):
         path = request.path.rstrip("/")
         if path == IMPORTS_PATH:
-            if request.method == "POST":
-                return self._create(request.body)
-            if request.method == "GET":
-                return Answer.json(200, self.imports.list(*check_list_query(request.query)))
+            methods = {"POST": lambda: self._create(request.body),
+                       "GET": lambda: self._list(request.query)}
         elif path.startswith(IMPORTS_PATH + "/") and path.count("/") == 3:
-            if request.method == "GET":
-                return self._retrieve(path.rsplit("/", 1)[1])
+            methods = {"GET": lambda: self._retrieve(path.rsplit("/", 1)[1])}
         else:
             raise ApiError(404, "not_found", "The requested endpoint does not exist.")
-        raise ApiError(405, "method_not_allowed", f"Method {request.method} not allowed on {path}.")
+        if request.method not in methods:
+            raise ApiError(405, "method_not_allowed",
+                           f"Method {request.method} not allowed on {path}.")
+        return methods[request.method]()
 
     def _create(self, body):
         if not body.is_multipart:
@@ -213,6 +212,9 @@ class FakeResend:
         import_id = self.imports.create(spec, self.settings.import_seconds,
                                         self.settings.fail_imports)
         return Answer.json(201, {"object": "contact_import", "id": import_id})
+
+    def _list(self, query):
+        return Answer.json(200, self.imports.list(*check_list_query(query)))
 
     def _retrieve(self, import_id):
         check_import_id(import_id)
@@ -320,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def log_message(self, fmt, *args):
-        if not self.server.fake.quiet:
+        if not self.server.quiet:
             super().log_message(fmt, *args)
 
     # --- control ---------------------------------------------------------------------------
@@ -473,8 +475,9 @@ class FakeServer(ThreadingHTTPServer):
     daemon_threads = True      # a stalled or idle connection must not delay shutdown
     request_queue_size = 128   # bursts of concurrent uploads
 
-    def __init__(self, address, fake):
+    def __init__(self, address, fake, quiet):
         self.fake = fake
+        self.quiet = quiet
         super().__init__(address, Handler)
 
     def server_bind(self):
@@ -529,9 +532,8 @@ def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="fake-resend-")
     os.makedirs(data_dir, exist_ok=True)
-    fake = FakeResend(args.settings, args.api_keys or [DEFAULT_API_KEY], args.fault, data_dir,
-                      args.quiet)
-    server = FakeServer((args.host, args.port), fake)
+    fake = FakeResend(args.settings, args.api_keys or [DEFAULT_API_KEY], args.fault, data_dir)
+    server = FakeServer((args.host, args.port), fake, args.quiet)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -70,9 +70,9 @@ class FakeResend:
         port_file = os.path.join(self._temp_dir, "port")
         command = [sys.executable, SERVER, "--port", "0", "--port-file", port_file,
                    "--data-dir", self.data_dir, *self._args]
-        with open(self.log_path, "wb") as log:  # a file, not a pipe nobody would drain
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
+            with open(self.log_path, "wb") as log:  # a file, not a pipe nobody would drain
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             self._wait_ready(port_file)
         except BaseException:
             self.__exit__(None, None, None)
@@ -80,7 +80,7 @@ class FakeResend:
         return self
 
     def __exit__(self, *_exc):
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(STOP_TIMEOUT)

@@ -222,16 +222,18 @@ def test_unknown_paths_and_methods(fake):
 # --- the asynchronous import ------------------------------------------------------------------
 
 def test_status_moves_from_queued_through_in_progress_to_completed(fake, create):
-    fake.configure(import_seconds=1.0)
+    fake.configure(import_seconds=2.0)  # queued for 0.6 s, then in_progress until 2 s
     import_id = imported(fake, create, "email\na@x.com\nb@x.com\n")
     queued = retrieve(fake, import_id)
     assert queued["status"] == "queued" and "counts" not in queued
     assert queued["completed_at"] is None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", queued["created_at"])
-    time.sleep(0.5)
+    time.sleep(1.0)
     in_progress = retrieve(fake, import_id)
     assert in_progress["status"] == "in_progress" and in_progress["completed_at"] is None
-    time.sleep(0.6)
+    assert in_progress["counts"] == {"total": 0, "created": 0, "updated": 0, "skipped": 0,
+                                     "failed": 0}
+    time.sleep(1.1)
     completed = retrieve(fake, import_id)
     assert completed["status"] == "completed"
     assert completed["counts"] == {"total": 2, "created": 2, "updated": 0, "skipped": 0,
@@ -256,7 +258,7 @@ def test_counts_follow_the_contact_store_across_imports(fake, create):
     contacts = fake.contacts()
     assert sorted(contacts) == ["a@x.com", "b@x.com", "d@x.com"]
     assert contacts["a@x.com"]["first_name"] == "Anna"
-    assert contacts["a@x.com"]["email"] == "A@x.com" and contacts["a@x.com"]["import_id"] == upserted
+    assert (contacts["a@x.com"]["email"], contacts["a@x.com"]["import_id"]) == ("A@x.com", upserted)
 
 
 def test_on_conflict_defaults_to_upsert(fake, create):

@@ -157,7 +157,8 @@ def test_the_minimal_create_is_accepted(fake, requests):
     record, = fake.requests()
     assert record["fields"] == {"column_map": None, "on_conflict": None, "segments": None,
                                 "topics": None}
-    assert (record["file"]["filename"], record["file"]["size"]) == ("a.csv", len("email\nx@y.com\n"))
+    assert record["file"]["filename"] == "a.csv"
+    assert record["file"]["size"] == len("email\nx@y.com\n")
 
 
 def test_a_create_with_a_column_map_is_accepted(fake, requests):

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -25,7 +24,7 @@ def read_line(process, timeout=10):
 
 
 @pytest.fixture
-def run_server(tmp_path):
+def run_server():
     """Start fake_resend.py with the given arguments; each process is stopped afterwards."""
     processes = []
 
@@ -96,7 +95,17 @@ def test_its_settings_and_keys_come_from_the_command_line(run_server, tmp_path):
     assert os.path.dirname(record["raw_body_path"]) == str(tmp_path / "data")
 
 
-def test_bad_options_are_refused(tmp_path):
+def test_its_own_temporary_data_dir_is_removed_on_exit(run_server):
+    process, port = run_server()
+    get(port, "/contacts/imports")
+    data_dir = os.path.dirname(get(port, "/_fake/requests").json()["requests"][0]["raw_body_path"])
+    assert os.path.isdir(data_dir)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(5) == 0
+    assert not os.path.exists(data_dir)
+
+
+def test_bad_options_are_refused():
     result = subprocess.run([sys.executable, SERVER, "--rps", "-1"], capture_output=True,
                             timeout=10)
     assert result.returncode == 2 and b"rps must be an integer >= 0" in result.stderr

@@ -305,6 +305,17 @@ static void test_fields_invalid_input(void **state)
 	f = folder_sdk1();
 	f.column_map.email = "bad \xff byte";
 	expect_build_fails(&f, -EILSEQ);
+	{
+		/* overlong '/', overlong 3-byte, a UTF-16 surrogate, above U+10FFFF, cut short */
+		static const char *bad_utf8[] = {"\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
+						 "\xf4\x90\x80\x80", "ab\xe2\x9c"};
+
+		for (size_t i = 0; i < sizeof(bad_utf8) / sizeof(bad_utf8[0]); i++) {
+			f = folder_sdk1();
+			f.column_map.last_name = (char *)bad_utf8[i];
+			expect_build_fails(&f, -EILSEQ);
+		}
+	}
 
 	f = folder_sdk1();
 	f.topics = bad_sub;
@@ -461,7 +472,7 @@ static void test_classify_documented_names(void **state)
 		{405, "method_not_allowed", RESEND_PERMANENT},
 		{409, "invalid_idempotent_request", RESEND_PERMANENT},
 		{409, "concurrent_idempotent_requests", RESEND_RETRY},
-		{409, "resource_locked", RESEND_PERMANENT},
+		{409, "resource_locked", RESEND_RETRY},
 		{422, "validation_error", RESEND_PERMANENT},
 		{422, "invalid_parameter", RESEND_PERMANENT},
 		{422, "missing_required_field", RESEND_PERMANENT},
@@ -620,6 +631,19 @@ static void test_classify_non_json_excerpt_is_short_and_safe(void **state)
 	assert_string_equal(err.message, "Too Many Requests");
 }
 
+static void test_classify_trims_blanks(void **state)
+{
+	static const char *body = "\r\n\n   Bad   Gateway \r\n\t";
+	static const char *json = "{\"name\":\" rate_limit_exceeded\",\"message\":\"\\n  Slow down. \"}";
+	struct resend_error err;
+
+	(void)state;
+	assert_int_equal(resend_classify(502, body, strlen(body), &err), RESEND_RETRY);
+	assert_string_equal(err.message, "Bad Gateway");
+	assert_int_equal(resend_classify(429, json, strlen(json), &err), RESEND_RETRY);
+	assert_string_equal(err.message, "Slow down.");
+}
+
 static void test_classify_json_but_not_resend_shape(void **state)
 {
 	static const char *no_name = "{\"message\":\"Upstream timed out\"}";
@@ -739,6 +763,17 @@ static void test_classify_keeps_utf8_message(void **state)
 	(void)state;
 	assert_int_equal(resend_classify(422, body, strlen(body), &err), RESEND_PERMANENT);
 	assert_string_equal(err.message, "Colonne \xc2\xabPr\xc3\xa9nom\xc2\xbb manquante ?!");
+}
+
+static void test_classify_rejects_malformed_utf8(void **state)
+{
+	/* overlong, surrogate and out-of-range sequences are not passed on: byte by byte '?' */
+	static const char *body = "{\"message\":\"a\xe0\x80\xaf" "b\xed\xa0\x80" "c\xf4\x90\x80\x80" "d\"}";
+	struct resend_error err;
+
+	(void)state;
+	assert_int_equal(resend_classify(422, body, strlen(body), &err), RESEND_PERMANENT);
+	assert_string_equal(err.message, "a???b???c????d");
 }
 
 /* ---- resend_parse_created ---- */
@@ -1031,12 +1066,14 @@ int main(void)
 		cmocka_unit_test(test_classify_api_key_invalid_message),
 		cmocka_unit_test(test_classify_html_502),
 		cmocka_unit_test(test_classify_non_json_excerpt_is_short_and_safe),
+		cmocka_unit_test(test_classify_trims_blanks),
 		cmocka_unit_test(test_classify_json_but_not_resend_shape),
 		cmocka_unit_test(test_classify_empty_body),
 		cmocka_unit_test(test_classify_uses_len_not_nul),
 		cmocka_unit_test(test_classify_truncates_safely),
 		cmocka_unit_test(test_classify_json_message_made_one_line),
 		cmocka_unit_test(test_classify_keeps_utf8_message),
+		cmocka_unit_test(test_classify_rejects_malformed_utf8),
 		cmocka_unit_test(test_parse_created_ok),
 		cmocka_unit_test(test_parse_created_bad),
 		cmocka_unit_test(test_parse_created_longest_id),
