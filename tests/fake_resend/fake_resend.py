@@ -380,18 +380,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self, url, body, error, fault):
         """The answer to send, or None to send none."""
+        fake = self.server.fake
         if error is not None:  # the body's framing is broken: answer, then hang up
             self.close_connection = True
-            return ApiError(400, "validation_error", f"Malformed request body: {error}").answer()
+            return ApiError(400, "validation_error", f"Malformed request body: {error}") \
+                .answer().with_headers(fake.limiter.headers())
         if fault is not None:
             time.sleep(fault.delay)
             if fault.close:
                 return None
             if fault.status is not None:
-                return fault.answer().with_headers(self.server.fake.limiter.headers())
+                return fault.answer().with_headers(fake.limiter.headers())
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-        request = ApiRequest(self.command, url.path, query, self.headers, body)
-        return self.server.fake.answer_api(request)
+        return fake.answer_api(ApiRequest(self.command, url.path, query, self.headers, body))
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -534,16 +535,19 @@ def main(argv=None):
     os.makedirs(data_dir, exist_ok=True)
     fake = FakeResend(args.settings, args.api_keys or [DEFAULT_API_KEY], args.fault, data_dir)
     server = FakeServer((args.host, args.port), fake, args.quiet)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    # A signal handler cannot be relied on here: the kernel may deliver the signal to any
+    # thread, and then the main thread, blocked waiting, never notices. So the signals are
+    # blocked before any thread starts (threads inherit the mask) and the main thread takes
+    # them with sigwait(); one sent early stays pending until then.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                      daemon=True).start()
     port = server.server_address[1]
     if args.port_file:
         write_port_file(args.port_file, port)
     print(f"fake-resend listening on http://{args.host}:{port}", flush=True)
-    stop.wait()
+    signal.sigwait(stop_signals)
     server.shutdown()
     server.server_close()
     if args.data_dir is None:

@@ -39,7 +39,7 @@ DEFAULT_ERRORS = {
     409: ("concurrent_idempotent_requests",
           "Same idempotency key used while original request is still in progress."),
     422: ("validation_error", "Injected validation error."),
-    429: ("rate_limit_exceeded", RATE_LIMITED.format(2)),
+    429: ("rate_limit_exceeded", RATE_LIMITED.format(2)),  # 2: Resend's usual default
     500: ("internal_server_error", "An unexpected error occurred."),
     503: ("service_unavailable", "The service is temporarily unavailable. Please try again."),
 }
@@ -113,9 +113,8 @@ class RateLimiter:
 
     UNLIMITED_REPORTED = 1000
 
-    def __init__(self, rps, clock=time.monotonic):
+    def __init__(self, rps):
         self.rps = rps
-        self._clock = clock
         self._lock = threading.Lock()
         self._window_end = 0.0
         self._used = 0
@@ -123,7 +122,7 @@ class RateLimiter:
     def admit(self):
         """Count one request, or raise the 429 when the window's quota is spent."""
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             if now >= self._window_end:
                 self._window_end = now + 1.0
                 self._used = 0
@@ -136,7 +135,7 @@ class RateLimiter:
     def headers(self):
         """The ratelimit-* headers describing the current window (without opening one)."""
         with self._lock:
-            now = self._clock()
+            now = time.monotonic()
             active = now < self._window_end
             used = self._used if active else 0
             reset = math.ceil(self._window_end - now) if active else 1

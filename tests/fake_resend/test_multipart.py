@@ -220,4 +220,4 @@ def test_broken_framing_is_answered_then_the_connection_closed(fake, framing):
         assert sock.recv(10) == b""
     assert answer.status == 400
     assert answer.json()["message"].startswith("Malformed request body: ")
-    assert answer.headers["connection"] == "close"
+    assert answer.headers["connection"] == "close" and "ratelimit-limit" in answer.headers
