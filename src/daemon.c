@@ -16,21 +16,34 @@
 #include "log.h"
 #include "watch.h"
 
-struct daemon {
-	uv_loop_t loop;
+/* Everything that depends on the configuration; a reload replaces it whole. */
+struct pipeline {
 	struct config *cfg;
-	const char *config_path;
-	unsigned flags;
 	struct http *http;
 	struct api *api;
 	struct jobs *jobs;
 	struct watch **watches;
+};
+
+struct daemon {
+	uv_loop_t loop;
+	const char *config_path;
+	unsigned flags;
+	struct pipeline pl;
+	/* Configurations replaced by a reload. Threads of the old pipeline may still read them
+	 * until its last check returns, so they are freed only at exit. */
+	struct config **retired;
+	size_t n_retired;
+	struct config *next_cfg; /* set while a reload drains the old pipeline */
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_idle_t once_check;
 	bool stopping;
 	int exit_status;
 };
 
+static void daemon_ready_cb(struct watch *w, const char *name, void *data);
+static void daemon_idle_cb(void *data);
+static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
 
 static void daemon_http_closed_cb(void *data)
@@ -38,16 +51,72 @@ static void daemon_http_closed_cb(void *data)
 	(void)data;
 }
 
-static void daemon_drained_cb(void *data)
+static int pipeline_start(struct daemon *d)
 {
-	struct daemon *d = data;
+	struct pipeline *pl = &d->pl;
+	struct jobs_events events = {
+		.idle = daemon_idle_cb,
+		.auth_failed = daemon_auth_failed_cb,
+		.data = d,
+	};
+	unsigned jflags = 0;
+	int r;
 
-	jobs_close(d->jobs);
-	d->jobs = NULL;
-	api_free(d->api);
-	d->api = NULL;
-	http_close(d->http, daemon_http_closed_cb, d);
-	d->http = NULL;
+	r = http_new(&d->loop, &pl->http);
+	if (r < 0)
+		return r;
+	r = api_new(pl->http, pl->cfg, &pl->api);
+	if (r < 0)
+		return r;
+	if (d->flags & DAEMON_DRY_RUN)
+		jflags |= JOBS_DRY_RUN;
+	if (d->flags & DAEMON_ONCE)
+		jflags |= JOBS_ONCE;
+	r = jobs_new(&d->loop, pl->cfg, pl->api, jflags, &events, &pl->jobs);
+	if (r < 0)
+		return r;
+	if (!(d->flags & DAEMON_DRY_RUN)) {
+		for (size_t i = 0; i < pl->cfg->n_folders; i++)
+			jobs_resume(pl->jobs, i);
+	}
+	pl->watches = calloc(pl->cfg->n_folders, sizeof(*pl->watches));
+	if (!pl->watches)
+		return -ENOMEM;
+	for (size_t i = 0; i < pl->cfg->n_folders; i++) {
+		r = watch_new(&d->loop, &pl->cfg->folders[i],
+			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb, d,
+			      &pl->watches[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Frees what a pipeline holds once its jobs are drained (or were never created). */
+static void pipeline_teardown(struct daemon *d)
+{
+	struct pipeline *pl = &d->pl;
+
+	for (size_t i = 0; pl->watches && i < pl->cfg->n_folders; i++) {
+		if (pl->watches[i])
+			watch_close(pl->watches[i]);
+	}
+	free(pl->watches);
+	if (pl->jobs)
+		jobs_close(pl->jobs);
+	api_free(pl->api);
+	if (pl->http)
+		http_close(pl->http, daemon_http_closed_cb, d);
+	struct config **r = realloc(d->retired, (d->n_retired + 1) * sizeof(*r));
+	if (r) {
+		d->retired = r;
+		d->retired[d->n_retired++] = pl->cfg;
+	}
+	memset(pl, 0, sizeof(*pl));
+}
+
+static void daemon_close_signals(struct daemon *d)
+{
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -55,20 +124,90 @@ static void daemon_drained_cb(void *data)
 	uv_close((uv_handle_t *)&d->once_check, NULL);
 }
 
+static void daemon_drained_cb(void *data)
+{
+	struct daemon *d = data;
+
+	pipeline_teardown(d);
+	if (d->next_cfg && !d->stopping) {
+		d->pl.cfg = d->next_cfg;
+		d->next_cfg = NULL;
+		log_configure((enum log_level)d->pl.cfg->log_level,
+			      (enum log_format)d->pl.cfg->log_format);
+		int r = pipeline_start(d);
+		if (r == 0) {
+			log_info("configuration %s reloaded: %zu folder%s", d->config_path,
+				 d->pl.cfg->n_folders, d->pl.cfg->n_folders == 1 ? "" : "s");
+			sd_notify(0, "READY=1");
+			return;
+		}
+		log_error("reload failed: %s; stopping", strerror(-r));
+		d->stopping = true;
+		d->exit_status = 2;
+		if (d->pl.jobs) {
+			jobs_drain(d->pl.jobs, 0, daemon_drained_cb, d);
+			return;
+		}
+		pipeline_teardown(d);
+	}
+	config_free(d->next_cfg);
+	d->next_cfg = NULL;
+	daemon_close_signals(d);
+}
+
+/* Stops taking files and drains the pipeline; daemon_drained_cb decides what comes next. */
+static void daemon_drain(struct daemon *d)
+{
+	struct pipeline *pl = &d->pl;
+
+	for (size_t i = 0; i < pl->cfg->n_folders; i++) {
+		if (pl->watches[i])
+			watch_close(pl->watches[i]);
+		pl->watches[i] = NULL;
+	}
+	jobs_drain(pl->jobs, pl->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
+}
+
 static void daemon_stop(struct daemon *d, int exit_status)
 {
+	bool draining = d->next_cfg != NULL;
+
 	if (d->stopping)
 		return;
 	d->stopping = true;
 	d->exit_status = exit_status;
 	sd_notify(0, "STOPPING=1");
-	for (size_t i = 0; i < d->cfg->n_folders; i++) {
-		if (d->watches[i])
-			watch_close(d->watches[i]);
-		d->watches[i] = NULL;
-	}
 	uv_idle_stop(&d->once_check);
-	jobs_drain(d->jobs, d->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
+	/* A reload already drains: its callback sees `stopping` and does not start again. */
+	if (!draining)
+		daemon_drain(d);
+}
+
+static void daemon_reload(struct daemon *d)
+{
+	struct config *next = NULL;
+	struct config_errors errs = {0};
+
+	if (d->stopping || d->next_cfg) {
+		log_warning("SIGHUP ignored: already %s", d->stopping ? "stopping" : "reloading");
+		return;
+	}
+	if (config_load(d->config_path, 0, &next, &errs) < 0) {
+		log_error("SIGHUP: configuration %s has %zu error%s; keeping the running "
+			  "configuration",
+			  d->config_path, errs.count, errs.count == 1 ? "" : "s");
+		for (size_t i = 0; i < errs.count; i++)
+			log_error("%s", errs.items[i]);
+		config_errors_clear(&errs);
+		return;
+	}
+	/* Uploads in flight finish (within shutdown_timeout_s) before the new folders start;
+	 * whatever is left in processing is resumed by the new pipeline. */
+	log_info("SIGHUP: configuration %s is valid; reloading after uploads in flight finish",
+		 d->config_path);
+	sd_notify(0, "RELOADING=1");
+	d->next_cfg = next;
+	daemon_drain(d);
 }
 
 static void daemon_signal_cb(uv_signal_t *sig, int signum)
@@ -81,52 +220,37 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 		log_info("received %s; finishing uploads in flight (at most %llu s), taking no new "
 			 "files",
 			 signum == SIGTERM ? "SIGTERM" : "SIGINT",
-			 (unsigned long long)d->cfg->api.shutdown_timeout_s);
+			 (unsigned long long)d->pl.cfg->api.shutdown_timeout_s);
 		daemon_stop(d, d->exit_status);
 		break;
 	case SIGUSR1:
-		jobs_log_status(d->jobs);
+		if (d->pl.jobs)
+			jobs_log_status(d->pl.jobs);
 		break;
-	case SIGHUP: {
-		/* Folders, limits and the key are wired into running jobs; a new configuration is
-		 * validated now so that a mistake shows at once, and applied by a restart. */
-		struct config *next = NULL;
-		struct config_errors errs = {0};
-		if (config_load(d->config_path, 0, &next, &errs) < 0) {
-			log_error("SIGHUP: configuration %s has %zu error%s; keeping the running "
-				  "configuration",
-				  d->config_path, errs.count, errs.count == 1 ? "" : "s");
-			for (size_t i = 0; i < errs.count; i++)
-				log_error("%s", errs.items[i]);
-			config_errors_clear(&errs);
-			break;
-		}
-		config_free(next);
-		log_warning("SIGHUP: configuration %s is valid; restart the service to apply it "
-			    "(live reload is not supported yet)",
-			    d->config_path);
+	case SIGHUP:
+		daemon_reload(d);
 		break;
-	}
 	}
 }
 
 static void daemon_ready_cb(struct watch *w, const char *name, void *data)
 {
 	struct daemon *d = data;
+	struct pipeline *pl = &d->pl;
 	size_t folder = 0;
 
-	while (folder < d->cfg->n_folders && d->watches[folder] != w)
+	while (folder < pl->cfg->n_folders && pl->watches[folder] != w)
 		folder++;
-	if (folder == d->cfg->n_folders || d->stopping)
+	if (folder == pl->cfg->n_folders || d->stopping)
 		return;
-	int r = jobs_submit(d->jobs, folder, name);
+	int r = jobs_submit(pl->jobs, folder, name);
 	if (r == -EEXIST) {
 		/* A file of the same name is still in processing: look again on the next scan. */
 		log_info("%s: '%s' waits: a file of that name is still being processed",
-			 d->cfg->folders[folder].name, name);
+			 pl->cfg->folders[folder].name, name);
 		watch_forget(w, name);
 	} else if (r < 0 && r != -ENOENT && r != -ECANCELED) {
-		log_error("%s: cannot claim '%s': %s", d->cfg->folders[folder].name, name,
+		log_error("%s: cannot claim '%s': %s", pl->cfg->folders[folder].name, name,
 			  strerror(-r));
 		watch_forget(w, name);
 	}
@@ -138,13 +262,13 @@ static void daemon_once_check_cb(uv_idle_t *idle)
 {
 	struct daemon *d = idle->data;
 
-	for (size_t i = 0; i < d->cfg->n_folders; i++) {
-		if (d->watches[i] && watch_pending(d->watches[i]) > 0)
+	for (size_t i = 0; i < d->pl.cfg->n_folders; i++) {
+		if (d->pl.watches[i] && watch_pending(d->pl.watches[i]) > 0)
 			return;
 	}
-	if (jobs_active(d->jobs) > 0)
+	if (jobs_active(d->pl.jobs) > 0)
 		return;
-	unsigned failed = jobs_failed_total(d->jobs);
+	unsigned failed = jobs_failed_total(d->pl.jobs);
 	log_info("--once: inboxes processed%s", failed ? "; some files failed" : "");
 	daemon_stop(d, failed ? 3 : 0);
 }
@@ -166,44 +290,8 @@ static void daemon_idle_cb(void *data)
 	(void)data;
 }
 
-static int daemon_start(struct daemon *d)
+static void daemon_start_signals(struct daemon *d)
 {
-	struct jobs_events events = {
-		.idle = daemon_idle_cb,
-		.auth_failed = daemon_auth_failed_cb,
-		.data = d,
-	};
-	unsigned jflags = 0;
-	int r;
-
-	r = http_new(&d->loop, &d->http);
-	if (r < 0)
-		return r;
-	r = api_new(d->http, d->cfg, &d->api);
-	if (r < 0)
-		return r;
-	if (d->flags & DAEMON_DRY_RUN)
-		jflags |= JOBS_DRY_RUN;
-	if (d->flags & DAEMON_ONCE)
-		jflags |= JOBS_ONCE;
-	r = jobs_new(&d->loop, d->cfg, d->api, jflags, &events, &d->jobs);
-	if (r < 0)
-		return r;
-	if (!(d->flags & DAEMON_DRY_RUN)) {
-		for (size_t i = 0; i < d->cfg->n_folders; i++)
-			jobs_resume(d->jobs, i);
-	}
-	d->watches = calloc(d->cfg->n_folders, sizeof(*d->watches));
-	if (!d->watches)
-		return -ENOMEM;
-	for (size_t i = 0; i < d->cfg->n_folders; i++) {
-		r = watch_new(&d->loop, &d->cfg->folders[i],
-			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb, d,
-			      &d->watches[i]);
-		if (r < 0)
-			return r;
-	}
-
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);
 	uv_signal_init(&d->loop, &d->sighup);
@@ -215,21 +303,11 @@ static int daemon_start(struct daemon *d)
 	uv_signal_start(&d->sigusr1, daemon_signal_cb, SIGUSR1);
 	uv_idle_init(&d->loop, &d->once_check);
 	d->once_check.data = d;
-	if (d->flags & DAEMON_ONCE)
-		uv_idle_start(&d->once_check, daemon_once_check_cb);
-	return 0;
-}
-
-static void daemon_walk_close_cb(uv_handle_t *handle, void *arg)
-{
-	(void)arg;
-	if (!uv_is_closing(handle))
-		uv_close(handle, NULL);
 }
 
 int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 {
-	struct daemon d = {.cfg = cfg, .config_path = config_path, .flags = flags};
+	struct daemon d = {.config_path = config_path, .flags = flags, .pl = {.cfg = cfg}};
 	int r;
 
 	/* A read lease (see watch.c) that a writer breaks raises SIGIO, whose default is to end
@@ -249,33 +327,33 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		curl_global_cleanup();
 		return 2;
 	}
-	r = daemon_start(&d);
+	daemon_start_signals(&d);
+	r = pipeline_start(&d);
 	if (r < 0) {
 		log_error("start-up failed: %s", strerror(-r));
+		d.stopping = true;
 		d.exit_status = 2;
-		if (d.jobs) {
-			d.stopping = false;
-			daemon_stop(&d, 2);
+		if (d.pl.jobs) {
+			jobs_drain(d.pl.jobs, 0, daemon_drained_cb, &d);
 		} else {
-			if (d.api)
-				api_free(d.api);
-			if (d.http)
-				http_close(d.http, daemon_http_closed_cb, &d);
-			uv_walk(&d.loop, daemon_walk_close_cb, NULL);
+			pipeline_teardown(&d);
+			daemon_close_signals(&d);
 		}
 	} else {
 		log_info("resend-dropd %s started: %zu folder%s%s%s", RDD_VERSION, cfg->n_folders,
-			 cfg->n_folders == 1 ? "" : "s",
-			 (flags & DAEMON_ONCE) ? ", --once" : "",
+			 cfg->n_folders == 1 ? "" : "s", (flags & DAEMON_ONCE) ? ", --once" : "",
 			 (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "");
+		if (flags & DAEMON_ONCE)
+			uv_idle_start(&d.once_check, daemon_once_check_cb);
 		sd_notify(0, "READY=1");
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	r = uv_loop_close(&d.loop);
 	if (r < 0)
 		log_error("event loop closed with handles still open: %s", uv_strerror(r));
-	free(d.watches);
-	config_free(cfg);
+	for (size_t i = 0; i < d.n_retired; i++)
+		config_free(d.retired[i]);
+	free(d.retired);
 	curl_global_cleanup();
 	log_info("stopped");
 	return d.exit_status;
