@@ -670,12 +670,15 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 			   "set either api_key_env or api_key_file, not both");
 		return;
 	}
+	if (api->api_key_file && !t->key_file)
+		return; /* already reported as invalid */
 	if (api->api_key_file) {
 		char buf[CONFIG_API_KEY_MAX + 1];
+		char q[200];
 		int fd = open(api->api_key_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (fd < 0) {
 			node_error(c, t->key_file, "api.api_key_file", "cannot read API key file '%s': %s",
-				   api->api_key_file, strerror(errno));
+				   QUOTED(q, api->api_key_file), strerror(errno));
 			return;
 		}
 		ssize_t n = read(fd, buf, sizeof(buf));
@@ -683,22 +686,23 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 		close(fd);
 		if (n < 0) {
 			node_error(c, t->key_file, "api.api_key_file", "cannot read API key file '%s': %s",
-				   api->api_key_file, strerror(saved));
+				   QUOTED(q, api->api_key_file), strerror(saved));
 			return;
 		}
 		if ((size_t)n > CONFIG_API_KEY_MAX) {
 			node_error(c, t->key_file, "api.api_key_file",
 				   "API key file '%s' is larger than %d bytes: is it the right file?",
-				   api->api_key_file, CONFIG_API_KEY_MAX);
+				   QUOTED(q, api->api_key_file), CONFIG_API_KEY_MAX);
 			return;
 		}
 		buf[n] = '\0';
+		bool has_nul = memchr(buf, '\0', (size_t)n) != NULL; /* before trimming adds one */
 		char *k = trim_key(buf);
-		if (!api_key_is_sane(k) || memchr(buf, '\0', (size_t)n) != NULL) {
+		if (has_nul || !api_key_is_sane(k)) {
 			node_error(c, t->key_file, "api.api_key_file",
 				   "API key file '%s' does not hold one key (printable characters, no "
 				   "spaces)",
-				   api->api_key_file);
+				   QUOTED(q, api->api_key_file));
 		} else {
 			cfg->api_key = strdup(k);
 		}
@@ -707,26 +711,24 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 	}
 
 	const char *env = getenv(api->api_key_env);
+	/* Point at the key that names the variable, else at `api:`, else at the file's start. */
 	yaml_node_t *where = t->key_env ? t->key_env : api_node;
-	if (t->key_env == NULL && api_node == NULL) {
-		ctx_error_at(c, 1, 1, path,
+	size_t line = where ? where->start_mark.line + 1 : 1;
+	size_t column = where ? where->start_mark.column + 1 : 1;
+	const char *keypath = t->key_env ? "api.api_key_env" : path;
+
+	if (!env || !*env) {
+		ctx_error_at(c, line, column, keypath,
 			     "no API key: environment variable %s is not set (set it, or set "
 			     "api.api_key_file)",
 			     api->api_key_env);
 		return;
 	}
-	if (!env || !*env) {
-		node_error(c, where, t->key_env ? "api.api_key_env" : path,
-			   "no API key: environment variable %s is not set (set it, or set "
-			   "api.api_key_file)",
-			   api->api_key_env);
-		return;
-	}
 	if (!api_key_is_sane(env)) {
-		node_error(c, where, t->key_env ? "api.api_key_env" : path,
-			   "environment variable %s does not hold one API key (printable characters, "
-			   "no spaces)",
-			   api->api_key_env);
+		ctx_error_at(c, line, column, keypath,
+			     "environment variable %s does not hold one API key (printable "
+			     "characters, no spaces)",
+			     api->api_key_env);
 		return;
 	}
 	cfg->api_key = strdup(env);
@@ -861,8 +863,11 @@ static const char *const segment_keys[] = {"id", NULL};
 
 struct folder_target {
 	struct config_folder *f;
-	yaml_node_t *name, *inbox, *done, *failed;
+	yaml_node_t *name, *inbox, *done, *failed; /* set when the value passed its checks */
+	unsigned seen_required;                    /* bit per folder_required key, even if bad */
 };
+
+static const char *const folder_required[] = {"name", "inbox", "done", "failed", NULL};
 
 static void property_key_cb(struct ctx *c, struct key_visit *kv, void *target)
 {
@@ -899,7 +904,7 @@ static void parse_properties(struct ctx *c, struct config_column_map *m, yaml_no
 			node_error(c, k, path, "expected a property key, got %s", node_type_name(k));
 			continue;
 		}
-		snprintf(ppath, sizeof(ppath), "%s.%s", path, scalar(k));
+		snprintf(ppath, sizeof(ppath), "%s.%s", path, QUOTED(q, scalar(k)));
 		if (scalar_has_nul(k) || !config_is_property_key(scalar(k))) {
 			node_error(c, k, ppath,
 				   "invalid property key '%s': use letters, digits and underscore, at "
@@ -918,11 +923,12 @@ static void parse_properties(struct ctx *c, struct config_column_map *m, yaml_no
 			continue;
 		struct config_property *p = &m->properties[m->n_properties];
 		p->type = CONFIG_PROP_STRING;
+		size_t before = c->n_errors;
 		walk_mapping(c, v, ppath, property_keys, property_key_cb, p);
 		if (!p->column) {
-			node_error(c, v, ppath, "missing required key 'column'");
-			free(p->column);
-			p->column = NULL;
+			/* A present but bad `column` was reported already. */
+			if (c->n_errors == before)
+				node_error(c, v, ppath, "missing required key 'column'");
 			continue;
 		}
 		p->key = strdup(scalar(k));
@@ -952,8 +958,9 @@ static void parse_column_map(struct ctx *c, struct config_column_map *m, yaml_no
 	if (!expect_mapping(c, n, path))
 		return;
 	m->present = true;
+	size_t before = c->n_errors;
 	walk_mapping(c, n, path, column_map_keys, column_map_key_cb, m);
-	if (!m->email)
+	if (!m->email && c->n_errors == before)
 		node_error(c, n, path,
 			   "missing required key 'email': name the CSV column that holds the email "
 			   "address");
@@ -1083,7 +1090,10 @@ static void folder_key_cb(struct ctx *c, struct key_visit *kv, void *target)
 	struct folder_target *t = target;
 	struct config_folder *f = t->f;
 	char q[80];
+	int req = key_index(folder_required, kv->key);
 
+	if (req >= 0)
+		t->seen_required |= 1u << req;
 	if (strcmp(kv->key, "name") == 0) {
 		if (!get_string(c, kv->value, kv->path, false, &f->name))
 			return;
@@ -1165,7 +1175,7 @@ static void parse_folder(struct ctx *c, struct config *cfg, yaml_node_t *n, size
 {
 	struct config_folder *f = &cfg->folders[index];
 	struct folder_target t = {.f = f};
-	char path[64], kp[128];
+	char path[64], kp[128], q[200];
 
 	snprintf(path, sizeof(path), "folders[%zu]", index);
 	f->settings = cfg->defaults;
@@ -1174,12 +1184,9 @@ static void parse_folder(struct ctx *c, struct config *cfg, yaml_node_t *n, size
 		return;
 	walk_mapping(c, n, path, folder_keys, folder_key_cb, &t);
 
-	static const char *const required[] = {"name", "inbox", "done", "failed"};
-	yaml_node_t *got[] = {t.name, t.inbox, t.done, t.failed};
-	char *vals[] = {f->name, f->inbox, f->done, f->failed};
-	for (size_t i = 0; i < 4; i++) {
-		if (!got[i] && !vals[i])
-			node_error(c, n, path, "missing required key '%s'", required[i]);
+	for (unsigned i = 0; folder_required[i]; i++) {
+		if (!(t.seen_required & (1u << i)))
+			node_error(c, n, path, "missing required key '%s'", folder_required[i]);
 	}
 
 	yaml_node_t *dn[3] = {t.inbox, t.done, t.failed};
@@ -1201,7 +1208,7 @@ static void parse_folder(struct ctx *c, struct config *cfg, yaml_node_t *n, size
 			node_error(c, refs[i].node, refs[i].key,
 				   "is on another filesystem than the inbox '%s': files are moved by "
 				   "rename, which cannot cross filesystems",
-				   f->inbox);
+				   QUOTED(q, f->inbox));
 		}
 	}
 	if (refs[1].exists && refs[2].exists && same_dir(&refs[1], &refs[2]))
@@ -1246,8 +1253,10 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 			if (a && b && strcmp(a, b) == 0) {
 				yaml_node_t *fn = yaml_document_get_node(
 					c->doc, n->data.sequence.items.start[i]);
-				node_error(c, fn, "folders", "folder name '%s' is used twice (also folders[%zu])",
-					   a, j);
+				char q[80];
+				node_error(c, fn, "folders",
+					   "folder name '%s' is used twice (also folders[%zu])",
+					   QUOTED(q, a), j);
 			}
 		}
 		for (size_t k = 0; k < 3; k++) {
@@ -1255,11 +1264,13 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 				continue;
 			for (size_t j = 0; j < i; j++) {
 				for (size_t l = 0; l < 3; l++) {
-					if (refs[j][l].exists && same_dir(&refs[i][k], &refs[j][l]))
-						node_error(c, refs[i][k].node, refs[i][k].key,
-							   "'%s' is also used by %s: each folder needs "
-							   "its own directories",
-							   refs[i][k].path, refs[j][l].key);
+					if (!refs[j][l].exists || !same_dir(&refs[i][k], &refs[j][l]))
+						continue;
+					char q[200];
+					node_error(c, refs[i][k].node, refs[i][k].key,
+						   "'%s' is also used by %s: each folder needs its own "
+						   "directories",
+						   QUOTED(q, refs[i][k].path), refs[j][l].key);
 				}
 			}
 		}
@@ -1326,6 +1337,62 @@ static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, uns
 			     "missing required key 'folders': nothing to watch");
 }
 
+/* libyaml's loader costs time quadratic in nesting depth and in the number of anchors; a
+ * configuration needs neither much. One pass over the events refuses such input, with its
+ * position, in milliseconds instead of minutes. Syntax errors are left to the loader, which
+ * reports them the same way. */
+#define CONFIG_MAX_DEPTH 64
+#define CONFIG_MAX_ANCHORS 1000
+
+static bool event_has_anchor(const yaml_event_t *ev)
+{
+	switch (ev->type) {
+	case YAML_SCALAR_EVENT:
+		return ev->data.scalar.anchor != NULL;
+	case YAML_SEQUENCE_START_EVENT:
+		return ev->data.sequence_start.anchor != NULL;
+	case YAML_MAPPING_START_EVENT:
+		return ev->data.mapping_start.anchor != NULL;
+	default:
+		return false;
+	}
+}
+
+static bool config_prescan(struct ctx *c, const char *buf, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	int depth = 0, anchors = 0;
+	bool ok = true;
+
+	if (!yaml_parser_initialize(&p))
+		return false;
+	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+	while (yaml_parser_parse(&p, &ev)) {
+		yaml_event_type_t type = ev.type;
+		if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT)
+			depth++;
+		else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT)
+			depth--;
+		if (event_has_anchor(&ev))
+			anchors++;
+		if (depth > CONFIG_MAX_DEPTH || anchors > CONFIG_MAX_ANCHORS) {
+			ctx_error_at(c, ev.start_mark.line + 1, ev.start_mark.column + 1, NULL,
+				     depth > CONFIG_MAX_DEPTH
+					     ? "nested more than %d levels deep: not a resend-dropd "
+					       "configuration"
+					     : "more than %d anchors: not a resend-dropd configuration",
+				     depth > CONFIG_MAX_DEPTH ? CONFIG_MAX_DEPTH : CONFIG_MAX_ANCHORS);
+			ok = false;
+		}
+		yaml_event_delete(&ev);
+		if (!ok || type == YAML_STREAM_END_EVENT)
+			break;
+	}
+	yaml_parser_delete(&p);
+	return ok;
+}
+
 /* libyaml reports reader errors (bad encoding) by byte offset only. */
 static void offset_to_position(const char *buf, size_t len, size_t offset, size_t *line,
 			       size_t *column)
@@ -1349,8 +1416,11 @@ static void report_yaml_error(struct ctx *c, const yaml_parser_t *p, const char 
 
 	if (p->error == YAML_READER_ERROR) {
 		offset_to_position(buf, len, p->problem_offset, &line, &column);
-		ctx_error_at(c, line, column, NULL, "invalid text: %s (byte 0x%02x); the file must be "
-			     "UTF-8 YAML", problem, (unsigned)p->problem_value & 0xffu);
+		/* problem_value is -1 for a truncated sequence: show the byte itself. */
+		unsigned byte = p->problem_offset < len ? (unsigned char)buf[p->problem_offset] : 0;
+		ctx_error_at(c, line, column, NULL,
+			     "invalid text: %s (byte 0x%02x); the file must be UTF-8 YAML", problem,
+			     byte);
 		return;
 	}
 	line = p->problem_mark.line + 1;
@@ -1365,7 +1435,8 @@ static void report_yaml_error(struct ctx *c, const yaml_parser_t *p, const char 
 
 static int read_whole_file(struct ctx *c, const char *path, char **ret_buf, size_t *ret_len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO given as the configuration must not hang us before fstat refuses it. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	struct stat st;
 	char *buf = NULL;
 	size_t len = 0;
@@ -1449,6 +1520,10 @@ int config_load(const char *path, unsigned flags, struct config **ret_config,
 
 	if (!yaml_parser_initialize(&parser)) {
 		r = -ENOMEM;
+		goto out;
+	}
+	if (!config_prescan(&c, buf, len)) {
+		yaml_parser_delete(&parser);
 		goto out;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);

@@ -1,6 +1,7 @@
 /* resend-dropd: command line, configuration, then hand over to the daemon's loop. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,18 @@ static void usage(FILE *out)
 		"(default RESEND_API_KEY) or from api.api_key_file; never from the YAML.\n");
 }
 
+/* One line, whatever the paths contain: scripts read it. */
 static void print_summary(const struct config *cfg)
 {
-	printf("%s: configuration OK: %zu folder%s:", cfg->path, cfg->n_folders,
+	char buf[PATH_MAX * 4];
+
+	log_escape(buf, sizeof(buf), cfg->path);
+	printf("%s: configuration OK: %zu folder%s:", buf, cfg->n_folders,
 	       cfg->n_folders == 1 ? "" : "s");
-	for (size_t i = 0; i < cfg->n_folders; i++)
-		printf("%s %s (inbox %s)", i ? "," : "", cfg->folders[i].name, cfg->folders[i].inbox);
+	for (size_t i = 0; i < cfg->n_folders; i++) {
+		log_escape(buf, sizeof(buf), cfg->folders[i].inbox);
+		printf("%s %s (inbox %s)", i ? "," : "", cfg->folders[i].name, buf);
+	}
 	printf("\n");
 }
 

@@ -1,0 +1,666 @@
+/* log: escaping of untrusted text, the text and JSON line formats, level filtering and the
+ * journald priority prefixes. */
+#include "log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* ---- log_escape ------------------------------------------------------------------------------ */
+
+/* Escapes SRC into a buffer of exactly the needed size and compares with WANT. Also checks that
+ * the return value is the full length and that nothing past the buffer is touched. */
+static void check_escape(const char *src, const char *want)
+{
+	size_t n = strlen(want);
+	char *buf = malloc(n + 1 + 8);
+
+	assert_non_null(buf);
+	memset(buf, 'Z', n + 1 + 8);
+	size_t r = log_escape(buf, n + 1, src);
+	if (r != n || strcmp(buf, want) != 0) {
+		print_message("escape of '%s':\n  expected (%zu): %s\n  actual   (%zu): %s\n", src, n,
+			      want, r, buf);
+		free(buf);
+		fail_msg("log_escape gave a wrong result");
+	}
+	for (size_t i = n + 1; i < n + 1 + 8; i++)
+		assert_int_equal(buf[i], 'Z');
+	free(buf);
+}
+
+static void test_escape_plain(void **state)
+{
+	(void)state;
+	check_escape("", "");
+	check_escape("hello, world", "hello, world");
+	check_escape("newsletter: 'contacts.csv' uploaded", "newsletter: 'contacts.csv' uploaded");
+	check_escape(" !\"#$%&'()*+,-./09:;<=>?@AZ[]^_`az{|}~", " !\"#$%&'()*+,-./09:;<=>?@AZ[]^_`az{|}~");
+}
+
+static void test_escape_control_characters(void **state)
+{
+	(void)state;
+	check_escape("a\nb", "a\\nb");
+	check_escape("a\rb", "a\\rb");
+	check_escape("a\tb", "a\\tb");
+	check_escape("\x01", "\\x01");
+	check_escape("\x1b[31mred", "\\x1b[31mred");
+	check_escape("\x1f\x7f", "\\x1f\\x7f");
+	check_escape("\b\f\v", "\\x08\\x0c\\x0b");
+	check_escape("\n\n", "\\n\\n");
+}
+
+static void test_escape_backslash(void **state)
+{
+	(void)state;
+	check_escape("\\", "\\\\");
+	check_escape("C:\\dir\\x41", "C:\\\\dir\\\\x41");
+	/* A literal "\n" in a file name stays distinguishable from an escaped newline. */
+	check_escape("a\\nb", "a\\\\nb");
+}
+
+static void test_escape_valid_utf8_kept(void **state)
+{
+	(void)state;
+	check_escape("caf\xc3\xa9", "caf\xc3\xa9");                     /* U+00E9 */
+	check_escape("\xc2\x80", "\xc2\x80");                           /* U+0080, smallest 2-byte */
+	check_escape("\xdf\xbf", "\xdf\xbf");                           /* U+07FF */
+	check_escape("\xe0\xa0\x80", "\xe0\xa0\x80");                   /* U+0800, smallest 3-byte */
+	check_escape("\xe2\x82\xac 5", "\xe2\x82\xac 5");               /* euro sign */
+	check_escape("\xed\x9f\xbf", "\xed\x9f\xbf");                   /* U+D7FF, below surrogates */
+	check_escape("\xee\x80\x80", "\xee\x80\x80");                   /* U+E000, above surrogates */
+	check_escape("\xef\xbf\xbd", "\xef\xbf\xbd");                   /* U+FFFD */
+	check_escape("\xf0\x90\x80\x80", "\xf0\x90\x80\x80");           /* U+10000 */
+	check_escape("\xf0\x9f\x98\x80!", "\xf0\x9f\x98\x80!");         /* emoji */
+	check_escape("\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf");           /* U+10FFFF */
+	check_escape("\xe6\x97\xa5\xe6\x9c\xac", "\xe6\x97\xa5\xe6\x9c\xac");
+}
+
+static void test_escape_invalid_utf8(void **state)
+{
+	(void)state;
+	check_escape("\xff", "\\xff");
+	check_escape("\xfe\xfd", "\\xfe\\xfd");
+	check_escape("a\x80z", "a\\x80z");                 /* lone continuation byte */
+	check_escape("\xc3", "\\xc3");                     /* truncated at the end */
+	check_escape("\xc3(", "\\xc3(");                   /* bad continuation */
+	check_escape("\xe2\x82", "\\xe2\\x82");             /* truncated 3-byte */
+	check_escape("\xe2\x82z", "\\xe2\\x82z");
+	check_escape("\xf0\x9f\x98", "\\xf0\\x9f\\x98");     /* truncated 4-byte */
+	check_escape("\xf5\x80\x80\x80", "\\xf5\\x80\\x80\\x80");
+	check_escape("\xf8\x88\x80\x80\x80", "\\xf8\\x88\\x80\\x80\\x80");
+	/* Latin-1 file names, as from an old Windows share. */
+	check_escape("caf\xe9.csv", "caf\\xe9.csv");
+	/* A valid character right after an invalid byte is kept. */
+	check_escape("\xff\xc3\xa9", "\\xff\xc3\xa9");
+}
+
+static void test_escape_overlong_and_surrogates(void **state)
+{
+	(void)state;
+	check_escape("\xc0\xaf", "\\xc0\\xaf");                 /* overlong '/' */
+	check_escape("\xc1\xbf", "\\xc1\\xbf");
+	check_escape("\xc0\x8a", "\\xc0\\x8a");                 /* overlong '\n' */
+	check_escape("\xe0\x80\xaf", "\\xe0\\x80\\xaf");         /* overlong 3-byte '/' */
+	check_escape("\xe0\x9f\xbf", "\\xe0\\x9f\\xbf");         /* overlong U+07FF */
+	check_escape("\xf0\x80\x80\xaf", "\\xf0\\x80\\x80\\xaf"); /* overlong 4-byte */
+	check_escape("\xf0\x8f\xbf\xbf", "\\xf0\\x8f\\xbf\\xbf"); /* overlong U+FFFF */
+	check_escape("\xed\xa0\x80", "\\xed\\xa0\\x80");         /* U+D800 */
+	check_escape("\xed\xbf\xbf", "\\xed\\xbf\\xbf");         /* U+DFFF */
+	check_escape("\xed\xa0\xbd\xed\xb8\x80", "\\xed\\xa0\\xbd\\xed\\xb8\\x80"); /* CESU-8 pair */
+	check_escape("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80"); /* U+110000 */
+}
+
+/* Input pieces and what each becomes: a truncated result must end on a piece boundary. */
+static const struct {
+	const char *in, *out;
+} pieces[] = {
+	{"a", "a"},          {"b", "b"},          {"\n", "\\n"},       {"\xc3\xa9", "\xc3\xa9"}, {"\x01", "\\x01"},
+	{"\\", "\\\\"},      {"\xff", "\\xff"},   {"x", "x"},               {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+	{"\t", "\\t"},       {"\xe2\x82\xac", "\xe2\x82\xac"}, {"\r", "\\r"}, {"z", "z"},
+};
+
+static void test_escape_truncation(void **state)
+{
+	char src[128] = "", full[256] = "", buf[300];
+	size_t bounds[64], nb = 0, outlen = 0;
+
+	(void)state;
+	bounds[nb++] = 0;
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		strcat(src, pieces[i].in);
+		strcat(full, pieces[i].out);
+		outlen += strlen(pieces[i].out);
+		bounds[nb++] = outlen;
+	}
+	assert_int_equal(outlen, strlen(full));
+
+	for (size_t sz = 0; sz <= outlen + 2; sz++) {
+		memset(buf, 'Z', sizeof(buf));
+		size_t r = log_escape(sz ? buf : NULL, sz, src);
+		assert_int_equal(r, outlen); /* the full length, like snprintf */
+		if (sz == 0)
+			continue;
+		size_t want = 0;
+		for (size_t b = 0; b < nb; b++) {
+			if (bounds[b] < sz)
+				want = bounds[b];
+		}
+		size_t got = strnlen(buf, sizeof(buf));
+		if (got != want || memcmp(buf, full, got) != 0) {
+			print_message("size %zu: expected the first %zu bytes of '%s', got '%.*s'\n", sz,
+				      want, full, (int)got, buf);
+			fail_msg("truncation split an escape or a character");
+		}
+		for (size_t i = sz; i < sizeof(buf); i++)
+			assert_int_equal(buf[i], 'Z');
+	}
+}
+
+static void test_escape_small_buffers(void **state)
+{
+	char buf[8];
+
+	(void)state;
+	assert_int_equal(log_escape(NULL, 0, "\n"), 2);
+	memset(buf, 'Z', sizeof(buf));
+	assert_int_equal(log_escape(buf, 1, "abc"), 3);
+	assert_string_equal(buf, "");
+	assert_int_equal(buf[1], 'Z');
+	memset(buf, 'Z', sizeof(buf));
+	assert_int_equal(log_escape(buf, 4, "\x01"), 4); /* "\x01" needs 5 bytes with the NUL */
+	assert_string_equal(buf, "");
+	memset(buf, 'Z', sizeof(buf));
+	assert_int_equal(log_escape(buf, 5, "\x01"), 4);
+	assert_string_equal(buf, "\\x01");
+	memset(buf, 'Z', sizeof(buf));
+	assert_int_equal(log_escape(buf, 2, "\\"), 2);
+	assert_string_equal(buf, "");
+	memset(buf, 'Z', sizeof(buf));
+	assert_int_equal(log_escape(buf, 3, "a\xc3\xa9"), 3);
+	assert_string_equal(buf, "a");
+}
+
+/* Every byte value, alone: output is printable ASCII or valid UTF-8, never a raw control. */
+static void test_escape_every_byte(void **state)
+{
+	char src[2] = {0}, buf[16];
+
+	(void)state;
+	for (int b = 1; b < 256; b++) {
+		src[0] = (char)b;
+		size_t r = log_escape(buf, sizeof(buf), src);
+		if (b >= 0x20 && b < 0x7f && b != '\\') {
+			assert_int_equal(r, 1);
+			assert_int_equal((unsigned char)buf[0], b);
+			continue;
+		}
+		assert_true(r >= 2);
+		for (size_t i = 0; i < r; i++) {
+			unsigned char c = (unsigned char)buf[i];
+			assert_true(c >= 0x20 && c < 0x7f);
+		}
+	}
+}
+
+/* ---- log_msg ------------------------------------------------------------------------------- */
+
+static struct {
+	FILE *mem;
+	char *buf;
+	size_t len;
+	int saved_stderr;
+	char tmpfile[64];
+} L = {.saved_stderr = -1};
+
+static int setup(void **state)
+{
+	(void)state;
+	/* Timestamps are UTC whatever the local zone (Nepal: +05:45, no tzdata needed). */
+	setenv("TZ", "NPT-5:45", 1);
+	tzset();
+	unsetenv("JOURNAL_STREAM");
+	log_init();
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+	L.buf = NULL;
+	L.len = 0;
+	L.mem = open_memstream(&L.buf, &L.len);
+	if (!L.mem)
+		return -1;
+	log_set_stream(L.mem);
+	return 0;
+}
+
+static void restore_stderr(void)
+{
+	if (L.saved_stderr >= 0) {
+		fflush(stderr);
+		dup2(L.saved_stderr, STDERR_FILENO);
+		close(L.saved_stderr);
+		L.saved_stderr = -1;
+	}
+	if (L.tmpfile[0]) {
+		unlink(L.tmpfile);
+		L.tmpfile[0] = '\0';
+	}
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	restore_stderr();
+	log_set_stream(NULL);
+	unsetenv("JOURNAL_STREAM");
+	log_init();
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+	if (L.mem)
+		fclose(L.mem);
+	L.mem = NULL;
+	free(L.buf);
+	L.buf = NULL;
+	return 0;
+}
+
+/* What has been logged so far. */
+static const char *output(void)
+{
+	fflush(L.mem);
+	return L.buf ? L.buf : "";
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* Checks "YYYY-MM-DDTHH:MM:SS.mmmZ " at S, within a few seconds of now (UTC). */
+static void assert_timestamp(const char *s)
+{
+	struct tm tm = {0};
+	int ms = -1;
+	char z = 0, sp = 0;
+
+	for (int i = 0; i < 24; i++) {
+		bool digit = s[i] >= '0' && s[i] <= '9';
+		bool sep = i == 4 || i == 7 || i == 10 || i == 13 || i == 16 || i == 19 || i == 23;
+		if (digit == sep)
+			fail_msg("not a timestamp: '%.30s'", s);
+	}
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &z, &sp) != 9 ||
+	    z != 'Z' || sp != ' ')
+		fail_msg("not a timestamp: '%.30s'", s);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	time_t now = time(NULL);
+	if (t < now - 5 || t > now + 5)
+		fail_msg("timestamp '%.24s' is not the current UTC time", s);
+}
+
+static void test_text_format(void **state)
+{
+	(void)state;
+	log_info("newsletter: '%s' uploaded, %d rows", "contacts.csv", 1250);
+	const char *out = output();
+	assert_int_equal(count_lines(out), 1);
+	assert_timestamp(out);
+	assert_string_equal(out + 24, " info: newsletter: 'contacts.csv' uploaded, 1250 rows\n");
+
+	log_error("boom");
+	log_warning("careful");
+	out = output();
+	assert_int_equal(count_lines(out), 3);
+	const char *l2 = strchr(out, '\n') + 1;
+	const char *l3 = strchr(l2, '\n') + 1;
+	assert_timestamp(l2);
+	assert_memory_equal(l2 + 24, " error: boom\n", 13);
+	assert_timestamp(l3);
+	assert_string_equal(l3 + 24, " warning: careful\n");
+}
+
+static void test_level_filtering(void **state)
+{
+	(void)state;
+	log_debug("hidden at info");
+	assert_string_equal(output(), "");
+	assert_int_equal(log_get_level(), LOG_LEVEL_INFO);
+
+	log_configure(LOG_LEVEL_WARNING, LOG_FORMAT_TEXT);
+	assert_int_equal(log_get_level(), LOG_LEVEL_WARNING);
+	log_debug("d");
+	log_info("i");
+	assert_string_equal(output(), "");
+	log_warning("w");
+	log_error("e");
+	assert_int_equal(count_lines(output()), 2);
+	assert_non_null(strstr(output(), " warning: w\n"));
+	assert_non_null(strstr(output(), " error: e\n"));
+
+	log_configure(LOG_LEVEL_ERROR, LOG_FORMAT_TEXT);
+	log_warning("w2");
+	assert_int_equal(count_lines(output()), 2);
+	log_error("e2");
+	assert_int_equal(count_lines(output()), 3);
+
+	log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+	log_debug("d2 %d", 7);
+	assert_int_equal(count_lines(output()), 4);
+	assert_non_null(strstr(output(), " debug: d2 7\n"));
+}
+
+static void test_one_line_per_call(void **state)
+{
+	(void)state;
+	/* A file name is user input: it must not be able to forge a second log line. */
+	const char *evil = "x.csv\n2030-01-01T00:00:00.000Z error: forged\r\x1b[2K";
+	log_info("newsletter: '%s' uploaded", evil);
+	const char *out = output();
+	assert_int_equal(count_lines(out), 1);
+	assert_non_null(strstr(out, "'x.csv\\n2030-01-01T00:00:00.000Z error: forged\\r\\x1b[2K' "
+				    "uploaded\n"));
+	assert_null(strchr(out, '\r'));
+	assert_null(strchr(out, '\x1b'));
+
+	log_info("caf\xe9 \xed\xa0\x80 \xc3\xa9");
+	out = output();
+	assert_int_equal(count_lines(out), 2);
+	assert_non_null(strstr(out, " info: caf\\xe9 \\xed\\xa0\\x80 \xc3\xa9\n"));
+}
+
+static void test_long_message(void **state)
+{
+	size_t n = 10000;
+	char *big = malloc(n + 1);
+
+	(void)state;
+	assert_non_null(big);
+	for (size_t i = 0; i < n; i++)
+		big[i] = i % 3 == 0 ? '\n' : 'a';
+	big[n] = '\0';
+	log_warning("%s", big);
+	free(big);
+	const char *out = output();
+	assert_int_equal(count_lines(out), 1);
+	size_t len = strlen(out);
+	assert_true(len > 1000 && len < 4096 + 64);
+	assert_int_equal(out[len - 1], '\n');
+	/* Cut between escapes, never inside one: the text before the newline ends in a whole
+	 * "\n" escape or an 'a'. */
+	const char *body = out + 24 + strlen(" warning: ");
+	size_t bl = len - 1 - (size_t)(body - out);
+	size_t backslashes = 0;
+	for (size_t i = bl; i > 0 && body[i - 1] == '\\'; i--)
+		backslashes++;
+	assert_int_equal(backslashes % 2, 0);
+}
+
+static void test_json_format(void **state)
+{
+	(void)state;
+	log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+	log_error("e \"quoted\"");
+	log_warning("w\nforged");
+	log_info("caf\xe9 \xc3\xa9 back\\slash");
+	log_debug("d %d", 4);
+
+	const char *out = output();
+	assert_int_equal(count_lines(out), 4);
+	static const char *const levels[] = {"error", "warning", "info", "debug"};
+	static const char *const msgs[] = {"e \"quoted\"", "w\\nforged",
+					   "caf\\xe9 \xc3\xa9 back\\\\slash", "d 4"};
+	const char *line = out;
+	for (int i = 0; i < 4; i++) {
+		const char *nl = strchr(line, '\n');
+		assert_non_null(nl);
+		char *copy = strndup(line, (size_t)(nl - line));
+		cJSON *j = cJSON_Parse(copy);
+		if (!j)
+			fail_msg("line %d is not JSON: %s", i, copy);
+		cJSON *lv = cJSON_GetObjectItemCaseSensitive(j, "level");
+		cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "msg");
+		cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts");
+		assert_true(cJSON_IsString(lv));
+		assert_true(cJSON_IsString(msg));
+		assert_true(cJSON_IsString(ts));
+		assert_string_equal(lv->valuestring, levels[i]);
+		assert_string_equal(msg->valuestring, msgs[i]);
+		char tsbuf[32];
+		snprintf(tsbuf, sizeof(tsbuf), "%s ", ts->valuestring);
+		assert_int_equal(strlen(ts->valuestring), 24);
+		assert_timestamp(tsbuf);
+		cJSON_Delete(j);
+		free(copy);
+		line = nl + 1;
+	}
+}
+
+/* ---- journald ---------------------------------------------------------------------------------- */
+
+/* Points fd 2 at a fresh file, sets JOURNAL_STREAM to its "device:inode" (with INO_DELTA added
+ * to the inode), or to JS when given, and re-runs log_init; logging then goes to stderr. */
+static void stderr_to_file_ex(const char *js, unsigned long long ino_delta)
+{
+	struct stat st;
+	char val[64];
+
+	strcpy(L.tmpfile, "/tmp/rdd-log-XXXXXX");
+	int fd = mkstemp(L.tmpfile);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	fflush(stderr);
+	L.saved_stderr = dup(STDERR_FILENO);
+	assert_true(L.saved_stderr >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+	snprintf(val, sizeof(val), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino + ino_delta);
+	if (js)
+		setenv("JOURNAL_STREAM", js, 1);
+	else
+		setenv("JOURNAL_STREAM", val, 1);
+	log_set_stream(NULL);
+	log_init();
+}
+
+static void stderr_to_file(const char *js)
+{
+	stderr_to_file_ex(js, 0);
+}
+
+/* Restores fd 2 and returns what was written to the file (caller frees). */
+static char *stderr_collect(void)
+{
+	char path[64];
+	FILE *f;
+	char *buf = calloc(1, 65536);
+
+	fflush(stderr);
+	snprintf(path, sizeof(path), "%s", L.tmpfile);
+	f = fopen(path, "rb");
+	assert_non_null(buf);
+	if (f) {
+		size_t n = fread(buf, 1, 65535, f);
+		buf[n] = '\0';
+		fclose(f);
+	}
+	restore_stderr();
+	return buf;
+}
+
+static void test_journald_prefix(void **state)
+{
+	(void)state;
+	stderr_to_file(NULL);
+	log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+	log_error("e1");
+	log_warning("w1");
+	log_info("i1 '%s'", "a\nb");
+	log_debug("d1");
+	char *out = stderr_collect();
+	assert_string_equal(out, "<3>e1\n<4>w1\n<6>i1 'a\\nb'\n<7>d1\n");
+	free(out);
+}
+
+static void test_journald_json(void **state)
+{
+	(void)state;
+	stderr_to_file(NULL);
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
+	log_warning("w");
+	char *out = stderr_collect();
+	assert_memory_equal(out, "<4>{", 4);
+	assert_int_equal(count_lines(out), 1);
+	cJSON *j = cJSON_Parse(out + 3);
+	assert_non_null(j);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "level")->valuestring, "warning");
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "msg")->valuestring, "w");
+	cJSON_Delete(j);
+	free(out);
+}
+
+/* JOURNAL_STREAM inherited by a process whose stderr is elsewhere must not count. */
+static void test_journald_mismatch(void **state)
+{
+	static const char *const values[] = {"1:2", "garbage", "", "12345"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		stderr_to_file(values[i]);
+		log_info("plain");
+		char *out = stderr_collect();
+		if (out[0] == '<')
+			fail_msg("JOURNAL_STREAM='%s' gave a priority prefix: %s", values[i], out);
+		assert_int_equal(count_lines(out), 1);
+		assert_timestamp(out);
+		assert_string_equal(out + 24, " info: plain\n");
+		free(out);
+	}
+
+	/* Same device, other inode; and the other way round. */
+	stderr_to_file_ex(NULL, 1);
+	log_info("plain");
+	char *out = stderr_collect();
+	assert_timestamp(out);
+	free(out);
+	struct stat st;
+	char val[64];
+	int fd = open("/", O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	close(fd);
+	stderr_to_file_ex(NULL, 0);
+	/* Replace the device with /'s, keeping the file's inode. */
+	struct stat fst;
+	assert_int_equal(fstat(STDERR_FILENO, &fst), 0);
+	if (fst.st_dev != st.st_dev) {
+		snprintf(val, sizeof(val), "%llu:%llu", (unsigned long long)st.st_dev,
+			 (unsigned long long)fst.st_ino);
+		setenv("JOURNAL_STREAM", val, 1);
+		log_init();
+	}
+	log_info("plain");
+	out = stderr_collect();
+	if (fst.st_dev != st.st_dev)
+		assert_timestamp(out);
+	free(out);
+}
+
+/* After the journal was detected, log_init without JOURNAL_STREAM turns the prefix off again. */
+static void test_journald_reinit(void **state)
+{
+	(void)state;
+	stderr_to_file(NULL);
+	unsetenv("JOURNAL_STREAM");
+	log_init();
+	log_info("x");
+	char *out = stderr_collect();
+	assert_timestamp(out);
+	free(out);
+}
+
+/* log_set_stream(NULL) goes back to stderr. */
+static void test_stream_reset(void **state)
+{
+	(void)state;
+	log_info("to memory");
+	stderr_to_file("0:0");
+	log_info("to stderr");
+	char *out = stderr_collect();
+	assert_non_null(strstr(out, " info: to stderr\n"));
+	assert_null(strstr(out, "to memory"));
+	free(out);
+	assert_null(strstr(output(), "to stderr"));
+}
+
+/* Each line reaches the file at once, even through a fully buffered stream: a daemon's last
+ * words before a crash must not sit in a buffer. */
+static void test_each_line_flushed(void **state)
+{
+	char path[] = "/tmp/rdd-log-flush-XXXXXX", buf[256] = "";
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	FILE *f = fdopen(dup(fd), "w");
+	assert_non_null(f);
+	assert_int_equal(setvbuf(f, NULL, _IOFBF, 65536), 0);
+	log_set_stream(f);
+	log_error("first");
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	log_set_stream(L.mem);
+	fclose(f);
+	close(fd);
+	unlink(path);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, " error: first\n"));
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+	static const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_escape_plain),
+		cmocka_unit_test(test_escape_control_characters),
+		cmocka_unit_test(test_escape_backslash),
+		cmocka_unit_test(test_escape_valid_utf8_kept),
+		cmocka_unit_test(test_escape_invalid_utf8),
+		cmocka_unit_test(test_escape_overlong_and_surrogates),
+		cmocka_unit_test(test_escape_truncation),
+		cmocka_unit_test(test_escape_small_buffers),
+		cmocka_unit_test(test_escape_every_byte),
+		T(test_text_format),
+		T(test_level_filtering),
+		T(test_one_line_per_call),
+		T(test_long_message),
+		T(test_json_format),
+		T(test_journald_prefix),
+		T(test_journald_json),
+		T(test_journald_mismatch),
+		T(test_journald_reinit),
+		T(test_stream_reset),
+		T(test_each_line_flushed),
+	};
+
+	return cmocka_run_group_tests_name("log", tests, NULL, NULL);
+}
