@@ -699,16 +699,16 @@ static void job_upload_done_cb(struct api_call *call, void *data)
 			goto out;
 		}
 		job->uploaded_at_ms = now_wall_ms();
-		if (!job->folder->conf->settings.follow_import || js->draining) {
-			if (js->draining && job->folder->conf->settings.follow_import) {
-				job_save_state(job); /* follow after the restart */
-				job_release(job);
-				goto out;
-			}
+		if (!job->folder->conf->settings.follow_import) {
 			job_finish(job);
 			goto out;
 		}
+		/* From here on a restart only follows the import, never uploads again. */
 		job_save_state(job);
+		if (js->draining) {
+			job_release(job);
+			goto out;
+		}
 		log_debug("%s: '%s' uploaded as import %s; following it", job->folder->conf->name,
 			  job->name, job->import_id);
 		job->follow_started_ms = uv_now(js->loop);

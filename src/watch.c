@@ -100,7 +100,8 @@ static void watch_arm_tick(struct watch *w)
 		ms = WATCH_TICK_MIN_MS;
 	if (ms > WATCH_TICK_MAX_MS)
 		ms = WATCH_TICK_MAX_MS;
-	uv_timer_start(&w->tick, watch_tick_cb, w->folder->settings.settle_ms ? ms : 0, 0);
+	/* Never 0, even for settle_ms 0: a writer holding the file would make us spin. */
+	uv_timer_start(&w->tick, watch_tick_cb, ms, 0);
 }
 
 /* Looks at NAME in the inbox and records what it saw. Entries that are not files we could take
