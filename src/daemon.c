@@ -42,6 +42,7 @@ struct daemon {
 };
 
 static void daemon_ready_cb(struct watch *w, const char *name, void *data);
+static void daemon_finished_cb(size_t folder, const char *name, void *data);
 static void daemon_idle_cb(void *data);
 static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
@@ -57,6 +58,7 @@ static int pipeline_start(struct daemon *d)
 	struct jobs_events events = {
 		.idle = daemon_idle_cb,
 		.auth_failed = daemon_auth_failed_cb,
+		.finished = daemon_finished_cb,
 		.data = d,
 	};
 	unsigned jflags = 0;
@@ -254,6 +256,14 @@ static void daemon_ready_cb(struct watch *w, const char *name, void *data)
 			  strerror(-r));
 		watch_forget(w, name);
 	}
+}
+
+static void daemon_finished_cb(size_t folder, const char *name, void *data)
+{
+	struct daemon *d = data;
+
+	if (d->pl.watches && d->pl.watches[folder])
+		watch_poke(d->pl.watches[folder], name);
 }
 
 /* --once: done when no watch has a file settling and no job is left. Checked from an idle

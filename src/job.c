@@ -26,6 +26,7 @@
 #include "queue.h"
 #include "ratelimit.h"
 #include "resend.h"
+#include "utf8.h"
 
 #define JOB_STATE_MAX 4096
 #define JOB_AUTH_PAUSE_MS (60 * 1000)
@@ -231,9 +232,33 @@ static struct job *job_new(struct jobs *js, size_t folder, const char *name)
 
 /* ---- state file: what a restart needs to resume without uploading twice ---------------- */
 
+/* A fixed-length name derived from the file's name: ".<name>.state" plus the temporary
+ * suffix would not fit NAME_MAX for long names, and a lost state means a second upload. */
 static void state_name(char *buf, size_t sz, const char *name)
 {
-	snprintf(buf, sz, ".%s.state", name);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	char hex[33] = "";
+
+	if (EVP_Digest(name, strlen(name), md, &mdlen, EVP_sha256(), NULL))
+		for (unsigned i = 0; i < 16 && i < mdlen; i++)
+			snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	snprintf(buf, sz, ".state-%s", hex);
+}
+
+/* Strings in reports must be valid JSON text whatever the file name's bytes are. Valid UTF-8
+ * goes in as it is (cJSON escapes control characters); anything else in the escaped form the
+ * logs use, where a backslash is doubled, so the two cannot be confused. */
+static void job_report_add_string(cJSON *o, const char *key, const char *value)
+{
+	char buf[2048];
+
+	if (utf8_valid(value)) {
+		cJSON_AddStringToObject(o, key, value);
+		return;
+	}
+	log_escape(buf, sizeof(buf), value);
+	cJSON_AddStringToObject(o, key, buf);
 }
 
 static void job_save_state(struct job *job)
@@ -245,6 +270,9 @@ static void job_save_state(struct job *job)
 	if (!o)
 		return;
 	format_ms(claimed, job->claimed_at_ms);
+	/* The name is stored in escaped form: the state file is found by the name's hash, and
+	 * this only helps a human reading it. */
+	job_report_add_string(o, "file", job->name);
 	cJSON_AddNumberToObject(o, "attempts", job->attempts);
 	cJSON_AddStringToObject(o, "claimed_at", claimed);
 	cJSON_AddNumberToObject(o, "claimed_at_ms", (double)job->claimed_at_ms);
@@ -339,7 +367,7 @@ static char *job_report(struct job *job, int64_t finished_ms)
 		return NULL;
 	cJSON_AddStringToObject(o, "outcome", job->failed ? "failed" : "done");
 	cJSON_AddStringToObject(o, "folder", job->folder->conf->name);
-	cJSON_AddStringToObject(o, "file", job->name);
+	job_report_add_string(o, "file", job->name);
 	cJSON_AddNumberToObject(o, "bytes", (double)job->bytes);
 	if (job->sha256[0])
 		cJSON_AddStringToObject(o, "sha256", job->sha256);
@@ -366,7 +394,7 @@ static char *job_report(struct job *job, int64_t finished_ms)
 		cJSON_AddNullToObject(o, "import_id");
 	if (job->import.status[0]) {
 		cJSON *imp = cJSON_AddObjectToObject(o, "import");
-		cJSON_AddStringToObject(imp, "status", job->import.status);
+		job_report_add_string(imp, "status", job->import.status);
 		if (job->import.has_counts) {
 			cJSON *c = cJSON_AddObjectToObject(imp, "counts");
 			const int64_t vals[] = {job->import.total, job->import.created,
@@ -380,7 +408,7 @@ static char *job_report(struct job *job, int64_t finished_ms)
 			}
 		}
 		if (job->import.completed_at[0])
-			cJSON_AddStringToObject(imp, "completed_at", job->import.completed_at);
+			job_report_add_string(imp, "completed_at", job->import.completed_at);
 	} else {
 		cJSON_AddNullToObject(o, "import");
 	}
@@ -392,10 +420,10 @@ static char *job_report(struct job *job, int64_t finished_ms)
 		else
 			cJSON_AddNullToObject(e, "http_status");
 		if (job->error.name[0])
-			cJSON_AddStringToObject(e, "name", job->error.name);
+			job_report_add_string(e, "name", job->error.name);
 		else
 			cJSON_AddNullToObject(e, "name");
-		cJSON_AddStringToObject(e, "message", job->error.message);
+		job_report_add_string(e, "message", job->error.message);
 	} else {
 		cJSON_AddNullToObject(o, "error");
 	}
@@ -461,6 +489,8 @@ static void job_finish(struct job *job)
 	}
 	job_remove_state(job);
 	job_log_outcome(job, final_name, dir);
+	if (js->events.finished)
+		js->events.finished(job->folder_index, job->name, js->events.data);
 	free(final_name);
 	if (job->failed) {
 		job->folder->failed++;
@@ -720,6 +750,7 @@ static void job_upload_done_cb(struct api_call *call, void *data)
 	switch (cls) {
 	case RESEND_AUTH:
 		job->attempts--; /* the key's fault, not the file's */
+		job_save_state(job);
 		jobs_pause(js, JOB_AUTH_PAUSE_MS, true, &err);
 		if (!js->draining)
 			job_enqueue(job, true);
@@ -728,6 +759,7 @@ static void job_upload_done_cb(struct api_call *call, void *data)
 		break;
 	case RESEND_QUOTA:
 		job->attempts--;
+		job_save_state(job);
 		jobs_pause(js, JOB_QUOTA_PAUSE_MS, false, &err);
 		if (!js->draining)
 			job_enqueue(job, true);
@@ -771,6 +803,9 @@ static void job_start_upload(struct job *job)
 	int r;
 
 	job->attempts++;
+	/* Counted before the request goes out: an upload cut off by a crash still used an
+	 * attempt, so a file that always kills the upload cannot retry for ever. */
+	job_save_state(job);
 	r = filename ? api_create_import(js->api, job->fd, job->bytes, filename, &job->folder->fields,
 					 job->idempotency_key, job_upload_done_cb, job, &job->call)
 		     : -ENOMEM;
@@ -849,7 +884,7 @@ static void job_poll_done_cb(struct api_call *call, void *data)
 			}
 			if (imp.state == RESEND_IMPORT_FAILED) {
 				api_call_free(call);
-				job_fail(job, STAGE_IMPORT, status, NULL,
+				job_fail(job, STAGE_IMPORT, 0, NULL,
 					 "Resend reports import %s as failed", job->import_id);
 				goto out;
 			}

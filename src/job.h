@@ -17,6 +17,8 @@ struct jobs_events {
 	void (*idle)(void *data);
 	/* The API key was refused; with --once the daemon gives up instead of pausing. */
 	void (*auth_failed)(void *data);
+	/* NAME of folder FOLDER left processing: a namesake waiting in the inbox can go now. */
+	void (*finished)(size_t folder, const char *name, void *data);
 	void *data;
 };
 

@@ -3,6 +3,7 @@
  * network. API facts: reference/resend-api.md; wire format: reference/sdk-capture.txt. */
 #include "resend.h"
 
+#include "utf8.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,57 +54,6 @@ static const char *resend_subscription_name(enum config_subscription v)
 	return NULL;
 }
 
-/* Length of the well-formed UTF-8 sequence at S (at most LEN bytes), or 0 when it is not one
- * (overlong forms, surrogates and code points above U+10FFFF included). */
-static size_t resend_utf8_seq_len(const unsigned char *s, size_t len)
-{
-	unsigned char c = s[0];
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if (len < n)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
-}
-
-static bool resend_utf8_valid(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t len = strlen(s);
-
-	while (len > 0) {
-		size_t n = resend_utf8_seq_len(p, len);
-		if (n == 0)
-			return false;
-		p += n;
-		len -= n;
-	}
-	return true;
-}
-
 /* Copies untrusted text into DST (DSTSZ bytes, always NUL-terminated) as one safe line: runs of
  * whitespace and control characters become one space (and are trimmed at both ends), so a body
  * cannot forge log lines; bytes that are not UTF-8 become '?'. With ASCII_ONLY every non-ASCII
@@ -125,7 +75,7 @@ static void resend_copy_text(char *dst, size_t dstsz, const char *src, size_t le
 			i++;
 			continue;
 		}
-		n = resend_utf8_seq_len(p + i, len - i);
+		n = utf8_sequence_len(p + i, len - i);
 		w = (n == 0 || (ascii_only && n > 1)) ? 1 : n;
 		if (out + (space ? 1 : 0) + w > dstsz - 1)
 			break;
@@ -156,7 +106,7 @@ static int resend_print(cJSON *item, char **ret)
  * reject the whole request as malformed JSON, so refuse it here where the cause is clear. */
 static int resend_add_string(cJSON *obj, const char *key, const char *value)
 {
-	if (!resend_utf8_valid(value))
+	if (!utf8_valid(value))
 		return -EILSEQ;
 	return cJSON_AddStringToObject(obj, key, value) ? 0 : -ENOMEM;
 }
@@ -208,7 +158,7 @@ static int resend_build_column_map(const struct config_column_map *map, char **r
 				r = -EINVAL;
 				goto out;
 			}
-			if (!resend_utf8_valid(p->key)) {
+			if (!utf8_valid(p->key)) {
 				r = -EILSEQ;
 				goto out;
 			}
@@ -379,10 +329,19 @@ char *resend_sanitize_filename(const char *name)
 	if (!out)
 		return NULL;
 	/* The name goes between quotes in a Content-Disposition header: a quote, backslash or line
-	 * break there could end the parameter or the header itself. */
-	for (unsigned char *p = (unsigned char *)out; *p; p++)
-		if (*p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f)
+	 * break there could end the parameter or the header itself. Bytes that are not UTF-8 (a
+	 * Latin-1 name from an old export) would make the part header undecodable. */
+	unsigned char *p = (unsigned char *)out;
+	size_t left = strlen(out);
+	while (left > 0) {
+		size_t n = utf8_sequence_len(p, left);
+		if (n == 0 || *p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f) {
 			*p = '_';
+			n = 1;
+		}
+		p += n;
+		left -= n;
+	}
 	return out;
 }
 

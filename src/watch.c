@@ -357,6 +357,14 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	return 0;
 }
 
+void watch_poke(struct watch *w, const char *name)
+{
+	if (w->closing)
+		return;
+	watch_forget(w, name);
+	watch_observe(w, name);
+}
+
 size_t watch_pending(const struct watch *w)
 {
 	return w->pending;

@@ -29,6 +29,10 @@ void watch_forget(struct watch *w, const char *name);
 /* Files seen but not yet reported (still settling). */
 size_t watch_pending(const struct watch *w);
 
+/* Looks at NAME again now, as if an event had named it (e.g. the namesake that blocked its claim
+ * has left processing). */
+void watch_poke(struct watch *w, const char *name);
+
 void watch_rescan(struct watch *w);
 
 /* Closes every handle and frees W in the last close callback. */

@@ -105,6 +105,12 @@ def daemon_environment(api_key=API_KEY, extra=None):
 
 # --- files -----------------------------------------------------------------------------------
 
+def state_file_name(name):
+    """The daemon's state file for a claimed file: fixed length, from the name's sha256."""
+    raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
+    return ".state-" + hashlib.sha256(raw).hexdigest()[:32]
+
+
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as file:

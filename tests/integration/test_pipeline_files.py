@@ -314,8 +314,10 @@ def test_a_name_clash_in_done_or_failed_gets_a_timestamp_and_nothing_is_overwrit
 
 
 def test_the_same_name_dropped_while_the_first_is_processed_overwrites_nothing(pipe_env):
+    """The second file cannot be claimed while its namesake is in processing; it is taken as
+    soon as the first has left (not only at the next rescan, which is 300 s away here)."""
     env = pipe_env
-    box = env.folder("box", rescan_s=1)
+    box = env.folder("box", rescan_s=300)
     env.fake.faults([{"delay": 2, "method": "POST", "count": 1}])
     daemon = env.start(env.config([box]))
     first = b"email\nfirst@example.com\n"
@@ -323,7 +325,7 @@ def test_the_same_name_dropped_while_the_first_is_processed_overwrites_nothing(p
     box.drop("same.csv", first)
     env.wait_for(lambda: env.fake.stats()["current_uploads"] == 1, "the first upload")
     box.drop("same.csv", second)  # its namesake is in processing
-    env.wait_outcomes(box, done=2, timeout=30)
+    env.wait_outcomes(box, done=2, timeout=20)
     uploads = env.uploads()
     assert sorted(u["file"]["sha256"] for u in uploads) == \
         sorted([sha256_bytes(first), sha256_bytes(second)])

@@ -8,7 +8,7 @@ import signal
 import time
 
 from daemon_harness import (create_import_on_fake, is_sanitized, pipe_env,  # noqa: F401
-                            pipe_fake, read_bytes, sha256_bytes)
+                            pipe_fake, read_bytes, sha256_bytes, state_file_name)
 
 GOOD = b"Email,Name\nann@example.com,Ann\nbo@example.com,Bo\n"
 BAD = b"email,name\nann@example.com,Ann\n"  # no "Email" column
@@ -98,7 +98,7 @@ def test_files_left_in_processing_are_resumed_and_never_uploaded_twice(pipe_env)
     with open(os.path.join(box.processing, "uploaded.csv"), "wb") as file:
         file.write(uploaded)
     import_id = create_import_on_fake(env.fake, uploaded, column_map=MAP)
-    with open(os.path.join(box.processing, ".uploaded.csv.state"), "w") as file:
+    with open(os.path.join(box.processing, state_file_name("uploaded.csv")), "w") as file:
         json.dump({"attempts": 1, "import_id": import_id}, file)
 
     # The same in a folder that does not follow imports: done at once, not uploaded.
@@ -107,7 +107,7 @@ def test_files_left_in_processing_are_resumed_and_never_uploaded_twice(pipe_env)
     with open(os.path.join(quick.processing, "quick.csv"), "wb") as file:
         file.write(b"email\nquick@example.com\n")
     quick_id = create_import_on_fake(env.fake, b"email\nquick@example.com\n")
-    with open(os.path.join(quick.processing, ".quick.csv.state"), "w") as file:
+    with open(os.path.join(quick.processing, state_file_name("quick.csv")), "w") as file:
         json.dump({"attempts": 2, "import_id": quick_id}, file)
 
     daemon = env.start(env.config([box, quick]))
@@ -226,7 +226,7 @@ def test_sigterm_while_following_an_import_resumes_following_after_a_restart(pip
     assert box.processing_files() == ["follow.csv"]
     assert box.files("done") == [] and box.files("failed") == []
     # The state beside it holds the import id, so that the next start only follows it.
-    with open(os.path.join(box.processing, ".follow.csv.state")) as file:
+    with open(os.path.join(box.processing, state_file_name("follow.csv"))) as file:
         assert json.load(file)["import_id"] == upload["answer"]["id"]
 
     daemon = env.start(config)
@@ -243,8 +243,8 @@ def test_sigterm_while_following_an_import_resumes_following_after_a_restart(pip
 
 def test_a_long_file_name_is_not_uploaded_again_after_a_restart(pipe_env):
     """Any name up to NAME_MAX (255 bytes) may be dropped. The state that stops a second
-    upload after a restart must be saved for it too (".<name>.state" and its temporary name
-    are longer than the name itself)."""
+    upload after a restart must be saved for it too (a state file named after the file, plus
+    a temporary suffix, would be longer than the name itself)."""
     env = pipe_env
     env.fake.configure(import_seconds=4)
     box = env.folder("box", column_map=MAP)
