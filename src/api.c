@@ -126,7 +126,7 @@ static int api_seek_cb(void *arg, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-static void api_done_cb_(CURL *easy, CURLcode result, void *data)
+static void api_transfer_done_cb(CURL *easy, CURLcode result, void *data)
 {
 	struct api_call *call = data;
 
@@ -188,7 +188,7 @@ fail:
 static int api_call_start(struct api_call *call, struct api_call **ret)
 {
 	curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->headers);
-	int r = http_start(call->api->http, call->easy, api_done_cb_, call);
+	int r = http_start(call->api->http, call->easy, api_transfer_done_cb, call);
 	if (r < 0) {
 		api_call_free(call);
 		return r;

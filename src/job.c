@@ -489,7 +489,9 @@ static void job_finish(struct job *job)
 	}
 	job_remove_state(job);
 	job_log_outcome(job, final_name, dir);
-	if (js->events.finished)
+	/* While draining the watchers are gone, and after a reload the daemon's folders may no
+	 * longer be these. */
+	if (js->events.finished && !js->draining)
 		js->events.finished(job->folder_index, job->name, js->events.data);
 	free(final_name);
 	if (job->failed) {
@@ -687,7 +689,7 @@ static void jobs_pause(struct jobs *js, uint64_t ms, bool auth, const struct res
 			  auth ? "; check the API key (api.api_key_env / api.api_key_file)" : "");
 	js->paused_until = until;
 	js->auth_paused = auth;
-	if (auth && js->events.auth_failed)
+	if (auth && js->events.auth_failed && !js->closing)
 		js->events.auth_failed(js->events.data);
 }
 
