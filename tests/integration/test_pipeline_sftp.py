@@ -1,0 +1,117 @@
+"""A file uploaded over SFTP (OpenSSH's sftp client against a private sshd on 127.0.0.1,
+bandwidth-limited so the upload takes seconds) is taken only once complete: the server-side
+writer holds the file open under its final name while data trickles in."""
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from daemon_harness import pipe_env, pipe_fake, read_bytes  # noqa: F401
+
+SSHD = "/usr/sbin/sshd"
+SFTP = shutil.which("sftp")
+pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and SFTP),
+                                reason="openssh-server/openssh-client not installed "
+                                       "(scripts/install-deps installs them)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"sshd did not listen on {port} within {timeout} s")
+
+
+@pytest.fixture
+def sshd():
+    """A throw-away sshd on 127.0.0.1 accepting one key for the current user; stopped after."""
+    root = tempfile.mkdtemp(prefix="rdd-sshd-")
+    proc = None
+    try:
+        for key in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            os.path.join(root, key)], check=True, timeout=30)
+        shutil.copy(os.path.join(root, "client.pub"), os.path.join(root, "authorized_keys"))
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
+        port = free_port()
+        config = os.path.join(root, "sshd_config")
+        with open(config, "w") as f:
+            f.write(f"""ListenAddress 127.0.0.1
+Port {port}
+HostKey {root}/host
+AuthorizedKeysFile {root}/authorized_keys
+PidFile {root}/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+""")
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.PIPE)
+        wait_port(port)
+        yield {"port": port, "key": os.path.join(root, "client"), "root": root}
+    finally:
+        if proc:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sftp_put(server, local, remote, kbit_per_s, timeout):
+    batch = os.path.join(server["root"], "batch")
+    with open(batch, "w") as f:
+        f.write(f'put "{local}" "{remote}"\n')
+    user = os.environ.get("USER") or "root"
+    return subprocess.Popen(
+        [SFTP, "-q", "-b", batch, "-i", server["key"], "-P", str(server["port"]),
+         "-l", str(kbit_per_s), "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", f"{user}@127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_file_uploaded_by_sftp_is_taken_only_when_complete(pipe_env, sshd):
+    env = pipe_env
+    box = env.folder("box", settle_ms=300)
+    daemon = env.start(env.config([box]))
+    source = os.path.join(sshd["root"], "contacts.csv")
+    rows = b"".join(b"person-%06d@example.com,Person %d\n" % (i, i) for i in range(16000))
+    content = b"email,first_name\n" + rows  # about 600 KB
+    with open(source, "wb") as f:
+        f.write(content)
+
+    # 1200 kbit/s: about 4 s of writes into the inbox under the final name.
+    started = time.monotonic()
+    upload = sftp_put(sshd, source, os.path.join(box.inbox, "contacts.csv"), 1200, 60)
+    out, err = upload.communicate(timeout=60)
+    assert upload.returncode == 0, err.decode(errors="replace")
+    transfer_s = time.monotonic() - started
+    assert transfer_s > 2, f"the transfer took {transfer_s:.1f} s: too fast to test anything"
+
+    env.wait_outcomes(box, done=1)
+    [record] = env.uploads()
+    assert record["file"]["size"] == len(content)
+    assert record["file"]["sha256"] == hashlib.sha256(content).hexdigest()
+    assert read_bytes(os.path.join(box.done, "contacts.csv")) == content
+    daemon.stop()
