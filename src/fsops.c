@@ -541,13 +541,11 @@ fsops_finish(const char *src_dir, const char *name, const char *dst_dir, int64_t
 	}
 
 	/* The new entries first: a crash in between leaves the file named twice, never zero
-	 * times. An error here comes after the moves; it is reported all the same, since
-	 * nothing is durable. */
-	r = fsops_fsync_dir(dst_dir);
-	if (r == 0)
-		r = fsops_fsync_dir(src_dir);
-	if (r < 0)
-		goto out;
+	 * times. A failed fsync comes after the moves: moving back would be no more durable,
+	 * and an error would make the caller believe the file is still in SRC_DIR. */
+	if (fsops_fsync_dir(dst_dir) == 0)
+		(void)fsops_fsync_dir(src_dir);
+	r = 0;
 
 	*ret_final_name = final;
 	final = NULL;

@@ -34,7 +34,9 @@ int fsops_open_checked(const char *dir, const char *name, uint64_t max_bytes, in
  * ("x.20261126T040102Z.csv"; "x.20261126T040102Z-2.csv" if that is taken too). Then REPORT_JSON
  * (may be NULL) is written beside it as <final>.json (temp file, fsync, rename without replace),
  * and both directories are fsynced. *ret_final_name (malloc'd) is the name in DST_DIR.
- * The file is moved first: a crash between the two steps loses at most the report. */
+ * The report is written to a temporary file first and put in place after the move; if that
+ * fails the file is moved back, so an error means nothing moved. Directory fsync failures after
+ * the move are not errors: the file is where *ret_final_name says. */
 int fsops_finish(const char *src_dir, const char *name, const char *dst_dir, int64_t now,
 		 const char *report_json, char **ret_final_name);
 
