@@ -72,8 +72,6 @@ static int pipeline_start(struct daemon *d)
 		return r;
 	if (d->flags & DAEMON_DRY_RUN)
 		jflags |= JOBS_DRY_RUN;
-	if (d->flags & DAEMON_ONCE)
-		jflags |= JOBS_ONCE;
 	r = jobs_new(&d->loop, pl->cfg, pl->api, jflags, &events, &pl->jobs);
 	if (r < 0)
 		return r;

@@ -73,7 +73,6 @@ struct job {
 	char idempotency_key[37];
 	unsigned attempts;
 	char import_id[64];
-	bool resumed;
 	bool dry_run;
 	uint64_t follow_delay_ms;
 	uint64_t follow_started_ms;
@@ -1005,7 +1004,6 @@ int jobs_resume(struct jobs *js, size_t folder)
 		struct job *job = job_new(js, folder, de->d_name);
 		if (!job)
 			break;
-		job->resumed = true;
 		job->claimed_at_ms = now_wall_ms();
 		job_load_state(job);
 		log_info("%s: resuming '%s' left in processing%s%s", f->conf->name, job->name,

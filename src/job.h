@@ -23,8 +23,7 @@ struct jobs_events {
 };
 
 enum jobs_flags {
-	JOBS_DRY_RUN = 1 << 0,
-	JOBS_ONCE = 1 << 1,
+	JOBS_DRY_RUN = 1 << 0, /* check and log; claim, upload and move nothing */
 };
 
 /* CFG and API must outlive JOBS. Creates each folder's processing directory. */
