@@ -305,3 +305,24 @@ def test_sighup_reloads_between_uploads_without_losing_or_repeating_files(pipe_e
     assert any(u["started"] < sighup_at for u in uploads)
     assert box.processing_files() == [] and extra.processing_files() == []
     daemon.stop()
+
+
+def test_sighup_with_a_broken_configuration_keeps_the_running_one(pipe_env):
+    env = pipe_env
+    box = env.folder("box", column_map=MAP)
+    config = env.config([box])
+    daemon = env.start(config)
+    with open(config) as file:
+        good = file.read()
+    with open(config, "w") as file:
+        file.write(good.replace("on_conflict", "on_conflikt", 1)
+                   if "on_conflict" in good else good + "\nbogus_key: 1\n")
+    daemon.process.send_signal(signal.SIGHUP)
+    env.wait_for(lambda: daemon.log_lines("keeping the running configuration"),
+                 "the refusal of the broken configuration")
+    # Every error is logged with its position, and the daemon still takes files.
+    assert daemon.log_lines(r"resend-dropd\.yaml:\d+:\d+: .*unknown key"), daemon.log()
+    box.drop("still.csv", GOOD)
+    env.wait_outcomes(box, done=1)
+    assert not daemon.log_lines("reloaded")
+    daemon.stop()
