@@ -104,50 +104,56 @@ static void watch_arm_tick(struct watch *w)
 	uv_timer_start(&w->tick, watch_tick_cb, ms, 0);
 }
 
-/* Looks at NAME in the inbox and records what it saw. Entries that are not files we could take
- * (directories, ignored names) are left alone and not tracked. */
-static void watch_observe(struct watch *w, const char *name)
+/* Records what lstat says of C's file now; drops C (freeing it) when the file is gone or has
+ * become a directory. */
+static void watch_refresh(struct watch *w, struct candidate *c)
 {
-	struct candidate *c = watch_find(w, name);
 	char path[PATH_MAX];
 	struct stat st;
 
-	if (!watch_name_is_candidate(w->folder->settings.pattern, name))
-		return;
-	if (snprintf(path, sizeof(path), "%s/%s", w->folder->inbox, name) >= (int)sizeof(path))
-		return;
-	if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode)) {
-		if (c)
-			watch_drop(w, c);
+	if (snprintf(path, sizeof(path), "%s/%s", w->folder->inbox, c->name) >= (int)sizeof(path) ||
+	    lstat(path, &st) != 0 || S_ISDIR(st.st_mode)) {
+		watch_drop(w, c);
 		return;
 	}
-	if (c) {
-		c->seen = true;
-		if (c->size == st.st_size && c->mtime.tv_sec == st.st_mtim.tv_sec &&
-		    c->mtime.tv_nsec == st.st_mtim.tv_nsec)
-			return;
-		/* A reported file that changes afterwards is a new file (e.g. the same name dropped
-		 * again after the first was claimed): report it again once it settles. */
-		if (c->reported) {
-			c->reported = false;
-			w->pending++;
-		}
-	} else {
-		c = calloc(1, sizeof(*c));
-		if (!c || !(c->name = strdup(name))) {
-			free(c);
-			log_error("%s: out of memory tracking '%s'", w->folder->name, name);
-			return;
-		}
-		c->seen = true;
-		c->next = w->candidates;
-		w->candidates = c;
+	c->seen = true;
+	/* stable_since 0: a new candidate, nothing recorded yet. */
+	if (c->stable_since != 0 && c->size == st.st_size &&
+	    c->mtime.tv_sec == st.st_mtim.tv_sec && c->mtime.tv_nsec == st.st_mtim.tv_nsec)
+		return;
+	/* A reported file that changes afterwards is a new file (e.g. the same name dropped again
+	 * after the first was claimed): report it again once it settles. */
+	if (c->reported) {
+		c->reported = false;
 		w->pending++;
 	}
 	c->size = st.st_size;
 	c->mtime = st.st_mtim;
 	c->stable_since = uv_now(w->loop);
 	watch_arm_tick(w);
+}
+
+/* Looks at NAME in the inbox, as named by an event or a scan. Entries that are not files we
+ * could take (directories, ignored names) are left alone and not tracked. */
+static void watch_observe(struct watch *w, const char *name)
+{
+	struct candidate *c;
+
+	if (!watch_name_is_candidate(w->folder->settings.pattern, name))
+		return;
+	c = watch_find(w, name);
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->name = strdup(name))) {
+			free(c);
+			log_error("%s: out of memory tracking '%s'", w->folder->name, name);
+			return;
+		}
+		c->next = w->candidates;
+		w->candidates = c;
+		w->pending++;
+	}
+	watch_refresh(w, c);
 }
 
 /* A read lease cannot be taken while any process has the file open for writing, which tells us
@@ -185,7 +191,7 @@ static void watch_tick_cb(uv_timer_t *timer)
 	for (c = w->candidates; c; c = next) {
 		next = c->next;
 		if (!c->reported)
-			watch_observe(w, c->name);
+			watch_refresh(w, c);
 	}
 	for (c = w->candidates; c && !w->closing; c = next) {
 		next = c->next;
