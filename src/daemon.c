@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <uv.h>
 
@@ -41,7 +42,7 @@ struct daemon {
 	int exit_status;
 };
 
-static void daemon_ready_cb(struct watch *w, const char *name, void *data);
+static bool daemon_ready_cb(struct watch *w, const char *name, void *data);
 static void daemon_finished_cb(size_t folder, const char *name, void *data);
 static void daemon_idle_cb(void *data);
 static void daemon_auth_failed_cb(void *data);
@@ -233,7 +234,7 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 	}
 }
 
-static void daemon_ready_cb(struct watch *w, const char *name, void *data)
+static bool daemon_ready_cb(struct watch *w, const char *name, void *data)
 {
 	struct daemon *d = data;
 	struct pipeline *pl = &d->pl;
@@ -242,9 +243,15 @@ static void daemon_ready_cb(struct watch *w, const char *name, void *data)
 	while (folder < pl->cfg->n_folders && pl->watches[folder] != w)
 		folder++;
 	if (folder == pl->cfg->n_folders || d->stopping)
-		return;
+		return true;
 	int r = jobs_submit(pl->jobs, folder, name);
-	if (r == -EEXIST) {
+	if (r == -EBUSY)
+		return false; /* enough files in hand already: offered again shortly */
+	if ((r == 0 && !(d->flags & DAEMON_DRY_RUN)) || r == -ENOENT) {
+		/* It left the inbox: stop tracking it now rather than at the next rescan. (A dry
+		 * run leaves files where they are and must not report them again.) */
+		watch_forget(w, name);
+	} else if (r == -EEXIST) {
 		/* A file of the same name is still in processing: look again on the next scan. */
 		log_info("%s: '%s' waits: a file of that name is still being processed",
 			 pl->cfg->folders[folder].name, name);
@@ -254,6 +261,7 @@ static void daemon_ready_cb(struct watch *w, const char *name, void *data)
 			  strerror(-r));
 		watch_forget(w, name);
 	}
+	return true;
 }
 
 static void daemon_finished_cb(size_t folder, const char *name, void *data)
@@ -313,6 +321,18 @@ static void daemon_start_signals(struct daemon *d)
 	d->once_check.data = d;
 }
 
+/* systemd's default soft limit of 1024 descriptors is meant for select(); we use epoll. */
+static void daemon_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_debug("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+}
+
 int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 {
 	struct daemon d = {.config_path = config_path, .flags = flags, .pl = {.cfg = cfg}};
@@ -322,6 +342,7 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	 * the process; we never rely on the signal, so ignore it. SIGPIPE: curl reports errors. */
 	signal(SIGIO, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
+	daemon_raise_nofile();
 	srandom((unsigned)uv_hrtime());
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("cannot initialise libcurl");

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,12 @@
 #define JOB_FOLLOW_MAX_MS 30000
 #define JOB_FOLLOW_LIMIT_MS (24ull * 60 * 60 * 1000)
 #define JOB_HASH_CHUNK (1024 * 1024)
+/* Files claimed and holding a descriptor before their upload has succeeded: enough to keep
+ * every upload slot busy, few enough that a thousand files dropped at once (or found in
+ * processing after a crash) cannot exhaust descriptors or memory. The rest wait their turn.
+ * Lowered to fit RLIMIT_NOFILE, with room for sockets, inotify and libuv's own descriptors. */
+#define JOBS_MAX_HOLDING 256
+#define JOBS_MIN_HOLDING 4
 
 enum job_state {
 	JOB_CHECKING,
@@ -74,6 +81,7 @@ struct job {
 	unsigned attempts;
 	char import_id[64];
 	bool dry_run;
+	bool holds_slot; /* counted in js->holding */
 	uint64_t follow_delay_ms;
 	uint64_t follow_started_ms;
 	int64_t claimed_at_ms, uploaded_at_ms;
@@ -84,6 +92,13 @@ struct job {
 	enum job_stage stage;
 	struct resend_error error;
 	int check_errno;
+};
+
+/* A file found in processing at start-up, waiting for a slot to be resumed. */
+struct resume_entry {
+	struct resume_entry *next;
+	size_t folder;
+	char name[];
 };
 
 struct jobs {
@@ -100,6 +115,9 @@ struct jobs {
 	uv_timer_t drain_timer;
 	struct job *all;
 	size_t active;
+	unsigned holding;
+	unsigned max_holding;
+	struct resume_entry *resume_head, *resume_tail;
 	unsigned uploading;
 	unsigned polling;
 	uint64_t paused_until; /* loop ms; 0: not paused */
@@ -114,6 +132,7 @@ struct jobs {
 
 static void job_pump(struct jobs *js);
 static void job_finish(struct job *job);
+static void jobs_admit(struct jobs *js);
 
 static int64_t now_wall_ms(void)
 {
@@ -132,6 +151,11 @@ static void format_ms(char buf[32], int64_t ms)
 
 static void jobs_free(struct jobs *js)
 {
+	while (js->resume_head) {
+		struct resume_entry *e = js->resume_head;
+		js->resume_head = e->next;
+		free(e);
+	}
 	for (size_t i = 0; i < js->n_folders; i++) {
 		resend_fields_free(&js->folders[i].fields);
 		free(js->folders[i].processing);
@@ -158,6 +182,20 @@ static void job_freed_cb(uv_handle_t *handle)
 	jobs_handle_closed(js);
 }
 
+/* The descriptor is needed until the upload has succeeded; after that the job only talks to
+ * the API (following can take hours) and its slot goes to a waiting file. */
+static void job_drop_fd(struct job *job)
+{
+	if (job->fd >= 0)
+		close(job->fd);
+	job->fd = -1;
+	if (job->holds_slot) {
+		job->holds_slot = false;
+		job->js->holding--;
+		jobs_admit(job->js);
+	}
+}
+
 /* Ends the job's life in memory. Its file is wherever the caller left it. */
 static void job_release(struct job *job)
 {
@@ -175,10 +213,8 @@ static void job_release(struct job *job)
 		api_call_free(job->call);
 		job->call = NULL;
 	}
-	if (job->fd >= 0)
-		close(job->fd);
-	job->fd = -1;
 	job->state = JOB_CLOSING;
+	job_drop_fd(job);
 	if (job->prev)
 		job->prev->next = job->next;
 	else
@@ -218,6 +254,8 @@ static struct job *job_new(struct jobs *js, size_t folder, const char *name)
 	job->folder_index = folder;
 	job->fd = -1;
 	job->qe.lane = folder;
+	job->holds_slot = true;
+	js->holding++;
 	uv_timer_init(js->loop, &job->timer);
 	job->timer.data = job;
 	js->open_handles++;
@@ -948,6 +986,7 @@ static void job_poll_cb(uv_timer_t *timer)
 /* Asks again after a growing interval: imports take seconds to hours. */
 static void job_follow_later(struct job *job)
 {
+	job_drop_fd(job);
 	uint64_t d = job->follow_delay_ms ? job->follow_delay_ms * 2 : JOB_FOLLOW_FIRST_MS;
 
 	if (d > JOB_FOLLOW_MAX_MS)
@@ -967,6 +1006,9 @@ int jobs_submit(struct jobs *js, size_t folder, const char *name)
 
 	if (js->draining)
 		return -ECANCELED;
+	/* Files already claimed (found in processing) go first. */
+	if (js->holding >= js->max_holding || js->resume_head)
+		return -EBUSY;
 	if (!(js->flags & JOBS_DRY_RUN)) {
 		r = fsops_claim(f->conf->inbox, f->processing, name);
 		if (r < 0)
@@ -989,6 +1031,32 @@ int jobs_submit(struct jobs *js, size_t folder, const char *name)
 	return 0;
 }
 
+/* Starts waiting resumed files while there are slots. */
+static void jobs_admit(struct jobs *js)
+{
+	while (js->resume_head && js->holding < js->max_holding && !js->draining && !js->closing) {
+		struct resume_entry *e = js->resume_head;
+		struct folder_rt *f = &js->folders[e->folder];
+
+		js->resume_head = e->next;
+		if (!js->resume_head)
+			js->resume_tail = NULL;
+		struct job *job = job_new(js, e->folder, e->name);
+		free(e);
+		if (!job) {
+			log_error("%s: out of memory resuming a file", f->conf->name);
+			continue;
+		}
+		job->claimed_at_ms = now_wall_ms();
+		job_load_state(job);
+		log_info("%s: resuming '%s' left in processing%s%s", f->conf->name, job->name,
+			 job->import_id[0] ? " (uploaded as import " : "",
+			 job->import_id[0] ? job->import_id : "");
+		if (job_start_check(job) < 0)
+			job_release(job);
+	}
+}
+
 int jobs_resume(struct jobs *js, size_t folder)
 {
 	struct folder_rt *f = &js->folders[folder];
@@ -1001,19 +1069,37 @@ int jobs_resume(struct jobs *js, size_t folder)
 		/* Our own files (state, temporaries) start with a dot; claimed files never do. */
 		if (de->d_name[0] == '.')
 			continue;
-		struct job *job = job_new(js, folder, de->d_name);
-		if (!job)
+		size_t len = strlen(de->d_name);
+		struct resume_entry *e = malloc(sizeof(*e) + len + 1);
+		if (!e) {
+			log_error("%s: out of memory listing '%s'", f->conf->name, f->processing);
 			break;
-		job->claimed_at_ms = now_wall_ms();
-		job_load_state(job);
-		log_info("%s: resuming '%s' left in processing%s%s", f->conf->name, job->name,
-			 job->import_id[0] ? " (uploaded as import " : "",
-			 job->import_id[0] ? job->import_id : "");
-		if (job_start_check(job) < 0)
-			job_release(job);
+		}
+		e->next = NULL;
+		e->folder = folder;
+		memcpy(e->name, de->d_name, len + 1);
+		if (js->resume_tail)
+			js->resume_tail->next = e;
+		else
+			js->resume_head = e;
+		js->resume_tail = e;
 	}
 	closedir(dir);
+	jobs_admit(js);
 	return 0;
+}
+
+static unsigned jobs_max_holding(const struct config *cfg)
+{
+	struct rlimit rl;
+	uint64_t reserve = 32 + 2 * cfg->n_folders + 2 * cfg->api.max_in_flight;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= reserve + JOBS_MAX_HOLDING)
+		return JOBS_MAX_HOLDING;
+	if (rl.rlim_cur <= reserve + JOBS_MIN_HOLDING)
+		return JOBS_MIN_HOLDING;
+	return (unsigned)(rl.rlim_cur - reserve);
 }
 
 int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
@@ -1034,6 +1120,7 @@ int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigne
 	if (!js->folders || queue_init(&js->queue, cfg->n_folders) < 0)
 		goto fail;
 	ratelimit_init(&js->rl, cfg->api.requests_per_second, uv_now(loop));
+	js->max_holding = jobs_max_holding(cfg);
 	for (size_t i = 0; i < cfg->n_folders; i++) {
 		struct folder_rt *f = &js->folders[i];
 		f->conf = &cfg->folders[i];

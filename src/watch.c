@@ -203,7 +203,10 @@ static void watch_tick_cb(uv_timer_t *timer)
 		}
 		c->reported = true;
 		w->pending--;
-		w->cb(w, c->name, w->data);
+		if (!w->cb(w, c->name, w->data)) {
+			c->reported = false;
+			w->pending++;
+		}
 	}
 	if (w->pending > 0)
 		watch_arm_tick(w);

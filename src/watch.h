@@ -12,7 +12,9 @@
 
 struct watch;
 
-typedef void (*watch_ready_cb)(struct watch *w, const char *name, void *data);
+/* NAME has settled. Returns false to decline it for now (no capacity): the watch then offers
+ * it again at its next tick, and the callback must not have called watch_forget on it. */
+typedef bool (*watch_ready_cb)(struct watch *w, const char *name, void *data);
 
 enum watch_flags {
 	WATCH_NO_EVENTS = 1 << 0, /* scan once at start only: no inotify, no rescans (--once) */

@@ -1,6 +1,7 @@
 """Many files at once: all imported once each, within max_in_flight, folders served fairly."""
 
 import collections
+import os
 
 from daemon_harness import pipe_env, pipe_fake, sha256_bytes  # noqa: F401
 
@@ -86,4 +87,38 @@ def test_200_files_in_three_folders_within_limits_and_fairly(pipe_env):
             assert report["import"]["counts"]["total"] == 2, report
         assert folder.processing_files() == []
         assert [e for e in folder.inbox_entries() if e != ".resend-dropd"] == []
+    daemon.stop()
+
+
+def test_more_files_than_descriptors_all_succeed(pipe_env):
+    """Under a low descriptor limit (a service's RLIMIT_NOFILE), hundreds of files waiting in
+    processing after a crash and in the inbox are all imported: the daemon takes in only as
+    many as it can hold open and leaves the rest waiting, instead of failing them with EMFILE."""
+    env = pipe_env
+    box = env.folder("box")
+    os.makedirs(box.processing, mode=0o700)
+    contents = {}
+    for index in range(150):
+        name = f"left-{index:03d}.csv"
+        contents[name] = contacts_csv("left", index)
+        with open(os.path.join(box.processing, name), "wb") as file:
+            file.write(contents[name])
+    for index in range(250):
+        name = f"new-{index:03d}.csv"
+        contents[name] = contacts_csv("new", index)
+        box.drop(name, contents[name])
+    config = env.config([box], api={"max_in_flight": 4, "requests_per_second": 500},
+                        defaults={"follow_import": False})
+    # The daemon alone runs with 96 descriptors at most (soft and hard: it cannot raise it).
+    wrapper = os.path.join(env.root, "limited-resend-dropd")
+    with open(wrapper, "w") as file:
+        file.write(f'#!/bin/sh\nulimit -n 96 || exit 99\nexec "{env.binary}" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    env.binary = wrapper
+    daemon = env.start(config)
+    env.wait_outcomes(box, done=400, timeout=120)
+    names = collections.Counter(u["file"]["filename"] for u in env.uploads())
+    assert set(names) == set(contents) and max(names.values()) == 1
+    assert box.processing_files() == []
+    assert not daemon.log_lines("Too many open files"), daemon.log()
     daemon.stop()

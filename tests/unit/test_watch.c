@@ -29,21 +29,29 @@ struct fixture {
 	uv_timer_t step;
 	int writer_fd;
 	int steps_left;
+	int decline; /* how many offers ready_cb still declines */
+	int offers;
 };
 
-static void ready_cb(struct watch *w, const char *name, void *data)
+static bool ready_cb(struct watch *w, const char *name, void *data)
 {
 	struct fixture *fx = data;
 	char path[256];
 	struct stat st = {0};
 
 	(void)w;
+	fx->offers++;
+	if (fx->decline > 0) {
+		fx->decline--;
+		return false;
+	}
 	snprintf(path, sizeof(path), "%s/%s", fx->dir, name);
 	stat(path, &st);
 	if (fx->n_reports < MAX_REPORTS) {
 		fx->sizes_at_report[fx->n_reports] = st.st_size;
 		fx->reports[fx->n_reports++] = strdup(name);
 	}
+	return true;
 }
 
 static void write_file(const char *dir, const char *name, const char *content)
@@ -272,6 +280,21 @@ static void test_forget_reports_again_on_rescan(void **state)
 	assert_string_equal(fx->reports[1], "again.csv");
 }
 
+/* A declined file (no capacity) stays pending and is offered again until it is taken. */
+static void test_declined_file_is_offered_again(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx->dir, "busy.csv", "email\n");
+	fx->decline = 3;
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
+	run_for(fx, 1500);
+	assert_int_equal(fx->offers, 4);
+	assert_int_equal(fx->n_reports, 1);
+	assert_string_equal(fx->reports[0], "busy.csv");
+	assert_int_equal(watch_pending(fx->watch), 0);
+}
+
 static void late_file_cb(uv_timer_t *t)
 {
 	struct fixture *fx = t->data;
@@ -305,6 +328,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_writer_holds_file_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forget_reports_again_on_rescan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_events_sees_only_startup_scan, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_declined_file_is_offered_again, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
