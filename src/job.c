@@ -648,9 +648,10 @@ static void job_check_done_cb(uv_work_t *req, int status)
 		return;
 	}
 	if (job->check_errno < 0) {
-		char msg[sizeof(job->error.message)];
-		memcpy(msg, job->error.message, sizeof(msg));
-		job_fail(job, STAGE_CHECK, 0, NULL, "%s", msg);
+		/* job_check_work left the reason in job->error.message. */
+		job->failed = true;
+		job->stage = STAGE_CHECK;
+		job_finish(job);
 		return;
 	}
 	if (job->dry_run) {
@@ -706,11 +707,24 @@ static uint64_t job_backoff_ms(const struct jobs *js, unsigned attempt)
 	return d / 2 + (uint64_t)((double)(d / 2) * ((double)random() / RAND_MAX));
 }
 
-static void job_note_rate_headers(struct jobs *js, struct api_call *call)
+/* What an answer (or its absence) means, for uploads and polls alike. Every answer also feeds
+ * the rate limiter, whatever its status. */
+static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call,
+					  struct resend_error *err)
 {
+	const char *terr = api_call_transport_error(call);
+	size_t len;
+	const char *body = api_call_body(call, &len);
+
 	ratelimit_note_response(&js->rl, uv_now(js->loop), api_call_header(call, "retry-after"),
 				api_call_header(call, "ratelimit-remaining"),
 				api_call_header(call, "ratelimit-reset"));
+	if (terr) {
+		err->status = 0;
+		snprintf(err->message, sizeof(err->message), "%s", terr);
+		return RESEND_RETRY;
+	}
+	return resend_classify(api_call_status(call), body, len, err);
 }
 
 static void jobs_pause(struct jobs *js, uint64_t ms, bool auth, const struct resend_error *e)
@@ -745,20 +759,11 @@ static void job_upload_done_cb(struct api_call *call, void *data)
 	size_t len;
 	const char *body = api_call_body(call, &len);
 	long status = api_call_status(call);
-	const char *terr = api_call_transport_error(call);
-	enum resend_class cls;
+	enum resend_class cls = job_call_outcome(js, call, &err);
 
 	js->uploading--;
 	job->call = NULL;
-	job_note_rate_headers(js, call);
 	job->http_status = status;
-	if (terr) {
-		cls = RESEND_RETRY;
-		err.status = 0;
-		snprintf(err.message, sizeof(err.message), "%s", terr);
-	} else {
-		cls = resend_classify(status, body, len, &err);
-	}
 	if (cls == RESEND_OK) {
 		int r = resend_parse_created(body, len, job->import_id);
 		api_call_free(call);
@@ -899,19 +904,10 @@ static void job_poll_done_cb(struct api_call *call, void *data)
 	struct resend_error err = {0};
 	size_t len;
 	const char *body = api_call_body(call, &len);
-	long status = api_call_status(call);
-	const char *terr = api_call_transport_error(call);
-	enum resend_class cls;
+	enum resend_class cls = job_call_outcome(js, call, &err);
 
 	js->polling--;
 	job->call = NULL;
-	job_note_rate_headers(js, call);
-	if (terr) {
-		cls = RESEND_RETRY;
-		snprintf(err.message, sizeof(err.message), "%s", terr);
-	} else {
-		cls = resend_classify(status, body, len, &err);
-	}
 	if (cls == RESEND_OK) {
 		struct resend_import imp;
 		if (resend_parse_import(body, len, &imp) == 0) {
