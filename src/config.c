@@ -573,7 +573,9 @@ static void api_key_cb(struct ctx *c, struct key_visit *kv, void *target)
 	} else if (strcmp(kv->key, "max_in_flight") == 0) {
 		get_uint(c, kv->value, kv->path, 1, 64, &api->max_in_flight);
 	} else if (strcmp(kv->key, "requests_per_second") == 0) {
-		get_double(c, kv->value, kv->path, 0.01, 1000, &api->requests_per_second);
+		/* 0: no client-side ceiling (a local sink, a benchmark); the server's rate-limit
+		 * headers are still obeyed. */
+		get_double(c, kv->value, kv->path, 0, 1000, &api->requests_per_second);
 	} else if (strcmp(kv->key, "connect_timeout_s") == 0) {
 		get_uint(c, kv->value, kv->path, 1, 300, &api->connect_timeout_s);
 	} else if (strcmp(kv->key, "request_timeout_s") == 0) {

@@ -829,15 +829,21 @@ static void test_range_limits_accepted(void **state)
 	assert_loaded();
 	assert_true(E.cfg->api.requests_per_second == 0.01);
 
+	/* 0: no client-side ceiling. */
 	load("api:\n"
-	     "  requests_per_second: 0.009\n"
+	     "  requests_per_second: 0\n"
 	     "folders:\n" FOLDER_A);
-	EXPECT_ERRORS("@FILE@:2:24: api.requests_per_second: 0.009 is out of range: expected 0.01 "
-		      "to 1000");
+	assert_loaded();
+	assert_true(E.cfg->api.requests_per_second == 0);
+	load("api:\n"
+	     "  requests_per_second: -1\n"
+	     "folders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:24: api.requests_per_second: expected a number from 0 to 1000, "
+		      "got '-1'");
 	load("api:\n"
 	     "  requests_per_second: .nan\n"
 	     "folders:\n" FOLDER_A);
-	EXPECT_ERRORS("@FILE@:2:24: api.requests_per_second: expected a number from 0.01 to 1000, "
+	EXPECT_ERRORS("@FILE@:2:24: api.requests_per_second: expected a number from 0 to 1000, "
 		      "got '.nan'");
 	load("api:\n"
 	     "  max_in_flight: 18446744073709551617\n"
