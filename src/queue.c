@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <utlist.h>
 
 int queue_init(struct queue *q, size_t n_lanes)
 {
@@ -24,72 +25,40 @@ void queue_free(struct queue *q)
 
 void queue_push(struct queue *q, struct queue_entry *e)
 {
-	struct queue_lane *l = &q->lanes[e->lane];
-
-	e->next = NULL;
-	if (l->tail)
-		l->tail->next = e;
-	else
-		l->head = e;
-	l->tail = e;
+	DL_APPEND(q->lanes[e->lane].head, e);
 	e->queued = true;
 	q->count++;
 }
 
 void queue_push_front(struct queue *q, struct queue_entry *e)
 {
-	struct queue_lane *l = &q->lanes[e->lane];
-
-	e->next = l->head;
-	l->head = e;
-	if (!l->tail)
-		l->tail = e;
+	DL_PREPEND(q->lanes[e->lane].head, e);
 	e->queued = true;
 	q->count++;
+}
+
+bool queue_remove(struct queue *q, struct queue_entry *e)
+{
+	if (!e->queued)
+		return false;
+	DL_DELETE(q->lanes[e->lane].head, e);
+	e->prev = e->next = NULL;
+	e->queued = false;
+	q->count--;
+	return true;
 }
 
 struct queue_entry *queue_pop(struct queue *q)
 {
 	for (size_t i = 0; i < q->n_lanes; i++) {
 		size_t lane = (q->next_lane + i) % q->n_lanes;
-		struct queue_lane *l = &q->lanes[lane];
-		struct queue_entry *e = l->head;
+		struct queue_entry *e = q->lanes[lane].head;
 
 		if (!e)
 			continue;
-		l->head = e->next;
-		if (!l->head)
-			l->tail = NULL;
-		e->next = NULL;
-		e->queued = false;
-		q->count--;
+		queue_remove(q, e);
 		q->next_lane = (lane + 1) % q->n_lanes;
 		return e;
 	}
 	return NULL;
-}
-
-bool queue_remove(struct queue *q, struct queue_entry *e)
-{
-	struct queue_lane *l;
-	struct queue_entry *prev = NULL;
-
-	if (!e->queued)
-		return false;
-	l = &q->lanes[e->lane];
-	for (struct queue_entry *it = l->head; it; prev = it, it = it->next) {
-		if (it != e)
-			continue;
-		if (prev)
-			prev->next = e->next;
-		else
-			l->head = e->next;
-		if (l->tail == e)
-			l->tail = prev;
-		e->next = NULL;
-		e->queued = false;
-		q->count--;
-		return true;
-	}
-	return false;
 }

@@ -100,7 +100,7 @@ static void test_push_front_keeps_place(void **state)
 	assert_ptr_equal(queue_pop(&q), &e[2]);
 	assert_ptr_equal(queue_pop(&q), &e[0]);
 	assert_ptr_equal(queue_pop(&q), &e[1]);
-	/* push_front on an empty lane sets the tail too: a later push lands behind it. */
+	/* push_front on an empty lane makes it the lane's end too: a later push lands behind it. */
 	queue_push_front(&q, entry(&e[0], 0));
 	queue_push(&q, entry(&e[1], 0));
 	assert_ptr_equal(queue_pop(&q), &e[0]);
@@ -124,7 +124,7 @@ static void test_remove_head_middle_tail(void **state)
 	assert_false(queue_remove(&q, &e[0]));
 	assert_false(queue_remove(&q, entry(&other, 1)));
 	assert_int_equal(q.count, 1);
-	/* The tail was fixed up: a new entry goes behind the one left. */
+	/* The lane's end was fixed up: a new entry goes behind the one left. */
 	queue_push(&q, entry(&e[3], 0));
 	assert_ptr_equal(queue_pop(&q), &e[2]);
 	assert_ptr_equal(queue_pop(&q), &e[3]);

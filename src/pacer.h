@@ -1,0 +1,86 @@
+/* When each job may act next: one timer for every job of the daemon.
+ *
+ *  - a queue ordered by due time (dueq): retry waits, the next look at an import, a move to
+ *    retry after a temporary failure;
+ *  - the upload queue, fair across folders (queue.c), served while fewer than max_in_flight
+ *    uploads run;
+ *  - the polls that are due;
+ *  - one token bucket (ratelimit.c) and the global pause (refused key, quota) in front of both
+ *    kinds of request, taking turns between uploads and polls when both wait.
+ *
+ * The timer is armed for the earliest of: the first due entry, the next token (only when a
+ * request waits for one) and the end of a pause. Nothing waiting: no timer, no wake-ups. */
+#ifndef RDD_PACER_H
+#define RDD_PACER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "dueq.h"
+#include "queue.h"
+#include "ratelimit.h"
+
+/* Embedded in a job: it is in at most one of the three queues at a time. */
+struct pacer_entry {
+	struct dueq_entry due;
+	struct queue_entry upload; /* upload.lane: the folder */
+	struct pacer_entry *prev, *next; /* polls */
+	bool poll_queued;
+};
+
+struct pacer_events {
+	void (*due)(struct pacer_entry *e, void *data);    /* its time has come */
+	void (*upload)(struct pacer_entry *e, void *data); /* an upload slot and a token */
+	void (*poll)(struct pacer_entry *e, void *data);   /* a token */
+	void (*unpaused)(void *data);                      /* a pause has ended */
+	void *data;
+};
+
+struct pacer {
+	uv_loop_t *loop;
+	uv_timer_t timer;
+	struct pacer_events ev;
+	struct dueq due;
+	struct queue uploads;
+	struct pacer_entry *polls;
+	struct ratelimit rl;
+	unsigned max_in_flight, in_flight;
+	uint64_t paused_until; /* loop ms; 0: not paused */
+	bool stopped;
+	bool running, again;
+	bool poll_turn;
+	void (*closed_cb)(void *data);
+	void *closed_data;
+};
+
+int pacer_init(struct pacer *s, uv_loop_t *loop, size_t n_lanes, unsigned max_in_flight,
+	       double requests_per_second, const struct pacer_events *ev);
+void pacer_entry_init(struct pacer_entry *e, size_t lane);
+
+/* E's `due` event in DELAY_MS. -ENOMEM. */
+int pacer_at(struct pacer *s, struct pacer_entry *e, uint64_t delay_ms);
+/* E waits for an upload slot and a token; FRONT: before the others of its folder (a retry
+ * keeps its place). */
+void pacer_upload(struct pacer *s, struct pacer_entry *e, bool front);
+/* E waits for a token to ask about its import. */
+void pacer_poll(struct pacer *s, struct pacer_entry *e);
+/* E leaves whatever queue it is in. */
+void pacer_cancel(struct pacer *s, struct pacer_entry *e);
+
+/* An upload granted by the `upload` event has ended; its slot is free again. */
+void pacer_slot_free(struct pacer *s);
+/* No request goes out for MS (longer pauses win). */
+void pacer_pause(struct pacer *s, uint64_t ms);
+/* Feeds the rate-limit headers of an answer (NULL when absent). */
+void pacer_note_response(struct pacer *s, const char *retry_after, const char *remaining,
+			 const char *reset);
+/* Grants nothing any more (a drain); due events still fire. */
+void pacer_stop(struct pacer *s);
+
+size_t pacer_uploads_waiting(const struct pacer *s);
+
+/* Closes the timer; CLOSED_CB(DATA) once it is closed. */
+void pacer_close(struct pacer *s, void (*closed_cb)(void *data), void *data);
+
+#endif

@@ -1,0 +1,49 @@
+/* What is known about one file from its claim to its end, and the two ways it is told: the JSON
+ * report beside the file in done/ or failed/, and the outcome's log line. Pure (cJSON only). */
+#ifndef RDD_REPORT_H
+#define RDD_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "resend.h"
+
+enum report_stage { REPORT_STAGE_CHECK, REPORT_STAGE_UPLOAD, REPORT_STAGE_IMPORT };
+
+struct report {
+	const char *folder; /* borrowed: the folder's name */
+	const char *file;   /* borrowed: the file's name as claimed */
+	uint64_t bytes;
+	char sha256[65];    /* "" until hashed */
+	unsigned attempts;
+	int64_t claimed_at_ms, uploaded_at_ms; /* wall clock; uploaded 0: not uploaded */
+	long http_status;   /* the upload's answer, 0 when none */
+	char import_id[64]; /* "" until uploaded */
+	struct resend_import import; /* status[0] == '\0' until read */
+	/* The outcome, once decided. */
+	bool failed;
+	enum report_stage stage;
+	struct resend_error error;
+};
+
+const char *report_stage_name(enum report_stage stage);
+
+/* Records a failure at STAGE with an HTTP status (0: none), Resend's error name (NULL: none)
+ * and a message. */
+void report_fail(struct report *r, enum report_stage stage, long status, const char *name,
+		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The report as pretty-printed JSON (malloc'd, cJSON_free), FINISHED_MS being the wall-clock
+ * time the file leaves processing. Strings that are not valid UTF-8 (file names can be any
+ * bytes) are written in the logs' escaped form. NULL when out of memory. */
+char *report_json(const struct report *r, int64_t finished_ms);
+
+/* Adds KEY: VALUE to a cJSON object O in the same way: valid UTF-8 as it is, anything else
+ * escaped. (A void * so that this header needs no cJSON.) */
+void report_add_string(void *o, const char *key, const char *value);
+
+/* Logs the outcome, one line: "news: 'a.csv' imported, import <id>, 3 rows (...), 1 attempt",
+ * or "news: 'a.csv' failed at upload: ... (moved to DIR/FINAL, 3 attempts)". */
+void report_log_outcome(const struct report *r, const char *dir, const char *final_name);
+
+#endif
