@@ -31,19 +31,20 @@ struct daemon {
 	const char *config_path;
 	unsigned flags;
 	struct pipeline pl;
-	/* Configurations replaced by a reload. Threads of the old pipeline may still read them
-	 * until its last check returns, so they are freed only at exit. */
-	struct config **retired;
-	size_t n_retired;
 	struct config *next_cfg; /* set while a reload drains the old pipeline */
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
-	uv_idle_t once_check;
+	uv_timer_t once_check; /* --once: "are we done?", asked after the events that may say so */
+	size_t offer_next;     /* the folder whose parked files are offered first */
 	bool stopping;
 	int exit_status;
 };
 
-static bool daemon_ready_cb(struct watch *w, const char *name, void *data);
-static void daemon_finished_cb(size_t folder, const char *name, void *data);
+static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
+					  const struct fsops_seen *seen, void *data);
+static void daemon_watch_idle_cb(struct watch *w, void *data);
+static void daemon_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data);
+static void daemon_left_cb(size_t folder, const char *name, void *data);
+static void daemon_capacity_cb(void *data);
 static void daemon_idle_cb(void *data);
 static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
@@ -57,9 +58,11 @@ static int pipeline_start(struct daemon *d)
 {
 	struct pipeline *pl = &d->pl;
 	struct jobs_events events = {
+		.claimed = daemon_claimed_cb,
+		.left = daemon_left_cb,
+		.capacity = daemon_capacity_cb,
 		.idle = daemon_idle_cb,
 		.auth_failed = daemon_auth_failed_cb,
-		.finished = daemon_finished_cb,
 		.data = d,
 	};
 	unsigned jflags = 0;
@@ -85,8 +88,8 @@ static int pipeline_start(struct daemon *d)
 		return -ENOMEM;
 	for (size_t i = 0; i < pl->cfg->n_folders; i++) {
 		r = watch_new(&d->loop, &pl->cfg->folders[i],
-			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb, d,
-			      &pl->watches[i]);
+			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
+			      daemon_watch_idle_cb, d, &pl->watches[i]);
 		if (r < 0)
 			return r;
 	}
@@ -108,11 +111,9 @@ static void pipeline_teardown(struct daemon *d)
 	api_free(pl->api);
 	if (pl->http)
 		http_close(pl->http, daemon_http_closed_cb, d);
-	struct config **r = realloc(d->retired, (d->n_retired + 1) * sizeof(*r));
-	if (r) {
-		d->retired = r;
-		d->retired[d->n_retired++] = pl->cfg;
-	}
+	/* Drained means no check or disk work of this pipeline is left to read its
+	 * configuration, and nothing that closes reads it. */
+	config_free(pl->cfg);
 	memset(pl, 0, sizeof(*pl));
 }
 
@@ -178,7 +179,7 @@ static void daemon_stop(struct daemon *d, int exit_status)
 	d->stopping = true;
 	d->exit_status = exit_status;
 	sd_notify(0, "STOPPING=1");
-	uv_idle_stop(&d->once_check);
+	uv_timer_stop(&d->once_check);
 	/* A reload already drains: its callback sees `stopping` and does not start again. */
 	if (!draining)
 		daemon_drain(d);
@@ -211,6 +212,25 @@ static void daemon_reload(struct daemon *d)
 	daemon_drain(d);
 }
 
+static void daemon_log_status(const struct daemon *d)
+{
+	const struct pipeline *pl = &d->pl;
+
+	if (!pl->jobs)
+		return;
+	jobs_log_status(pl->jobs);
+	for (size_t i = 0; pl->watches && i < pl->cfg->n_folders; i++) {
+		struct watch_counts c;
+
+		if (!pl->watches[i])
+			continue;
+		watch_counts(pl->watches[i], &c);
+		log_info("status: %s: inbox: %zu settling, %zu waiting for a slot, %zu waiting for a "
+			 "namesake to leave processing",
+			 pl->cfg->folders[i].name, c.settling, c.parked, c.busy);
+	}
+}
+
 static void daemon_signal_cb(uv_signal_t *sig, int signum)
 {
 	struct daemon *d = sig->data;
@@ -225,8 +245,7 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 		daemon_stop(d, d->exit_status);
 		break;
 	case SIGUSR1:
-		if (d->pl.jobs)
-			jobs_log_status(d->pl.jobs);
+		daemon_log_status(d);
 		break;
 	case SIGHUP:
 		daemon_reload(d);
@@ -234,52 +253,90 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 	}
 }
 
-static bool daemon_ready_cb(struct watch *w, const char *name, void *data)
+static size_t daemon_folder_of(const struct daemon *d, const struct watch *w)
 {
-	struct daemon *d = data;
-	struct pipeline *pl = &d->pl;
 	size_t folder = 0;
 
-	while (folder < pl->cfg->n_folders && pl->watches[folder] != w)
+	while (folder < d->pl.cfg->n_folders && d->pl.watches[folder] != w)
 		folder++;
-	if (folder == pl->cfg->n_folders || d->stopping)
-		return true;
-	int r = jobs_submit(pl->jobs, folder, name);
-	if (r == -EBUSY)
-		return false; /* enough files in hand already: offered again shortly */
-	if ((r == 0 && !(d->flags & DAEMON_DRY_RUN)) || r == -ENOENT) {
-		/* It left the inbox: stop tracking it now rather than at the next rescan. (A dry
-		 * run leaves files where they are and must not report them again.) */
-		watch_forget(w, name);
-	} else if (r == -EEXIST) {
-		/* A file of the same name is still in processing: look again on the next scan. */
-		log_info("%s: '%s' waits: a file of that name is still being processed",
-			 pl->cfg->folders[folder].name, name);
-		watch_forget(w, name);
-	} else if (r < 0 && r != -ENOENT && r != -ECANCELED) {
-		log_error("%s: cannot claim '%s': %s", pl->cfg->folders[folder].name, name,
-			  strerror(-r));
-		watch_forget(w, name);
-	}
-	return true;
+	return folder;
 }
 
-static void daemon_finished_cb(size_t folder, const char *name, void *data)
+static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
+					  const struct fsops_seen *seen, void *data)
 {
 	struct daemon *d = data;
+	size_t folder = daemon_folder_of(d, w);
 
-	if (d->pl.watches && d->pl.watches[folder])
-		watch_poke(d->pl.watches[folder], name);
+	if (folder == d->pl.cfg->n_folders || d->stopping)
+		return WATCH_LATER;
+	switch (jobs_submit(d->pl.jobs, folder, name, seen)) {
+	case JOBS_CLAIMING:
+		return WATCH_TAKEN;
+	case JOBS_CHECKING_IN_PLACE:
+		return WATCH_KEEP;
+	case JOBS_NAME_BUSY:
+		return WATCH_BUSY;
+	case JOBS_LATER:
+	case JOBS_STOPPING:
+		break;
+	}
+	return WATCH_LATER;
 }
 
-/* --once: done when no watch has a file settling and no job is left. Checked from an idle
- * handle so that it runs after the callbacks of one loop turn, never inside them. */
-static void daemon_once_check_cb(uv_idle_t *idle)
+static struct watch *daemon_watch(const struct daemon *d, size_t folder)
 {
-	struct daemon *d = idle->data;
+	return d->pl.watches && folder < d->pl.cfg->n_folders ? d->pl.watches[folder] : NULL;
+}
 
+static void daemon_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data)
+{
+	static const enum watch_claim to_watch[] = {
+		[JOBS_CLAIMED] = WATCH_CLAIM_LEFT,       [JOBS_GONE] = WATCH_CLAIM_LEFT,
+		[JOBS_CHANGED] = WATCH_CLAIM_CHANGED,    [JOBS_BUSY] = WATCH_CLAIM_BUSY,
+		[JOBS_CLAIM_FAILED] = WATCH_CLAIM_FAILED,
+	};
+	struct watch *w = daemon_watch(data, folder);
+
+	if (w)
+		watch_claimed(w, name, to_watch[how]);
+}
+
+static void daemon_left_cb(size_t folder, const char *name, void *data)
+{
+	struct watch *w = daemon_watch(data, folder);
+
+	if (w)
+		watch_poke(w, name);
+}
+
+/* Slots are free: parked files are offered folder by folder in turn, one at a time, until jobs
+ * has no room left or nothing is parked. */
+static void daemon_capacity_cb(void *data)
+{
+	struct daemon *d = data;
+	size_t n = d->pl.cfg->n_folders, without = 0;
+
+	while (without < n && !d->stopping) {
+		struct watch *w = daemon_watch(d, d->offer_next);
+		enum watch_offer r = w ? watch_offer(w) : WATCH_OFFER_NONE;
+
+		if (r == WATCH_OFFER_FULL)
+			return;
+		d->offer_next = (d->offer_next + 1) % n;
+		without = r == WATCH_OFFER_NONE ? without + 1 : 0;
+	}
+}
+
+/* --once: done when no watch has a file left and jobs holds nothing. */
+static void daemon_once_check_cb(uv_timer_t *timer)
+{
+	struct daemon *d = timer->data;
+
+	if (d->stopping)
+		return;
 	for (size_t i = 0; i < d->pl.cfg->n_folders; i++) {
-		if (d->pl.watches[i] && watch_pending(d->pl.watches[i]) > 0)
+		if (d->pl.watches[i] && !watch_idle(d->pl.watches[i]))
 			return;
 	}
 	if (jobs_active(d->pl.jobs) > 0)
@@ -287,6 +344,24 @@ static void daemon_once_check_cb(uv_idle_t *idle)
 	unsigned failed = jobs_failed_total(d->pl.jobs);
 	log_info("--once: inboxes processed%s", failed ? "; some files failed" : "");
 	daemon_stop(d, failed ? 3 : 0);
+}
+
+/* Asks once the current callbacks are over, never inside them. */
+static void daemon_once_schedule(struct daemon *d)
+{
+	if ((d->flags & DAEMON_ONCE) && !d->stopping)
+		uv_timer_start(&d->once_check, daemon_once_check_cb, 0, 0);
+}
+
+static void daemon_watch_idle_cb(struct watch *w, void *data)
+{
+	(void)w;
+	daemon_once_schedule(data);
+}
+
+static void daemon_idle_cb(void *data)
+{
+	daemon_once_schedule(data);
 }
 
 static void daemon_auth_failed_cb(void *data)
@@ -301,11 +376,6 @@ static void daemon_auth_failed_cb(void *data)
 	}
 }
 
-static void daemon_idle_cb(void *data)
-{
-	(void)data;
-}
-
 static void daemon_start_signals(struct daemon *d)
 {
 	uv_signal_init(&d->loop, &d->sigterm);
@@ -317,7 +387,7 @@ static void daemon_start_signals(struct daemon *d)
 	uv_signal_start(&d->sigint, daemon_signal_cb, SIGINT);
 	uv_signal_start(&d->sighup, daemon_signal_cb, SIGHUP);
 	uv_signal_start(&d->sigusr1, daemon_signal_cb, SIGUSR1);
-	uv_idle_init(&d->loop, &d->once_check);
+	uv_timer_init(&d->loop, &d->once_check);
 	d->once_check.data = d;
 }
 
@@ -372,17 +442,13 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		log_info("resend-dropd %s started: %zu folder%s%s%s", RDD_VERSION, cfg->n_folders,
 			 cfg->n_folders == 1 ? "" : "s", (flags & DAEMON_ONCE) ? ", --once" : "",
 			 (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "");
-		if (flags & DAEMON_ONCE)
-			uv_idle_start(&d.once_check, daemon_once_check_cb);
+		daemon_once_schedule(&d);
 		sd_notify(0, "READY=1");
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	r = uv_loop_close(&d.loop);
 	if (r < 0)
 		log_error("event loop closed with handles still open: %s", uv_strerror(r));
-	for (size_t i = 0; i < d.n_retired; i++)
-		config_free(d.retired[i]);
-	free(d.retired);
 	curl_global_cleanup();
 	log_info("stopped");
 	return d.exit_status;

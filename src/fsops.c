@@ -1,7 +1,9 @@
-/* Safe file operations on the drop folders. Every move is a rename that never replaces anything,
- * every write goes write -> fsync -> close (checked) -> rename -> fsync of the directory. */
+/* Safe file operations on the drop folders, by directory descriptor. Every move is a rename that
+ * never replaces anything; every durable write goes write -> fsync -> close (checked) -> rename,
+ * and the directory fsync that completes it is the disk queue's (one per batch). */
 #include "fsops.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,25 +19,8 @@
 /* How many "-N" variants of a timestamped name are tried before giving up. */
 #define FSOPS_MAX_VARIANTS 1000
 #define FSOPS_MAX_REPORT_VARIANTS 99
+#define FSOPS_MAX_TEMP_TRIES 100
 #define FSOPS_JSON_SUFFIX ".json"
-
-static const char *
-dir_sep(const char *dir)
-{
-	size_t dl = strlen(dir);
-
-	return (dl > 0 && dir[dl - 1] == '/') ? "" : "/";
-}
-
-static char *
-path_join(const char *dir, const char *name)
-{
-	char *p;
-
-	if (asprintf(&p, "%s%s%s", dir, dir_sep(dir), name) < 0)
-		return NULL;
-	return p;
-}
 
 static void
 errbuf_set(char *errbuf, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -53,80 +38,76 @@ errbuf_set(char *errbuf, size_t errsz, const char *fmt, ...)
 }
 
 int
-fsops_fsync_dir(const char *dir)
+fsops_open_dir(const char *path, int *ret_fd)
 {
-	int fd, r = 0;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	*ret_fd = fd;
+	return 0;
+}
+
+int
+fsops_fsync_dir(int dir_fd)
+{
 	/* Some filesystems cannot fsync a directory and say EINVAL; their entries are as durable
 	 * as they are going to get. */
-	if (fsync(fd) < 0 && errno != EINVAL)
-		r = -errno;
-	if (close(fd) < 0 && r == 0 && errno != EINTR)
-		r = -errno;
-	return r;
+	if (fsync(dir_fd) < 0 && errno != EINVAL)
+		return -errno;
+	return 0;
 }
 
 /* rename without replacing. NFS, CIFS and older kernels' filesystems lack RENAME_NOREPLACE;
  * link() refuses to replace as well, so link + unlink gives the same guarantee there, at the cost
  * of a moment in which the file has two names (and two links). */
 static int
-move_noreplace(const char *src, const char *dst)
+move_noreplace(int src_fd, const char *src, int dst_fd, const char *dst)
 {
-	if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
+	if (renameat2(src_fd, src, dst_fd, dst, RENAME_NOREPLACE) == 0)
 		return 0;
 	if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
 		return -errno;
 
-	if (link(src, dst) < 0)
+	if (linkat(src_fd, src, dst_fd, dst, 0) < 0)
 		return -errno;
-	if (unlink(src) < 0) {
+	if (unlinkat(src_fd, src, 0) < 0) {
 		/* Someone else took the source first (another host claiming it by the same
 		 * route): they own it, so our new name goes. */
 		int r = -errno;
 
-		(void)unlink(dst);
+		(void)unlinkat(dst_fd, dst, 0);
 		return r;
 	}
 	return 0;
 }
 
 int
-fsops_processing_dir(const char *inbox, char **ret_path)
+fsops_processing_dir(int inbox_fd, int *ret_fd)
 {
 	struct stat st;
-	char *path;
 	int fd = -1, r;
 	bool created = false;
 
-	path = path_join(inbox, FSOPS_PROCESSING_DIR);
-	if (path == NULL)
-		return -ENOMEM;
-	if (mkdir(path, 0700) == 0)
+	if (mkdirat(inbox_fd, FSOPS_PROCESSING_DIR, 0700) == 0)
 		created = true;
-	else if (errno != EEXIST) {
-		r = -errno;
-		goto fail;
-	}
+	else if (errno != EEXIST)
+		return -errno;
 
 	/* Checked and tightened through a descriptor, so that a symlink swapped in after the
 	 * check cannot redirect the chmod. */
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(inbox_fd, FSOPS_PROCESSING_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		/* With O_DIRECTORY a symlink fails as ENOTDIR; say what it is. */
-		if (r == -ENOTDIR && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+		if (r == -ENOTDIR &&
+		    fstatat(inbox_fd, FSOPS_PROCESSING_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISLNK(st.st_mode))
 			r = -ELOOP;
-		goto fail;
+		return r;
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		goto fail;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		r = -ENOTDIR;
 		goto fail;
 	}
 	if (st.st_uid != geteuid()) {
@@ -141,53 +122,56 @@ fsops_processing_dir(const char *inbox, char **ret_path)
 		r = -errno;
 		goto fail;
 	}
-	if (close(fd) < 0 && errno != EINTR) {
-		fd = -1;
-		r = -errno;
-		goto fail;
-	}
-	fd = -1;
 	if (created) {
-		r = fsops_fsync_dir(inbox);
+		r = fsops_fsync_dir(inbox_fd);
 		if (r < 0)
 			goto fail;
 	}
-
-	*ret_path = path;
+	*ret_fd = fd;
 	return 0;
 
 fail:
-	if (fd >= 0)
-		close(fd);
-	free(path);
+	close(fd);
 	return r;
 }
 
-int
-fsops_claim(const char *src_dir, const char *dst_dir, const char *name)
+/* A read lease cannot be taken while any process has the file open for writing, which tells
+ * that an uploader still holds it even if it paused longer than settle_ms. Anything but a
+ * clear "writer present" counts as no information. */
+static bool
+writer_present(int fd)
 {
-	char *src = NULL, *dst = NULL;
-	int r;
-
-	src = path_join(src_dir, name);
-	dst = path_join(dst_dir, name);
-	if (src == NULL || dst == NULL) {
-		r = -ENOMEM;
-		goto out;
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+		return false;
 	}
-	r = move_noreplace(src, dst);
-	if (r < 0)
-		goto out;
-	/* The destination first: should only one directory reach the disk, the file is found
-	 * in both places rather than in neither. */
-	r = fsops_fsync_dir(dst_dir);
-	if (r < 0)
-		goto out;
-	r = fsops_fsync_dir(src_dir);
-out:
-	free(src);
-	free(dst);
-	return r;
+	return errno == EAGAIN;
+}
+
+int
+fsops_claim(int inbox_fd, int proc_fd, const char *name, const struct fsops_seen *seen)
+{
+	struct stat st;
+
+	if (fstatat(inbox_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (seen && (st.st_size != seen->size || st.st_mtim.tv_sec != seen->mtime.tv_sec ||
+		     st.st_mtim.tv_nsec != seen->mtime.tv_nsec))
+		return -EAGAIN;
+	/* Only regular files are opened: opening a device can have effects of its own. */
+	if (S_ISREG(st.st_mode)) {
+		int fd = openat(inbox_fd, name,
+				O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+		if (fd >= 0) {
+			bool busy = writer_present(fd);
+
+			close(fd);
+			if (busy)
+				return -EAGAIN;
+		}
+	}
+	return move_noreplace(inbox_fd, name, proc_fd, name);
 }
 
 static const char *
@@ -209,36 +193,27 @@ file_type_reason(mode_t mode)
 }
 
 int
-fsops_open_checked(const char *dir, const char *name, uint64_t max_bytes, int *ret_fd,
+fsops_open_checked(int dir_fd, const char *name, uint64_t max_bytes, int *ret_fd,
 		   struct stat *ret_st, char *errbuf, size_t errsz)
 {
 	struct stat st;
-	char *path;
-	int fd = -1, r;
-
-	path = path_join(dir, name);
-	if (path == NULL) {
-		errbuf_set(errbuf, errsz, "cannot be opened: %s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
+	int fd, r;
 
 	/* O_NOFOLLOW: a symlink fails with ELOOP instead of being followed. O_NONBLOCK: a FIFO
 	 * opens at once instead of waiting for a writer. */
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		int e = errno;
 		struct stat lst;
 
 		/* The open error alone is ambiguous (ELOOP, ENXIO for a socket, ENXIO or
 		 * ENODEV for a device without a driver): the entry's type says what it is. */
-		if (lstat(path, &lst) == 0 && !S_ISREG(lst.st_mode)) {
+		if (fstatat(dir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(lst.st_mode)) {
 			errbuf_set(errbuf, errsz, "%s", file_type_reason(lst.st_mode));
-			r = S_ISLNK(lst.st_mode) ? -ELOOP : -EINVAL;
-		} else {
-			errbuf_set(errbuf, errsz, "cannot be opened: %s", strerror(e));
-			r = -e;
+			return S_ISLNK(lst.st_mode) ? -ELOOP : -EINVAL;
 		}
-		goto fail;
+		errbuf_set(errbuf, errsz, "cannot be opened: %s", strerror(e));
+		return -e;
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
@@ -264,16 +239,12 @@ fsops_open_checked(const char *dir, const char *name, uint64_t max_bytes, int *r
 		r = -EFBIG;
 		goto fail;
 	}
-
-	free(path);
 	*ret_fd = fd;
 	*ret_st = st;
 	return 0;
 
 fail:
-	if (fd >= 0)
-		close(fd);
-	free(path);
+	close(fd);
 	return r;
 }
 
@@ -339,22 +310,15 @@ final_name(const char *name, const char *stamp, int variant, char **ret)
 	return 0;
 }
 
-/* 0 when DIR/NAME does not exist, -EEXIST when it does (as anything, even a dangling link). */
+/* 0 when DIR_FD/NAME does not exist, -EEXIST when it does (as anything, even a dangling link). */
 static int
-name_free(const char *dir, const char *name)
+name_free(int dir_fd, const char *name)
 {
 	struct stat st;
-	char *path = path_join(dir, name);
-	int r = 0;
 
-	if (path == NULL)
-		return -ENOMEM;
-	if (lstat(path, &st) == 0)
-		r = -EEXIST;
-	else if (errno != ENOENT)
-		r = -errno;
-	free(path);
-	return r;
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return -EEXIST;
+	return errno == ENOENT ? 0 : -errno;
 }
 
 static int
@@ -374,14 +338,14 @@ write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Writes CONTENT to an open descriptor and makes it durable; closes FD in all cases. */
+/* Writes CONTENT to an open descriptor, fsyncs it when DURABLE; closes FD in all cases. */
 static int
-write_sync_close(int fd, const char *content, size_t len)
+write_close(int fd, const char *content, size_t len, bool durable)
 {
 	int r;
 
 	r = write_all(fd, content, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	/* close's error is the last word on a write (NFS reports there); EINTR leaves the
 	 * descriptor closed on Linux, so it is not retried. */
@@ -390,55 +354,62 @@ write_sync_close(int fd, const char *content, size_t len)
 	return r;
 }
 
-/* Writes the report into DST_DIR under a temporary name and returns that path. This happens
+/* Writes the report into DST_FD under a temporary name and returns that name. This happens
  * before the file moves, so that a full disk or an I/O error leaves everything where it was. */
 static int
-report_write_temp(const char *dst_dir, const char *name, const char *json, char **ret_tmp)
+report_write_temp(int dst_fd, const char *name, const char *json, char **ret_tmp)
 {
-	char *tmp;
-	int fd, r;
+	char *tmp = NULL;
+	int fd = -1, r;
 
-	/* Unique (mkostemp), as two hosts may finish files of one name into one directory. The
-	 * file's name, cut to leave room, helps an operator who finds one left by a crash. */
-	if (asprintf(&tmp, "%s%s.%.*s%s.XXXXXX", dst_dir, dir_sep(dst_dir), NAME_MAX - 20, name,
-		     FSOPS_JSON_SUFFIX) < 0)
-		return -ENOMEM;
-	fd = mkostemp(tmp, O_CLOEXEC);
+	/* Unique, as two hosts may finish files of one name into one directory. The file's
+	 * name, cut to leave room, helps an operator who finds one left by a crash. */
+	for (int i = 0; i < FSOPS_MAX_TEMP_TRIES && fd < 0; i++) {
+		free(tmp);
+		if (asprintf(&tmp, ".%.*s%s.%08" PRIx32, NAME_MAX - 20, name, FSOPS_JSON_SUFFIX,
+			     arc4random()) < 0)
+			return -ENOMEM;
+		fd = openat(dst_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			    0640);
+		if (fd < 0 && errno != EEXIST) {
+			r = -errno;
+			goto fail;
+		}
+	}
 	if (fd < 0) {
-		r = -errno;
+		r = -EEXIST;
 		goto fail;
 	}
+	/* The mode given to open is cut by the umask. */
 	if (fchmod(fd, 0640) < 0) {
 		r = -errno;
 		close(fd);
 		goto fail_unlink;
 	}
-	r = write_sync_close(fd, json, strlen(json));
+	r = write_close(fd, json, strlen(json), true);
 	if (r < 0)
 		goto fail_unlink;
 	*ret_tmp = tmp;
 	return 0;
 
 fail_unlink:
-	(void)unlink(tmp);
+	(void)unlinkat(dst_fd, tmp, 0);
 fail:
 	free(tmp);
 	return r;
 }
 
-/* Moves SRC to the first free name for NAME in DST_DIR. */
+/* Moves SRC_FD/NAME to the first free name for NAME in DST_FD. */
 static int
-finish_move(const char *src, const char *name, const char *dst_dir, const char *stamp,
-	    char **ret_final)
+finish_move(int src_fd, const char *name, int dst_fd, const char *stamp, char **ret_final)
 {
-	char *final = NULL, *json_name = NULL, *dst = NULL;
+	char *final = NULL, *json_name = NULL;
 	int r = -EEXIST, variant;
 
 	for (variant = 0; variant <= FSOPS_MAX_VARIANTS; variant++) {
 		free(final);
 		free(json_name);
-		free(dst);
-		final = json_name = dst = NULL;
+		final = json_name = NULL;
 
 		r = final_name(name, stamp, variant, &final);
 		if (r == -ENAMETOOLONG && variant == 0)
@@ -451,24 +422,18 @@ finish_move(const char *src, const char *name, const char *dst_dir, const char *
 			break;
 		}
 		/* A report beside a file must be that file's, so both names must be free. */
-		r = name_free(dst_dir, final);
+		r = name_free(dst_fd, final);
 		if (r == 0)
-			r = name_free(dst_dir, json_name);
+			r = name_free(dst_fd, json_name);
 		if (r == -EEXIST)
 			continue;
 		if (r < 0)
 			break;
-		dst = path_join(dst_dir, final);
-		if (dst == NULL) {
-			r = -ENOMEM;
-			break;
-		}
-		r = move_noreplace(src, dst);
+		r = move_noreplace(src_fd, name, dst_fd, final);
 		if (r != -EEXIST)
 			break; /* done, or failed; EEXIST: taken since we looked */
 	}
 	free(json_name);
-	free(dst);
 	if (r < 0) {
 		free(final);
 		return r;
@@ -480,7 +445,7 @@ finish_move(const char *src, const char *name, const char *dst_dir, const char *
 /* Renames the temporary report to "<final>.json". That name was free a moment ago; if something
  * took it since, the report goes beside as "<final>.N.json" rather than replacing it. */
 static int
-report_place(const char *tmp, const char *dst_dir, const char *final)
+report_place(int dst_fd, const char *tmp, const char *final)
 {
 	char *path;
 	int r = -EEXIST, n;
@@ -489,130 +454,93 @@ report_place(const char *tmp, const char *dst_dir, const char *final)
 		int k;
 
 		if (n == 1)
-			k = asprintf(&path, "%s%s%s%s", dst_dir, dir_sep(dst_dir), final,
-				     FSOPS_JSON_SUFFIX);
+			k = asprintf(&path, "%s%s", final, FSOPS_JSON_SUFFIX);
 		else
-			k = asprintf(&path, "%s%s%s.%d%s", dst_dir, dir_sep(dst_dir), final, n,
-				     FSOPS_JSON_SUFFIX);
+			k = asprintf(&path, "%s.%d%s", final, n, FSOPS_JSON_SUFFIX);
 		if (k < 0)
 			return -ENOMEM;
-		r = move_noreplace(tmp, path);
+		r = move_noreplace(dst_fd, tmp, dst_fd, path);
 		free(path);
 	}
 	return r;
 }
 
 int
-fsops_finish(const char *src_dir, const char *name, const char *dst_dir, int64_t now,
-	     const char *report_json, char **ret_final_name)
+fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
+	     char **ret_final_name)
 {
 	char stamp[32];
-	char *src = NULL, *dst = NULL, *final = NULL, *tmp = NULL;
+	char *final = NULL, *tmp = NULL;
 	int r;
 
 	r = format_stamp(stamp, now);
 	if (r < 0)
 		return r;
-	src = path_join(src_dir, name);
-	if (src == NULL)
-		return -ENOMEM;
-
 	if (report_json != NULL) {
-		r = report_write_temp(dst_dir, name, report_json, &tmp);
+		r = report_write_temp(dst_fd, name, report_json, &tmp);
 		if (r < 0)
-			goto out;
+			return r;
 	}
-	r = finish_move(src, name, dst_dir, stamp, &final);
+	r = finish_move(src_fd, name, dst_fd, stamp, &final);
 	if (r < 0)
 		goto out;
 	if (tmp != NULL) {
-		r = report_place(tmp, dst_dir, final);
+		r = report_place(dst_fd, tmp, final);
 		if (r < 0) {
 			/* Put the file back, so that an error means nothing moved and the whole
-			 * step can be tried again. Should that fail too, the file is in DST_DIR
+			 * step can be tried again. Should that fail too, the file is in DST_FD
 			 * without its report: still in exactly one place. */
-			dst = path_join(dst_dir, final);
-			if (dst != NULL)
-				(void)move_noreplace(dst, src);
+			(void)move_noreplace(dst_fd, final, src_fd, name);
 			goto out;
 		}
 		free(tmp);
 		tmp = NULL;
 	}
-
-	/* The new entries first: a crash in between leaves the file named twice, never zero
-	 * times. A failed fsync comes after the moves: moving back would be no more durable,
-	 * and an error would make the caller believe the file is still in SRC_DIR. */
-	if (fsops_fsync_dir(dst_dir) == 0)
-		(void)fsops_fsync_dir(src_dir);
-	r = 0;
-
 	*ret_final_name = final;
 	final = NULL;
 out:
 	if (tmp != NULL)
-		(void)unlink(tmp);
+		(void)unlinkat(dst_fd, tmp, 0);
 	free(tmp);
-	free(src);
-	free(dst);
 	free(final);
 	return r;
 }
 
 int
-fsops_write_atomic(const char *dir, const char *name, const char *content, size_t len)
+fsops_write_atomic(int dir_fd, const char *name, const char *content, size_t len, bool durable)
 {
-	char *path = NULL, *tmp = NULL, *tmp_name = NULL;
+	char *tmp;
 	int fd, r;
 
-	if (asprintf(&tmp_name, ".%s.tmp", name) < 0) {
-		tmp_name = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
-	path = path_join(dir, name);
-	tmp = path_join(dir, tmp_name);
-	if (path == NULL || tmp == NULL) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (asprintf(&tmp, ".%s.tmp", name) < 0)
+		return -ENOMEM;
 	/* O_NOFOLLOW: a symlink planted under the temporary name must not redirect the write. */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		r = -errno;
 		goto out;
 	}
-	r = write_sync_close(fd, content, len);
-	if (r == 0 && rename(tmp, path) < 0)
+	r = write_close(fd, content, len, durable);
+	if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
 		r = -errno;
-	if (r < 0) {
-		(void)unlink(tmp);
-		goto out;
-	}
-	r = fsops_fsync_dir(dir);
+	if (r < 0)
+		(void)unlinkat(dir_fd, tmp, 0);
 out:
-	free(path);
 	free(tmp);
-	free(tmp_name);
 	return r;
 }
 
 int
-fsops_read_small(const char *dir, const char *name, size_t max, char **ret_buf, size_t *ret_len)
+fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len)
 {
 	struct stat st;
-	char *path, *buf = NULL;
+	char *buf = NULL;
 	size_t cap, len = 0;
-	int fd = -1, r;
+	int fd, r;
 
-	path = path_join(dir, name);
-	if (path == NULL)
-		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		goto fail;
-	}
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		goto fail;
@@ -670,16 +598,78 @@ fsops_read_small(const char *dir, const char *name, size_t max, char **ret_buf, 
 	}
 	buf[len] = '\0';
 	close(fd);
-	free(path);
 	*ret_buf = buf;
 	*ret_len = len;
 	return 0;
 
 fail:
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 	free(buf);
-	free(path);
+	return r;
+}
+
+void
+fsops_names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+int
+fsops_list(int dir_fd, char ***ret_names, size_t *ret_n)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *dir;
+	int fd, r = 0;
+
+	/* fdopendir takes the descriptor over; the caller's stays open. */
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	errno = 0;
+	while ((de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			char **nn = realloc(names, ncap * sizeof(*nn));
+
+			if (nn == NULL) {
+				r = -ENOMEM;
+				goto fail;
+			}
+			names = nn;
+			cap = ncap;
+		}
+		names[n] = strdup(de->d_name);
+		if (names[n] == NULL) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		n++;
+		errno = 0;
+	}
+	if (errno != 0) {
+		r = -errno;
+		goto fail;
+	}
+	closedir(dir);
+	*ret_names = names;
+	*ret_n = n;
+	return 0;
+
+fail:
+	closedir(dir);
+	fsops_names_free(names, n);
 	return r;
 }
 

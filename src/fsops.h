@@ -1,6 +1,11 @@
-/* Safe file operations on the drop folders: claim, open, move without overwrite, reports,
- * per-file state. Pure POSIX/Linux; no libuv, no curl. All functions return 0 or a negative
- * errno and log nothing: the caller decides what an error means and logs it once. */
+/* Safe file operations on the drop folders, by directory descriptor: claim, open, move without
+ * overwrite, reports, the daemon's own records. Pure POSIX/Linux; no libuv, no curl. All
+ * functions return 0 or a negative errno and log nothing: the caller decides what an error
+ * means and logs it once.
+ *
+ * Nothing here fsyncs a directory: the disk queue (diskq.c) syncs every directory that a batch
+ * of operations touched once, after all of them. Files whose content must be durable (reports,
+ * records that say "uploaded") are fsynced here, before they get their final name. */
 #ifndef RDD_FSOPS_H
 #define RDD_FSOPS_H
 
@@ -8,47 +13,69 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define FSOPS_PROCESSING_DIR ".resend-dropd"
 
-/* Creates (mode 0700) or checks <inbox>/.resend-dropd: must be a real directory (not a symlink)
- * owned by the effective uid. *ret_path is malloc'd. */
-int fsops_processing_dir(const char *inbox, char **ret_path);
+/* What a file looked like when it was last seen: a claim refuses a file that has changed. */
+struct fsops_seen {
+	int64_t size;
+	struct timespec mtime;
+};
 
-/* Moves SRC_DIR/NAME to DST_DIR/NAME atomically without replacing anything (renameat2
- * RENAME_NOREPLACE, falling back to link+unlink where the filesystem lacks it), then fsyncs both
- * directories. -EEXIST when DST_DIR/NAME exists; -ENOENT when the source vanished. */
-int fsops_claim(const char *src_dir, const char *dst_dir, const char *name);
+/* Opens PATH as a directory for *at calls and fsync (O_DIRECTORY, close-on-exec). */
+int fsops_open_dir(const char *path, int *ret_fd);
 
-/* Opens DIR/NAME with O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and checks with fstat that it is
- * a regular file with one link and at most MAX_BYTES long. On success *ret_fd and *ret_st.
+/* Creates (mode 0700) or checks INBOX_FD/.resend-dropd, opened without following a symlink: it
+ * must be a real directory owned by the effective uid; a looser or tighter mode is set back to
+ * 0700. *ret_fd is open on it. A new one is made durable (the inbox is fsynced). */
+int fsops_processing_dir(int inbox_fd, int *ret_fd);
+
+/* Claims NAME: moves INBOX_FD/NAME to PROC_FD/NAME without replacing anything, provided it is
+ * still what SEEN says (size and mtime; NULL: no comparison) and, where the kernel can tell, no
+ * writer holds it open (a read lease cannot be taken then; it needs file ownership or
+ * CAP_LEASE, so without them this is no information). Entries that are not regular files are
+ * claimed without being opened (the check refuses them with a reason). -ENOENT: it vanished;
+ * -EEXIST: a namesake is in processing; -EAGAIN: it changed since SEEN, or a writer has it open.
+ * Neither directory is fsynced. */
+int fsops_claim(int inbox_fd, int proc_fd, const char *name, const struct fsops_seen *seen);
+
+/* Opens DIR_FD/NAME with O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC and checks with fstat that it
+ * is a regular file with one link and at most MAX_BYTES long. On success *ret_fd and *ret_st.
  * On a refusal returns a negative errno (-ELOOP symlink, -EINVAL not regular, -EMLINK hard
  * links, -EFBIG too big, or open's error) and writes a human reason to ERRBUF
  * (e.g. "is a symbolic link", "is a FIFO", "has 2 hard links", "is 300000000 bytes, over the
  * limit of 209715200"). */
-int fsops_open_checked(const char *dir, const char *name, uint64_t max_bytes, int *ret_fd,
+int fsops_open_checked(int dir_fd, const char *name, uint64_t max_bytes, int *ret_fd,
 		       struct stat *ret_st, char *errbuf, size_t errsz);
 
-/* Moves SRC_DIR/NAME into DST_DIR without overwriting anything. The target is NAME; if NAME or
+/* Moves SRC_FD/NAME into DST_FD without overwriting anything. The target is NAME; if NAME or
  * NAME.json exists there, a UTC timestamp from NOW is inserted before the extension
- * ("x.20261126T040102Z.csv"; "x.20261126T040102Z-2.csv" if that is taken too). Then REPORT_JSON
- * (may be NULL) is written beside it as <final>.json (temp file, fsync, rename without replace),
- * and both directories are fsynced. *ret_final_name (malloc'd) is the name in DST_DIR.
- * The report is written to a temporary file first and put in place after the move; if that
- * fails the file is moved back, so an error means nothing moved. Directory fsync failures after
- * the move are not errors: the file is where *ret_final_name says. */
-int fsops_finish(const char *src_dir, const char *name, const char *dst_dir, int64_t now,
-		 const char *report_json, char **ret_final_name);
+ * ("x.20261126T040102Z.csv"; "x.20261126T040102Z-2.csv" if that is taken too). REPORT_JSON (may
+ * be NULL) is written first to a temporary file in DST_FD and fsynced, and after the move
+ * renamed (never replacing) to <final>.json; if that fails the file is moved back, so an error
+ * means nothing moved. *ret_final_name (malloc'd) is the name in DST_FD. The caller fsyncs DST_FD,
+ * then SRC_FD. */
+int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
+		 char **ret_final_name);
 
-/* Writes CONTENT to DIR/NAME atomically: DIR/.NAME.tmp, write, fsync, close (checked), rename
- * (replacing: for the daemon's own state files only), fsync DIR. */
-int fsops_write_atomic(const char *dir, const char *name, const char *content, size_t len);
+/* Writes CONTENT to DIR_FD/NAME atomically: a temporary ".NAME.tmp", write, close (checked),
+ * rename (replacing: for the daemon's own records only). DURABLE: fsync before the rename, so
+ * that once the caller has fsynced DIR_FD the content is on disk; otherwise the record only
+ * survives a crash of the process, not of the machine. */
+int fsops_write_atomic(int dir_fd, const char *name, const char *content, size_t len,
+		       bool durable);
 
 /* Reads a small file (at most MAX bytes) into a malloc'd NUL-terminated buffer. */
-int fsops_read_small(const char *dir, const char *name, size_t max, char **ret_buf,
-		     size_t *ret_len);
+int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len);
 
-int fsops_fsync_dir(const char *dir);
+/* The names in DIR_FD that do not start with a dot, in directory order: a malloc'd array of
+ * malloc'd strings (free with fsops_names_free). */
+int fsops_list(int dir_fd, char ***ret_names, size_t *ret_n);
+void fsops_names_free(char **names, size_t n);
+
+/* fsync of a directory; filesystems that cannot (EINVAL) count as success. */
+int fsops_fsync_dir(int dir_fd);
 
 /* Formats T (seconds since the epoch) as ISO 8601 UTC with milliseconds when MS >= 0:
  * "2026-11-26T04:01:02Z" or "2026-11-26T04:01:02.123Z". BUF must hold 32 bytes. */

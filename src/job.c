@@ -1,702 +1,408 @@
-/* A file's life after it settled:
+/* A file's life after it settled, as one state machine. The states, what each may become and
+ * what each holds are the table job_states[] below; job_enter() is the only place where a job's
+ * state changes: it refuses a move the table does not allow, keeps every counter, and starts
+ * the new state's work. Where each state waits: (D) the disk thread, (P) the thread pool,
+ * (A) the API, (S) the pacer's queues and its one timer.
  *
- *   claim -> check (thread pool: open, header, sha256) -> queued -> uploading -> following -> finish
- *                                                            ^          |
- *                                                            +- retry <-+
+ *      inbox                                     processing (found there at start)
+ *        | jobs_submit                             |
+ *        v                                         v
+ *    CLAIMING (D) ---------------------------> CHECKING (P) ---- bad file --------------------+
+ *        | gone, changed, busy, error              |    |                                     |
+ *        v                                         |    +-- its record has an import id --+   |
+ *      ENDED                                       v                                      |   |
+ *                        +------------------> SAVING (D)  the coming attempt is counted   |   |
+ *                        |                         |                                      |   |
+ *              RETRY_WAIT (S)                      v                                      |   |
+ *                        ^                    QUEUED (S)                                  |   |
+ *              retryable |                         | a slot and a token                   |   |
+ *                        |                         v                                      |   |
+ *                        +------------------- UPLOADING (A) --- key or quota refused:     |   |
+ *                                                  |    |       back to SAVING            |   |
+ *                                              201 |    +------ failed for good ------+   |   |
+ *                                                  v                                  |   |   |
+ *                        +-- follow_import -- (201) -- no follow ---------------+     |   |   |
+ *                        v                                                      |     |   |   |
+ *                  RECORDING (D)  the import id made durable                    |     |   |   |
+ *                        |                                                      |     |   |   |
+ *                        v                                                      |     |   |   |
+ *                  FOLLOW_WAIT (S) <---------+ <--- (record had an id, follow) -|-----|---+   |
+ *                        | due, a token      | still running                    |     |   |   |
+ *                        v                   |                                  v     v   v   v
+ *                  POLLING (A) --------------+---- done or failed ---------> FINISHING (D)
+ *                                                                            |       ^
+ *                                                     moved, report beside it |       | a temporary
+ *                                                     (done/ or failed/)     v       | failure
+ *                                                                          ENDED   FINISH_WAIT (S)
  *
- * Every job owns its file descriptor, its timer and at most one API call; the job is freed in its
- * timer's close callback, so no callback can run on freed memory. */
-#include "job.h"
+ * Two more moves: a file whose move failed goes through RECORDING first (FINISHING ->
+ * RECORDING -> FINISH_WAIT) when its import is not on disk yet; and a drain lets a file whose
+ * record counts the upload it was waiting for go through SAVING once more (from QUEUED, or
+ * again from SAVING), so that its record does not count an upload never made.
+ *
+ * In a drain, a state that would only wait, or start new work, ends the job instead: its file
+ * stays in processing with its record for the next start. Disk work and checks run to their end
+ * (a check stops hashing at once); uploads and polls get shutdown_timeout_s.
+ *
+ * Ownership: a job owns its descriptor (open from the check until the upload succeeded), at most
+ * one API call, and at most one piece of work in the disk thread or the thread pool. It owns no
+ * libuv handle, so it is freed as soon as it ends, which happens only when none of its work is
+ * outstanding. */
+#include "job_internal.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "csvhead.h"
-#include "fsops.h"
 #include "log.h"
-#include "queue.h"
-#include "ratelimit.h"
-#include "resend.h"
-#include "utf8.h"
 
-#define JOB_STATE_MAX 4096
-#define JOB_AUTH_PAUSE_MS (60 * 1000)
-#define JOB_QUOTA_PAUSE_MS (60 * 60 * 1000)
 #define JOB_FOLLOW_FIRST_MS 500
 #define JOB_FOLLOW_MAX_MS 30000
 #define JOB_FOLLOW_LIMIT_MS (24ull * 60 * 60 * 1000)
-#define JOB_HASH_CHUNK (1024 * 1024)
-/* Files claimed and holding a descriptor before their upload has succeeded: enough to keep
- * every upload slot busy, few enough that a thousand files dropped at once (or found in
- * processing after a crash) cannot exhaust descriptors or memory. The rest wait their turn.
- * Lowered to fit RLIMIT_NOFILE, with room for sockets, inotify and libuv's own descriptors. */
-#define JOBS_MAX_HOLDING 256
-#define JOBS_MIN_HOLDING 4
+#define JOB_FINISH_FIRST_MS 1000
+#define JOB_FINISH_MAX_MS 60000
 
-enum job_state {
-	JOB_CHECKING,
-	JOB_QUEUED,
-	JOB_UPLOADING,
-	JOB_RETRY_WAIT,
-	JOB_FOLLOWING,
-	JOB_POLLING,
-	JOB_CLOSING,
+#define S(x) (1u << JOB_##x)
+
+static const struct job_state_info job_states[JOB_N_STATES] = {
+	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
+	[JOB_CLAIMING] = {"claiming", true, false, false, false, S(CHECKING) | S(ENDED)},
+	[JOB_CHECKING] = {"checking", true, false, false, false,
+			  S(SAVING) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
+	[JOB_SAVING] = {"saving", true, false, false, true, S(QUEUED) | S(SAVING) | S(ENDED)},
+	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
+	[JOB_UPLOADING] = {"uploading", true, true, false, false,
+			   S(RECORDING) | S(FINISHING) | S(RETRY_WAIT) | S(SAVING) | S(ENDED)},
+	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false, S(SAVING) | S(ENDED)},
+	[JOB_RECORDING] = {"recording", false, false, false, true,
+			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(ENDED)},
+	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
+	[JOB_POLLING] = {"polling", false, false, false, false,
+			 S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
+	[JOB_FINISHING] = {"finishing", false, false, false, true,
+			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED)},
+	[JOB_FINISH_WAIT] = {"waiting to move", false, false, true, false,
+			     S(FINISHING) | S(ENDED)},
+	[JOB_ENDED] = {"ended", false, false, false, true, 0},
 };
 
-enum job_stage { STAGE_CHECK, STAGE_UPLOAD, STAGE_IMPORT };
-static const char *const stage_names[] = {"check", "upload", "import"};
-
-struct folder_rt {
-	const struct config_folder *conf;
-	char *processing;
-	struct resend_fields fields;
-	unsigned done, failed;
-};
-
-struct job {
-	struct jobs *js;
-	struct folder_rt *folder;
-	size_t folder_index;
-	char *name;
-	enum job_state state;
-	struct queue_entry qe;
-	struct job *prev, *next; /* js->all */
-	uv_timer_t timer;
-	uv_work_t work;
-	struct api_call *call;
-	int fd;
-	uint64_t bytes;
-	char sha256[65];
-	char idempotency_key[37];
-	unsigned attempts;
-	char import_id[64];
-	bool dry_run;
-	bool holds_slot; /* counted in js->holding */
-	uint64_t follow_delay_ms;
-	uint64_t follow_started_ms;
-	int64_t claimed_at_ms, uploaded_at_ms;
-	long http_status;
-	struct resend_import import;
-	/* The outcome, once decided. */
-	bool failed;
-	enum job_stage stage;
-	struct resend_error error;
-	int check_errno;
-};
-
-/* A file found in processing at start-up, waiting for a slot to be resumed. */
-struct resume_entry {
-	struct resume_entry *next;
-	size_t folder;
-	char name[];
-};
-
-struct jobs {
-	uv_loop_t *loop;
-	const struct config *cfg;
-	struct api *api;
-	unsigned flags;
-	struct jobs_events events;
-	struct folder_rt *folders;
-	size_t n_folders;
-	struct queue queue;
-	struct ratelimit rl;
-	uv_timer_t pump_timer;
-	uv_timer_t drain_timer;
-	struct job *all;
-	size_t active;
-	unsigned holding;
-	unsigned max_holding;
-	struct resume_entry *resume_head, *resume_tail;
-	unsigned uploading;
-	unsigned polling;
-	uint64_t paused_until; /* loop ms; 0: not paused */
-	bool auth_paused;
-	bool draining;
-	void (*drained_cb)(void *data);
-	void *drained_data;
-	unsigned failed_total, done_total;
-	unsigned open_handles; /* our two timers and every job's timer */
-	bool closing;
-};
-
-static void job_pump(struct jobs *js);
-static void job_finish(struct job *job);
-static void jobs_admit(struct jobs *js);
-
-static int64_t now_wall_ms(void)
+const struct job_state_info *job_state_info(enum job_state state)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return &job_states[state];
 }
 
-static void format_ms(char buf[32], int64_t ms)
+static const char *job_folder_name(const struct job *job)
 {
-	fsops_format_utc(buf, ms / 1000, (int)(ms % 1000));
+	return job->folder->conf->name;
 }
 
-/* ---- life cycle of the job struct ------------------------------------------------------- */
-
-static void jobs_free(struct jobs *js)
-{
-	while (js->resume_head) {
-		struct resume_entry *e = js->resume_head;
-		js->resume_head = e->next;
-		free(e);
-	}
-	for (size_t i = 0; i < js->n_folders; i++) {
-		resend_fields_free(&js->folders[i].fields);
-		free(js->folders[i].processing);
-	}
-	free(js->folders);
-	queue_free(&js->queue);
-	free(js);
-}
-
-/* Every handle of JOBS and its jobs counts in open_handles; the last close frees it all. */
-static void jobs_handle_closed(struct jobs *js)
-{
-	if (--js->open_handles == 0 && js->closing)
-		jobs_free(js);
-}
-
-static void job_freed_cb(uv_handle_t *handle)
-{
-	struct job *job = handle->data;
-	struct jobs *js = job->js;
-
-	free(job->name);
-	free(job);
-	jobs_handle_closed(js);
-}
-
-/* The descriptor is needed until the upload has succeeded; after that the job only talks to
- * the API (following can take hours) and its slot goes to a waiting file. */
-static void job_drop_fd(struct job *job)
-{
-	if (job->fd >= 0)
-		close(job->fd);
-	job->fd = -1;
-	if (job->holds_slot) {
-		job->holds_slot = false;
-		job->js->holding--;
-		jobs_admit(job->js);
-	}
-}
-
-/* Ends the job's life in memory. Its file is wherever the caller left it. */
-static void job_release(struct job *job)
+static void job_emit_claimed(struct job *job, enum jobs_claim how)
 {
 	struct jobs *js = job->js;
 
-	if (job->state == JOB_CLOSING)
-		return;
-	if (job->qe.queued)
-		queue_remove(&js->queue, &job->qe);
-	if (job->call) {
-		if (job->state == JOB_UPLOADING)
-			js->uploading--;
-		if (job->state == JOB_POLLING)
-			js->polling--;
-		api_call_free(job->call);
-		job->call = NULL;
-	}
-	job->state = JOB_CLOSING;
-	job_drop_fd(job);
-	if (job->prev)
-		job->prev->next = job->next;
-	else
-		js->all = job->next;
-	if (job->next)
-		job->next->prev = job->prev;
-	js->active--;
-	uv_timer_stop(&job->timer);
-	uv_close((uv_handle_t *)&job->timer, job_freed_cb);
+	if (jobs_events_on(js) && js->events.claimed)
+		js->events.claimed(job->folder_index, job->name, how, js->events.data);
 }
 
-static void jobs_check_idle(struct jobs *js)
-{
-	if (js->closing)
-		return;
-	if (js->draining && js->uploading == 0 && js->polling == 0 && js->drained_cb) {
-		void (*cb)(void *) = js->drained_cb;
-		js->drained_cb = NULL;
-		uv_timer_stop(&js->drain_timer);
-		cb(js->drained_data);
-		return;
-	}
-	if (js->active == 0 && js->events.idle)
-		js->events.idle(js->events.data);
-}
+/* ---- the state machine ----------------------------------------------------------------- */
 
-static struct job *job_new(struct jobs *js, size_t folder, const char *name)
+struct job *job_new(struct jobs *js, struct claimed *c)
 {
 	struct job *job = calloc(1, sizeof(*job));
 
-	if (!job || !(job->name = strdup(name))) {
-		free(job);
+	if (!job)
 		return NULL;
-	}
 	job->js = js;
-	job->folder = &js->folders[folder];
-	job->folder_index = folder;
+	job->folder_index = c->folder;
+	job->folder = &js->folders[c->folder];
+	job->claimed = c;
+	job->name = c->name;
+	c->job = job;
+	job->state = JOB_NEW;
 	job->fd = -1;
-	job->qe.lane = folder;
-	job->holds_slot = true;
-	js->holding++;
-	uv_timer_init(js->loop, &job->timer);
-	job->timer.data = job;
-	js->open_handles++;
-	job->next = js->all;
-	if (js->all)
-		js->all->prev = job;
-	js->all = job;
-	js->active++;
+	job->check.fd = -1;
+	atomic_init(&job->cancel, false);
+	pacer_entry_init(&job->se, c->folder);
+	job->rep.folder = job->folder->conf->name;
+	job->rep.file = job->name;
+	staterec_name(job->record_name, job->name);
+	if (js->jobs)
+		js->jobs->prev = job;
+	job->next = js->jobs;
+	js->jobs = job;
+	js->n_jobs++;
+	js->n_state[JOB_NEW]++;
 	return job;
 }
 
-/* ---- state file: what a restart needs to resume without uploading twice ---------------- */
-
-/* A fixed-length name derived from the file's name: ".<name>.state" plus the temporary
- * suffix would not fit NAME_MAX for long names, and a lost state means a second upload. */
-static void state_name(char *buf, size_t sz, const char *name)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	char hex[33] = "";
-
-	if (EVP_Digest(name, strlen(name), md, &mdlen, EVP_sha256(), NULL))
-		for (unsigned i = 0; i < 16 && i < mdlen; i++)
-			snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	snprintf(buf, sz, ".state-%s", hex);
-}
-
-/* Strings in reports must be valid JSON text whatever the file name's bytes are. Valid UTF-8
- * goes in as it is (cJSON escapes control characters); anything else in the escaped form the
- * logs use, where a backslash is doubled, so the two cannot be confused. */
-static void job_report_add_string(cJSON *o, const char *key, const char *value)
-{
-	char buf[2048];
-
-	if (utf8_valid(value)) {
-		cJSON_AddStringToObject(o, key, value);
-		return;
-	}
-	log_escape(buf, sizeof(buf), value);
-	cJSON_AddStringToObject(o, key, buf);
-}
-
-static void job_save_state(struct job *job)
-{
-	char sname[NAME_MAX + 16], claimed[32];
-	cJSON *o = cJSON_CreateObject();
-	char *text;
-
-	if (!o)
-		return;
-	format_ms(claimed, job->claimed_at_ms);
-	/* The name is stored in escaped form: the state file is found by the name's hash, and
-	 * this only helps a human reading it. */
-	job_report_add_string(o, "file", job->name);
-	cJSON_AddNumberToObject(o, "attempts", job->attempts);
-	cJSON_AddStringToObject(o, "claimed_at", claimed);
-	cJSON_AddNumberToObject(o, "claimed_at_ms", (double)job->claimed_at_ms);
-	if (job->import_id[0])
-		cJSON_AddStringToObject(o, "import_id", job->import_id);
-	if (job->uploaded_at_ms)
-		cJSON_AddNumberToObject(o, "uploaded_at_ms", (double)job->uploaded_at_ms);
-	text = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	if (!text)
-		return;
-	state_name(sname, sizeof(sname), job->name);
-	int r = fsops_write_atomic(job->folder->processing, sname, text, strlen(text));
-	if (r < 0)
-		log_warning("%s: '%s': cannot save state in '%s': %s", job->folder->conf->name,
-			    job->name, job->folder->processing, strerror(-r));
-	cJSON_free(text);
-}
-
-static void job_load_state(struct job *job)
-{
-	char sname[NAME_MAX + 16];
-	char *text = NULL;
-	size_t len;
-
-	state_name(sname, sizeof(sname), job->name);
-	if (fsops_read_small(job->folder->processing, sname, JOB_STATE_MAX, &text, &len) < 0)
-		return;
-	cJSON *o = cJSON_ParseWithLength(text, len);
-	free(text);
-	if (!o)
-		return;
-	cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "attempts");
-	if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1000)
-		job->attempts = (unsigned)v->valuedouble;
-	v = cJSON_GetObjectItemCaseSensitive(o, "claimed_at_ms");
-	if (cJSON_IsNumber(v))
-		job->claimed_at_ms = (int64_t)v->valuedouble;
-	v = cJSON_GetObjectItemCaseSensitive(o, "uploaded_at_ms");
-	if (cJSON_IsNumber(v))
-		job->uploaded_at_ms = (int64_t)v->valuedouble;
-	v = cJSON_GetObjectItemCaseSensitive(o, "import_id");
-	if (cJSON_IsString(v) && strlen(v->valuestring) < sizeof(job->import_id))
-		snprintf(job->import_id, sizeof(job->import_id), "%s", v->valuestring);
-	cJSON_Delete(o);
-}
-
-static void job_remove_state(struct job *job)
-{
-	char sname[NAME_MAX + 16], path[PATH_MAX];
-
-	state_name(sname, sizeof(sname), job->name);
-	snprintf(path, sizeof(path), "%s/%s", job->folder->processing, sname);
-	unlink(path);
-}
-
-/* ---- outcome ---------------------------------------------------------------------------- */
-
-static void job_fail(struct job *job, enum job_stage stage, long status, const char *name,
-		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void job_fail(struct job *job, enum job_stage stage, long status, const char *name,
-		     const char *fmt, ...)
-{
-	va_list ap;
-
-	job->failed = true;
-	job->stage = stage;
-	job->error.status = status;
-	snprintf(job->error.name, sizeof(job->error.name), "%s", name ? name : "");
-	va_start(ap, fmt);
-	vsnprintf(job->error.message, sizeof(job->error.message), fmt, ap);
-	va_end(ap);
-	job_finish(job);
-}
-
-static void job_fail_with(struct job *job, enum job_stage stage, const struct resend_error *e)
-{
-	job->failed = true;
-	job->stage = stage;
-	job->error = *e;
-	job_finish(job);
-}
-
-static char *job_report(struct job *job, int64_t finished_ms)
-{
-	char ts[32];
-	cJSON *o = cJSON_CreateObject();
-	char *text;
-
-	if (!o)
-		return NULL;
-	cJSON_AddStringToObject(o, "outcome", job->failed ? "failed" : "done");
-	cJSON_AddStringToObject(o, "folder", job->folder->conf->name);
-	job_report_add_string(o, "file", job->name);
-	cJSON_AddNumberToObject(o, "bytes", (double)job->bytes);
-	if (job->sha256[0])
-		cJSON_AddStringToObject(o, "sha256", job->sha256);
-	else
-		cJSON_AddNullToObject(o, "sha256");
-	cJSON_AddNumberToObject(o, "attempts", job->attempts);
-	format_ms(ts, job->claimed_at_ms);
-	cJSON_AddStringToObject(o, "claimed_at", ts);
-	if (job->uploaded_at_ms) {
-		format_ms(ts, job->uploaded_at_ms);
-		cJSON_AddStringToObject(o, "uploaded_at", ts);
-	} else {
-		cJSON_AddNullToObject(o, "uploaded_at");
-	}
-	format_ms(ts, finished_ms);
-	cJSON_AddStringToObject(o, "finished_at", ts);
-	if (job->http_status)
-		cJSON_AddNumberToObject(o, "http_status", job->http_status);
-	else
-		cJSON_AddNullToObject(o, "http_status");
-	if (job->import_id[0])
-		cJSON_AddStringToObject(o, "import_id", job->import_id);
-	else
-		cJSON_AddNullToObject(o, "import_id");
-	if (job->import.status[0]) {
-		cJSON *imp = cJSON_AddObjectToObject(o, "import");
-		job_report_add_string(imp, "status", job->import.status);
-		if (job->import.has_counts) {
-			cJSON *c = cJSON_AddObjectToObject(imp, "counts");
-			const int64_t vals[] = {job->import.total, job->import.created,
-						job->import.updated, job->import.skipped,
-						job->import.failed};
-			static const char *const keys[] = {"total", "created", "updated", "skipped",
-							   "failed"};
-			for (size_t i = 0; i < 5; i++) {
-				if (vals[i] >= 0)
-					cJSON_AddNumberToObject(c, keys[i], (double)vals[i]);
-			}
-		}
-		if (job->import.completed_at[0])
-			job_report_add_string(imp, "completed_at", job->import.completed_at);
-	} else {
-		cJSON_AddNullToObject(o, "import");
-	}
-	if (job->failed) {
-		cJSON *e = cJSON_AddObjectToObject(o, "error");
-		cJSON_AddStringToObject(e, "stage", stage_names[job->stage]);
-		if (job->error.status)
-			cJSON_AddNumberToObject(e, "http_status", job->error.status);
-		else
-			cJSON_AddNullToObject(e, "http_status");
-		if (job->error.name[0])
-			job_report_add_string(e, "name", job->error.name);
-		else
-			cJSON_AddNullToObject(e, "name");
-		job_report_add_string(e, "message", job->error.message);
-	} else {
-		cJSON_AddNullToObject(o, "error");
-	}
-	text = cJSON_Print(o);
-	cJSON_Delete(o);
-	return text;
-}
-
-static void job_log_outcome(struct job *job, const char *final_name, const char *dir)
-{
-	const char *folder = job->folder->conf->name;
-
-	if (job->failed) {
-		log_error("%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)", folder,
-			  job->name, stage_names[job->stage], job->error.message,
-			  job->error.name[0] ? " [" : "", job->error.name,
-			  job->error.name[0] ? "]" : "", dir, final_name, job->attempts,
-			  job->attempts == 1 ? "" : "s");
-	} else if (job->import.has_counts) {
-		log_info("%s: '%s' imported, import %s, %lld rows (%lld created, %lld updated, %lld "
-			 "skipped, %lld failed), %u attempt%s",
-			 folder, job->name, job->import_id, (long long)job->import.total,
-			 (long long)job->import.created, (long long)job->import.updated,
-			 (long long)job->import.skipped, (long long)job->import.failed, job->attempts,
-			 job->attempts == 1 ? "" : "s");
-	} else {
-		log_info("%s: '%s' uploaded, import %s, %llu bytes, %u attempt%s", folder, job->name,
-			 job->import_id, (unsigned long long)job->bytes, job->attempts,
-			 job->attempts == 1 ? "" : "s");
-	}
-}
-
-static void job_finish(struct job *job)
+/* The only place a state changes. Refuses what the table does not allow (a bug: logged, and
+ * the job is left where it was), and keeps the counters and what the states hold. */
+static bool job_set_state(struct job *job, enum job_state to)
 {
 	struct jobs *js = job->js;
-	const struct config_folder *f = job->folder->conf;
-	const char *dir = job->failed ? f->failed : f->done;
-	int64_t now = now_wall_ms();
-	char *report, *final_name = NULL;
-	int r;
+	const struct job_state_info *from = &job_states[job->state], *next = &job_states[to];
 
-	if (job->dry_run) {
-		if (job->failed) {
-			log_warning("%s: dry run: '%s' would fail at %s: %s", f->name, job->name,
-				    stage_names[job->stage], job->error.message);
-			js->failed_total++;
-		}
-		job_release(job);
-		jobs_check_idle(js);
-		return;
+	if (!(from->next & (1u << to))) {
+		log_error("%s: '%s': internal error: no way from %s to %s", job_folder_name(job),
+			  job->name, from->name, next->name);
+		return false;
 	}
-	report = job_report(job, now);
-	r = fsops_finish(job->folder->processing, job->name, dir, now / 1000, report, &final_name);
-	free(report);
-	if (r < 0) {
-		/* The file stays in processing and is retried at the next start: losing it is worse
-		 * than a stuck file, and the log says where it is. */
-		log_error("%s: '%s' could not be moved to '%s': %s; it stays in '%s'", f->name,
-			  job->name, dir, strerror(-r), job->folder->processing);
-		job_release(job);
-		jobs_check_idle(js);
-		return;
+	js->n_state[job->state]--;
+	js->n_state[to]++;
+	job->state = to;
+	if (from->holding && !next->holding) {
+		/* Uploaded, finished or gone: the descriptor and the slot go to a waiting file. */
+		if (job->fd >= 0)
+			close(job->fd);
+		job->fd = -1;
+		js->holding--;
+		jobs_defer(js);
+	} else if (!from->holding && next->holding) {
+		js->holding++;
 	}
-	job_remove_state(job);
-	job_log_outcome(job, final_name, dir);
-	/* While draining the watchers are gone, and after a reload the daemon's folders may no
-	 * longer be these. */
-	if (js->events.finished && !js->draining)
-		js->events.finished(job->folder_index, job->name, js->events.data);
-	free(final_name);
-	if (job->failed) {
-		job->folder->failed++;
-		js->failed_total++;
-	} else {
-		job->folder->done++;
-		js->done_total++;
-	}
-	job_release(job);
-	jobs_check_idle(js);
+	if (from->upload_slot && !next->upload_slot)
+		pacer_slot_free(&js->pacer);
+	return true;
 }
 
-/* ---- check: runs in libuv's thread pool, touches only the job's own fields --------------- */
+/* ---- CLAIMING: the disk thread moves the file into processing -------------------------- */
 
-/* sha256 of the whole file, read in chunks: identifies the content in reports and keys. */
-static int job_hash_file(int fd, uint64_t size, char hex[65], char *reason, size_t reasonsz)
+static void job_claim_work(struct diskq_op *op)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	char *buf = malloc(JOB_HASH_CHUNK);
-	uint64_t off = 0;
-	int r = (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) ? 0 : -ENOMEM;
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	struct folder_rt *f = job->folder;
 
-	if (r < 0)
-		snprintf(reason, reasonsz, "out of memory");
-	while (r == 0 && off < size) {
-		ssize_t n = pread(fd, buf, JOB_HASH_CHUNK, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			snprintf(reason, reasonsz, "reading the file failed: %s",
-				 n < 0 ? strerror(errno) : "it shrank while being read");
-			break;
-		}
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += (uint64_t)n;
+	op->result = fsops_claim(f->inbox_fd, f->proc_fd, job->name,
+				 job->has_seen ? &job->seen : NULL);
+	if (op->result == 0) {
+		op->sync_gained = f->proc_fd;
+		op->sync_lost = f->inbox_fd;
 	}
-	if (r == 0 && EVP_DigestFinal_ex(ctx, md, &mdlen)) {
-		for (unsigned i = 0; i < mdlen && i < 32; i++)
-			snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	}
-	EVP_MD_CTX_free(ctx);
-	free(buf);
-	return r;
 }
+
+static void job_claim_done(struct diskq_op *op)
+{
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	struct jobs *js = job->js;
+	int r = op->result;
+
+	switch (r) {
+	case 0:
+		if (op->sync_result < 0)
+			log_warning("%s: '%s' claimed, but the processing directory could not be "
+				    "synced: %s",
+				    job_folder_name(job), job->name, strerror(-op->sync_result));
+		job->rep.claimed_at_ms = jobs_now_wall_ms();
+		job_emit_claimed(job, JOBS_CLAIMED);
+		job_enter(job, JOB_CHECKING);
+		return;
+	case -ENOENT:
+		job_emit_claimed(job, JOBS_GONE);
+		break;
+	case -EAGAIN:
+		log_debug("%s: '%s' changed or is still open for writing; waiting for it to settle",
+			  job_folder_name(job), job->name);
+		job_emit_claimed(job, JOBS_CHANGED);
+		break;
+	case -EEXIST: {
+		/* A namesake nobody knew of is in processing (put there by hand, say): resume it
+		 * like anything an earlier run left, and take this one after it. */
+		struct claimed *c = job->claimed;
+		log_info("%s: '%s' waits: a file of that name is in processing",
+			 job_folder_name(job), job->name);
+		job_emit_claimed(job, JOBS_BUSY);
+		job->claimed = NULL;
+		c->job = NULL;
+		if (!js->draining)
+			jobs_backlog_push(js, c);
+		else
+			jobs_claimed_free(js, c);
+		break;
+	}
+	default:
+		log_error("%s: cannot claim '%s' from '%s': %s", job_folder_name(job), job->name,
+			  job->folder->conf->inbox, strerror(-r));
+		job_emit_claimed(job, JOBS_CLAIM_FAILED);
+		break;
+	}
+	job_end(job, JOB_END_UNCLAIMED);
+}
+
+/* ---- CHECKING: the thread pool opens, hashes and checks it ----------------------------- */
 
 static void job_check_work(uv_work_t *req)
 {
 	struct job *job = req->data;
-	const struct config_folder *f = job->folder->conf;
-	const char *dir = job->dry_run ? f->inbox : job->folder->processing;
-	char reason[512];
-	struct stat st;
-	struct csvhead head = {0};
-	int fd = -1, r;
+	struct folder_rt *f = job->folder;
+	int dir_fd = job->dry_run ? f->inbox_fd : f->proc_fd;
 
-	r = fsops_open_checked(dir, job->name, f->settings.max_file_bytes, &fd, &st, reason,
-			       sizeof(reason));
-	if (r < 0)
-		goto fail;
-	job->fd = fd;
-	job->bytes = (uint64_t)st.st_size;
-	/* The hash first: even a file refused for its header gets it in its report. */
-	r = job_hash_file(fd, job->bytes, job->sha256, reason, sizeof(reason));
-	if (r < 0)
-		goto fail;
-	r = csvhead_read(fd, &head, reason, sizeof(reason));
-	if (r == 0) {
-		r = csvhead_check(&head, &f->column_map, reason, sizeof(reason));
-		csvhead_free(&head);
+	if (job->resumed) {
+		char *text = NULL;
+		size_t len;
+
+		if (fsops_read_small(f->proc_fd, job->record_name, STATEREC_MAX_BYTES, &text, &len) ==
+		    0)
+			job->record_found = staterec_decode(text, len, &job->record) == 0;
+		free(text);
 	}
-	if (r < 0)
-		goto fail;
-	job->check_errno = 0;
-	return;
-fail:
-	job->check_errno = r;
-	snprintf(job->error.message, sizeof(job->error.message), "%s", reason);
+	job->check_result = precheck_run(dir_fd, job->name, f->conf, &job->cancel, &job->check);
 }
 
-static void job_enqueue(struct job *job, bool front)
-{
-	job->state = JOB_QUEUED;
-	if (front)
-		queue_push_front(&job->js->queue, &job->qe);
-	else
-		queue_push(&job->js->queue, &job->qe);
-	job_pump(job->js);
-}
-
-static void job_follow_later(struct job *job);
-
-static void job_dry_run_report(struct job *job)
+static void job_dry_run_log(struct job *job)
 {
 	const struct resend_fields *fl = &job->folder->fields;
 
+	if (job->rep.failed) {
+		log_warning("%s: dry run: '%s' would fail at %s: %s", job_folder_name(job),
+			    job->name, report_stage_name(job->rep.stage), job->rep.error.message);
+		job->js->failed_total++;
+		return;
+	}
 	log_info("%s: dry run: would upload '%s' (%llu bytes, sha256 %s) to %s/contacts/imports "
 		 "with column_map=%s on_conflict=%s segments=%s topics=%s",
-		 job->folder->conf->name, job->name, (unsigned long long)job->bytes, job->sha256,
-		 job->js->cfg->api.base_url, fl->column_map ? fl->column_map : "(none)",
-		 fl->on_conflict, fl->segments ? fl->segments : "(none)",
-		 fl->topics ? fl->topics : "(none)");
+		 job_folder_name(job), job->name, (unsigned long long)job->rep.bytes,
+		 job->rep.sha256, job->js->cfg->api.base_url,
+		 fl->column_map ? fl->column_map : "(none)", fl->on_conflict,
+		 fl->segments ? fl->segments : "(none)", fl->topics ? fl->topics : "(none)");
 }
 
-static void job_check_done_cb(uv_work_t *req, int status)
+/* A resumed file takes over what its record says, unless the record belongs to an earlier
+ * file of the same name (another sha256). */
+static void job_apply_record(struct job *job)
+{
+	const struct staterec *s = &job->record;
+
+	if (!job->record_found)
+		return;
+	if (s->sha256[0] && strcmp(s->sha256, job->rep.sha256) != 0) {
+		log_info("%s: '%s': ignoring a state record left by an earlier file of that name",
+			 job_folder_name(job), job->name);
+		return;
+	}
+	job->rep.attempts = s->attempts;
+	if (s->claimed_at_ms)
+		job->rep.claimed_at_ms = s->claimed_at_ms;
+	job->rep.uploaded_at_ms = s->uploaded_at_ms;
+	snprintf(job->rep.import_id, sizeof(job->rep.import_id), "%s", s->import_id);
+	job->import_recorded = s->import_id[0] != '\0';
+}
+
+static void job_check_done(uv_work_t *req, int status)
 {
 	struct job *job = req->data;
-	struct jobs *js = job->js;
+	struct precheck *c = &job->check;
+	bool follow = job->folder->conf->settings.follow_import;
 
-	job->work.data = NULL;
-	if (status == UV_ECANCELED || job->state == JOB_CLOSING) {
-		job_release(job);
-		jobs_check_idle(js);
+	if (status == UV_ECANCELED || job->check_result == -ECANCELED) {
+		job_end(job, JOB_END_RELEASED);
 		return;
 	}
-	if (job->check_errno < 0) {
-		/* job_check_work left the reason in job->error.message. */
-		job->failed = true;
-		job->stage = STAGE_CHECK;
-		job_finish(job);
-		return;
+	job->fd = c->fd;
+	c->fd = -1;
+	job->rep.bytes = c->bytes;
+	memcpy(job->rep.sha256, c->sha256, sizeof(job->rep.sha256));
+	if (job->resumed) {
+		job_apply_record(job);
+		log_info("%s: resuming '%s' left in processing%s%s%s", job_folder_name(job),
+			 job->name, job->rep.import_id[0] ? " (uploaded as import " : "",
+			 job->rep.import_id, job->rep.import_id[0] ? ")" : "");
 	}
+	if (job->check_result < 0)
+		report_fail(&job->rep, REPORT_STAGE_CHECK, 0, NULL, "%s", c->reason);
 	if (job->dry_run) {
-		job_dry_run_report(job);
-		job_finish(job);
+		job_dry_run_log(job);
+		job_end(job, JOB_END_UNCLAIMED);
 		return;
 	}
-	resend_idempotency_key(job->idempotency_key, job->folder->conf->name, job->sha256);
-	if (js->draining) {
-		job_release(job); /* stays in processing for the next start */
-		jobs_check_idle(js);
+	if (job->rep.failed) {
+		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	if (job->import_id[0]) {
+	resend_idempotency_key(job->idempotency_key, job_folder_name(job), job->rep.sha256);
+	if (job->rep.import_id[0]) {
 		/* Uploaded before a restart: never upload again, only learn the outcome. */
-		if (job->folder->conf->settings.follow_import) {
-			job->follow_started_ms = uv_now(js->loop);
-			job->follow_delay_ms = 0;
-			job_follow_later(job);
-		} else {
-			job_finish(job);
-		}
+		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
 		return;
 	}
-	job_enqueue(job, false);
+	job_enter(job, JOB_SAVING);
 }
 
-static int job_start_check(struct job *job)
+/* ---- SAVING, RECORDING: the state record, in the disk thread --------------------------- */
+
+static void job_record_work(struct diskq_op *op)
 {
-	job->state = JOB_CHECKING;
-	job->work.data = job;
-	int r = uv_queue_work(job->js->loop, &job->work, job_check_work, job_check_done_cb);
-	if (r < 0) {
-		job->work.data = NULL;
-		log_error("%s: '%s': cannot start check: %s", job->folder->conf->name, job->name,
-			  uv_strerror(r));
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	int dir_fd = job->folder->proc_fd;
+
+	op->result = fsops_write_atomic(dir_fd, job->record_name, job->record_text,
+					strlen(job->record_text), job->record_durable);
+	if (op->result == 0 && job->record_durable)
+		op->sync_gained = dir_fd;
+}
+
+static void job_record_done(struct diskq_op *op)
+{
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	int r = op->result ? op->result : op->sync_result;
+
+	cJSON_free(job->record_text);
+	job->record_text = NULL;
+	if (job->state == JOB_SAVING) {
+		/* The record only guards against a file that kills every upload retrying for
+		 * ever: its loss is no reason not to upload. */
+		if (r < 0)
+			log_warning("%s: '%s': cannot save its state in '%s': %s",
+				    job_folder_name(job), job->name, job->folder->conf->inbox,
+				    strerror(-r));
+		job->record_counts_next = r == 0 && !job->record_exact;
+		job->record_exact = false;
+		job_enter(job, JOB_QUEUED);
+		return;
 	}
-	return r;
+	if (r == 0)
+		job->import_recorded = true;
+	else if (job->record_failures++ == 0)
+		log_warning("%s: '%s': cannot record import %s in '%s': %s; were the daemon to stop "
+			    "before the file is done, the next start would upload it again",
+			    job_folder_name(job), job->name, job->rep.import_id,
+			    job->folder->conf->inbox, strerror(-r));
+	/* Recorded because its move failed, or to be followed. */
+	job_enter(job, job->finish_failures ? JOB_FINISH_WAIT : JOB_FOLLOW_WAIT);
 }
 
-/* ---- upload ----------------------------------------------------------------------------- */
-
-static uint64_t job_backoff_ms(const struct jobs *js, unsigned attempt)
+/* Writes the record: DURABLE once an import exists. Before the file waits for its next upload
+ * (SAVING), the record counts that attempt as made already: a crash during it must count it,
+ * so that a file that kills every upload cannot retry for ever (a crash while it still waits
+ * counts one attempt too many, which is harmless). With record_exact (after a refusal, or when
+ * a drain releases a queued file) it says only what was made. False when out of memory. */
+static bool job_start_record(struct job *job, bool durable)
 {
-	const struct config_retry *r = &js->cfg->retry;
+	bool next = job->state == JOB_SAVING && !job->record_exact;
+	struct staterec s = {
+		.attempts = job->rep.attempts + (next ? 1 : 0),
+		.claimed_at_ms = job->rep.claimed_at_ms,
+		.uploaded_at_ms = job->rep.uploaded_at_ms,
+	};
+
+	memcpy(s.sha256, job->rep.sha256, sizeof(s.sha256));
+	memcpy(s.import_id, job->rep.import_id, sizeof(s.import_id));
+	job->record_text = staterec_encode(job->name, &s);
+	if (!job->record_text)
+		return false;
+	job->record_durable = durable;
+	job->op.work = job_record_work;
+	job->op.done = job_record_done;
+	jobs_submit_disk(job->js, &job->op);
+	return true;
+}
+
+/* ---- UPLOADING, POLLING: the API ------------------------------------------------------- */
+
+static uint64_t job_backoff_ms(const struct config_retry *r, unsigned attempt)
+{
 	uint64_t d = r->initial_delay_ms;
 
 	for (unsigned i = 1; i < attempt && d < r->max_delay_ms; i++)
@@ -716,9 +422,9 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 	size_t len;
 	const char *body = api_call_body(call, &len);
 
-	ratelimit_note_response(&js->rl, uv_now(js->loop), api_call_header(call, "retry-after"),
-				api_call_header(call, "ratelimit-remaining"),
-				api_call_header(call, "ratelimit-reset"));
+	pacer_note_response(&js->pacer, api_call_header(call, "retry-after"),
+			    api_call_header(call, "ratelimit-remaining"),
+			    api_call_header(call, "ratelimit-reset"));
 	if (terr) {
 		err->status = 0;
 		snprintf(err->message, sizeof(err->message), "%s", terr);
@@ -727,31 +433,7 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 	return resend_classify(api_call_status(call), body, len, err);
 }
 
-static void jobs_pause(struct jobs *js, uint64_t ms, bool auth, const struct resend_error *e)
-{
-	uint64_t until = uv_now(js->loop) + ms;
-
-	if (until <= js->paused_until)
-		return;
-	if (js->paused_until == 0 || auth != js->auth_paused)
-		log_error("all uploads paused for %llu s: %s%s%s%s (HTTP %ld)%s",
-			  (unsigned long long)(ms / 1000), e->message, e->name[0] ? " [" : "",
-			  e->name, e->name[0] ? "]" : "", e->status,
-			  auth ? "; check the API key (api.api_key_env / api.api_key_file)" : "");
-	js->paused_until = until;
-	js->auth_paused = auth;
-	if (auth && js->events.auth_failed && !js->closing)
-		js->events.auth_failed(js->events.data);
-}
-
-static void job_retry_cb(uv_timer_t *timer)
-{
-	struct job *job = timer->data;
-
-	job_enqueue(job, true);
-}
-
-static void job_upload_done_cb(struct api_call *call, void *data)
+static void job_upload_done(struct api_call *call, void *data)
 {
 	struct job *job = data;
 	struct jobs *js = job->js;
@@ -760,144 +442,90 @@ static void job_upload_done_cb(struct api_call *call, void *data)
 	const char *body = api_call_body(call, &len);
 	long status = api_call_status(call);
 	enum resend_class cls = job_call_outcome(js, call, &err);
+	unsigned max_attempts = (unsigned)js->cfg->retry.max_attempts;
+	int r;
 
-	js->uploading--;
 	job->call = NULL;
-	job->http_status = status;
-	if (cls == RESEND_OK) {
-		int r = resend_parse_created(body, len, job->import_id);
+	job->rep.http_status = status;
+	switch (cls) {
+	case RESEND_OK:
+		r = resend_parse_created(body, len, job->rep.import_id);
 		api_call_free(call);
 		if (r < 0) {
-			job_fail(job, STAGE_UPLOAD, status, NULL,
-				 "HTTP %ld but the answer holds no import id", status);
-			goto out;
+			report_fail(&job->rep, REPORT_STAGE_UPLOAD, status, NULL,
+				    "HTTP %ld but the answer holds no import id", status);
+			job_enter(job, JOB_FINISHING);
+			return;
 		}
-		job->uploaded_at_ms = now_wall_ms();
-		if (!job->folder->conf->settings.follow_import) {
-			job_finish(job);
-			goto out;
-		}
-		/* From here on a restart only follows the import, never uploads again. */
-		job_save_state(job);
-		if (js->draining) {
-			job_release(job);
-			goto out;
-		}
-		log_debug("%s: '%s' uploaded as import %s; following it", job->folder->conf->name,
-			  job->name, job->import_id);
-		job->follow_started_ms = uv_now(js->loop);
-		job->follow_delay_ms = 0;
-		job_follow_later(job);
-		goto out;
-	}
-	api_call_free(call);
-	switch (cls) {
+		job->rep.uploaded_at_ms = jobs_now_wall_ms();
+		log_debug("%s: '%s' uploaded as import %s", job_folder_name(job), job->name,
+			  job->rep.import_id);
+		/* Following: from the record on, a restart only follows the import. */
+		job_enter(job, job->folder->conf->settings.follow_import ? JOB_RECORDING
+									 : JOB_FINISHING);
+		return;
 	case RESEND_AUTH:
-		job->attempts--; /* the key's fault, not the file's */
-		job_save_state(job);
-		jobs_pause(js, JOB_AUTH_PAUSE_MS, true, &err);
-		if (!js->draining)
-			job_enqueue(job, true);
-		else
-			job_release(job);
-		break;
 	case RESEND_QUOTA:
-		job->attempts--;
-		job_save_state(job);
-		jobs_pause(js, JOB_QUOTA_PAUSE_MS, false, &err);
-		if (!js->draining)
-			job_enqueue(job, true);
-		else
-			job_release(job);
-		break;
+		api_call_free(call);
+		jobs_pause(js, cls, &err);
+		/* The key's or the account's fault, not the file's: the attempt does not count, and
+		 * the record forgets it again before the file waits in the queue. */
+		job->rep.attempts--;
+		job->record_exact = true;
+		job->requeue_front = true;
+		job_enter(job, JOB_SAVING);
+		return;
 	case RESEND_RETRY:
-		if (js->draining) {
-			job_release(job);
-			break;
-		}
-		if (job->attempts >= js->cfg->retry.max_attempts) {
+		api_call_free(call);
+		if (job->rep.attempts >= max_attempts) {
 			size_t used = strlen(err.message);
 			snprintf(err.message + used, sizeof(err.message) - used,
-				 " (gave up after %u attempts)", job->attempts);
-			job_fail_with(job, STAGE_UPLOAD, &err);
-			break;
+				 " (gave up after %u attempts)", job->rep.attempts);
+			job->rep.failed = true;
+			job->rep.stage = REPORT_STAGE_UPLOAD;
+			job->rep.error = err;
+			job_enter(job, JOB_FINISHING);
+			return;
 		}
-		uint64_t delay = job_backoff_ms(js, job->attempts);
-		log_warning("%s: '%s' upload attempt %u failed: %s%s%s%s; retrying in %.1f s",
-			    job->folder->conf->name, job->name, job->attempts, err.message,
-			    err.name[0] ? " [" : "", err.name, err.name[0] ? "]" : "",
-			    (double)delay / 1000);
-		job_save_state(job);
-		job->state = JOB_RETRY_WAIT;
-		uv_timer_start(&job->timer, job_retry_cb, delay, 0);
-		break;
-	default:
-		job_fail_with(job, STAGE_UPLOAD, &err);
-		break;
+		job->retry_delay_ms = job_backoff_ms(&js->cfg->retry, job->rep.attempts);
+		if (!js->draining)
+			log_warning("%s: '%s' upload attempt %u failed: %s%s%s%s; retrying in %.1f s",
+				    job_folder_name(job), job->name, job->rep.attempts, err.message,
+				    err.name[0] ? " [" : "", err.name, err.name[0] ? "]" : "",
+				    (double)job->retry_delay_ms / 1000);
+		job_enter(job, JOB_RETRY_WAIT);
+		return;
+	case RESEND_PERMANENT:
+		api_call_free(call);
+		job->rep.failed = true;
+		job->rep.stage = REPORT_STAGE_UPLOAD;
+		job->rep.error = err;
+		job_enter(job, JOB_FINISHING);
+		return;
 	}
-out:
-	job_pump(js);
-	jobs_check_idle(js);
 }
 
 static void job_start_upload(struct job *job)
 {
 	struct jobs *js = job->js;
 	char *filename = resend_sanitize_filename(job->name);
-	int r;
+	int r = filename ? api_create_import(js->api, job->fd, job->rep.bytes, filename,
+					     &job->folder->fields, job->idempotency_key,
+					     job_upload_done, job, &job->call)
+			 : -ENOMEM;
 
-	job->attempts++;
-	/* Counted before the request goes out: an upload cut off by a crash still used an
-	 * attempt, so a file that always kills the upload cannot retry for ever. */
-	job_save_state(job);
-	r = filename ? api_create_import(js->api, job->fd, job->bytes, filename, &job->folder->fields,
-					 job->idempotency_key, job_upload_done_cb, job, &job->call)
-		     : -ENOMEM;
 	free(filename);
 	if (r < 0) {
-		job_fail(job, STAGE_UPLOAD, 0, NULL, "cannot start the upload: %s", strerror(-r));
+		report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL, "cannot start the upload: %s",
+			    strerror(-r));
+		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	job->state = JOB_UPLOADING;
-	js->uploading++;
-	log_debug("%s: '%s' uploading (%llu bytes, attempt %u)", job->folder->conf->name,
-		  job->name, (unsigned long long)job->bytes, job->attempts);
+	log_debug("%s: '%s' uploading (%llu bytes, attempt %u)", job_folder_name(job), job->name,
+		  (unsigned long long)job->rep.bytes, job->rep.attempts);
 }
 
-static void jobs_pump_cb(uv_timer_t *timer)
-{
-	job_pump(timer->data);
-}
-
-/* Starts as many queued uploads as the limits allow: max_in_flight, the request rate, and any
- * pause. Called whenever one of those may have changed. */
-static void job_pump(struct jobs *js)
-{
-	while (!js->draining && js->queue.count > 0 &&
-	       js->uploading < js->cfg->api.max_in_flight) {
-		uint64_t now = uv_now(js->loop);
-		uint64_t wait = 0;
-
-		if (js->paused_until > now)
-			wait = js->paused_until - now;
-		else
-			wait = ratelimit_take(&js->rl, now);
-		if (wait > 0) {
-			uv_timer_start(&js->pump_timer, jobs_pump_cb, wait, 0);
-			return;
-		}
-		if (js->paused_until && js->auth_paused)
-			log_info("retrying uploads after the API key was refused");
-		js->paused_until = 0;
-		struct queue_entry *e = queue_pop(&js->queue);
-		struct job *job = (struct job *)((char *)e - offsetof(struct job, qe));
-		job_start_upload(job);
-	}
-}
-
-/* ---- follow the import ------------------------------------------------------------------ */
-
-static void job_poll_done_cb(struct api_call *call, void *data)
+static void job_poll_done(struct api_call *call, void *data)
 {
 	struct job *job = data;
 	struct jobs *js = job->js;
@@ -905,330 +533,297 @@ static void job_poll_done_cb(struct api_call *call, void *data)
 	size_t len;
 	const char *body = api_call_body(call, &len);
 	enum resend_class cls = job_call_outcome(js, call, &err);
+	struct resend_import imp;
 
-	js->polling--;
 	job->call = NULL;
-	if (cls == RESEND_OK) {
-		struct resend_import imp;
-		if (resend_parse_import(body, len, &imp) == 0) {
-			job->import = imp;
-			if (imp.state == RESEND_IMPORT_COMPLETED) {
-				api_call_free(call);
-				job_finish(job);
-				goto out;
-			}
-			if (imp.state == RESEND_IMPORT_FAILED) {
-				api_call_free(call);
-				job_fail(job, STAGE_IMPORT, 0, NULL,
-					 "Resend reports import %s as failed", job->import_id);
-				goto out;
-			}
+	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
+		job->rep.import = imp;
+		if (imp.state == RESEND_IMPORT_FAILED)
+			report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
+				    "Resend reports import %s as failed", job->rep.import_id);
+		if (imp.state == RESEND_IMPORT_COMPLETED || imp.state == RESEND_IMPORT_FAILED) {
+			api_call_free(call);
+			job_enter(job, JOB_FINISHING);
+			return;
 		}
 	} else if (cls == RESEND_PERMANENT) {
+		job->rep.failed = true;
+		job->rep.stage = REPORT_STAGE_IMPORT;
+		job->rep.error = err;
 		api_call_free(call);
-		job_fail_with(job, STAGE_IMPORT, &err);
-		goto out;
+		job_enter(job, JOB_FINISHING);
+		return;
 	} else if (cls == RESEND_AUTH || cls == RESEND_QUOTA) {
-		jobs_pause(js, cls == RESEND_AUTH ? JOB_AUTH_PAUSE_MS : JOB_QUOTA_PAUSE_MS,
-			   cls == RESEND_AUTH, &err);
-	} else {
+		jobs_pause(js, cls, &err);
+	} else if (cls != RESEND_OK) {
 		log_debug("%s: '%s': reading import %s failed: %s; will ask again",
-			  job->folder->conf->name, job->name, job->import_id, err.message);
+			  job_folder_name(job), job->name, job->rep.import_id, err.message);
 	}
 	api_call_free(call);
-	if (js->draining) {
-		job_release(job); /* state file holds the import id */
-		goto out;
-	}
 	if (uv_now(js->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
-		job_fail(job, STAGE_IMPORT, 0, NULL, "import %s did not finish within 24 hours",
-			 job->import_id);
-		goto out;
+		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
+			    "import %s did not finish within 24 hours", job->rep.import_id);
+		job_enter(job, JOB_FINISHING);
+		return;
 	}
-	job_follow_later(job);
-out:
-	jobs_check_idle(js);
+	job_enter(job, JOB_FOLLOW_WAIT);
 }
 
-static void job_poll_cb(uv_timer_t *timer)
+static void job_start_poll(struct job *job)
 {
-	struct job *job = timer->data;
-	struct jobs *js = job->js;
-	uint64_t now = uv_now(js->loop);
-	uint64_t wait = js->paused_until > now ? js->paused_until - now : 0;
+	int r = api_get_import(job->js->api, job->rep.import_id, job_poll_done, job, &job->call);
 
-	if (js->draining) {
-		job_release(job);
-		jobs_check_idle(js);
-		return;
-	}
-	if (wait == 0)
-		wait = ratelimit_take(&js->rl, now);
-	if (wait > 0) {
-		uv_timer_start(&job->timer, job_poll_cb, wait, 0);
-		return;
-	}
-	int r = api_get_import(js->api, job->import_id, job_poll_done_cb, job, &job->call);
 	if (r < 0) {
-		job_fail(job, STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
-			 job->import_id, strerror(-r));
-		jobs_check_idle(js);
-		return;
+		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
+			    job->rep.import_id, strerror(-r));
+		job_enter(job, JOB_FINISHING);
 	}
-	job->state = JOB_POLLING;
-	js->polling++;
 }
 
-/* Asks again after a growing interval: imports take seconds to hours. */
-static void job_follow_later(struct job *job)
+/* ---- FINISHING: report, move to done/failed, in the disk thread ------------------------ */
+
+static void job_finish_work(struct diskq_op *op)
 {
-	job_drop_fd(job);
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	struct folder_rt *f = job->folder;
+	int dst_fd = job->rep.failed ? f->failed_fd : f->done_fd;
+
+	op->result = fsops_finish(f->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
+				  job->report_text, &job->final_name);
+	if (op->result < 0)
+		return;
+	/* The record goes after the file: a crash in between leaves a record without a file,
+	 * or beside a new file of the name, which its sha256 tells apart. */
+	(void)unlinkat(f->proc_fd, job->record_name, 0);
+	op->sync_gained = dst_fd;
+	op->sync_lost = f->proc_fd;
+}
+
+static void job_finish_done(struct diskq_op *op)
+{
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	struct jobs *js = job->js;
+	const struct config_folder *conf = job->folder->conf;
+	const char *dir = job->rep.failed ? conf->failed : conf->done;
+
+	if (op->result < 0) {
+		/* Temporary by nature (a full disk, an I/O error, a directory made read-only):
+		 * the file stays where it is and the move is tried again, which says more than a
+		 * file failed for a reason of ours. */
+		if (job->finish_failures++ == 0)
+			log_error("%s: '%s' could not be moved to '%s': %s; it stays in '%s/%s' and "
+				  "the move is retried until it works",
+				  conf->name, job->name, dir, strerror(-op->result), conf->inbox,
+				  FSOPS_PROCESSING_DIR);
+		/* While it waits, a stop or a crash must not make the next start upload it again:
+		 * an import that only this job knows of is recorded first. */
+		job_enter(job, job->rep.import_id[0] && !job->import_recorded ? JOB_RECORDING
+									      : JOB_FINISH_WAIT);
+		return;
+	}
+	if (op->sync_result < 0)
+		log_warning("%s: '%s' moved to '%s', but the directory could not be synced: %s",
+			    conf->name, job->name, dir, strerror(-op->sync_result));
+	if (job->finish_failures)
+		log_info("%s: '%s' could be moved after %u failed attempt%s", conf->name, job->name,
+			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
+	report_log_outcome(&job->rep, dir, job->final_name);
+	if (job->rep.failed) {
+		job->folder->failed++;
+		js->failed_total++;
+	} else {
+		job->folder->done++;
+		js->done_total++;
+	}
+	job_end(job, JOB_END_FINISHED);
+}
+
+static bool job_start_finish(struct job *job)
+{
+	if (!job->report_text) {
+		job->finished_ms = jobs_now_wall_ms();
+		job->report_text = report_json(&job->rep, job->finished_ms);
+		if (!job->report_text)
+			return false;
+	}
+	job->op.work = job_finish_work;
+	job->op.done = job_finish_done;
+	jobs_submit_disk(job->js, &job->op);
+	return true;
+}
+
+/* ---- entering a state: the one place where states change ------------------------------- */
+
+static uint64_t job_next_follow_delay(struct job *job)
+{
 	uint64_t d = job->follow_delay_ms ? job->follow_delay_ms * 2 : JOB_FOLLOW_FIRST_MS;
 
 	if (d > JOB_FOLLOW_MAX_MS)
 		d = JOB_FOLLOW_MAX_MS;
-	job->follow_delay_ms = d;
-	job->state = JOB_FOLLOWING;
-	uv_timer_start(&job->timer, job_poll_cb, d, 0);
+	return job->follow_delay_ms = d;
 }
 
-/* ---- entry points ----------------------------------------------------------------------- */
-
-int jobs_submit(struct jobs *js, size_t folder, const char *name)
+static uint64_t job_next_finish_delay(struct job *job)
 {
-	struct folder_rt *f = &js->folders[folder];
-	struct job *job;
+	uint64_t d = job->finish_delay_ms ? job->finish_delay_ms * 2 : JOB_FINISH_FIRST_MS;
+
+	if (d > JOB_FINISH_MAX_MS)
+		d = JOB_FINISH_MAX_MS;
+	return job->finish_delay_ms = d;
+}
+
+/* Puts JOB in state TO and starts what TO does. During a drain, a state that would wait or
+ * start new work ends the job instead: its file stays in processing for the next start. */
+void job_enter(struct job *job, enum job_state to)
+{
+	struct jobs *js = job->js;
+	bool ok = true;
 	int r;
 
-	if (js->draining)
-		return -ECANCELED;
-	/* Files already claimed (found in processing) go first. */
-	if (js->holding >= js->max_holding || js->resume_head)
-		return -EBUSY;
-	if (!(js->flags & JOBS_DRY_RUN)) {
-		r = fsops_claim(f->conf->inbox, f->processing, name);
-		if (r < 0)
-			return r;
-	}
-	job = job_new(js, folder, name);
-	if (!job) {
-		log_error("%s: out of memory for '%s'", f->conf->name, name);
-		return -ENOMEM;
-	}
-	job->dry_run = js->flags & JOBS_DRY_RUN;
-	job->claimed_at_ms = now_wall_ms();
-	if (!job->dry_run)
-		job_save_state(job);
-	r = job_start_check(job);
-	if (r < 0) {
+	if (js->draining && !job_states[to].in_drain) {
 		job_release(job);
-		return r;
+		return;
 	}
-	return 0;
-}
-
-/* Starts waiting resumed files while there are slots. */
-static void jobs_admit(struct jobs *js)
-{
-	while (js->resume_head && js->holding < js->max_holding && !js->draining && !js->closing) {
-		struct resume_entry *e = js->resume_head;
-		struct folder_rt *f = &js->folders[e->folder];
-
-		js->resume_head = e->next;
-		if (!js->resume_head)
-			js->resume_tail = NULL;
-		struct job *job = job_new(js, e->folder, e->name);
-		free(e);
-		if (!job) {
-			log_error("%s: out of memory resuming a file", f->conf->name);
-			continue;
-		}
-		job->claimed_at_ms = now_wall_ms();
-		job_load_state(job);
-		log_info("%s: resuming '%s' left in processing%s%s", f->conf->name, job->name,
-			 job->import_id[0] ? " (uploaded as import " : "",
-			 job->import_id[0] ? job->import_id : "");
-		if (job_start_check(job) < 0)
-			job_release(job);
-	}
-}
-
-int jobs_resume(struct jobs *js, size_t folder)
-{
-	struct folder_rt *f = &js->folders[folder];
-	DIR *dir = opendir(f->processing);
-	struct dirent *de;
-
-	if (!dir)
-		return -errno;
-	while ((de = readdir(dir))) {
-		/* Our own files (state, temporaries) start with a dot; claimed files never do. */
-		if (de->d_name[0] == '.')
-			continue;
-		size_t len = strlen(de->d_name);
-		struct resume_entry *e = malloc(sizeof(*e) + len + 1);
-		if (!e) {
-			log_error("%s: out of memory listing '%s'", f->conf->name, f->processing);
-			break;
-		}
-		e->next = NULL;
-		e->folder = folder;
-		memcpy(e->name, de->d_name, len + 1);
-		if (js->resume_tail)
-			js->resume_tail->next = e;
-		else
-			js->resume_head = e;
-		js->resume_tail = e;
-	}
-	closedir(dir);
-	jobs_admit(js);
-	return 0;
-}
-
-static unsigned jobs_max_holding(const struct config *cfg)
-{
-	struct rlimit rl;
-	uint64_t reserve = 32 + 2 * cfg->n_folders + 2 * cfg->api.max_in_flight;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-	    rl.rlim_cur >= reserve + JOBS_MAX_HOLDING)
-		return JOBS_MAX_HOLDING;
-	if (rl.rlim_cur <= reserve + JOBS_MIN_HOLDING)
-		return JOBS_MIN_HOLDING;
-	return (unsigned)(rl.rlim_cur - reserve);
-}
-
-int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
-	     const struct jobs_events *events, struct jobs **ret)
-{
-	struct jobs *js = calloc(1, sizeof(*js));
-	int r = -ENOMEM;
-
-	if (!js)
-		return -ENOMEM;
-	js->loop = loop;
-	js->cfg = cfg;
-	js->api = api;
-	js->flags = flags;
-	js->events = *events;
-	js->n_folders = cfg->n_folders;
-	js->folders = calloc(cfg->n_folders, sizeof(*js->folders));
-	if (!js->folders || queue_init(&js->queue, cfg->n_folders) < 0)
-		goto fail;
-	ratelimit_init(&js->rl, cfg->api.requests_per_second, uv_now(loop));
-	js->max_holding = jobs_max_holding(cfg);
-	for (size_t i = 0; i < cfg->n_folders; i++) {
-		struct folder_rt *f = &js->folders[i];
-		f->conf = &cfg->folders[i];
-		r = resend_fields_build(f->conf, &f->fields);
-		if (r < 0)
-			goto fail;
-		if (flags & JOBS_DRY_RUN)
-			continue;
-		r = fsops_processing_dir(f->conf->inbox, &f->processing);
+	if (!job_set_state(job, to))
+		return;
+	switch (to) {
+	case JOB_CLAIMING:
+		job->op.work = job_claim_work;
+		job->op.done = job_claim_done;
+		jobs_submit_disk(js, &job->op);
+		break;
+	case JOB_CHECKING:
+		job->work.data = job;
+		r = uv_queue_work(js->loop, &job->work, job_check_work, job_check_done);
 		if (r < 0) {
-			log_error("%s: cannot set up the processing directory in '%s': %s",
-				  f->conf->name, f->conf->inbox, strerror(-r));
-			goto fail;
+			log_error("%s: '%s': cannot start its check: %s; it stays in processing",
+				  job_folder_name(job), job->name, uv_strerror(r));
+			job_end(job, JOB_END_RELEASED);
 		}
+		break;
+	case JOB_QUEUED:
+		pacer_upload(&js->pacer, &job->se, job->requeue_front);
+		job->requeue_front = false;
+		break;
+	case JOB_SAVING:
+		ok = job_start_record(job, false);
+		break;
+	case JOB_UPLOADING:
+		job->rep.attempts++;
+		job->record_counts_next = false; /* it counts one that is made now */
+		job_start_upload(job);
+		break;
+	case JOB_RETRY_WAIT:
+		job->requeue_front = true;
+		ok = pacer_at(&js->pacer, &job->se, job->retry_delay_ms) == 0;
+		break;
+	case JOB_RECORDING:
+		ok = job_start_record(job, true);
+		break;
+	case JOB_FOLLOW_WAIT:
+		if (!job->follow_started_ms)
+			job->follow_started_ms = uv_now(js->loop);
+		ok = pacer_at(&js->pacer, &job->se, job_next_follow_delay(job)) == 0;
+		break;
+	case JOB_POLLING:
+		job_start_poll(job);
+		break;
+	case JOB_FINISHING:
+		ok = job_start_finish(job);
+		break;
+	case JOB_FINISH_WAIT:
+		ok = pacer_at(&js->pacer, &job->se, job_next_finish_delay(job)) == 0;
+		break;
+	case JOB_NEW:
+	case JOB_ENDED:
+	case JOB_N_STATES:
+		break;
 	}
-	uv_timer_init(loop, &js->pump_timer);
-	uv_timer_init(loop, &js->drain_timer);
-	js->pump_timer.data = js->drain_timer.data = js;
-	js->open_handles = 2;
-	*ret = js;
-	return 0;
-fail:
-	if (!js->folders)
-		js->n_folders = 0;
-	jobs_free(js);
-	return r;
-}
-
-size_t jobs_active(const struct jobs *js)
-{
-	return js->active;
-}
-
-unsigned jobs_failed_total(const struct jobs *js)
-{
-	return js->failed_total;
-}
-
-void jobs_log_status(const struct jobs *js)
-{
-	unsigned checking = 0, following = 0, waiting = 0;
-
-	for (const struct job *j = js->all; j; j = j->next) {
-		if (j->state == JOB_CHECKING)
-			checking++;
-		else if (j->state == JOB_FOLLOWING || j->state == JOB_POLLING)
-			following++;
-		else if (j->state == JOB_RETRY_WAIT)
-			waiting++;
+	if (!ok) {
+		log_error("%s: '%s': out of memory while %s; it stays in processing",
+			  job_folder_name(job), job->name, job_states[to].name);
+		job_end(job, JOB_END_RELEASED);
 	}
-	log_info("status: %zu files active: %u checking, %zu queued, %u uploading, %u waiting to "
-		 "retry, %u following imports; %u done, %u failed since start%s",
-		 js->active, checking, js->queue.count, js->uploading, waiting, following,
-		 js->done_total, js->failed_total, js->paused_until ? "; uploads paused" : "");
-	for (size_t i = 0; i < js->n_folders; i++)
-		log_info("status: %s: %u done, %u failed", js->folders[i].conf->name,
-			 js->folders[i].done, js->folders[i].failed);
 }
 
-static void jobs_drain_timeout_cb(uv_timer_t *timer)
+void job_release(struct job *job)
 {
-	struct jobs *js = timer->data;
-	struct job *j, *next;
-
-	for (j = js->all; j; j = next) {
-		next = j->next;
-		if (j->state == JOB_UPLOADING || j->state == JOB_POLLING) {
-			log_warning("%s: '%s': %s aborted at shutdown; it stays in processing for the "
-				    "next start",
-				    j->folder->conf->name, j->name,
-				    j->state == JOB_UPLOADING ? "upload" : "import check");
-			job_release(j);
-		}
+	pacer_cancel(&job->js->pacer, &job->se);
+	if (job->record_counts_next) {
+		/* Its record counts the upload it was waiting for: say what was made first. */
+		job->record_exact = true;
+		job_enter(job, JOB_SAVING);
+		return;
 	}
-	jobs_check_idle(js);
+	job_end(job, JOB_END_RELEASED);
 }
 
-void jobs_drain(struct jobs *js, uint64_t timeout_ms, void (*done_cb)(void *data), void *data)
+/* Frees JOB; none of its work may be outstanding. */
+void job_end(struct job *job, enum job_end how)
 {
-	struct job *j, *next;
+	struct jobs *js = job->js;
+	struct claimed *c = job->claimed;
 
-	js->draining = true;
-	js->drained_cb = done_cb;
-	js->drained_data = data;
-	uv_timer_stop(&js->pump_timer);
-	/* What waits (queued, retry timers, follow timers) stays in processing: release it now.
-	 * Checks in the thread pool are cancelled or release themselves when they return. */
-	for (j = js->all; j; j = next) {
-		next = j->next;
-		if (j->state == JOB_CHECKING)
-			uv_cancel((uv_req_t *)&j->work);
-		else if (j->state != JOB_UPLOADING && j->state != JOB_POLLING)
-			job_release(j);
+	if (job->state != JOB_ENDED)
+		job_set_state(job, JOB_ENDED);
+	pacer_cancel(&js->pacer, &job->se);
+	if (job->call)
+		api_call_free(job->call);
+	if (job->check.fd >= 0)
+		close(job->check.fd);
+	if (how == JOB_END_FINISHED && c && js->events.left && jobs_events_on(js))
+		js->events.left(job->folder_index, job->name, js->events.data);
+	if (c)
+		jobs_claimed_free(js, c);
+	if (job->prev)
+		job->prev->next = job->next;
+	else
+		js->jobs = job->next;
+	if (job->next)
+		job->next->prev = job->prev;
+	js->n_jobs--;
+	js->n_state[JOB_ENDED]--;
+	cJSON_free(job->record_text);
+	cJSON_free(job->report_text);
+	free(job->final_name);
+	free(job);
+	jobs_defer(js);
+}
+
+/* ---- the pacer's events ------------------------------------------------------------ */
+
+#define JOB_FROM_PE(e) ((struct job *)((char *)(e) - offsetof(struct job, se)))
+
+void job_pacer_due(struct pacer_entry *e, void *data)
+{
+	struct job *job = JOB_FROM_PE(e);
+
+	(void)data;
+	switch (job->state) {
+	case JOB_RETRY_WAIT:
+		job_enter(job, JOB_SAVING);
+		break;
+	case JOB_FOLLOW_WAIT:
+		/* Due: now it waits for a request token. */
+		pacer_poll(&job->js->pacer, e);
+		break;
+	case JOB_FINISH_WAIT:
+		job_enter(job, JOB_FINISHING);
+		break;
+	default:
+		break;
 	}
-	if (js->uploading || js->polling)
-		log_info("waiting up to %llu s for %u upload%s in flight",
-			 (unsigned long long)(timeout_ms / 1000), js->uploading + js->polling,
-			 js->uploading + js->polling == 1 ? "" : "s");
-	uv_timer_start(&js->drain_timer, jobs_drain_timeout_cb, timeout_ms, 0);
-	jobs_check_idle(js);
 }
 
-static void jobs_timer_closed_cb(uv_handle_t *handle)
+void job_pacer_upload(struct pacer_entry *e, void *data)
 {
-	jobs_handle_closed(handle->data);
+	(void)data;
+	job_enter(JOB_FROM_PE(e), JOB_UPLOADING);
 }
 
-void jobs_close(struct jobs *js)
+void job_pacer_poll(struct pacer_entry *e, void *data)
 {
-	/* Jobs still checking in the thread pool release themselves when they return; the folders
-	 * they read stay until the last handle is closed. */
-	js->closing = true;
-	uv_close((uv_handle_t *)&js->pump_timer, jobs_timer_closed_cb);
-	uv_close((uv_handle_t *)&js->drain_timer, jobs_timer_closed_cb);
+	(void)data;
+	job_enter(JOB_FROM_PE(e), JOB_POLLING);
 }
+

@@ -1,5 +1,5 @@
-/* Files from claim to done/failed: the per-file state machine, the fair upload queue, retries,
- * the global pauses (bad API key, quota) and following the import. */
+/* Files from claim to done/failed: each file's state machine (job.c), and the engine around it:
+ * the name index of everything in processing, the slots, the resume backlog, pauses, drain. */
 #ifndef RDD_JOB_H
 #define RDD_JOB_H
 
@@ -9,16 +9,39 @@
 
 #include "api.h"
 #include "config.h"
+#include "fsops.h"
 
 struct jobs;
 
+/* What jobs_submit did with a settled inbox file. */
+enum jobs_submit {
+	JOBS_CLAIMING,          /* taken: being claimed; a `claimed` event tells how it went */
+	JOBS_CHECKING_IN_PLACE, /* dry run: checked where it is, never claimed */
+	JOBS_LATER,             /* no slot free: a `capacity` event comes when one is */
+	JOBS_NAME_BUSY,         /* a file of that name is in processing: `left` comes when it goes */
+	JOBS_STOPPING,          /* draining: nothing more comes */
+};
+
+/* How a claim ended. */
+enum jobs_claim {
+	JOBS_CLAIMED,      /* it is in processing */
+	JOBS_GONE,         /* it had left the inbox */
+	JOBS_CHANGED,      /* it changed since it settled, or a writer still has it open */
+	JOBS_BUSY,         /* a file of that name was found in processing: `left` comes */
+	JOBS_CLAIM_FAILED, /* an error (logged); it stays in the inbox */
+};
+
+/* Events to the daemon. None comes from inside jobs_submit, and none while draining. */
 struct jobs_events {
-	/* Nothing is in flight or waiting any more (for --once). */
+	void (*claimed)(size_t folder, const char *name, enum jobs_claim how, void *data);
+	/* NAME left folder FOLDER's processing directory: a namesake in the inbox can go. */
+	void (*left)(size_t folder, const char *name, void *data);
+	/* Slots are free: submit parked files until jobs_submit says JOBS_LATER. */
+	void (*capacity)(void *data);
+	/* Nothing is claimed, waiting or in flight (for --once). */
 	void (*idle)(void *data);
 	/* The API key was refused; with --once the daemon gives up instead of pausing. */
 	void (*auth_failed)(void *data);
-	/* NAME of folder FOLDER left processing: a namesake waiting in the inbox can go now. */
-	void (*finished)(size_t folder, const char *name, void *data);
 	void *data;
 };
 
@@ -26,28 +49,31 @@ enum jobs_flags {
 	JOBS_DRY_RUN = 1 << 0, /* check and log; claim, upload and move nothing */
 };
 
-/* CFG and API must outlive JOBS. Creates each folder's processing directory. */
+/* CFG and API must outlive JOBS. Opens each folder's directories (and creates its processing
+ * directory) and starts the disk thread. */
 int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
 	     const struct jobs_events *events, struct jobs **ret);
 
-/* Takes inbox file NAME of folder INDEX: claims it and starts its life. -EEXIST: a file of that
- * name is still being processed, try again later; -ENOENT: it vanished; -ECANCELED: shutting
- * down. In dry-run mode nothing is claimed. */
-int jobs_submit(struct jobs *js, size_t folder, const char *name);
+/* Offers inbox file NAME of folder FOLDER, as it was when it settled (SEEN): O(1). */
+enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
+			     const struct fsops_seen *seen);
 
-/* Resumes whatever an earlier run left in folder INDEX's processing directory. */
-int jobs_resume(struct jobs *js, size_t folder);
+/* Resumes whatever an earlier run left in folder FOLDER's processing directory (listed in the
+ * disk thread; those files go before new ones). */
+void jobs_resume(struct jobs *js, size_t folder);
 
+/* Files known to jobs: claimed or being claimed, plus the resume backlog. */
 size_t jobs_active(const struct jobs *js);
 unsigned jobs_failed_total(const struct jobs *js);
 void jobs_log_status(const struct jobs *js);
 
-/* Stops taking files; lets uploads in flight finish for at most TIMEOUT_MS, then aborts them.
- * Unfinished files stay in processing, with their state, for the next start. Calls DONE_CB once
- * nothing runs any more; the caller then frees JOBS with jobs_close. */
+/* Stops taking files. What only waits is released at once (it stays in processing, with its
+ * record, for the next start); disk work and checks run to their end; uploads and polls in
+ * flight get at most TIMEOUT_MS, then are aborted. DONE_CB(DATA) once nothing is left; the
+ * caller then frees JOBS with jobs_close. */
 void jobs_drain(struct jobs *js, uint64_t timeout_ms, void (*done_cb)(void *data), void *data);
 
-/* Closes the handles of a drained JOBS; frees it in the last close callback. */
+/* Closes a drained JOBS: its handles and the disk thread; frees it in the last close callback. */
 void jobs_close(struct jobs *js);
 
 #endif

@@ -1,7 +1,8 @@
 /* libuv's uv_fs_event has neither IN_CLOSE_WRITE nor IN_Q_OVERFLOW, so the inotify descriptor
  * is read through a uv_poll_t. Events only say "look at this name": whether a file is complete
  * is decided by watching it settle, which also covers filesystems where inotify is blind (the
- * periodic rescan feeds the same path). */
+ * periodic rescan feeds the same path). Whether a writer still holds it open is asked once,
+ * just before the claim (fsops_claim), not here. */
 #include "watch.h"
 
 #include <dirent.h>
@@ -14,34 +15,45 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uthash.h>
+#include <utlist.h>
 
 #include "log.h"
 
-#define WATCH_TICK_MIN_MS 50
-#define WATCH_TICK_MAX_MS 500
+/* After a claim found the file changed or still open for writing: how long at least before it
+ * is tried again, even with settle_ms 0, so that a writer holding a file cannot make us spin. */
+#define WATCH_RETRY_MIN_MS 100
+
+/* CAND_NEW: in no list yet, for the moment between its creation and its first settling. */
+enum candidate_state { CAND_NEW, CAND_SETTLING, CAND_PARKED, CAND_BUSY, CAND_CLAIMING, CAND_KEPT };
 
 struct candidate {
-	struct candidate *next;
-	char *name;
-	off_t size;
-	struct timespec mtime;
-	uint64_t stable_since; /* loop time (ms) when size and mtime were last seen to change */
-	bool reported;
-	bool seen; /* during a scan: still present */
+	UT_hash_handle hh;
+	struct candidate *prev, *next; /* settling or parked */
+	enum candidate_state state;
+	struct fsops_seen seen;
+	uint64_t due;      /* settling: loop ms of the next look */
+	unsigned scan_gen; /* the last scan that listed it */
+	char name[];
 };
 
 struct watch {
 	uv_loop_t *loop;
 	const struct config_folder *folder;
 	unsigned flags;
-	watch_ready_cb cb;
+	watch_ready_cb ready_cb;
+	watch_idle_cb idle_cb;
 	void *data;
+	int dir_fd;
 	int inotify_fd;
 	uv_poll_t poll;
 	uv_timer_t tick;
 	uv_timer_t rescan;
-	struct candidate *candidates;
-	size_t pending;
+	struct candidate *by_name;
+	struct candidate *settling; /* in due order */
+	struct candidate *parked;   /* in the order they settled */
+	size_t n_state[CAND_KEPT + 1];
+	unsigned scan_gen;
 	unsigned open_handles;
 	bool poll_open;
 	bool closing;
@@ -65,159 +77,298 @@ bool watch_name_is_candidate(const char *pattern, const char *name)
 	return fnmatch(pattern, name, FNM_CASEFOLD | FNM_PERIOD) == 0;
 }
 
-static struct candidate *watch_find(struct watch *w, const char *name)
+bool watch_idle(const struct watch *w)
 {
-	for (struct candidate *c = w->candidates; c; c = c->next) {
-		if (strcmp(c->name, name) == 0)
-			return c;
-	}
-	return NULL;
+	return w->n_state[CAND_SETTLING] + w->n_state[CAND_PARKED] + w->n_state[CAND_BUSY] +
+		       w->n_state[CAND_CLAIMING] ==
+	       0;
 }
 
-static void watch_drop(struct watch *w, struct candidate *c)
+void watch_counts(const struct watch *w, struct watch_counts *ret)
 {
-	for (struct candidate **p = &w->candidates; *p; p = &(*p)->next) {
-		if (*p == c) {
-			*p = c->next;
-			break;
-		}
-	}
-	if (!c->reported)
-		w->pending--;
-	free(c->name);
-	free(c);
+	ret->settling = w->n_state[CAND_SETTLING];
+	ret->parked = w->n_state[CAND_PARKED];
+	ret->busy = w->n_state[CAND_BUSY];
+	ret->claiming = w->n_state[CAND_CLAIMING];
+}
+
+static struct candidate *watch_find(struct watch *w, const char *name)
+{
+	struct candidate *c = NULL;
+
+	HASH_FIND(hh, w->by_name, name, strlen(name), c);
+	return c;
 }
 
 static void watch_tick_cb(uv_timer_t *timer);
 
+/* The tick is armed for the first settling candidate's due time, and only then. */
 static void watch_arm_tick(struct watch *w)
 {
-	uint64_t ms = w->folder->settings.settle_ms / 4;
+	uint64_t now = uv_now(w->loop);
 
-	if (w->closing || uv_is_active((uv_handle_t *)&w->tick))
+	if (w->closing)
 		return;
-	if (ms < WATCH_TICK_MIN_MS)
-		ms = WATCH_TICK_MIN_MS;
-	if (ms > WATCH_TICK_MAX_MS)
-		ms = WATCH_TICK_MAX_MS;
-	/* Never 0, even for settle_ms 0: a writer holding the file would make us spin. */
-	uv_timer_start(&w->tick, watch_tick_cb, ms, 0);
+	if (!w->settling) {
+		uv_timer_stop(&w->tick);
+		return;
+	}
+	uv_timer_start(&w->tick, watch_tick_cb, w->settling->due > now ? w->settling->due - now : 0,
+		       0);
 }
 
-/* Records what lstat says of C's file now; drops C (freeing it) when the file is gone or has
- * become a directory. */
-static void watch_refresh(struct watch *w, struct candidate *c)
+/* Takes C out of its list (settling or parked), keeping the counters. */
+static void watch_unlink(struct watch *w, struct candidate *c)
 {
-	char path[PATH_MAX];
+	if (c->state == CAND_SETTLING)
+		DL_DELETE(w->settling, c);
+	else if (c->state == CAND_PARKED)
+		DL_DELETE(w->parked, c);
+	w->n_state[c->state]--;
+}
+
+static void watch_set(struct watch *w, struct candidate *c, enum candidate_state state)
+{
+	c->state = state;
+	w->n_state[state]++;
+}
+
+static void watch_maybe_idle(struct watch *w)
+{
+	if (!w->closing && w->idle_cb && watch_idle(w))
+		w->idle_cb(w, w->data);
+}
+
+static void watch_drop(struct watch *w, struct candidate *c)
+{
+	watch_unlink(w, c);
+	HASH_DELETE(hh, w->by_name, c);
+	free(c);
+}
+
+/* C waits settle_ms (at least MIN_MS) from now before it is looked at again. Appending keeps
+ * the list in due order, as every candidate waits the same settle_ms; only a wait stretched to
+ * MIN_MS can be due after candidates that came later, and is put in its place from the tail
+ * (O(candidates observed in the last MIN_MS), and only when settle_ms < MIN_MS). */
+static void watch_settle(struct watch *w, struct candidate *c, uint64_t min_ms)
+{
+	uint64_t wait = w->folder->settings.settle_ms;
+	bool was_first = w->settling == c;
+	struct candidate *after;
+
+	watch_unlink(w, c);
+	c->due = uv_now(w->loop) + (wait > min_ms ? wait : min_ms);
+	watch_set(w, c, CAND_SETTLING);
+	after = w->settling ? w->settling->prev : NULL; /* utlist: head->prev is the tail */
+	while (after && after->due > c->due)
+		after = after == w->settling ? NULL : after->prev;
+	if (!after)
+		DL_PREPEND(w->settling, c);
+	else if (after->next)
+		DL_APPEND_ELEM(w->settling, after, c);
+	else
+		DL_APPEND(w->settling, c);
+	if (was_first || w->settling == c)
+		watch_arm_tick(w);
+}
+
+/* lstat of NAME in the inbox: 0, or -ENOENT also when it became a directory (never taken). */
+static int watch_stat(struct watch *w, const char *name, struct fsops_seen *ret)
+{
 	struct stat st;
 
-	if (snprintf(path, sizeof(path), "%s/%s", w->folder->inbox, c->name) >= (int)sizeof(path) ||
-	    lstat(path, &st) != 0 || S_ISDIR(st.st_mode)) {
-		watch_drop(w, c);
-		return;
-	}
-	c->seen = true;
-	/* stable_since 0: a new candidate, nothing recorded yet. */
-	if (c->stable_since != 0 && c->size == st.st_size &&
-	    c->mtime.tv_sec == st.st_mtim.tv_sec && c->mtime.tv_nsec == st.st_mtim.tv_nsec)
-		return;
-	/* A reported file that changes afterwards is a new file (e.g. the same name dropped again
-	 * after the first was claimed): report it again once it settles. */
-	if (c->reported) {
-		c->reported = false;
-		w->pending++;
-	}
-	c->size = st.st_size;
-	c->mtime = st.st_mtim;
-	c->stable_since = uv_now(w->loop);
-	watch_arm_tick(w);
+	if (fstatat(w->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -ENOENT;
+	ret->size = st.st_size;
+	ret->mtime = st.st_mtim;
+	return 0;
 }
 
-/* Looks at NAME in the inbox, as named by an event or a scan. Entries that are not files we
- * could take (directories, ignored names) are left alone and not tracked. */
+static bool seen_equal(const struct fsops_seen *a, const struct fsops_seen *b)
+{
+	return a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+	       a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* Looks at NAME in the inbox, as named by an event, a scan or a poke. Entries that are not
+ * files we could take (directories, ignored names) are left alone and not tracked. */
 static void watch_observe(struct watch *w, const char *name)
 {
 	struct candidate *c;
+	struct fsops_seen now;
+	size_t len;
 
 	if (!watch_name_is_candidate(w->folder->settings.pattern, name))
 		return;
 	c = watch_find(w, name);
-	if (!c) {
-		c = calloc(1, sizeof(*c));
-		if (!c || !(c->name = strdup(name))) {
-			free(c);
-			log_error("%s: out of memory tracking '%s'", w->folder->name, name);
-			return;
+	if (c && c->state == CAND_CLAIMING)
+		return; /* the claim's outcome decides */
+	if (watch_stat(w, name, &now) < 0) {
+		if (c) {
+			watch_drop(w, c);
+			watch_maybe_idle(w);
 		}
-		c->next = w->candidates;
-		w->candidates = c;
-		w->pending++;
+		return;
 	}
-	watch_refresh(w, c);
+	if (c) {
+		/* A file that changes is a new file as far as settling goes (the same name dropped
+		 * again after a dry run kept it, say). */
+		if (!seen_equal(&c->seen, &now)) {
+			c->seen = now;
+			watch_settle(w, c, 0);
+		}
+		return;
+	}
+	len = strlen(name);
+	c = calloc(1, sizeof(*c) + len + 1);
+	if (!c) {
+		log_error("%s: out of memory tracking '%s'", w->folder->name, name);
+		return;
+	}
+	memcpy(c->name, name, len + 1);
+	c->seen = now;
+	c->scan_gen = w->scan_gen;
+	HASH_ADD_KEYPTR(hh, w->by_name, c->name, len, c);
+	watch_set(w, c, CAND_NEW);
+	watch_settle(w, c, 0);
 }
 
-/* A read lease cannot be taken while any process has the file open for writing, which tells us
- * that an uploader still holds it even if it pauses longer than settle_ms. Leases need file
- * ownership or CAP_LEASE and do not work on every filesystem: anything but a clear "writer
- * present" counts as no information. */
-static bool watch_writer_present(struct watch *w, const char *name)
+/* C has settled or was parked: offer it. Returns the daemon's verdict, with C moved to the
+ * state that follows from it. */
+static enum watch_verdict watch_offer_one(struct watch *w, struct candidate *c, bool front)
 {
-	char path[PATH_MAX];
-	bool busy = false;
+	enum watch_verdict v;
 
-	snprintf(path, sizeof(path), "%s/%s", w->folder->inbox, name);
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return false;
-	struct stat st;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-		if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
-			fcntl(fd, F_SETLEASE, F_UNLCK);
+	watch_unlink(w, c);
+	/* Until the callback returns it counts as being claimed: nothing in the callback may see
+	 * the watch idle. */
+	watch_set(w, c, CAND_CLAIMING);
+	v = w->ready_cb(w, c->name, &c->seen, w->data);
+	w->n_state[CAND_CLAIMING]--;
+	switch (v) {
+	case WATCH_TAKEN:
+		watch_set(w, c, CAND_CLAIMING);
+		break;
+	case WATCH_KEEP:
+		watch_set(w, c, CAND_KEPT);
+		break;
+	case WATCH_LATER:
+		watch_set(w, c, CAND_PARKED);
+		if (front)
+			DL_PREPEND(w->parked, c);
 		else
-			busy = errno == EAGAIN;
+			DL_APPEND(w->parked, c);
+		break;
+	case WATCH_BUSY:
+		watch_set(w, c, CAND_BUSY);
+		break;
 	}
-	close(fd);
-	return busy;
+	return v;
 }
 
 static void watch_tick_cb(uv_timer_t *timer)
 {
 	struct watch *w = timer->data;
 	uint64_t now = uv_now(w->loop);
-	struct candidate *c, *next;
+	struct candidate *c;
 
-	/* Re-look at every unreported candidate: a slow writer changes size or mtime. This may
-	 * drop C, so nothing touches it afterwards. */
-	for (c = w->candidates; c; c = next) {
-		next = c->next;
-		if (!c->reported)
-			watch_refresh(w, c);
-	}
-	for (c = w->candidates; c && !w->closing; c = next) {
-		next = c->next;
-		if (c->reported || now - c->stable_since < w->folder->settings.settle_ms)
-			continue;
-		if (watch_writer_present(w, c->name)) {
-			c->stable_since = now;
+	while (!w->closing && (c = w->settling) && c->due <= now) {
+		struct fsops_seen st;
+
+		if (watch_stat(w, c->name, &st) < 0) {
+			watch_drop(w, c);
 			continue;
 		}
-		c->reported = true;
-		w->pending--;
-		if (!w->cb(w, c->name, w->data)) {
-			c->reported = false;
-			w->pending++;
+		if (!seen_equal(&c->seen, &st)) {
+			c->seen = st;
+			watch_settle(w, c, 0);
+			continue;
 		}
+		watch_offer_one(w, c, false);
 	}
-	if (w->pending > 0)
-		watch_arm_tick(w);
+	watch_arm_tick(w);
+	watch_maybe_idle(w);
 }
 
+enum watch_offer watch_offer(struct watch *w)
+{
+	struct candidate *c = w->parked;
+
+	if (!c || w->closing)
+		return WATCH_OFFER_NONE;
+	return watch_offer_one(w, c, true) == WATCH_LATER ? WATCH_OFFER_FULL : WATCH_OFFER_TAKEN;
+}
+
+void watch_claimed(struct watch *w, const char *name, enum watch_claim how)
+{
+	struct candidate *c = watch_find(w, name);
+	struct fsops_seen st;
+
+	if (!c || c->state != CAND_CLAIMING || w->closing)
+		return;
+	switch (how) {
+	case WATCH_CLAIM_LEFT:
+	case WATCH_CLAIM_FAILED:
+		watch_drop(w, c);
+		break;
+	case WATCH_CLAIM_CHANGED:
+		if (watch_stat(w, name, &st) < 0) {
+			watch_drop(w, c);
+			break;
+		}
+		c->seen = st;
+		watch_settle(w, c, WATCH_RETRY_MIN_MS);
+		break;
+	case WATCH_CLAIM_BUSY:
+		watch_unlink(w, c);
+		watch_set(w, c, CAND_BUSY);
+		break;
+	}
+	watch_maybe_idle(w);
+}
+
+void watch_poke(struct watch *w, const char *name)
+{
+	struct candidate *c = watch_find(w, name);
+	struct fsops_seen st;
+
+	if (w->closing)
+		return;
+	if (!c || c->state != CAND_BUSY) {
+		watch_observe(w, name);
+		return;
+	}
+	if (watch_stat(w, name, &st) < 0) {
+		watch_drop(w, c);
+		watch_maybe_idle(w);
+		return;
+	}
+	if (!seen_equal(&c->seen, &st)) {
+		c->seen = st;
+		watch_settle(w, c, 0);
+		return;
+	}
+	/* It settled long ago: first in line for the slot its namesake has just freed. */
+	watch_unlink(w, c);
+	watch_set(w, c, CAND_PARKED);
+	DL_PREPEND(w->parked, c);
+}
+
+/* Lists the inbox: new names are observed, known ones marked, and those no longer listed are
+ * forgotten. O(files in the inbox), on the loop thread, once at start and every rescan_s; known
+ * files cost no stat. */
 static void watch_scan(struct watch *w)
 {
-	DIR *dir = opendir(w->folder->inbox);
+	struct candidate *c, *tmp;
 	struct dirent *de;
-	struct candidate *c, *next;
+	DIR *dir = NULL;
+	int fd;
 
+	fd = openat(w->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0 && !(dir = fdopendir(fd)))
+		close(fd);
 	if (!dir) {
 		if (!w->inbox_error_logged)
 			log_error("%s: cannot read inbox '%s': %s", w->folder->name, w->folder->inbox,
@@ -228,19 +379,25 @@ static void watch_scan(struct watch *w)
 	if (w->inbox_error_logged)
 		log_info("%s: inbox '%s' is readable again", w->folder->name, w->folder->inbox);
 	w->inbox_error_logged = false;
-	for (c = w->candidates; c; c = c->next)
-		c->seen = false;
+	w->scan_gen++;
 	while ((de = readdir(dir))) {
 		if (de->d_type == DT_DIR)
 			continue;
-		watch_observe(w, de->d_name);
+		c = watch_find(w, de->d_name);
+		if (c)
+			c->scan_gen = w->scan_gen;
+		/* A kept file (dry run) is looked at again: on a filesystem where inotify is blind,
+		 * only a rescan can tell that it changed. */
+		if (!c || c->state == CAND_KEPT)
+			watch_observe(w, de->d_name);
 	}
 	closedir(dir);
-	for (c = w->candidates; c; c = next) {
-		next = c->next;
-		if (!c->seen)
+	HASH_ITER(hh, w->by_name, c, tmp)
+	{
+		if (c->scan_gen != w->scan_gen && c->state != CAND_CLAIMING)
 			watch_drop(w, c);
 	}
+	watch_maybe_idle(w);
 }
 
 void watch_rescan(struct watch *w)
@@ -272,7 +429,7 @@ static void watch_inotify_cb(uv_poll_t *poll, int status, int events)
 			continue;
 		if (n <= 0)
 			break;
-		for (char *p = buf; p < buf + n;) {
+		for (char *p = buf; p < buf + n && !w->closing;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
@@ -312,13 +469,19 @@ static int watch_start_inotify(struct watch *w)
 static void watch_closed_cb(uv_handle_t *handle)
 {
 	struct watch *w = handle->data;
+	struct candidate *c, *tmp;
 
 	if (--w->open_handles > 0)
 		return;
 	if (w->inotify_fd >= 0)
 		close(w->inotify_fd);
-	while (w->candidates)
-		watch_drop(w, w->candidates);
+	if (w->dir_fd >= 0)
+		close(w->dir_fd);
+	HASH_ITER(hh, w->by_name, c, tmp)
+	{
+		HASH_DELETE(hh, w->by_name, c);
+		free(c);
+	}
 	free(w);
 }
 
@@ -332,7 +495,7 @@ void watch_close(struct watch *w)
 }
 
 int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb cb, void *data, struct watch **ret)
+	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, void *data, struct watch **ret)
 {
 	struct watch *w = calloc(1, sizeof(*w));
 	int r;
@@ -342,7 +505,8 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	w->loop = loop;
 	w->folder = folder;
 	w->flags = flags;
-	w->cb = cb;
+	w->ready_cb = ready_cb;
+	w->idle_cb = idle_cb;
 	w->data = data;
 	w->inotify_fd = -1;
 	uv_timer_init(loop, &w->tick);
@@ -350,6 +514,13 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	w->tick.data = w->rescan.data = w;
 	w->open_handles = 2;
 
+	r = fsops_open_dir(folder->inbox, &w->dir_fd);
+	if (r < 0) {
+		w->dir_fd = -1;
+		log_error("%s: cannot open inbox '%s': %s", folder->name, folder->inbox, strerror(-r));
+		watch_close(w);
+		return r;
+	}
 	if (!(flags & WATCH_NO_EVENTS)) {
 		r = watch_start_inotify(w);
 		if (r < 0) {
@@ -364,25 +535,4 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	*ret = w;
 	watch_scan(w);
 	return 0;
-}
-
-void watch_poke(struct watch *w, const char *name)
-{
-	if (w->closing)
-		return;
-	watch_forget(w, name);
-	watch_observe(w, name);
-}
-
-size_t watch_pending(const struct watch *w)
-{
-	return w->pending;
-}
-
-void watch_forget(struct watch *w, const char *name)
-{
-	struct candidate *c = watch_find(w, name);
-
-	if (c)
-		watch_drop(w, c);
 }

@@ -1,6 +1,16 @@
-/* One inbox: finds candidate files (start-up scan, inotify, periodic rescan) and reports each
- * once it has settled: unchanged size and mtime for settle_ms and, where the kernel can tell,
- * no writer holding it open. */
+/* One inbox: finds candidate files (start-up scan, inotify, periodic rescan), reports each once
+ * it has settled (size and mtime unchanged for settle_ms), and keeps what it reported until the
+ * daemon says what became of it. Every file in the inbox that the daemon may take is in exactly
+ * one state here:
+ *
+ *   settling --settled--> offered: taken --> claiming --(claimed / gone)--> forgotten
+ *      ^                     |      \                  \--(changed)--> settling
+ *      |                     |       \--(no slot)--> parked --(capacity: watch_offer)--> offered
+ *      +---(it changed)------+--(namesake in processing)--> busy --(watch_poke)--> parked
+ *
+ * Settling costs one fstatat per candidate per settle_ms, in due order (a list kept sorted by
+ * appending, since every candidate waits the same settle_ms); parked and busy files cost
+ * nothing until they are offered. Candidates are found by name in O(1) (uthash). */
 #ifndef RDD_WATCH_H
 #define RDD_WATCH_H
 
@@ -9,12 +19,31 @@
 #include <uv.h>
 
 #include "config.h"
+#include "fsops.h"
 
 struct watch;
 
-/* NAME has settled. Returns false to decline it for now (no capacity): the watch then offers
- * it again at its next tick, and the callback must not have called watch_forget on it. */
-typedef bool (*watch_ready_cb)(struct watch *w, const char *name, void *data);
+/* What the daemon did with a settled file. */
+enum watch_verdict {
+	WATCH_TAKEN, /* being claimed: watch_claimed() tells how it went */
+	WATCH_KEEP,  /* left where it is for good (dry run): offered again only if it changes */
+	WATCH_LATER, /* no room now: parked until watch_offer() */
+	WATCH_BUSY,  /* a namesake is in processing: waits for watch_poke() */
+};
+
+/* NAME has settled, as SEEN. */
+typedef enum watch_verdict (*watch_ready_cb)(struct watch *w, const char *name,
+					     const struct fsops_seen *seen, void *data);
+/* Nothing is settling, parked, busy or being claimed any more. */
+typedef void (*watch_idle_cb)(struct watch *w, void *data);
+
+/* How a claim went, for the watch. */
+enum watch_claim {
+	WATCH_CLAIM_LEFT,    /* it left the inbox (claimed, or gone) */
+	WATCH_CLAIM_CHANGED, /* it changed, or a writer still has it: settle again */
+	WATCH_CLAIM_BUSY,    /* a namesake is in processing: wait for watch_poke() */
+	WATCH_CLAIM_FAILED,  /* an error: forget it; the next rescan finds it again */
+};
 
 enum watch_flags {
 	WATCH_NO_EVENTS = 1 << 0, /* scan once at start only: no inotify, no rescans (--once) */
@@ -22,18 +51,27 @@ enum watch_flags {
 
 /* FOLDER (name, inbox, settings) must outlive the watch. The start-up scan runs at once. */
 int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb cb, void *data, struct watch **ret);
+	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, void *data, struct watch **ret);
 
-/* Forgets NAME, so that the next scan or event reports it again (e.g. it could not be claimed
- * yet). */
-void watch_forget(struct watch *w, const char *name);
+enum watch_offer {
+	WATCH_OFFER_NONE,  /* nothing parked */
+	WATCH_OFFER_TAKEN, /* one parked file was offered and did not come back as "later" */
+	WATCH_OFFER_FULL,  /* the daemon said "later": it is parked again, first in line */
+};
 
-/* Files seen but not yet reported (still settling). */
-size_t watch_pending(const struct watch *w);
+/* Offers the file parked longest. O(1). */
+enum watch_offer watch_offer(struct watch *w);
 
-/* Looks at NAME again now, as if an event had named it (e.g. the namesake that blocked its claim
- * has left processing). */
+void watch_claimed(struct watch *w, const char *name, enum watch_claim how);
+
+/* Looks at NAME again now (its namesake has left processing). */
 void watch_poke(struct watch *w, const char *name);
+
+struct watch_counts {
+	size_t settling, parked, busy, claiming;
+};
+void watch_counts(const struct watch *w, struct watch_counts *ret);
+bool watch_idle(const struct watch *w);
 
 void watch_rescan(struct watch *w);
 

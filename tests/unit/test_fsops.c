@@ -1,4 +1,5 @@
-/* fsops: claims, refusals and moves as a user of the drop folders would see them. */
+/* fsops: claims, refusals and moves as a user of the drop folders would see them, by directory
+ * descriptor. */
 #include "fsops.h"
 
 #include <dirent.h>
@@ -12,10 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -24,13 +28,29 @@
 #define NOW 1795665662
 #define STAMP "20261126T040102Z"
 
-/* renameat2 and link are replaced for the whole test program, so that the paths a real
+/* renameat2, linkat and fsync are replaced for the whole test program, so that the paths a real
  * filesystem never takes on a developer's machine can be walked: no RENAME_NOREPLACE support
- * (NFS), a name taken between check and rename, another host winning a race, an I/O error. */
-enum hook_mode { HOOK_OFF, HOOK_NO_NOREPLACE, HOOK_PLANT, HOOK_EIO_JSON, HOOK_LOSE_RACE };
+ * (NFS), a name taken between check and rename, another host winning a race, an I/O error; and
+ * so that what gets fsynced can be seen. */
+enum hook_mode { HOOK_OFF, HOOK_NO_NOREPLACE, HOOK_PLANT, HOOK_EIO_JSON, HOOK_LOSE_RACE, HOOK_LOG };
 static enum hook_mode hook;
-static char hook_path[PATH_MAX]; /* HOOK_PLANT: created just before a rename to it;
-				  * HOOK_LOSE_RACE: where the other host takes the file */
+static int hook_dir_fd = -1;   /* HOOK_PLANT: the directory the name is planted in */
+static char hook_name[NAME_MAX + 1]; /* HOOK_PLANT: created just before a rename to it */
+static char hook_path[PATH_MAX]; /* HOOK_LOSE_RACE: where the other host takes the file */
+
+/* HOOK_LOG: every rename, with what the destination directory held at that moment. */
+struct rename_rec {
+	char from[NAME_MAX + 1], to[NAME_MAX + 1];
+	char temp_content[64]; /* a ".x.csv.json.*" file in the destination, if any */
+	int dot_entries;
+};
+static struct rename_rec renames[8];
+static int n_renames;
+
+static void log_rename(int newdirfd, const char *oldpath, const char *newpath);
+
+/* fsync calls since the last reset, by kind of descriptor. */
+static int fsyncs_of_files, fsyncs_of_dirs;
 
 static bool
 ends_with(const char *s, const char *suffix)
@@ -47,8 +67,8 @@ renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, 
 		errno = EINVAL;
 		return -1;
 	}
-	if (hook == HOOK_PLANT && strcmp(newpath, hook_path) == 0) {
-		int fd = open(hook_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (hook == HOOK_PLANT && newdirfd == hook_dir_fd && strcmp(newpath, hook_name) == 0) {
+		int fd = openat(newdirfd, newpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 
 		if (fd >= 0) {
 			if (write(fd, "intruder", 8) != 8)
@@ -56,6 +76,8 @@ renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, 
 			close(fd);
 		}
 	}
+	if (hook == HOOK_LOG)
+		log_rename(newdirfd, oldpath, newpath);
 	if (hook == HOOK_EIO_JSON && ends_with(newpath, ".json")) {
 		errno = EIO;
 		return -1;
@@ -64,20 +86,69 @@ renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, 
 }
 
 int
-link(const char *oldpath, const char *newpath)
+linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
 {
-	int r = (int)syscall(SYS_linkat, AT_FDCWD, oldpath, AT_FDCWD, newpath, 0);
+	int r = (int)syscall(SYS_linkat, olddirfd, oldpath, newdirfd, newpath, flags);
 
 	/* The other host's claim lands between our link and our unlink. */
 	if (r == 0 && hook == HOOK_LOSE_RACE &&
-	    syscall(SYS_renameat2, AT_FDCWD, oldpath, AT_FDCWD, hook_path, 0) != 0)
+	    syscall(SYS_renameat2, olddirfd, oldpath, AT_FDCWD, hook_path, 0) != 0)
 		abort();
 	return r;
 }
 
+int
+fsync(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+		fsyncs_of_dirs++;
+	else
+		fsyncs_of_files++;
+	return (int)syscall(SYS_fsync, fd);
+}
+
+static void
+fsyncs_reset(void)
+{
+	fsyncs_of_files = fsyncs_of_dirs = 0;
+}
+
+static void
+log_rename(int newdirfd, const char *oldpath, const char *newpath)
+{
+	struct rename_rec *rec;
+	struct dirent *e;
+	DIR *d;
+	int fd;
+
+	if (n_renames >= 8)
+		return;
+	rec = &renames[n_renames++];
+	memset(rec, 0, sizeof(*rec));
+	snprintf(rec->from, sizeof(rec->from), "%s", oldpath);
+	snprintf(rec->to, sizeof(rec->to), "%s", newpath);
+	fd = openat(newdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL)
+		abort();
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.' || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		rec->dot_entries++;
+		int tfd = openat(newdirfd, e->d_name, O_RDONLY | O_CLOEXEC);
+		if (tfd >= 0) {
+			ssize_t n = read(tfd, rec->temp_content, sizeof(rec->temp_content) - 1);
+			rec->temp_content[n > 0 ? n : 0] = '\0';
+			close(tfd);
+		}
+	}
+	closedir(d);
+}
+
 struct tmpdir {
 	char path[64];
-	char in[80], proc[80], done[80];
+	int root, in, proc, done; /* directory descriptors */
 };
 
 static int
@@ -93,6 +164,7 @@ static int
 setup_tmp(void **state)
 {
 	struct tmpdir *t = calloc(1, sizeof(*t));
+	char p[128];
 
 	if (t == NULL)
 		return -1;
@@ -101,12 +173,24 @@ setup_tmp(void **state)
 		free(t);
 		return -1;
 	}
-	snprintf(t->in, sizeof(t->in), "%s/in", t->path);
-	snprintf(t->proc, sizeof(t->proc), "%s/proc", t->path);
-	snprintf(t->done, sizeof(t->done), "%s/done", t->path);
-	if (mkdir(t->in, 0755) < 0 || mkdir(t->proc, 0755) < 0 || mkdir(t->done, 0755) < 0)
+	if (fsops_open_dir(t->path, &t->root) < 0)
+		return -1;
+	if (mkdirat(t->root, "in", 0755) < 0 || mkdirat(t->root, "proc", 0755) < 0 ||
+	    mkdirat(t->root, "done", 0755) < 0)
+		return -1;
+	snprintf(p, sizeof(p), "%s/in", t->path);
+	if (fsops_open_dir(p, &t->in) < 0)
+		return -1;
+	snprintf(p, sizeof(p), "%s/proc", t->path);
+	if (fsops_open_dir(p, &t->proc) < 0)
+		return -1;
+	snprintf(p, sizeof(p), "%s/done", t->path);
+	if (fsops_open_dir(p, &t->done) < 0)
 		return -1;
 	hook = HOOK_OFF;
+	hook_dir_fd = -1;
+	n_renames = 0;
+	fsyncs_reset();
 	*state = t;
 	return 0;
 }
@@ -117,6 +201,10 @@ teardown_tmp(void **state)
 	struct tmpdir *t = *state;
 	int r = nftw(t->path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 
+	close(t->root);
+	close(t->in);
+	close(t->proc);
+	close(t->done);
 	hook = HOOK_OFF;
 	free(t);
 	return r;
@@ -201,36 +289,107 @@ count_entries(const char *dir)
 	return n;
 }
 
+/* Entries of DIR whose name starts with a dot ("." and ".." aside): the report's temporary
+ * files are ".<name>.json.<8 hex>". */
+static int
+count_dot_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] == '.' && strcmp(e->d_name, ".") != 0 &&
+		    strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
 static int
 count_fds(void)
 {
 	return count_entries("/proc/self/fd");
 }
 
+static struct fsops_seen
+seen_of(const char *path)
+{
+	struct stat st;
+	struct fsops_seen s;
+
+	assert_int_equal(lstat(path, &st), 0);
+	s.size = st.st_size;
+	s.mtime = st.st_mtim;
+	return s;
+}
+
+/* fsops_open_dir */
+
+static void
+test_open_dir(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat a, b;
+	int fd = -2;
+
+	assert_int_equal(fsops_open_dir(t->path, &fd), 0);
+	assert_true(fd >= 0);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(fstat(fd, &a), 0);
+	assert_int_equal(stat(t->path, &b), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	close(fd);
+
+	fd = -2;
+	assert_int_equal(fsops_open_dir(tpath(state, "missing"), &fd), -ENOENT);
+	assert_int_equal(fd, -2);
+	write_file(tpath(state, "file"), "x");
+	assert_int_equal(fsops_open_dir(tpath(state, "file"), &fd), -ENOTDIR);
+	assert_int_equal(fd, -2);
+}
+
 /* fsops_processing_dir */
+
+static void
+assert_fd_is(int fd, const char *path)
+{
+	struct stat a, b;
+
+	assert_int_equal(fstat(fd, &a), 0);
+	assert_int_equal(lstat(path, &b), 0);
+	assert_int_equal(a.st_dev, b.st_dev);
+	assert_int_equal(a.st_ino, b.st_ino);
+}
 
 static void
 test_processing_dir_created(void **state)
 {
 	struct tmpdir *t = *state;
 	struct stat st;
-	char *path = NULL, *again = NULL;
+	int fd = -2, again = -2;
 	mode_t old = umask(0);
 
 	/* A umask of 0 must not loosen it, nor 077 be needed to keep it tight. */
-	assert_int_equal(fsops_processing_dir(t->path, &path), 0);
+	assert_int_equal(fsops_processing_dir(t->root, &fd), 0);
 	umask(old);
-	assert_string_equal(path, tpath(state, ".resend-dropd"));
-	assert_int_equal(lstat(path, &st), 0);
+	assert_true(fd >= 0);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	assert_fd_is(fd, tpath(state, ".resend-dropd"));
+	assert_int_equal(lstat(tpath(state, ".resend-dropd"), &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 07777, 0700);
 	assert_int_equal(st.st_uid, geteuid());
 
-	/* Existing and right: accepted as it is. A trailing slash on the inbox is fine. */
-	assert_int_equal(fsops_processing_dir(tpath(state, ""), &again), 0);
-	assert_string_equal(again, path);
-	free(path);
-	free(again);
+	/* Existing and right: accepted as it is, and the same directory. */
+	assert_int_equal(fsops_processing_dir(t->root, &again), 0);
+	assert_fd_is(again, tpath(state, ".resend-dropd"));
+	/* Usable for *at calls: a file made through it is in the processing directory. */
+	assert_int_equal(fsops_write_atomic(again, "probe", "p", 1, false), 0);
+	assert_file_content(tpath(state, ".resend-dropd/probe"), "p");
+	close(fd);
+	close(again);
 }
 
 static void
@@ -239,13 +398,29 @@ test_processing_dir_loose_mode_tightened(void **state)
 	struct tmpdir *t = *state;
 	const char *p = mkdir_t(state, ".resend-dropd");
 	struct stat st;
-	char *path = NULL;
+	int fd = -2;
 
 	assert_int_equal(chmod(p, 0777), 0);
-	assert_int_equal(fsops_processing_dir(t->path, &path), 0);
+	assert_int_equal(fsops_processing_dir(t->root, &fd), 0);
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0700);
-	free(path);
+	close(fd);
+}
+
+static void
+test_processing_dir_tight_mode_loosened(void **state)
+{
+	struct tmpdir *t = *state;
+	const char *p = mkdir_t(state, ".resend-dropd");
+	struct stat st;
+	int fd = -2;
+
+	/* Too tight to move files in (for anyone but root): set back to 0700 as well. */
+	assert_int_equal(chmod(p, 0500), 0);
+	assert_int_equal(fsops_processing_dir(t->root, &fd), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	close(fd);
 }
 
 static void
@@ -254,11 +429,13 @@ test_processing_dir_symlink_refused(void **state)
 	struct tmpdir *t = *state;
 	const char *elsewhere = mkdir_t(state, "elsewhere");
 	struct stat st;
-	char *path = (char *)"untouched";
+	int fd = -2, before;
 
 	assert_int_equal(symlink(elsewhere, tpath(state, ".resend-dropd")), 0);
-	assert_int_equal(fsops_processing_dir(t->path, &path), -ELOOP);
-	assert_string_equal(path, "untouched");
+	before = count_fds();
+	assert_int_equal(fsops_processing_dir(t->root, &fd), -ELOOP);
+	assert_int_equal(fd, -2);
+	assert_int_equal(count_fds(), before);
 	/* The link was not followed: its target's mode is as it was. */
 	assert_int_equal(stat(elsewhere, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0755);
@@ -268,11 +445,13 @@ static void
 test_processing_dir_not_a_directory(void **state)
 {
 	struct tmpdir *t = *state;
-	char *path = (char *)"untouched";
+	int fd = -2, before;
 
 	write_file(tpath(state, ".resend-dropd"), "x");
-	assert_int_equal(fsops_processing_dir(t->path, &path), -ENOTDIR);
-	assert_string_equal(path, "untouched");
+	before = count_fds();
+	assert_int_equal(fsops_processing_dir(t->root, &fd), -ENOTDIR);
+	assert_int_equal(fd, -2);
+	assert_int_equal(count_fds(), before);
 }
 
 static void
@@ -280,14 +459,16 @@ test_processing_dir_wrong_owner(void **state)
 {
 	struct tmpdir *t = *state;
 	const char *p = mkdir_t(state, ".resend-dropd");
-	char *path = (char *)"untouched";
+	int fd = -2, before;
 
 	if (geteuid() != 0)
 		skip(); /* only root can give a directory away */
 	assert_int_equal(chmod(p, 0700), 0);
 	assert_int_equal(chown(p, 65534, 65534), 0);
-	assert_int_equal(fsops_processing_dir(t->path, &path), -EPERM);
-	assert_string_equal(path, "untouched");
+	before = count_fds();
+	assert_int_equal(fsops_processing_dir(t->root, &fd), -EPERM);
+	assert_int_equal(fd, -2);
+	assert_int_equal(count_fds(), before);
 }
 
 /* fsops_claim */
@@ -296,23 +477,113 @@ static void
 test_claim_moves(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *in = t->in, *proc = t->proc;
 
 	write_file(tpath(state, "in/x.csv"), "email\na@b.c\n");
-	assert_int_equal(fsops_claim(in, proc, "x.csv"), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), 0);
 	assert_missing(tpath(state, "in/x.csv"));
 	assert_file_content(tpath(state, "proc/x.csv"), "email\na@b.c\n");
+}
+
+static void
+test_claim_as_seen(void **state)
+{
+	struct tmpdir *t = *state;
+	struct fsops_seen seen;
+
+	write_file(tpath(state, "in/x.csv"), "email\na@b.c\n");
+	seen = seen_of(tpath(state, "in/x.csv"));
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", &seen), 0);
+	assert_missing(tpath(state, "in/x.csv"));
+	assert_file_content(tpath(state, "proc/x.csv"), "email\na@b.c\n");
+}
+
+static void
+test_claim_size_changed_since_seen(void **state)
+{
+	struct tmpdir *t = *state;
+	struct fsops_seen seen;
+	int fd;
+
+	write_file(tpath(state, "in/x.csv"), "email\n");
+	seen = seen_of(tpath(state, "in/x.csv"));
+	/* Rows appended after it settled, with the old mtime put back: the size alone tells. */
+	fd = open(tpath(state, "in/x.csv"), O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "a@b.c\n", 6), 6);
+	assert_int_equal(futimens(fd, (struct timespec[2]){seen.mtime, seen.mtime}), 0);
+	close(fd);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", &seen), -EAGAIN);
+	assert_file_content(tpath(state, "in/x.csv"), "email\na@b.c\n");
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+
+	/* As it is now, it is taken. */
+	seen = seen_of(tpath(state, "in/x.csv"));
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", &seen), 0);
+	assert_file_content(tpath(state, "proc/x.csv"), "email\na@b.c\n");
+}
+
+static void
+test_claim_mtime_changed_since_seen(void **state)
+{
+	struct tmpdir *t = *state;
+	struct fsops_seen seen;
+	struct timespec later[2];
+
+	write_file(tpath(state, "in/x.csv"), "email\n");
+	seen = seen_of(tpath(state, "in/x.csv"));
+	/* Rewritten with content of the same length: only the mtime tells. One nanosecond is
+	 * enough to differ. */
+	later[0] = later[1] = seen.mtime;
+	later[1].tv_nsec = (later[1].tv_nsec + 1) % 1000000000;
+	assert_int_equal(utimensat(t->in, "x.csv", later, 0), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", &seen), -EAGAIN);
+	assert_file_content(tpath(state, "in/x.csv"), "email\n");
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+
+	later[1].tv_sec += 5;
+	assert_int_equal(utimensat(t->in, "x.csv", later, 0), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", &seen), -EAGAIN);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+}
+
+/* A writer that paused longer than settle_ms but still holds the file open is detected by the
+ * read lease (the test runs as the file's owner, which is all F_SETLEASE needs). */
+static void
+test_claim_open_writer_holds_file_back(void **state)
+{
+	struct tmpdir *t = *state;
+	struct fsops_seen seen;
+	int wfd;
+
+	wfd = open(tpath(state, "in/held.csv"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(wfd >= 0);
+	assert_int_equal(write(wfd, "email\n", 6), 6);
+	seen = seen_of(tpath(state, "in/held.csv"));
+	assert_int_equal(fsops_claim(t->in, t->proc, "held.csv", &seen), -EAGAIN);
+	assert_file_content(tpath(state, "in/held.csv"), "email\n");
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	/* Asking again does not change the answer while the writer is there. */
+	assert_int_equal(fsops_claim(t->in, t->proc, "held.csv", NULL), -EAGAIN);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+
+	/* A reader is no writer. */
+	int rfd = open(tpath(state, "in/held.csv"), O_RDONLY | O_CLOEXEC);
+	assert_true(rfd >= 0);
+	assert_int_equal(close(wfd), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "held.csv", &seen), 0);
+	close(rfd);
+	assert_missing(tpath(state, "in/held.csv"));
+	assert_file_content(tpath(state, "proc/held.csv"), "email\n");
 }
 
 static void
 test_claim_never_replaces(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *in = t->in, *proc = t->proc;
 
 	write_file(tpath(state, "in/x.csv"), "new");
 	write_file(tpath(state, "proc/x.csv"), "claimed earlier");
-	assert_int_equal(fsops_claim(in, proc, "x.csv"), -EEXIST);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), -EEXIST);
 	assert_file_content(tpath(state, "in/x.csv"), "new");
 	assert_file_content(tpath(state, "proc/x.csv"), "claimed earlier");
 }
@@ -321,39 +592,126 @@ static void
 test_claim_missing_source(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *in = t->in, *proc = t->proc;
+	struct fsops_seen seen = {0};
 
-	assert_int_equal(fsops_claim(in, proc, "gone.csv"), -ENOENT);
-	assert_int_equal(count_entries(proc), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "gone.csv", NULL), -ENOENT);
+	assert_int_equal(fsops_claim(t->in, t->proc, "gone.csv", &seen), -ENOENT);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+}
+
+/* Drains IN_OPEN events of an inotify descriptor and tells whether NAME was opened. */
+static bool
+opened_since(int ifd, const char *name)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool seen = false;
+	ssize_t n;
+
+	while ((n = read(ifd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)p;
+
+			if ((ev->mask & IN_OPEN) && ev->len > 0 && strcmp(ev->name, name) == 0)
+				seen = true;
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+	return seen;
+}
+
+/* A FIFO is claimed as it is: opening one can block or wake a writer, so it is never opened
+ * (the check refuses it later, with a reason). */
+static void
+test_claim_fifo_not_opened(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat st;
+	int ifd, fd;
+
+	assert_int_equal(mkfifo(tpath(state, "in/x.csv"), 0600), 0);
+	assert_int_equal(mkfifo(tpath(state, "in/control"), 0600), 0);
+	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	assert_true(ifd >= 0);
+	assert_true(inotify_add_watch(ifd, tpath(state, "in"), IN_OPEN) >= 0);
+	/* The probe works: an open of a FIFO is seen. */
+	fd = open(tpath(state, "in/control"), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_true(opened_since(ifd, "control"));
+
+	alarm(10); /* a blocking open would hang: the alarm ends the test program instead */
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), 0);
+	alarm(0);
+	assert_false(opened_since(ifd, "x.csv"));
+	close(ifd);
+	assert_missing(tpath(state, "in/x.csv"));
+	assert_int_equal(lstat(tpath(state, "proc/x.csv"), &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+}
+
+/* A symlink is claimed as the link itself, never followed. */
+static void
+test_claim_symlink_moves_link_only(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat st;
+
+	write_file(tpath(state, "target"), "secret");
+	assert_int_equal(symlink(tpath(state, "target"), tpath(state, "in/x.csv")), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), 0);
+	assert_int_equal(lstat(tpath(state, "proc/x.csv"), &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_file_content(tpath(state, "target"), "secret");
+	assert_missing(tpath(state, "in/x.csv"));
+}
+
+/* A device node is not opened by the claim either (an open could have effects of its own). */
+static void
+test_claim_device_not_opened(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat st;
+	int ifd;
+
+	if (mknod(tpath(state, "in/x.csv"), S_IFCHR | 0600, makedev(1, 3)) < 0)
+		skip(); /* needs CAP_MKNOD */
+	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	assert_true(ifd >= 0);
+	assert_true(inotify_add_watch(ifd, tpath(state, "in"), IN_OPEN) >= 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), 0);
+	assert_false(opened_since(ifd, "x.csv"));
+	close(ifd);
+	assert_int_equal(lstat(tpath(state, "proc/x.csv"), &st), 0);
+	assert_true(S_ISCHR(st.st_mode));
 }
 
 static void
 test_claim_without_noreplace_support(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *in = t->in, *proc = t->proc;
 	struct stat st;
 
 	hook = HOOK_NO_NOREPLACE;
 	write_file(tpath(state, "in/x.csv"), "one");
-	assert_int_equal(fsops_claim(in, proc, "x.csv"), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), 0);
 	assert_missing(tpath(state, "in/x.csv"));
 	assert_file_content(tpath(state, "proc/x.csv"), "one");
 	assert_int_equal(stat(tpath(state, "proc/x.csv"), &st), 0);
 	assert_int_equal(st.st_nlink, 1);
 
 	write_file(tpath(state, "in/x.csv"), "two");
-	assert_int_equal(fsops_claim(in, proc, "x.csv"), -EEXIST);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), -EEXIST);
 	assert_file_content(tpath(state, "in/x.csv"), "two");
 	assert_file_content(tpath(state, "proc/x.csv"), "one");
-	assert_int_equal(fsops_claim(in, proc, "gone.csv"), -ENOENT);
+	assert_int_equal(stat(tpath(state, "in/x.csv"), &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(fsops_claim(t->in, t->proc, "gone.csv", NULL), -ENOENT);
 }
 
 static void
 test_claim_race_lost_without_noreplace(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *in = t->in, *proc = t->proc;
 	struct stat st;
 
 	/* Two hosts claim one file by link + unlink: the one whose unlink fails has lost, and
@@ -362,8 +720,8 @@ test_claim_race_lost_without_noreplace(void **state)
 	mkdir_t(state, "other");
 	snprintf(hook_path, sizeof(hook_path), "%s", tpath(state, "other/x.csv"));
 	write_file(tpath(state, "in/x.csv"), "one");
-	assert_int_equal(fsops_claim(in, proc, "x.csv"), -ENOENT);
-	assert_int_equal(count_entries(proc), 0);
+	assert_int_equal(fsops_claim(t->in, t->proc, "x.csv", NULL), -ENOENT);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
 	assert_missing(tpath(state, "in/x.csv"));
 	assert_int_equal(stat(hook_path, &st), 0);
 	assert_int_equal(st.st_nlink, 1);
@@ -372,7 +730,7 @@ test_claim_race_lost_without_noreplace(void **state)
 /* fsops_open_checked */
 
 static int
-open_checked(const char *dir, const char *name, uint64_t max, int *fd, struct stat *st, char *err,
+open_checked(int dir, const char *name, uint64_t max, int *fd, struct stat *st, char *err,
 	     size_t errsz)
 {
 	int before = count_fds(), r;
@@ -396,7 +754,7 @@ test_open_regular(void **state)
 	int fd;
 
 	write_file(tpath(state, "x.csv"), "email\n");
-	assert_int_equal(open_checked(t->path, "x.csv", 6, &fd, &st, err, sizeof(err)), 0);
+	assert_int_equal(open_checked(t->root, "x.csv", 6, &fd, &st, err, sizeof(err)), 0);
 	assert_true(fd >= 0);
 	assert_true(S_ISREG(st.st_mode));
 	assert_int_equal(st.st_size, 6);
@@ -417,7 +775,7 @@ test_open_symlink(void **state)
 
 	write_file(tpath(state, "real.csv"), "email\n");
 	assert_int_equal(symlink(tpath(state, "real.csv"), tpath(state, "x.csv")), 0);
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -ELOOP);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -ELOOP);
 	assert_string_equal(err, "is a symbolic link");
 }
 
@@ -431,7 +789,9 @@ test_open_fifo(void **state)
 
 	assert_int_equal(mkfifo(tpath(state, "x.csv"), 0600), 0);
 	/* Must not hang waiting for a writer. */
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
+	alarm(10);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
+	alarm(0);
 	assert_string_equal(err, "is a FIFO");
 }
 
@@ -444,7 +804,7 @@ test_open_directory(void **state)
 	int fd;
 
 	mkdir_t(state, "x.csv");
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is a directory");
 }
 
@@ -462,7 +822,7 @@ test_open_socket(void **state)
 	assert_true(strlen(tpath(state, "x.csv")) < sizeof(sa.sun_path));
 	strcpy(sa.sun_path, tpath(state, "x.csv"));
 	assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is a socket");
 	close(s);
 }
@@ -472,11 +832,13 @@ test_open_char_device(void **state)
 {
 	struct stat st;
 	char err[256];
-	int fd;
+	int dev, fd;
 
 	(void)state;
-	assert_int_equal(open_checked("/dev", "null", 100, &fd, &st, err, sizeof(err)), -EINVAL);
+	assert_int_equal(fsops_open_dir("/dev", &dev), 0);
+	assert_int_equal(open_checked(dev, "null", 100, &fd, &st, err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "is a character device");
+	close(dev);
 }
 
 static void
@@ -489,7 +851,7 @@ test_open_hard_linked(void **state)
 
 	write_file(tpath(state, "x.csv"), "email\n");
 	assert_int_equal(link(tpath(state, "x.csv"), tpath(state, "other")), 0);
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -EMLINK);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -EMLINK);
 	assert_string_equal(err, "has 2 hard links");
 }
 
@@ -502,9 +864,9 @@ test_open_too_big(void **state)
 	int fd;
 
 	write_file(tpath(state, "x.csv"), "email\nabc\n"); /* 10 bytes */
-	assert_int_equal(open_checked(t->path, "x.csv", 9, &fd, &st, err, sizeof(err)), -EFBIG);
+	assert_int_equal(open_checked(t->root, "x.csv", 9, &fd, &st, err, sizeof(err)), -EFBIG);
 	assert_string_equal(err, "is 10 bytes, over the limit of 9 bytes (max_file_bytes)");
-	assert_int_equal(open_checked(t->path, "x.csv", 10, &fd, &st, err, sizeof(err)), 0);
+	assert_int_equal(open_checked(t->root, "x.csv", 10, &fd, &st, err, sizeof(err)), 0);
 	close(fd);
 }
 
@@ -516,7 +878,7 @@ test_open_missing(void **state)
 	char err[256];
 	int fd;
 
-	assert_int_equal(open_checked(t->path, "x.csv", 100, &fd, &st, err, sizeof(err)), -ENOENT);
+	assert_int_equal(open_checked(t->root, "x.csv", 100, &fd, &st, err, sizeof(err)), -ENOENT);
 	assert_string_equal(err, "cannot be opened: No such file or directory");
 }
 
@@ -526,18 +888,71 @@ static void
 test_finish_simple(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{\"status\":\"completed\"}\n",
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"status\":\"completed\"}\n",
 				      &final),
 			 0);
 	assert_string_equal(final, "x.csv");
 	assert_missing(tpath(state, "proc/x.csv"));
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "{\"status\":\"completed\"}\n");
-	assert_int_equal(count_entries(done), 2); /* no temporary file left */
+	assert_int_equal(count_entries(tpath(state, "done")), 2); /* no temporary file left */
+	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	free(final);
+}
+
+/* The report is complete beside the destination before the file moves (a full disk leaves
+ * everything where it was), under a temporary ".<name>.json.<8 hex>" name, and gets its own
+ * name only after the file has moved. */
+static void
+test_finish_report_written_before_move_named_after(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+	const char *tmp;
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	hook = HOOK_LOG;
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", &final), 0);
+	hook = HOOK_OFF;
+	assert_int_equal(n_renames, 2);
+	/* First the file, with the finished report already waiting. */
+	assert_string_equal(renames[0].from, "x.csv");
+	assert_string_equal(renames[0].to, "x.csv");
+	assert_int_equal(renames[0].dot_entries, 1);
+	assert_string_equal(renames[0].temp_content, "{\"n\":1}");
+	/* Then the report, from its temporary name. */
+	tmp = renames[1].from;
+	assert_string_equal(renames[1].to, "x.csv.json");
+	assert_int_equal(strncmp(tmp, ".x.csv.json.", 12), 0);
+	assert_int_equal(strlen(tmp), 12 + 8);
+	assert_int_equal(strspn(tmp + 12, "0123456789abcdef"), 8);
+	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
+	free(final);
+}
+
+/* The report's content is made durable before it gets its name; the directories are left to
+ * the disk queue, which syncs each once per batch. */
+static void
+test_finish_syncs_report_not_directories(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	fsyncs_reset();
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsyncs_of_files, 1);
+	assert_int_equal(fsyncs_of_dirs, 0);
+	free(final);
+
+	write_file(tpath(state, "proc/y.csv"), "data");
+	fsyncs_reset();
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, &final), 0);
+	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
 	free(final);
 }
 
@@ -545,13 +960,13 @@ static void
 test_finish_without_report(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
-	assert_int_equal(count_entries(done), 1);
+	assert_file_content(tpath(state, "done/x.csv"), "data");
+	assert_int_equal(count_entries(tpath(state, "done")), 1);
 	free(final);
 }
 
@@ -559,13 +974,12 @@ static void
 test_finish_clash_gets_timestamp(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
 	write_file(tpath(state, "done/x.csv.json"), "old report");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_string_equal(final, "x.20261126T040102Z.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
@@ -573,7 +987,7 @@ test_finish_clash_gets_timestamp(void **state)
 	assert_file_content(tpath(state, "done/x.%s.csv", STAMP), "new");
 	assert_file_content(tpath(state, "done/x.%s.csv.json", STAMP), "{}");
 	assert_missing(tpath(state, "proc/x.csv"));
-	assert_int_equal(count_entries(done), 4);
+	assert_int_equal(count_entries(tpath(state, "done")), 4);
 	free(final);
 }
 
@@ -581,13 +995,12 @@ static void
 test_finish_second_and_third_clash(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "done/x.csv"), "old");
 	write_file(tpath(state, "done/x.%s.csv", STAMP), "old 1");
 	write_file(tpath(state, "proc/x.csv"), "new 2");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{\"n\":2}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", &final), 0);
 	assert_string_equal(final, "x." STAMP "-2.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv"), "new 2");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv.json"), "{\"n\":2}");
@@ -596,7 +1009,7 @@ test_finish_second_and_third_clash(void **state)
 	/* "-2" is now taken by the file, "-3" only by a report: both skipped. */
 	write_file(tpath(state, "done/x." STAMP "-3.csv.json"), "stray report");
 	write_file(tpath(state, "proc/x.csv"), "new 4");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{\"n\":4}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":4}", &final), 0);
 	assert_string_equal(final, "x." STAMP "-4.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-4.csv"), "new 4");
 	assert_file_content(tpath(state, "done/x." STAMP "-3.csv.json"), "stray report");
@@ -604,6 +1017,7 @@ test_finish_second_and_third_clash(void **state)
 	assert_file_content(tpath(state, "done/x.%s.csv", STAMP), "old 1");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv"), "new 2");
 	assert_missing(tpath(state, "done/x." STAMP "-3.csv"));
+	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
 	free(final);
 }
 
@@ -611,12 +1025,11 @@ static void
 test_finish_clash_on_report_only(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_missing(tpath(state, "done/x.csv")); /* a report beside it would not be its own */
 	assert_file_content(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
@@ -625,15 +1038,32 @@ test_finish_clash_on_report_only(void **state)
 }
 
 static void
+test_finish_clash_with_dangling_symlink(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+	struct stat st;
+
+	/* A dangling link is a name too: not replaced, not written through. */
+	assert_int_equal(symlink(tpath(state, "nowhere"), tpath(state, "done/x.csv")), 0);
+	write_file(tpath(state, "proc/x.csv"), "new");
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_string_equal(final, "x." STAMP ".csv");
+	assert_int_equal(lstat(tpath(state, "done/x.csv"), &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_missing(tpath(state, "nowhere"));
+	free(final);
+}
+
+static void
 test_finish_name_without_extension(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	write_file(tpath(state, "proc/contacts"), "new");
 	write_file(tpath(state, "done/contacts"), "old");
-	assert_int_equal(fsops_finish(proc, "contacts", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "contacts", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "contacts." STAMP);
 	assert_file_content(tpath(state, "done/contacts." STAMP), "new");
 	assert_file_content(tpath(state, "done/contacts." STAMP ".json"), "{}");
@@ -643,7 +1073,7 @@ test_finish_name_without_extension(void **state)
 	/* Only the last extension moves. */
 	write_file(tpath(state, "proc/a.b.csv"), "ab");
 	write_file(tpath(state, "done/a.b.csv"), "old ab");
-	assert_int_equal(fsops_finish(proc, "a.b.csv", done, NOW, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "a.b.csv", t->done, NOW, NULL, &final), 0);
 	assert_string_equal(final, "a.b." STAMP ".csv");
 	free(final);
 }
@@ -652,7 +1082,6 @@ static void
 test_finish_long_name_fits(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char name[NAME_MAX + 1];
 	char *final = NULL;
 
@@ -660,13 +1089,13 @@ test_finish_long_name_fits(void **state)
 	memset(name, 'n', 251);
 	strcpy(name + 251, ".csv");
 	write_file(tpath(state, "proc/%s", name), "long");
-	assert_int_equal(fsops_finish(proc, name, done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", &final), 0);
 	assert_true(strlen(final) + strlen(".json") <= NAME_MAX);
 	assert_true(ends_with(final, "." STAMP ".csv"));
 	assert_int_equal(strncmp(final, name, 100), 0);
 	assert_file_content(tpath(state, "done/%s", final), "long");
 	assert_file_content(tpath(state, "done/%s.json", final), "{}");
-	assert_int_equal(count_entries(done), 2);
+	assert_int_equal(count_entries(tpath(state, "done")), 2);
 	free(final);
 }
 
@@ -674,29 +1103,30 @@ static void
 test_finish_missing_source(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = (char *)"untouched";
 
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), -ENOENT);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), -ENOENT);
 	assert_string_equal(final, "untouched");
-	assert_int_equal(count_entries(done), 0); /* the report's temporary file is gone too */
+	/* The report's temporary file is gone too. */
+	assert_int_equal(count_entries(tpath(state, "done")), 0);
 }
 
 static void
 test_finish_report_name_taken_meanwhile(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	hook = HOOK_PLANT;
-	snprintf(hook_path, sizeof(hook_path), "%s", tpath(state, "done/x.csv.json"));
+	hook_dir_fd = t->done;
+	snprintf(hook_name, sizeof(hook_name), "x.csv.json");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "x.csv");
+	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "intruder");
 	assert_file_content(tpath(state, "done/x.csv.2.json"), "{}");
-	assert_int_equal(count_entries(done), 3);
+	assert_int_equal(count_entries(tpath(state, "done")), 3);
 	free(final);
 }
 
@@ -704,19 +1134,19 @@ static void
 test_finish_name_taken_meanwhile(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
 
 	/* Free when looked at, taken by the time of the rename: the next name is used. */
 	hook = HOOK_PLANT;
-	snprintf(hook_path, sizeof(hook_path), "%s", tpath(state, "done/x.csv"));
+	hook_dir_fd = t->done;
+	snprintf(hook_name, sizeof(hook_name), "x.csv");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "intruder");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "data");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
-	assert_int_equal(count_entries(done), 3);
+	assert_int_equal(count_entries(tpath(state, "done")), 3);
 	free(final);
 }
 
@@ -724,34 +1154,45 @@ static void
 test_finish_report_failure_puts_file_back(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = (char *)"untouched";
 
 	hook = HOOK_EIO_JSON;
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), -EIO);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), -EIO);
 	assert_string_equal(final, "untouched");
 	assert_file_content(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(count_entries(done), 0);
+	/* Neither the file, nor its report, nor the report's temporary file. */
+	assert_int_equal(count_entries(tpath(state, "done")), 0);
+	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+
+	/* Once the fault is gone the whole step can be tried again. */
+	hook = HOOK_OFF;
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_string_equal(final, "x.csv");
+	assert_file_content(tpath(state, "done/x.csv.json"), "{}");
+	assert_int_equal(count_entries(tpath(state, "done")), 2);
+	free(final);
 }
 
 static void
 test_finish_without_noreplace_support(void **state)
 {
 	struct tmpdir *t = *state;
-	const char *proc = t->proc, *done = t->done;
 	char *final = NULL;
+	struct stat st;
 
 	hook = HOOK_NO_NOREPLACE;
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
-	assert_int_equal(fsops_finish(proc, "x.csv", done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "new");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
+	assert_int_equal(stat(tpath(state, "done/x." STAMP ".csv"), &st), 0);
+	assert_int_equal(st.st_nlink, 1);
 	assert_missing(tpath(state, "proc/x.csv"));
-	assert_int_equal(count_entries(done), 3);
+	assert_int_equal(count_entries(tpath(state, "done")), 3);
 	free(final);
 }
 
@@ -763,14 +1204,38 @@ test_write_atomic_replaces(void **state)
 	struct tmpdir *t = *state;
 	struct stat st;
 
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "one", 3), 0);
+	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "one", 3, true), 0);
 	assert_file_content(tpath(state, "proc/state.json"), "one");
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "second", 6), 0);
+	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "second", 6, true), 0);
 	assert_file_content(tpath(state, "proc/state.json"), "second");
 	assert_int_equal(stat(tpath(state, "proc/state.json"), &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
 	assert_missing(tpath(state, "proc/.state.json.tmp"));
-	assert_int_equal(count_entries(t->proc), 1);
+	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+}
+
+static void
+test_write_atomic_durable_or_not(void **state)
+{
+	struct tmpdir *t = *state;
+
+	/* Durable: the content is fsynced before the rename (the directory is the caller's). */
+	fsyncs_reset();
+	assert_int_equal(fsops_write_atomic(t->proc, "a", "durable", 7, true), 0);
+	assert_int_equal(fsyncs_of_files, 1);
+	assert_int_equal(fsyncs_of_dirs, 0);
+	assert_file_content(tpath(state, "proc/a"), "durable");
+
+	/* Not durable: the same content and name, and no fsync at all. */
+	fsyncs_reset();
+	assert_int_equal(fsops_write_atomic(t->proc, "b", "not durable", 11, false), 0);
+	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
+	assert_file_content(tpath(state, "proc/b"), "not durable");
+	assert_int_equal(fsops_write_atomic(t->proc, "a", "again", 5, false), 0);
+	assert_file_content(tpath(state, "proc/a"), "again");
+
+	assert_int_equal(count_entries(tpath(state, "proc")), 2);
+	assert_int_equal(count_dot_entries(tpath(state, "proc")), 0);
 }
 
 static void
@@ -780,7 +1245,8 @@ test_write_atomic_does_not_follow_symlink(void **state)
 
 	write_file(tpath(state, "victim"), "keep");
 	assert_int_equal(symlink(tpath(state, "victim"), tpath(state, "proc/.state.json.tmp")), 0);
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "evil", 4), -ELOOP);
+	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "evil", 4, true), -ELOOP);
+	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "evil", 4, false), -ELOOP);
 	assert_file_content(tpath(state, "victim"), "keep");
 	assert_missing(tpath(state, "proc/state.json"));
 }
@@ -793,25 +1259,87 @@ test_read_small(void **state)
 	size_t len = 99;
 
 	write_file(tpath(state, "s"), "hello");
-	assert_int_equal(fsops_read_small(t->path, "s", 4, &buf, &len), -EFBIG);
+	assert_int_equal(fsops_read_small(t->root, "s", 4, &buf, &len), -EFBIG);
 	assert_string_equal(buf, "untouched");
 	assert_int_equal(len, 99);
-	assert_int_equal(fsops_read_small(t->path, "s", 5, &buf, &len), 0);
+	assert_int_equal(fsops_read_small(t->root, "s", 5, &buf, &len), 0);
 	assert_int_equal(len, 5);
 	assert_string_equal(buf, "hello");
 	free(buf);
 
 	write_file(tpath(state, "empty"), "");
-	assert_int_equal(fsops_read_small(t->path, "empty", 5, &buf, &len), 0);
+	assert_int_equal(fsops_read_small(t->root, "empty", 5, &buf, &len), 0);
 	assert_int_equal(len, 0);
 	assert_string_equal(buf, "");
 	free(buf);
 
+	buf = (char *)"untouched";
+	len = 99;
 	assert_int_equal(symlink(tpath(state, "s"), tpath(state, "link")), 0);
-	assert_int_equal(fsops_read_small(t->path, "link", 100, &buf, &len), -ELOOP);
-	assert_int_equal(fsops_read_small(t->path, "missing", 100, &buf, &len), -ENOENT);
+	assert_int_equal(fsops_read_small(t->root, "link", 100, &buf, &len), -ELOOP);
+	assert_int_equal(fsops_read_small(t->root, "missing", 100, &buf, &len), -ENOENT);
 	mkdir_t(state, "dir");
-	assert_int_equal(fsops_read_small(t->path, "dir", 100, &buf, &len), -EINVAL);
+	assert_int_equal(fsops_read_small(t->root, "dir", 100, &buf, &len), -EINVAL);
+	assert_string_equal(buf, "untouched");
+	assert_int_equal(len, 99);
+}
+
+/* fsops_list */
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+test_list_skips_dot_names(void **state)
+{
+	struct tmpdir *t = *state;
+	char **names = NULL;
+	size_t n = 99;
+
+	assert_int_equal(fsops_list(t->in, &names, &n), 0);
+	assert_int_equal(n, 0);
+	fsops_names_free(names, n);
+
+	write_file(tpath(state, "in/b.csv"), "b");
+	write_file(tpath(state, "in/a.csv"), "a");
+	write_file(tpath(state, "in/.hidden.csv"), "h");
+	write_file(tpath(state, "in/.x.csv.json.0123abcd"), "{}");
+	mkdir_t(state, "in/.resend-dropd");
+	assert_int_equal(fsops_list(t->in, &names, &n), 0);
+	assert_int_equal(n, 2);
+	qsort(names, n, sizeof(*names), cmp_str);
+	assert_string_equal(names[0], "a.csv");
+	assert_string_equal(names[1], "b.csv");
+	fsops_names_free(names, n);
+	fsops_names_free(NULL, 0);
+
+	/* Listing twice gives the whole directory again (the caller's descriptor is not
+	 * consumed or moved). */
+	assert_int_equal(fsops_list(t->in, &names, &n), 0);
+	assert_int_equal(n, 2);
+	fsops_names_free(names, n);
+}
+
+static void
+test_list_many(void **state)
+{
+	struct tmpdir *t = *state;
+	char **names = NULL, want[16];
+	size_t n = 0;
+
+	for (int i = 0; i < 300; i++)
+		write_file(tpath(state, "in/f%03d", i), "x");
+	assert_int_equal(fsops_list(t->in, &names, &n), 0);
+	assert_int_equal(n, 300);
+	qsort(names, n, sizeof(*names), cmp_str);
+	for (int i = 0; i < 300; i++) {
+		snprintf(want, sizeof(want), "f%03d", i);
+		assert_string_equal(names[i], want);
+	}
+	fsops_names_free(names, n);
 }
 
 static void
@@ -819,10 +1347,10 @@ test_fsync_dir(void **state)
 {
 	struct tmpdir *t = *state;
 
-	assert_int_equal(fsops_fsync_dir(t->path), 0);
-	assert_int_equal(fsops_fsync_dir(tpath(state, "missing")), -ENOENT);
-	write_file(tpath(state, "file"), "x");
-	assert_int_equal(fsops_fsync_dir(tpath(state, "file")), -ENOTDIR);
+	fsyncs_reset();
+	assert_int_equal(fsops_fsync_dir(t->done), 0);
+	assert_int_equal(fsyncs_of_dirs, 1);
+	assert_int_equal(fsops_fsync_dir(-1), -EBADF);
 }
 
 static void
@@ -849,14 +1377,23 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		T(test_open_dir),
 		T(test_processing_dir_created),
 		T(test_processing_dir_loose_mode_tightened),
+		T(test_processing_dir_tight_mode_loosened),
 		T(test_processing_dir_symlink_refused),
 		T(test_processing_dir_not_a_directory),
 		T(test_processing_dir_wrong_owner),
 		T(test_claim_moves),
+		T(test_claim_as_seen),
+		T(test_claim_size_changed_since_seen),
+		T(test_claim_mtime_changed_since_seen),
+		T(test_claim_open_writer_holds_file_back),
 		T(test_claim_never_replaces),
 		T(test_claim_missing_source),
+		T(test_claim_fifo_not_opened),
+		T(test_claim_symlink_moves_link_only),
+		T(test_claim_device_not_opened),
 		T(test_claim_without_noreplace_support),
 		T(test_claim_race_lost_without_noreplace),
 		T(test_open_regular),
@@ -869,10 +1406,13 @@ main(void)
 		T(test_open_too_big),
 		T(test_open_missing),
 		T(test_finish_simple),
+		T(test_finish_report_written_before_move_named_after),
+		T(test_finish_syncs_report_not_directories),
 		T(test_finish_without_report),
 		T(test_finish_clash_gets_timestamp),
 		T(test_finish_second_and_third_clash),
 		T(test_finish_clash_on_report_only),
+		T(test_finish_clash_with_dangling_symlink),
 		T(test_finish_name_without_extension),
 		T(test_finish_long_name_fits),
 		T(test_finish_missing_source),
@@ -881,8 +1421,11 @@ main(void)
 		T(test_finish_report_failure_puts_file_back),
 		T(test_finish_without_noreplace_support),
 		T(test_write_atomic_replaces),
+		T(test_write_atomic_durable_or_not),
 		T(test_write_atomic_does_not_follow_symlink),
 		T(test_read_small),
+		T(test_list_skips_dot_names),
+		T(test_list_many),
 		T(test_fsync_dir),
 		T(test_format_utc),
 	};

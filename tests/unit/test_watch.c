@@ -1,5 +1,8 @@
-/* Watching an inbox on a real libuv loop and a real temporary directory: which names are taken,
- * and that nothing is reported before it has settled and its writer has closed it. */
+/* Watching an inbox on a real libuv loop and a real temporary directory: which names are
+ * offered, that nothing is offered before it has settled, and the protocol between the watch and
+ * the daemon (taken / kept / later / busy, and how a claim went). Offers are counted rather
+ * than timed; every run has a hang guard. */
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,60 +12,112 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "log.h"
 #include "watch.h"
 
-#define MAX_REPORTS 16
+#define MAX_OFFERS 64
+#define GUARD_MS 5000 /* a run that waits for an offer fails after this long */
+#define SETTLE_MS 50
+
+/* fstatat is replaced for the whole test program to count the looks at one name: the watch's
+ * cost per waiting file. */
+static char counted_name[64];
+static unsigned counted_looks;
+
+int fstatat(int dirfd, const char *restrict path, struct stat *restrict st, int flags)
+{
+	if (counted_name[0] && strcmp(path, counted_name) == 0)
+		counted_looks++;
+	return (int)syscall(SYS_newfstatat, dirfd, path, st, flags);
+}
+
+struct offer {
+	char name[64];
+	struct fsops_seen seen;
+	off_t size_now; /* the file's size when it was offered */
+};
 
 struct fixture {
 	char dir[64];
 	uv_loop_t loop;
 	struct config_folder folder;
 	struct watch *watch;
-	char *reports[MAX_REPORTS];
-	off_t sizes_at_report[MAX_REPORTS];
-	size_t n_reports;
-	uv_timer_t deadline;
+	struct offer offers[MAX_OFFERS];
+	size_t n_offers;
+	size_t stop_at; /* the loop stops once this many offers were made */
+	enum watch_verdict verdict; /* what ready_cb answers */
+	unsigned idle_calls;
+	bool idle_seen_by_ready; /* watch_idle() was true inside ready_cb */
+	uv_timer_t guard;
 	uv_timer_t step;
-	int writer_fd;
 	int steps_left;
-	int decline; /* how many offers ready_cb still declines */
-	int offers;
+	bool guard_fired;
 };
 
-static bool ready_cb(struct watch *w, const char *name, void *data)
+static enum watch_verdict ready_cb(struct watch *w, const char *name, const struct fsops_seen *seen,
+				   void *data)
 {
 	struct fixture *fx = data;
 	char path[256];
 	struct stat st = {0};
 
-	(void)w;
-	fx->offers++;
-	if (fx->decline > 0) {
-		fx->decline--;
-		return false;
-	}
+	assert_ptr_equal(w, fx->watch);
+	if (watch_idle(w))
+		fx->idle_seen_by_ready = true;
 	snprintf(path, sizeof(path), "%s/%s", fx->dir, name);
 	stat(path, &st);
-	if (fx->n_reports < MAX_REPORTS) {
-		fx->sizes_at_report[fx->n_reports] = st.st_size;
-		fx->reports[fx->n_reports++] = strdup(name);
+	if (fx->n_offers < MAX_OFFERS) {
+		struct offer *o = &fx->offers[fx->n_offers];
+
+		snprintf(o->name, sizeof(o->name), "%s", name);
+		o->seen = *seen;
+		o->size_now = st.st_size;
 	}
-	return true;
+	fx->n_offers++;
+	if (fx->n_offers >= fx->stop_at)
+		uv_stop(&fx->loop);
+	return fx->verdict;
 }
 
-static void write_file(const char *dir, const char *name, const char *content)
+static void idle_cb(struct watch *w, void *data)
 {
-	char path[256];
+	struct fixture *fx = data;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "w");
+	assert_ptr_equal(w, fx->watch);
+	fx->idle_calls++;
+}
+
+static const char *path_in(const struct fixture *fx, const char *name)
+{
+	static char bufs[4][256];
+	static unsigned slot;
+	char *b = bufs[slot++ % 4];
+
+	snprintf(b, 256, "%s/%s", fx->dir, name);
+	return b;
+}
+
+static void write_file(const struct fixture *fx, const char *name, const char *content)
+{
+	FILE *f = fopen(path_in(fx, name), "w");
+
 	assert_non_null(f);
 	fputs(content, f);
-	fclose(f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void append_file(const struct fixture *fx, const char *name, const char *content)
+{
+	int fd = open(path_in(fx, name), O_WRONLY | O_APPEND | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	assert_int_equal(close(fd), 0);
 }
 
 static int setup(void **state)
@@ -74,13 +129,16 @@ static int setup(void **state)
 	assert_int_equal(uv_loop_init(&fx->loop), 0);
 	fx->folder.name = "test";
 	fx->folder.inbox = fx->dir;
-	fx->folder.settings.settle_ms = 150;
+	fx->folder.settings.settle_ms = SETTLE_MS;
 	fx->folder.settings.rescan_s = 3600;
 	fx->folder.settings.pattern = "*.csv";
-	fx->writer_fd = -1;
-	uv_timer_init(&fx->loop, &fx->deadline);
+	fx->verdict = WATCH_TAKEN;
+	fx->stop_at = SIZE_MAX;
+	counted_name[0] = '\0';
+	counted_looks = 0;
+	uv_timer_init(&fx->loop, &fx->guard);
 	uv_timer_init(&fx->loop, &fx->step);
-	fx->deadline.data = fx->step.data = fx;
+	fx->guard.data = fx->step.data = fx;
 	*state = fx;
 	return 0;
 }
@@ -95,43 +153,80 @@ static int teardown(void **state)
 	struct fixture *fx = *state;
 	char cmd[128];
 
+	counted_name[0] = '\0';
 	if (fx->watch)
 		watch_close(fx->watch);
-	uv_close((uv_handle_t *)&fx->deadline, closed_cb);
+	uv_close((uv_handle_t *)&fx->guard, closed_cb);
 	uv_close((uv_handle_t *)&fx->step, closed_cb);
 	uv_run(&fx->loop, UV_RUN_DEFAULT);
 	/* Every handle closed: a leaked one would make this fail. */
 	assert_int_equal(uv_loop_close(&fx->loop), 0);
-	if (fx->writer_fd >= 0)
-		close(fx->writer_fd);
-	for (size_t i = 0; i < fx->n_reports; i++)
-		free(fx->reports[i]);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
 	assert_int_equal(system(cmd), 0);
 	free(fx);
 	return 0;
 }
 
-static void stop_cb(uv_timer_t *t)
+static void guard_cb(uv_timer_t *t)
 {
+	struct fixture *fx = t->data;
+
+	fx->guard_fired = true;
 	uv_stop(t->loop);
 }
 
-/* Runs the loop for MS milliseconds of loop time. */
+/* Runs the loop for MS milliseconds of loop time, whatever is offered. */
 static void run_for(struct fixture *fx, uint64_t ms)
 {
-	uv_timer_start(&fx->deadline, stop_cb, ms, 0);
+	fx->stop_at = SIZE_MAX;
+	uv_timer_start(&fx->guard, guard_cb, ms, 0);
 	uv_run(&fx->loop, UV_RUN_DEFAULT);
-	uv_timer_stop(&fx->deadline);
+	uv_timer_stop(&fx->guard);
+	fx->guard_fired = false;
 }
 
-static bool reported(const struct fixture *fx, const char *name)
+/* Runs the loop until N offers in all have been made; fails after GUARD_MS. */
+static void run_until_offers(struct fixture *fx, size_t n)
 {
-	for (size_t i = 0; i < fx->n_reports; i++) {
-		if (strcmp(fx->reports[i], name) == 0)
-			return true;
-	}
-	return false;
+	if (fx->n_offers >= n)
+		return;
+	fx->stop_at = n;
+	fx->guard_fired = false;
+	uv_timer_start(&fx->guard, guard_cb, GUARD_MS, 0);
+	uv_run(&fx->loop, UV_RUN_DEFAULT);
+	uv_timer_stop(&fx->guard);
+	fx->stop_at = SIZE_MAX;
+	if (fx->n_offers < n)
+		fail_msg("%zu offers after %d ms, waiting for %zu", fx->n_offers, GUARD_MS, n);
+}
+
+static size_t offers_of(const struct fixture *fx, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < fx->n_offers && i < MAX_OFFERS; i++)
+		n += strcmp(fx->offers[i].name, name) == 0;
+	return n;
+}
+
+static void assert_counts(const struct fixture *fx, size_t settling, size_t parked, size_t busy,
+			  size_t claiming)
+{
+	struct watch_counts c;
+
+	watch_counts(fx->watch, &c);
+	if (c.settling != settling || c.parked != parked || c.busy != busy ||
+	    c.claiming != claiming)
+		fail_msg("counts settling %zu parked %zu busy %zu claiming %zu, expected %zu %zu %zu "
+			 "%zu",
+			 c.settling, c.parked, c.busy, c.claiming, settling, parked, busy, claiming);
+	assert_int_equal(watch_idle(fx->watch), settling + parked + busy + claiming == 0);
+}
+
+static void start(struct fixture *fx, unsigned flags)
+{
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, flags, ready_cb, idle_cb, fx, &fx->watch),
+			 0);
 }
 
 static void test_candidate_names(void **state)
@@ -155,182 +250,567 @@ static void test_candidate_names(void **state)
 	assert_true(watch_name_is_candidate("*", "contacts.csv"));
 }
 
-static void test_existing_files_reported_ignored_left(void **state)
+static void test_existing_files_offered_ignored_left(void **state)
 {
 	struct fixture *fx = *state;
-	char sub[128];
+	struct stat st;
 
-	write_file(fx->dir, "a.csv", "email\na@example.com\n");
-	write_file(fx->dir, ".b.csv", "email\n");
-	write_file(fx->dir, "c.csv.part", "email\n");
-	write_file(fx->dir, "d.txt", "email\n");
-	write_file(fx->dir, "e.csv~", "email\n");
-	snprintf(sub, sizeof(sub), "%s/dir.csv", fx->dir);
-	assert_int_equal(mkdir(sub, 0700), 0);
+	write_file(fx, "a.csv", "email\na@example.com\n");
+	write_file(fx, ".b.csv", "email\n");
+	write_file(fx, "c.csv.part", "email\n");
+	write_file(fx, "d.txt", "email\n");
+	write_file(fx, "e.csv~", "email\n");
+	assert_int_equal(mkdir(path_in(fx, "dir.csv"), 0700), 0);
 
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	assert_int_equal(watch_pending(fx->watch), 1);
-	run_for(fx, 600);
-	assert_int_equal(fx->n_reports, 1);
-	assert_string_equal(fx->reports[0], "a.csv");
-	assert_int_equal(watch_pending(fx->watch), 0);
+	start(fx, 0);
+	assert_counts(fx, 1, 0, 0, 0);
+	assert_int_equal(fx->idle_calls, 0);
+	run_until_offers(fx, 1);
+	assert_string_equal(fx->offers[0].name, "a.csv");
+	/* What it looked like when it settled is what the claim will compare against. */
+	assert_int_equal(fx->offers[0].seen.size, 20);
+	assert_int_equal(stat(path_in(fx, "a.csv"), &st), 0);
+	assert_int_equal(fx->offers[0].seen.mtime.tv_sec, st.st_mtim.tv_sec);
+	assert_int_equal(fx->offers[0].seen.mtime.tv_nsec, st.st_mtim.tv_nsec);
+	/* Being claimed now: nothing in the callback saw the watch idle. */
+	assert_false(fx->idle_seen_by_ready);
+	assert_counts(fx, 0, 0, 0, 1);
+	/* Everything else was seen at the same start-up scan: a few settle times more are
+	 * plenty for it to have been offered, were it a candidate. */
+	run_for(fx, 4 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_int_equal(fx->idle_calls, 0);
+	/* Ignored entries are left alone. */
+	assert_int_equal(access(path_in(fx, ".b.csv"), F_OK), 0);
+	assert_int_equal(access(path_in(fx, "c.csv.part"), F_OK), 0);
+	assert_int_equal(access(path_in(fx, "d.txt"), F_OK), 0);
+	assert_int_equal(access(path_in(fx, "e.csv~"), F_OK), 0);
+	assert_int_equal(access(path_in(fx, "dir.csv"), F_OK), 0);
+}
+
+static void test_empty_inbox_is_idle(void **state)
+{
+	struct fixture *fx = *state;
+
+	start(fx, 0);
+	assert_counts(fx, 0, 0, 0, 0);
+	run_for(fx, 2 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 0);
 }
 
 static void rename_cb(uv_timer_t *t)
 {
 	struct fixture *fx = t->data;
-	char from[128], to[128];
 
-	snprintf(from, sizeof(from), "%s/x.csv.part", fx->dir);
-	snprintf(to, sizeof(to), "%s/x.csv", fx->dir);
-	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(fx->n_offers, 0);
+	assert_int_equal(rename(path_in(fx, "x.csv.part"), path_in(fx, "x.csv")), 0);
 }
 
-/* The .part is never reported; the rename is seen through inotify (rescan_s is an hour). */
+/* The .part is never offered; the rename is seen through inotify (rescan_s is an hour). */
 static void test_part_then_rename(void **state)
 {
 	struct fixture *fx = *state;
 
-	write_file(fx->dir, "x.csv.part", "email\nx@example.com\n");
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	uv_timer_start(&fx->step, rename_cb, 300, 0);
-	run_for(fx, 1000);
-	assert_int_equal(fx->n_reports, 1);
-	assert_string_equal(fx->reports[0], "x.csv");
+	write_file(fx, "x.csv.part", "email\nx@example.com\n");
+	start(fx, 0);
+	assert_counts(fx, 0, 0, 0, 0);
+	uv_timer_start(&fx->step, rename_cb, 3 * SETTLE_MS, 0);
+	run_until_offers(fx, 1);
+	assert_string_equal(fx->offers[0].name, "x.csv");
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
 }
 
-/* Opens, appends and closes each time, as a cron job appending rows would: only settling, not
- * the lease, can tell that more is coming. */
+/* Opens, appends and closes each time, as a cron job appending rows would: only settling can
+ * tell that more is coming. */
 static void slow_write_cb(uv_timer_t *t)
 {
 	struct fixture *fx = t->data;
-	char path[128];
 
-	snprintf(path, sizeof(path), "%s/slow.csv", fx->dir);
-	int fd = open(path, O_WRONLY | O_APPEND);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "row@example.com\n", 16), 16);
-	close(fd);
+	append_file(fx, "slow.csv", "row@example.com\n");
 	if (--fx->steps_left == 0)
 		uv_timer_stop(t);
 }
 
 /* A writer appending more often than settle_ms keeps the file from settling. */
-static void test_slow_writer_reported_only_when_complete(void **state)
+static void test_slow_writer_offered_only_when_complete(void **state)
 {
 	struct fixture *fx = *state;
 
-	write_file(fx->dir, "slow.csv", "email\n");
-	fx->steps_left = 12;
+	write_file(fx, "slow.csv", "email\n");
+	fx->steps_left = 8;
 	/* The writer runs on the watch's own loop: a settle time well above the write interval
 	 * keeps a stall of this process on a busy machine from looking like a pause. */
-	fx->folder.settings.settle_ms = 400;
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	uv_timer_start(&fx->step, slow_write_cb, 60, 60);
-	run_for(fx, 2000);
-	assert_int_equal(fx->n_reports, 1);
-	assert_int_equal(fx->sizes_at_report[0], 6 + 12 * 16);
+	fx->folder.settings.settle_ms = 300;
+	start(fx, 0);
+	uv_timer_start(&fx->step, slow_write_cb, 40, 40);
+	run_until_offers(fx, 1);
+	assert_int_equal(fx->steps_left, 0);
+	assert_int_equal(fx->offers[0].size_now, 6 + 8 * 16);
+	assert_int_equal(fx->offers[0].seen.size, 6 + 8 * 16);
+	run_for(fx, 200);
+	assert_int_equal(fx->n_offers, 1);
 }
 
-static void close_writer_cb(uv_timer_t *t)
-{
-	struct fixture *fx = t->data;
-
-	close(fx->writer_fd);
-	fx->writer_fd = -1;
-}
-
-/* A writer that pauses longer than settle_ms but still has the file open is detected by the
- * read lease (we run as the file's owner). */
-static void test_open_writer_holds_file_back(void **state)
-{
-	struct fixture *fx = *state;
-	char path[128];
-
-	snprintf(path, sizeof(path), "%s/held.csv", fx->dir);
-	fx->writer_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(fx->writer_fd >= 0);
-	assert_int_equal(write(fx->writer_fd, "email\n", 6), 6);
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	run_for(fx, 600);
-	assert_int_equal(fx->n_reports, 0);
-	assert_int_equal(watch_pending(fx->watch), 1);
-	uv_timer_start(&fx->step, close_writer_cb, 0, 0);
-	run_for(fx, 600);
-	assert_int_equal(fx->n_reports, 1);
-	assert_string_equal(fx->reports[0], "held.csv");
-}
-
-static void test_forget_reports_again_on_rescan(void **state)
+/* One look per settle_ms while it settles, none while it is parked: a backlog costs little. */
+static void test_looks_once_per_settle_none_when_parked(void **state)
 {
 	struct fixture *fx = *state;
 
-	write_file(fx->dir, "again.csv", "email\n");
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	run_for(fx, 500);
-	assert_int_equal(fx->n_reports, 1);
-	/* Without forget, a rescan does not report an unchanged file twice. */
-	watch_rescan(fx->watch);
-	run_for(fx, 500);
-	assert_int_equal(fx->n_reports, 1);
-	watch_forget(fx->watch, "again.csv");
-	watch_rescan(fx->watch);
-	run_for(fx, 500);
-	assert_int_equal(fx->n_reports, 2);
-	assert_string_equal(fx->reports[1], "again.csv");
-}
+	fx->folder.settings.settle_ms = 100;
+	write_file(fx, "x.csv", "email\n");
+	snprintf(counted_name, sizeof(counted_name), "x.csv");
+	fx->verdict = WATCH_LATER;
+	start(fx, WATCH_NO_EVENTS);
+	run_until_offers(fx, 1);
+	/* A start-up look and one after settle_ms; a few more allowed for a slow machine, far
+	 * below what polling every tick would cost. */
+	assert_in_range(counted_looks, 1, 4);
 
-/* A declined file (no capacity) stays pending and is offered again until it is taken. */
-static void test_declined_file_is_offered_again(void **state)
-{
-	struct fixture *fx = *state;
-
-	write_file(fx->dir, "busy.csv", "email\n");
-	fx->decline = 3;
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, fx, &fx->watch), 0);
-	run_for(fx, 1500);
-	assert_int_equal(fx->offers, 4);
-	assert_int_equal(fx->n_reports, 1);
-	assert_string_equal(fx->reports[0], "busy.csv");
-	assert_int_equal(watch_pending(fx->watch), 0);
+	counted_looks = 0;
+	run_for(fx, 400);
+	assert_int_equal(counted_looks, 0);
+	assert_int_equal(fx->n_offers, 1);
+	assert_counts(fx, 0, 1, 0, 0);
 }
 
 static void late_file_cb(uv_timer_t *t)
 {
 	struct fixture *fx = t->data;
 
-	write_file(fx->dir, "late.csv", "email\n");
+	write_file(fx, "late.csv", "email\n");
 }
 
 static void test_no_events_sees_only_startup_scan(void **state)
 {
 	struct fixture *fx = *state;
 
-	write_file(fx->dir, "early.csv", "email\n");
-	assert_int_equal(
-		watch_new(&fx->loop, &fx->folder, WATCH_NO_EVENTS, ready_cb, fx, &fx->watch), 0);
-	uv_timer_start(&fx->step, late_file_cb, 50, 0);
-	run_for(fx, 600);
-	assert_int_equal(fx->n_reports, 1);
-	assert_true(reported(fx, "early.csv"));
-	assert_false(reported(fx, "late.csv"));
+	write_file(fx, "early.csv", "email\n");
+	start(fx, WATCH_NO_EVENTS);
+	uv_timer_start(&fx->step, late_file_cb, 20, 0);
+	run_until_offers(fx, 1);
+	assert_string_equal(fx->offers[0].name, "early.csv");
+	run_for(fx, 4 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_int_equal(offers_of(fx, "late.csv"), 0);
+	assert_counts(fx, 0, 0, 0, 1);
+}
+
+/* LATER: parked, and only watch_offer brings it back; ticks never look at it again. */
+static void test_later_parks_until_offer(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "busy.csv", "email\n");
+	fx->verdict = WATCH_LATER;
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	assert_counts(fx, 0, 1, 0, 0);
+	/* Six settle times: a watch that re-offered parked files on its ticks would have
+	 * offered it again several times. */
+	run_for(fx, 6 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_counts(fx, 0, 1, 0, 0);
+	/* A rescan does not offer it either: it has settled and waits for room. */
+	watch_rescan(fx->watch);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_int_equal(fx->idle_calls, 0);
+
+	fx->verdict = WATCH_TAKEN;
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_TAKEN);
+	assert_int_equal(fx->n_offers, 2);
+	assert_string_equal(fx->offers[1].name, "busy.csv");
+	assert_counts(fx, 0, 0, 0, 1);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
+	assert_int_equal(fx->n_offers, 2);
+}
+
+/* Parked files are offered longest-parked first; "later" again puts it back at the front. */
+static void test_offer_fifo_full_puts_back_first(void **state)
+{
+	struct fixture *fx = *state;
+	char parked[3][64];
+
+	write_file(fx, "a.csv", "email\n");
+	write_file(fx, "b.csv", "email\n");
+	write_file(fx, "c.csv", "email\n");
+	fx->verdict = WATCH_LATER;
+	start(fx, 0);
+	run_until_offers(fx, 3);
+	assert_counts(fx, 0, 3, 0, 0);
+	for (int i = 0; i < 3; i++)
+		snprintf(parked[i], sizeof(parked[i]), "%s", fx->offers[i].name);
+	assert_string_not_equal(parked[0], parked[1]);
+	assert_string_not_equal(parked[1], parked[2]);
+	assert_string_not_equal(parked[0], parked[2]);
+
+	/* Still no room: the first in line stays first. */
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_FULL);
+	assert_string_equal(fx->offers[3].name, parked[0]);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_FULL);
+	assert_string_equal(fx->offers[4].name, parked[0]);
+	assert_counts(fx, 0, 3, 0, 0);
+
+	fx->verdict = WATCH_TAKEN;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_TAKEN);
+		assert_string_equal(fx->offers[5 + i].name, parked[i]);
+	}
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
+	assert_int_equal(fx->n_offers, 8);
+	assert_counts(fx, 0, 0, 0, 3);
+}
+
+/* BUSY (a namesake is in processing): neither ticks, rescans nor watch_offer bring it back;
+ * watch_poke does. */
+static void test_busy_waits_for_poke(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	fx->verdict = WATCH_BUSY;
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	assert_counts(fx, 0, 0, 1, 0);
+	run_for(fx, 3 * SETTLE_MS);
+	watch_rescan(fx->watch);
+	run_for(fx, 2 * SETTLE_MS);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
+	assert_int_equal(fx->n_offers, 1);
+	assert_counts(fx, 0, 0, 1, 0);
+
+	/* Its namesake left processing: first in line for the freed slot. */
+	fx->verdict = WATCH_TAKEN;
+	watch_poke(fx->watch, "x.csv");
+	assert_counts(fx, 0, 1, 0, 0);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_TAKEN);
+	assert_int_equal(fx->n_offers, 2);
+	assert_string_equal(fx->offers[1].name, "x.csv");
+	assert_counts(fx, 0, 0, 0, 1);
+}
+
+/* A busy file that changed while it waited settles again before it is offered. */
+static void test_poke_changed_busy_file_settles_again(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	fx->verdict = WATCH_BUSY;
+	start(fx, WATCH_NO_EVENTS);
+	run_until_offers(fx, 1);
+	append_file(fx, "x.csv", "a@example.com\n");
+	fx->verdict = WATCH_TAKEN;
+	watch_poke(fx->watch, "x.csv");
+	assert_counts(fx, 1, 0, 0, 0);
+	run_until_offers(fx, 2);
+	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
+	assert_counts(fx, 0, 0, 0, 1);
+}
+
+/* The claim found a namesake in processing: the same wait for watch_poke. */
+static void test_claim_busy_waits_for_poke(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_BUSY);
+	assert_counts(fx, 0, 0, 1, 0);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_int_equal(fx->idle_calls, 0);
+	watch_poke(fx->watch, "x.csv");
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_TAKEN);
+	assert_int_equal(fx->n_offers, 2);
+}
+
+/* The claim found it changed (or a writer still had it): it settles again, then is offered
+ * again with what it looks like now. */
+static void test_claim_changed_settles_again(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, WATCH_NO_EVENTS);
+	run_until_offers(fx, 1);
+	append_file(fx, "x.csv", "a@example.com\n");
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_CHANGED);
+	assert_int_equal(fx->n_offers, 1); /* not at once */
+	assert_counts(fx, 1, 0, 0, 0);
+	run_until_offers(fx, 2);
+	assert_string_equal(fx->offers[1].name, "x.csv");
+	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
+	assert_counts(fx, 0, 0, 0, 1);
+}
+
+/* Plays a claim that always finds a writer: whatever is being claimed comes back CHANGED. */
+static void writer_holds_cb(uv_timer_t *t)
+{
+	struct fixture *fx = t->data;
+	struct watch_counts c;
+
+	watch_counts(fx->watch, &c);
+	if (c.claiming == 1)
+		watch_claimed(fx->watch, "held.csv", WATCH_CLAIM_CHANGED);
+}
+
+/* Even with settle_ms 0, a file whose writer keeps it open is not offered in a busy loop. */
+static void test_claim_changed_no_spin_with_settle_0(void **state)
+{
+	struct fixture *fx = *state;
+
+	fx->folder.settings.settle_ms = 0;
+	write_file(fx, "held.csv", "email\n");
+	start(fx, WATCH_NO_EVENTS);
+	uv_timer_start(&fx->step, writer_holds_cb, 1, 1);
+	run_for(fx, 300);
+	uv_timer_stop(&fx->step);
+	/* It keeps being retried, but at a pace, not a few thousand times. */
+	assert_true(fx->n_offers >= 2);
+	if (fx->n_offers > 20)
+		fail_msg("offered %zu times in 300 ms", fx->n_offers);
+}
+
+/* While its claim is in progress a rescan leaves it to the claim; after a failed claim the
+ * next rescan finds it again. */
+static void test_rescan_skips_claim_in_progress(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	watch_rescan(fx->watch);
+	run_for(fx, 2 * SETTLE_MS);
+	watch_rescan(fx->watch);
+	run_for(fx, 2 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_counts(fx, 0, 0, 0, 1);
+
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_FAILED);
+	assert_counts(fx, 0, 0, 0, 0);
+	assert_int_equal(fx->idle_calls, 1);
+	run_for(fx, 2 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1); /* forgotten until a rescan */
+	watch_rescan(fx->watch);
+	assert_counts(fx, 1, 0, 0, 0);
+	run_until_offers(fx, 2);
+	assert_string_equal(fx->offers[1].name, "x.csv");
+}
+
+/* The claim has moved the file out of the inbox but not reported yet: a rescan that no longer
+ * lists it must not forget it, nor call the watch idle (that would end --once early). */
+static void test_rescan_during_claim_of_moved_file(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	assert_int_equal(mkdir(path_in(fx, "proc"), 0700), 0);
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	assert_int_equal(rename(path_in(fx, "x.csv"), path_in(fx, "proc/x.csv")), 0);
+	watch_rescan(fx->watch);
+	assert_counts(fx, 0, 0, 0, 1);
+	assert_int_equal(fx->idle_calls, 0);
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_LEFT);
+	assert_counts(fx, 0, 0, 0, 0);
+	assert_int_equal(fx->idle_calls, 1);
+}
+
+/* A file that changes while its claim is in progress is not offered a second time meanwhile:
+ * the claim's outcome (here: it changed) decides. */
+static void test_change_during_claim_waits_for_claim(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	append_file(fx, "x.csv", "a@example.com\n"); /* an inotify event for it */
+	run_for(fx, 3 * SETTLE_MS);
+	watch_rescan(fx->watch);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 1);
+	assert_counts(fx, 0, 0, 0, 1);
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_CHANGED);
+	run_until_offers(fx, 2);
+	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
+}
+
+/* LEFT: the file left the inbox; the watch forgets it, and once the last one has gone the
+ * idle callback fires (this is what ends --once). */
+static void test_claim_left_forgets_and_idle_fires(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "a.csv", "email\n");
+	write_file(fx, "b.csv", "email\n");
+	assert_int_equal(mkdir(path_in(fx, "proc"), 0700), 0);
+	start(fx, 0);
+	run_until_offers(fx, 2);
+	assert_counts(fx, 0, 0, 0, 2);
+	assert_int_equal(fx->idle_calls, 0);
+
+	assert_int_equal(rename(path_in(fx, "a.csv"), path_in(fx, "proc/a.csv")), 0);
+	watch_claimed(fx->watch, "a.csv", WATCH_CLAIM_LEFT);
+	assert_counts(fx, 0, 0, 0, 1);
+	assert_int_equal(fx->idle_calls, 0);
+	assert_int_equal(rename(path_in(fx, "b.csv"), path_in(fx, "proc/b.csv")), 0);
+	watch_claimed(fx->watch, "b.csv", WATCH_CLAIM_LEFT);
+	assert_counts(fx, 0, 0, 0, 0);
+	assert_int_equal(fx->idle_calls, 1);
+
+	/* A claim reported twice, or for a name never offered, changes nothing. */
+	watch_claimed(fx->watch, "b.csv", WATCH_CLAIM_LEFT);
+	watch_claimed(fx->watch, "never.csv", WATCH_CLAIM_CHANGED);
+	assert_counts(fx, 0, 0, 0, 0);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 2);
+
+	/* A new file of the same name is a new file. */
+	write_file(fx, "a.csv", "email\nnew@example.com\n");
+	run_until_offers(fx, 3);
+	assert_string_equal(fx->offers[2].name, "a.csv");
+}
+
+/* KEEP (dry run): left where it is; rescans do not offer it again, a change does. */
+static void test_keep_offered_again_only_after_change(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	fx->verdict = WATCH_KEEP;
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	assert_counts(fx, 0, 0, 0, 0);
+	for (int i = 0; i < 3; i++) {
+		watch_rescan(fx->watch);
+		run_for(fx, 2 * SETTLE_MS);
+	}
+	assert_int_equal(fx->n_offers, 1);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
+
+	/* Dropped again with more rows: seen through inotify, settles, offered as it is now. */
+	append_file(fx, "x.csv", "a@example.com\n");
+	run_until_offers(fx, 2);
+	assert_string_equal(fx->offers[1].name, "x.csv");
+	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
+}
+
+/* Where inotify is blind (NFS, CIFS, FUSE) the rescan does the work: a kept file that changed
+ * is offered again once a rescan has seen it. WATCH_NO_EVENTS stands in for a blind inotify;
+ * watch_rescan for the periodic rescan. */
+static void test_keep_change_seen_by_rescan(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	fx->verdict = WATCH_KEEP;
+	start(fx, WATCH_NO_EVENTS);
+	run_until_offers(fx, 1);
+	append_file(fx, "x.csv", "a@example.com\n");
+	watch_rescan(fx->watch);
+	run_for(fx, 3 * SETTLE_MS);
+	watch_rescan(fx->watch);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 2);
+	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
+}
+
+/* A parked file deleted from the inbox is dropped by the next rescan, and the watch is idle. */
+static void test_parked_file_deleted_dropped_by_rescan(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	fx->verdict = WATCH_LATER;
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	assert_counts(fx, 0, 1, 0, 0);
+	assert_int_equal(unlink(path_in(fx, "x.csv")), 0);
+	run_for(fx, 2 * SETTLE_MS);
+	assert_int_equal(fx->idle_calls, 0);
+	watch_rescan(fx->watch);
+	assert_counts(fx, 0, 0, 0, 0);
+	assert_int_equal(fx->idle_calls, 1);
+	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
+	assert_int_equal(fx->n_offers, 1);
+}
+
+/* A settling file that disappears is simply forgotten, and the watch becomes idle. */
+static void test_settling_file_deleted_is_forgotten(void **state)
+{
+	struct fixture *fx = *state;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, 0);
+	assert_counts(fx, 1, 0, 0, 0);
+	assert_int_equal(unlink(path_in(fx, "x.csv")), 0);
+	run_for(fx, 3 * SETTLE_MS);
+	assert_int_equal(fx->n_offers, 0);
+	assert_counts(fx, 0, 0, 0, 0);
+	assert_true(fx->idle_calls >= 1);
+}
+
+/* An inbox that cannot be opened: watch_new says so (once, naming folder and inbox), returns
+ * the error, writes no watch, and leaves no handle open on the loop (teardown checks). */
+static void test_missing_inbox_fails_cleanly(void **state)
+{
+	struct fixture *fx = *state;
+	struct watch *w = (struct watch *)fx;
+	char missing[128], *log = NULL;
+	size_t log_len = 0;
+	FILE *f = open_memstream(&log, &log_len);
+
+	assert_non_null(f);
+	snprintf(missing, sizeof(missing), "%s/missing", fx->dir);
+	fx->folder.inbox = missing;
+	log_set_stream(f);
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, idle_cb, fx, &w), -ENOENT);
+	log_set_stream(NULL);
+	fclose(f);
+	assert_ptr_equal(w, (struct watch *)fx);
+	assert_non_null(strstr(log, "test: "));
+	assert_non_null(strstr(log, missing));
+	/* One line. */
+	size_t lines = 0;
+	for (size_t i = 0; i < log_len; i++)
+		lines += log[i] == '\n';
+	assert_int_equal(lines, 1);
+	free(log);
+	assert_int_equal(fx->idle_calls, 0);
 }
 
 int main(void)
 {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_candidate_names),
-		cmocka_unit_test_setup_teardown(test_existing_files_reported_ignored_left, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_part_then_rename, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_slow_writer_reported_only_when_complete, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_open_writer_holds_file_back, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_forget_reports_again_on_rescan, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_events_sees_only_startup_scan, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_declined_file_is_offered_again, setup,
-						teardown),
+		T(test_existing_files_offered_ignored_left),
+		T(test_empty_inbox_is_idle),
+		T(test_part_then_rename),
+		T(test_slow_writer_offered_only_when_complete),
+		T(test_looks_once_per_settle_none_when_parked),
+		T(test_no_events_sees_only_startup_scan),
+		T(test_later_parks_until_offer),
+		T(test_offer_fifo_full_puts_back_first),
+		T(test_busy_waits_for_poke),
+		T(test_poke_changed_busy_file_settles_again),
+		T(test_claim_busy_waits_for_poke),
+		T(test_claim_changed_settles_again),
+		T(test_claim_changed_no_spin_with_settle_0),
+		T(test_rescan_skips_claim_in_progress),
+		T(test_rescan_during_claim_of_moved_file),
+		T(test_change_during_claim_waits_for_claim),
+		T(test_claim_left_forgets_and_idle_fires),
+		T(test_keep_offered_again_only_after_change),
+		T(test_keep_change_seen_by_rescan),
+		T(test_parked_file_deleted_dropped_by_rescan),
+		T(test_settling_file_deleted_is_forgotten),
+		T(test_missing_inbox_fails_cleanly),
 	};
+#undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
