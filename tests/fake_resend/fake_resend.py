@@ -351,6 +351,9 @@ class Handler(BaseHTTPRequestHandler):
         seq = fake.recorder.begin()
         started = time.time()
         is_upload = self.command == "POST" and url.path.rstrip("/") == IMPORTS_PATH
+        # An upload counts as in progress until its answer is ready, not until it is sent: the
+        # client may start its next upload the moment it has read the answer, before this
+        # thread has left _send, and must not be seen as running one upload too many.
         with fake.recorder.upload(counted=is_upload):
             body, error = self._receive(seq, is_upload)
             fault = fake.faults.take(self.command, url.path) if error is None else None
@@ -358,10 +361,10 @@ class Handler(BaseHTTPRequestHandler):
             # Recorded before it is sent, so that a client holding its answer finds the record.
             fake.recorder.add(request_record(seq, self, url, body, answer, fault, error,
                                              started, time.time()))
-            if answer is None:  # a `close` fault: hang up without a word
-                self.close_connection = True
-            else:
-                self._send(answer, fault)
+        if answer is None:  # a `close` fault: hang up without a word
+            self.close_connection = True
+        else:
+            self._send(answer, fault)
 
     def _receive(self, seq, is_upload):
         """The body, spooled, and parsed if it is an upload; plus the BodyError text, if any."""
