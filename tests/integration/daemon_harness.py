@@ -482,3 +482,78 @@ def create_import_on_fake(fake, csv_text, column_map=None, on_conflict="upsert")
     answer = fake.api("POST", "/contacts/imports", body, {"Content-Type": content_type})
     assert answer.status == 201, answer.body
     return answer.json()["id"]
+
+
+# --- helpers for the engine tests (processes, sparse files, a small filesystem) --------------
+
+def proc_cpu_seconds(pid):
+    """(utime + stime in seconds, state letter) of PID, all its threads together, from
+    /proc/PID/stat (fields 14 and 15, in clock ticks); None once the process is gone.
+    A zombie still reads: its state is 'Z' and the times are final."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            text = file.read().decode("ascii", "replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')'.
+    fields = text[text.rindex(")") + 2:].split()
+    state, utime, stime = fields[0], int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK"), state
+
+
+def write_sparse(path, head, size):
+    """HEAD, then zeros up to SIZE bytes without writing them (a sparse file)."""
+    with open(path, "wb") as file:
+        file.write(as_bytes(head))
+    os.truncate(path, size)
+    return path
+
+
+def fill_filesystem(directory, name="filler.bin"):
+    """Write a file in DIRECTORY until the filesystem is full (ENOSPC), down to the last
+    byte; its path."""
+    import errno
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        chunk = 1 << 20
+        block = b"\xa5" * chunk
+        while chunk:
+            try:
+                os.write(fd, block[:chunk])
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                chunk //= 2
+    finally:
+        os.close(fd)
+    return path
+
+
+@contextlib.contextmanager
+def tmpfs_mounted(path, size="4m"):
+    """A tmpfs of SIZE mounted on PATH (created) for the block; unmounted afterwards, lazily
+    if something still uses it. Skips the test when it cannot be mounted (not root, no
+    mount permission in this container)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    os.makedirs(path, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                               "tmpfs", path], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        pytest.skip(f"cannot run mount: {error}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs on {path}: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        out = subprocess.run(["umount", path], capture_output=True, text=True, timeout=20)
+        if out.returncode != 0:
+            subprocess.run(["umount", "-l", path], capture_output=True, text=True, timeout=20)
+
+
+def folder_at(root, name, **settings):
+    """A Folder whose in/done/failed are created under ROOT/NAME (ROOT anywhere, e.g. on a
+    filesystem mounted for the test), rather than in the harness's temporary tree."""
+    return Folder(os.path.join(root, name), name, settings)
