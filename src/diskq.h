@@ -1,8 +1,10 @@
-/* The disk thread: every claim, state record, report and move of the daemon runs here, off the
- * event loop, in batches. Operations submitted during one loop turn (and those submitted while
- * the thread was busy with the previous batch) form one batch; after the batch's work every
- * directory it touched is fsynced once, for all of its operations (group commit), and only
- * then are their completions delivered on the loop. One batch at a time, in submission order.
+/* The disk threads: every claim, state record, report and move of the daemon runs here, off
+ * the event loop, in batches. Operations submitted during one loop turn (and those submitted
+ * while the threads were busy with the previous batch) form one batch; a few threads share its
+ * work, then every directory it touched is fsynced once, for all of its operations (group
+ * commit), and only then are their completions delivered on the loop, in submission order. One
+ * batch at a time; the operations of a batch must not depend on each other (the engine has at
+ * most one per file).
  *
  * Directory order: a directory that only gained entries is synced before one that gained and
  * lost them, and that before one that only lost them, so that a crash between the fsyncs can
@@ -17,7 +19,7 @@
 struct diskq;
 struct diskq_op;
 
-/* WORK runs in the disk thread and touches only the op's own data; it sets result, and the
+/* WORK runs in a disk thread and touches only the op's own data; it sets result, and the
  * directories to fsync (gained, lost; -1: none) when its change must be durable. DONE runs on
  * the loop once the batch's directories are synced. The op's memory is the submitter's and
  * must stay valid until DONE. */

@@ -19,7 +19,6 @@
 /* How many "-N" variants of a timestamped name are tried before giving up. */
 #define FSOPS_MAX_VARIANTS 1000
 #define FSOPS_MAX_REPORT_VARIANTS 99
-#define FSOPS_MAX_TEMP_TRIES 100
 #define FSOPS_JSON_SUFFIX ".json"
 
 static void
@@ -354,49 +353,23 @@ write_close(int fd, const char *content, size_t len, bool durable)
 	return r;
 }
 
-/* Writes the report into DST_FD under a temporary name and returns that name. This happens
- * before the file moves, so that a full disk or an I/O error leaves everything where it was. */
-static int
-report_write_temp(int dst_fd, const char *name, const char *json, char **ret_tmp)
+/* Writes the report to SRC_FD/STAGE and makes it durable. This happens before the file
+ * moves, so that a full disk or an I/O error leaves everything where it was; and in the
+ * processing directory, so that nothing half-made is ever seen in done/ or failed/. */
+static int report_write_stage(int src_fd, const char *stage, const char *json)
 {
-	char *tmp = NULL;
-	int fd = -1, r;
+	int fd, r;
 
-	/* Unique, as two hosts may finish files of one name into one directory. The file's
-	 * name, cut to leave room, helps an operator who finds one left by a crash. */
-	for (int i = 0; i < FSOPS_MAX_TEMP_TRIES && fd < 0; i++) {
-		free(tmp);
-		if (asprintf(&tmp, ".%.*s%s.%08" PRIx32, NAME_MAX - 20, name, FSOPS_JSON_SUFFIX,
-			     arc4random()) < 0)
-			return -ENOMEM;
-		fd = openat(dst_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-			    0640);
-		if (fd < 0 && errno != EEXIST) {
-			r = -errno;
-			goto fail;
-		}
-	}
-	if (fd < 0) {
-		r = -EEXIST;
-		goto fail;
-	}
-	/* The mode given to open is cut by the umask. */
+	fd = openat(src_fd, stage, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (fd < 0)
+		return -errno;
+	/* The mode given to open is cut by the umask, and a reused file keeps its own. */
 	if (fchmod(fd, 0640) < 0) {
 		r = -errno;
 		close(fd);
-		goto fail_unlink;
+		return r;
 	}
-	r = write_close(fd, json, strlen(json), true);
-	if (r < 0)
-		goto fail_unlink;
-	*ret_tmp = tmp;
-	return 0;
-
-fail_unlink:
-	(void)unlinkat(dst_fd, tmp, 0);
-fail:
-	free(tmp);
-	return r;
+	return write_close(fd, json, strlen(json), true);
 }
 
 /* Moves SRC_FD/NAME to the first free name for NAME in DST_FD. */
@@ -442,10 +415,10 @@ finish_move(int src_fd, const char *name, int dst_fd, const char *stamp, char **
 	return 0;
 }
 
-/* Renames the temporary report to "<final>.json". That name was free a moment ago; if something
- * took it since, the report goes beside as "<final>.N.json" rather than replacing it. */
+/* Renames the staged report to DST_FD/<final>.json. That name was free a moment ago; if
+ * something took it since, the report goes beside as "<final>.N.json" rather than replacing it. */
 static int
-report_place(int dst_fd, const char *tmp, const char *final)
+report_place(int src_fd, const char *stage, int dst_fd, const char *final)
 {
 	char *path;
 	int r = -EEXIST, n;
@@ -459,7 +432,7 @@ report_place(int dst_fd, const char *tmp, const char *final)
 			k = asprintf(&path, "%s.%d%s", final, n, FSOPS_JSON_SUFFIX);
 		if (k < 0)
 			return -ENOMEM;
-		r = move_noreplace(dst_fd, tmp, dst_fd, path);
+		r = move_noreplace(src_fd, stage, dst_fd, path);
 		free(path);
 	}
 	return r;
@@ -467,60 +440,59 @@ report_place(int dst_fd, const char *tmp, const char *final)
 
 int
 fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
-	     char **ret_final_name)
+	     const char *report_stage, char **ret_final_name)
 {
 	char stamp[32];
-	char *final = NULL, *tmp = NULL;
+	char *final = NULL;
 	int r;
 
 	r = format_stamp(stamp, now);
 	if (r < 0)
 		return r;
 	if (report_json != NULL) {
-		r = report_write_temp(dst_fd, name, report_json, &tmp);
+		r = report_write_stage(src_fd, report_stage, report_json);
 		if (r < 0)
 			return r;
 	}
 	r = finish_move(src_fd, name, dst_fd, stamp, &final);
 	if (r < 0)
-		goto out;
-	if (tmp != NULL) {
-		r = report_place(dst_fd, tmp, final);
+		return r;
+	if (report_json != NULL) {
+		r = report_place(src_fd, report_stage, dst_fd, final);
 		if (r < 0) {
 			/* Put the file back, so that an error means nothing moved and the whole
 			 * step can be tried again. Should that fail too, the file is in DST_FD
 			 * without its report: still in exactly one place. */
 			(void)move_noreplace(dst_fd, final, src_fd, name);
-			goto out;
+			free(final);
+			return r;
 		}
-		free(tmp);
-		tmp = NULL;
 	}
 	*ret_final_name = final;
-	final = NULL;
-out:
-	if (tmp != NULL)
-		(void)unlinkat(dst_fd, tmp, 0);
-	free(tmp);
-	free(final);
-	return r;
+	return 0;
 }
 
 int
-fsops_write_atomic(int dir_fd, const char *name, const char *content, size_t len, bool durable)
+fsops_write_record(int dir_fd, const char *name, const char *content, size_t len, bool durable)
 {
 	char *tmp;
 	int fd, r;
 
+	/* O_NOFOLLOW: a symlink planted under either name must not redirect the write. */
+	if (!durable) {
+		fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			return -errno;
+		return write_close(fd, content, len, false);
+	}
 	if (asprintf(&tmp, ".%s.tmp", name) < 0)
 		return -ENOMEM;
-	/* O_NOFOLLOW: a symlink planted under the temporary name must not redirect the write. */
 	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		r = -errno;
 		goto out;
 	}
-	r = write_close(fd, content, len, durable);
+	r = write_close(fd, content, len, true);
 	if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
 		r = -errno;
 	if (r < 0)

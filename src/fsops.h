@@ -52,18 +52,23 @@ int fsops_open_checked(int dir_fd, const char *name, uint64_t max_bytes, int *re
 /* Moves SRC_FD/NAME into DST_FD without overwriting anything. The target is NAME; if NAME or
  * NAME.json exists there, a UTC timestamp from NOW is inserted before the extension
  * ("x.20261126T040102Z.csv"; "x.20261126T040102Z-2.csv" if that is taken too). REPORT_JSON (may
- * be NULL) is written first to a temporary file in DST_FD and fsynced, and after the move
- * renamed (never replacing) to <final>.json; if that fails the file is moved back, so an error
- * means nothing moved. *ret_final_name (malloc'd) is the name in DST_FD. The caller fsyncs DST_FD,
- * then SRC_FD. */
+ * be NULL) is written first to SRC_FD/REPORT_STAGE (a dot name of the caller's, created or
+ * overwritten) and fsynced; after the move that file is renamed, never replacing anything, to
+ * <final>.json in DST_FD. If that fails the file is moved back, so an error means the file did
+ * not move. *ret_final_name (malloc'd) is the name in DST_FD. The caller fsyncs DST_FD, then
+ * SRC_FD. Staging the report where the file is costs no temporary in DST_FD, and lets the
+ * caller stage it in a file it has already (its state record): no inode made and deleted per
+ * file. */
 int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
-		 char **ret_final_name);
+		 const char *report_stage, char **ret_final_name);
 
-/* Writes CONTENT to DIR_FD/NAME atomically: a temporary ".NAME.tmp", write, close (checked),
- * rename (replacing: for the daemon's own records only). DURABLE: fsync before the rename, so
- * that once the caller has fsynced DIR_FD the content is on disk; otherwise the record only
- * survives a crash of the process, not of the machine. */
-int fsops_write_atomic(int dir_fd, const char *name, const char *content, size_t len,
+/* Writes one of the daemon's own records, CONTENT, to DIR_FD/NAME. DURABLE: atomically, through
+ * a temporary ".NAME.tmp" that is fsynced and renamed over NAME, so that once the caller has
+ * fsynced DIR_FD the record is on disk whole. Otherwise in place (truncated and rewritten, no new
+ * inode when NAME exists): a record that survives a crash of the process, though not always of
+ * the machine, and that a crash in the middle of the write may leave short; only for what may
+ * be lost. Neither follows a symlink. */
+int fsops_write_record(int dir_fd, const char *name, const char *content, size_t len,
 		       bool durable);
 
 /* Reads a small file (at most MAX bytes) into a malloc'd NUL-terminated buffer. */

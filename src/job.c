@@ -4,36 +4,36 @@
  * the new state's work. Where each state waits: (D) the disk thread, (P) the thread pool,
  * (A) the API, (S) the pacer's queues and its one timer.
  *
- *      inbox                                     processing (found there at start)
- *        | jobs_submit                             |
- *        v                                         v
- *    CLAIMING (D) ---------------------------> CHECKING (P) ---- bad file --------------------+
- *        | gone, changed, busy, error              |    |                                     |
- *        v                                         |    +-- its record has an import id --+   |
- *      ENDED                                       v                                      |   |
- *                        +------------------> SAVING (D)  the coming attempt is counted   |   |
- *                        |                         |                                      |   |
- *              RETRY_WAIT (S)                      v                                      |   |
- *                        ^                    QUEUED (S)                                  |   |
- *              retryable |                         | a slot and a token                   |   |
- *                        |                         v                                      |   |
- *                        +------------------- UPLOADING (A) --- key or quota refused:     |   |
- *                                                  |    |       back to SAVING            |   |
- *                                              201 |    +------ failed for good ------+   |   |
- *                                                  v                                  |   |   |
- *                        +-- follow_import -- (201) -- no follow ---------------+     |   |   |
- *                        v                                                      |     |   |   |
- *                  RECORDING (D)  the import id made durable                    |     |   |   |
- *                        |                                                      |     |   |   |
- *                        v                                                      |     |   |   |
- *                  FOLLOW_WAIT (S) <---------+ <--- (record had an id, follow) -|-----|---+   |
- *                        | due, a token      | still running                    |     |   |   |
- *                        v                   |                                  v     v   v   v
- *                  POLLING (A) --------------+---- done or failed ---------> FINISHING (D)
- *                                                                            |       ^
- *                                                     moved, report beside it |       | a temporary
- *                                                     (done/ or failed/)     v       | failure
- *                                                                          ENDED   FINISH_WAIT (S)
+ *   inbox                                    processing (found there at start)
+ *     | jobs_submit                            |
+ *     v                                        v
+ *   CLAIMING (D) ---------------------->  CHECKING (P) ------------- bad file ----------+
+ *     | lease test, rename,                |   |   |                                     |
+ *     | record counting the first upload   |   |   +-- record with an import id ---+     |
+ *     |                                    |   | resumed                           |     |
+ *     +-- gone, changed, busy --> ENDED    |   v                                   |     |
+ *                                          |  SAVING (D) <--------------+          |     |
+ *                                claimed   |   | record counts the      | key or   |     |
+ *                                          v   v coming upload          | quota    |     |
+ *                                         QUEUED (S) <------------------|-- refused|     |
+ *                                          | a slot and a token         |          |     |
+ *                                          v                            |          |     |
+ *                RETRY_WAIT (S) <------ UPLOADING (A) ------------------+          |     |
+ *                  | (to SAVING)           | 201             \ failed for good     |     |
+ *                                          v                  +------------------+ |     |
+ *              follow_import:  RECORDING (D) -- import id made durable          | |     |
+ *                                          |                                     | |     |
+ *                                          v                                     | |     |
+ *                                    FOLLOW_WAIT (S) <----------------------------|-+     |
+ *                                     | due, a token  ^ still running            |       |
+ *                                     v               |                          |       |
+ *                                    POLLING (A) -----+                          |       |
+ *                                     | done or failed       201, no follow:     |       |
+ *                                     v                      straight here       v       v
+ *                                    FINISHING (D) <---------------------------------------
+ *                                     | report, move, fsync          ^
+ *                                     v                              | the move failed for
+ *                                   ENDED (done/ or failed/)   FINISH_WAIT (S)  a while
  *
  * Two more moves: a file whose move failed goes through RECORDING first (FINISHING ->
  * RECORDING -> FINISH_WAIT) when its import is not on disk yet; and a drain lets a file whose
@@ -71,7 +71,7 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false, S(CHECKING) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
-			  S(SAVING) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
+			  S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
 	[JOB_SAVING] = {"saving", true, false, false, true, S(QUEUED) | S(SAVING) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
@@ -168,6 +168,26 @@ static bool job_set_state(struct job *job, enum job_state to)
 	return true;
 }
 
+/* The state record's text. Before a file waits for its next upload (the claim's record, and
+ * SAVING) it counts that upload as made already: a crash during it must count it, so that a
+ * file that kills every upload cannot retry for ever (a crash while it still waits counts one
+ * too many, which is harmless). Otherwise (COUNT_NEXT false: after a refusal, when a drain
+ * releases a queued file, once an import exists) it says what was made. False when out of
+ * memory. */
+static bool job_prepare_record(struct job *job, bool count_next)
+{
+	struct staterec s = {
+		.attempts = job->rep.attempts + (count_next ? 1 : 0),
+		.claimed_at_ms = job->rep.claimed_at_ms,
+		.uploaded_at_ms = job->rep.uploaded_at_ms,
+	};
+
+	memcpy(s.sha256, job->rep.sha256, sizeof(s.sha256));
+	memcpy(s.import_id, job->rep.import_id, sizeof(s.import_id));
+	job->record_text = staterec_encode(job->name, &s);
+	return job->record_text != NULL;
+}
+
 /* ---- CLAIMING: the disk thread moves the file into processing -------------------------- */
 
 static void job_claim_work(struct diskq_op *op)
@@ -177,10 +197,18 @@ static void job_claim_work(struct diskq_op *op)
 
 	op->result = fsops_claim(f->inbox_fd, f->proc_fd, job->name,
 				 job->has_seen ? &job->seen : NULL);
-	if (op->result == 0) {
-		op->sync_gained = f->proc_fd;
-		op->sync_lost = f->inbox_fd;
-	}
+	if (op->result < 0)
+		return;
+	op->sync_gained = f->proc_fd;
+	op->sync_lost = f->inbox_fd;
+	/* The record that counts the first upload comes with the claim: one trip to the disk
+	 * less per file. (Its sha256 is not known yet; a record is only compared with the
+	 * content when it was there before the claim, and this one overwrites any such.) */
+	job->record_result = job_prepare_record(job, true)
+				     ? fsops_write_record(f->proc_fd, job->record_name,
+							  job->record_text, strlen(job->record_text),
+							  false)
+				     : -ENOMEM;
 }
 
 static void job_claim_done(struct diskq_op *op)
@@ -189,13 +217,16 @@ static void job_claim_done(struct diskq_op *op)
 	struct jobs *js = job->js;
 	int r = op->result;
 
+	cJSON_free(job->record_text);
+	job->record_text = NULL;
 	switch (r) {
 	case 0:
 		if (op->sync_result < 0)
 			log_warning("%s: '%s' claimed, but the processing directory could not be "
 				    "synced: %s",
 				    job_folder_name(job), job->name, strerror(-op->sync_result));
-		job->rep.claimed_at_ms = jobs_now_wall_ms();
+		/* Without it, the record is written again before the upload (SAVING). */
+		job->record_counts_next = job->record_result == 0;
 		job_emit_claimed(job, JOBS_CLAIMED);
 		job_enter(job, JOB_CHECKING);
 		return;
@@ -327,7 +358,8 @@ static void job_check_done(uv_work_t *req, int status)
 		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
 		return;
 	}
-	job_enter(job, JOB_SAVING);
+	/* The claim's record counts the first upload already; a resumed file's does not. */
+	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
 }
 
 /* ---- SAVING, RECORDING: the state record, in the disk thread --------------------------- */
@@ -337,7 +369,7 @@ static void job_record_work(struct diskq_op *op)
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	int dir_fd = job->folder->proc_fd;
 
-	op->result = fsops_write_atomic(dir_fd, job->record_name, job->record_text,
+	op->result = fsops_write_record(dir_fd, job->record_name, job->record_text,
 					strlen(job->record_text), job->record_durable);
 	if (op->result == 0 && job->record_durable)
 		op->sync_gained = dir_fd;
@@ -373,24 +405,10 @@ static void job_record_done(struct diskq_op *op)
 	job_enter(job, job->finish_failures ? JOB_FINISH_WAIT : JOB_FOLLOW_WAIT);
 }
 
-/* Writes the record: DURABLE once an import exists. Before the file waits for its next upload
- * (SAVING), the record counts that attempt as made already: a crash during it must count it,
- * so that a file that kills every upload cannot retry for ever (a crash while it still waits
- * counts one attempt too many, which is harmless). With record_exact (after a refusal, or when
- * a drain releases a queued file) it says only what was made. False when out of memory. */
+/* Writes the record in the disk thread: DURABLE once an import exists (RECORDING). */
 static bool job_start_record(struct job *job, bool durable)
 {
-	bool next = job->state == JOB_SAVING && !job->record_exact;
-	struct staterec s = {
-		.attempts = job->rep.attempts + (next ? 1 : 0),
-		.claimed_at_ms = job->rep.claimed_at_ms,
-		.uploaded_at_ms = job->rep.uploaded_at_ms,
-	};
-
-	memcpy(s.sha256, job->rep.sha256, sizeof(s.sha256));
-	memcpy(s.import_id, job->rep.import_id, sizeof(s.import_id));
-	job->record_text = staterec_encode(job->name, &s);
-	if (!job->record_text)
+	if (!job_prepare_record(job, job->state == JOB_SAVING && !job->record_exact))
 		return false;
 	job->record_durable = durable;
 	job->op.work = job_record_work;
@@ -587,14 +605,32 @@ static void job_finish_work(struct diskq_op *op)
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	struct folder_rt *f = job->folder;
 	int dst_fd = job->rep.failed ? f->failed_fd : f->done_fd;
+	char stage[STATEREC_NAME_LEN + 2];
 
+	/* Made here rather than on the loop: the report is the same whichever thread prints it,
+	 * and JOB's report is not touched while it is finishing. Kept for a retry. */
+	if (!job->report_text)
+		job->report_text = report_json(&job->rep, job->finished_ms);
+	if (!job->report_text) {
+		op->result = -ENOMEM;
+		return;
+	}
+
+	/* The report is staged in the record's own file when the record holds nothing a restart
+	 * needs (the report says all it says, and more): it becomes the report, and no inode is
+	 * made and deleted per file. A record with an import id stays until the file is moved. */
+	if (job->import_recorded)
+		snprintf(stage, sizeof(stage), ".report-%s", job->record_name + strlen(".state-"));
+	else
+		snprintf(stage, sizeof(stage), "%s", job->record_name);
 	op->result = fsops_finish(f->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
-				  job->report_text, &job->final_name);
+				  job->report_text, stage, &job->final_name);
 	if (op->result < 0)
 		return;
 	/* The record goes after the file: a crash in between leaves a record without a file,
 	 * or beside a new file of the name, which its sha256 tells apart. */
-	(void)unlinkat(f->proc_fd, job->record_name, 0);
+	if (job->import_recorded)
+		(void)unlinkat(f->proc_fd, job->record_name, 0);
 	op->sync_gained = dst_fd;
 	op->sync_lost = f->proc_fd;
 }
@@ -638,18 +674,13 @@ static void job_finish_done(struct diskq_op *op)
 	job_end(job, JOB_END_FINISHED);
 }
 
-static bool job_start_finish(struct job *job)
+static void job_start_finish(struct job *job)
 {
-	if (!job->report_text) {
+	if (!job->finished_ms)
 		job->finished_ms = jobs_now_wall_ms();
-		job->report_text = report_json(&job->rep, job->finished_ms);
-		if (!job->report_text)
-			return false;
-	}
 	job->op.work = job_finish_work;
 	job->op.done = job_finish_done;
 	jobs_submit_disk(job->js, &job->op);
-	return true;
 }
 
 /* ---- entering a state: the one place where states change ------------------------------- */
@@ -688,6 +719,7 @@ void job_enter(struct job *job, enum job_state to)
 		return;
 	switch (to) {
 	case JOB_CLAIMING:
+		job->rep.claimed_at_ms = jobs_now_wall_ms();
 		job->op.work = job_claim_work;
 		job->op.done = job_claim_done;
 		jobs_submit_disk(js, &job->op);
@@ -729,7 +761,7 @@ void job_enter(struct job *job, enum job_state to)
 		job_start_poll(job);
 		break;
 	case JOB_FINISHING:
-		ok = job_start_finish(job);
+		job_start_finish(job);
 		break;
 	case JOB_FINISH_WAIT:
 		ok = pacer_at(&js->pacer, &job->se, job_next_finish_delay(job)) == 0;

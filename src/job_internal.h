@@ -96,6 +96,7 @@ struct job {
 	/* SAVING writes the attempts made, not the coming one: after a refusal, or a drain. */
 	bool record_exact;
 	bool record_counts_next; /* the record on disk counts an upload not yet started */
+	int record_result;       /* CLAIMING: writing the claim's record */
 	bool import_recorded; /* the record on disk holds the import id */
 	unsigned record_failures;
 	struct fsops_seen seen;

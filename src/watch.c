@@ -334,12 +334,10 @@ void watch_poke(struct watch *w, const char *name)
 	struct candidate *c = watch_find(w, name);
 	struct fsops_seen st;
 
-	if (w->closing)
+	/* Only a file that waits for its namesake has anything to learn: any other file of the
+	 * inbox is known already, or an event about it is on its way. */
+	if (w->closing || !c || c->state != CAND_BUSY)
 		return;
-	if (!c || c->state != CAND_BUSY) {
-		watch_observe(w, name);
-		return;
-	}
 	if (watch_stat(w, name, &st) < 0) {
 		watch_drop(w, c);
 		watch_maybe_idle(w);

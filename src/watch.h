@@ -64,7 +64,8 @@ enum watch_offer watch_offer(struct watch *w);
 
 void watch_claimed(struct watch *w, const char *name, enum watch_claim how);
 
-/* Looks at NAME again now (its namesake has left processing). */
+/* NAME's namesake has left processing: if NAME waits for it (WATCH_BUSY), it is looked at
+ * again and offered first. Anything else is left alone. */
 void watch_poke(struct watch *w, const char *name);
 
 struct watch_counts {

@@ -154,14 +154,14 @@ def test_a_full_disk_keeps_the_file_in_processing_and_the_move_is_retried(pipe_e
         try:
             box = folder_at(mount, "box", follow_import=False)
             config = env.config([box])
-            env.fake.faults([{"delay": 2, "method": "POST",
-                              "path_prefix": "/contacts/imports"}])
-            daemon = env.start(config)
             data = b"email,first_name\nfull@example.com,Full\n"
             box.drop("full.csv", data)
-            env.wait_for(lambda: env.fake.stats()["current_uploads"] == 1,
-                         "the upload in flight")
+            # Full before the daemon starts: the claim (a rename) needs no space, but no
+            # record and no report can be written. (Once the claim's record is written, the
+            # report goes into that same file and a full disk no longer stops the move.)
             filler = fill_filesystem(mount)
+            daemon = env.start(config)
+            env.wait_for(lambda: env.uploads(), "the upload")
             # Full: no report can be written, so the file cannot be finished.
             env.wait_for(lambda: daemon.log_lines("could not be moved"),
                          "the failed move", timeout=30)
@@ -190,6 +190,36 @@ def test_a_full_disk_keeps_the_file_in_processing_and_the_move_is_retried(pipe_e
             daemon.stop()
         finally:
             for daemon in env.daemons:  # before the unmount: they hold its directories
+                daemon.kill()
+
+
+def test_a_disk_that_fills_after_the_claim_does_not_stop_the_move(pipe_env):
+    """The claim's state record is the file the report is later written into: a disk that
+    fills up while the file is uploaded still has room for its report."""
+    env = pipe_env
+    mount = os.path.join(env.root, "small")
+    with tmpfs_mounted(mount, "4m"):
+        try:
+            box = folder_at(mount, "box", follow_import=False)
+            config = env.config([box])
+            env.fake.faults([{"delay": 2, "method": "POST",
+                              "path_prefix": "/contacts/imports"}])
+            daemon = env.start(config)
+            data = b"email,first_name\nlate@example.com,Late\n"
+            box.drop("late.csv", data)
+            env.wait_for(lambda: env.fake.stats()["current_uploads"] == 1,
+                         "the upload in flight")
+            filler = fill_filesystem(mount)
+            env.wait_outcomes(box, done=1, timeout=30)
+            assert not daemon.log_lines("could not be moved"), daemon.log()
+            report = box.report("done", "late.csv")
+            assert report["sha256"] == sha256_bytes(data) and report["attempts"] == 1, report
+            assert box.processing_files() == []
+            assert [e for e in os.listdir(box.processing) if e.startswith(".state-")] == []
+            os.unlink(filler)
+            daemon.stop()
+        finally:
+            for daemon in env.daemons:
                 daemon.kill()
 
 

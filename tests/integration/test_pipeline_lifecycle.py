@@ -279,7 +279,9 @@ def test_sighup_reloads_between_uploads_without_losing_or_repeating_files(pipe_e
     daemon = env.start(config)
     for index in range(3):
         box.drop(f"before-{index}.csv", GOOD.replace(b"ann@", f"ann{index}@".encode()))
-    env.wait_for(lambda: env.fake.stats()["current_uploads"] >= 1, "uploads in flight")
+    # All three at the fake before the SIGHUP: the fake's `started` is when it began reading
+    # a request, which can lag the daemon's sending it.
+    env.wait_for(lambda: env.fake.stats()["current_uploads"] >= 3, "uploads in flight")
     # A new folder, and new settings for the old one.
     extra = env.folder("extra")
     box.settings["on_conflict"] = "skip"

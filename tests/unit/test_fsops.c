@@ -38,19 +38,35 @@ static int hook_dir_fd = -1;   /* HOOK_PLANT: the directory the name is planted 
 static char hook_name[NAME_MAX + 1]; /* HOOK_PLANT: created just before a rename to it */
 static char hook_path[PATH_MAX]; /* HOOK_LOSE_RACE: where the other host takes the file */
 
-/* HOOK_LOG: every rename, with what the destination directory held at that moment. */
+/* HOOK_LOG: every rename, with what the staged report (hook_stage in the source directory) and
+ * the destination directory held at that moment. */
 struct rename_rec {
+	int from_fd, to_fd;
 	char from[NAME_MAX + 1], to[NAME_MAX + 1];
-	char temp_content[64]; /* a ".x.csv.json.*" file in the destination, if any */
-	int dot_entries;
+	bool stage_exists;
+	char stage_content[64];
+	mode_t stage_mode;
+	int files_fsynced;  /* fsyncs of files so far */
+	int dst_entries;    /* entries of the destination directory */
+	int dst_dot_entries;
 };
 static struct rename_rec renames[8];
 static int n_renames;
+static char hook_stage[NAME_MAX + 1]; /* HOOK_LOG: the report's stage name */
 
-static void log_rename(int newdirfd, const char *oldpath, const char *newpath);
+static void log_rename(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
 
-/* fsync calls since the last reset, by kind of descriptor. */
+/* Whatever the hook mode, the done directory is looked at before and after every rename and
+ * after every link: the most dot entries it ever held. A dot entry there would be a temporary
+ * that a crash could leave in a directory users read. */
+static int watch_dir_fd = -1;
+static int dot_entries_seen;
+static void watch_observe(void);
+
+/* fsync calls since the last reset, by kind of descriptor, and the last file fsynced. */
 static int fsyncs_of_files, fsyncs_of_dirs;
+static dev_t fsynced_dev;
+static ino_t fsynced_ino;
 
 static bool
 ends_with(const char *s, const char *suffix)
@@ -77,19 +93,28 @@ renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, 
 		}
 	}
 	if (hook == HOOK_LOG)
-		log_rename(newdirfd, oldpath, newpath);
+		log_rename(olddirfd, oldpath, newdirfd, newpath);
 	if (hook == HOOK_EIO_JSON && ends_with(newpath, ".json")) {
 		errno = EIO;
 		return -1;
 	}
-	return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+	watch_observe();
+	int r = (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+	int e = errno;
+
+	watch_observe();
+	errno = e;
+	return r;
 }
 
 int
 linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
 {
 	int r = (int)syscall(SYS_linkat, olddirfd, oldpath, newdirfd, newpath, flags);
+	int e = errno;
 
+	watch_observe();
+	errno = e;
 	/* The other host's claim lands between our link and our unlink. */
 	if (r == 0 && hook == HOOK_LOSE_RACE &&
 	    syscall(SYS_renameat2, olddirfd, oldpath, AT_FDCWD, hook_path, 0) != 0)
@@ -102,10 +127,13 @@ fsync(int fd)
 {
 	struct stat st;
 
-	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		fsyncs_of_dirs++;
-	else
+	} else {
 		fsyncs_of_files++;
+		fsynced_dev = st.st_dev;
+		fsynced_ino = st.st_ino;
+	}
 	return (int)syscall(SYS_fsync, fd);
 }
 
@@ -113,37 +141,71 @@ static void
 fsyncs_reset(void)
 {
 	fsyncs_of_files = fsyncs_of_dirs = 0;
+	fsynced_dev = 0;
+	fsynced_ino = 0;
+}
+
+/* Entries of the directory open as DIR_FD ("." and ".." aside), and how many start with a dot. */
+static void
+count_at(int dir_fd, int *ret_all, int *ret_dot)
+{
+	struct dirent *e;
+	DIR *d;
+	int fd;
+
+	*ret_all = *ret_dot = 0;
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL)
+		abort();
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		(*ret_all)++;
+		if (e->d_name[0] == '.')
+			(*ret_dot)++;
+	}
+	closedir(d);
 }
 
 static void
-log_rename(int newdirfd, const char *oldpath, const char *newpath)
+watch_observe(void)
+{
+	int all, dot;
+
+	if (watch_dir_fd < 0)
+		return;
+	count_at(watch_dir_fd, &all, &dot);
+	if (dot > dot_entries_seen)
+		dot_entries_seen = dot;
+}
+
+static void
+log_rename(int olddirfd, const char *oldpath, int newdirfd, const char *newpath)
 {
 	struct rename_rec *rec;
-	struct dirent *e;
-	DIR *d;
+	struct stat st;
 	int fd;
 
 	if (n_renames >= 8)
 		return;
 	rec = &renames[n_renames++];
 	memset(rec, 0, sizeof(*rec));
+	rec->from_fd = olddirfd;
+	rec->to_fd = newdirfd;
 	snprintf(rec->from, sizeof(rec->from), "%s", oldpath);
 	snprintf(rec->to, sizeof(rec->to), "%s", newpath);
-	fd = openat(newdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || (d = fdopendir(fd)) == NULL)
-		abort();
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] != '.' || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		rec->dot_entries++;
-		int tfd = openat(newdirfd, e->d_name, O_RDONLY | O_CLOEXEC);
-		if (tfd >= 0) {
-			ssize_t n = read(tfd, rec->temp_content, sizeof(rec->temp_content) - 1);
-			rec->temp_content[n > 0 ? n : 0] = '\0';
-			close(tfd);
-		}
+	rec->files_fsynced = fsyncs_of_files;
+	count_at(newdirfd, &rec->dst_entries, &rec->dst_dot_entries);
+	fd = openat(olddirfd, hook_stage, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, rec->stage_content, sizeof(rec->stage_content) - 1);
+
+		rec->stage_content[n > 0 ? n : 0] = '\0';
+		rec->stage_exists = true;
+		if (fstat(fd, &st) == 0)
+			rec->stage_mode = st.st_mode & 07777;
+		close(fd);
 	}
-	closedir(d);
 }
 
 struct tmpdir {
@@ -190,6 +252,9 @@ setup_tmp(void **state)
 	hook = HOOK_OFF;
 	hook_dir_fd = -1;
 	n_renames = 0;
+	hook_stage[0] = '\0';
+	watch_dir_fd = t->done;
+	dot_entries_seen = 0;
 	fsyncs_reset();
 	*state = t;
 	return 0;
@@ -199,8 +264,10 @@ static int
 teardown_tmp(void **state)
 {
 	struct tmpdir *t = *state;
-	int r = nftw(t->path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	int r;
 
+	watch_dir_fd = -1;
+	r = nftw(t->path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	close(t->root);
 	close(t->in);
 	close(t->proc);
@@ -289,8 +356,8 @@ count_entries(const char *dir)
 	return n;
 }
 
-/* Entries of DIR whose name starts with a dot ("." and ".." aside): the report's temporary
- * files are ".<name>.json.<8 hex>". */
+/* Entries of DIR whose name starts with a dot ("." and ".." aside): temporaries, or a staged
+ * report that did not leave. */
 static int
 count_dot_entries(const char *dir)
 {
@@ -386,7 +453,7 @@ test_processing_dir_created(void **state)
 	assert_int_equal(fsops_processing_dir(t->root, &again), 0);
 	assert_fd_is(again, tpath(state, ".resend-dropd"));
 	/* Usable for *at calls: a file made through it is in the processing directory. */
-	assert_int_equal(fsops_write_atomic(again, "probe", "p", 1, false), 0);
+	assert_int_equal(fsops_write_record(again, "probe", "p", 1, false), 0);
 	assert_file_content(tpath(state, ".resend-dropd/probe"), "p");
 	close(fd);
 	close(again);
@@ -884,53 +951,87 @@ test_open_missing(void **state)
 
 /* fsops_finish */
 
+/* The report's stage name in the processing directory, as the engine gives it (the file's state
+ * record, job_finish_work). */
+#define STAGE ".state-x"
+
+/* Nothing but files and their reports ever appears in done/: no dot entry at any rename or link
+ * the hooks saw, nor now. */
+static void
+assert_done_had_no_dot_entries(void **state)
+{
+	assert_int_equal(dot_entries_seen, 0);
+	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
+}
+
 static void
 test_finish_simple(void **state)
 {
 	struct tmpdir *t = *state;
 	char *final = NULL;
+	struct stat st;
+	mode_t old;
+	int r;
 
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"status\":\"completed\"}\n",
-				      &final),
-			 0);
+	/* However tight the daemon's umask, the report is readable by the group. */
+	old = umask(077);
+	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"status\":\"completed\"}\n", STAGE,
+			 &final);
+	umask(old);
+	assert_int_equal(r, 0);
 	assert_string_equal(final, "x.csv");
 	assert_missing(tpath(state, "proc/x.csv"));
+	assert_missing(tpath(state, "proc/" STAGE)); /* it became the report */
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "{\"status\":\"completed\"}\n");
+	assert_int_equal(stat(tpath(state, "done/x.csv.json"), &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_nlink, 1);
 	assert_int_equal(count_entries(tpath(state, "done")), 2); /* no temporary file left */
-	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
 	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
-/* The report is complete beside the destination before the file moves (a full disk leaves
- * everything where it was), under a temporary ".<name>.json.<8 hex>" name, and gets its own
- * name only after the file has moved. */
+/* The report is complete and durable in the processing directory, under the caller's stage
+ * name, before the file moves (a full disk leaves everything where it was), and is renamed into
+ * done/ only after the file: done/ never holds anything but the file and its report. */
 static void
-test_finish_report_written_before_move_named_after(void **state)
+test_finish_report_staged_before_move_placed_after(void **state)
 {
 	struct tmpdir *t = *state;
 	char *final = NULL;
-	const char *tmp;
+	int r;
 
 	write_file(tpath(state, "proc/x.csv"), "data");
+	snprintf(hook_stage, sizeof(hook_stage), "%s", STAGE);
+	fsyncs_reset();
 	hook = HOOK_LOG;
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", &final), 0);
+	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE, &final);
 	hook = HOOK_OFF;
+	assert_int_equal(r, 0);
 	assert_int_equal(n_renames, 2);
-	/* First the file, with the finished report already waiting. */
+	/* First the file, with the finished report already waiting in proc/. */
+	assert_int_equal(renames[0].from_fd, t->proc);
+	assert_int_equal(renames[0].to_fd, t->done);
 	assert_string_equal(renames[0].from, "x.csv");
 	assert_string_equal(renames[0].to, "x.csv");
-	assert_int_equal(renames[0].dot_entries, 1);
-	assert_string_equal(renames[0].temp_content, "{\"n\":1}");
-	/* Then the report, from its temporary name. */
-	tmp = renames[1].from;
+	assert_true(renames[0].stage_exists);
+	assert_string_equal(renames[0].stage_content, "{\"n\":1}");
+	assert_int_equal(renames[0].stage_mode, 0640);
+	assert_int_equal(renames[0].files_fsynced, 1);
+	assert_int_equal(renames[0].dst_entries, 0);
+	/* Then the report, from its stage name, to a done/ that holds the file and nothing else. */
+	assert_int_equal(renames[1].from_fd, t->proc);
+	assert_int_equal(renames[1].to_fd, t->done);
+	assert_string_equal(renames[1].from, STAGE);
 	assert_string_equal(renames[1].to, "x.csv.json");
-	assert_int_equal(strncmp(tmp, ".x.csv.json.", 12), 0);
-	assert_int_equal(strlen(tmp), 12 + 8);
-	assert_int_equal(strspn(tmp + 12, "0123456789abcdef"), 8);
-	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
+	assert_int_equal(renames[1].dst_entries, 1);
+	assert_int_equal(renames[1].dst_dot_entries, 0);
+	assert_missing(tpath(state, "proc/" STAGE));
+	assert_file_content(tpath(state, "done/x.csv.json"), "{\"n\":1}");
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -941,17 +1042,22 @@ test_finish_syncs_report_not_directories(void **state)
 {
 	struct tmpdir *t = *state;
 	char *final = NULL;
+	struct stat st;
 
 	write_file(tpath(state, "proc/x.csv"), "data");
 	fsyncs_reset();
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_int_equal(fsyncs_of_files, 1);
 	assert_int_equal(fsyncs_of_dirs, 0);
+	/* The one file fsynced is the report, not the uploaded file. */
+	assert_int_equal(stat(tpath(state, "done/x.csv.json"), &st), 0);
+	assert_int_equal(fsynced_dev, st.st_dev);
+	assert_int_equal(fsynced_ino, st.st_ino);
 	free(final);
 
 	write_file(tpath(state, "proc/y.csv"), "data");
 	fsyncs_reset();
-	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, NULL, &final), 0);
 	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
 	free(final);
 }
@@ -962,12 +1068,77 @@ test_finish_without_report(void **state)
 	struct tmpdir *t = *state;
 	char *final = NULL;
 
+	/* Without a report the stage name is not used: it may be NULL... */
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, NULL, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_int_equal(count_entries(tpath(state, "done")), 1);
 	free(final);
+
+	/* ...and when given, nothing is made under it. */
+	write_file(tpath(state, "proc/y.csv"), "data");
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, STAGE, &final), 0);
+	assert_string_equal(final, "y.csv");
+	assert_missing(tpath(state, "proc/" STAGE));
+	assert_missing(tpath(state, "done/y.csv.json"));
+	assert_int_equal(count_entries(tpath(state, "done")), 2);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(final);
+}
+
+/* The engine stages the report in the file's state record, which it has already: that inode
+ * becomes the report, cut to the report's length and given the report's mode. */
+static void
+test_finish_stage_reuses_existing_file(void **state)
+{
+	struct tmpdir *t = *state;
+	const char *report = "{\"n\":1}";
+	char *final = NULL;
+	struct stat before, after;
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	write_file(tpath(state, "proc/" STAGE),
+		   "{\"file\":\"x.csv\",\"claimed\":\"2026-11-26T04:00:00Z\",\"sha256\":\"5d41\"}\n");
+	assert_int_equal(chmod(tpath(state, "proc/" STAGE), 0600), 0);
+	assert_int_equal(stat(tpath(state, "proc/" STAGE), &before), 0);
+	assert_true((size_t)before.st_size > strlen(report));
+
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, report, STAGE, &final), 0);
+	assert_string_equal(final, "x.csv");
+	assert_missing(tpath(state, "proc/" STAGE));
+	assert_int_equal(stat(tpath(state, "done/x.csv.json"), &after), 0);
+	assert_int_equal(after.st_dev, before.st_dev);
+	assert_int_equal(after.st_ino, before.st_ino);
+	assert_int_equal(after.st_nlink, 1);
+	assert_int_equal(after.st_mode & 07777, 0640);
+	assert_int_equal(after.st_size, (off_t)strlen(report)); /* no leftover of the record */
+	assert_file_content(tpath(state, "done/x.csv.json"), report);
+	assert_file_content(tpath(state, "done/x.csv"), "data");
+	assert_int_equal(count_entries(tpath(state, "done")), 2);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(final);
+}
+
+/* A symlink planted under the stage name is not followed: nothing is written through it and
+ * the file does not move. */
+static void
+test_finish_stage_symlink_refused(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	write_file(tpath(state, "victim"), "keep");
+	assert_int_equal(symlink(tpath(state, "victim"), tpath(state, "proc/" STAGE)), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final),
+			 -ELOOP);
+	assert_null(final);
+	assert_file_content(tpath(state, "victim"), "keep");
+	assert_file_content(tpath(state, "proc/x.csv"), "data");
+	assert_int_equal(count_entries(tpath(state, "done")), 0);
 }
 
 static void
@@ -979,7 +1150,7 @@ test_finish_clash_gets_timestamp(void **state)
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
 	write_file(tpath(state, "done/x.csv.json"), "old report");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_string_equal(final, "x.20261126T040102Z.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
@@ -987,7 +1158,9 @@ test_finish_clash_gets_timestamp(void **state)
 	assert_file_content(tpath(state, "done/x.%s.csv", STAMP), "new");
 	assert_file_content(tpath(state, "done/x.%s.csv.json", STAMP), "{}");
 	assert_missing(tpath(state, "proc/x.csv"));
+	assert_missing(tpath(state, "proc/" STAGE));
 	assert_int_equal(count_entries(tpath(state, "done")), 4);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1000,7 +1173,8 @@ test_finish_second_and_third_clash(void **state)
 	write_file(tpath(state, "done/x.csv"), "old");
 	write_file(tpath(state, "done/x.%s.csv", STAMP), "old 1");
 	write_file(tpath(state, "proc/x.csv"), "new 2");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", &final), 0);
+	assert_int_equal(
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP "-2.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv"), "new 2");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv.json"), "{\"n\":2}");
@@ -1009,15 +1183,18 @@ test_finish_second_and_third_clash(void **state)
 	/* "-2" is now taken by the file, "-3" only by a report: both skipped. */
 	write_file(tpath(state, "done/x." STAMP "-3.csv.json"), "stray report");
 	write_file(tpath(state, "proc/x.csv"), "new 4");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":4}", &final), 0);
+	assert_int_equal(
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":4}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP "-4.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-4.csv"), "new 4");
+	assert_file_content(tpath(state, "done/x." STAMP "-4.csv.json"), "{\"n\":4}");
 	assert_file_content(tpath(state, "done/x." STAMP "-3.csv.json"), "stray report");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
 	assert_file_content(tpath(state, "done/x.%s.csv", STAMP), "old 1");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv"), "new 2");
 	assert_missing(tpath(state, "done/x." STAMP "-3.csv"));
-	assert_int_equal(count_dot_entries(tpath(state, "done")), 0);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1029,11 +1206,13 @@ test_finish_clash_on_report_only(void **state)
 
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_missing(tpath(state, "done/x.csv")); /* a report beside it would not be its own */
 	assert_file_content(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "new");
+	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1047,11 +1226,13 @@ test_finish_clash_with_dangling_symlink(void **state)
 	/* A dangling link is a name too: not replaced, not written through. */
 	assert_int_equal(symlink(tpath(state, "nowhere"), tpath(state, "done/x.csv")), 0);
 	write_file(tpath(state, "proc/x.csv"), "new");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_int_equal(lstat(tpath(state, "done/x.csv"), &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
 	assert_missing(tpath(state, "nowhere"));
+	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1063,7 +1244,7 @@ test_finish_name_without_extension(void **state)
 
 	write_file(tpath(state, "proc/contacts"), "new");
 	write_file(tpath(state, "done/contacts"), "old");
-	assert_int_equal(fsops_finish(t->proc, "contacts", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "contacts", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "contacts." STAMP);
 	assert_file_content(tpath(state, "done/contacts." STAMP), "new");
 	assert_file_content(tpath(state, "done/contacts." STAMP ".json"), "{}");
@@ -1073,8 +1254,9 @@ test_finish_name_without_extension(void **state)
 	/* Only the last extension moves. */
 	write_file(tpath(state, "proc/a.b.csv"), "ab");
 	write_file(tpath(state, "done/a.b.csv"), "old ab");
-	assert_int_equal(fsops_finish(t->proc, "a.b.csv", t->done, NOW, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "a.b.csv", t->done, NOW, NULL, NULL, &final), 0);
 	assert_string_equal(final, "a.b." STAMP ".csv");
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1089,13 +1271,15 @@ test_finish_long_name_fits(void **state)
 	memset(name, 'n', 251);
 	strcpy(name + 251, ".csv");
 	write_file(tpath(state, "proc/%s", name), "long");
-	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", STAGE, &final), 0);
 	assert_true(strlen(final) + strlen(".json") <= NAME_MAX);
 	assert_true(ends_with(final, "." STAMP ".csv"));
 	assert_int_equal(strncmp(final, name, 100), 0);
 	assert_file_content(tpath(state, "done/%s", final), "long");
 	assert_file_content(tpath(state, "done/%s.json", final), "{}");
 	assert_int_equal(count_entries(tpath(state, "done")), 2);
+	assert_missing(tpath(state, "proc/" STAGE));
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1104,11 +1288,18 @@ test_finish_missing_source(void **state)
 {
 	struct tmpdir *t = *state;
 	char *final = (char *)"untouched";
+	struct stat st;
+	int staged;
 
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), -ENOENT);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final),
+			 -ENOENT);
 	assert_string_equal(final, "untouched");
-	/* The report's temporary file is gone too. */
+	/* Nothing reached done/. The stage is the caller's name in proc/: whether it is left
+	 * there or not, nothing else is. */
 	assert_int_equal(count_entries(tpath(state, "done")), 0);
+	staged = lstat(tpath(state, "proc/" STAGE), &st) == 0;
+	assert_int_equal(count_entries(tpath(state, "proc")), staged);
+	assert_done_had_no_dot_entries(state);
 }
 
 static void
@@ -1121,12 +1312,14 @@ test_finish_report_name_taken_meanwhile(void **state)
 	hook_dir_fd = t->done;
 	snprintf(hook_name, sizeof(hook_name), "x.csv.json");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "intruder");
 	assert_file_content(tpath(state, "done/x.csv.2.json"), "{}");
 	assert_int_equal(count_entries(tpath(state, "done")), 3);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1141,12 +1334,14 @@ test_finish_name_taken_meanwhile(void **state)
 	hook_dir_fd = t->done;
 	snprintf(hook_name, sizeof(hook_name), "x.csv");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "intruder");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "data");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
 	assert_int_equal(count_entries(tpath(state, "done")), 3);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1158,19 +1353,29 @@ test_finish_report_failure_puts_file_back(void **state)
 
 	hook = HOOK_EIO_JSON;
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), -EIO);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW,
+				      "{\"attempt\":1,\"status\":\"completed\"}", STAGE, &final),
+			 -EIO);
 	assert_string_equal(final, "untouched");
+	/* The file is back in proc/, the report still staged there under its name, and done/
+	 * holds neither. */
 	assert_file_content(tpath(state, "proc/x.csv"), "data");
-	/* Neither the file, nor its report, nor the report's temporary file. */
+	assert_file_content(tpath(state, "proc/" STAGE), "{\"attempt\":1,\"status\":\"completed\"}");
+	assert_int_equal(count_entries(tpath(state, "proc")), 2);
 	assert_int_equal(count_entries(tpath(state, "done")), 0);
-	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+	assert_done_had_no_dot_entries(state);
 
-	/* Once the fault is gone the whole step can be tried again. */
+	/* Once the fault is gone the whole step can be tried again, under the same stage name
+	 * (rewritten: nothing of the first report is left). */
 	hook = HOOK_OFF;
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"attempt\":2}", STAGE, &final), 0);
 	assert_string_equal(final, "x.csv");
-	assert_file_content(tpath(state, "done/x.csv.json"), "{}");
+	assert_file_content(tpath(state, "done/x.csv"), "data");
+	assert_file_content(tpath(state, "done/x.csv.json"), "{\"attempt\":2}");
 	assert_int_equal(count_entries(tpath(state, "done")), 2);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
@@ -1184,29 +1389,33 @@ test_finish_without_noreplace_support(void **state)
 	hook = HOOK_NO_NOREPLACE;
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "new");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
 	assert_int_equal(stat(tpath(state, "done/x." STAMP ".csv"), &st), 0);
 	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(stat(tpath(state, "done/x." STAMP ".csv.json"), &st), 0);
+	assert_int_equal(st.st_nlink, 1);
 	assert_missing(tpath(state, "proc/x.csv"));
+	assert_missing(tpath(state, "proc/" STAGE));
 	assert_int_equal(count_entries(tpath(state, "done")), 3);
+	assert_done_had_no_dot_entries(state);
 	free(final);
 }
 
-/* fsops_write_atomic, fsops_read_small */
+/* fsops_write_record, fsops_read_small */
 
 static void
-test_write_atomic_replaces(void **state)
+test_write_record_replaces(void **state)
 {
 	struct tmpdir *t = *state;
 	struct stat st;
 
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "one", 3, true), 0);
+	assert_int_equal(fsops_write_record(t->proc, "state.json", "one", 3, true), 0);
 	assert_file_content(tpath(state, "proc/state.json"), "one");
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "second", 6, true), 0);
+	assert_int_equal(fsops_write_record(t->proc, "state.json", "second", 6, true), 0);
 	assert_file_content(tpath(state, "proc/state.json"), "second");
 	assert_int_equal(stat(tpath(state, "proc/state.json"), &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
@@ -1215,40 +1424,52 @@ test_write_atomic_replaces(void **state)
 }
 
 static void
-test_write_atomic_durable_or_not(void **state)
+test_write_record_durable_or_not(void **state)
 {
 	struct tmpdir *t = *state;
 
 	/* Durable: the content is fsynced before the rename (the directory is the caller's). */
 	fsyncs_reset();
-	assert_int_equal(fsops_write_atomic(t->proc, "a", "durable", 7, true), 0);
+	assert_int_equal(fsops_write_record(t->proc, "a", "durable", 7, true), 0);
 	assert_int_equal(fsyncs_of_files, 1);
 	assert_int_equal(fsyncs_of_dirs, 0);
 	assert_file_content(tpath(state, "proc/a"), "durable");
 
 	/* Not durable: the same content and name, and no fsync at all. */
 	fsyncs_reset();
-	assert_int_equal(fsops_write_atomic(t->proc, "b", "not durable", 11, false), 0);
+	assert_int_equal(fsops_write_record(t->proc, "b", "not durable", 11, false), 0);
 	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
 	assert_file_content(tpath(state, "proc/b"), "not durable");
-	assert_int_equal(fsops_write_atomic(t->proc, "a", "again", 5, false), 0);
+	assert_int_equal(fsops_write_record(t->proc, "a", "again", 5, false), 0);
 	assert_file_content(tpath(state, "proc/a"), "again");
+
+	/* In place: a record rewritten keeps its inode (no inode made and freed per write). */
+	struct stat before, after;
+	assert_int_equal(stat(tpath(state, "proc/b"), &before), 0);
+	assert_int_equal(fsops_write_record(t->proc, "b", "x", 1, false), 0);
+	assert_int_equal(stat(tpath(state, "proc/b"), &after), 0);
+	assert_true(before.st_ino == after.st_ino);
+	assert_file_content(tpath(state, "proc/b"), "x");
 
 	assert_int_equal(count_entries(tpath(state, "proc")), 2);
 	assert_int_equal(count_dot_entries(tpath(state, "proc")), 0);
 }
 
 static void
-test_write_atomic_does_not_follow_symlink(void **state)
+test_write_record_does_not_follow_symlink(void **state)
 {
 	struct tmpdir *t = *state;
 
 	write_file(tpath(state, "victim"), "keep");
+	/* Durable: through the temporary name. */
 	assert_int_equal(symlink(tpath(state, "victim"), tpath(state, "proc/.state.json.tmp")), 0);
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "evil", 4, true), -ELOOP);
-	assert_int_equal(fsops_write_atomic(t->proc, "state.json", "evil", 4, false), -ELOOP);
+	assert_int_equal(fsops_write_record(t->proc, "state.json", "evil", 4, true), -ELOOP);
 	assert_file_content(tpath(state, "victim"), "keep");
 	assert_missing(tpath(state, "proc/state.json"));
+	/* In place: through the record's own name. */
+	assert_int_equal(symlink(tpath(state, "victim"), tpath(state, "proc/state.json")), 0);
+	assert_int_equal(fsops_write_record(t->proc, "state.json", "evil", 4, false), -ELOOP);
+	assert_file_content(tpath(state, "victim"), "keep");
 }
 
 static void
@@ -1406,9 +1627,11 @@ main(void)
 		T(test_open_too_big),
 		T(test_open_missing),
 		T(test_finish_simple),
-		T(test_finish_report_written_before_move_named_after),
+		T(test_finish_report_staged_before_move_placed_after),
 		T(test_finish_syncs_report_not_directories),
 		T(test_finish_without_report),
+		T(test_finish_stage_reuses_existing_file),
+		T(test_finish_stage_symlink_refused),
 		T(test_finish_clash_gets_timestamp),
 		T(test_finish_second_and_third_clash),
 		T(test_finish_clash_on_report_only),
@@ -1420,9 +1643,9 @@ main(void)
 		T(test_finish_name_taken_meanwhile),
 		T(test_finish_report_failure_puts_file_back),
 		T(test_finish_without_noreplace_support),
-		T(test_write_atomic_replaces),
-		T(test_write_atomic_durable_or_not),
-		T(test_write_atomic_does_not_follow_symlink),
+		T(test_write_record_replaces),
+		T(test_write_record_durable_or_not),
+		T(test_write_record_does_not_follow_symlink),
 		T(test_read_small),
 		T(test_list_skips_dot_names),
 		T(test_list_many),
