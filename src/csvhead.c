@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #define CSVHEAD_CHUNK 4096
+#define CSVHEAD_SLICE 256
 
 static const unsigned char utf8_bom[3] = { 0xef, 0xbb, 0xbf };
 
@@ -174,13 +175,14 @@ read_full(int fd, unsigned char *buf, size_t len, off_t off, size_t *ret_n)
 }
 
 int
-csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
+csvhead_parse(const void *data, size_t len, bool complete, struct csvhead *ret, char *errbuf,
+	      size_t errsz)
 {
+	const unsigned char *buf = data;
 	struct parse_state st = { 0 };
 	struct csv_parser p;
 	struct msg m;
-	unsigned char buf[CSVHEAD_CHUNK];
-	off_t off = 0;
+	size_t off = 0, end = len < CSVHEAD_MAX_BYTES ? len : CSVHEAD_MAX_BYTES;
 	bool eof = false;
 	int r;
 
@@ -194,18 +196,27 @@ csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
 	 * hundreds of reallocs. */
 	csv_set_blk_size(&p, CSVHEAD_CHUNK);
 
-	while (!st.done) {
-		size_t want = CSVHEAD_CHUNK, n, skip = 0;
+	if (len >= sizeof(utf8_bom) && memcmp(buf, utf8_bom, sizeof(utf8_bom)) == 0)
+		off = sizeof(utf8_bom);
+	/* In slices: libcsv parses all it is given, and only the first record is wanted. */
+	while (!st.done && off < end) {
+		size_t n = end - off < CSVHEAD_SLICE ? end - off : CSVHEAD_SLICE;
 
-		if ((size_t)off >= CSVHEAD_MAX_BYTES) {
-			/* At the cap: the header may still end exactly here, at the end of file. */
-			r = read_full(fd, buf, 1, off, &n);
-			if (r < 0)
-				goto read_fail;
-			if (n == 0) {
-				eof = true;
-				break;
-			}
+		if (csv_parse(&p, buf + off, n, csvhead_field_cb, csvhead_record_cb, &st) != n) {
+			r = -ENOMEM;
+			msg_add(&m, "cannot parse the CSV header: %s", csv_strerror(csv_error(&p)));
+			goto fail;
+		}
+		off += n;
+		if (st.err < 0) {
+			r = st.err;
+			msg_add(&m, "cannot parse the CSV header: %s", strerror(-r));
+			goto fail;
+		}
+	}
+	if (!st.done) {
+		/* At the cap, the header may still end exactly there, at the end of the file. */
+		if (len > CSVHEAD_MAX_BYTES || !complete) {
 			r = -E2BIG;
 			msg_add(&m, "CSV header row is longer than %d bytes", CSVHEAD_MAX_BYTES);
 			if (p.quoted)
@@ -213,30 +224,7 @@ csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
 					    "missing?)");
 			goto fail;
 		}
-		if (want > CSVHEAD_MAX_BYTES - (size_t)off)
-			want = CSVHEAD_MAX_BYTES - (size_t)off;
-		r = read_full(fd, buf, want, off, &n);
-		if (r < 0)
-			goto read_fail;
-		if (n == 0) {
-			eof = true;
-			break;
-		}
-		/* The first chunk is read whole (read_full), so a BOM is never split. */
-		if (off == 0 && n >= sizeof(utf8_bom) && memcmp(buf, utf8_bom, sizeof(utf8_bom)) == 0)
-			skip = sizeof(utf8_bom);
-		off += (off_t)n;
-		if (csv_parse(&p, buf + skip, n - skip, csvhead_field_cb, csvhead_record_cb, &st) !=
-		    n - skip) {
-			r = -ENOMEM;
-			msg_add(&m, "cannot parse the CSV header: %s", csv_strerror(csv_error(&p)));
-			goto fail;
-		}
-		if (st.err < 0) {
-			r = st.err;
-			msg_add(&m, "cannot parse the CSV header: %s", strerror(-r));
-			goto fail;
-		}
+		eof = true;
 	}
 
 	if (!st.done && eof) {
@@ -260,7 +248,7 @@ csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
 	}
 	if (!st.done || st.n_fields == 0) {
 		r = -ENODATA;
-		msg_add(&m, off == 0 ? "the file is empty" : "the file has no CSV header row");
+		msg_add(&m, len == 0 ? "the file is empty" : "the file has no CSV header row");
 		goto fail;
 	}
 	if (st.has_nul) {
@@ -276,11 +264,32 @@ csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
 	ret->n_fields = st.n_fields;
 	return 0;
 
-read_fail:
-	msg_add(&m, "cannot read the file: %s", strerror(-r));
 fail:
 	csv_free(&p);
 	fields_free(st.fields, st.n_fields);
+	return r;
+}
+
+int
+csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz)
+{
+	unsigned char *buf = malloc(CSVHEAD_MAX_BYTES + 1);
+	size_t n = 0;
+	int r;
+
+	struct msg m;
+
+	msg_init(&m, errbuf, errsz);
+	if (buf == NULL) {
+		msg_add(&m, "cannot read the file: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	r = read_full(fd, buf, CSVHEAD_MAX_BYTES + 1, 0, &n);
+	if (r < 0)
+		msg_add(&m, "cannot read the file: %s", strerror(-r));
+	else
+		r = csvhead_parse(buf, n, n <= CSVHEAD_MAX_BYTES, ret, errbuf, errsz);
+	free(buf);
 	return r;
 }
 

@@ -2,6 +2,7 @@
 #ifndef RDD_CSVHEAD_H
 #define RDD_CSVHEAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -19,6 +20,11 @@ struct csvhead {
  * human reason in ERRBUF: -ENODATA empty file, -E2BIG header longer than CSVHEAD_MAX_BYTES,
  * -EILSEQ malformed (e.g. unterminated quote), or the read error. */
 int csvhead_read(int fd, struct csvhead *ret, char *errbuf, size_t errsz);
+
+/* The same from the first bytes of a file, already read (by the hash, say): DATA holds its
+ * first LEN bytes, either the whole file (COMPLETE) or at least CSVHEAD_MAX_BYTES + 1 of them. */
+int csvhead_parse(const void *data, size_t len, bool complete, struct csvhead *ret, char *errbuf,
+		  size_t errsz);
 void csvhead_free(struct csvhead *h);
 
 /* Checks that every column named by MAP is in the header (exact, case-sensitive match, as

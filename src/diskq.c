@@ -13,16 +13,27 @@
  * thread that ended it. */
 #define DISKQ_THREADS 4
 
+/* Group commit under load, as PostgreSQL's commit_delay: every batch costs an fsync of each
+ * directory it touches, so when a batch ends with fewer than DISKQ_BATCH_MIN operations waiting,
+ * the next one waits up to DISKQ_DELAY_MS for more. An operation submitted while the threads
+ * are idle goes at once: a lone file pays no delay. */
+#define DISKQ_BATCH_MIN 32
+#define DISKQ_DELAY_MS 1
+
 struct diskq {
 	uv_loop_t *loop;
 	uv_async_t async; /* a batch is done */
+	uv_timer_t delay; /* the next batch waits for more operations */
 	uv_thread_t threads[DISKQ_THREADS];
 	unsigned n_threads;
 	uv_mutex_t lock;
 	uv_cond_t cond;
 	/* Loop thread only. */
 	struct diskq_op *queued_head, *queued_tail;
+	size_t queued;
 	bool busy;      /* a batch is with the threads */
+	bool holding;   /* the delay timer runs */
+	unsigned open_handles;
 	size_t pending; /* submitted, DONE not yet called */
 	struct diskq_stats stats;
 	void (*closed_cb)(void *data);
@@ -150,13 +161,16 @@ static void diskq_thread(void *arg)
 	uv_mutex_unlock(&dq->lock);
 }
 
-void diskq_flush(struct diskq *dq)
+static void diskq_hand_over(struct diskq *dq)
 {
 	struct diskq_op *batch = dq->queued_head;
 
-	if (dq->busy || !batch)
-		return;
+	if (dq->holding) {
+		uv_timer_stop(&dq->delay);
+		dq->holding = false;
+	}
 	dq->queued_head = dq->queued_tail = NULL;
+	dq->queued = 0;
 	dq->busy = true;
 	uv_mutex_lock(&dq->lock);
 	dq->batch = dq->cursor = batch;
@@ -167,11 +181,26 @@ void diskq_flush(struct diskq *dq)
 	uv_mutex_unlock(&dq->lock);
 }
 
+void diskq_flush(struct diskq *dq)
+{
+	if (dq->busy || dq->queued == 0 || (dq->holding && dq->queued < DISKQ_BATCH_MIN))
+		return;
+	diskq_hand_over(dq);
+}
+
+static void diskq_delay_cb(uv_timer_t *timer)
+{
+	struct diskq *dq = timer->data;
+
+	dq->holding = false;
+	if (!dq->busy && dq->queued > 0)
+		diskq_hand_over(dq);
+}
+
 static void diskq_async_cb(uv_async_t *async)
 {
 	struct diskq *dq = async->data;
 	struct diskq_op *op, *next;
-
 	uint64_t fsyncs;
 
 	uv_mutex_lock(&dq->lock);
@@ -190,8 +219,14 @@ static void diskq_async_cb(uv_async_t *async)
 		dq->stats.ops++;
 		op->done(op);
 	}
-	/* What was submitted meanwhile, and by the completions just delivered. */
-	diskq_flush(dq);
+	/* What was submitted meanwhile, and by the completions just delivered: at once when
+	 * there is enough of it, else after a short wait for more. */
+	if (dq->queued >= DISKQ_BATCH_MIN) {
+		diskq_hand_over(dq);
+	} else if (dq->queued > 0 && !dq->holding) {
+		dq->holding = true;
+		uv_timer_start(&dq->delay, diskq_delay_cb, DISKQ_DELAY_MS, 0);
+	}
 }
 
 static void diskq_closed_cb(uv_handle_t *handle)
@@ -200,6 +235,8 @@ static void diskq_closed_cb(uv_handle_t *handle)
 	void (*cb)(void *) = dq->closed_cb;
 	void *data = dq->closed_data;
 
+	if (--dq->open_handles > 0)
+		return;
 	uv_cond_destroy(&dq->cond);
 	uv_mutex_destroy(&dq->lock);
 	free(dq);
@@ -234,12 +271,16 @@ int diskq_new(uv_loop_t *loop, struct diskq **ret)
 	if ((r = uv_async_init(loop, &dq->async, diskq_async_cb)) < 0)
 		goto fail_cond;
 	dq->async.data = dq;
+	uv_timer_init(loop, &dq->delay);
+	dq->delay.data = dq;
+	dq->open_handles = 2;
 	for (unsigned i = 0; i < DISKQ_THREADS; i++) {
 		r = uv_thread_create(&dq->threads[i], diskq_thread, dq);
 		if (r < 0) {
 			diskq_stop_threads(dq);
-			/* DQ is freed once the handle is closed, on the loop's next turn. */
+			/* DQ is freed once its handles are closed, on the loop's next turn. */
 			uv_close((uv_handle_t *)&dq->async, diskq_closed_cb);
+			uv_close((uv_handle_t *)&dq->delay, diskq_closed_cb);
 			return r;
 		}
 		dq->n_threads++;
@@ -263,6 +304,7 @@ void diskq_submit(struct diskq *dq, struct diskq_op *op)
 	else
 		dq->queued_head = op;
 	dq->queued_tail = op;
+	dq->queued++;
 	dq->pending++;
 }
 
@@ -282,4 +324,5 @@ void diskq_close(struct diskq *dq, void (*cb)(void *data), void *data)
 	dq->closed_data = data;
 	diskq_stop_threads(dq);
 	uv_close((uv_handle_t *)&dq->async, diskq_closed_cb);
+	uv_close((uv_handle_t *)&dq->delay, diskq_closed_cb);
 }

@@ -42,8 +42,9 @@ int diskq_new(uv_loop_t *loop, struct diskq **ret);
  * ended. */
 void diskq_submit(struct diskq *dq, struct diskq_op *op);
 
-/* Hands what was submitted to the thread, unless it is busy (then it goes as soon as the
- * thread is free). Call once per loop turn, after the turn's submissions. */
+/* Hands what was submitted to the threads, unless they are busy (then it goes when they are
+ * free, after a wait of a millisecond for more when there is little of it). Call once per loop
+ * turn, after the turn's submissions. */
 void diskq_flush(struct diskq *dq);
 
 /* Submitted and not yet done. */

@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 struct http_socket {
@@ -26,6 +27,7 @@ struct http {
 	struct http_socket *sockets;
 	unsigned running;
 	unsigned pending_closes;
+	bool kick; /* curl asked for a timeout of 0 */
 	void (*closed_cb)(void *data);
 	void *closed_data;
 };
@@ -55,12 +57,27 @@ static void http_drain(struct http *http)
 	}
 }
 
+/* How many times in a row curl may ask to be called again at once before the loop gets its
+ * turn. */
+#define HTTP_KICKS_MAX 8
+
 static void http_socket_action(struct http *http, curl_socket_t fd, int flags)
 {
 	int running;
 
-	curl_multi_socket_action(http->multi, fd, flags, &running);
-	http_drain(http);
+	for (int i = 0; i < HTTP_KICKS_MAX; i++) {
+		http->kick = false;
+		curl_multi_socket_action(http->multi, fd, flags, &running);
+		http_drain(http);
+		/* A transfer started from a completion just drained (the next upload, once a slot
+		 * is free) asks for a timeout of 0: served here, it goes out now rather than after
+		 * every other event of this loop turn. (The timer is armed too, for requests
+		 * started outside this function.) */
+		if (!http->kick)
+			break;
+		fd = CURL_SOCKET_TIMEOUT;
+		flags = 0;
+	}
 }
 
 static void http_poll_cb(uv_poll_t *poll, int status, int events)
@@ -161,6 +178,8 @@ static int http_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 		uv_timer_stop(&http->timer);
 	else
 		uv_timer_start(&http->timer, http_timeout_cb, (uint64_t)timeout_ms, 0);
+	if (timeout_ms == 0)
+		http->kick = true;
 	return 0;
 }
 

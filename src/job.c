@@ -37,8 +37,8 @@
  *
  * Two more moves: a file whose move failed goes through RECORDING first (FINISHING ->
  * RECORDING -> FINISH_WAIT) when its import is not on disk yet; and a drain lets a file whose
- * record counts the upload it was waiting for go through SAVING once more (from QUEUED, or
- * again from SAVING), so that its record does not count an upload never made.
+ * record counts the upload it was waiting for go through SAVING once more (from CLAIMING,
+ * CHECKING, SAVING or QUEUED), so that its record does not count an upload never made.
  *
  * In a drain, a state that would only wait, or start new work, ends the job instead: its file
  * stays in processing with its record for the next start. Disk work and checks run to their end
@@ -69,7 +69,8 @@
 
 static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
-	[JOB_CLAIMING] = {"claiming", true, false, false, false, S(CHECKING) | S(ENDED)},
+	[JOB_CLAIMING] = {"claiming", true, false, false, false,
+			  S(CHECKING) | S(SAVING) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
 			  S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
 	[JOB_SAVING] = {"saving", true, false, false, true, S(QUEUED) | S(SAVING) | S(ENDED)},
@@ -328,7 +329,7 @@ static void job_check_done(uv_work_t *req, int status)
 	bool follow = job->folder->conf->settings.follow_import;
 
 	if (status == UV_ECANCELED || job->check_result == -ECANCELED) {
-		job_end(job, JOB_END_RELEASED);
+		job_release(job);
 		return;
 	}
 	job->fd = c->fd;

@@ -331,6 +331,44 @@ test_header_at_limit(void **state)
 	free(s);
 }
 
+/* From bytes already read (the check hashes the file and parses the header from that first
+ * read): the same answers as from a descriptor, given the whole file or more than the limit. */
+static void
+test_parse_from_bytes(void **state)
+{
+	struct csvhead h;
+	char err[256];
+	size_t size;
+	char *s;
+
+	(void)state;
+	/* The start of a bigger file: the header has ended, what follows is not needed. */
+	s = make_long_header(CSVHEAD_MAX_BYTES + 1, "\n", &size);
+	assert_int_equal(csvhead_parse("Email,Name\na@b.c,A\nx", 22, false, &h, err, sizeof(err)), 0);
+	assert_int_equal(h.n_fields, 2);
+	assert_string_equal(h.fields[0], "Email");
+	csvhead_free(&h);
+	/* A header that does not end within the limit, from a bigger file. */
+	assert_int_equal(csvhead_parse(s, CSVHEAD_MAX_BYTES + 1, false, &h, err, sizeof(err)),
+			 -E2BIG);
+	assert_string_equal(err, "CSV header row is longer than 65536 bytes");
+	free(s);
+	/* A whole file of exactly the limit, no line end. */
+	s = make_long_header(CSVHEAD_MAX_BYTES, "", &size);
+	assert_int_equal(csvhead_parse(s, size, true, &h, err, sizeof(err)), 0);
+	assert_int_equal(strlen(h.fields[1]), CSVHEAD_MAX_BYTES - 6);
+	csvhead_free(&h);
+	/* The same bytes, but more of the file follows: too long. */
+	assert_int_equal(csvhead_parse(s, size, false, &h, err, sizeof(err)), -E2BIG);
+	free(s);
+	/* BOM, and an empty whole file. */
+	assert_int_equal(csvhead_parse("\xef\xbb\xbf" "email\n", 9, true, &h, err, sizeof(err)), 0);
+	assert_string_equal(h.fields[0], "email");
+	csvhead_free(&h);
+	assert_int_equal(csvhead_parse("", 0, true, &h, err, sizeof(err)), -ENODATA);
+	assert_string_equal(err, "the file is empty");
+}
+
 static void
 test_unterminated_quote_in_big_file(void **state)
 {
@@ -571,6 +609,7 @@ main(void)
 		cmocka_unit_test(test_offset_unchanged),
 		cmocka_unit_test_setup_teardown(test_header_too_long, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_header_at_limit, setup_tmp, teardown_tmp),
+		cmocka_unit_test(test_parse_from_bytes),
 		cmocka_unit_test_setup_teardown(test_unterminated_quote_in_big_file, setup_tmp,
 						teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_split_across_chunks, setup_tmp, teardown_tmp),

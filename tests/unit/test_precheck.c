@@ -14,12 +14,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
 
 #include "precheck.h"
+
+/* pread is replaced for the whole test program, to count what the check reads. */
+static uint64_t pread_bytes;
+
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+	ssize_t n = (ssize_t)syscall(SYS_pread64, fd, buf, count, offset);
+
+	if (n > 0)
+		pread_bytes += (uint64_t)n;
+	return n;
+}
 
 struct fixture {
 	char dir[64];
@@ -316,6 +329,36 @@ static void test_big_file_hashes_right(void **state)
 	close(pc.fd);
 }
 
+/* The check reads the file once, header included (the upload is the only other read): a
+ * 3 MB file costs 3 MB of reads, for a file that passes and for one refused for its header. */
+static void test_file_read_once(void **state)
+{
+	struct fixture *fx = *state;
+	size_t len = 3 * PRECHECK_READ_BYTES + 777;
+	char *data = malloc(len);
+	struct precheck pc;
+
+	assert_non_null(data);
+	memset(data, 'x', len);
+	memcpy(data, "Email,First Name\n", 17);
+	for (size_t i = 17 + 40; i < len; i += 41)
+		data[i] = '\n';
+	write_bytes(fx, "once.csv", data, len);
+	pread_bytes = 0;
+	assert_int_equal(check(fx, "once.csv", NULL, &pc), 0);
+	assert_int_equal(pread_bytes, len);
+	close(pc.fd);
+
+	memcpy(data, "Mail,First Name\n", 16);
+	write_bytes(fx, "bad.csv", data, len);
+	pread_bytes = 0;
+	assert_true(check(fx, "bad.csv", NULL, &pc) < 0);
+	assert_int_equal(pread_bytes, len);
+	assert_non_null(strstr(pc.reason, "lacks column 'Email'"));
+	assert_int_equal(strlen(pc.sha256), 64);
+	free(data);
+}
+
 /* A shutdown stops the check early; nothing is refused (no reason), nothing stays open. */
 static void test_cancel_before_call(void **state)
 {
@@ -344,6 +387,7 @@ int main(void)
 		T(test_too_big_refused),
 		T(test_missing_refused),
 		T(test_big_file_hashes_right),
+		T(test_file_read_once),
 		T(test_cancel_before_call),
 	};
 #undef T
