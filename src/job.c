@@ -64,13 +64,16 @@
 #define JOB_FOLLOW_LIMIT_MS (24ull * 60 * 60 * 1000)
 #define JOB_FINISH_FIRST_MS 1000
 #define JOB_FINISH_MAX_MS 60000
+/* Files up to this size are checked by the disk thread with their claim (hashing 256 KiB takes
+ * about half a millisecond); bigger ones in the thread pool, beside the batches. */
+#define JOB_INLINE_CHECK_BYTES (256 * 1024)
 
 #define S(x) (1u << JOB_##x)
 
 static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,
-			  S(CHECKING) | S(SAVING) | S(ENDED)},
+			  S(CHECKING) | S(QUEUED) | S(SAVING) | S(FINISHING) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
 			  S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
 	[JOB_SAVING] = {"saving", true, false, false, true, S(QUEUED) | S(SAVING) | S(ENDED)},
@@ -94,6 +97,8 @@ const struct job_state_info *job_state_info(enum job_state state)
 {
 	return &job_states[state];
 }
+
+static void job_check_result(struct job *job);
 
 static const char *job_folder_name(const struct job *job)
 {
@@ -210,6 +215,13 @@ static void job_claim_work(struct diskq_op *op)
 							  job->record_text, strlen(job->record_text),
 							  false)
 				     : -ENOMEM;
+	/* A small file is checked here too: hashing it costs less than a trip through the
+	 * thread pool and back. */
+	if (job->has_seen && job->seen.size <= JOB_INLINE_CHECK_BYTES) {
+		job->check_result = precheck_run(f->proc_fd, job->name, f->conf, &job->cancel,
+						 &job->check);
+		job->checked = true;
+	}
 }
 
 static void job_claim_done(struct diskq_op *op)
@@ -229,7 +241,10 @@ static void job_claim_done(struct diskq_op *op)
 		/* Without it, the record is written again before the upload (SAVING). */
 		job->record_counts_next = job->record_result == 0;
 		job_emit_claimed(job, JOBS_CLAIMED);
-		job_enter(job, JOB_CHECKING);
+		if (job->checked)
+			job_check_result(job);
+		else
+			job_enter(job, JOB_CHECKING);
 		return;
 	case -ENOENT:
 		job_emit_claimed(job, JOBS_GONE);
@@ -322,13 +337,14 @@ static void job_apply_record(struct job *job)
 	job->import_recorded = s->import_id[0] != '\0';
 }
 
-static void job_check_done(uv_work_t *req, int status)
+/* What the check found decides what comes next, whether it ran in the pool (CHECKING) or with
+ * the claim (a small file). */
+static void job_check_result(struct job *job)
 {
-	struct job *job = req->data;
 	struct precheck *c = &job->check;
 	bool follow = job->folder->conf->settings.follow_import;
 
-	if (status == UV_ECANCELED || job->check_result == -ECANCELED) {
+	if (job->check_result == -ECANCELED) {
 		job_release(job);
 		return;
 	}
@@ -361,6 +377,17 @@ static void job_check_done(uv_work_t *req, int status)
 	}
 	/* The claim's record counts the first upload already; a resumed file's does not. */
 	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
+}
+
+static void job_check_done(uv_work_t *req, int status)
+{
+	struct job *job = req->data;
+
+	if (status == UV_ECANCELED) {
+		job_release(job);
+		return;
+	}
+	job_check_result(job);
 }
 
 /* ---- SAVING, RECORDING: the state record, in the disk thread --------------------------- */

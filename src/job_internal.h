@@ -93,6 +93,7 @@ struct job {
 	atomic_bool cancel; /* the check stops hashing: a drain */
 	int fd;
 	bool dry_run, resumed, requeue_front, record_durable, has_seen;
+	bool checked; /* the claim's disk work checked the file too */
 	/* SAVING writes the attempts made, not the coming one: after a refusal, or a drain. */
 	bool record_exact;
 	bool record_counts_next; /* the record on disk counts an upload not yet started */
