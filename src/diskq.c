@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include <utlist.h>
+
 #include "fsops.h"
 
 /* The threads share each batch: its operations are independent (one per job, each job's file
@@ -29,8 +31,8 @@ struct diskq {
 	uv_mutex_t lock;
 	uv_cond_t cond;
 	/* Loop thread only. */
-	struct diskq_op *queued_head, *queued_tail;
-	size_t queued;
+	struct diskq_op *queued; /* utlist: next ends in NULL, so a batch is a plain list */
+	size_t n_queued;
 	bool busy;      /* a batch is with the threads */
 	bool holding;   /* the delay timer runs */
 	unsigned open_handles;
@@ -163,14 +165,14 @@ static void diskq_thread(void *arg)
 
 static void diskq_hand_over(struct diskq *dq)
 {
-	struct diskq_op *batch = dq->queued_head;
+	struct diskq_op *batch = dq->queued;
 
 	if (dq->holding) {
 		uv_timer_stop(&dq->delay);
 		dq->holding = false;
 	}
-	dq->queued_head = dq->queued_tail = NULL;
-	dq->queued = 0;
+	dq->queued = NULL;
+	dq->n_queued = 0;
 	dq->busy = true;
 	uv_mutex_lock(&dq->lock);
 	dq->batch = dq->cursor = batch;
@@ -183,7 +185,7 @@ static void diskq_hand_over(struct diskq *dq)
 
 void diskq_flush(struct diskq *dq)
 {
-	if (dq->busy || dq->queued == 0 || (dq->holding && dq->queued < DISKQ_BATCH_MIN))
+	if (dq->busy || dq->n_queued == 0 || (dq->holding && dq->n_queued < DISKQ_BATCH_MIN))
 		return;
 	diskq_hand_over(dq);
 }
@@ -193,7 +195,7 @@ static void diskq_delay_cb(uv_timer_t *timer)
 	struct diskq *dq = timer->data;
 
 	dq->holding = false;
-	if (!dq->busy && dq->queued > 0)
+	if (!dq->busy && dq->n_queued > 0)
 		diskq_hand_over(dq);
 }
 
@@ -221,9 +223,9 @@ static void diskq_async_cb(uv_async_t *async)
 	}
 	/* What was submitted meanwhile, and by the completions just delivered: at once when
 	 * there is enough of it, else after a short wait for more. */
-	if (dq->queued >= DISKQ_BATCH_MIN) {
+	if (dq->n_queued >= DISKQ_BATCH_MIN) {
 		diskq_hand_over(dq);
-	} else if (dq->queued > 0 && !dq->holding) {
+	} else if (dq->n_queued > 0 && !dq->holding) {
 		dq->holding = true;
 		uv_timer_start(&dq->delay, diskq_delay_cb, DISKQ_DELAY_MS, 0);
 	}
@@ -298,13 +300,8 @@ fail_free:
 
 void diskq_submit(struct diskq *dq, struct diskq_op *op)
 {
-	op->next = NULL;
-	if (dq->queued_tail)
-		dq->queued_tail->next = op;
-	else
-		dq->queued_head = op;
-	dq->queued_tail = op;
-	dq->queued++;
+	DL_APPEND(dq->queued, op);
+	dq->n_queued++;
 	dq->pending++;
 }
 

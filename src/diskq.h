@@ -24,7 +24,7 @@ struct diskq_op;
  * the loop once the batch's directories are synced. The op's memory is the submitter's and
  * must stay valid until DONE. */
 struct diskq_op {
-	struct diskq_op *next;
+	struct diskq_op *prev, *next;
 	void (*work)(struct diskq_op *op);
 	void (*done)(struct diskq_op *op);
 	int result;

@@ -35,10 +35,12 @@
  *                                     v                              | the move failed for
  *                                   ENDED (done/ or failed/)   FINISH_WAIT (S)  a while
  *
- * Two more moves: a file whose move failed goes through RECORDING first (FINISHING ->
- * RECORDING -> FINISH_WAIT) when its import is not on disk yet; and a drain lets a file whose
- * record counts the upload it was waiting for go through SAVING once more (from CLAIMING,
- * CHECKING, SAVING or QUEUED), so that its record does not count an upload never made.
+ * Three more moves: a file of at most 256 KiB is checked by the claim's own disk work, and goes
+ * from CLAIMING where CHECKING would have sent it (QUEUED, or FINISHING when it is refused); a
+ * file whose move failed goes through RECORDING first (FINISHING -> RECORDING -> FINISH_WAIT)
+ * when its import is not on disk yet; and a drain lets a file whose record counts the upload it
+ * was waiting for go through SAVING once more (from CLAIMING, CHECKING, SAVING or QUEUED), so
+ * that its record does not count an upload never made.
  *
  * In a drain, a state that would only wait, or start new work, ends the job instead: its file
  * stays in processing with its record for the next start. Disk work and checks run to their end
@@ -70,6 +72,8 @@
 
 #define S(x) (1u << JOB_##x)
 
+/* Columns: name; holding (counts against max_holding); upload_slot; waits (a drain ends it at
+ * once); in_drain (may be entered while draining); the states it may become. */
 static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,

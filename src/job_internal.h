@@ -64,7 +64,7 @@ enum job_end {
 struct claimed {
 	UT_hash_handle hh;
 	struct job *job;      /* NULL while in the backlog */
-	struct claimed *next; /* backlog */
+	struct claimed *prev, *next; /* backlog */
 	size_t folder;
 	bool indexed;
 	char name[];
@@ -144,7 +144,7 @@ struct jobs {
 	size_t n_jobs;
 	unsigned n_state[JOB_N_STATES];
 	unsigned holding, max_holding;
-	struct claimed *backlog_head, *backlog_tail;
+	struct claimed *backlog_head; /* utlist */
 	size_t backlog;
 	unsigned lists_pending;
 	bool auth_paused, paused, auth_failed_pending;

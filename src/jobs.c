@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "log.h"
 
@@ -67,12 +68,7 @@ void jobs_claimed_free(struct jobs *js, struct claimed *c)
 void jobs_backlog_push(struct jobs *js, struct claimed *c)
 {
 	c->job = NULL;
-	c->next = NULL;
-	if (js->backlog_tail)
-		js->backlog_tail->next = c;
-	else
-		js->backlog_head = c;
-	js->backlog_tail = c;
+	DL_APPEND(js->backlog_head, c);
 	js->backlog++;
 }
 
@@ -80,13 +76,10 @@ static struct claimed *backlog_pop(struct jobs *js)
 {
 	struct claimed *c = js->backlog_head;
 
-	if (!c)
-		return NULL;
-	js->backlog_head = c->next;
-	if (!js->backlog_head)
-		js->backlog_tail = NULL;
-	js->backlog--;
-	c->next = NULL;
+	if (c) {
+		DL_DELETE(js->backlog_head, c);
+		js->backlog--;
+	}
 	return c;
 }
 
