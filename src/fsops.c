@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,15 +38,148 @@ errbuf_set(char *errbuf, size_t errsz, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* With O_DIRECTORY a symlink fails as ENOTDIR; say what it is. */
+static int
+open_dir_error(int at_fd, const char *path)
+{
+	struct stat st;
+	int r = -errno;
+
+	if (r == -ENOTDIR && fstatat(at_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode))
+		r = -ELOOP;
+	return r;
+}
+
 int
 fsops_open_dir(const char *path, int *ret_fd)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 	if (fd < 0)
-		return -errno;
+		return open_dir_error(AT_FDCWD, path);
 	*ret_fd = fd;
 	return 0;
+}
+
+int
+fsops_dir_owned(int dir_fd)
+{
+	struct stat st;
+
+	if (fstat(dir_fd, &st) < 0)
+		return -errno;
+	return st.st_uid == geteuid() || st.st_uid == 0 ? 0 : -EPERM;
+}
+
+int
+fsops_dir_check(int dir_fd, const char *path)
+{
+	struct stat held, now;
+
+	if (fstat(dir_fd, &held) < 0)
+		return -errno;
+	if (lstat(path, &now) < 0)
+		return -errno;
+	if (S_ISLNK(now.st_mode))
+		return -ELOOP;
+	if (!S_ISDIR(now.st_mode))
+		return -ENOTDIR;
+	if (now.st_dev != held.st_dev || now.st_ino != held.st_ino)
+		return -ESTALE;
+	return 0;
+}
+
+const char *
+fsops_dir_check_reason(int r)
+{
+	switch (r) {
+	case -ENOENT:
+		return "it no longer exists";
+	case -ELOOP:
+		return "it is a symbolic link now";
+	case -ENOTDIR:
+		return "it is not a directory any more";
+	case -ESTALE:
+		return "another directory has taken its place";
+	case -EPERM:
+		return "it is owned by another user";
+	case -EWOULDBLOCK:
+		return "another resend-dropd serves it";
+	default:
+		return strerror(-r);
+	}
+}
+
+/* The pid that holds a flock on the directory open on FD, from /proc/locks (as lslocks reads
+ * it); 0 when it cannot be told. */
+static long
+lock_holder(int fd)
+{
+	unsigned maj, min;
+	unsigned long ino;
+	char line[256];
+	struct stat st;
+	long pid, found = 0;
+	FILE *f;
+
+	if (fstat(fd, &st) < 0 || !(f = fopen("/proc/locks", "re")))
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%*d: FLOCK %*s %*s %ld %x:%x:%lu", &pid, &maj, &min, &ino) == 4 &&
+		    maj == major(st.st_dev) && min == minor(st.st_dev) && ino == st.st_ino)
+			found = pid;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The lock is the directory's own flock: no file to create (a full disk cannot stop a start)
+ * and none to leave behind. */
+static int
+lock_dir_fd(int dir_fd, int *ret_fd, long *ret_pid)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	*ret_pid = 0;
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+		if (r == -EWOULDBLOCK)
+			*ret_pid = lock_holder(fd);
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int
+fsops_lock_dir(int proc_fd, int *ret_fd, long *ret_pid)
+{
+	return lock_dir_fd(proc_fd, ret_fd, ret_pid);
+}
+
+int
+fsops_lock_probe(const char *inbox, long *ret_pid)
+{
+	int in_fd, proc_fd, lock_fd = -1, r;
+
+	*ret_pid = 0;
+	in_fd = open(inbox, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (in_fd < 0)
+		return 0; /* no inbox, no lock: the start says what is wrong */
+	proc_fd = openat(in_fd, FSOPS_PROCESSING_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+							 O_CLOEXEC);
+	close(in_fd);
+	if (proc_fd < 0)
+		return 0;
+	r = lock_dir_fd(proc_fd, &lock_fd, ret_pid);
+	close(proc_fd);
+	if (r == 0)
+		close(lock_fd); /* taken only to see that it could be */
+	return r == -EWOULDBLOCK ? r : 0;
 }
 
 int
@@ -96,15 +231,8 @@ fsops_processing_dir(int inbox_fd, int *ret_fd)
 	/* Checked and tightened through a descriptor, so that a symlink swapped in after the
 	 * check cannot redirect the chmod. */
 	fd = openat(inbox_fd, FSOPS_PROCESSING_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		/* With O_DIRECTORY a symlink fails as ENOTDIR; say what it is. */
-		if (r == -ENOTDIR &&
-		    fstatat(inbox_fd, FSOPS_PROCESSING_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISLNK(st.st_mode))
-			r = -ELOOP;
-		return r;
-	}
+	if (fd < 0)
+		return open_dir_error(inbox_fd, FSOPS_PROCESSING_DIR);
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		goto fail;

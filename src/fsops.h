@@ -23,8 +23,32 @@ struct fsops_seen {
 	struct timespec mtime;
 };
 
-/* Opens PATH as a directory for *at calls and fsync (O_DIRECTORY, close-on-exec). */
+/* Opens PATH as a real directory for *at calls and fsync (O_DIRECTORY|O_NOFOLLOW, close-on-exec):
+ * -ELOOP when its last component is a symbolic link, which is never followed. */
 int fsops_open_dir(const char *path, int *ret_fd);
+
+/* 0 when the directory open on DIR_FD belongs to the effective uid or to root; -EPERM when
+ * someone else could put what they like in it (or take what the daemon put there). */
+int fsops_dir_owned(int dir_fd);
+
+/* Whether PATH still names the directory open on DIR_FD (its last component not followed): 0;
+ * -ENOENT nothing there; -ELOOP a symbolic link; -ENOTDIR something else; -ESTALE another
+ * directory (re-created, or swapped). */
+int fsops_dir_check(int dir_fd, const char *path);
+/* What fsops_dir_check's (or fsops_dir_owned's) answer means, for a log line: "it is a
+ * symbolic link now". */
+const char *fsops_dir_check_reason(int r);
+
+/* Takes the lock of the processing directory open on PROC_FD, one daemon per folder: an
+ * exclusive flock of the directory itself (through a descriptor of its own, *ret_fd), never
+ * waited for; it lasts as long as *ret_fd is open. -EWOULDBLOCK when another process holds it,
+ * and *ret_pid is its pid, from /proc/locks (0 when it cannot be told). */
+int fsops_lock_dir(int proc_fd, int *ret_fd, long *ret_pid);
+
+/* Whether another process holds the lock of INBOX's processing directory, creating nothing:
+ * -EWOULDBLOCK (and *ret_pid) when one does, else 0. Only for folders this process does not
+ * hold itself (a flock taken twice by one process conflicts with itself). */
+int fsops_lock_probe(const char *inbox, long *ret_pid);
 
 /* Creates (mode 0700) or checks INBOX_FD/.resend-dropd, opened without following a symlink: it
  * must be a real directory owned by the effective uid; a looser or tighter mode is set back to

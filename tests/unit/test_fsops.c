@@ -417,6 +417,91 @@ test_open_dir(void **state)
 	assert_int_equal(fd, -2);
 }
 
+/* A symbolic link at the path is never followed. */
+static void
+test_open_dir_refuses_symlink(void **state)
+{
+	struct tmpdir *t = *state;
+	int fd = -2;
+
+	assert_int_equal(symlinkat("done", t->root, "link"), 0);
+	assert_int_equal(fsops_open_dir(tpath(state, "link"), &fd), -ELOOP);
+	assert_int_equal(fd, -2);
+	assert_string_equal(fsops_dir_check_reason(-ELOOP), "it is a symbolic link now");
+}
+
+/* fsops_dir_check: the path still names the directory held, or says what is there instead. */
+static void
+test_dir_check(void **state)
+{
+	struct tmpdir *t = *state;
+
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), 0);
+	assert_int_equal(renameat(t->root, "done", t->root, "done.old"), 0);
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), -ENOENT);
+	assert_int_equal(symlinkat("done.old", t->root, "done"), 0);
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), -ELOOP);
+	assert_int_equal(unlinkat(t->root, "done", 0), 0);
+	write_file(tpath(state, "done"), "x");
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), -ENOTDIR);
+	assert_int_equal(unlinkat(t->root, "done", 0), 0);
+	assert_int_equal(mkdirat(t->root, "done", 0755), 0);
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), -ESTALE);
+	/* The old one back in its place is the one held again. */
+	assert_int_equal(unlinkat(t->root, "done", AT_REMOVEDIR), 0);
+	assert_int_equal(renameat(t->root, "done.old", t->root, "done"), 0);
+	assert_int_equal(fsops_dir_check(t->done, tpath(state, "done")), 0);
+}
+
+/* Root's and the daemon's own directories are trusted; someone else's are not. */
+static void
+test_dir_owned(void **state)
+{
+	struct tmpdir *t = *state;
+
+	assert_int_equal(fsops_dir_owned(t->done), 0);
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(fchown(t->done, 65534, 65534), 0);
+	assert_int_equal(fsops_dir_owned(t->done), -EPERM);
+	assert_int_equal(fsops_dir_check_reason(-EPERM)[0] != '\0', 1);
+}
+
+/* One lock per processing directory: a second taker is refused and told the holder's pid, a
+ * probe says the same without taking it, closing the descriptor frees it, and nothing is
+ * created in the directory. */
+static void
+test_lock_dir(void **state)
+{
+	struct tmpdir *t = *state;
+	int fd = -1, fd2 = -2, proc;
+	long pid = -1;
+
+	assert_int_equal(mkdirat(t->in, FSOPS_PROCESSING_DIR, 0700), 0);
+	proc = openat(t->in, FSOPS_PROCESSING_DIR, O_RDONLY | O_DIRECTORY);
+	assert_true(proc >= 0);
+	assert_int_equal(fsops_lock_probe(tpath(state, "in"), &pid), 0);
+	assert_int_equal(fsops_lock_dir(proc, &fd, &pid), 0);
+	assert_true(fd >= 0 && fd != proc);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+
+	/* Another open file description conflicts, as another process's would. */
+	assert_int_equal(fsops_lock_dir(proc, &fd2, &pid), -EWOULDBLOCK);
+	assert_int_equal(fd2, -2);
+	assert_int_equal(pid, (long)getpid());
+	pid = 0;
+	assert_int_equal(fsops_lock_probe(tpath(state, "in"), &pid), -EWOULDBLOCK);
+	assert_int_equal(pid, (long)getpid());
+
+	close(fd);
+	assert_int_equal(fsops_lock_probe(tpath(state, "in"), &pid), 0);
+	assert_int_equal(fsops_lock_dir(proc, &fd2, &pid), 0);
+	close(fd2);
+	/* Nothing was made in it: the directory is empty and can go. */
+	assert_int_equal(unlinkat(t->in, FSOPS_PROCESSING_DIR, AT_REMOVEDIR), 0);
+	close(proc);
+}
+
 /* fsops_processing_dir */
 
 static void
@@ -1599,6 +1684,10 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_open_dir),
+		T(test_open_dir_refuses_symlink),
+		T(test_dir_check),
+		T(test_dir_owned),
+		T(test_lock_dir),
 		T(test_processing_dir_created),
 		T(test_processing_dir_loose_mode_tightened),
 		T(test_processing_dir_tight_mode_loosened),
