@@ -23,9 +23,22 @@
 /* After a claim found the file changed or still open for writing: how long at least before it
  * is tried again, even with settle_ms 0, so that a writer holding a file cannot make us spin. */
 #define WATCH_RETRY_MIN_MS 100
+/* After a claim failed (a directory that cannot be written): the first retry; then twice as
+ * long each time claims keep failing, up to rescan_s. */
+#define WATCH_CLAIM_RETRY_FIRST_MS 500
 
 /* CAND_NEW: in no list yet, for the moment between its creation and its first settling. */
-enum candidate_state { CAND_NEW, CAND_SETTLING, CAND_PARKED, CAND_BUSY, CAND_CLAIMING, CAND_KEPT };
+/* CAND_RETRY: its claim failed (the inbox or processing could not be written): it waits for the
+ * watch's retry timer, which backs off while claims keep failing. */
+enum candidate_state {
+	CAND_NEW,
+	CAND_SETTLING,
+	CAND_PARKED,
+	CAND_BUSY,
+	CAND_CLAIMING,
+	CAND_RETRY,
+	CAND_KEPT
+};
 
 struct candidate {
 	UT_hash_handle hh;
@@ -43,15 +56,24 @@ struct watch {
 	unsigned flags;
 	watch_ready_cb ready_cb;
 	watch_idle_cb idle_cb;
+	watch_replaced_cb replaced_cb;
 	void *data;
 	int dir_fd;
 	int inotify_fd;
+	int wd; /* the inbox's inotify watch, -1 when none */
 	uv_poll_t poll;
 	uv_timer_t tick;
 	uv_timer_t rescan;
+	uv_timer_t mend;   /* while the inbox is lost: is a directory there again? */
+	uint64_t mend_ms;  /* its backoff */
+	int lost_reason;   /* why the inbox is lost (fsops_dir_check), 0 when it is not */
+	int mend_error;    /* the last reason a new inbox could not be taken, said once */
 	struct candidate *by_name;
 	struct candidate *settling; /* in due order */
 	struct candidate *parked;   /* in the order they settled */
+	struct candidate *retrying; /* CAND_RETRY */
+	uv_timer_t retry;
+	uint64_t retry_ms; /* the retry timer's backoff; 0 while claims work */
 	size_t n_state[CAND_KEPT + 1];
 	unsigned scan_gen;
 	unsigned open_handles;
@@ -80,7 +102,7 @@ bool watch_name_is_candidate(const char *pattern, const char *name)
 bool watch_idle(const struct watch *w)
 {
 	return w->n_state[CAND_SETTLING] + w->n_state[CAND_PARKED] + w->n_state[CAND_BUSY] +
-		       w->n_state[CAND_CLAIMING] ==
+		       w->n_state[CAND_CLAIMING] + w->n_state[CAND_RETRY] ==
 	       0;
 }
 
@@ -90,6 +112,8 @@ void watch_counts(const struct watch *w, struct watch_counts *ret)
 	ret->parked = w->n_state[CAND_PARKED];
 	ret->busy = w->n_state[CAND_BUSY];
 	ret->claiming = w->n_state[CAND_CLAIMING];
+	ret->retrying = w->n_state[CAND_RETRY];
+	ret->lost_reason = w->lost_reason;
 }
 
 static struct candidate *watch_find(struct watch *w, const char *name)
@@ -124,6 +148,8 @@ static void watch_unlink(struct watch *w, struct candidate *c)
 		DL_DELETE(w->settling, c);
 	else if (c->state == CAND_PARKED)
 		DL_DELETE(w->parked, c);
+	else if (c->state == CAND_RETRY)
+		DL_DELETE(w->retrying, c);
 	w->n_state[c->state]--;
 }
 
@@ -301,6 +327,17 @@ enum watch_offer watch_offer(struct watch *w)
 	return watch_offer_one(w, c, true) == WATCH_LATER ? WATCH_OFFER_FULL : WATCH_OFFER_TAKEN;
 }
 
+/* Claims failed: every file that waits for another try settles again (a quick look, as it may
+ * have changed meanwhile) and is offered. */
+static void watch_retry_cb(uv_timer_t *timer)
+{
+	struct watch *w = timer->data;
+	struct candidate *c;
+
+	while ((c = w->retrying))
+		watch_settle(w, c, 0);
+}
+
 void watch_claimed(struct watch *w, const char *name, enum watch_claim how)
 {
 	struct candidate *c = watch_find(w, name);
@@ -308,10 +345,26 @@ void watch_claimed(struct watch *w, const char *name, enum watch_claim how)
 
 	if (!c || c->state != CAND_CLAIMING || w->closing)
 		return;
+	if (how != WATCH_CLAIM_FAILED)
+		w->retry_ms = 0;
 	switch (how) {
 	case WATCH_CLAIM_LEFT:
-	case WATCH_CLAIM_FAILED:
 		watch_drop(w, c);
+		break;
+	case WATCH_CLAIM_FAILED:
+		watch_unlink(w, c);
+		watch_set(w, c, CAND_RETRY);
+		DL_APPEND(w->retrying, c);
+		if (!uv_is_active((uv_handle_t *)&w->retry)) {
+			uint64_t max_ms = w->folder->settings.rescan_s * 1000;
+
+			w->retry_ms = w->retry_ms ? w->retry_ms * 2 : WATCH_CLAIM_RETRY_FIRST_MS;
+			if (max_ms < WATCH_CLAIM_RETRY_FIRST_MS)
+				max_ms = WATCH_CLAIM_RETRY_FIRST_MS;
+			if (w->retry_ms > max_ms)
+				w->retry_ms = max_ms;
+			uv_timer_start(&w->retry, watch_retry_cb, w->retry_ms, 0);
+		}
 		break;
 	case WATCH_CLAIM_CHANGED:
 		if (watch_stat(w, name, &st) < 0) {
@@ -354,6 +407,8 @@ void watch_poke(struct watch *w, const char *name)
 	DL_PREPEND(w->parked, c);
 }
 
+static void watch_inbox_lost(struct watch *w, int reason);
+
 /* Lists the inbox: new names are observed, known ones marked, and those no longer listed are
  * forgotten. O(files in the inbox), on the loop thread, once at start and every rescan_s; known
  * files cost no stat. */
@@ -364,6 +419,15 @@ static void watch_scan(struct watch *w)
 	DIR *dir = NULL;
 	int fd;
 
+	if (w->lost_reason)
+		return;
+	if (!(w->flags & WATCH_NO_EVENTS)) {
+		int r = fsops_dir_check(w->dir_fd, w->folder->inbox);
+		if (r < 0 && r != -EACCES) {
+			watch_inbox_lost(w, r);
+			return;
+		}
+	}
 	fd = openat(w->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0 && !(dir = fdopendir(fd)))
 		close(fd);
@@ -409,6 +473,23 @@ static void watch_rescan_cb(uv_timer_t *timer)
 	watch_scan(timer->data);
 }
 
+/* The processing directory was removed: with the inbox (lost, then), or alone (the daemon
+ * sets it up again, as for a re-created inbox). */
+static void watch_processing_removed(struct watch *w)
+{
+	int r = fsops_dir_check(w->dir_fd, w->folder->inbox);
+
+	if (r < 0) {
+		watch_inbox_lost(w, r);
+		return;
+	}
+	log_error("%s: the processing directory '%s/%s' was removed; setting it up again",
+		  w->folder->name, w->folder->inbox, FSOPS_PROCESSING_DIR);
+	r = w->replaced_cb ? w->replaced_cb(w, w->data) : 0;
+	if (r < 0)
+		watch_inbox_lost(w, r);
+}
+
 static void watch_inotify_cb(uv_poll_t *poll, int status, int events)
 {
 	struct watch *w = poll->data;
@@ -435,13 +516,102 @@ static void watch_inotify_cb(uv_poll_t *poll, int status, int events)
 					    w->folder->name, w->folder->inbox);
 				watch_scan(w);
 			} else if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
-				log_error("%s: inbox '%s' was removed or moved; relying on rescans",
-					  w->folder->name, w->folder->inbox);
+				/* A watch removed before (the inbox was lost and found again) says
+				 * IN_IGNORED late: only the current one counts. */
+				if (ev->wd == w->wd) {
+					if (ev->mask & IN_IGNORED)
+						w->wd = -1;
+					watch_inbox_lost(w, -ENOENT);
+				}
+			} else if ((ev->mask & IN_DELETE) && (ev->mask & IN_ISDIR)) {
+				/* The inbox removed while the daemon holds it open says
+				 * IN_DELETE_SELF only once the last descriptor is closed; the
+				 * processing directory in it goes first, which says it at once. */
+				if (ev->wd == w->wd && strcmp(ev->name, FSOPS_PROCESSING_DIR) == 0)
+					watch_processing_removed(w);
 			} else if (ev->len > 0 && !(ev->mask & IN_ISDIR)) {
 				watch_observe(w, ev->name);
 			}
 		}
 	}
+}
+
+/* The inotify watch on the inbox, by path, for the directory that W->dir_fd is open on. */
+static int watch_add_inotify(struct watch *w)
+{
+	w->wd = inotify_add_watch(w->inotify_fd, w->folder->inbox,
+				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB | IN_DELETE |
+					  IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW);
+	return w->wd < 0 ? -errno : 0;
+}
+
+static void watch_mend_cb(uv_timer_t *timer);
+
+/* The inbox path no longer names the directory the watch has open (removed, moved, swapped for
+ * a symlink or another directory): its candidates are forgotten, as they name files that are
+ * not at the inbox's path any more, and nothing is taken until a directory is there again. */
+static void watch_inbox_lost(struct watch *w, int reason)
+{
+	struct candidate *c, *tmp;
+
+	if (w->lost_reason || w->closing)
+		return;
+	w->lost_reason = reason;
+	log_error("%s: inbox '%s' is lost: %s; nothing is taken from it until a directory is at "
+		  "its path again",
+		  w->folder->name, w->folder->inbox,
+		  reason == -ENOENT ? "it was removed or moved" : fsops_dir_check_reason(reason));
+	if (w->wd >= 0)
+		(void)inotify_rm_watch(w->inotify_fd, w->wd);
+	w->wd = -1;
+	HASH_ITER(hh, w->by_name, c, tmp)
+	{
+		if (c->state != CAND_CLAIMING)
+			watch_drop(w, c);
+	}
+	watch_arm_tick(w);
+	w->mend_ms = 0;
+	w->mend_error = 0;
+	uv_timer_start(&w->mend, watch_mend_cb, 0, 0);
+	watch_maybe_idle(w);
+}
+
+/* Takes the directory now at the inbox's path, if it is a real one and the daemon can set up
+ * its processing directory there (REPLACED_CB); else tries again later, up to rescan_s apart. */
+static void watch_mend_cb(uv_timer_t *timer)
+{
+	struct watch *w = timer->data;
+	const struct config_folder *f = w->folder;
+	uint64_t max_ms = f->settings.rescan_s * 1000;
+	int r = fsops_dir_check(w->dir_fd, f->inbox), fd;
+
+	if (r == 0 || r == -ESTALE) {
+		/* The same directory back, or another: ours, if jobs can use it too (its
+		 * processing directory may be new either way). */
+		r = fsops_open_dir(f->inbox, &fd);
+		if (r == 0) {
+			r = w->replaced_cb ? w->replaced_cb(w, w->data) : 0;
+			if (r == 0)
+				dup2(fd, w->dir_fd);
+			close(fd);
+		}
+	}
+	if (r == 0)
+		r = watch_add_inotify(w);
+	if (r < 0) {
+		if (r != w->mend_error && r != w->lost_reason)
+			log_warning("%s: inbox '%s' cannot be taken yet: %s", f->name, f->inbox,
+				    fsops_dir_check_reason(r));
+		w->mend_error = r;
+		w->mend_ms = w->mend_ms ? w->mend_ms * 2 : 500;
+		if (w->mend_ms > max_ms)
+			w->mend_ms = max_ms > 500 ? max_ms : 500;
+		uv_timer_start(&w->mend, watch_mend_cb, w->mend_ms, 0);
+		return;
+	}
+	w->lost_reason = 0;
+	log_info("%s: inbox '%s' is there again; watching it", f->name, f->inbox);
+	watch_scan(w);
 }
 
 static int watch_start_inotify(struct watch *w)
@@ -451,10 +621,9 @@ static int watch_start_inotify(struct watch *w)
 	w->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->inotify_fd < 0)
 		return -errno;
-	if (inotify_add_watch(w->inotify_fd, w->folder->inbox,
-			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB | IN_DELETE_SELF |
-				      IN_MOVE_SELF | IN_ONLYDIR) < 0)
-		return -errno;
+	r = watch_add_inotify(w);
+	if (r < 0)
+		return r;
 	r = uv_poll_init(w->loop, &w->poll, w->inotify_fd);
 	if (r < 0)
 		return r;
@@ -488,12 +657,15 @@ void watch_close(struct watch *w)
 	w->closing = true;
 	uv_close((uv_handle_t *)&w->tick, watch_closed_cb);
 	uv_close((uv_handle_t *)&w->rescan, watch_closed_cb);
+	uv_close((uv_handle_t *)&w->mend, watch_closed_cb);
+	uv_close((uv_handle_t *)&w->retry, watch_closed_cb);
 	if (w->poll_open)
 		uv_close((uv_handle_t *)&w->poll, watch_closed_cb);
 }
 
 int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, void *data, struct watch **ret)
+	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, watch_replaced_cb replaced_cb,
+	      void *data, struct watch **ret)
 {
 	struct watch *w = calloc(1, sizeof(*w));
 	int r;
@@ -505,17 +677,22 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	w->flags = flags;
 	w->ready_cb = ready_cb;
 	w->idle_cb = idle_cb;
+	w->replaced_cb = replaced_cb;
 	w->data = data;
 	w->inotify_fd = -1;
+	w->wd = -1;
 	uv_timer_init(loop, &w->tick);
 	uv_timer_init(loop, &w->rescan);
-	w->tick.data = w->rescan.data = w;
-	w->open_handles = 2;
+	uv_timer_init(loop, &w->mend);
+	uv_timer_init(loop, &w->retry);
+	w->tick.data = w->rescan.data = w->mend.data = w->retry.data = w;
+	w->open_handles = 4;
 
 	r = fsops_open_dir(folder->inbox, &w->dir_fd);
 	if (r < 0) {
 		w->dir_fd = -1;
-		log_error("%s: cannot open inbox '%s': %s", folder->name, folder->inbox, strerror(-r));
+		log_error("%s: cannot open inbox '%s': %s", folder->name, folder->inbox,
+			  fsops_dir_check_reason(r));
 		watch_close(w);
 		return r;
 	}

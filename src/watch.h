@@ -7,6 +7,7 @@
  *      ^                     |      \                  \--(changed)--> settling
  *      |                     |       \--(no slot)--> parked --(capacity: watch_offer)--> offered
  *      +---(it changed)------+--(namesake in processing)--> busy --(watch_poke)--> parked
+ *      +---(retry timer)----- retrying <--(claim failed)-- claiming
  *
  * Settling costs one fstatat per candidate per settle_ms, in due order (a list kept sorted by
  * appending, since every candidate waits the same settle_ms); parked and busy files cost
@@ -36,13 +37,17 @@ typedef enum watch_verdict (*watch_ready_cb)(struct watch *w, const char *name,
 					     const struct fsops_seen *seen, void *data);
 /* Nothing is settling, parked, busy or being claimed any more. */
 typedef void (*watch_idle_cb)(struct watch *w, void *data);
+/* The inbox was lost (removed, moved, replaced) and a real directory is at its path again: 0
+ * if the daemon can take it (its processing directory is set up there), else an error, and
+ * the watch asks again later. */
+typedef int (*watch_replaced_cb)(struct watch *w, void *data);
 
 /* How a claim went, for the watch. */
 enum watch_claim {
 	WATCH_CLAIM_LEFT,    /* it left the inbox (claimed, or gone) */
 	WATCH_CLAIM_CHANGED, /* it changed, or a writer still has it: settle again */
 	WATCH_CLAIM_BUSY,    /* a namesake is in processing: wait for watch_poke() */
-	WATCH_CLAIM_FAILED,  /* an error: forget it; the next rescan finds it again */
+	WATCH_CLAIM_FAILED,  /* an error: tried again on a timer that backs off */
 };
 
 enum watch_flags {
@@ -51,7 +56,8 @@ enum watch_flags {
 
 /* FOLDER (name, inbox, settings) must outlive the watch. The start-up scan runs at once. */
 int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, void *data, struct watch **ret);
+	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, watch_replaced_cb replaced_cb,
+	      void *data, struct watch **ret);
 
 enum watch_offer {
 	WATCH_OFFER_NONE,  /* nothing parked */
@@ -69,7 +75,8 @@ void watch_claimed(struct watch *w, const char *name, enum watch_claim how);
 void watch_poke(struct watch *w, const char *name);
 
 struct watch_counts {
-	size_t settling, parked, busy, claiming;
+	size_t settling, parked, busy, claiming, retrying;
+	int lost_reason; /* the inbox's path names another directory, or none (fsops_dir_check) */
 };
 void watch_counts(const struct watch *w, struct watch_counts *ret);
 bool watch_idle(const struct watch *w);

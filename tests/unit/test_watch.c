@@ -225,7 +225,7 @@ static void assert_counts(const struct fixture *fx, size_t settling, size_t park
 
 static void start(struct fixture *fx, unsigned flags)
 {
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, flags, ready_cb, idle_cb, fx, &fx->watch),
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, flags, ready_cb, idle_cb, NULL, fx, &fx->watch),
 			 0);
 }
 
@@ -589,15 +589,48 @@ static void test_rescan_skips_claim_in_progress(void **state)
 	assert_int_equal(fx->n_offers, 1);
 	assert_counts(fx, 0, 0, 0, 1);
 
+	/* A failed claim is tried again on the watch's retry timer (500 ms first), without a
+	 * rescan, and the watch is not idle meanwhile. */
 	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_FAILED);
-	assert_counts(fx, 0, 0, 0, 0);
-	assert_int_equal(fx->idle_calls, 1);
+	{
+		struct watch_counts c;
+
+		watch_counts(fx->watch, &c);
+		assert_int_equal(c.retrying, 1);
+		assert_int_equal(c.settling + c.parked + c.busy + c.claiming, 0);
+	}
+	assert_false(watch_idle(fx->watch));
+	assert_int_equal(fx->idle_calls, 0);
 	run_for(fx, 2 * SETTLE_MS);
-	assert_int_equal(fx->n_offers, 1); /* forgotten until a rescan */
-	watch_rescan(fx->watch);
-	assert_counts(fx, 1, 0, 0, 0);
+	assert_int_equal(fx->n_offers, 1);
+	watch_rescan(fx->watch); /* a rescan keeps it waiting: it is known */
+	assert_int_equal(fx->n_offers, 1);
 	run_until_offers(fx, 2);
 	assert_string_equal(fx->offers[1].name, "x.csv");
+}
+
+/* Claims that keep failing are retried less and less often: the second retry waits twice as
+ * long as the first. */
+static void test_claim_failed_retry_backs_off(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t t0, t1, t2;
+
+	write_file(fx, "x.csv", "email\n");
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	t0 = uv_now(&fx->loop);
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_FAILED);
+	run_until_offers(fx, 2);
+	t1 = uv_now(&fx->loop);
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_FAILED);
+	run_until_offers(fx, 3);
+	t2 = uv_now(&fx->loop);
+	assert_true(t1 - t0 >= 500);
+	assert_true(t2 - t1 >= 1000);
+	/* A claim that works ends the backoff. */
+	watch_claimed(fx->watch, "x.csv", WATCH_CLAIM_LEFT);
+	assert_true(watch_idle(fx->watch));
 }
 
 /* The claim has moved the file out of the inbox but not reported yet: a rescan that no longer
@@ -719,7 +752,8 @@ static void test_keep_change_seen_by_rescan(void **state)
 	assert_int_equal(fx->offers[1].seen.size, 6 + 14);
 }
 
-/* A parked file deleted from the inbox is dropped by the next rescan, and the watch is idle. */
+/* A parked file deleted from the inbox is dropped at once (inotify says IN_DELETE), and the
+ * watch is idle; a rescan after it changes nothing. */
 static void test_parked_file_deleted_dropped_by_rescan(void **state)
 {
 	struct fixture *fx = *state;
@@ -731,12 +765,50 @@ static void test_parked_file_deleted_dropped_by_rescan(void **state)
 	assert_counts(fx, 0, 1, 0, 0);
 	assert_int_equal(unlink(path_in(fx, "x.csv")), 0);
 	run_for(fx, 2 * SETTLE_MS);
-	assert_int_equal(fx->idle_calls, 0);
-	watch_rescan(fx->watch);
 	assert_counts(fx, 0, 0, 0, 0);
 	assert_int_equal(fx->idle_calls, 1);
+	watch_rescan(fx->watch);
+	assert_counts(fx, 0, 0, 0, 0);
 	assert_int_equal(watch_offer(fx->watch), WATCH_OFFER_NONE);
 	assert_int_equal(fx->n_offers, 1);
+}
+
+/* The inbox moved away and a new one made at its path: the watch says it is lost, forgets the
+ * files of the old one, takes the new directory and offers what is dropped there. */
+static void test_inbox_replaced_is_taken_again(void **state)
+{
+	struct fixture *fx = *state;
+	char old[300];
+	struct watch_counts c;
+
+	write_file(fx, "old.csv", "email\n");
+	fx->verdict = WATCH_LATER;
+	start(fx, 0);
+	run_until_offers(fx, 1);
+	snprintf(old, sizeof(old), "%s.old", fx->dir);
+	assert_int_equal(rename(fx->dir, old), 0);
+	run_for(fx, 100);
+	watch_counts(fx->watch, &c);
+	assert_int_equal(c.lost_reason, -ENOENT);
+	assert_int_equal(c.parked, 0); /* old.csv is not at the inbox's path any more */
+	assert_true(watch_idle(fx->watch));
+
+	assert_int_equal(mkdir(fx->dir, 0700), 0);
+	write_file(fx, "new.csv", "email\n");
+	fx->verdict = WATCH_TAKEN;
+	run_until_offers(fx, 2);
+	assert_string_equal(fx->offers[1].name, "new.csv");
+	watch_counts(fx->watch, &c);
+	assert_int_equal(c.lost_reason, 0);
+	/* And inotify watches the new one. */
+	watch_claimed(fx->watch, "new.csv", WATCH_CLAIM_LEFT);
+	write_file(fx, "later.csv", "email\n");
+	run_until_offers(fx, 3);
+	assert_string_equal(fx->offers[2].name, "later.csv");
+	snprintf(old, sizeof(old), "%s.old/old.csv", fx->dir);
+	assert_int_equal(unlink(old), 0);
+	snprintf(old, sizeof(old), "%s.old", fx->dir);
+	assert_int_equal(rmdir(old), 0);
 }
 
 /* A settling file that disappears is simply forgotten, and the watch becomes idle. */
@@ -768,7 +840,7 @@ static void test_missing_inbox_fails_cleanly(void **state)
 	snprintf(missing, sizeof(missing), "%s/missing", fx->dir);
 	fx->folder.inbox = missing;
 	log_set_stream(f);
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, idle_cb, fx, &w), -ENOENT);
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, idle_cb, NULL, fx, &w), -ENOENT);
 	log_set_stream(NULL);
 	fclose(f);
 	assert_ptr_equal(w, (struct watch *)fx);
@@ -802,12 +874,14 @@ int main(void)
 		T(test_claim_changed_settles_again),
 		T(test_claim_changed_no_spin_with_settle_0),
 		T(test_rescan_skips_claim_in_progress),
+		T(test_claim_failed_retry_backs_off),
 		T(test_rescan_during_claim_of_moved_file),
 		T(test_change_during_claim_waits_for_claim),
 		T(test_claim_left_forgets_and_idle_fires),
 		T(test_keep_offered_again_only_after_change),
 		T(test_keep_change_seen_by_rescan),
 		T(test_parked_file_deleted_dropped_by_rescan),
+		T(test_inbox_replaced_is_taken_again),
 		T(test_settling_file_deleted_is_forgotten),
 		T(test_missing_inbox_fails_cleanly),
 	};
