@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "report.h"
+
 #define API_BODY_MAX (256 * 1024) /* answers are small JSON; anything longer is cut */
 #define API_UPLOAD_BUFFER (512 * 1024)
 
@@ -31,7 +33,8 @@ struct api_call {
 	size_t body_len;
 	long status;
 	CURLcode result;
-	char errbuf[CURL_ERROR_SIZE];
+	char errbuf[CURL_ERROR_SIZE]; /* curl's: it overwrites what a callback put there */
+	char local_error[256];        /* ours: why a callback aborted the transfer */
 	api_done_cb cb;
 	void *data;
 	bool running;
@@ -108,9 +111,22 @@ static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 	while (n < 0 && errno == EINTR);
 	if (n <= 0) {
 		/* The file shrank or failed to read after it was checked: never send a short part
-		 * that the server would take for the whole file. */
-		snprintf(call->errbuf, sizeof(call->errbuf), "reading the file failed at byte %llu: %s",
-			 (unsigned long long)call->offset, n < 0 ? strerror(errno) : "file shrank");
+		 * that the server would take for the whole file. (Had it grown, only SIZE bytes
+		 * go: the part's length is announced; the caller notices the growth.) */
+		char done[REPORT_COUNT_LEN], all[REPORT_COUNT_LEN];
+		int e = errno;
+
+		report_format_count(done, call->offset);
+		report_format_count(all, call->size);
+		if (n == 0)
+			snprintf(call->local_error, sizeof(call->local_error),
+				 "the file shrank while it was being uploaded: read %s of %s bytes",
+				 done, all);
+		else
+			snprintf(call->local_error, sizeof(call->local_error),
+				 "reading the file failed while it was being uploaded, at "
+				 "byte %s of %s: %s",
+				 done, all, strerror(e));
 		return CURL_READFUNC_ABORT;
 	}
 	call->offset += (uint64_t)n;
@@ -299,7 +315,14 @@ const char *api_call_body(const struct api_call *call, size_t *ret_len)
 
 const char *api_call_transport_error(const struct api_call *call)
 {
-	return call->result == CURLE_OK ? NULL : call->errbuf;
+	if (call->result == CURLE_OK)
+		return NULL;
+	return call->local_error[0] ? call->local_error : call->errbuf;
+}
+
+const char *api_call_local_error(const struct api_call *call)
+{
+	return call->result != CURLE_OK && call->local_error[0] ? call->local_error : NULL;
 }
 
 const char *api_call_header(const struct api_call *call, const char *name)

@@ -32,6 +32,10 @@ int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
 long api_call_status(const struct api_call *call);
 const char *api_call_body(const struct api_call *call, size_t *ret_len);
 const char *api_call_transport_error(const struct api_call *call);
+/* Non-NULL when the call failed on our side rather than on the wire: the file part could not
+ * be read whole (it shrank, or a read failed). The daemon's own message, which is also what
+ * api_call_transport_error says then. Sending again would read the same file: not a retry. */
+const char *api_call_local_error(const struct api_call *call);
 const char *api_call_header(const struct api_call *call, const char *name);
 double api_call_seconds(const struct api_call *call);
 

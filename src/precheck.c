@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "csvhead.h"
 #include "fsops.h"
+#include "report.h"
 
 /* sha256 of the whole file: identifies the content in reports, records and keys. The header
  * is parsed from the first read (HEAD), so that the check reads the file once and the upload
@@ -81,6 +83,34 @@ out:
 	return r;
 }
 
+static bool precheck_same_time(struct timespec a, struct timespec b)
+{
+	return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+bool precheck_same_file(const struct precheck *pc, const struct stat *st, char *what,
+			size_t whatsz)
+{
+	char was[REPORT_COUNT_LEN], now[REPORT_COUNT_LEN];
+	uint64_t size = (uint64_t)st->st_size;
+
+	if ((uint64_t)st->st_dev != pc->dev || (uint64_t)st->st_ino != pc->ino)
+		snprintf(what, whatsz, "it is another file (inode %" PRIu64 ", was %" PRIu64 ")",
+			 (uint64_t)st->st_ino, pc->ino);
+	else if (size != pc->bytes)
+		snprintf(what, whatsz, "%s \u2192 %s bytes", report_format_count(was, pc->bytes),
+			 report_format_count(now, size));
+	else if (!precheck_same_time(st->st_mtim, pc->mtime))
+		snprintf(what, whatsz, "rewritten in place, %s bytes as before (its mtime changed)",
+			 report_format_count(now, size));
+	else if (!precheck_same_time(st->st_ctim, pc->ctime))
+		snprintf(what, whatsz, "%s bytes as before, but its inode changed (ctime: written, "
+			 "linked, or its owner or mode changed)", report_format_count(now, size));
+	else
+		return true;
+	return false;
+}
+
 int precheck_run(int dir_fd, const char *name, const struct config_folder *folder,
 		 const atomic_bool *cancel, struct precheck *ret)
 {
@@ -92,14 +122,37 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 	ret->bytes = 0;
 	ret->sha256[0] = '\0';
 	ret->reason[0] = '\0';
+	ret->dev = ret->ino = 0;
+	ret->mtime = ret->ctime = (struct timespec){0};
 	r = fsops_open_checked(dir_fd, name, folder->settings.max_file_bytes, &fd, &st,
 			       ret->reason, sizeof(ret->reason));
 	if (r < 0)
 		return r;
 	ret->bytes = (uint64_t)st.st_size;
+	ret->dev = (uint64_t)st.st_dev;
+	ret->ino = (uint64_t)st.st_ino;
+	ret->mtime = st.st_mtim;
+	ret->ctime = st.st_ctim;
 	/* The whole hash even for a file whose header is refused: its report gets it. */
 	r = precheck_hash(fd, ret->bytes, cancel, ret->sha256, &head, &head_result, ret->reason,
 			  sizeof(ret->reason));
+	/* Written to while it was hashed (it grew, or was rewritten in place): the sha256 is of
+	 * no content the file ever held whole, and uploading it would only find that out after
+	 * an import was made. One fstat. */
+	if (r == 0) {
+		struct stat after;
+		char what[128];
+
+		if (fstat(fd, &after) < 0) {
+			r = -errno;
+			snprintf(ret->reason, sizeof(ret->reason), "cannot be examined: %s",
+				 strerror(-r));
+		} else if (!precheck_same_file(ret, &after, what, sizeof(what))) {
+			r = -ESTALE;
+			snprintf(ret->reason, sizeof(ret->reason),
+				 "the file changed while it was being checked: %s", what);
+		}
+	}
 	if (r < 0) {
 		if (head_result == 0)
 			csvhead_free(&head);

@@ -6,7 +6,10 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -18,6 +21,11 @@ struct precheck {
 	uint64_t bytes;
 	char sha256[65];  /* "" when the file could not be read whole */
 	char reason[512]; /* why it was refused */
+	/* The file that was hashed, from the fstat of FD before its first read (BYTES is its
+	 * size): a later write, truncation, link or chmod shows against these, and so does
+	 * another file renamed over its name. Zero when it could not be opened. */
+	uint64_t dev, ino;
+	struct timespec mtime, ctime;
 };
 
 /* Checks DIR_FD/NAME for FOLDER. Returns 0 with RET filled and RET->fd open; or a negative
@@ -25,5 +33,11 @@ struct precheck {
  * CANCEL became true (a shutdown): the check stopped early and refused nothing. */
 int precheck_run(int dir_fd, const char *name, const struct config_folder *folder,
 		 const atomic_bool *cancel, struct precheck *ret);
+
+/* Whether ST (a later fstat of PC->fd, or a stat of its name) is still the file PC hashed: the
+ * same inode with the same size, mtime and ctime. When not, WHAT says how, for a message:
+ * "17,377,790 → 17,390,180 bytes", or what changed when the size did not. */
+bool precheck_same_file(const struct precheck *pc, const struct stat *st, char *what,
+			size_t whatsz);
 
 #endif

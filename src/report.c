@@ -2,6 +2,7 @@
 #include "report.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,6 +16,21 @@ static const char *const stage_names[] = {"check", "upload", "import"};
 const char *report_stage_name(enum report_stage stage)
 {
 	return stage_names[stage];
+}
+
+const char *report_format_count(char buf[REPORT_COUNT_LEN], uint64_t n)
+{
+	char digits[21];
+	int len = snprintf(digits, sizeof(digits), "%" PRIu64, n);
+	size_t o = 0;
+
+	for (int i = 0; i < len; i++) {
+		if (i > 0 && (len - i) % 3 == 0)
+			buf[o++] = ',';
+		buf[o++] = digits[i];
+	}
+	buf[o] = '\0';
+	return buf;
 }
 
 void report_fail(struct report *r, enum report_stage stage, long status, const char *name,

@@ -28,6 +28,11 @@ struct report {
 
 const char *report_stage_name(enum report_stage stage);
 
+/* N with thousands separators ("17,377,790"), as messages give byte counts; BUF, which it
+ * returns, holds the largest uint64_t so written. */
+#define REPORT_COUNT_LEN 27
+const char *report_format_count(char buf[REPORT_COUNT_LEN], uint64_t n);
+
 /* Records a failure at STAGE with an HTTP status (0: none), Resend's error name (NULL: none)
  * and a message. */
 void report_fail(struct report *r, enum report_stage stage, long status, const char *name,

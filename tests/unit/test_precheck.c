@@ -22,12 +22,21 @@
 
 #include "precheck.h"
 
-/* pread is replaced for the whole test program, to count what the check reads. */
+/* pread is replaced for the whole test program, to count what the check reads, and to let a
+ * writer append to the file (pread_grow_fd, once) while it is being hashed. */
 static uint64_t pread_bytes;
+static int pread_grow_fd = -1;
 
 ssize_t pread(int fd, void *buf, size_t count, off_t offset)
 {
 	ssize_t n = (ssize_t)syscall(SYS_pread64, fd, buf, count, offset);
+
+	if (pread_grow_fd >= 0) {
+		static const char more[] = "late@example.com,Late\n";
+
+		assert_int_equal(write(pread_grow_fd, more, strlen(more)), (ssize_t)strlen(more));
+		pread_grow_fd = -1;
+	}
 
 	if (n > 0)
 		pread_bytes += (uint64_t)n;
@@ -373,6 +382,85 @@ static void test_cancel_before_call(void **state)
 	assert_string_equal(pc.sha256, "");
 }
 
+/* What was hashed is recorded from the descriptor: the later comparison (after the upload)
+ * finds the same file unchanged, and says what changed otherwise. */
+static void test_identity_recorded(void **state)
+{
+	struct fixture *fx = *state;
+	const char *csv = "Email,First Name\nx@example.com,Ann\n";
+	struct precheck pc;
+	struct stat st, other;
+	char what[160];
+	int fd;
+
+	write_text(fx, "x.csv", csv);
+	assert_int_equal(check(fx, "x.csv", NULL, &pc), 0);
+	assert_int_equal(fstat(pc.fd, &st), 0);
+	assert_int_equal(pc.dev, st.st_dev);
+	assert_int_equal(pc.ino, st.st_ino);
+	assert_int_equal(pc.mtime.tv_sec, st.st_mtim.tv_sec);
+	assert_int_equal(pc.mtime.tv_nsec, st.st_mtim.tv_nsec);
+	assert_int_equal(pc.ctime.tv_sec, st.st_ctim.tv_sec);
+	assert_int_equal(pc.ctime.tv_nsec, st.st_ctim.tv_nsec);
+	assert_true(precheck_same_file(&pc, &st, what, sizeof(what)));
+
+	/* Appended through its name: the descriptor shows it. */
+	fd = openat(fx->dir_fd, "x.csv", O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "y@example.com,Bo\n", 17), 17);
+	close(fd);
+	assert_int_equal(fstat(pc.fd, &st), 0);
+	assert_false(precheck_same_file(&pc, &st, what, sizeof(what)));
+	assert_string_equal(what, "35 \u2192 52 bytes");
+
+	/* Sizes as an operator reads them; what changed when the size did not. */
+	other = st;
+	pc.bytes = 17377790;
+	other.st_size = 17390180;
+	assert_false(precheck_same_file(&pc, &other, what, sizeof(what)));
+	assert_string_equal(what, "17,377,790 \u2192 17,390,180 bytes");
+	other.st_size = 17377790;
+	other.st_mtim = pc.mtime;
+	other.st_mtim.tv_nsec ^= 1;
+	assert_false(precheck_same_file(&pc, &other, what, sizeof(what)));
+	assert_string_equal(what,
+			    "rewritten in place, 17,377,790 bytes as before (its mtime changed)");
+	other.st_mtim = pc.mtime;
+	other.st_ctim = pc.ctime;
+	assert_true(precheck_same_file(&pc, &other, what, sizeof(what)));
+	other.st_ctim.tv_sec++;
+	assert_false(precheck_same_file(&pc, &other, what, sizeof(what)));
+	assert_non_null(strstr(what, "its inode changed"));
+	other.st_ctim = pc.ctime;
+	other.st_ino = (ino_t)(pc.ino + 1);
+	assert_false(precheck_same_file(&pc, &other, what, sizeof(what)));
+	assert_non_null(strstr(what, "another file"));
+	close(pc.fd);
+}
+
+/* Written to while it was being hashed: the sha256 is of no content the file held whole, so
+ * it is refused before any upload, saying so. */
+static void test_changed_while_hashed(void **state)
+{
+	struct fixture *fx = *state;
+	const char *csv = "Email,First Name\nx@example.com,Ann\n";
+	struct precheck pc;
+
+	write_text(fx, "x.csv", csv);
+	pread_grow_fd = openat(fx->dir_fd, "x.csv", O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_true(pread_grow_fd >= 0);
+	{
+		int w = pread_grow_fd;
+
+		assert_int_equal(check(fx, "x.csv", NULL, &pc), -ESTALE);
+		pread_grow_fd = -1;
+		close(w);
+	}
+	assert_refused(&pc);
+	assert_string_equal(pc.reason, "the file changed while it was being checked: 35 \u2192 57 "
+				       "bytes");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -389,6 +477,8 @@ int main(void)
 		T(test_big_file_hashes_right),
 		T(test_file_read_once),
 		T(test_cancel_before_call),
+		T(test_identity_recorded),
+		T(test_changed_while_hashed),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -429,6 +429,54 @@ static void test_log_failed(void **state)
 	free(line);
 }
 
+/* Failed after Resend made an import (the file changed while it was uploaded): the import's
+ * id stays in the report, for the operator to decide about it. */
+static void test_failed_after_import_keeps_its_id(void **state)
+{
+	struct report r = {0};
+	cJSON *o;
+	const cJSON *err;
+
+	(void)state;
+	r.folder = "newsletter";
+	r.file = "contacts.csv";
+	r.bytes = 17377790;
+	snprintf(r.sha256, sizeof(r.sha256), "%s", SHA);
+	r.attempts = 1;
+	r.claimed_at_ms = CLAIMED_MS;
+	r.uploaded_at_ms = UPLOADED_MS;
+	r.http_status = 201;
+	snprintf(r.import_id, sizeof(r.import_id), "%s", IMPORT_ID);
+	report_fail(&r, REPORT_STAGE_UPLOAD, 0, NULL,
+		    "the file changed while it was being uploaded: 17,377,790 \u2192 17,390,180 "
+		    "bytes; Resend made import %s from what was sent", IMPORT_ID);
+	o = parse_report(&r, FINISHED_MS);
+	assert_str(o, "outcome", "failed");
+	assert_str(o, "import_id", IMPORT_ID);
+	assert_num(o, "http_status", 201);
+	assert_null_field(o, "import");
+	err = get(o, "error");
+	assert_str(err, "stage", "upload");
+	assert_null_field(err, "http_status");
+	assert_str(err, "message",
+		   "the file changed while it was being uploaded: 17,377,790 \u2192 17,390,180 "
+		   "bytes; Resend made import " IMPORT_ID " from what was sent");
+	cJSON_Delete(o);
+}
+
+static void test_format_count(void **state)
+{
+	char buf[REPORT_COUNT_LEN];
+
+	(void)state;
+	assert_string_equal(report_format_count(buf, 0), "0");
+	assert_string_equal(report_format_count(buf, 999), "999");
+	assert_string_equal(report_format_count(buf, 1000), "1,000");
+	assert_string_equal(report_format_count(buf, 123456), "123,456");
+	assert_string_equal(report_format_count(buf, 17377790), "17,377,790");
+	assert_string_equal(report_format_count(buf, UINT64_MAX), "18,446,744,073,709,551,615");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -443,6 +491,8 @@ int main(void)
 		cmocka_unit_test(test_log_done_without_counts),
 		cmocka_unit_test(test_log_done_partial_counts),
 		cmocka_unit_test(test_log_failed),
+		cmocka_unit_test(test_failed_after_import_keeps_its_id),
+		cmocka_unit_test(test_format_count),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
