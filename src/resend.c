@@ -3,6 +3,7 @@
  * network. API facts: reference/resend-api.md; wire format: reference/sdk-capture.txt. */
 #include "resend.h"
 
+#include "scrub.h"
 #include "utf8.h"
 #include <errno.h>
 #include <stdio.h>
@@ -482,6 +483,11 @@ enum resend_class resend_classify(long status, const char *body, size_t len,
 				excerpt = RESEND_EXCERPT_MAX + 1;
 			resend_copy_text(text, excerpt, body, len, true);
 		}
+		/* Anything that looks like a key goes, here where the excerpt's cut is seen (the
+		 * message is cut again below); the caller, which knows the configured key, scrubs
+		 * for that too. */
+		scrub_secrets(err->name, sizeof(err->name), NULL);
+		scrub_secrets(text, message ? sizeof(text) : excerpt, NULL);
 		if (!text[0])
 			snprintf(text, sizeof(text), "%s",
 				 status == 0 ? "no HTTP response" : "empty body");

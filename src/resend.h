@@ -46,7 +46,9 @@ struct resend_error {
 	char message[512];  /* Resend's message, or an excerpt of a non-JSON body (escaped) */
 };
 
-/* Classifies an HTTP answer; fills ERR (when not NULL) for anything but RESEND_OK.
+/* Classifies an HTTP answer; fills ERR (when not NULL) for anything but RESEND_OK, with what
+ * looks like a key or a bearer token in its name and message redacted (scrub.h; the configured
+ * key, which this module does not know, is the caller's to scrub).
  * Auth: 401 (any name), 403 with name invalid_api_key or restricted_api_key, and 400/403 whose
  * message says the API key is invalid. */
 enum resend_class resend_classify(long status, const char *body, size_t len,

@@ -393,7 +393,7 @@ class Handler(BaseHTTPRequestHandler):
             if fault.close:
                 return None
             if fault.status is not None:
-                return fault.answer().with_headers(fake.limiter.headers())
+                return fault.answer(self.headers).with_headers(fake.limiter.headers())
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         return fake.answer_api(ApiRequest(self.command, url.path, query, self.headers, body))
 

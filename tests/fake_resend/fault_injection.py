@@ -3,6 +3,8 @@
 A fault is one JSON object (or `--fault key=value,...` on the command line):
   status       answer this status with a Resend-shaped error (502: an HTML page, as proxies do)
   name/message override the error's name and message
+  echo_auth    true: the error's message (or the 502 page) quotes the request's Authorization
+               header and the key in it, as a careless server or proxy might
   retry_after  add `retry-after` (seconds; 429 answers carry 1 when not given)
   delay        seconds to wait before answering (combines with everything else)
   stall        send the headers and half the body, wait this many seconds, then hang up
@@ -26,7 +28,7 @@ NUMBER = (int, float)
 FIELD_TYPES = {
     "status": int, "name": str, "message": str, "retry_after": int, "delay": NUMBER,
     "stall": NUMBER, "close": bool, "slow": NUMBER, "count": int, "path_prefix": str,
-    "method": str,
+    "method": str, "echo_auth": bool,
 }
 DELIVERIES = ("stall", "close", "slow")
 
@@ -44,6 +46,7 @@ class Fault:
     count: int = 1
     path_prefix: str = ""
     method: str | None = None
+    echo_auth: bool = False
 
     def matches(self, method, path):
         return path.startswith(self.path_prefix) and \
@@ -54,18 +57,32 @@ class Fault:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != f.default}
 
-    def answer(self):
-        """The answer a status fault gives instead of handling the request."""
+    def answer(self, request_headers=None):
+        """The answer a status fault gives instead of handling the request (whose headers
+        echo_auth quotes)."""
         headers = []
         if self.retry_after is not None:
             headers.append(("retry-after", str(self.retry_after)))
         elif self.status == 429:
             headers.append(("retry-after", "1"))
+        echo = self._echo(request_headers) if self.echo_auth else ""
         if self.status == 502 and self.name is None and self.message is None:
-            return Answer(502, BAD_GATEWAY_HTML, "text/html", headers)
+            page = BAD_GATEWAY_HTML
+            if echo:
+                page = page.replace(b"</body>", f"<p>{echo}</p></body>".encode())
+            return Answer(502, page, "text/html", headers)
         name, message = default_error(self.status)
-        return ApiError(self.status, self.name or name, self.message or message,
-                        headers).answer()
+        message = self.message or message
+        if echo:
+            message = f"{message} ({echo})"
+        return ApiError(self.status, self.name or name, message, headers).answer()
+
+    @staticmethod
+    def _echo(request_headers):
+        """The Authorization header as received, and the key in it on its own."""
+        value = (request_headers or {}).get("Authorization") or ""
+        key = value.strip().partition(" ")[2].strip()
+        return f"Authorization: {value}; key {key}"
 
 
 def parse_fault(spec):
@@ -92,6 +109,8 @@ def _check(fault):
         raise ValueError(f"choose one of {', '.join(deliveries)}")
     if fault.close and fault.status is not None:
         raise ValueError("close sends no answer, so no status either")
+    if fault.echo_auth and fault.status is None:
+        raise ValueError("echo_auth needs a status: it is the error that quotes the header")
     if fault.status is not None and not 400 <= fault.status <= 599:
         raise ValueError(f"status must be an error status (400..599), not {fault.status}")
     if fault.count < 1 or fault.delay < 0 or (fault.stall or 0) < 0 or \

@@ -82,6 +82,28 @@ def test_faults_apply_in_order_and_count(fake, create):
         {"status": 500, "count": 2}, {"status": 500, "count": 2}, {"status": 503}, None]
 
 
+def test_an_echo_auth_fault_quotes_the_authorization_header(fake, create):
+    """For the daemon's tests: an error that carries the API key, as a careless server might."""
+    fake.faults([{"status": 422, "echo_auth": True, "message": "Bad request."},
+                 {"status": 500, "echo_auth": True, "method": "GET"},
+                 {"status": 502, "echo_auth": True}])
+    refused = create(CSV, api_key="re_Echo123secret")
+    assert refused.json() == {
+        "statusCode": 422, "name": "validation_error",
+        "message": "Bad request. (Authorization: Bearer re_Echo123secret; key re_Echo123secret)"}
+    failed = fake.api("GET", "/contacts/imports/479e3145-dd38-476b-932c-529ceb705947",
+                      api_key="opaque-Key-9")
+    assert failed.json()["message"] == \
+        "An unexpected error occurred. (Authorization: Bearer opaque-Key-9; key opaque-Key-9)"
+    page = create(CSV, api_key="re_Echo123secret")
+    assert (page.status, page.headers["content-type"]) == (502, "text/html")
+    assert page.body == (b"<html><body><h1>502 Bad Gateway</h1><p>Authorization: Bearer "
+                         b"re_Echo123secret; key re_Echo123secret</p></body></html>")
+    assert fake.requests()[0]["fault"] == {"status": 422, "echo_auth": True,
+                                           "message": "Bad request."}
+    assert create(CSV).status == 201
+
+
 def test_faults_can_target_a_method_or_a_path(fake, create):
     fake.faults([{"status": 500, "method": "GET"},
                  {"status": 503, "path_prefix": "/contacts/imports/"}])
@@ -172,6 +194,8 @@ def test_control_requests_are_never_faulted(fake):
     ({"status": 500, "count": 0}, "must be positive"),
     ({"stall": 1, "slow": 10}, "choose one of stall, slow"),
     ({"close": True, "status": 500}, "close sends no answer"),
+    ({"delay": 0.1, "echo_auth": True}, "echo_auth needs a status"),
+    ({"status": 500, "echo_auth": 1}, "wrong type"),
     ([500], "a fault is a JSON object"),
 ])
 def test_bad_faults_are_refused_whole(fake, fault, message):
