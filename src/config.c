@@ -3,6 +3,8 @@
  * before giving up, so that an operator fixes the whole file in one go. */
 #include "config.h"
 
+#include "fsops.h"
+
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -613,8 +615,11 @@ static void check_base_url(struct ctx *c, struct config_api *api, yaml_node_t *n
 		node_error(c, n, path, "expected an https:// URL, got '%s'", QUOTED(q, api->base_url));
 		goto out;
 	}
+	/* curl reports an empty fragment ("#") as none, but the endpoint appended after it would
+	 * become the fragment: "https://host/v1#" + "/contacts/imports" calls https://host/v1. */
 	if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK) {
+	    curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK ||
+	    strchr(api->base_url, '#')) {
 		node_error(c, n, path, "a base URL takes no query or fragment, got '%s'",
 			   QUOTED(q, api->base_url));
 		goto out;
@@ -712,6 +717,9 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 		return;
 	}
 
+	/* An invalid name was reported where it is set; looking it up would print it unquoted. */
+	if (!is_env_name(api->api_key_env))
+		return;
 	const char *env = getenv(api->api_key_env);
 	/* Point at the key that names the variable, else at `api:`, else at the file's start. */
 	yaml_node_t *where = t->key_env ? t->key_env : api_node;
@@ -1163,6 +1171,20 @@ static bool dir_check(struct ctx *c, yaml_node_t *n, const char *keypath, const 
 		node_error(c, n, keypath, "'%s' is not a directory", QUOTED(q, path));
 		return false;
 	}
+	/* The daemon opens its folders without following a link (one swapped in later could
+	 * send files anywhere); say so now rather than at the start. */
+	struct stat lst;
+	if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+		char *real = realpath(path, NULL);
+		char q2[200];
+		node_error(c, n, keypath,
+			   "'%s' is a symbolic link, which resend-dropd does not follow: name the "
+			   "directory itself%s%s%s",
+			   QUOTED(q, path), real ? " ('" : "", real ? QUOTED(q2, real) : "",
+			   real ? "')" : "");
+		free(real);
+		return false;
+	}
 	ret->exists = true;
 	return true;
 }
@@ -1246,6 +1268,32 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 	for (size_t i = 0; i < count; i++)
 		parse_folder(c, cfg, yaml_document_get_node(c->doc, n->data.sequence.items.start[i]),
 			     i, refs[i]);
+
+	/* A processing directory is the daemon's alone: no folder's inbox, done or failed may be
+	 * one (a file finished there would be resumed, or claimed twice). Only one that exists can
+	 * be compared; a configured directory that does not exist is an error already. */
+	for (size_t i = 0; i < count; i++) {
+		struct dir_ref proc = {0};
+		char path[PATH_MAX];
+
+		if (!refs[i][0].exists ||
+		    snprintf(path, sizeof(path), "%s/" FSOPS_PROCESSING_DIR, refs[i][0].path) >=
+			    (int)sizeof(path) ||
+		    lstat(path, &proc.st) != 0 || !S_ISDIR(proc.st.st_mode))
+			continue;
+		for (size_t j = 0; j < count; j++) {
+			for (size_t k = 0; k < 3; k++) {
+				if (!refs[j][k].exists || !same_dir(&proc, &refs[j][k]))
+					continue;
+				char q[200];
+				node_error(c, refs[j][k].node, refs[j][k].key,
+					   "'%s' is the processing directory of %s (%s/%s): it belongs "
+					   "to the daemon",
+					   QUOTED(q, refs[j][k].path), refs[i][0].key,
+					   refs[i][0].path, FSOPS_PROCESSING_DIR);
+			}
+		}
+	}
 
 	/* Across folders: names identify folders in logs and reports; a directory shared by two
 	 * folders would have both claim the same files. */

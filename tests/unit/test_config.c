@@ -1193,12 +1193,30 @@ static void test_folders_share_a_directory(void **state)
 	     "    inbox: @TMP@/b/in\n"
 	     "    done: @TMP@/link-to-a-in\n"
 	     "    failed: @TMP@//a//in/.\n");
-	EXPECT_ERRORS("@FILE@:8:11: folders[1].done: '@TMP@/link-to-a-in' is also used by "
-		      "folders[0].inbox: each folder needs its own directories",
-		      "@FILE@:9:13: folders[1].failed: is the same directory as done: success and "
-		      "failure would be indistinguishable",
+	/* A symlink is refused for itself: the daemon never follows one to a folder. */
+	EXPECT_ERRORS("@FILE@:8:11: folders[1].done: '@TMP@/link-to-a-in' is a symbolic link, "
+		      "which resend-dropd does not follow: name the directory itself "
+		      "('@TMP@/a/in')",
 		      "@FILE@:9:13: folders[1].failed: '@TMP@//a//in/.' is also used by "
 		      "folders[0].inbox: each folder needs its own directories");
+}
+
+/* A folder's processing directory is the daemon's: no folder may use it as a directory. */
+static void test_a_processing_directory_is_nobodys_folder(void **state)
+{
+	char proc[PATH_MAX + 32];
+
+	(void)state;
+	snprintf(proc, sizeof(proc), "%s/a/in/.resend-dropd", E.dir);
+	assert_int_equal(mkdir(proc, 0700), 0);
+	load("folders:\n" FOLDER_A "  - name: b\n"
+	     "    inbox: @TMP@/a/in/.resend-dropd\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n");
+	EXPECT_ERRORS("@FILE@:7:12: folders[1].inbox: '@TMP@/a/in/.resend-dropd' is the "
+		      "processing directory of folders[0].inbox (@TMP@/a/in/.resend-dropd): it "
+		      "belongs to the daemon");
+	assert_int_equal(rmdir(proc), 0);
 }
 
 static void test_inbox_equal_to_done_or_failed(void **state)
@@ -1920,6 +1938,7 @@ int main(void)
 		T(test_folder_names),
 		T(test_duplicate_folder_names),
 		T(test_folders_share_a_directory),
+		T(test_a_processing_directory_is_nobodys_folder),
 		T(test_inbox_equal_to_done_or_failed),
 		T(test_directory_missing_or_not_a_directory),
 		T(test_done_on_another_filesystem),
