@@ -42,6 +42,7 @@ struct daemon {
 static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
 					  const struct fsops_seen *seen, void *data);
 static void daemon_watch_idle_cb(struct watch *w, void *data);
+static int daemon_inbox_replaced_cb(struct watch *w, void *data);
 static void daemon_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data);
 static void daemon_left_cb(size_t folder, const char *name, void *data);
 static void daemon_capacity_cb(void *data);
@@ -89,7 +90,7 @@ static int pipeline_start(struct daemon *d)
 	for (size_t i = 0; i < pl->cfg->n_folders; i++) {
 		r = watch_new(&d->loop, &pl->cfg->folders[i],
 			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
-			      daemon_watch_idle_cb, d, &pl->watches[i]);
+			      daemon_watch_idle_cb, daemon_inbox_replaced_cb, d, &pl->watches[i]);
 		if (r < 0)
 			return r;
 	}
@@ -185,6 +186,30 @@ static void daemon_stop(struct daemon *d, int exit_status)
 		daemon_drain(d);
 }
 
+/* Before a reload: a folder that NEXT adds must not be another daemon's. (The running ones are
+ * ours; their locks pass from the old pipeline to the new one.) Says each one that is. */
+static int daemon_locks_free(const struct daemon *d, const struct config *next)
+{
+	const struct config *cur = d->pl.cfg;
+	int r = 0;
+
+	if (d->flags & DAEMON_DRY_RUN)
+		return 0;
+	for (size_t i = 0; i < next->n_folders; i++) {
+		const struct config_folder *f = &next->folders[i];
+		bool running = false;
+		long pid;
+
+		for (size_t j = 0; j < cur->n_folders && !running; j++)
+			running = strcmp(cur->folders[j].inbox, f->inbox) == 0;
+		if (running || fsops_lock_probe(f->inbox, &pid) == 0)
+			continue;
+		jobs_log_folder_locked(f, pid);
+		r = -EWOULDBLOCK;
+	}
+	return r;
+}
+
 static void daemon_reload(struct daemon *d)
 {
 	struct config *next = NULL;
@@ -201,6 +226,11 @@ static void daemon_reload(struct daemon *d)
 		for (size_t i = 0; i < errs.count; i++)
 			log_error("%s", errs.items[i]);
 		config_errors_clear(&errs);
+		return;
+	}
+	if (daemon_locks_free(d, next) < 0) {
+		log_error("SIGHUP: keeping the running configuration");
+		config_free(next);
 		return;
 	}
 	/* Uploads in flight finish (within shutdown_timeout_s) before the new folders start;
@@ -226,8 +256,12 @@ static void daemon_log_status(const struct daemon *d)
 			continue;
 		watch_counts(pl->watches[i], &c);
 		log_info("status: %s: inbox: %zu settling, %zu waiting for a slot, %zu waiting for a "
-			 "namesake to leave processing",
-			 pl->cfg->folders[i].name, c.settling, c.parked, c.busy);
+			 "namesake to leave processing, %zu waiting to be claimed again",
+			 pl->cfg->folders[i].name, c.settling, c.parked, c.busy, c.retrying);
+		if (c.lost_reason)
+			log_warning("status: %s: STUCK: inbox '%s' is lost: %s",
+				    pl->cfg->folders[i].name, pl->cfg->folders[i].inbox,
+				    fsops_dir_check_reason(c.lost_reason));
 	}
 }
 
@@ -359,6 +393,16 @@ static void daemon_watch_idle_cb(struct watch *w, void *data)
 	daemon_once_schedule(data);
 }
 
+static int daemon_inbox_replaced_cb(struct watch *w, void *data)
+{
+	struct daemon *d = data;
+	size_t folder = daemon_folder_of(d, w);
+
+	if (folder == d->pl.cfg->n_folders || d->stopping)
+		return -ECANCELED;
+	return jobs_folder_reopen(d->pl.jobs, folder);
+}
+
 static void daemon_idle_cb(void *data)
 {
 	daemon_once_schedule(data);
@@ -429,9 +473,12 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	daemon_start_signals(&d);
 	r = pipeline_start(&d);
 	if (r < 0) {
-		log_error("start-up failed: %s", strerror(-r));
+		/* Another daemon's folder is a refusal, like a configuration error (said by jobs);
+		 * the rest a failure. */
+		if (r != -EWOULDBLOCK)
+			log_error("start-up failed: %s", strerror(-r));
 		d.stopping = true;
-		d.exit_status = 2;
+		d.exit_status = r == -EWOULDBLOCK ? 1 : 2;
 		if (d.pl.jobs) {
 			jobs_drain(d.pl.jobs, 0, daemon_drained_cb, &d);
 		} else {

@@ -35,12 +35,17 @@
  *                                     v                              | the move failed for
  *                                   ENDED (done/ or failed/)   FINISH_WAIT (S)  a while
  *
- * Three more moves: a file of at most 256 KiB is checked by the claim's own disk work, and goes
- * from CLAIMING where CHECKING would have sent it (QUEUED, or FINISHING when it is refused); a
- * file whose move failed goes through RECORDING first (FINISHING -> RECORDING -> FINISH_WAIT)
- * when its import is not on disk yet; and a drain lets a file whose record counts the upload it
- * was waiting for go through SAVING once more (from CLAIMING, CHECKING, SAVING or QUEUED), so
- * that its record does not count an upload never made.
+ * More moves than the diagram shows:
+ *  - a record that cannot be saved before an upload (a full disk) is tried again from
+ *    RETRY_WAIT (SAVING -> RETRY_WAIT): nothing is uploaded before it is down;
+ *  - a file of at most 256 KiB is checked by the claim's own disk work, and goes from CLAIMING
+ *    where CHECKING would have sent it (QUEUED, or FINISHING when it is refused);
+ *  - a file whose move failed goes through RECORDING first (FINISHING -> RECORDING ->
+ *    FINISH_WAIT) when its import is not on disk yet, and a followed file whose import could
+ *    not be recorded tries again between polls (POLLING -> RECORDING);
+ *  - a drain lets a file whose record counts the upload it was waiting for go through SAVING
+ *    once more (from CLAIMING, CHECKING, SAVING or QUEUED), so that its record does not count
+ *    an upload never made.
  *
  * In a drain, a state that would only wait, or start new work, ends the job instead: its file
  * stays in processing with its record for the next start. Disk work and checks run to their end
@@ -54,12 +59,15 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "scrub.h"
 
 #define JOB_FOLLOW_FIRST_MS 500
 #define JOB_FOLLOW_MAX_MS 30000
@@ -80,7 +88,8 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 			  S(CHECKING) | S(QUEUED) | S(SAVING) | S(FINISHING) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
 			  S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
-	[JOB_SAVING] = {"saving", true, false, false, true, S(QUEUED) | S(SAVING) | S(ENDED)},
+	[JOB_SAVING] = {"saving", true, false, false, true,
+			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
 			   S(RECORDING) | S(FINISHING) | S(RETRY_WAIT) | S(SAVING) | S(ENDED)},
@@ -89,7 +98,7 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(ENDED)},
 	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
 	[JOB_POLLING] = {"polling", false, false, false, false,
-			 S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
+			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(ENDED)},
 	[JOB_FINISHING] = {"finishing", false, false, false, true,
 			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED)},
 	[JOB_FINISH_WAIT] = {"waiting to move", false, false, true, false,
@@ -162,6 +171,10 @@ static bool job_set_state(struct job *job, enum job_state to)
 	}
 	js->n_state[job->state]--;
 	js->n_state[to]++;
+	if (job->state == JOB_FINISH_WAIT)
+		job->folder->n_stuck--;
+	else if (to == JOB_FINISH_WAIT)
+		job->folder->n_stuck++;
 	job->state = to;
 	if (from->holding && !next->holding) {
 		/* Uploaded, finished or gone: the descriptor and the slot go to a waiting file. */
@@ -236,6 +249,11 @@ static void job_claim_done(struct diskq_op *op)
 
 	cJSON_free(job->record_text);
 	job->record_text = NULL;
+	if (r == 0 && job->folder->claim_error) {
+		log_info("%s: files can be claimed from '%s' again", job_folder_name(job),
+			 job->folder->conf->inbox);
+		job->folder->claim_error = 0;
+	}
 	switch (r) {
 	case 0:
 		if (op->sync_result < 0)
@@ -274,8 +292,17 @@ static void job_claim_done(struct diskq_op *op)
 		break;
 	}
 	default:
-		log_error("%s: cannot claim '%s' from '%s': %s", job_folder_name(job), job->name,
-			  job->folder->conf->inbox, strerror(-r));
+		/* Said once for the folder, not for every file and try: the cause (an inbox or a
+		 * processing directory that cannot be written) is the folder's. */
+		if (job->folder->claim_error != r)
+			log_error("%s: cannot claim '%s' from '%s': %s; files stay in the inbox and "
+				  "claims are tried again until one works",
+				  job_folder_name(job), job->name, job->folder->conf->inbox,
+				  strerror(-r));
+		else
+			log_debug("%s: cannot claim '%s' yet: %s", job_folder_name(job), job->name,
+				  strerror(-r));
+		job->folder->claim_error = r;
 		job_emit_claimed(job, JOBS_CLAIM_FAILED);
 		break;
 	}
@@ -394,6 +421,15 @@ static void job_check_done(uv_work_t *req, int status)
 	job_check_result(job);
 }
 
+/* A wait that doubles from FIRST_MS up to MAX_MS; *D holds the last one (0: none yet). */
+static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
+{
+	*d = *d ? *d * 2 : first_ms;
+	if (*d > max_ms)
+		*d = max_ms;
+	return *d;
+}
+
 /* ---- SAVING, RECORDING: the state record, in the disk thread --------------------------- */
 
 static void job_record_work(struct diskq_op *op)
@@ -415,13 +451,31 @@ static void job_record_done(struct diskq_op *op)
 	cJSON_free(job->record_text);
 	job->record_text = NULL;
 	if (job->state == JOB_SAVING) {
-		/* The record only guards against a file that kills every upload retrying for
-		 * ever: its loss is no reason not to upload. */
-		if (r < 0)
-			log_warning("%s: '%s': cannot save its state in '%s': %s",
-				    job_folder_name(job), job->name, job->folder->conf->inbox,
-				    strerror(-r));
-		job->record_counts_next = r == 0 && !job->record_exact;
+		if (r < 0) {
+			/* No upload before its record is on disk: with a record there, the import
+			 * it makes can be recorded (in the same file, in place) even on a full
+			 * disk; without one, a restart could not tell that it was uploaded. */
+			if (job->save_failures++ == 0)
+				log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not "
+					  "uploaded before it can, and saving is retried",
+					  job_folder_name(job), job->name, job->folder->conf->inbox,
+					  FSOPS_PROCESSING_DIR, strerror(-r));
+			job->folder->save_error = r;
+			job->record_counts_next = false;
+			job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
+							     JOB_FINISH_MAX_MS);
+			job_enter(job, JOB_RETRY_WAIT);
+			return;
+		}
+		if (job->save_failures) {
+			log_info("%s: '%s': its state could be saved after %u failed attempt%s",
+				 job_folder_name(job), job->name, job->save_failures,
+				 job->save_failures == 1 ? "" : "s");
+			job->save_failures = 0;
+			job->save_delay_ms = 0;
+		}
+		job->folder->save_error = 0;
+		job->record_counts_next = !job->record_exact;
 		job->record_exact = false;
 		job_enter(job, JOB_QUEUED);
 		return;
@@ -471,6 +525,7 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 	const char *terr = api_call_transport_error(call);
 	size_t len;
 	const char *body = api_call_body(call, &len);
+	enum resend_class cls = RESEND_RETRY;
 
 	pacer_note_response(&js->pacer, api_call_header(call, "retry-after"),
 			    api_call_header(call, "ratelimit-remaining"),
@@ -478,9 +533,53 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 	if (terr) {
 		err->status = 0;
 		snprintf(err->message, sizeof(err->message), "%s", terr);
-		return RESEND_RETRY;
+	} else {
+		cls = resend_classify(api_call_status(call), body, len, err);
 	}
-	return resend_classify(api_call_status(call), body, len, err);
+	/* What the far end said goes to log lines and reports from here: a server (or a proxy)
+	 * that echoes the Authorization header must not put the key there. */
+	scrub_secrets(err->name, sizeof(err->name), js->cfg->api_key);
+	scrub_secrets(err->message, sizeof(err->message), js->cfg->api_key);
+	return cls;
+}
+
+/* Whether the file is still the one that was checked and hashed: what is reported (size,
+ * sha256) must be what is sent and what goes to done/. Asked before an upload starts (no
+ * import is made for a file that changed while it waited) and once Resend accepted it. The
+ * descriptor shows a write, an append (curl sends only the announced size, so an upload
+ * succeeds all the same) or a truncation too late to cut an upload short; the name shows
+ * another file renamed over it in processing, which the descriptor cannot. Two stats on the
+ * loop thread: inode metadata the kernel has cached (the watch stats on the loop too), no data
+ * read. False with WHY saying what happened, WHEN ("while it was being uploaded") how long. */
+static bool job_file_intact(struct job *job, const char *when, char *why, size_t whysz)
+{
+	struct stat st;
+	char what[160];
+
+	/* The name first: a rename over it or an unlink changes the old inode's ctime too,
+	 * which the descriptor would report as a mere change. */
+	if (fstatat(job->folder->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			snprintf(why, whysz, "the file was removed from processing %s", when);
+		else
+			snprintf(why, whysz, "the file cannot be found again in processing: %s",
+				 strerror(errno));
+		return false;
+	}
+	if ((uint64_t)st.st_dev != job->check.dev || (uint64_t)st.st_ino != job->check.ino) {
+		snprintf(why, whysz, "the file was replaced %s: another file was renamed over it in "
+				     "processing", when);
+		return false;
+	}
+	if (fstat(job->fd, &st) < 0) {
+		snprintf(why, whysz, "the file cannot be examined again: %s", strerror(errno));
+		return false;
+	}
+	if (!precheck_same_file(&job->check, &st, what, sizeof(what))) {
+		snprintf(why, whysz, "the file changed %s: %s", when, what);
+		return false;
+	}
+	return true;
 }
 
 static void job_upload_done(struct api_call *call, void *data)
@@ -492,11 +591,21 @@ static void job_upload_done(struct api_call *call, void *data)
 	const char *body = api_call_body(call, &len);
 	long status = api_call_status(call);
 	enum resend_class cls = job_call_outcome(js, call, &err);
+	const char *local = api_call_local_error(call);
 	unsigned max_attempts = (unsigned)js->cfg->retry.max_attempts;
+	char why[320];
 	int r;
 
 	job->call = NULL;
 	job->rep.http_status = status;
+	if (local) {
+		/* The file could not be read whole: the same file would be read again by a retry,
+		 * so it fails now, with what we found rather than what curl says about it. */
+		report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL, "%s", local);
+		api_call_free(call);
+		job_enter(job, JOB_FINISHING);
+		return;
+	}
 	switch (cls) {
 	case RESEND_OK:
 		r = resend_parse_created(body, len, job->rep.import_id);
@@ -510,6 +619,15 @@ static void job_upload_done(struct api_call *call, void *data)
 		job->rep.uploaded_at_ms = jobs_now_wall_ms();
 		log_debug("%s: '%s' uploaded as import %s", job_folder_name(job), job->name,
 			  job->rep.import_id);
+		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
+			/* The import exists, made from whatever was read: the operator decides what
+			 * to do with it, so its id is in the report and the file is not followed. */
+			report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL,
+				    "%s; Resend made import %s from what was sent", why,
+				    job->rep.import_id);
+			job_enter(job, JOB_FINISHING);
+			return;
+		}
 		/* Following: from the record on, a restart only follows the import. */
 		job_enter(job, job->folder->conf->settings.follow_import ? JOB_RECORDING
 									 : JOB_FINISHING);
@@ -558,12 +676,22 @@ static void job_upload_done(struct api_call *call, void *data)
 static void job_start_upload(struct job *job)
 {
 	struct jobs *js = job->js;
-	char *filename = resend_sanitize_filename(job->name);
-	int r = filename ? api_create_import(js->api, job->fd, job->rep.bytes, filename,
-					     &job->folder->fields, job->idempotency_key,
-					     job_upload_done, job, &job->call)
-			 : -ENOMEM;
+	char why[320];
+	char *filename;
+	int r;
 
+	if (!job_file_intact(job, "after it was checked", why, sizeof(why))) {
+		/* A refusal like the check's own: local, for good, and no request was made. */
+		job->rep.attempts--;
+		report_fail(&job->rep, REPORT_STAGE_CHECK, 0, NULL, "%s", why);
+		job_enter(job, JOB_FINISHING);
+		return;
+	}
+	filename = resend_sanitize_filename(job->name);
+	r = filename ? api_create_import(js->api, job->fd, job->rep.bytes, filename,
+					 &job->folder->fields, job->idempotency_key, job_upload_done,
+					 job, &job->call)
+		     : -ENOMEM;
 	free(filename);
 	if (r < 0) {
 		report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL, "cannot start the upload: %s",
@@ -587,6 +715,10 @@ static void job_poll_done(struct api_call *call, void *data)
 
 	job->call = NULL;
 	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
+		/* Kept as received, for the report: scrubbed like any text from the far end. */
+		scrub_secrets(imp.status, sizeof(imp.status), js->cfg->api_key);
+		scrub_secrets(imp.created_at, sizeof(imp.created_at), js->cfg->api_key);
+		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), js->cfg->api_key);
 		job->rep.import = imp;
 		if (imp.state == RESEND_IMPORT_FAILED)
 			report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
@@ -616,7 +748,9 @@ static void job_poll_done(struct api_call *call, void *data)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	job_enter(job, JOB_FOLLOW_WAIT);
+	/* An import id that could not be recorded yet is tried again between polls: until it
+	 * is down, a restart would upload the file again. */
+	job_enter(job, job->import_recorded ? JOB_FOLLOW_WAIT : JOB_RECORDING);
 }
 
 static void job_start_poll(struct job *job)
@@ -632,13 +766,42 @@ static void job_start_poll(struct job *job)
 
 /* ---- FINISHING: report, move to done/failed, in the disk thread ------------------------ */
 
+/* The directory a finished file goes to, checked just before it is written: the path must
+ * still name the directory the daemon opened. A real directory of ours that took its place
+ * (re-created, say) is adopted, swapped in with dup2; anything else (a symbolic link, nothing,
+ * another user's directory) is never written to: the file waits. */
+static int job_finish_dir(struct job *job, int *ret_fd)
+{
+	struct folder_rt *f = job->folder;
+	const char *path = job->rep.failed ? f->conf->failed : f->conf->done;
+	int fd = job->rep.failed ? f->failed_fd : f->done_fd, nfd, r;
+
+	r = fsops_dir_check(fd, path);
+	if (r == -ESTALE) {
+		r = folder_open_owned_dir(path, &nfd);
+		if (r < 0)
+			return r;
+		dup2(nfd, fd);
+		close(nfd);
+		job->finish_adopted = true;
+	}
+	*ret_fd = fd;
+	return r;
+}
+
 static void job_finish_work(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	struct folder_rt *f = job->folder;
-	int dst_fd = job->rep.failed ? f->failed_fd : f->done_fd;
 	char stage[STATEREC_NAME_LEN + 2];
+	struct stat st;
+	int dst_fd;
 
+	job->finish_dir_result = job_finish_dir(job, &dst_fd);
+	if (job->finish_dir_result < 0) {
+		op->result = job->finish_dir_result;
+		return;
+	}
 	/* Made here rather than on the loop: the report is the same whichever thread prints it,
 	 * and JOB's report is not touched while it is finishing. Kept for a retry. */
 	if (!job->report_text)
@@ -657,6 +820,15 @@ static void job_finish_work(struct diskq_op *op)
 		snprintf(stage, sizeof(stage), "%s", job->record_name);
 	op->result = fsops_finish(f->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
 				  job->report_text, stage, &job->final_name);
+	if (op->result == -ENOENT &&
+	    fstatat(f->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+		/* Not a problem of the destination: the file itself left processing (removed
+		 * by hand, or with its inbox). Its record and staged report go too. */
+		job->finish_src_gone = true;
+		(void)unlinkat(f->proc_fd, stage, 0);
+		(void)unlinkat(f->proc_fd, job->record_name, 0);
+		return;
+	}
 	if (op->result < 0)
 		return;
 	/* The record goes after the file: a crash in between leaves a record without a file,
@@ -667,18 +839,58 @@ static void job_finish_work(struct diskq_op *op)
 	op->sync_lost = f->proc_fd;
 }
 
+/* A finished file's directory (done or failed) could not be used: said once per folder and
+ * directory, however many files wait for it; and once when it can be used again. */
+static void job_note_finish_dir(struct job *job, int r)
+{
+	struct folder_rt *f = job->folder;
+	const struct config_folder *conf = f->conf;
+	bool failed = job->rep.failed;
+	const char *path = failed ? conf->failed : conf->done;
+	int *problem = &f->dir_problem[failed];
+
+	if (job->finish_adopted) {
+		job->finish_adopted = false;
+		log_warning("%s: %s directory '%s' was replaced by another directory; files go to "
+			    "the new one",
+			    conf->name, failed ? "failed" : "done", path);
+	}
+	if (r < 0 && *problem == 0)
+		log_error("%s: %s directory '%s' cannot be used: %s; nothing is written there, and "
+			  "finished files wait in '%s/%s' until it is a real directory again",
+			  conf->name, failed ? "failed" : "done", path, fsops_dir_check_reason(r),
+			  conf->inbox, FSOPS_PROCESSING_DIR);
+	else if (r == 0 && *problem != 0)
+		log_info("%s: %s directory '%s' can be used again", conf->name,
+			 failed ? "failed" : "done", path);
+	*problem = r;
+}
+
 static void job_finish_done(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	struct jobs *js = job->js;
-	const struct config_folder *conf = job->folder->conf;
+	struct folder_rt *f = job->folder;
+	const struct config_folder *conf = f->conf;
 	const char *dir = job->rep.failed ? conf->failed : conf->done;
 
+	job_note_finish_dir(job, job->finish_dir_result);
+	if (job->finish_src_gone) {
+		log_error("%s: '%s' is no longer in '%s/%s' (removed, or gone with its inbox); "
+			  "nothing was moved to '%s'%s%s",
+			  conf->name, job->name, conf->inbox, FSOPS_PROCESSING_DIR, dir,
+			  job->rep.import_id[0] ? "; it was uploaded as import " : "",
+			  job->rep.import_id);
+		job_end(job, JOB_END_FINISHED); /* the name left processing: a namesake can come */
+		return;
+	}
 	if (op->result < 0) {
-		/* Temporary by nature (a full disk, an I/O error, a directory made read-only):
-		 * the file stays where it is and the move is tried again, which says more than a
-		 * file failed for a reason of ours. */
-		if (job->finish_failures++ == 0)
+		/* Temporary by nature (a full disk, an I/O error, a directory made read-only or
+		 * replaced): the file stays where it is and the move is tried again, which says
+		 * more than a file failed for a reason of ours. */
+		f->stuck_error = op->result;
+		f->stuck_failed_dir = job->rep.failed;
+		if (job->finish_failures++ == 0 && job->finish_dir_result == 0)
 			log_error("%s: '%s' could not be moved to '%s': %s; it stays in '%s/%s' and "
 				  "the move is retried until it works",
 				  conf->name, job->name, dir, strerror(-op->result), conf->inbox,
@@ -697,10 +909,10 @@ static void job_finish_done(struct diskq_op *op)
 			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
 	report_log_outcome(&job->rep, dir, job->final_name);
 	if (job->rep.failed) {
-		job->folder->failed++;
+		f->failed++;
 		js->failed_total++;
 	} else {
-		job->folder->done++;
+		f->done++;
 		js->done_total++;
 	}
 	job_end(job, JOB_END_FINISHED);
@@ -717,23 +929,6 @@ static void job_start_finish(struct job *job)
 
 /* ---- entering a state: the one place where states change ------------------------------- */
 
-static uint64_t job_next_follow_delay(struct job *job)
-{
-	uint64_t d = job->follow_delay_ms ? job->follow_delay_ms * 2 : JOB_FOLLOW_FIRST_MS;
-
-	if (d > JOB_FOLLOW_MAX_MS)
-		d = JOB_FOLLOW_MAX_MS;
-	return job->follow_delay_ms = d;
-}
-
-static uint64_t job_next_finish_delay(struct job *job)
-{
-	uint64_t d = job->finish_delay_ms ? job->finish_delay_ms * 2 : JOB_FINISH_FIRST_MS;
-
-	if (d > JOB_FINISH_MAX_MS)
-		d = JOB_FINISH_MAX_MS;
-	return job->finish_delay_ms = d;
-}
 
 /* Puts JOB in state TO and starts what TO does. During a drain, a state that would wait or
  * start new work ends the job instead: its file stays in processing for the next start. */
@@ -787,7 +982,9 @@ void job_enter(struct job *job, enum job_state to)
 	case JOB_FOLLOW_WAIT:
 		if (!job->follow_started_ms)
 			job->follow_started_ms = uv_now(js->loop);
-		ok = pacer_at(&js->pacer, &job->se, job_next_follow_delay(job)) == 0;
+		ok = pacer_at(&js->pacer, &job->se,
+			      job_next_delay(&job->follow_delay_ms, JOB_FOLLOW_FIRST_MS,
+					     JOB_FOLLOW_MAX_MS)) == 0;
 		break;
 	case JOB_POLLING:
 		job_start_poll(job);
@@ -796,7 +993,9 @@ void job_enter(struct job *job, enum job_state to)
 		job_start_finish(job);
 		break;
 	case JOB_FINISH_WAIT:
-		ok = pacer_at(&js->pacer, &job->se, job_next_finish_delay(job)) == 0;
+		ok = pacer_at(&js->pacer, &job->se,
+			      job_next_delay(&job->finish_delay_ms, JOB_FINISH_FIRST_MS,
+					     JOB_FINISH_MAX_MS)) == 0;
 		break;
 	case JOB_NEW:
 	case JOB_ENDED:

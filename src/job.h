@@ -62,6 +62,14 @@ enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
  * disk thread; those files go before new ones). */
 void jobs_resume(struct jobs *js, size_t folder);
 
+/* Folder FOLDER's inbox was re-created (the watch saw it): opens it, sets up its processing
+ * directory and lock again, and swaps them in. 0, or the error (logged here). Files still in
+ * the old processing directory went with it. */
+int jobs_folder_reopen(struct jobs *js, size_t folder);
+
+/* Says that folder F's lock is held by process PID: the one wording for start and reload. */
+void jobs_log_folder_locked(const struct config_folder *f, long pid);
+
 /* Files known to jobs: claimed or being claimed, plus the resume backlog. */
 size_t jobs_active(const struct jobs *js);
 unsigned jobs_failed_total(const struct jobs *js);

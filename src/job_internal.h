@@ -49,6 +49,9 @@ struct job_state_info {
 	unsigned next;
 };
 
+/* Opens a folder's done or failed directory (jobs.c): real, at its path, the daemon's own. */
+int folder_open_owned_dir(const char *path, int *ret_fd);
+
 /* The states' table (job.c). */
 const struct job_state_info *job_state_info(enum job_state state);
 
@@ -72,10 +75,19 @@ struct claimed {
 
 struct folder_rt {
 	const struct config_folder *conf;
-	int inbox_fd, proc_fd, done_fd, failed_fd;
+	/* Open once; a directory found replaced is swapped in place (dup2), see job.c. */
+	int inbox_fd, proc_fd, lock_fd, done_fd, failed_fd;
 	struct resend_fields fields;
 	struct claimed *names;
 	unsigned done, failed;
+	/* Loop thread only. Files waiting for their move (FINISH_WAIT), and why the last one
+	 * failed; done's [0] and failed's [1] directory problem (fsops_dir_check), 0 when fine. */
+	unsigned n_stuck;
+	int stuck_error;
+	int claim_error; /* why the last claim failed, 0 once one worked */
+	int save_error;  /* why the last state record before an upload failed, 0 once one worked */
+	bool stuck_failed_dir;
+	int dir_problem[2];
 };
 
 struct job {
@@ -99,7 +111,7 @@ struct job {
 	bool record_counts_next; /* the record on disk counts an upload not yet started */
 	int record_result;       /* CLAIMING: writing the claim's record */
 	bool import_recorded; /* the record on disk holds the import id */
-	unsigned record_failures;
+	unsigned record_failures, save_failures; /* said once each */
 	struct fsops_seen seen;
 	char record_name[STATEREC_NAME_LEN + 1];
 	char *record_text; /* SAVING, RECORDING: what the disk thread writes */
@@ -113,8 +125,11 @@ struct job {
 	char *final_name;
 	int64_t finished_ms;
 	unsigned finish_failures;
+	int finish_dir_result; /* job_finish_dir's answer, for the loop */
+	bool finish_adopted;   /* the directory was re-created, and its new self adopted */
+	bool finish_src_gone;  /* the file left processing behind the daemon's back */
 	char idempotency_key[37];
-	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms;
+	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
 	struct report rep;
 };
 

@@ -4,7 +4,6 @@ done/ that fails for a while (a full filesystem), and state records left by earl
 import json
 import os
 import random
-import re
 import time
 
 import pytest
@@ -147,50 +146,8 @@ def test_kill9_at_random_moments_loses_nothing_and_repeats_little(pipe_env, foll
 
 # --- a move to done that fails for a while --------------------------------------------------
 
-def test_a_full_disk_keeps_the_file_in_processing_and_the_move_is_retried(pipe_env):
-    env = pipe_env
-    mount = os.path.join(env.root, "small")
-    with tmpfs_mounted(mount, "4m"):
-        try:
-            box = folder_at(mount, "box", follow_import=False)
-            config = env.config([box])
-            data = b"email,first_name\nfull@example.com,Full\n"
-            box.drop("full.csv", data)
-            # Full before the daemon starts: the claim (a rename) needs no space, but no
-            # record and no report can be written. (Once the claim's record is written, the
-            # report goes into that same file and a full disk no longer stops the move.)
-            filler = fill_filesystem(mount)
-            daemon = env.start(config)
-            env.wait_for(lambda: env.uploads(), "the upload")
-            # Full: no report can be written, so the file cannot be finished.
-            env.wait_for(lambda: daemon.log_lines("could not be moved"),
-                         "the failed move", timeout=30)
-            time.sleep(5)  # the move is retried after 1 s, 2 s, 4 s...
-            lines = daemon.log_lines("could not be moved")
-            assert len(lines) == 1, "one line per failed move, not one line:\n" + \
-                "\n".join(lines)
-            assert "No space left on device" in lines[0], lines[0]
-            assert box.processing_files() == ["full.csv"]
-            assert os.listdir(box.done) == [] and os.listdir(box.failed) == []
-            assert [e for e in box.inbox_entries() if e != ".resend-dropd"] == []
-
-            os.unlink(filler)
-            env.wait_outcomes(box, done=1, timeout=70)
-            assert len(daemon.log_lines("could not be moved")) == 1
-            [moved] = daemon.log_lines(r"could be moved after \d+ failed attempt")
-            attempts = int(re.search(r"after (\d+) failed", moved).group(1))
-            assert attempts >= 2, moved  # 5 s of a full disk: at least one retry failed
-            report = box.report("done", "full.csv")
-            assert report["sha256"] == sha256_bytes(data), report
-            uploads = env.uploads()
-            assert len(uploads) == 1 and uploads[0]["status"] == 201, uploads
-            assert report["import_id"] == uploads[0]["answer"]["id"]
-            assert box.processing_files() == []
-            assert [e for e in os.listdir(box.done) if e.startswith(".")] == []
-            daemon.stop()
-        finally:
-            for daemon in env.daemons:  # before the unmount: they hold its directories
-                daemon.kill()
+# A disk full before the claim (nothing uploaded before its state record is down) and a move
+# that fails for a while (done/ made immutable) are in test_faults_dirs.py.
 
 
 def test_a_disk_that_fills_after_the_claim_does_not_stop_the_move(pipe_env):

@@ -103,6 +103,7 @@ enum call_kind { CALL_UPLOAD, CALL_POLL };
 struct answer {
 	long status;               /* 0: no HTTP answer, TRANSPORT says why */
 	const char *transport;
+	const char *local;         /* status 0: the file could not be read whole (ours) */
 	const char *body;          /* NULL: the usual body (see make_body) */
 	const char *import_status; /* polls with BODY NULL: "queued", "in_progress", ... */
 	const char *headers[3][2];
@@ -780,8 +781,16 @@ const char *api_call_body(const struct api_call *call, size_t *ret_len)
 
 const char *api_call_transport_error(const struct api_call *call)
 {
-	return call->ans.status == 0 ? (call->ans.transport ? call->ans.transport : "no answer")
-				     : NULL;
+	if (call->ans.status != 0)
+		return NULL;
+	if (call->ans.local)
+		return call->ans.local;
+	return call->ans.transport ? call->ans.transport : "no answer";
+}
+
+const char *api_call_local_error(const struct api_call *call)
+{
+	return call->ans.status == 0 ? call->ans.local : NULL;
 }
 
 const char *api_call_header(const struct api_call *call, const char *name)
@@ -2114,6 +2123,168 @@ static void test_dry_run(void **state)
 	finish();
 }
 
+/* ---- 14. the uploaded file is the file reported ----------------------------------------------- */
+
+static void append_to(const char *dir, const char *name, const char *text)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	path_of(path, sizeof(path), dir, name);
+	f = fopen(path, "ab");
+	if (!f)
+		fail_msg("cannot open %s: %s", path, strerror(errno));
+	if (fputs(text, f) < 0 || fclose(f) != 0)
+		fail_msg("cannot append to %s", path);
+}
+
+static int truncate_in(const char *dir, const char *name, off_t size)
+{
+	char path[PATH_MAX];
+
+	path_of(path, sizeof(path), dir, name);
+	return truncate(path, size);
+}
+
+/* Appended through its processing path while the upload is out: Resend got the checked bytes
+ * (the part's length was announced) and made an import, but the file is no longer what the
+ * report would say. Failed, with that import's id, not followed, at once. */
+static void test_grown_during_upload(void **state)
+{
+	static const char more[] = "eve@example.com,Eve\n";
+	char sha[65], want[256];
+	const cJSON *rep, *err;
+	char *failed;
+
+	(void)state;
+	F.cfg->folders[0].settings.follow_import = true;
+	put_csv("x.csv", CSV_GOOD);
+	text_sha256(CSV_GOOD, sha);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	append_to(F.proc, "x.csv", more);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+
+	assert_int_equal(n_uploads(), 1);
+	assert_int_equal(n_polls(), 0);
+	assert_int_equal(upload(0)->size, strlen(CSV_GOOD));
+	assert_string_equal(upload(0)->sha256, sha);
+	assert_only_in("x.csv", IN_FAILED);
+	failed = slurp(F.failed, "x.csv", NULL);
+	assert_int_equal(strlen(failed), strlen(CSV_GOOD) + strlen(more));
+	rep = report(F.failed, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "failed");
+	assert_int_equal(jnum(rep, "bytes"), strlen(CSV_GOOD));
+	assert_string_equal(jstr(rep, "sha256"), sha);
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_int_equal(jnum(rep, "http_status"), 201);
+	assert_string_equal(jstr(rep, "import_id"), upload(0)->import_id);
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "upload");
+	snprintf(want, sizeof(want),
+		 "the file changed while it was being uploaded: %zu \u2192 %zu bytes; Resend made "
+		 "import %s from what was sent",
+		 strlen(CSV_GOOD), strlen(CSV_GOOD) + strlen(more), upload(0)->import_id);
+	assert_string_equal(jstr(err, "message"), want);
+	assert_int_equal(log_count("'x.csv' failed at upload: the file changed while"), 1);
+	assert_int_equal(count_entries(F.proc, ".state-", ""), 0);
+	finish();
+}
+
+/* Another file renamed over its processing path: the descriptor still reads the old one, the
+ * name does not. */
+static void test_replaced_during_upload(void **state)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	const cJSON *err;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	put_file(F.proc, "x.csv.new", CSV_GOOD_2, strlen(CSV_GOOD_2));
+	path_of(tmp, sizeof(tmp), F.proc, "x.csv.new");
+	path_of(dst, sizeof(dst), F.proc, "x.csv");
+	assert_int_equal(rename(tmp, dst), 0);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+
+	assert_int_equal(n_uploads(), 1);
+	assert_only_in("x.csv", IN_FAILED);
+	err = jobj(report(F.failed, "x.csv"), "error");
+	assert_string_equal(jstr(err, "stage"), "upload");
+	assert_non_null(strstr(jstr(err, "message"),
+			       "the file was replaced while it was being uploaded"));
+	assert_string_equal(jstr(report(F.failed, "x.csv"), "import_id"), upload(0)->import_id);
+	finish();
+}
+
+/* Changed between its check and an upload (here: while it waited to retry): refused before the
+ * request, like a check's refusal; the attempt that was not made is not counted. */
+static void test_changed_before_upload(void **state)
+{
+	char want[160];
+	const cJSON *rep, *err;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	release_call(0, (struct answer){.status = 503, .body = "busy"});
+	assert_int_equal(truncate_in(F.proc, "x.csv", 20), 0);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+
+	assert_int_equal(n_uploads(), 1);
+	assert_only_in("x.csv", IN_FAILED);
+	rep = report(F.failed, "x.csv");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_true(jnull(rep, "import_id"));
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "check");
+	snprintf(want, sizeof(want), "the file changed after it was checked: %zu \u2192 20 bytes",
+		 strlen(CSV_GOOD));
+	assert_string_equal(jstr(err, "message"), want);
+	finish();
+}
+
+/* The upload could not read the file whole (it shrank): the file's fault, known at once; a
+ * retry would read the same file. The report says what the daemon found, not curl. */
+static void test_local_read_error_not_retried(void **state)
+{
+	static const char msg[] = "the file shrank while it was being uploaded: read 20 of 75 bytes";
+	const cJSON *rep, *err;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	script_upload((struct answer){.status = 0,
+				      .transport = "Operation was aborted by an application callback",
+				      .local = msg});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	run_for(100); /* retries would come within 20 ms */
+	assert_int_equal(n_uploads(), 1);
+	assert_only_in("x.csv", IN_FAILED);
+	rep = report(F.failed, "x.csv");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_true(jnull(rep, "import_id"));
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "upload");
+	assert_true(jnull(err, "http_status"));
+	assert_string_equal(jstr(err, "message"), msg);
+	assert_int_equal(log_count("retrying"), 0);
+	assert_int_equal(log_count("aborted"), 0);
+	assert_int_equal(log_count(msg), 1);
+	finish();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -2138,6 +2309,10 @@ int main(void)
 		T(test_move_to_done_retried),
 		T(test_move_retried_across_restart),
 		T(test_dry_run),
+		T(test_grown_during_upload),
+		T(test_replaced_during_upload),
+		T(test_changed_before_upload),
+		T(test_local_read_error_not_retried),
 	};
 
 	return cmocka_run_group_tests_name("job", tests, NULL, NULL);
