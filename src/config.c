@@ -1287,10 +1287,9 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 					continue;
 				char q[200];
 				node_error(c, refs[j][k].node, refs[j][k].key,
-					   "'%s' is the processing directory of %s (%s/%s): it belongs "
-					   "to the daemon",
-					   QUOTED(q, refs[j][k].path), refs[i][0].key,
-					   refs[i][0].path, FSOPS_PROCESSING_DIR);
+					   "'%s' is the processing directory of %s: it belongs to the "
+					   "daemon",
+					   QUOTED(q, refs[j][k].path), refs[i][0].key);
 			}
 		}
 	}
