@@ -778,12 +778,14 @@ static int job_finish_dir(struct job *job, int *ret_fd)
 
 	r = fsops_dir_check(fd, path);
 	if (r == -ESTALE) {
+		struct stat st;
+
 		r = folder_open_owned_dir(path, &nfd);
 		if (r < 0)
 			return r;
 		dup2(nfd, fd);
+		job->finish_adopted = fstat(nfd, &st) == 0 ? (uint64_t)st.st_ino : 1;
 		close(nfd);
-		job->finish_adopted = true;
 	}
 	*ret_fd = fd;
 	return r;
@@ -849,8 +851,9 @@ static void job_note_finish_dir(struct job *job, int r)
 	const char *path = failed ? conf->failed : conf->done;
 	int *problem = &f->dir_problem[failed];
 
-	if (job->finish_adopted) {
-		job->finish_adopted = false;
+	/* Two files may find it replaced at once, each in its disk thread: said once. */
+	if (job->finish_adopted && job->finish_adopted != f->dir_adopted[failed]) {
+		f->dir_adopted[failed] = job->finish_adopted;
 		log_warning("%s: %s directory '%s' was replaced by another directory; files go to "
 			    "the new one",
 			    conf->name, failed ? "failed" : "done", path);

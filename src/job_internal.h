@@ -88,6 +88,7 @@ struct folder_rt {
 	int save_error;  /* why the last state record before an upload failed, 0 once one worked */
 	bool stuck_failed_dir;
 	int dir_problem[2];
+	uint64_t dir_adopted[2]; /* the inode last adopted (and said), per directory */
 };
 
 struct job {
@@ -126,7 +127,7 @@ struct job {
 	int64_t finished_ms;
 	unsigned finish_failures;
 	int finish_dir_result; /* job_finish_dir's answer, for the loop */
-	bool finish_adopted;   /* the directory was re-created, and its new self adopted */
+	uint64_t finish_adopted; /* the directory was re-created: the inode adopted, else 0 */
 	bool finish_src_gone;  /* the file left processing behind the daemon's back */
 	char idempotency_key[37];
 	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;

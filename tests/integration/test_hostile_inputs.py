@@ -518,7 +518,9 @@ def test_20_sigkills_during_100_files_lose_none_and_repeat_only_uploads_in_fligh
     print(f"{len(uploads)} uploads, {len(ok)} answered 201, {duplicates} duplicates; "
           f"{in_flight} uploads in flight at one of the {KILLS} kills")
     assert in_flight >= 1, f"no kill hit an upload in flight: the test tested nothing {repeat}"
-    assert duplicates <= min(in_flight, IN_FLIGHT * KILLS), \
+    # Not max_in_flight per kill: an upload answered just before a kill, whose move was not
+    # durable yet, is uploaded again too (within the window above).
+    assert duplicates <= in_flight, \
         f"{duplicates} duplicate uploads, {in_flight} in flight at the kills {repeat}"
     for earlier in env.daemons:
         earlier.assert_sanitizer_clean()
