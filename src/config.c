@@ -858,6 +858,96 @@ static void log_key_cb(struct ctx *c, struct key_visit *kv, void *target)
 	}
 }
 
+/* ---- control socket and metrics ---------------------------------------------------------- */
+
+static const char *const control_keys[] = {"socket", NULL};
+
+static void control_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+{
+	struct config *cfg = target;
+	char q[80], *s = NULL;
+
+	if (strcmp(kv->key, "socket") != 0 || !get_string(c, kv->value, kv->path, false, &s))
+		return;
+	if (s[0] != '/')
+		node_error(c, kv->value, kv->path, "expected an absolute path, got '%s'", QUOTED(q, s));
+	else if (strlen(s) >= 108) /* sizeof(sun_path) */
+		node_error(c, kv->value, kv->path, "a socket path is at most 107 bytes long");
+	free(cfg->control.socket);
+	cfg->control.socket = s;
+}
+
+static const char *const metrics_keys[] = {"listen", "allow_remote", NULL};
+
+struct metrics_target {
+	struct config *cfg;
+	yaml_node_t *listen;
+};
+
+/* "HOST:PORT", with an IPv6 address in brackets. */
+static bool parse_listen(const char *s, char **ret_host, uint16_t *ret_port)
+{
+	const char *colon = strrchr(s, ':'), *h = s, *he;
+	char *end;
+	unsigned long port;
+
+	if (!colon || colon == s)
+		return false;
+	he = colon;
+	if (*s == '[') {
+		if (colon[-1] != ']')
+			return false;
+		h = s + 1;
+		he = colon - 1;
+	} else if (memchr(s, ':', (size_t)(colon - s))) {
+		return false; /* IPv6 without brackets */
+	}
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (!colon[1] || *end || errno || port == 0 || port > 65535 || he == h)
+		return false;
+	*ret_host = strndup(h, (size_t)(he - h));
+	*ret_port = (uint16_t)port;
+	return *ret_host != NULL;
+}
+
+static void metrics_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+{
+	struct metrics_target *t = target;
+	struct config_metrics *m = &t->cfg->metrics;
+	char q[80], *s = NULL;
+
+	if (strcmp(kv->key, "allow_remote") == 0) {
+		get_bool(c, kv->value, kv->path, &m->allow_remote);
+		return;
+	}
+	if (node_is_null(kv->value) || !get_string(c, kv->value, kv->path, false, &s))
+		return;
+	free(m->listen_host);
+	m->listen_host = NULL;
+	if (!parse_listen(s, &m->listen_host, &m->listen_port))
+		node_error(c, kv->value, kv->path,
+			   "expected HOST:PORT (an IPv6 address in brackets), got '%s'", QUOTED(q, s));
+	else
+		t->listen = kv->value;
+	free(s);
+}
+
+static void parse_metrics(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+	struct metrics_target t = {.cfg = cfg};
+	char q[80];
+
+	if (!n || !expect_mapping(c, n, "metrics"))
+		return;
+	walk_mapping(c, n, "metrics", metrics_keys, metrics_key_cb, &t);
+	if (t.listen && !cfg->metrics.allow_remote && !host_is_loopback(cfg->metrics.listen_host))
+		node_error(c, t.listen, "metrics.listen",
+			   "'%s' is not a loopback address: metrics are served to this host only "
+			   "unless metrics.allow_remote is true",
+			   QUOTED(q, cfg->metrics.listen_host));
+}
+
 /* ---- folders --------------------------------------------------------------------------- */
 
 static const char *const folder_keys[] = {
@@ -1329,10 +1419,11 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 
 /* ---- top level ------------------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"api", "retry", "defaults", "log", "folders", NULL};
+static const char *const top_keys[] = {"api",	  "retry",   "defaults", "log",
+				       "folders", "control", "metrics",  NULL};
 
 struct top_target {
-	yaml_node_t *nodes[5];
+	yaml_node_t *nodes[7];
 };
 
 static void top_key_cb(struct ctx *c, struct key_visit *kv, void *target)
@@ -1362,6 +1453,7 @@ static void config_set_defaults(struct config *cfg)
 	cfg->defaults.follow_import = true;
 	cfg->log_level = CONFIG_LOG_INFO;
 	cfg->log_format = CONFIG_LOG_TEXT;
+	cfg->control.socket = strdup(CONFIG_CONTROL_SOCKET_DEFAULT);
 }
 
 static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, unsigned flags)
@@ -1379,6 +1471,9 @@ static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, uns
 	}
 	if (t.nodes[3] && expect_mapping(c, t.nodes[3], "log"))
 		walk_mapping(c, t.nodes[3], "log", log_keys, log_key_cb, cfg);
+	if (t.nodes[5] && expect_mapping(c, t.nodes[5], "control"))
+		walk_mapping(c, t.nodes[5], "control", control_keys, control_key_cb, cfg);
+	parse_metrics(c, cfg, t.nodes[6]);
 	if (t.nodes[4])
 		parse_folders(c, cfg, t.nodes[4]);
 	else
@@ -1649,6 +1744,8 @@ void config_free(struct config *cfg)
 	free(cfg->api.user_agent_suffix);
 	free(cfg->api.ca_file);
 	free(cfg->defaults.pattern);
+	free(cfg->control.socket);
+	free(cfg->metrics.listen_host);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

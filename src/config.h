@@ -81,6 +81,17 @@ struct config_retry {
 	uint64_t max_delay_ms;
 };
 
+/* The control socket (status, metrics, commands) and the optional TCP metrics listener. */
+#define CONFIG_CONTROL_SOCKET_DEFAULT "/run/resend-dropd/control.sock"
+struct config_control {
+	char *socket; /* absolute path of the AF_UNIX socket */
+};
+struct config_metrics {
+	char *listen_host; /* NULL: no TCP listener; else a numeric address or "localhost" */
+	uint16_t listen_port;
+	bool allow_remote;
+};
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -88,6 +99,8 @@ struct config {
 	struct config_settings defaults;
 	enum config_log_level log_level;
 	enum config_log_format log_format;
+	struct config_control control;
+	struct config_metrics metrics;
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key read from api_key_env or api_key_file. Never logged; wiped on free. */

@@ -8,13 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <uv.h>
 
 #include "api.h"
 #include "http.h"
+#include "control.h"
 #include "job.h"
+#include "jobs_control.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "status.h"
 #include "watch.h"
 
 /* Everything that depends on the configuration; a reload replaces it whole. */
@@ -35,6 +40,12 @@ struct daemon {
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t once_check; /* --once: "are we done?", asked after the events that may say so */
 	size_t offer_next;     /* the folder whose parked files are offered first */
+	/* The control socket and what it counts outlive pipelines: a reload keeps them. */
+	struct control *control;
+	struct metrics *metrics;
+	struct status_pauses *pauses;
+	int64_t started_ms;
+	struct notify *notify; /* the service manager; NULL if it could not be set up */
 	bool stopping;
 	int exit_status;
 };
@@ -49,6 +60,92 @@ static void daemon_capacity_cb(void *data);
 static void daemon_idle_cb(void *data);
 static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
+
+/* ---- the control socket (control.c serves, status.c answers) ------------------------------ */
+
+static void daemon_status_src(struct daemon *d, struct status_src *s)
+{
+	*s = (struct status_src){
+		.cfg = d->pl.cfg,
+		.jobs = d->pl.jobs,
+		.watches = d->pl.watches,
+		.metrics = d->metrics,
+		.pauses = d->pauses,
+		.state = d->stopping ? "stopping" : d->next_cfg ? "reloading" : "running",
+		.started_ms = d->started_ms,
+		.loop_now_ms = uv_now(&d->loop),
+		.resumed = daemon_capacity_cb,
+		.data = d,
+	};
+}
+
+static char *daemon_ctl_status(void *data)
+{
+	struct status_src s;
+
+	daemon_status_src(data, &s);
+	return status_json(&s);
+}
+
+static int daemon_ctl_metrics(void *data, char **ret, size_t *ret_len)
+{
+	struct status_src s;
+
+	daemon_status_src(data, &s);
+	return status_metrics(&s, ret, ret_len);
+}
+
+static unsigned daemon_ctl_command(void *data, const char *cmd, const char *folder,
+				   const char *file, char **ret_body)
+{
+	struct status_src s;
+
+	daemon_status_src(data, &s);
+	return status_command(&s, cmd, folder, file, ret_body);
+}
+
+/* Before the first pipeline: what it counts into. */
+static int daemon_control_prepare(struct daemon *d)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	d->started_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if (metrics_new(&d->metrics) < 0 || status_pauses_new(&d->pauses) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Once the first pipeline holds its folders' locks (so that a second daemon on the same folders
+ * is told so first); not for --once, which may run beside a daemon. A live daemon on the socket
+ * is a refusal (-EWOULDBLOCK), like another daemon's folder. */
+static int daemon_control_listen(struct daemon *d)
+{
+	const struct config *cfg = d->pl.cfg;
+	const struct control_handlers h = {
+		.status = daemon_ctl_status,
+		.metrics = daemon_ctl_metrics,
+		.command = daemon_ctl_command,
+		.data = d,
+	};
+	int r;
+
+	if (d->flags & DAEMON_ONCE)
+		return 0;
+	r = control_new(&d->loop, cfg->control.socket, cfg->metrics.listen_host,
+			cfg->metrics.listen_port, &h, &d->control);
+	return r == -EADDRINUSE ? -EWOULDBLOCK : r;
+}
+
+/* A new pipeline's jobs count into the daemon's metrics and keep its paused folders. */
+static void daemon_control_attach(struct daemon *d)
+{
+	struct status_src s;
+
+	jobs_control_set_metrics(d->pl.jobs, d->metrics);
+	daemon_status_src(d, &s);
+	status_apply_pauses(&s);
+}
 
 static void daemon_http_closed_cb(void *data)
 {
@@ -80,6 +177,7 @@ static int pipeline_start(struct daemon *d)
 	r = jobs_new(&d->loop, pl->cfg, pl->api, jflags, &events, &pl->jobs);
 	if (r < 0)
 		return r;
+	daemon_control_attach(d);
 	if (!(d->flags & DAEMON_DRY_RUN)) {
 		for (size_t i = 0; i < pl->cfg->n_folders; i++)
 			jobs_resume(pl->jobs, i);
@@ -124,6 +222,10 @@ static void daemon_close_signals(struct daemon *d)
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->sigusr1, NULL);
+	control_close(d->control);
+	d->control = NULL;
+	notify_close(d->notify);
+	d->notify = NULL;
 	uv_close((uv_handle_t *)&d->once_check, NULL);
 }
 
@@ -131,6 +233,7 @@ static void daemon_drained_cb(void *data)
 {
 	struct daemon *d = data;
 
+	notify_drained(d->notify);
 	pipeline_teardown(d);
 	if (d->next_cfg && !d->stopping) {
 		d->pl.cfg = d->next_cfg;
@@ -139,12 +242,14 @@ static void daemon_drained_cb(void *data)
 			      (enum log_format)d->pl.cfg->log_format);
 		int r = pipeline_start(d);
 		if (r == 0) {
-			log_info("configuration %s reloaded: %zu folder%s", d->config_path,
-				 d->pl.cfg->n_folders, d->pl.cfg->n_folders == 1 ? "" : "s");
-			sd_notify(0, "READY=1");
+			log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_RELOADED},
+				  "configuration %s reloaded: %zu folder%s", d->config_path,
+				  d->pl.cfg->n_folders, d->pl.cfg->n_folders == 1 ? "" : "s");
+			notify_ready(d->notify);
 			return;
 		}
-		log_error("reload failed: %s; stopping", strerror(-r));
+		log_event(LOG_LEVEL_ERROR, &(struct log_fields){.message_id = LOG_ID_RELOAD_FAILED},
+			  "reload failed: %s; stopping", strerror(-r));
 		d->stopping = true;
 		d->exit_status = 2;
 		if (d->pl.jobs) {
@@ -168,6 +273,7 @@ static void daemon_drain(struct daemon *d)
 			watch_close(pl->watches[i]);
 		pl->watches[i] = NULL;
 	}
+	notify_draining(d->notify, pl->cfg->api.shutdown_timeout_s);
 	jobs_drain(pl->jobs, pl->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
 }
 
@@ -179,7 +285,7 @@ static void daemon_stop(struct daemon *d, int exit_status)
 		return;
 	d->stopping = true;
 	d->exit_status = exit_status;
-	sd_notify(0, "STOPPING=1");
+	notify_stopping(d->notify);
 	uv_timer_stop(&d->once_check);
 	/* A reload already drains: its callback sees `stopping` and does not start again. */
 	if (!draining)
@@ -220,7 +326,9 @@ static void daemon_reload(struct daemon *d)
 		return;
 	}
 	if (config_load(d->config_path, 0, &next, &errs) < 0) {
-		log_error("SIGHUP: configuration %s has %zu error%s; keeping the running "
+		log_event(LOG_LEVEL_ERROR,
+			  &(struct log_fields){.message_id = LOG_ID_RELOAD_REJECTED},
+			  "SIGHUP: configuration %s has %zu error%s; keeping the running "
 			  "configuration",
 			  d->config_path, errs.count, errs.count == 1 ? "" : "s");
 		for (size_t i = 0; i < errs.count; i++)
@@ -229,17 +337,55 @@ static void daemon_reload(struct daemon *d)
 		return;
 	}
 	if (daemon_locks_free(d, next) < 0) {
-		log_error("SIGHUP: keeping the running configuration");
+		log_event(LOG_LEVEL_ERROR,
+			  &(struct log_fields){.message_id = LOG_ID_RELOAD_REJECTED},
+			  "SIGHUP: keeping the running configuration");
 		config_free(next);
 		return;
 	}
 	/* Uploads in flight finish (within shutdown_timeout_s) before the new folders start;
 	 * whatever is left in processing is resumed by the new pipeline. */
-	log_info("SIGHUP: configuration %s is valid; reloading after uploads in flight finish",
-		 d->config_path);
-	sd_notify(0, "RELOADING=1");
+	log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_RELOADING},
+		  "SIGHUP: configuration %s is valid; reloading after uploads in flight finish",
+		  d->config_path);
+	notify_reloading(d->notify);
 	d->next_cfg = next;
 	daemon_drain(d);
+}
+
+/* STATUS=, asked by notify at the end of loop turns: O(folders). Waiting counts what the
+ * inboxes hold that is not yet being claimed (settling, parked, waiting for a namesake or for
+ * a claim to be tried again) and what is claimed but not yet uploading. */
+static void daemon_status_cb(void *data, struct notify_status *ret)
+{
+	const struct daemon *d = data;
+	const struct pipeline *pl = &d->pl;
+	struct jobs_counts jc;
+
+	ret->phase = d->stopping ? "stopping" : d->next_cfg ? "reloading" : NULL;
+	if (!pl->cfg || !pl->jobs)
+		return;
+	ret->folders = pl->cfg->n_folders;
+	for (size_t i = 0; pl->watches && i < pl->cfg->n_folders; i++) {
+		struct watch_counts c;
+
+		if (!pl->watches[i])
+			continue;
+		watch_counts(pl->watches[i], &c);
+		ret->waiting += c.settling + c.parked + c.busy + c.retrying;
+	}
+	jobs_counts(pl->jobs, &jc);
+	ret->waiting += jc.waiting;
+	ret->uploading = jc.uploading;
+	ret->following = jc.following;
+	ret->finishing = jc.finishing;
+	/* Folders paused: all of them while the API refuses us, else those paused by hand. */
+	if (jc.paused) {
+		ret->paused = pl->cfg->n_folders;
+		ret->pause_reason = jc.auth_paused ? "the API key was refused" : "API quota";
+	}
+	for (size_t i = 0; !jc.paused && i < pl->cfg->n_folders; i++)
+		ret->paused += jobs_control_paused(pl->jobs, i);
 }
 
 static void daemon_log_status(const struct daemon *d)
@@ -272,10 +418,11 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 	switch (signum) {
 	case SIGTERM:
 	case SIGINT:
-		log_info("received %s; finishing uploads in flight (at most %llu s), taking no new "
-			 "files",
-			 signum == SIGTERM ? "SIGTERM" : "SIGINT",
-			 (unsigned long long)d->pl.cfg->api.shutdown_timeout_s);
+		log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STOPPING},
+			  "received %s; finishing uploads in flight (at most %llu s), taking no new "
+			  "files",
+			  signum == SIGTERM ? "SIGTERM" : "SIGINT",
+			  (unsigned long long)d->pl.cfg->api.shutdown_timeout_s);
 		daemon_stop(d, d->exit_status);
 		break;
 	case SIGUSR1:
@@ -302,7 +449,8 @@ static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
 	struct daemon *d = data;
 	size_t folder = daemon_folder_of(d, w);
 
-	if (folder == d->pl.cfg->n_folders || d->stopping)
+	if (folder == d->pl.cfg->n_folders || d->stopping ||
+	    jobs_control_paused(d->pl.jobs, folder))
 		return WATCH_LATER;
 	switch (jobs_submit(d->pl.jobs, folder, name, seen)) {
 	case JOBS_CLAIMING:
@@ -353,7 +501,10 @@ static void daemon_capacity_cb(void *data)
 
 	while (without < n && !d->stopping) {
 		struct watch *w = daemon_watch(d, d->offer_next);
-		enum watch_offer r = w ? watch_offer(w) : WATCH_OFFER_NONE;
+		/* A paused folder's files stay parked; the others go on. */
+		enum watch_offer r = w && !jobs_control_paused(d->pl.jobs, d->offer_next)
+					     ? watch_offer(w)
+					     : WATCH_OFFER_NONE;
 
 		if (r == WATCH_OFFER_FULL)
 			return;
@@ -471,7 +622,14 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		return 2;
 	}
 	daemon_start_signals(&d);
-	r = pipeline_start(&d);
+	r = notify_new(&d.loop, daemon_status_cb, &d, &d.notify);
+	if (r < 0)
+		log_warning("cannot set up notifications to the service manager: %s", strerror(-r));
+	r = daemon_control_prepare(&d);
+	if (r == 0)
+		r = pipeline_start(&d);
+	if (r == 0)
+		r = daemon_control_listen(&d);
 	if (r < 0) {
 		/* Another daemon's folder is a refusal, like a configuration error (said by jobs);
 		 * the rest a failure. */
@@ -486,17 +644,23 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 			daemon_close_signals(&d);
 		}
 	} else {
-		log_info("resend-dropd %s started: %zu folder%s%s%s", RDD_VERSION, cfg->n_folders,
-			 cfg->n_folders == 1 ? "" : "s", (flags & DAEMON_ONCE) ? ", --once" : "",
-			 (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "");
+		log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STARTED},
+			  "resend-dropd %s started: %zu folder%s%s%s", RDD_VERSION, cfg->n_folders,
+			  cfg->n_folders == 1 ? "" : "s", (flags & DAEMON_ONCE) ? ", --once" : "",
+			  (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)"
+						   : "");
 		daemon_once_schedule(&d);
-		sd_notify(0, "READY=1");
+		/* The folders are watched (watch_new added the inotify watches): a file dropped
+		 * from now on is seen. */
+		notify_ready(d.notify);
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	r = uv_loop_close(&d.loop);
 	if (r < 0)
 		log_error("event loop closed with handles still open: %s", uv_strerror(r));
 	curl_global_cleanup();
-	log_info("stopped");
+	metrics_free(d.metrics);
+	status_pauses_free(d.pauses);
+	log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STOPPED}, "stopped");
 	return d.exit_status;
 }

@@ -792,3 +792,56 @@ fsops_format_utc(char buf[32], int64_t t, int ms)
 	else
 		snprintf(buf + n, 32 - n, "Z");
 }
+
+int
+fsops_unfail(int failed_fd, int inbox_fd, const char *name, int64_t now, char **ret_report)
+{
+	char stamp[32], *json = NULL, *kept = NULL;
+	struct stat st;
+	int r;
+
+	if (!*name || name[0] == '.' || strchr(name, '/') || strlen(name) > NAME_MAX)
+		return -EINVAL;
+	if (fstatat(failed_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	r = format_stamp(stamp, now);
+	if (r < 0)
+		return r;
+	if (asprintf(&json, "%s%s", name, FSOPS_JSON_SUFFIX) < 0)
+		return -ENOMEM;
+	/* The old report first, to a name no new report takes: x.csv.json -> x.csv.<stamp>.json
+	 * (x.csv.<stamp>-N.json when several retries fall in one second). */
+	for (int i = 1; i <= FSOPS_MAX_REPORT_VARIANTS; i++) {
+		free(kept);
+		kept = NULL;
+		if ((i == 1 ? asprintf(&kept, "%s.%s%s", name, stamp, FSOPS_JSON_SUFFIX)
+			    : asprintf(&kept, "%s.%s-%d%s", name, stamp, i, FSOPS_JSON_SUFFIX)) < 0) {
+			kept = NULL;
+			r = -ENOMEM;
+			goto out;
+		}
+		r = strlen(kept) > NAME_MAX ? -ENAMETOOLONG
+					    : move_noreplace(failed_fd, json, failed_fd, kept);
+		if (r != -EEXIST)
+			break;
+	}
+	if (r == -ENOENT) {
+		free(kept); /* no report: nothing to keep */
+		kept = NULL;
+	} else if (r < 0) {
+		goto out;
+	}
+	r = move_noreplace(failed_fd, name, inbox_fd, name);
+	if (r < 0 && kept)
+		(void)move_noreplace(failed_fd, kept, failed_fd, json);
+out:
+	free(json);
+	if (r < 0) {
+		free(kept);
+		return r;
+	}
+	*ret_report = kept;
+	return 0;
+}

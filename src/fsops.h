@@ -103,6 +103,14 @@ int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, s
 int fsops_list(int dir_fd, char ***ret_names, size_t *ret_n);
 void fsops_names_free(char **names, size_t n);
 
+/* resend-dropd retry: moves FAILED_FD/NAME back to INBOX_FD/NAME without replacing anything,
+ * after renaming its report NAME.json (if any) to NAME.<UTC stamp from NOW>.json, which stays
+ * in FAILED_FD; *ret_report is that new name (malloc'd), or NULL when there was no report. If
+ * the file cannot move, the report gets its name back. -ENOENT: no such file; -EINVAL: not a
+ * plain file name, or not a regular file; -EEXIST: the inbox has a file of that name. Two
+ * renames, no fsync: the caller may run it on the loop thread. */
+int fsops_unfail(int failed_fd, int inbox_fd, const char *name, int64_t now, char **ret_report);
+
 /* fsync of a directory; filesystems that cannot (EINVAL) count as success. */
 int fsops_fsync_dir(int dir_fd);
 

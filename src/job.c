@@ -154,6 +154,7 @@ struct job *job_new(struct jobs *js, struct claimed *c)
 	js->jobs = job;
 	js->n_jobs++;
 	js->n_state[JOB_NEW]++;
+	job->folder->n_state[JOB_NEW]++;
 	return job;
 }
 
@@ -171,6 +172,8 @@ static bool job_set_state(struct job *job, enum job_state to)
 	}
 	js->n_state[job->state]--;
 	js->n_state[to]++;
+	job->folder->n_state[job->state]--;
+	job->folder->n_state[to]++;
 	if (job->state == JOB_FINISH_WAIT)
 		job->folder->n_stuck--;
 	else if (to == JOB_FINISH_WAIT)
@@ -295,7 +298,10 @@ static void job_claim_done(struct diskq_op *op)
 		/* Said once for the folder, not for every file and try: the cause (an inbox or a
 		 * processing directory that cannot be written) is the folder's. */
 		if (job->folder->claim_error != r)
-			log_error("%s: cannot claim '%s' from '%s': %s; files stay in the inbox and "
+			log_event(LOG_LEVEL_ERROR,
+				  &(struct log_fields){LOG_ID_CLAIM_FAILED, job_folder_name(job),
+						       job->name, NULL, NULL},
+				  "%s: cannot claim '%s' from '%s': %s; files stay in the inbox and "
 				  "claims are tried again until one works",
 				  job_folder_name(job), job->name, job->folder->conf->inbox,
 				  strerror(-r));
@@ -598,6 +604,7 @@ static void job_upload_done(struct api_call *call, void *data)
 
 	job->call = NULL;
 	job->rep.http_status = status;
+	metrics_api_request(js->metrics, METRICS_CREATE_IMPORT, status);
 	if (local) {
 		/* The file could not be read whole: the same file would be read again by a retry,
 		 * so it fails now, with what we found rather than what curl says about it. */
@@ -617,6 +624,8 @@ static void job_upload_done(struct api_call *call, void *data)
 			return;
 		}
 		job->rep.uploaded_at_ms = jobs_now_wall_ms();
+		metrics_uploaded(job->folder->metrics, job->rep.bytes,
+				 (double)(uv_now(js->loop) - job->upload_started_ms) / 1000);
 		log_debug("%s: '%s' uploaded as import %s", job_folder_name(job), job->name,
 			  job->rep.import_id);
 		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
@@ -656,11 +665,15 @@ static void job_upload_done(struct api_call *call, void *data)
 			return;
 		}
 		job->retry_delay_ms = job_backoff_ms(&js->cfg->retry, job->rep.attempts);
+		metrics_upload_retry(job->folder->metrics);
 		if (!js->draining)
-			log_warning("%s: '%s' upload attempt %u failed: %s%s%s%s; retrying in %.1f s",
-				    job_folder_name(job), job->name, job->rep.attempts, err.message,
-				    err.name[0] ? " [" : "", err.name, err.name[0] ? "]" : "",
-				    (double)job->retry_delay_ms / 1000);
+			log_event(LOG_LEVEL_WARNING,
+				  &(struct log_fields){LOG_ID_UPLOAD_RETRY, job_folder_name(job),
+						       job->name, NULL, "retry"},
+				  "%s: '%s' upload attempt %u failed: %s%s%s%s; retrying in %.1f s",
+				  job_folder_name(job), job->name, job->rep.attempts, err.message,
+				  err.name[0] ? " [" : "", err.name, err.name[0] ? "]" : "",
+				  (double)job->retry_delay_ms / 1000);
 		job_enter(job, JOB_RETRY_WAIT);
 		return;
 	case RESEND_PERMANENT:
@@ -714,6 +727,7 @@ static void job_poll_done(struct api_call *call, void *data)
 	struct resend_import imp;
 
 	job->call = NULL;
+	metrics_api_request(js->metrics, METRICS_GET_IMPORT, api_call_status(call));
 	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
 		/* Kept as received, for the report: scrubbed like any text from the far end. */
 		scrub_secrets(imp.status, sizeof(imp.status), js->cfg->api_key);
@@ -724,6 +738,10 @@ static void job_poll_done(struct api_call *call, void *data)
 			report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
 				    "Resend reports import %s as failed", job->rep.import_id);
 		if (imp.state == RESEND_IMPORT_COMPLETED || imp.state == RESEND_IMPORT_FAILED) {
+			if (job->rep.uploaded_at_ms > 0)
+				metrics_imported(job->folder->metrics,
+						 (double)(jobs_now_wall_ms() -
+							  job->rep.uploaded_at_ms) / 1000);
 			api_call_free(call);
 			job_enter(job, JOB_FINISHING);
 			return;
@@ -859,7 +877,9 @@ static void job_note_finish_dir(struct job *job, int r)
 			    conf->name, failed ? "failed" : "done", path);
 	}
 	if (r < 0 && *problem == 0)
-		log_error("%s: %s directory '%s' cannot be used: %s; nothing is written there, and "
+		log_event(LOG_LEVEL_ERROR,
+			  &(struct log_fields){LOG_ID_DIR_UNUSABLE, conf->name, NULL, NULL, NULL},
+			  "%s: %s directory '%s' cannot be used: %s; nothing is written there, and "
 			  "finished files wait in '%s/%s' until it is a real directory again",
 			  conf->name, failed ? "failed" : "done", path, fsops_dir_check_reason(r),
 			  conf->inbox, FSOPS_PROCESSING_DIR);
@@ -894,7 +914,12 @@ static void job_finish_done(struct diskq_op *op)
 		f->stuck_error = op->result;
 		f->stuck_failed_dir = job->rep.failed;
 		if (job->finish_failures++ == 0 && job->finish_dir_result == 0)
-			log_error("%s: '%s' could not be moved to '%s': %s; it stays in '%s/%s' and "
+			log_event(LOG_LEVEL_ERROR,
+				  &(struct log_fields){LOG_ID_MOVE_FAILED, conf->name, job->name,
+						       job->rep.import_id[0] ? job->rep.import_id
+									     : NULL,
+						       NULL},
+				  "%s: '%s' could not be moved to '%s': %s; it stays in '%s/%s' and "
 				  "the move is retried until it works",
 				  conf->name, job->name, dir, strerror(-op->result), conf->inbox,
 				  FSOPS_PROCESSING_DIR);
@@ -911,6 +936,7 @@ static void job_finish_done(struct diskq_op *op)
 		log_info("%s: '%s' could be moved after %u failed attempt%s", conf->name, job->name,
 			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
 	report_log_outcome(&job->rep, dir, job->final_name);
+	metrics_file_finished(f->metrics, job->rep.failed);
 	if (job->rep.failed) {
 		f->failed++;
 		js->failed_total++;
@@ -971,6 +997,7 @@ void job_enter(struct job *job, enum job_state to)
 		ok = job_start_record(job, false);
 		break;
 	case JOB_UPLOADING:
+		job->upload_started_ms = uv_now(js->loop);
 		job->rep.attempts++;
 		job->record_counts_next = false; /* it counts one that is made now */
 		job_start_upload(job);
@@ -1049,6 +1076,7 @@ void job_end(struct job *job, enum job_end how)
 		job->next->prev = job->prev;
 	js->n_jobs--;
 	js->n_state[JOB_ENDED]--;
+	job->folder->n_state[JOB_ENDED]--;
 	cJSON_free(job->record_text);
 	cJSON_free(job->report_text);
 	free(job->final_name);

@@ -84,4 +84,15 @@ void jobs_drain(struct jobs *js, uint64_t timeout_ms, void (*done_cb)(void *data
 /* Closes a drained JOBS: its handles and the disk thread; frees it in the last close callback. */
 void jobs_close(struct jobs *js);
 
+/* What jobs holds, by what a service manager's status line says of it (notify.c). */
+struct jobs_counts {
+	size_t waiting;   /* claimed, not yet uploaded (checks, queue, retry waits, the backlog) */
+	size_t uploading; /* an upload in flight */
+	size_t following; /* uploaded: its import id recorded, followed until it ends */
+	size_t finishing; /* being moved to done/failed, or waiting to be */
+	bool paused, auth_paused;
+};
+/* O(1): from the state counters. */
+void jobs_counts(const struct jobs *js, struct jobs_counts *ret);
+
 #endif

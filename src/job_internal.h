@@ -13,6 +13,7 @@
 
 #include "diskq.h"
 #include "job.h"
+#include "metrics.h"
 #include "pacer.h"
 #include "precheck.h"
 #include "report.h"
@@ -89,6 +90,9 @@ struct folder_rt {
 	bool stuck_failed_dir;
 	int dir_problem[2];
 	uint64_t dir_adopted[2]; /* the inode last adopted (and said), per directory */
+	unsigned n_state[JOB_N_STATES]; /* this folder's share of jobs->n_state */
+	struct metrics_folder *metrics; /* NULL: not counted */
+	bool paused;                    /* resend-dropd pause: no uploads start */
 };
 
 struct job {
@@ -131,6 +135,7 @@ struct job {
 	bool finish_src_gone;  /* the file left processing behind the daemon's back */
 	char idempotency_key[37];
 	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
+	uint64_t upload_started_ms; /* loop ms */
 	struct report rep;
 };
 
@@ -168,6 +173,7 @@ struct jobs {
 	void (*drained_cb)(void *data);
 	void *drained_data;
 	unsigned failed_total, done_total;
+	struct metrics *metrics; /* the daemon's, NULL: not counted */
 	unsigned open_handles;
 	bool closing;
 };

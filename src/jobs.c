@@ -95,7 +95,8 @@ void jobs_pause(struct jobs *js, enum resend_class cls, const struct resend_erro
 	uint64_t ms = auth ? JOB_AUTH_PAUSE_MS : JOB_QUOTA_PAUSE_MS;
 
 	if (!js->paused || auth != js->auth_paused)
-		log_error("all uploads paused for %llu s: %s%s%s%s (HTTP %ld)%s",
+		log_event(LOG_LEVEL_ERROR, &(struct log_fields){.message_id = LOG_ID_API_PAUSED},
+			  "all uploads paused for %llu s: %s%s%s%s (HTTP %ld)%s",
 			  (unsigned long long)(ms / 1000), e->message, e->name[0] ? " [" : "",
 			  e->name, e->name[0] ? "]" : "", e->status,
 			  auth ? "; check the API key (api.api_key_env / api.api_key_file)" : "");
@@ -666,4 +667,33 @@ void jobs_close(struct jobs *js)
 	uv_close((uv_handle_t *)&js->drain_timer, jobs_closed_cb);
 	uv_close((uv_handle_t *)&js->turn, jobs_closed_cb);
 	diskq_close(js->dq, jobs_part_closed, js);
+}
+
+void jobs_counts(const struct jobs *js, struct jobs_counts *ret)
+{
+	static const enum {
+		C_WAITING,
+		C_UPLOADING,
+		C_FOLLOWING,
+		C_FINISHING,
+		C_NONE
+	} kind[JOB_N_STATES] = {
+		[JOB_NEW] = C_WAITING,         [JOB_CLAIMING] = C_WAITING,
+		[JOB_CHECKING] = C_WAITING,    [JOB_QUEUED] = C_WAITING,
+		[JOB_SAVING] = C_WAITING,      [JOB_UPLOADING] = C_UPLOADING,
+		[JOB_RETRY_WAIT] = C_WAITING,  [JOB_RECORDING] = C_FOLLOWING,
+		[JOB_FOLLOW_WAIT] = C_FOLLOWING, [JOB_POLLING] = C_FOLLOWING,
+		[JOB_FINISHING] = C_FINISHING, [JOB_FINISH_WAIT] = C_FINISHING,
+		[JOB_ENDED] = C_NONE,
+	};
+	size_t n[C_NONE + 1] = {0};
+
+	for (int s = 0; s < JOB_N_STATES; s++)
+		n[kind[s]] += js->n_state[s];
+	ret->waiting = n[C_WAITING] + js->backlog;
+	ret->uploading = n[C_UPLOADING];
+	ret->following = n[C_FOLLOWING];
+	ret->finishing = n[C_FINISHING];
+	ret->paused = js->paused;
+	ret->auth_paused = js->auth_paused;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -16,6 +17,8 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: resend-dropd [-c FILE] [--check | --once | --dry-run]\n"
+		"       resend-dropd [-c FILE] [--socket PATH] status | retry FOLDER FILE |\n"
+		"                    pause [FOLDER] | resume [FOLDER]\n"
 		"       resend-dropd --version | --help\n"
 		"\n"
 		"Watches drop folders and imports each finished CSV file into Resend\n"
@@ -25,11 +28,20 @@ static void usage(FILE *out)
 		"      --check        validate the configuration, print every error, exit 0 or 1\n"
 		"      --once         process what is in the inboxes now, then exit\n"
 		"      --dry-run      check and log what would be sent; upload and move nothing\n"
+		"      --socket PATH  the running daemon's control socket (default: control.socket\n"
+		"                     of the configuration)\n"
+
 		"  -V, --version      print the version and exit\n"
-		"  -h, --help         print this help and exit\n"
+		"  -h, --help         print this help and exit\n"		"\n"
+		"Commands, to the running daemon:\n"
+		"  status             what each folder is doing\n"
+		"  retry FOLDER FILE  put FILE from FOLDER's failed directory back into its inbox\n"
+		"  pause [FOLDER]     take no new files and start no uploads (every folder by default)\n"
+		"  resume [FOLDER]    undo pause\n"
 		"\n"
 		"Exit status: 0 success; 1 configuration or usage error; 2 runtime failure;\n"
-		"3 with --once when any file failed.\n"
+		"3 with --once when any file failed. Commands: 0 done; 1 usage error, or refused\n"
+		"(unknown folder or file); 2 the daemon is not running or cannot be reached.\n"
 		"The API key comes from the environment variable named by api.api_key_env\n"
 		"(default RESEND_API_KEY) or from api.api_key_file; never from the YAML.\n");
 }
@@ -49,6 +61,34 @@ static void print_summary(const struct config *cfg)
 	printf("\n");
 }
 
+/* A command to the running daemon: the socket is --socket, else the configuration's (the
+ * default one's, or the default path when the default configuration cannot be read). */
+static int main_ctl(const char *config_path, bool config_given, const char *socket_path,
+		    int argc, char **argv)
+{
+	struct config *cfg = NULL;
+	struct config_errors errs = {0};
+	int r;
+
+	if (socket_path)
+		return ctl_run(socket_path, argc, argv);
+	if (config_load(config_path, CONFIG_LOAD_NO_API_KEY, &cfg, &errs) < 0) {
+		if (!config_given) {
+			config_errors_clear(&errs);
+			return ctl_run(CONFIG_CONTROL_SOCKET_DEFAULT, argc, argv);
+		}
+		for (size_t i = 0; i < errs.count; i++)
+			fprintf(stderr, "%s\n", errs.items[i]);
+		fprintf(stderr, "resend-dropd: %zu error%s in configuration %s\n", errs.count,
+			errs.count == 1 ? "" : "s", config_path);
+		config_errors_clear(&errs);
+		return 1;
+	}
+	r = ctl_run(cfg->control.socket, argc, argv);
+	config_free(cfg);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -58,10 +98,11 @@ int main(int argc, char **argv)
 		{"dry-run", no_argument, NULL, 'n'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
+		{"socket", required_argument, NULL, 's'},
 		{0},
 	};
-	const char *config_path = DEFAULT_CONFIG;
-	bool check = false;
+	const char *config_path = DEFAULT_CONFIG, *socket_path = NULL;
+	bool check = false, config_given = false;
 	unsigned flags = 0;
 	struct config *cfg = NULL;
 	struct config_errors errs = {0};
@@ -71,6 +112,10 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
+			config_given = true;
+			break;
+		case 's':
+			socket_path = optarg;
 			break;
 		case 'k':
 			check = true;
@@ -91,6 +136,19 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 1;
 		}
+	}
+	if (optind < argc && ctl_is_command(argv[optind])) {
+		if (check || flags) {
+			fprintf(stderr, "resend-dropd: '%s' takes none of --check, --once, --dry-run\n",
+				argv[optind]);
+			return 1;
+		}
+		return main_ctl(config_path, config_given, socket_path, argc - optind, argv + optind);
+	}
+	if (socket_path) {
+		fprintf(stderr, "resend-dropd: --socket goes with a command (status, retry, pause, "
+				"resume)\n");
+		return 1;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "resend-dropd: unexpected argument '%s'\n", argv[optind]);

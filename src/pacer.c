@@ -76,7 +76,7 @@ static void pacer_run(struct pacer *s)
 			s->ev.due(PACER_FROM(d, due), s->ev.data);
 		}
 		for (;;) {
-			bool upload = s->uploads.count > 0 && s->in_flight < s->max_in_flight;
+			bool upload = s->uploads.ready > 0 && s->in_flight < s->max_in_flight;
 			bool poll = s->polls != NULL;
 
 			if (s->stopped || (!upload && !poll))
@@ -179,6 +179,13 @@ void pacer_stop(struct pacer *s)
 	s->stopped = true;
 	if (!s->running)
 		pacer_arm(s, uv_now(s->loop), 0); /* due entries only, no token waits */
+}
+
+void pacer_pause_lane(struct pacer *s, size_t lane, bool paused)
+{
+	queue_pause_lane(&s->uploads, lane, paused);
+	if (!paused)
+		pacer_run(s);
 }
 
 size_t pacer_uploads_waiting(const struct pacer *s)

@@ -78,6 +78,9 @@ void pacer_note_response(struct pacer *s, const char *retry_after, const char *r
 /* Grants nothing any more (a drain); due events still fire. */
 void pacer_stop(struct pacer *s);
 
+/* Uploads of folder LANE wait (PAUSED) or may go again; polls are not affected. */
+void pacer_pause_lane(struct pacer *s, size_t lane, bool paused);
+
 size_t pacer_uploads_waiting(const struct pacer *s);
 
 /* Closes the timer; CLOSED_CB(DATA) once it is closed. */

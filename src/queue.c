@@ -11,7 +11,7 @@ int queue_init(struct queue *q, size_t n_lanes)
 		return -ENOMEM;
 	q->n_lanes = n_lanes;
 	q->next_lane = 0;
-	q->count = 0;
+	q->count = q->ready = 0;
 	return 0;
 }
 
@@ -28,6 +28,8 @@ void queue_push(struct queue *q, struct queue_entry *e)
 	DL_APPEND(q->lanes[e->lane].head, e);
 	e->queued = true;
 	q->count++;
+	q->lanes[e->lane].n++;
+	q->ready += !q->lanes[e->lane].paused;
 }
 
 void queue_push_front(struct queue *q, struct queue_entry *e)
@@ -35,6 +37,8 @@ void queue_push_front(struct queue *q, struct queue_entry *e)
 	DL_PREPEND(q->lanes[e->lane].head, e);
 	e->queued = true;
 	q->count++;
+	q->lanes[e->lane].n++;
+	q->ready += !q->lanes[e->lane].paused;
 }
 
 bool queue_remove(struct queue *q, struct queue_entry *e)
@@ -45,6 +49,8 @@ bool queue_remove(struct queue *q, struct queue_entry *e)
 	e->prev = e->next = NULL;
 	e->queued = false;
 	q->count--;
+	q->lanes[e->lane].n--;
+	q->ready -= !q->lanes[e->lane].paused;
 	return true;
 }
 
@@ -54,11 +60,24 @@ struct queue_entry *queue_pop(struct queue *q)
 		size_t lane = (q->next_lane + i) % q->n_lanes;
 		struct queue_entry *e = q->lanes[lane].head;
 
-		if (!e)
+		if (!e || q->lanes[lane].paused)
 			continue;
 		queue_remove(q, e);
 		q->next_lane = (lane + 1) % q->n_lanes;
 		return e;
 	}
 	return NULL;
+}
+
+void queue_pause_lane(struct queue *q, size_t lane, bool paused)
+{
+	struct queue_lane *l = &q->lanes[lane];
+
+	if (l->paused == paused)
+		return;
+	l->paused = paused;
+	if (paused)
+		q->ready -= l->n;
+	else
+		q->ready += l->n;
 }

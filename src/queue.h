@@ -15,6 +15,8 @@ struct queue_entry {
 
 struct queue_lane {
 	struct queue_entry *head;
+	size_t n;
+	bool paused; /* queue_pop passes it by (resend-dropd pause) */
 };
 
 struct queue {
@@ -22,6 +24,7 @@ struct queue {
 	size_t n_lanes;
 	size_t next_lane; /* where the round-robin scan starts */
 	size_t count;
+	size_t ready; /* entries in lanes that are not paused */
 };
 
 int queue_init(struct queue *q, size_t n_lanes);
@@ -37,5 +40,8 @@ struct queue_entry *queue_pop(struct queue *q);
 
 /* Removes E wherever it is; false if it was not queued. */
 bool queue_remove(struct queue *q, struct queue_entry *e);
+
+/* A paused lane keeps its entries but queue_pop passes it by. */
+void queue_pause_lane(struct queue *q, size_t lane, bool paused);
 
 #endif

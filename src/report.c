@@ -197,20 +197,26 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 	const struct resend_error *e = &r->error;
 	const struct resend_import *imp = &r->import;
 	const char *s = r->attempts == 1 ? "" : "s";
+	const char *import_id = r->import_id[0] ? r->import_id : NULL;
 	char counts[160];
 
 	if (r->failed) {
-		log_error("%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)", r->folder,
+		log_event(LOG_LEVEL_ERROR,
+			  &(struct log_fields){LOG_ID_FILE_FAILED, r->folder, r->file, import_id,
+					       "failed"},
+			  "%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)", r->folder,
 			  r->file, stage_names[r->stage], e->message, e->name[0] ? " [" : "",
 			  e->name, e->name[0] ? "]" : "", dir, final_name, r->attempts, s);
 		return;
 	}
+	const struct log_fields done = {LOG_ID_FILE_DONE, r->folder, r->file, import_id, "done"};
 	if (imp->has_counts)
 		format_counts(counts, sizeof(counts), imp);
 	if (imp->has_counts && counts[0])
-		log_info("%s: '%s' imported, import %s, %s, %u attempt%s", r->folder, r->file,
-			 r->import_id, counts, r->attempts, s);
+		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' imported, import %s, %s, %u attempt%s",
+			  r->folder, r->file, r->import_id, counts, r->attempts, s);
 	else
-		log_info("%s: '%s' uploaded, import %s, %llu bytes, %u attempt%s", r->folder, r->file,
-			 r->import_id, (unsigned long long)r->bytes, r->attempts, s);
+		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' uploaded, import %s, %llu bytes, %u attempt%s",
+			  r->folder, r->file, r->import_id, (unsigned long long)r->bytes, r->attempts,
+			  s);
 }

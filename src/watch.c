@@ -46,6 +46,7 @@ struct candidate {
 	enum candidate_state state;
 	struct fsops_seen seen;
 	uint64_t due;      /* settling: loop ms of the next look */
+	uint64_t first_seen; /* loop ms when it was first seen: how long it has waited */
 	unsigned scan_gen; /* the last scan that listed it */
 	char name[];
 };
@@ -114,6 +115,15 @@ void watch_counts(const struct watch *w, struct watch_counts *ret)
 	ret->claiming = w->n_state[CAND_CLAIMING];
 	ret->retrying = w->n_state[CAND_RETRY];
 	ret->lost_reason = w->lost_reason;
+	/* O(1): each list's head is its oldest, near enough (a file that changed while settling
+	 * goes behind newer ones; a parked file poked back to the front settled long ago). Busy
+	 * files are in no list; they wait for their namesake, which is counted by jobs. */
+	ret->oldest_seen_ms = 0;
+	const struct candidate *heads[] = {w->settling, w->parked, w->retrying};
+	for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+		if (heads[i] && (!ret->oldest_seen_ms || heads[i]->first_seen < ret->oldest_seen_ms))
+			ret->oldest_seen_ms = heads[i]->first_seen;
+	}
 }
 
 static struct candidate *watch_find(struct watch *w, const char *name)
@@ -255,6 +265,7 @@ static void watch_observe(struct watch *w, const char *name)
 	}
 	memcpy(c->name, name, len + 1);
 	c->seen = now;
+	c->first_seen = uv_now(w->loop);
 	c->scan_gen = w->scan_gen;
 	HASH_ADD_KEYPTR(hh, w->by_name, c->name, len, c);
 	watch_set(w, c, CAND_NEW);

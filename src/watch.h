@@ -77,6 +77,7 @@ void watch_poke(struct watch *w, const char *name);
 struct watch_counts {
 	size_t settling, parked, busy, claiming, retrying;
 	int lost_reason; /* the inbox's path names another directory, or none (fsops_dir_check) */
+	uint64_t oldest_seen_ms; /* loop ms when the oldest waiting file was first seen; 0: none */
 };
 void watch_counts(const struct watch *w, struct watch_counts *ret);
 bool watch_idle(const struct watch *w);

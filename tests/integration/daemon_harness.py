@@ -350,18 +350,26 @@ class Harness:
         return Folder(os.path.join(self.root, name), name, settings)
 
     def config(self, folders, api=None, retry=None, defaults=None, log=None, base_url=None,
-               name="resend-dropd.yaml"):
+               name="resend-dropd.yaml", control=None, metrics=None):
         document = {
             "api": merged({"base_url": base_url or self.fake.url, **self.API}, api),
             "retry": merged(self.RETRY, retry),
             "defaults": merged(self.DEFAULTS, defaults),
             "log": merged({"level": "debug", "format": "text"}, log),
+            # Each configuration's control socket in the test's tree, never the system's.
+            "control": merged({"socket": self.control_socket(name)}, control),
             "folders": [folder.config() for folder in folders],
         }
+        if metrics is not None:
+            document["metrics"] = metrics
         path = os.path.join(self.root, name)
         with open(path, "w", encoding="utf-8") as file:
             file.write(yaml_text(document) + "\n")
         return path
+
+    def control_socket(self, name="resend-dropd.yaml"):
+        """The control socket of the configuration written by config(name=NAME)."""
+        return os.path.join(self.root, os.path.splitext(name)[0] + ".sock")
 
     def start(self, config, *args, api_key=API_KEY, env=None, check_started=True):
         daemon = Daemon(self.binary, config, args, daemon_environment(api_key, env),

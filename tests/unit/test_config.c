@@ -1643,7 +1643,7 @@ static void test_nesting_errors(void **state)
 	load_bytes(buf, o, CONFIG_LOAD_NO_API_KEY);
 	EXPECT_ERRORS("@FILE@:1:1: missing required key 'folders': nothing to watch",
 		      "@FILE@:1:2: unknown key 'a' (expected one of: api, retry, defaults, log, "
-		      "folders)");
+		      "folders, control, metrics)");
 }
 
 static void test_aliases_shared_column_map(void **state)
@@ -1779,9 +1779,55 @@ static void test_unknown_keys_inline(void **state)
 		      "inbox, done, failed, column_map, segments, topics, settle_ms, rescan_s, "
 		      "pattern, max_file_bytes, on_conflict, follow_import)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
-		      "log, folders)");
+		      "log, folders, control, metrics)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:1:3: expected a plain key, got a list");
+}
+
+/* control: and metrics: (issue 9): the socket's default, the TCP listener loopback only
+ * unless allow_remote, every error at its position. */
+static void test_control_and_metrics(void **state)
+{
+	(void)state;
+	load("folders:\n" FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->control.socket, "/run/resend-dropd/control.sock");
+	assert_null(E.cfg->metrics.listen_host);
+
+	load("control:\n  socket: /tmp/x.sock\nmetrics:\n  listen: \"[::1]:9464\"\nfolders:\n"
+	     FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->control.socket, "/tmp/x.sock");
+	assert_string_equal(E.cfg->metrics.listen_host, "::1");
+	assert_int_equal(E.cfg->metrics.listen_port, 9464);
+
+	load("metrics: {listen: \"localhost:1\"}\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->metrics.listen_host, "localhost");
+
+	load("metrics: {listen: \"10.0.0.1:9464\", allow_remote: true}\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_true(E.cfg->metrics.allow_remote);
+
+	load("metrics:\n  listen: 0.0.0.0:9464\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:11: metrics.listen: '0.0.0.0' is not a loopback address: metrics "
+		      "are served to this host only unless metrics.allow_remote is true");
+
+	load("metrics:\n  listen: \"127.0.0.1\"\n  allow_remote: maybe\n  port: 1\n"
+	     "control:\n  socket: rel.sock\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:11: metrics.listen: expected HOST:PORT (an IPv6 address in "
+		      "brackets), got '127.0.0.1'",
+		      "@FILE@:3:17: metrics.allow_remote: expected true or false, got 'maybe'",
+		      "@FILE@:4:3: metrics: unknown key 'port' (expected one of: listen, "
+		      "allow_remote)",
+		      "@FILE@:6:11: control.socket: expected an absolute path, got 'rel.sock'");
+
+	load("metrics:\n  listen: \"127.0.0.1:0\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:11: metrics.listen: expected HOST:PORT (an IPv6 address in "
+		      "brackets), got '127.0.0.1:0'");
+	load("metrics:\n  listen: \"::1:80\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:11: metrics.listen: expected HOST:PORT (an IPv6 address in "
+		      "brackets), got '::1:80'");
 }
 
 static void test_segments_and_topics(void **state)
@@ -1970,6 +2016,7 @@ int main(void)
 		T(test_second_document_rejected),
 		T(test_errors_escape_control_characters),
 		T(test_unknown_keys_inline),
+		T(test_control_and_metrics),
 		T(test_segments_and_topics),
 		T(test_properties),
 		T(test_present_but_invalid_not_missing),

@@ -1679,11 +1679,59 @@ test_format_utc(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_tmp, teardown_tmp)
 
+/* resend-dropd retry: the file goes back to the inbox, never over another; its report stays
+ * under a timestamped name that no new report takes; a refused move changes nothing. */
+static void
+test_unfail(void **state)
+{
+	struct tmpdir *t = *state;
+	char *kept = NULL;
+
+	write_file(tpath(state, "done/x.csv"), "data");
+	write_file(tpath(state, "done/x.csv.json"), "{\"old\":1}");
+	assert_int_equal(fsops_unfail(t->done, t->in, "x.csv", 86400, &kept), 0);
+	assert_string_equal(kept, "x.csv.19700102T000000Z.json");
+	free(kept);
+	assert_file_content(tpath(state, "in/x.csv"), "data");
+	assert_file_content(tpath(state, "done/x.csv.19700102T000000Z.json"), "{\"old\":1}");
+	assert_int_equal(access(tpath(state, "done/x.csv"), F_OK), -1);
+	assert_int_equal(access(tpath(state, "done/x.csv.json"), F_OK), -1);
+
+	/* Failed again within the same second, while a namesake is in the inbox: refused, and
+	 * the report has its name back. */
+	write_file(tpath(state, "done/x.csv"), "again");
+	write_file(tpath(state, "done/x.csv.json"), "{\"old\":2}");
+	kept = (char *)"untouched";
+	assert_int_equal(fsops_unfail(t->done, t->in, "x.csv", 86400, &kept), -EEXIST);
+	assert_string_equal(kept, "untouched");
+	assert_file_content(tpath(state, "done/x.csv.json"), "{\"old\":2}");
+	assert_file_content(tpath(state, "in/x.csv"), "data");
+	assert_int_equal(unlink(tpath(state, "in/x.csv")), 0);
+	assert_int_equal(fsops_unfail(t->done, t->in, "x.csv", 86400, &kept), 0);
+	assert_string_equal(kept, "x.csv.19700102T000000Z-2.json");
+	free(kept);
+	assert_file_content(tpath(state, "in/x.csv"), "again");
+	assert_file_content(tpath(state, "done/x.csv.19700102T000000Z.json"), "{\"old\":1}");
+
+	/* No report: nothing to keep. */
+	write_file(tpath(state, "done/y.csv"), "y");
+	assert_int_equal(fsops_unfail(t->done, t->in, "y.csv", 86400, &kept), 0);
+	assert_null(kept);
+
+	assert_int_equal(fsops_unfail(t->done, t->in, "missing.csv", 86400, &kept), -ENOENT);
+	assert_int_equal(fsops_unfail(t->done, t->in, "../in/y.csv", 86400, &kept), -EINVAL);
+	assert_int_equal(fsops_unfail(t->done, t->in, ".hidden", 86400, &kept), -EINVAL);
+	assert_int_equal(fsops_unfail(t->done, t->in, "", 86400, &kept), -EINVAL);
+	assert_int_equal(mkdirat(t->done, "d.csv", 0755), 0);
+	assert_int_equal(fsops_unfail(t->done, t->in, "d.csv", 86400, &kept), -EINVAL);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_open_dir),
+		T(test_unfail),
 		T(test_open_dir_refuses_symlink),
 		T(test_dir_check),
 		T(test_dir_owned),

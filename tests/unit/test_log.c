@@ -1,5 +1,6 @@
-/* log: escaping of untrusted text, the text and JSON line formats, level filtering and the
- * journald priority prefixes. */
+/* log: escaping of untrusted text, the text and JSON line formats, level filtering, the
+ * journald priority prefixes, and the native journal entries with their fields (through a
+ * sink that stands in for sd_journal_sendv). */
 #include "log.h"
 
 #include <cjson/cJSON.h>
@@ -217,6 +218,60 @@ static void test_escape_every_byte(void **state)
 	}
 }
 
+/* ---- a stand-in for sd_journal_sendv ---------------------------------------------------------- */
+
+#define J_MAX_FIELDS 16
+
+/* What the last entry held, one "NAME=value" (bytes as given) per field; and what to answer. */
+static struct {
+	int ret;
+	unsigned calls;
+	int n;
+	char *field[J_MAX_FIELDS];
+	size_t len[J_MAX_FIELDS];
+} J;
+
+static void journal_reset(int ret)
+{
+	for (int i = 0; i < J.n; i++)
+		free(J.field[i]);
+	memset(&J, 0, sizeof(J));
+	J.ret = ret;
+}
+
+static int journal_capture(const struct iovec *iov, int n)
+{
+	for (int i = 0; i < J.n; i++)
+		free(J.field[i]);
+	J.n = 0;
+	J.calls++;
+	for (int i = 0; i < n && i < J_MAX_FIELDS; i++) {
+		J.field[i] = malloc(iov[i].iov_len + 1);
+		assert_non_null(J.field[i]);
+		memcpy(J.field[i], iov[i].iov_base, iov[i].iov_len);
+		J.field[i][iov[i].iov_len] = '\0';
+		J.len[i] = iov[i].iov_len;
+		J.n++;
+	}
+	return J.ret;
+}
+
+/* The value of field NAME in the last entry, or NULL; fails on a field given twice. */
+static const char *journal_field(const char *name)
+{
+	size_t nl = strlen(name);
+	const char *found = NULL;
+
+	for (int i = 0; i < J.n; i++) {
+		if (strncmp(J.field[i], name, nl) == 0 && J.field[i][nl] == '=') {
+			if (found)
+				fail_msg("field %s given twice", name);
+			found = J.field[i] + nl + 1;
+		}
+	}
+	return found;
+}
+
 /* ---- log_msg ------------------------------------------------------------------------------- */
 
 static struct {
@@ -236,6 +291,10 @@ static int setup(void **state)
 	unsetenv("JOURNAL_STREAM");
 	log_init();
 	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+	/* No test reaches a real journal, should one run here: by default the stand-in refuses,
+	 * as sd_journal_sendv does without journald, and lines go to stderr. */
+	journal_reset(-ENOENT);
+	log_set_journal_sink(journal_capture);
 	L.buf = NULL;
 	L.len = 0;
 	L.mem = open_memstream(&L.buf, &L.len);
@@ -264,6 +323,8 @@ static int teardown(void **state)
 	(void)state;
 	restore_stderr();
 	log_set_stream(NULL);
+	log_set_journal_sink(NULL);
+	journal_reset(0);
 	unsetenv("JOURNAL_STREAM");
 	log_init();
 	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
@@ -635,6 +696,194 @@ static void test_each_line_flushed(void **state)
 	assert_non_null(strstr(buf, " error: first\n"));
 }
 
+/* ---- structured events ------------------------------------------------------------------------ */
+
+static const struct log_fields some_fields = {LOG_ID_FILE_FAILED, "newsletter", "a\nb.csv",
+					      "479e3145-0000-4000-8000-000000000001", "failed"};
+
+/* Text lines are log_msg's, fields or not. */
+static void test_event_text_like_msg(void **state)
+{
+	(void)state;
+	log_event(LOG_LEVEL_ERROR, &some_fields, "newsletter: '%s' failed", "a\nb.csv");
+	log_error("newsletter: '%s' failed", "a\nb.csv");
+	log_event(LOG_LEVEL_INFO, NULL, "no fields %d", 1);
+	log_event(LOG_LEVEL_DEBUG, &some_fields, "filtered");
+	const char *out = output();
+	assert_int_equal(count_lines(out), 3);
+	const char *l2 = strchr(out, '\n') + 1;
+	const char *l3 = strchr(l2, '\n') + 1;
+	assert_timestamp(out);
+	assert_memory_equal(out + 24, " error: newsletter: 'a\\nb.csv' failed\n", 38);
+	assert_memory_equal(l2 + 24, out + 24, 38);
+	assert_string_equal(l3 + 24, " info: no fields 1\n");
+	assert_int_equal(J.calls, 0); /* not the journal */
+}
+
+static cJSON *parse_line(const char *line)
+{
+	const char *nl = strchr(line, '\n');
+	assert_non_null(nl);
+	char *copy = strndup(line, (size_t)(nl - line));
+	cJSON *j = cJSON_Parse(copy);
+	if (!j)
+		fail_msg("not JSON: %s", copy);
+	free(copy);
+	return j;
+}
+
+static const char *json_str(const cJSON *j, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* JSON lines carry the fields as keys; absent ones are left out; a name that is not UTF-8 is
+ * given escaped, so that the line stays valid JSON. */
+static void test_event_json_keys(void **state)
+{
+	(void)state;
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
+	log_event(LOG_LEVEL_ERROR, &some_fields, "newsletter: '%s' failed", "a\nb.csv");
+	log_event(LOG_LEVEL_WARNING,
+		  &(struct log_fields){.message_id = LOG_ID_UPLOAD_RETRY, .folder = "news",
+				       .file = "caf\xe9.csv"},
+		  "retry");
+	log_info("plain");
+	const char *out = output();
+	assert_int_equal(count_lines(out), 3);
+
+	cJSON *j = parse_line(out);
+	assert_string_equal(json_str(j, "msg"), "newsletter: 'a\\nb.csv' failed");
+	assert_string_equal(json_str(j, "level"), "error");
+	assert_string_equal(json_str(j, "message_id"), LOG_ID_FILE_FAILED);
+	assert_string_equal(json_str(j, "folder"), "newsletter");
+	assert_string_equal(json_str(j, "file"), "a\nb.csv"); /* JSON escapes it itself */
+	assert_string_equal(json_str(j, "import_id"), "479e3145-0000-4000-8000-000000000001");
+	assert_string_equal(json_str(j, "outcome"), "failed");
+	cJSON_Delete(j);
+
+	const char *l2 = strchr(out, '\n') + 1;
+	j = parse_line(l2);
+	assert_string_equal(json_str(j, "file"), "caf\\xe9.csv");
+	assert_string_equal(json_str(j, "message_id"), LOG_ID_UPLOAD_RETRY);
+	assert_null(cJSON_GetObjectItemCaseSensitive(j, "import_id"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(j, "outcome"));
+	cJSON_Delete(j);
+
+	j = parse_line(strchr(l2, '\n') + 1);
+	assert_null(cJSON_GetObjectItemCaseSensitive(j, "message_id"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(j, "folder"));
+	cJSON_Delete(j);
+}
+
+/* When stderr is the journal, an event is one native entry: MESSAGE (escaped, as the line would
+ * be), PRIORITY, SYSLOG_IDENTIFIER and the fields, whose bytes are as they are; nothing on
+ * stderr. */
+static void test_journal_entry_fields(void **state)
+{
+	(void)state;
+	stderr_to_file(NULL);
+	journal_reset(0);
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+	log_event(LOG_LEVEL_ERROR, &some_fields, "newsletter: '%s' failed", "a\nb.csv");
+	assert_int_equal(J.calls, 1);
+	assert_int_equal(J.n, 8);
+	assert_string_equal(journal_field("MESSAGE"), "newsletter: 'a\\nb.csv' failed");
+	assert_string_equal(journal_field("PRIORITY"), "3");
+	assert_string_equal(journal_field("SYSLOG_IDENTIFIER"), "resend-dropd");
+	assert_string_equal(journal_field("MESSAGE_ID"), LOG_ID_FILE_FAILED);
+	assert_string_equal(journal_field("RDD_FOLDER"), "newsletter");
+	assert_string_equal(journal_field("RDD_FILE"), "a\nb.csv");
+	assert_string_equal(journal_field("RDD_IMPORT_ID"), "479e3145-0000-4000-8000-000000000001");
+	assert_string_equal(journal_field("RDD_OUTCOME"), "failed");
+	for (int i = 0; i < J.n; i++)
+		assert_int_equal(J.len[i], strlen(J.field[i])); /* no NUL sent, none cut */
+
+	/* A name that is not UTF-8 is given as it is, too. */
+	log_event(LOG_LEVEL_WARNING, &(struct log_fields){.folder = "n", .file = "caf\xe9"},
+		  "w '%s'", "caf\xe9");
+	assert_int_equal(J.calls, 2);
+	assert_string_equal(journal_field("MESSAGE"), "w 'caf\\xe9'");
+	assert_string_equal(journal_field("PRIORITY"), "4");
+	assert_string_equal(journal_field("RDD_FILE"), "caf\xe9");
+	assert_null(journal_field("MESSAGE_ID"));
+	assert_null(journal_field("RDD_IMPORT_ID"));
+
+	char *out = stderr_collect();
+	assert_string_equal(out, "");
+	free(out);
+}
+
+/* Plain messages go to the journal too (one stream, in order), with no RDD_ fields; levels
+ * are filtered first; log.format json does not put JSON in MESSAGE. */
+static void test_journal_plain_and_levels(void **state)
+{
+	static const char *const prio[] = {"3", "4", "6", "7"};
+
+	(void)state;
+	stderr_to_file(NULL);
+	journal_reset(0);
+	log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+	for (int l = LOG_LEVEL_ERROR; l <= LOG_LEVEL_DEBUG; l++) {
+		log_msg((enum log_level)l, "m%d", l);
+		assert_int_equal(J.calls, (unsigned)l + 1);
+		assert_int_equal(J.n, 3);
+		assert_string_equal(journal_field("PRIORITY"), prio[l]);
+		char want[8];
+		snprintf(want, sizeof(want), "m%d", l);
+		assert_string_equal(journal_field("MESSAGE"), want);
+	}
+	log_configure(LOG_LEVEL_WARNING, LOG_FORMAT_TEXT);
+	log_event(LOG_LEVEL_INFO, &some_fields, "filtered");
+	log_debug("filtered");
+	assert_int_equal(J.calls, 4);
+	/* Empty fields are left out rather than sent empty. */
+	log_event(LOG_LEVEL_ERROR, &(struct log_fields){.folder = "", .file = "x"}, "e");
+	assert_null(journal_field("RDD_FOLDER"));
+	assert_string_equal(journal_field("RDD_FILE"), "x");
+	char *out = stderr_collect();
+	assert_string_equal(out, "");
+	free(out);
+}
+
+/* A journal that refuses the entry (no journald, a full socket): the line goes to stderr,
+ * with the priority prefix, as without native logging. */
+static void test_journal_refused_falls_back(void **state)
+{
+	(void)state;
+	stderr_to_file(NULL);
+	journal_reset(-EAGAIN);
+	log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+	log_event(LOG_LEVEL_ERROR, &some_fields, "newsletter: '%s' failed", "a\nb.csv");
+	log_info("plain");
+	assert_int_equal(J.calls, 2);
+	char *out = stderr_collect();
+	assert_string_equal(out, "<3>newsletter: 'a\\nb.csv' failed\n<6>plain\n");
+	free(out);
+}
+
+/* The message ids: 128 bits in lowercase hex, each kind its own. */
+static void test_message_ids(void **state)
+{
+	static const char *const ids[] = {
+		LOG_ID_STARTED,        LOG_ID_STOPPING,      LOG_ID_STOPPED,
+		LOG_ID_RELOADING,      LOG_ID_RELOADED,      LOG_ID_RELOAD_REJECTED,
+		LOG_ID_RELOAD_FAILED,  LOG_ID_FILE_DONE,     LOG_ID_FILE_FAILED,
+		LOG_ID_UPLOAD_RETRY,   LOG_ID_CLAIM_FAILED,  LOG_ID_MOVE_FAILED,
+		LOG_ID_DIR_UNUSABLE,   LOG_ID_API_PAUSED,
+	};
+	size_t n = sizeof(ids) / sizeof(ids[0]);
+
+	(void)state;
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(strlen(ids[i]), 32);
+		assert_int_equal(strspn(ids[i], "0123456789abcdef"), 32);
+		for (size_t k = 0; k < i; k++)
+			assert_string_not_equal(ids[i], ids[k]);
+	}
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -660,6 +909,12 @@ int main(void)
 		T(test_journald_reinit),
 		T(test_stream_reset),
 		T(test_each_line_flushed),
+		T(test_event_text_like_msg),
+		T(test_event_json_keys),
+		T(test_journal_entry_fields),
+		T(test_journal_plain_and_levels),
+		T(test_journal_refused_falls_back),
+		T(test_message_ids),
 	};
 
 	return cmocka_run_group_tests_name("log", tests, NULL, NULL);

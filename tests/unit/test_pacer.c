@@ -455,6 +455,31 @@ static void test_idle_no_timer(void **state)
 	assert_int_equal(fx->n_ev, 2);
 }
 
+/* resend-dropd pause FOLDER: its uploads wait, with no timer armed for them, while the other
+ * folders' go; resumed, they go at once, in their order. */
+static void test_paused_lane(void **state)
+{
+	struct fixture *fx = *state;
+
+	start(fx, 2, 4, 0);
+	fx->free_at_once = true;
+	pacer_pause_lane(&fx->p, 0, true);
+	pacer_upload(&fx->p, entry(fx, 0, 0), false);
+	pacer_upload(&fx->p, entry(fx, 1, 0), false);
+	pacer_upload(&fx->p, entry(fx, 10, 1), false);
+	assert_int_equal(fx->n_ev, 1);
+	assert_event(fx, 0, EV_UPLOAD, 10);
+	assert_false(timer_armed(fx));
+	run_for(fx, 30);
+	assert_int_equal(fx->n_ev, 1);
+	assert_int_equal(pacer_uploads_waiting(&fx->p), 2);
+	pacer_pause_lane(&fx->p, 0, false);
+	assert_int_equal(fx->n_ev, 3);
+	assert_event(fx, 1, EV_UPLOAD, 0);
+	assert_event(fx, 2, EV_UPLOAD, 1);
+	assert_false(timer_armed(fx));
+}
+
 /* Cancelling the only thing that waits leaves nothing armed (no wake-up for it). */
 static void test_cancel_last_wait_disarms_timer(void **state)
 {
@@ -562,6 +587,7 @@ int main(void)
 		T(test_server_retry_after_holds_requests),
 		T(test_uploads_and_polls_take_turns),
 		T(test_idle_no_timer),
+		T(test_paused_lane),
 		T(test_cancel_last_wait_disarms_timer),
 		T(test_cancel_from_any_queue),
 		T(test_stop_grants_nothing_more),

@@ -133,6 +133,36 @@ static void test_remove_head_middle_tail(void **state)
 	queue_free(&q);
 }
 
+/* resend-dropd pause: a paused lane keeps its entries, the others are served; ready counts
+ * what can be popped. */
+static void test_paused_lane_is_passed_by(void **state)
+{
+	struct queue q;
+	struct queue_entry e[4];
+
+	(void)state;
+	queue_init(&q, 2);
+	queue_push(&q, entry(&e[0], 0));
+	queue_push(&q, entry(&e[1], 0));
+	queue_push(&q, entry(&e[2], 1));
+	queue_pause_lane(&q, 0, true);
+	assert_int_equal(q.count, 3);
+	assert_int_equal(q.ready, 1);
+	assert_ptr_equal(queue_pop(&q), &e[2]);
+	assert_null(queue_pop(&q));
+	assert_int_equal(q.ready, 0);
+	queue_push(&q, entry(&e[3], 0)); /* into the paused lane */
+	assert_int_equal(q.ready, 0);
+	assert_true(queue_remove(&q, &e[1]));
+	assert_int_equal(q.count, 2);
+	queue_pause_lane(&q, 0, false);
+	assert_int_equal(q.ready, 2);
+	assert_ptr_equal(queue_pop(&q), &e[0]);
+	assert_ptr_equal(queue_pop(&q), &e[3]);
+	assert_int_equal(q.ready, 0);
+	queue_free(&q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -142,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_turn_survives_new_arrivals),
 		cmocka_unit_test(test_push_front_keeps_place),
 		cmocka_unit_test(test_remove_head_middle_tail),
+		cmocka_unit_test(test_paused_lane_is_passed_by),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

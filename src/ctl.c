@@ -1,0 +1,322 @@
+#include "ctl.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+
+#define CTL_TIMEOUT_S 10
+#define CTL_MAX_ANSWER (16u * 1024 * 1024)
+
+static const char *const commands[] = {"status", "retry", "pause", "resume", NULL};
+
+bool ctl_is_command(const char *name)
+{
+	for (size_t i = 0; commands[i]; i++) {
+		if (strcmp(commands[i], name) == 0)
+			return true;
+	}
+	return false;
+}
+
+struct ctl_buf {
+	char *data;
+	size_t len;
+};
+
+static size_t ctl_write_cb(char *ptr, size_t size, size_t n, void *userdata)
+{
+	struct ctl_buf *b = userdata;
+	size_t add = size * n;
+	char *p;
+
+	if (b->len + add > CTL_MAX_ANSWER)
+		return 0;
+	p = realloc(b->data, b->len + add + 1);
+	if (!p)
+		return 0;
+	memcpy(p + b->len, ptr, add);
+	b->data = p;
+	b->len += add;
+	p[b->len] = '\0';
+	return add;
+}
+
+static int ctl_unreachable(const char *sock, int err)
+{
+	char q[512];
+
+	log_escape(q, sizeof(q), sock);
+	if (err == ENOENT)
+		fprintf(stderr, "resend-dropd is not running (no socket at %s)\n", q);
+	else if (err == ECONNREFUSED)
+		fprintf(stderr, "resend-dropd is not running (nothing answers on %s)\n", q);
+	else
+		fprintf(stderr, "cannot connect to %s: %s\n", q, strerror(err));
+	return CTL_EXIT_UNREACHABLE;
+}
+
+/* One request; 0 with the status and the body, or the exit status (said here). */
+static int ctl_request(const char *sock, bool post, const char *path, long *ret_code,
+		       char **ret_body)
+{
+	struct ctl_buf b = {0};
+	struct stat st;
+	char url[2048];
+	CURL *h;
+	CURLcode cr;
+	long os_errno = 0;
+
+	/* stat first: it tells "no socket" from "no permission" before curl says "couldn't
+	 * connect" for both. */
+	if (stat(sock, &st) < 0)
+		return ctl_unreachable(sock, errno);
+	snprintf(url, sizeof(url), "http://localhost%s", path);
+	h = curl_easy_init();
+	if (!h) {
+		fprintf(stderr, "resend-dropd: cannot initialise libcurl\n");
+		return CTL_EXIT_UNREACHABLE;
+	}
+	curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)CTL_TIMEOUT_S);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ctl_write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	if (post)
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+	cr = curl_easy_perform(h);
+	if (cr == CURLE_OK) {
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, ret_code);
+	} else {
+		curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+	}
+	curl_easy_cleanup(h);
+	if (cr == CURLE_COULDNT_CONNECT) {
+		free(b.data);
+		return ctl_unreachable(sock, os_errno ? (int)os_errno : ECONNREFUSED);
+	}
+	if (cr != CURLE_OK) {
+		char q[512];
+		log_escape(q, sizeof(q), sock);
+		fprintf(stderr, "resend-dropd: no answer on %s: %s\n", q, curl_easy_strerror(cr));
+		free(b.data);
+		return CTL_EXIT_UNREACHABLE;
+	}
+	*ret_body = b.data ? b.data : strdup("");
+	return 0;
+}
+
+/* A refusal from the daemon: its {"error": ...}. */
+static int ctl_refused(long code, const char *body)
+{
+	cJSON *o = cJSON_Parse(body);
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+
+	fprintf(stderr, "resend-dropd: %s\n",
+		cJSON_IsString(e) ? e->valuestring : "the daemon refused the command");
+	cJSON_Delete(o);
+	return code >= 500 ? CTL_EXIT_UNREACHABLE : CTL_EXIT_REFUSED;
+}
+
+static void ctl_duration(char *buf, size_t size, double s)
+{
+	unsigned long long t = (unsigned long long)s;
+
+	if (t < 60)
+		snprintf(buf, size, "%llus", t);
+	else if (t < 3600)
+		snprintf(buf, size, "%llum%02llus", t / 60, t % 60);
+	else if (t < 86400)
+		snprintf(buf, size, "%lluh%02llum", t / 3600, t / 60 % 60);
+	else
+		snprintf(buf, size, "%llud%02lluh", t / 86400, t / 3600 % 24);
+}
+
+static double num(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int ctl_status_print(const char *body)
+{
+	static const char *const cols[] = {"waiting", "processing", "uploading", "retrying",
+					   "following", "done",	      "failed"};
+	cJSON *root = cJSON_Parse(body);
+	const cJSON *api = cJSON_GetObjectItemCaseSensitive(root, "api");
+	const cJSON *rl = cJSON_GetObjectItemCaseSensitive(api, "rate_limit");
+	const cJSON *folders = cJSON_GetObjectItemCaseSensitive(root, "folders"), *f;
+	char up[32], name[256];
+	int width = 6;
+
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(folders)) {
+		fprintf(stderr, "resend-dropd: the daemon's status cannot be read\n");
+		cJSON_Delete(root);
+		return CTL_EXIT_UNREACHABLE;
+	}
+	ctl_duration(up, sizeof(up), num(root, "uptime_s"));
+	printf("resend-dropd %s (pid %.0f), %s, up %s\n", str(root, "version") ?: "?",
+	       num(root, "pid"), str(root, "state") ?: "?", up);
+	printf("uploads: %.0f of %.0f in flight; rate limit: %g requests/s", num(api, "uploads_in_flight"),
+	       num(api, "max_in_flight"), num(rl, "requests_per_second"));
+	if (str(rl, "blocked_until"))
+		printf(", blocked by the server until %s", str(rl, "blocked_until"));
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(api, "paused")))
+		printf("; ALL UPLOADS PAUSED: %s, until %s", str(api, "paused_reason") ?: "?",
+		       str(api, "paused_until") ?: "?");
+	printf("\n\n");
+	cJSON_ArrayForEach(f, folders)
+	{
+		int n = (int)log_escape(name, sizeof(name), str(f, "name") ?: "?");
+		if (n > width)
+			width = n;
+	}
+	printf("%-*s", width, "FOLDER");
+	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
+		char upper[16];
+		for (size_t k = 0; k <= strlen(cols[i]); k++)
+			upper[k] = (char)(cols[i][k] >= 'a' && cols[i][k] <= 'z' ? cols[i][k] - 32
+										  : cols[i][k]);
+		printf("  %*s", (int)strlen(cols[i]) < 6 ? 6 : (int)strlen(cols[i]), upper);
+	}
+	printf("  %6s  %s\n", "OLDEST", "STATE");
+	cJSON_ArrayForEach(f, folders)
+	{
+		const cJSON *oldest = cJSON_GetObjectItemCaseSensitive(f, "oldest_waiting_s");
+		char age[32] = "-";
+		bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "paused"));
+
+		log_escape(name, sizeof(name), str(f, "name") ?: "?");
+		printf("%-*s", width, name);
+		for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
+			printf("  %*.0f", (int)strlen(cols[i]) < 6 ? 6 : (int)strlen(cols[i]),
+			       num(f, cols[i]));
+		if (cJSON_IsNumber(oldest))
+			ctl_duration(age, sizeof(age), oldest->valuedouble);
+		printf("  %6s  %s", age, paused ? "paused" : "running");
+		if (paused) {
+			printf(" (%s", str(f, "paused_reason") ?: "?");
+			if (str(f, "paused_until"))
+				printf(", until %s", str(f, "paused_until"));
+			printf(")");
+		}
+		printf("\n");
+	}
+	cJSON_ArrayForEach(f, folders)
+	{
+		if (str(f, "last_error")) {
+			char err[1024];
+			log_escape(name, sizeof(name), str(f, "name") ?: "?");
+			log_escape(err, sizeof(err), str(f, "last_error"));
+			printf("%s: last error: %s\n", name, err);
+		}
+	}
+	cJSON_Delete(root);
+	return 0;
+}
+
+static int ctl_usage(const char *cmd)
+{
+	if (strcmp(cmd, "retry") == 0)
+		fprintf(stderr, "Usage: resend-dropd [-c FILE] retry FOLDER FILE\n");
+	else if (strcmp(cmd, "status") == 0)
+		fprintf(stderr, "Usage: resend-dropd [-c FILE] status\n");
+	else
+		fprintf(stderr, "Usage: resend-dropd [-c FILE] %s [FOLDER]\n", cmd);
+	return CTL_EXIT_REFUSED;
+}
+
+static int ctl_command(const char *socket_path, int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	char path[4096], *body = NULL, *ef = NULL, *en = NULL;
+	long code = 0;
+	int r;
+
+	if (strcmp(cmd, "status") == 0) {
+		if (argc != 1)
+			return ctl_usage(cmd);
+		r = ctl_request(socket_path, false, "/status", &code, &body);
+		if (r == 0)
+			r = code == 200 ? ctl_status_print(body) : ctl_refused(code, body);
+		free(body);
+		return r;
+	}
+	if (strcmp(cmd, "retry") == 0 ? argc != 3 : argc > 2)
+		return ctl_usage(cmd);
+	if (argc > 1)
+		ef = curl_easy_escape(NULL, argv[1], 0);
+	if (argc > 2)
+		en = curl_easy_escape(NULL, argv[2], 0);
+	if ((argc > 1 && !ef) || (argc > 2 && !en)) {
+		curl_free(ef);
+		curl_free(en);
+		fprintf(stderr, "resend-dropd: out of memory\n");
+		return CTL_EXIT_UNREACHABLE;
+	}
+	snprintf(path, sizeof(path), "/%s%s%s%s%s", cmd, ef ? "?folder=" : "", ef ? ef : "",
+		 en ? "&file=" : "", en ? en : "");
+	curl_free(ef);
+	curl_free(en);
+	r = ctl_request(socket_path, true, path, &code, &body);
+	if (r != 0)
+		return r;
+	if (code != 200) {
+		r = ctl_refused(code, body);
+		free(body);
+		return r;
+	}
+	cJSON *o = cJSON_Parse(body);
+	if (strcmp(cmd, "retry") == 0) {
+		const char *kept = str(o, "old_report");
+		char qf[256], qn[1024], qk[1024];
+		log_escape(qf, sizeof(qf), argv[1]);
+		log_escape(qn, sizeof(qn), argv[2]);
+		log_escape(qk, sizeof(qk), kept ? kept : "");
+		printf("%s: '%s' is back in the inbox%s%s%s\n", qf, qn,
+		       kept ? "; its old report is now '" : "", kept ? qk : "", kept ? "'" : "");
+	} else {
+		const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, cmd[0] == 'p' ? "paused"
+										      : "resumed"),
+			    *item;
+		printf("%s:", cmd[0] == 'p' ? "paused" : "resumed");
+		cJSON_ArrayForEach(item, list)
+		{
+			char q[256];
+			log_escape(q, sizeof(q), cJSON_IsString(item) ? item->valuestring : "?");
+			printf(" %s", q);
+		}
+		printf("\n");
+	}
+	cJSON_Delete(o);
+	free(body);
+	return 0;
+}
+
+int ctl_run(const char *socket_path, int argc, char **argv)
+{
+	int r;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "resend-dropd: cannot initialise libcurl\n");
+		return CTL_EXIT_UNREACHABLE;
+	}
+	r = ctl_command(socket_path, argc, argv);
+	curl_global_cleanup();
+	return r;
+}

@@ -1,0 +1,66 @@
+/* The daemon's counters and histograms, and their rendering in the Prometheus text format
+ * (version 0.0.4). Pure: no libuv, no curl. The registry lives as long as the daemon, outside
+ * the pipeline that a reload replaces, so that counters survive a reload; the gauges (what is
+ * waiting now, what is paused) are the caller's live state, handed to metrics_render. */
+#ifndef RDD_METRICS_H
+#define RDD_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct metrics;
+struct metrics_folder;
+
+enum metrics_endpoint {
+	METRICS_CREATE_IMPORT, /* POST /contacts/imports */
+	METRICS_GET_IMPORT,    /* GET /contacts/imports/{id} */
+	METRICS_N_ENDPOINTS
+};
+
+int metrics_new(struct metrics **ret);
+void metrics_free(struct metrics *m);
+
+/* The counters of the folder named NAME, created at zero on first use, kept for the daemon's
+ * life (a folder removed by a reload keeps its counters). NULL when out of memory. O(folders). */
+struct metrics_folder *metrics_folder(struct metrics *m, const char *name);
+
+/* Each accepts a NULL folder (out of memory earlier): nothing is counted. */
+void metrics_file_finished(struct metrics_folder *f, bool failed);
+void metrics_upload_retry(struct metrics_folder *f);
+/* An upload that Resend accepted: BYTES sent, in SECONDS. */
+void metrics_uploaded(struct metrics_folder *f, uint64_t bytes, double seconds);
+/* An import followed to its end, SECONDS after the upload was accepted. */
+void metrics_imported(struct metrics_folder *f, double seconds);
+/* One API answer: CODE is the HTTP status, 0 when there was none (a connection error, a
+ * timeout). */
+void metrics_api_request(struct metrics *m, enum metrics_endpoint ep, long code);
+
+uint64_t metrics_folder_done(const struct metrics_folder *f);
+uint64_t metrics_folder_failed(const struct metrics_folder *f);
+
+/* The live state of one configured folder, at render time. */
+struct metrics_folder_gauges {
+	const char *name;
+	uint64_t waiting;
+	double oldest_waiting_s; /* < 0: nothing waiting */
+	uint64_t processing, uploading, retrying, following;
+	bool paused;
+};
+
+struct metrics_gauges {
+	const struct metrics_folder_gauges *folders;
+	size_t n_folders;
+	uint64_t uploads_in_flight;
+	bool api_paused; /* the key or the quota was refused: every upload waits */
+};
+
+/* The whole exposition, NUL-terminated, in *RET (free()), its length in *RET_LEN. -ENOMEM. */
+int metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version,
+		   char **ret, size_t *ret_len);
+
+/* Writes VALUE escaped as a label value (backslash, double quote, newline) to BUF, truncated to
+ * SIZE (always terminated). Returns the length the whole escape needs. */
+size_t metrics_escape_label(char *buf, size_t size, const char *value);
+
+#endif
