@@ -13,6 +13,17 @@
 
 #define DEFAULT_CONFIG "/etc/resend-dropd/resend-dropd.yaml"
 
+/* Prints every configuration error, then how many there were; frees them. Exit status 1. */
+static int config_errors_print(struct config_errors *errs, const char *config_path)
+{
+	for (size_t i = 0; i < errs->count; i++)
+		fprintf(stderr, "%s\n", errs->items[i]);
+	fprintf(stderr, "resend-dropd: %zu error%s in configuration %s\n", errs->count,
+		errs->count == 1 ? "" : "s", config_path);
+	config_errors_clear(errs);
+	return 1;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -77,12 +88,7 @@ static int main_ctl(const char *config_path, bool config_given, const char *sock
 			config_errors_clear(&errs);
 			return ctl_run(CONFIG_CONTROL_SOCKET_DEFAULT, argc, argv);
 		}
-		for (size_t i = 0; i < errs.count; i++)
-			fprintf(stderr, "%s\n", errs.items[i]);
-		fprintf(stderr, "resend-dropd: %zu error%s in configuration %s\n", errs.count,
-			errs.count == 1 ? "" : "s", config_path);
-		config_errors_clear(&errs);
-		return 1;
+		return config_errors_print(&errs, config_path);
 	}
 	r = ctl_run(cfg->control.socket, argc, argv);
 	config_free(cfg);
@@ -161,14 +167,8 @@ int main(int argc, char **argv)
 	}
 
 	log_init();
-	if (config_load(config_path, 0, &cfg, &errs) < 0) {
-		for (size_t i = 0; i < errs.count; i++)
-			fprintf(stderr, "%s\n", errs.items[i]);
-		fprintf(stderr, "resend-dropd: %zu error%s in configuration %s\n", errs.count,
-			errs.count == 1 ? "" : "s", config_path);
-		config_errors_clear(&errs);
-		return 1;
-	}
+	if (config_load(config_path, 0, &cfg, &errs) < 0)
+		return config_errors_print(&errs, config_path);
 	if (check) {
 		print_summary(cfg);
 		config_free(cfg);
