@@ -49,9 +49,11 @@ def only_report_text(folder, kind):
 
 def log_status(env, daemon):
     """SIGUSR1: the status summary, as logged."""
-    before = len(daemon.log_lines(r"status: "))
+    # The summary's last line is each folder's inbox line: wait for all of it.
+    before = len(daemon.log_lines(r"status: .*: inbox: "))
     daemon.process.send_signal(signal.SIGUSR1)
-    env.wait_for(lambda: len(daemon.log_lines(r"status: ")) > before, "the status lines")
+    env.wait_for(lambda: len(daemon.log_lines(r"status: .*: inbox: ")) > before,
+                 "the status lines")
     return "\n".join(daemon.log_lines(r"status: "))
 
 
@@ -87,7 +89,9 @@ def test_a_422_that_echoes_the_key_fails_the_file_with_the_key_redacted(pipe_env
                                                  + MARKER), report
     assert MARKER in report["error"]["message"], report
 
-    [line] = daemon.log_lines(r"'echo\.csv' failed at upload")
+    # The outcome line comes once the move is durable, a moment after the report is visible.
+    [line] = env.wait_for(lambda: daemon.log_lines(r"'echo\.csv' failed at upload"),
+                          "the outcome line")
     assert MARKER in line and "validation_error" in line, line
     status = log_status(env, daemon)
     assert_no_key(status, secret_key, "the status lines")
