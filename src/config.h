@@ -82,7 +82,8 @@ struct config_retry {
 };
 
 /* The control socket (status, metrics, commands) and the optional TCP metrics listener. */
-#define CONFIG_CONTROL_SOCKET_DEFAULT "/run/resend-dropd/control.sock"
+#define CONFIG_CONTROL_SOCKET_DIR "/run/resend-dropd"
+#define CONFIG_CONTROL_SOCKET_DEFAULT CONFIG_CONTROL_SOCKET_DIR "/control.sock"
 struct config_control {
 	char *socket; /* absolute path of the AF_UNIX socket */
 };

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "api.h"
@@ -132,6 +133,17 @@ static int daemon_control_listen(struct daemon *d)
 
 	if (d->flags & DAEMON_ONCE)
 		return 0;
+	/* The default place is systemd's RuntimeDirectory: run by hand, without it, the daemon
+	 * does its job without a control socket rather than not at all. A socket configured
+	 * elsewhere must work. */
+	if (strcmp(cfg->control.socket, CONFIG_CONTROL_SOCKET_DEFAULT) == 0 &&
+	    access(CONFIG_CONTROL_SOCKET_DIR, F_OK) != 0) {
+		log_warning("no control socket: '%s' does not exist (systemd makes it for the "
+			    "service); set control.socket to serve status, metrics and commands%s",
+			    CONFIG_CONTROL_SOCKET_DIR,
+			    cfg->metrics.listen_host ? ", and metrics.listen with it" : "");
+		return 0;
+	}
 	r = control_new(&d->loop, cfg->control.socket, cfg->metrics.listen_host,
 			cfg->metrics.listen_port, &h, &d->control);
 	return r == -EADDRINUSE ? -EWOULDBLOCK : r;
