@@ -3,6 +3,7 @@
 Standard library only. Every child is started with PR_SET_PDEATHSIG, so that nothing outlives the
 driver even if the driver itself is killed; every wait takes a deadline.
 """
+import contextlib
 import ctypes
 import os
 import select
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -513,28 +515,38 @@ class Daemon:
             self.proc = spawn(argv, env=env, stdout=log, stderr=log)
         finally:
             log.close()
+        self._ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
         return self
 
     @property
     def pid(self):
         return self.proc.pid
 
+    def _drain(self):
+        """Reads every notification for the daemon's whole life, as a service manager does: a
+        datagram socket nobody reads fills after net.unix.max_dgram_qlen messages (10 here),
+        and sd_notify then blocks the daemon's loop."""
+        while True:
+            try:
+                msg = self.sock.recv(4096)
+            except OSError:
+                return
+            if not msg:
+                return
+            if b"READY=1" in msg.split(b"\n"):
+                self._ready.set()
+
     def wait_ready(self, timeout=30):
         """Until READY=1; a daemon that never says it (no sd_notify) is given 1 s instead."""
         deadline = time.monotonic() + timeout
-        while True:
+        while not self._ready.wait(0.2):
             if self.proc.poll() is not None:
                 raise ScenarioError(f"the daemon exited with status {self.proc.returncode} "
                                     f"before it was ready:\n{tail(self.log_path)}")
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if time.monotonic() >= deadline:
                 raise ScenarioError(f"the daemon was not ready within {timeout} s")
-            r, _, _ = select.select([self.sock], [], [], min(left, 0.2))
-            if r:
-                msg = self.sock.recv(4096)
-                if b"READY=1" in msg.split(b"\n"):
-                    return
-            elif time.monotonic() - self.started > 5:
+            if time.monotonic() - self.started > 5:
                 # A binary that never calls sd_notify: running for 5 s will do.
                 self.ready_fallback = True
                 return
@@ -572,6 +584,8 @@ class Daemon:
             self.exit_code = code
             self.rusage = ru if ru is not None else self.rusage
         if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # ends the drain's recv
             self.sock.close()
             self.sock = None
         return self.exit_code
