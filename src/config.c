@@ -137,6 +137,20 @@ static const char *const prop_type_names[] = {"string", "number", "boolean", NUL
 static const char *const subscription_names[] = {"opt_in", "opt_out", NULL};
 static const char *const log_level_names[] = {"error", "warning", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const encoding_names[] = {"auto",       "utf-8",       "windows-1252",
+					     "iso-8859-1", "iso-8859-15", "utf-16",
+					     NULL};
+static const char *const header_names[] = {"exact", "relaxed", NULL};
+static const char *const invalid_rows_names[] = {"drop", "import", "fail_file", NULL};
+
+/* The tables are indexed by the enums: keep them in step. */
+_Static_assert(sizeof(encoding_names) / sizeof(*encoding_names) == CONFIG_ENCODING_UTF16 + 2,
+	       "encoding_names");
+_Static_assert(sizeof(header_names) / sizeof(*header_names) == CONFIG_HEADER_RELAXED + 2,
+	       "header_names");
+_Static_assert(sizeof(invalid_rows_names) / sizeof(*invalid_rows_names) ==
+		       CONFIG_INVALID_ROWS_FAIL_FILE + 2,
+	       "invalid_rows_names");
 
 const char *config_on_conflict_name(enum config_on_conflict v)
 {
@@ -151,6 +165,21 @@ const char *config_prop_type_name(enum config_prop_type v)
 const char *config_subscription_name(enum config_subscription v)
 {
 	return subscription_names[v];
+}
+
+const char *config_encoding_name(enum config_encoding v)
+{
+	return encoding_names[v];
+}
+
+const char *config_header_name(enum config_header v)
+{
+	return header_names[v];
+}
+
+const char *config_invalid_rows_name(enum config_invalid_rows v)
+{
+	return invalid_rows_names[v];
 }
 
 /* ---- shared validators ----------------------------------------------------------------- */
@@ -404,13 +433,84 @@ static bool get_enum(struct ctx *c, yaml_node_t *n, const char *path, const char
 		node_error(c, n, path, "expected one of %s, got %s", list, node_type_name(n));
 		return false;
 	}
-	for (int i = 0; names[i]; i++) {
+	for (int i = 0; names[i] && !scalar_has_nul(n); i++) {
 		if (strcmp(scalar(n), names[i]) == 0) {
 			*ret = i;
 			return true;
 		}
 	}
 	node_error(c, n, path, "expected one of %s, got '%s'", list, QUOTED(q, scalar(n)));
+	return false;
+}
+
+struct enum_alias {
+	const char *name;
+	int value;
+};
+
+/* As get_enum, ignoring ASCII case and taking ALIASES too (names people also write, such as
+ * "latin1"); the message lists the canonical NAMES only. */
+static bool get_enum_icase(struct ctx *c, yaml_node_t *n, const char *path,
+			   const char *const *names, const struct enum_alias *aliases, int *ret)
+{
+	char list[160], q[80];
+
+	join_names(list, sizeof(list), names);
+	if (n->type != YAML_SCALAR_NODE) {
+		node_error(c, n, path, "expected one of %s, got %s", list, node_type_name(n));
+		return false;
+	}
+	for (int i = 0; names[i] && !scalar_has_nul(n); i++) {
+		if (strcasecmp(scalar(n), names[i]) == 0) {
+			*ret = i;
+			return true;
+		}
+	}
+	for (size_t i = 0; aliases[i].name && !scalar_has_nul(n); i++) {
+		if (strcasecmp(scalar(n), aliases[i].name) == 0) {
+			*ret = aliases[i].value;
+			return true;
+		}
+	}
+	node_error(c, n, path, "expected one of %s, got '%s'", list, QUOTED(q, scalar(n)));
+	return false;
+}
+
+/* csv.delimiter: '\0' for auto. A TAB may be "\t" (YAML makes it the character itself), '\t'
+ * or plain \t (a backslash and a t, which YAML leaves as they are), or the word tab. */
+static bool get_delimiter(struct ctx *c, yaml_node_t *n, const char *path, char *ret)
+{
+	static const char list[] = "auto, \",\", \";\", \"\\t\", \"|\"";
+	char q[80];
+
+	if (n->type != YAML_SCALAR_NODE || (n->data.scalar.length == 0 && scalar_is_plain(n))) {
+		node_error(c, n, path, "must be one of %s, got %s", list, node_type_name(n));
+		return false;
+	}
+	const char *s = scalar(n);
+	size_t len = n->data.scalar.length;
+	if (len == 1 && s[0] && strchr(",;\t|", s[0])) {
+		*ret = s[0];
+		return true;
+	}
+	if (!scalar_has_nul(n)) {
+		if (strcmp(s, "auto") == 0) {
+			*ret = '\0';
+			return true;
+		}
+		if (strcmp(s, "tab") == 0 || strcmp(s, "\\t") == 0) {
+			*ret = '\t';
+			return true;
+		}
+	}
+	/* `delimiter: |` unquoted starts a block scalar, which is empty here. */
+	if (len == 0 && n->data.scalar.style == YAML_LITERAL_SCALAR_STYLE) {
+		node_error(c, n, path, "must be one of %s, got an empty block scalar (write \"|\" in "
+				       "quotes)",
+			   list);
+		return false;
+	}
+	node_error(c, n, path, "must be one of %s, got '%s'", list, QUOTED(q, s));
 	return false;
 }
 
@@ -795,9 +895,42 @@ static void parse_retry(struct ctx *c, struct config *cfg, yaml_node_t *n)
 }
 
 /* The settings keys, valid under `defaults:` and in each folder. */
-static const char *const settings_keys[] = {"settle_ms",   "rescan_s",      "pattern",
-					    "max_file_bytes", "on_conflict", "follow_import",
-					    NULL};
+static const char *const settings_keys[] = {
+	"settle_ms",     "rescan_s",	     "pattern",	     "max_file_bytes", "on_conflict",
+	"follow_import", "max_upload_bytes", "invalid_rows", "csv",	       NULL};
+
+/* A part holds the header and at least some rows; below this, splitting would mostly send
+ * headers. Above Resend's own limit (200 MiB) every part would be refused. */
+#define CONFIG_UPLOAD_BYTES_MIN UINT64_C(65536)
+#define CONFIG_UPLOAD_BYTES_MAX UINT64_C(209715200)
+
+static const char *const csv_keys[] = {"delimiter", "encoding", "header", NULL};
+
+static const struct enum_alias encoding_aliases[] = {
+	{"utf8", CONFIG_ENCODING_UTF8},
+	{"utf16", CONFIG_ENCODING_UTF16},
+	{"cp1252", CONFIG_ENCODING_WINDOWS_1252},
+	{"latin1", CONFIG_ENCODING_ISO_8859_1},
+	{NULL, 0},
+};
+
+/* A folder's settings start as a copy of the defaults, so that its csv: overrides only the
+ * keys it names. */
+static void csv_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+{
+	struct config_csv *csv = target;
+	int e;
+
+	if (strcmp(kv->key, "delimiter") == 0) {
+		get_delimiter(c, kv->value, kv->path, &csv->delimiter);
+	} else if (strcmp(kv->key, "encoding") == 0) {
+		if (get_enum_icase(c, kv->value, kv->path, encoding_names, encoding_aliases, &e))
+			csv->encoding = (enum config_encoding)e;
+	} else if (strcmp(kv->key, "header") == 0) {
+		if (get_enum(c, kv->value, kv->path, header_names, &e))
+			csv->header = (enum config_header)e;
+	}
+}
 
 static bool is_settings_key(const char *key)
 {
@@ -834,6 +967,15 @@ static void parse_setting(struct ctx *c, struct key_visit *kv, struct config_set
 			s->on_conflict = (enum config_on_conflict)e;
 	} else if (strcmp(kv->key, "follow_import") == 0) {
 		get_bool(c, kv->value, kv->path, &s->follow_import);
+	} else if (strcmp(kv->key, "max_upload_bytes") == 0) {
+		get_uint(c, kv->value, kv->path, CONFIG_UPLOAD_BYTES_MIN, CONFIG_UPLOAD_BYTES_MAX,
+			 &s->max_upload_bytes);
+	} else if (strcmp(kv->key, "invalid_rows") == 0) {
+		if (get_enum(c, kv->value, kv->path, invalid_rows_names, &e))
+			s->invalid_rows = (enum config_invalid_rows)e;
+	} else if (strcmp(kv->key, "csv") == 0) {
+		if (expect_mapping(c, kv->value, kv->path))
+			walk_mapping(c, kv->value, kv->path, csv_keys, csv_key_cb, &s->csv);
 	}
 }
 
@@ -951,9 +1093,10 @@ static void parse_metrics(struct ctx *c, struct config *cfg, yaml_node_t *n)
 /* ---- folders --------------------------------------------------------------------------- */
 
 static const char *const folder_keys[] = {
-	"name",		"inbox",    "done",	 "failed",	   "column_map",
-	"segments",	"topics",   "settle_ms", "rescan_s",	   "pattern",
-	"max_file_bytes", "on_conflict", "follow_import", NULL};
+	"name",		  "inbox",	  "done",	   "failed",	      "column_map",
+	"segments",	  "topics",	  "settle_ms",	   "rescan_s",	      "pattern",
+	"max_file_bytes", "on_conflict", "follow_import", "max_upload_bytes", "invalid_rows",
+	"csv",		  NULL};
 
 static const char *const column_map_keys[] = {"email",	      "first_name", "last_name",
 					      "unsubscribed", "properties", NULL};
@@ -1448,9 +1591,14 @@ static void config_set_defaults(struct config *cfg)
 	cfg->defaults.settle_ms = 2000;
 	cfg->defaults.rescan_s = 30;
 	cfg->defaults.pattern = strdup("*.csv");
-	cfg->defaults.max_file_bytes = 209715200;
+	cfg->defaults.max_file_bytes = UINT64_C(2147483648); /* 2 GiB */
 	cfg->defaults.on_conflict = CONFIG_ON_CONFLICT_UPSERT;
 	cfg->defaults.follow_import = true;
+	cfg->defaults.max_upload_bytes = 52428800;
+	cfg->defaults.csv.delimiter = '\0';
+	cfg->defaults.csv.encoding = CONFIG_ENCODING_AUTO;
+	cfg->defaults.csv.header = CONFIG_HEADER_EXACT;
+	cfg->defaults.invalid_rows = CONFIG_INVALID_ROWS_DROP;
 	cfg->log_level = CONFIG_LOG_INFO;
 	cfg->log_format = CONFIG_LOG_TEXT;
 	cfg->control.socket = strdup(CONFIG_CONTROL_SOCKET_DEFAULT);

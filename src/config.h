@@ -15,6 +15,32 @@ enum config_prop_type { CONFIG_PROP_STRING, CONFIG_PROP_NUMBER, CONFIG_PROP_BOOL
 enum config_subscription { CONFIG_SUB_OPT_IN, CONFIG_SUB_OPT_OUT };
 enum config_log_level { CONFIG_LOG_ERROR, CONFIG_LOG_WARNING, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+/* csv.encoding: what a file without a byte-order mark is read as. AUTO: UTF-8 when it is valid
+ * UTF-8, else windows-1252. */
+enum config_encoding {
+	CONFIG_ENCODING_AUTO,
+	CONFIG_ENCODING_UTF8,
+	CONFIG_ENCODING_WINDOWS_1252,
+	CONFIG_ENCODING_ISO_8859_1,
+	CONFIG_ENCODING_ISO_8859_15,
+	CONFIG_ENCODING_UTF16,
+};
+/* csv.header: EXACT, column_map names must equal header names; RELAXED, they match ignoring
+ * case and surrounding whitespace. */
+enum config_header { CONFIG_HEADER_EXACT, CONFIG_HEADER_RELAXED };
+/* invalid_rows: what becomes of rows that fail the row checks. */
+enum config_invalid_rows {
+	CONFIG_INVALID_ROWS_DROP,     /* left out of the upload, listed in the rejects file */
+	CONFIG_INVALID_ROWS_IMPORT,   /* uploaded as they are, listed all the same */
+	CONFIG_INVALID_ROWS_FAIL_FILE /* any such row fails the whole file at check */
+};
+
+/* How a folder's CSV files are read (`csv:`). */
+struct config_csv {
+	char delimiter; /* '\0': auto; else one of , ; \t | */
+	enum config_encoding encoding;
+	enum config_header header;
+};
 
 struct config_property {
 	char *key;    /* Resend property key: [A-Za-z0-9_]{1,50} */
@@ -47,6 +73,11 @@ struct config_settings {
 	uint64_t max_file_bytes;
 	enum config_on_conflict on_conflict;
 	bool follow_import;
+	/* One request's ceiling: bigger files are split into parts on row boundaries, each at
+	 * most this big with its header. */
+	uint64_t max_upload_bytes;
+	struct config_csv csv;
+	enum config_invalid_rows invalid_rows;
 };
 
 struct config_folder {
@@ -131,6 +162,9 @@ void config_errors_clear(struct config_errors *errs);
 const char *config_on_conflict_name(enum config_on_conflict v);
 const char *config_prop_type_name(enum config_prop_type v);
 const char *config_subscription_name(enum config_subscription v);
+const char *config_encoding_name(enum config_encoding v);       /* "auto", "utf-8", ... */
+const char *config_header_name(enum config_header v);           /* "exact", "relaxed" */
+const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
 
 /* Validators shared with other modules. */
 bool config_is_uuid(const char *s);

@@ -29,6 +29,7 @@
 
 #define KEY_DEFAULT "re_unit_SECRET_default_4f2a"
 #define KEY_CUSTOM "re_unit_SECRET_custom_91bc"
+#define MAX_FILE_DEFAULT (UINT64_C(2) << 30) /* max_file_bytes: 2 GiB */
 
 /* The folder every inline configuration needs, on lines 2-5 after a "folders:" line 1. */
 #define FOLDER_A                                                                                   \
@@ -542,6 +543,17 @@ static void test_enum_names(void **state)
 	assert_string_equal(config_prop_type_name(CONFIG_PROP_BOOLEAN), "boolean");
 	assert_string_equal(config_subscription_name(CONFIG_SUB_OPT_IN), "opt_in");
 	assert_string_equal(config_subscription_name(CONFIG_SUB_OPT_OUT), "opt_out");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_AUTO), "auto");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_UTF8), "utf-8");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_WINDOWS_1252), "windows-1252");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_ISO_8859_1), "iso-8859-1");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_ISO_8859_15), "iso-8859-15");
+	assert_string_equal(config_encoding_name(CONFIG_ENCODING_UTF16), "utf-16");
+	assert_string_equal(config_header_name(CONFIG_HEADER_EXACT), "exact");
+	assert_string_equal(config_header_name(CONFIG_HEADER_RELAXED), "relaxed");
+	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_DROP), "drop");
+	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_IMPORT), "import");
+	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_FAIL_FILE), "fail_file");
 	config_free(NULL);
 	config_errors_clear(NULL);
 }
@@ -612,6 +624,21 @@ static void assert_settings(const struct config_settings *s, uint64_t settle, ui
 	assert_int_equal(s->follow_import, follow);
 }
 
+/* The issue 10 settings: upload parts, rejected rows and how the CSV is read. */
+static void assert_csv_settings(const struct config_settings *s, uint64_t max_upload,
+				enum config_invalid_rows invalid, char delimiter,
+				enum config_encoding encoding, enum config_header header)
+{
+	assert_int_equal(s->max_upload_bytes, max_upload);
+	assert_int_equal(s->invalid_rows, invalid);
+	assert_int_equal(s->csv.delimiter, delimiter);
+	assert_int_equal(s->csv.encoding, encoding);
+	assert_int_equal(s->csv.header, header);
+}
+
+#define DEFAULT_CSV_SETTINGS                                                                     \
+	52428800, CONFIG_INVALID_ROWS_DROP, '\0', CONFIG_ENCODING_AUTO, CONFIG_HEADER_EXACT
+
 static void test_full_example_every_key(void **state)
 {
 	(void)state;
@@ -634,6 +661,8 @@ static void test_full_example_every_key(void **state)
 	assert_int_equal(c->retry.initial_delay_ms, 500);
 	assert_int_equal(c->retry.max_delay_ms, 60000);
 	assert_settings(&c->defaults, 3000, 60, "*.txt", 1048576, CONFIG_ON_CONFLICT_SKIP, false);
+	assert_csv_settings(&c->defaults, 1000000, CONFIG_INVALID_ROWS_IMPORT, ';',
+			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
 	assert_int_equal(c->log_level, CONFIG_LOG_DEBUG);
 	assert_int_equal(c->log_format, CONFIG_LOG_JSON);
 	assert_non_null(c->api_key);
@@ -670,6 +699,9 @@ static void test_full_example_every_key(void **state)
 	assert_int_equal(f->topics[1].subscription, CONFIG_SUB_OPT_OUT);
 	assert_settings(&f->settings, 0, 5, "contacts-*.csv", 2048, CONFIG_ON_CONFLICT_UPSERT,
 			true);
+	/* csv: { delimiter: "\t" } keeps the defaults' encoding and header. */
+	assert_csv_settings(&f->settings, 65536, CONFIG_INVALID_ROWS_FAIL_FILE, '\t',
+			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
 
 	f = &c->folders[1];
 	assert_string_equal(f->name, "billing.eu-1");
@@ -681,6 +713,8 @@ static void test_full_example_every_key(void **state)
 	assert_int_equal(f->n_topics, 0);
 	/* Nothing overridden: the file's defaults, not the built-in ones. */
 	assert_settings(&f->settings, 3000, 60, "*.txt", 1048576, CONFIG_ON_CONFLICT_SKIP, false);
+	assert_csv_settings(&f->settings, 1000000, CONFIG_INVALID_ROWS_IMPORT, ';',
+			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
 	assert_ptr_not_equal(f->settings.pattern, c->defaults.pattern);
 }
 
@@ -704,12 +738,15 @@ static void test_builtin_defaults(void **state)
 	assert_int_equal(c->retry.max_attempts, 8);
 	assert_int_equal(c->retry.initial_delay_ms, 1000);
 	assert_int_equal(c->retry.max_delay_ms, 300000);
-	assert_settings(&c->defaults, 2000, 30, "*.csv", 209715200, CONFIG_ON_CONFLICT_UPSERT, true);
+	assert_settings(&c->defaults, 2000, 30, "*.csv", MAX_FILE_DEFAULT, CONFIG_ON_CONFLICT_UPSERT,
+			true);
 	assert_int_equal(c->log_level, CONFIG_LOG_INFO);
 	assert_int_equal(c->log_format, CONFIG_LOG_TEXT);
 	assert_int_equal(c->n_folders, 1);
-	assert_settings(&c->folders[0].settings, 2000, 30, "*.csv", 209715200,
+	assert_settings(&c->folders[0].settings, 2000, 30, "*.csv", MAX_FILE_DEFAULT,
 			CONFIG_ON_CONFLICT_UPSERT, true);
+	assert_csv_settings(&c->defaults, DEFAULT_CSV_SETTINGS);
+	assert_csv_settings(&c->folders[0].settings, DEFAULT_CSV_SETTINGS);
 	assert_false(c->folders[0].column_map.present);
 	assert_int_equal(c->folders[0].n_segments, 0);
 	assert_int_equal(c->folders[0].n_topics, 0);
@@ -731,8 +768,8 @@ static void test_empty_sections_and_null_values(void **state)
 	assert_null(E.cfg->api.api_key_file);
 	assert_null(E.cfg->api.user_agent_suffix);
 	assert_int_equal(E.cfg->retry.max_attempts, 8);
-	assert_settings(&E.cfg->defaults, 2000, 30, "*.csv", 209715200, CONFIG_ON_CONFLICT_UPSERT,
-			true);
+	assert_settings(&E.cfg->defaults, 2000, 30, "*.csv", MAX_FILE_DEFAULT,
+			CONFIG_ON_CONFLICT_UPSERT, true);
 }
 
 static void test_folder_overrides_every_setting(void **state)
@@ -787,7 +824,7 @@ static void test_defaults_after_folders(void **state)
 	     "  rescan_s: 7\n"
 	     "  on_conflict: skip\n");
 	assert_loaded();
-	assert_settings(&E.cfg->folders[0].settings, 2000, 7, "*.csv", 209715200,
+	assert_settings(&E.cfg->folders[0].settings, 2000, 7, "*.csv", MAX_FILE_DEFAULT,
 			CONFIG_ON_CONFLICT_SKIP, true);
 }
 
@@ -1777,7 +1814,8 @@ static void test_unknown_keys_inline(void **state)
 	     "Folders: []\n");
 	EXPECT_ERRORS("@FILE@:6:5: folders[0]: unknown key 'inbox_dir' (expected one of: name, "
 		      "inbox, done, failed, column_map, segments, topics, settle_ms, rescan_s, "
-		      "pattern, max_file_bytes, on_conflict, follow_import)",
+		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
+		      "invalid_rows, csv)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
 		      "log, folders, control, metrics)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
@@ -1919,6 +1957,293 @@ static void test_present_but_invalid_not_missing(void **state)
 		      "got a list");
 }
 
+/* ---- issue 10: max_upload_bytes, invalid_rows, csv: ----------------------------------------- */
+
+/* A folder's csv: overrides only the keys it names; the others come from defaults' csv:, and
+ * from the built-in defaults where defaults' csv: does not name them either. */
+static void test_csv_settings_override(void **state)
+{
+	(void)state;
+	load("defaults:\n"
+	     "  max_upload_bytes: 1048576\n"
+	     "  invalid_rows: import\n"
+	     "  csv:\n"
+	     "    encoding: iso-8859-15\n"
+	     "folders:\n"
+	     "  - name: all\n"
+	     "    inbox: @TMP@/a/in\n"
+	     "    done: @TMP@/a/done\n"
+	     "    failed: @TMP@/a/failed\n"
+	     "    max_upload_bytes: 65536\n"
+	     "    invalid_rows: fail_file\n"
+	     "    csv: { delimiter: \"|\", encoding: utf-16, header: relaxed }\n"
+	     "  - name: none\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "    csv: {}\n"
+	     "  - name: some\n"
+	     "    inbox: @TMP@/c/in\n"
+	     "    done: @TMP@/c/done\n"
+	     "    failed: @TMP@/c/failed\n"
+	     "    csv:\n"
+	     "      delimiter: \";\"\n");
+	assert_loaded();
+	assert_csv_settings(&E.cfg->defaults, 1048576, CONFIG_INVALID_ROWS_IMPORT, '\0',
+			    CONFIG_ENCODING_ISO_8859_15, CONFIG_HEADER_EXACT);
+	assert_csv_settings(&E.cfg->folders[0].settings, 65536, CONFIG_INVALID_ROWS_FAIL_FILE, '|',
+			    CONFIG_ENCODING_UTF16, CONFIG_HEADER_RELAXED);
+	assert_csv_settings(&E.cfg->folders[1].settings, 1048576, CONFIG_INVALID_ROWS_IMPORT, '\0',
+			    CONFIG_ENCODING_ISO_8859_15, CONFIG_HEADER_EXACT);
+	assert_csv_settings(&E.cfg->folders[2].settings, 1048576, CONFIG_INVALID_ROWS_IMPORT, ';',
+			    CONFIG_ENCODING_ISO_8859_15, CONFIG_HEADER_EXACT);
+	/* The other settings are untouched by these keys. */
+	assert_settings(&E.cfg->folders[0].settings, 2000, 30, "*.csv", MAX_FILE_DEFAULT,
+			CONFIG_ON_CONFLICT_UPSERT, true);
+
+	/* defaults: after folders: still inherited, key by key. */
+	load("folders:\n" FOLDER_A "    csv: { header: relaxed }\n"
+	     "defaults:\n"
+	     "  csv: { delimiter: tab, header: exact }\n");
+	assert_loaded();
+	assert_csv_settings(&E.cfg->defaults, 52428800, CONFIG_INVALID_ROWS_DROP, '\t',
+			    CONFIG_ENCODING_AUTO, CONFIG_HEADER_EXACT);
+	assert_csv_settings(&E.cfg->folders[0].settings, 52428800, CONFIG_INVALID_ROWS_DROP, '\t',
+			    CONFIG_ENCODING_AUTO, CONFIG_HEADER_RELAXED);
+}
+
+/* Every way to write each delimiter, in defaults and in a folder. A TAB may be the character
+ * itself ("\t" in double quotes), a backslash and t (as in '\t' or plain \t), or the word. */
+static void test_csv_delimiter_values(void **state)
+{
+	static const struct {
+		const char *yaml;
+		char want;
+	} cases[] = {
+		{"auto", '\0'},	 {"\"auto\"", '\0'}, {"\",\"", ','},	{"','", ','},
+		{"\";\"", ';'},	 {";", ';'},	     {"\"\\t\"", '\t'}, {"\"\t\"", '\t'},
+		{"'\t'", '\t'},	 {"tab", '\t'},	     {"'\\t'", '\t'},	{"\\t", '\t'},
+		{"\"|\"", '|'},	 {"'|'", '|'},
+	};
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "defaults:\n  csv:\n    delimiter: %s\nfolders:\n" FOLDER_A
+			 "  - name: b\n"
+			 "    inbox: @TMP@/b/in\n"
+			 "    done: @TMP@/b/done\n"
+			 "    failed: @TMP@/b/failed\n"
+			 "    csv: { delimiter: %s }\n",
+			 cases[i].yaml, cases[i].yaml);
+		load(yaml);
+		if (E.r != 0)
+			print_message("delimiter: %s\n", cases[i].yaml);
+		assert_loaded();
+		assert_int_equal(E.cfg->defaults.csv.delimiter, cases[i].want);
+		assert_int_equal(E.cfg->folders[0].settings.csv.delimiter, cases[i].want);
+		assert_int_equal(E.cfg->folders[1].settings.csv.delimiter, cases[i].want);
+	}
+}
+
+/* The canonical names, any ASCII case, and the common aliases. */
+static void test_csv_encoding_values(void **state)
+{
+	static const struct {
+		const char *yaml;
+		enum config_encoding want;
+	} cases[] = {
+		{"auto", CONFIG_ENCODING_AUTO},
+		{"AUTO", CONFIG_ENCODING_AUTO},
+		{"utf-8", CONFIG_ENCODING_UTF8},
+		{"UTF-8", CONFIG_ENCODING_UTF8},
+		{"utf8", CONFIG_ENCODING_UTF8},
+		{"\"UTF8\"", CONFIG_ENCODING_UTF8},
+		{"windows-1252", CONFIG_ENCODING_WINDOWS_1252},
+		{"Windows-1252", CONFIG_ENCODING_WINDOWS_1252},
+		{"cp1252", CONFIG_ENCODING_WINDOWS_1252},
+		{"CP1252", CONFIG_ENCODING_WINDOWS_1252},
+		{"iso-8859-1", CONFIG_ENCODING_ISO_8859_1},
+		{"ISO-8859-1", CONFIG_ENCODING_ISO_8859_1},
+		{"latin1", CONFIG_ENCODING_ISO_8859_1},
+		{"Latin1", CONFIG_ENCODING_ISO_8859_1},
+		{"iso-8859-15", CONFIG_ENCODING_ISO_8859_15},
+		{"ISO-8859-15", CONFIG_ENCODING_ISO_8859_15},
+		{"utf-16", CONFIG_ENCODING_UTF16},
+		{"UTF-16", CONFIG_ENCODING_UTF16},
+		{"utf16", CONFIG_ENCODING_UTF16},
+	};
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "defaults:\n  csv: { encoding: %s }\nfolders:\n" FOLDER_A
+			 "  - name: b\n"
+			 "    inbox: @TMP@/b/in\n"
+			 "    done: @TMP@/b/done\n"
+			 "    failed: @TMP@/b/failed\n"
+			 "    csv:\n"
+			 "      encoding: %s\n",
+			 cases[i].yaml, cases[i].yaml);
+		load(yaml);
+		if (E.r != 0)
+			print_message("encoding: %s\n", cases[i].yaml);
+		assert_loaded();
+		assert_int_equal(E.cfg->defaults.csv.encoding, cases[i].want);
+		assert_int_equal(E.cfg->folders[0].settings.csv.encoding, cases[i].want);
+		assert_int_equal(E.cfg->folders[1].settings.csv.encoding, cases[i].want);
+	}
+}
+
+static void test_csv_header_invalid_rows_max_upload_values(void **state)
+{
+	static const char *const headers[] = {"exact", "relaxed"};
+	static const char *const invalid[] = {"drop", "import", "fail_file"};
+	char yaml[512];
+
+	(void)state;
+	for (int h = 0; h < 2; h++) {
+		for (int v = 0; v < 3; v++) {
+			snprintf(yaml, sizeof(yaml),
+				 "defaults:\n  invalid_rows: %s\n  csv: { header: %s }\n"
+				 "folders:\n" FOLDER_A "    invalid_rows: %s\n"
+				 "    csv: { header: %s }\n",
+				 invalid[v], headers[h], invalid[2 - v], headers[1 - h]);
+			load(yaml);
+			assert_loaded();
+			assert_int_equal(E.cfg->defaults.invalid_rows, v);
+			assert_int_equal(E.cfg->defaults.csv.header, h);
+			assert_int_equal(E.cfg->folders[0].settings.invalid_rows, 2 - v);
+			assert_int_equal(E.cfg->folders[0].settings.csv.header, 1 - h);
+		}
+	}
+	/* max_upload_bytes: 64 KiB to 200 MiB (Resend's own limit), both inclusive. */
+	load("defaults:\n  max_upload_bytes: 65536\nfolders:\n" FOLDER_A
+	     "    max_upload_bytes: 209715200\n");
+	assert_loaded();
+	assert_int_equal(E.cfg->defaults.max_upload_bytes, 65536);
+	assert_int_equal(E.cfg->folders[0].settings.max_upload_bytes, 209715200);
+	load("defaults:\n  max_upload_bytes: 65535\nfolders:\n" FOLDER_A
+	     "    max_upload_bytes: 209715201\n");
+	EXPECT_ERRORS("@FILE@:2:21: defaults.max_upload_bytes: 65535 is out of range: expected "
+		      "65536 to 209715200",
+		      "@FILE@:8:23: folders[0].max_upload_bytes: 209715201 is out of range: "
+		      "expected 65536 to 209715200");
+	load("defaults:\n  max_upload_bytes: \"65536\"\nfolders:\n" FOLDER_A
+	     "    max_upload_bytes: 50MB\n");
+	EXPECT_ERRORS("@FILE@:2:21: defaults.max_upload_bytes: expected an integer from 65536 to "
+		      "209715200, got a quoted string",
+		      "@FILE@:8:23: folders[0].max_upload_bytes: expected an integer from 65536 to "
+		      "209715200, got '50MB'");
+	/* max_file_bytes keeps its range, now with a 2 GiB default. */
+	load("defaults:\n  max_file_bytes: 1099511627776\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_int_equal(E.cfg->defaults.max_file_bytes, UINT64_C(1) << 40);
+}
+
+#define DELIMITERS "must be one of auto, \",\", \";\", \"\\t\", \"|\""
+#define ENCODINGS "expected one of auto, utf-8, windows-1252, iso-8859-1, iso-8859-15, utf-16"
+
+/* Every way csv: and its keys can be wrong, with position and key path, in defaults and in a
+ * folder. */
+static void test_csv_errors(void **state)
+{
+	(void)state;
+	load("defaults:\n"
+	     "  csv:\n"
+	     "    delimiter: \",;\"\n"
+	     "    encoding: utf-7\n"
+	     "    header: Exact\n"
+	     "  invalid_rows: skip\n"
+	     "folders:\n" FOLDER_A "    csv:\n"
+	     "      delimiter: TAB\n"
+	     "      encoding: [utf-8]\n"
+	     "      header: {relaxed: true}\n"
+	     "    invalid_rows: Drop\n");
+	EXPECT_ERRORS("@FILE@:3:16: defaults.csv.delimiter: " DELIMITERS ", got ',;'",
+		      "@FILE@:4:15: defaults.csv.encoding: " ENCODINGS ", got 'utf-7'",
+		      "@FILE@:5:13: defaults.csv.header: expected one of exact, relaxed, got "
+		      "'Exact'",
+		      "@FILE@:6:17: defaults.invalid_rows: expected one of drop, import, "
+		      "fail_file, got 'skip'",
+		      "@FILE@:13:18: folders[0].csv.delimiter: " DELIMITERS ", got 'TAB'",
+		      "@FILE@:14:17: folders[0].csv.encoding: " ENCODINGS ", got a list",
+		      "@FILE@:15:15: folders[0].csv.header: expected one of exact, relaxed, got "
+		      "a mapping",
+		      "@FILE@:16:19: folders[0].invalid_rows: expected one of drop, import, "
+		      "fail_file, got 'Drop'");
+
+	/* csv: itself: a scalar, a list, nothing. */
+	load("defaults:\n  csv: \";\"\nfolders:\n" FOLDER_A "    csv: [delimiter]\n"
+	     "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "    csv:\n");
+	EXPECT_ERRORS("@FILE@:2:8: defaults.csv: expected a mapping, got a scalar",
+		      "@FILE@:8:10: folders[0].csv: expected a mapping, got a list",
+		      "@FILE@:13:9: folders[1].csv: expected a mapping, got an empty value");
+
+	/* Unknown and repeated keys inside csv:. */
+	load("defaults:\n"
+	     "  csv:\n"
+	     "    separator: \";\"\n"
+	     "    encoding: utf-8\n"
+	     "    encoding: latin1\n"
+	     "folders:\n" FOLDER_A "    csv: { quote: \"'\", header: exact, header: relaxed }\n");
+	EXPECT_ERRORS("@FILE@:3:5: defaults.csv: unknown key 'separator' (expected one of: "
+		      "delimiter, encoding, header)",
+		      "@FILE@:5:5: defaults.csv.encoding: duplicate key (first set at line 4)",
+		      "@FILE@:11:12: folders[0].csv: unknown key 'quote' (expected one of: "
+		      "delimiter, encoding, header)",
+		      "@FILE@:11:39: folders[0].csv.header: duplicate key (first set at line 11)");
+
+	/* Delimiter values that are almost right. */
+	load("defaults:\n  csv: { delimiter: }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got an empty value");
+	load("defaults:\n  csv: { delimiter: \"\" }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got ''");
+	load("defaults:\n  csv: { delimiter: \"\\0\" }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got ''");
+	load("defaults:\n  csv: { delimiter: \"\\n\" }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got '\\x0a'");
+	load("defaults:\n  csv: { delimiter: \"tab\\0\" }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got 'tab'");
+	load("defaults:\n  csv: { delimiter: Auto }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got 'Auto'");
+	load("defaults:\n  csv: { delimiter: [\",\"] }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:21: defaults.csv.delimiter: " DELIMITERS ", got a list");
+	/* An unquoted | starts a block scalar: say so rather than "got ''". */
+	load("defaults:\n"
+	     "  csv:\n"
+	     "    delimiter: |\n"
+	     "    header: exact\n"
+	     "folders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:3:16: defaults.csv.delimiter: " DELIMITERS ", got an empty block "
+		      "scalar (write \"|\" in quotes)");
+
+	/* Encodings that are not aliases, and a NUL that would cut a name short. */
+	load("defaults:\n  csv: { encoding: utf_8 }\nfolders:\n" FOLDER_A
+	     "    csv: { encoding: \"utf-8\\0x\" }\n");
+	EXPECT_ERRORS("@FILE@:2:20: defaults.csv.encoding: " ENCODINGS ", got 'utf_8'",
+		      "@FILE@:8:22: folders[0].csv.encoding: " ENCODINGS ", got 'utf-8'");
+	load("defaults:\n  csv: { encoding: }\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:20: defaults.csv.encoding: " ENCODINGS ", got ''");
+}
+
+/* Bug: a NUL inside an enum value was cut off and the rest accepted ("skip\0anything" read as
+ * skip). */
+static void test_enum_value_with_nul_refused(void **state)
+{
+	(void)state;
+	load("defaults:\n  on_conflict: \"skip\\0x\"\n  invalid_rows: \"drop\\0\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:16: defaults.on_conflict: expected one of upsert, skip, got 'skip'",
+		      "@FILE@:3:17: defaults.invalid_rows: expected one of drop, import, fail_file, "
+		      "got 'drop'");
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b)
@@ -2020,6 +2345,12 @@ int main(void)
 		T(test_segments_and_topics),
 		T(test_properties),
 		T(test_present_but_invalid_not_missing),
+		T(test_csv_settings_override),
+		T(test_csv_delimiter_values),
+		T(test_csv_encoding_values),
+		T(test_csv_header_invalid_rows_max_upload_values),
+		T(test_csv_errors),
+		T(test_enum_value_with_nul_refused),
 	};
 	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
 	char **good, **bad;
