@@ -27,8 +27,10 @@ struct api_call {
 	struct curl_slist *headers;
 	curl_mime *mime;
 	int fd;
+	uint64_t head;   /* the part: the first HEAD bytes of FD, then SIZE - HEAD from FROM */
+	uint64_t from;
 	uint64_t size;
-	uint64_t offset;
+	uint64_t offset; /* how much of the part was read */
 	char *body;
 	size_t body_len;
 	long status;
@@ -100,14 +102,19 @@ static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 {
 	struct api_call *call = arg;
 	size_t want = size * nitems;
+	uint64_t at;
 	ssize_t n;
 
 	if (call->offset >= call->size)
 		return 0;
 	if (want > call->size - call->offset)
 		want = (size_t)(call->size - call->offset);
+	/* The header and the rows do not meet in one read. */
+	if (call->offset < call->head && want > call->head - call->offset)
+		want = (size_t)(call->head - call->offset);
+	at = call->offset < call->head ? call->offset : call->from + (call->offset - call->head);
 	do
-		n = pread(call->fd, buffer, want, (off_t)call->offset);
+		n = pread(call->fd, buffer, want, (off_t)at);
 	while (n < 0 && errno == EINTR);
 	if (n <= 0) {
 		/* The file shrank or failed to read after it was checked: never send a short part
@@ -226,17 +233,21 @@ static int api_add_text_part(curl_mime *mime, const char *name, const char *valu
 	return 0;
 }
 
-int api_create_import(struct api *api, int fd, uint64_t size, const char *filename,
-		      const struct resend_fields *fields, const char *idempotency_key,
-		      api_done_cb cb, void *data, struct api_call **ret)
+int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
+		      const char *filename, const struct resend_fields *fields,
+		      const char *idempotency_key, api_done_cb cb, void *data,
+		      struct api_call **ret)
 {
 	struct api_call *call = api_call_new(api, "/contacts/imports", cb, data);
+	uint64_t size = head + bytes;
 	char *idem = NULL;
 	struct curl_slist *h;
 
 	if (!call)
 		return -ENOMEM;
 	call->fd = fd;
+	call->head = head;
+	call->from = from;
 	call->size = size;
 	call->mime = curl_mime_init(call->easy);
 	if (!call->mime)

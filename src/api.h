@@ -19,11 +19,13 @@ typedef void (*api_done_cb)(struct api_call *call, void *data);
 int api_new(struct http *http, const struct config *cfg, struct api **ret);
 void api_free(struct api *api);
 
-/* The file part is read from FD with pread from offset 0 for SIZE bytes; FD stays owned by the
- * caller and must stay open until the callback. */
-int api_create_import(struct api *api, int fd, uint64_t size, const char *filename,
-		      const struct resend_fields *fields, const char *idempotency_key,
-		      api_done_cb cb, void *data, struct api_call **ret);
+/* The file part is read from FD with pread: its first HEAD bytes (a CSV header; 0 for none),
+ * then BYTES from offset FROM. FD stays owned by the caller and must stay open until the
+ * callback. */
+int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
+		      const char *filename, const struct resend_fields *fields,
+		      const char *idempotency_key, api_done_cb cb, void *data,
+		      struct api_call **ret);
 int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
 		   struct api_call **ret);
 

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define CSVHEAD_CHUNK 4096
@@ -303,15 +305,44 @@ csvhead_free(struct csvhead *h)
 	h->n_fields = 0;
 }
 
+/* Whether header name A names column B: equal, or with csv.header relaxed, equal but for
+ * ASCII case and surrounding whitespace. */
 static bool
-csvhead_has(const struct csvhead *h, const char *name)
+name_matches(const char *a, const char *b, bool relaxed)
+{
+	size_t la, lb;
+
+	if (!relaxed)
+		return strcmp(a, b) == 0;
+	while (*a == ' ' || *a == '\t')
+		a++;
+	while (*b == ' ' || *b == '\t')
+		b++;
+	la = strlen(a);
+	lb = strlen(b);
+	while (la > 0 && (a[la - 1] == ' ' || a[la - 1] == '\t'))
+		la--;
+	while (lb > 0 && (b[lb - 1] == ' ' || b[lb - 1] == '\t'))
+		lb--;
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* The index of the header field naming NAME, or -1. */
+static ssize_t
+csvhead_find(const struct csvhead *h, const char *name, bool relaxed)
 {
 	size_t i;
 
 	for (i = 0; i < h->n_fields; i++)
-		if (strcmp(h->fields[i], name) == 0)
-			return true;
-	return false;
+		if (name_matches(h->fields[i], name, relaxed))
+			return (ssize_t)i;
+	return -1;
+}
+
+static bool
+csvhead_has(const struct csvhead *h, const char *name, bool relaxed)
+{
+	return csvhead_find(h, name, relaxed) >= 0;
 }
 
 /* A header name equal to NAME but for case: the likely mistake behind a miss. */
@@ -333,17 +364,18 @@ struct wanted {
 };
 
 static void
-check_one(const struct csvhead *h, const struct wanted *w, struct msg *m, size_t *n_missing)
+check_one(const struct csvhead *h, const struct wanted *w, bool relaxed, struct msg *m,
+	  size_t *n_missing)
 {
 	const char *near;
 
-	if (csvhead_has(h, w->column))
+	if (csvhead_has(h, w->column, relaxed))
 		return;
 	if ((*n_missing)++ > 0)
 		msg_add(m, ", ");
 	msg_add_name(m, w->column);
 	msg_add(m, " (%s%s", w->key, w->key_tail);
-	near = csvhead_find_nocase(h, w->column);
+	near = relaxed ? NULL : csvhead_find_nocase(h, w->column);
 	if (near != NULL) {
 		msg_add(m, "; the header has ");
 		msg_add_name(m, near);
@@ -352,13 +384,11 @@ check_one(const struct csvhead *h, const struct wanted *w, struct msg *m, size_t
 	msg_add(m, ")");
 }
 
-int
-csvhead_check(const struct csvhead *h, const struct config_column_map *map, char *errbuf,
-	      size_t errsz)
+/* The columns the folder's map names, with where in the configuration each comes from. */
+static size_t
+wanted_columns(const struct config_column_map *map, struct wanted *fixed)
 {
-	struct wanted fixed[4];
-	size_t n_fixed = 0, n_missing = 0, n_total = 0, i;
-	struct msg m;
+	size_t n_fixed = 0;
 
 	/* Without a map Resend looks for its own names, of which only "email" is required. A map
 	 * without an email column leaves Resend looking for "email" as well. */
@@ -376,27 +406,40 @@ csvhead_check(const struct csvhead *h, const struct config_column_map *map, char
 	if (map->present && map->unsubscribed != NULL)
 		fixed[n_fixed++] =
 			(struct wanted){ map->unsubscribed, "column_map.unsubscribed", "" };
+	return n_fixed;
+}
 
+static int
+check_columns(const struct csvhead *h, const struct config_column_map *map, bool relaxed,
+	      char *errbuf, size_t errsz)
+{
+	struct wanted fixed[4];
+	size_t n_fixed, n_missing = 0, n_total = 0, i;
+	struct msg m;
+
+	n_fixed = wanted_columns(map, fixed);
 	/* Counted first so that the message can say "column" or "columns" up front. */
 	for (i = 0; i < n_fixed; i++)
-		n_total += !csvhead_has(h, fixed[i].column);
+		n_total += !csvhead_has(h, fixed[i].column, relaxed);
 	if (map->present)
 		for (i = 0; i < map->n_properties; i++)
-			n_total += !csvhead_has(h, map->properties[i].column);
+			n_total += !csvhead_has(h, map->properties[i].column, relaxed);
 	if (n_total == 0)
 		return 0;
 
 	msg_init(&m, errbuf, errsz);
 	msg_add(&m, "CSV header lacks %s ", n_total == 1 ? "column" : "columns");
 	for (i = 0; i < n_fixed; i++)
-		check_one(h, &fixed[i], &m, &n_missing);
+		check_one(h, &fixed[i], relaxed, &m, &n_missing);
 	if (map->present)
 		for (i = 0; i < map->n_properties; i++) {
 			struct wanted w = { map->properties[i].column, "column_map.properties.",
 					    map->properties[i].key };
 
-			check_one(h, &w, &m, &n_missing);
+			check_one(h, &w, relaxed, &m, &n_missing);
 		}
+	if (relaxed)
+		msg_add(&m, "; names matched ignoring case and surrounding spaces");
 	msg_add(&m, "; header has: ");
 	for (i = 0; i < h->n_fields; i++) {
 		if (i > 0)
@@ -404,4 +447,64 @@ csvhead_check(const struct csvhead *h, const struct config_column_map *map, char
 		msg_add_name(&m, h->fields[i]);
 	}
 	return -ENOENT;
+}
+
+int
+csvhead_check(const struct csvhead *h, const struct config_column_map *map, char *errbuf,
+	      size_t errsz)
+{
+	return check_columns(h, map, false, errbuf, errsz);
+}
+
+/* NAME becomes COLUMN in the uploaded header, unless it is COLUMN already. */
+static void
+rename_to(const struct csvhead *h, struct csvhead_match *m, const char *column)
+{
+	ssize_t i = csvhead_find(h, column, true);
+
+	if (i < 0 || m->names[i] != h->fields[i])
+		return;
+	if (strcmp(h->fields[i], column) != 0) {
+		m->names[i] = column;
+		m->n_renamed++;
+	}
+}
+
+int
+csvhead_match(const struct csvhead *h, const struct config_column_map *map,
+	      enum config_header mode, struct csvhead_match *ret, char *errbuf, size_t errsz)
+{
+	bool relaxed = mode == CONFIG_HEADER_RELAXED;
+	struct wanted fixed[4];
+	size_t n_fixed, i;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = check_columns(h, map, relaxed, errbuf, errsz);
+	if (r < 0)
+		return r;
+	ret->names = calloc(h->n_fields ? h->n_fields : 1, sizeof(*ret->names));
+	if (ret->names == NULL) {
+		snprintf(errbuf, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	for (i = 0; i < h->n_fields; i++)
+		ret->names[i] = h->fields[i];
+	n_fixed = wanted_columns(map, fixed);
+	ret->email = (size_t)csvhead_find(h, fixed[0].column, relaxed);
+	if (relaxed) {
+		for (i = 0; i < n_fixed; i++)
+			rename_to(h, ret, fixed[i].column);
+		if (map->present)
+			for (i = 0; i < map->n_properties; i++)
+				rename_to(h, ret, map->properties[i].column);
+	}
+	return 0;
+}
+
+void
+csvhead_match_free(struct csvhead_match *m)
+{
+	free(m->names);
+	m->names = NULL;
 }

@@ -34,4 +34,18 @@ void csvhead_free(struct csvhead *h);
 int csvhead_check(const struct csvhead *h, const struct config_column_map *map, char *errbuf,
 		  size_t errsz);
 
+/* The configured columns in a header, matched as csv.header says. */
+struct csvhead_match {
+	size_t email;       /* the index of the email column */
+	const char **names; /* the header as it is to be uploaded: each field's own name, or the
+			     * column_map name it matched when that differs (relaxed); borrowed
+			     * from the header and the map, the array owned */
+	size_t n_renamed;
+};
+
+/* csvhead_check with MODE (exact: the same as csvhead_check); on success RET is filled. */
+int csvhead_match(const struct csvhead *h, const struct config_column_map *map,
+		  enum config_header mode, struct csvhead_match *ret, char *errbuf, size_t errsz);
+void csvhead_match_free(struct csvhead_match *m);
+
 #endif

@@ -22,6 +22,7 @@
 #define FSOPS_MAX_VARIANTS 1000
 #define FSOPS_MAX_REPORT_VARIANTS 99
 #define FSOPS_JSON_SUFFIX ".json"
+#define FSOPS_REJECTS_SUFFIX ".rejects.csv"
 
 static void
 errbuf_set(char *errbuf, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -393,10 +394,12 @@ format_stamp(char buf[32], int64_t now)
  * timestamp before the extension, 2.. add "-N" after the timestamp. A name too long to also
  * carry the report's suffix skips to the timestamped forms, cut short to fit. */
 static int
-final_name(const char *name, const char *stamp, int variant, char **ret)
+final_name(const char *name, const char *stamp, int variant, bool rejects, char **ret)
 {
-	/* Room for "<final>.json", or "<final>.NN.json" in the rare case of a race. */
-	const size_t max_len = NAME_MAX - strlen(FSOPS_JSON_SUFFIX) - 3;
+	/* Room for "<final>.json", or "<final>.NN.json" in the rare case of a race; and for
+	 * "<final>.rejects.csv" when there is a rejects file. */
+	const size_t max_len = NAME_MAX - 3 -
+			       (rejects ? strlen(FSOPS_REJECTS_SUFFIX) : strlen(FSOPS_JSON_SUFFIX));
 	const char *dot = strrchr(name, '.');
 	size_t base_len, ext_len, suffix_len;
 	char suffix[48];
@@ -500,47 +503,95 @@ static int report_write_stage(int src_fd, const char *stage, const char *json)
 	return write_close(fd, json, strlen(json), true);
 }
 
-/* Moves SRC_FD/NAME to the first free name for NAME in DST_FD. */
+/* Whether FINAL, and the names beside it (its report, its rejects file), are free in DST_FD. */
 static int
-finish_move(int src_fd, const char *name, int dst_fd, const char *stamp, char **ret_final)
+names_free(int dst_fd, const char *final, bool rejects)
 {
-	char *final = NULL, *json_name = NULL;
-	int r = -EEXIST, variant;
+	char *beside;
+	int r = name_free(dst_fd, final);
 
-	for (variant = 0; variant <= FSOPS_MAX_VARIANTS; variant++) {
+	if (r < 0)
+		return r;
+	if (asprintf(&beside, "%s%s", final, FSOPS_JSON_SUFFIX) < 0)
+		return -ENOMEM;
+	r = name_free(dst_fd, beside);
+	free(beside);
+	if (r < 0 || !rejects)
+		return r;
+	if (asprintf(&beside, "%s%s", final, FSOPS_REJECTS_SUFFIX) < 0)
+		return -ENOMEM;
+	r = name_free(dst_fd, beside);
+	free(beside);
+	return r;
+}
+
+/* The first variant of NAME free in DST_FD from VARIANT on, in *RET_FINAL; *RET_VARIANT says
+ * which. */
+static int
+pick_name(int dst_fd, const char *name, const char *stamp, bool rejects, int variant,
+	  int *ret_variant, char **ret_final)
+{
+	char *final = NULL;
+	int r = -EEXIST;
+
+	for (; variant <= FSOPS_MAX_VARIANTS; variant++) {
 		free(final);
-		free(json_name);
-		final = json_name = NULL;
-
-		r = final_name(name, stamp, variant, &final);
+		final = NULL;
+		r = final_name(name, stamp, variant, rejects, &final);
 		if (r == -ENAMETOOLONG && variant == 0)
 			continue;
 		if (r < 0)
 			break;
-		if (asprintf(&json_name, "%s%s", final, FSOPS_JSON_SUFFIX) < 0) {
-			json_name = NULL;
-			r = -ENOMEM;
+		/* A report beside a file must be that file's, so every name must be free. */
+		r = names_free(dst_fd, final, rejects);
+		if (r != -EEXIST)
 			break;
-		}
-		/* A report beside a file must be that file's, so both names must be free. */
-		r = name_free(dst_fd, final);
-		if (r == 0)
-			r = name_free(dst_fd, json_name);
-		if (r == -EEXIST)
-			continue;
+	}
+	if (r < 0) {
+		free(final);
+		return r;
+	}
+	*ret_variant = variant;
+	*ret_final = final;
+	return 0;
+}
+
+/* Moves SRC_FD/NAME to the first free name for NAME in DST_FD. */
+static int
+finish_move(int src_fd, const char *name, int dst_fd, const char *stamp, bool rejects,
+	    char **ret_final)
+{
+	char *final = NULL;
+	int r, variant = 0;
+
+	for (;;) {
+		r = pick_name(dst_fd, name, stamp, rejects, variant, &variant, &final);
 		if (r < 0)
-			break;
+			return r;
 		r = move_noreplace(src_fd, name, dst_fd, final);
 		if (r != -EEXIST)
 			break; /* done, or failed; EEXIST: taken since we looked */
+		free(final);
+		final = NULL;
+		variant++;
 	}
-	free(json_name);
 	if (r < 0) {
 		free(final);
 		return r;
 	}
 	*ret_final = final;
 	return 0;
+}
+
+int
+fsops_finish_name(int dst_fd, const char *name, int64_t now, bool rejects, char **ret_final)
+{
+	char stamp[32];
+	int variant, r = format_stamp(stamp, now);
+
+	if (r < 0)
+		return r;
+	return pick_name(dst_fd, name, stamp, rejects, 0, &variant, ret_final);
 }
 
 /* Renames the staged report to DST_FD/<final>.json. That name was free a moment ago; if
@@ -568,10 +619,10 @@ report_place(int src_fd, const char *stage, int dst_fd, const char *final)
 
 int
 fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
-	     const char *report_stage, char **ret_final_name)
+	     const char *report_stage, const char *rejects_stage, char **ret_final_name)
 {
 	char stamp[32];
-	char *final = NULL;
+	char *final = NULL, *rejects = NULL;
 	int r;
 
 	r = format_stamp(stamp, now);
@@ -582,22 +633,35 @@ fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *
 		if (r < 0)
 			return r;
 	}
-	r = finish_move(src_fd, name, dst_fd, stamp, &final);
+	r = finish_move(src_fd, name, dst_fd, stamp, rejects_stage != NULL, &final);
 	if (r < 0)
 		return r;
+	if (rejects_stage != NULL) {
+		if (asprintf(&rejects, "%s%s", final, FSOPS_REJECTS_SUFFIX) < 0)
+			rejects = NULL;
+		r = rejects ? move_noreplace(src_fd, rejects_stage, dst_fd, rejects) : -ENOMEM;
+		if (r < 0)
+			goto back;
+	}
 	if (report_json != NULL) {
 		r = report_place(src_fd, report_stage, dst_fd, final);
 		if (r < 0) {
-			/* Put the file back, so that an error means nothing moved and the whole
-			 * step can be tried again. Should that fail too, the file is in DST_FD
-			 * without its report: still in exactly one place. */
-			(void)move_noreplace(dst_fd, final, src_fd, name);
-			free(final);
-			return r;
+			if (rejects)
+				(void)move_noreplace(dst_fd, rejects, src_fd, rejects_stage);
+			goto back;
 		}
 	}
+	free(rejects);
 	*ret_final_name = final;
 	return 0;
+back:
+	/* Put the file back, so that an error means nothing moved and the whole step can be
+	 * tried again. Should that fail too, the file is in DST_FD without its report: still in
+	 * exactly one place. */
+	(void)move_noreplace(dst_fd, final, src_fd, name);
+	free(rejects);
+	free(final);
+	return r;
 }
 
 int
@@ -628,6 +692,33 @@ fsops_write_record(int dir_fd, const char *name, const char *content, size_t len
 out:
 	free(tmp);
 	return r;
+}
+
+int
+fsops_open_tmpfile(int dir_fd, int *ret_fd)
+{
+	char name[40];
+	int fd;
+
+	fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		*ret_fd = fd;
+		return 0;
+	}
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return -errno;
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), ".tmp-%d-%ld", (int)getpid(), random());
+		fd = openat(dir_fd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd >= 0) {
+			(void)unlinkat(dir_fd, name, 0);
+			*ret_fd = fd;
+			return 0;
+		}
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
 }
 
 int

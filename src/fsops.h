@@ -84,7 +84,11 @@ int fsops_open_checked(int dir_fd, const char *name, uint64_t max_bytes, int *re
  * caller stage it in a file it has already (its state record): no inode made and deleted per
  * file. */
 int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const char *report_json,
-		 const char *report_stage, char **ret_final_name);
+		 const char *report_stage, const char *rejects_stage, char **ret_final_name);
+/* REJECTS_STAGE (NULL: none), a dot name in SRC_FD, goes with the file as
+ * "<final>.rejects.csv" (all three names must be free). fsops_finish_name says which name
+ * fsops_finish would choose now, for a report that names the rejects file. */
+int fsops_finish_name(int dst_fd, const char *name, int64_t now, bool rejects, char **ret_final);
 
 /* Writes one of the daemon's own records, CONTENT, to DIR_FD/NAME. DURABLE: atomically, through
  * a temporary ".NAME.tmp" that is fsynced and renamed over NAME, so that once the caller has
@@ -94,6 +98,11 @@ int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const ch
  * be lost. Neither follows a symlink. */
 int fsops_write_record(int dir_fd, const char *name, const char *content, size_t len,
 		       bool durable);
+
+/* An unnamed temporary file in DIR_FD, open for reading and writing (O_TMPFILE; where the
+ * filesystem has none, a dot name made with O_EXCL and unlinked at once): gone with its
+ * descriptor, even after a crash. */
+int fsops_open_tmpfile(int dir_fd, int *ret_fd);
 
 /* Reads a small file (at most MAX bytes) into a malloc'd NUL-terminated buffer. */
 int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len);

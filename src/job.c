@@ -66,6 +66,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "log.h"
 #include "scrub.h"
 
@@ -85,15 +87,18 @@
 static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,
-			  S(CHECKING) | S(QUEUED) | S(SAVING) | S(FINISHING) | S(ENDED)},
+			  S(CHECKING) | S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(FINISHING) |
+				  S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
-			  S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(ENDED)},
+			  S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) | S(FINISHING) |
+				  S(ENDED)},
 	[JOB_SAVING] = {"saving", true, false, false, true,
 			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
 			   S(RECORDING) | S(FINISHING) | S(RETRY_WAIT) | S(SAVING) | S(ENDED)},
-	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false, S(SAVING) | S(ENDED)},
+	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false,
+			    S(SAVING) | S(CHECKING) | S(ENDED)},
 	[JOB_RECORDING] = {"recording", false, false, false, true,
 			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(ENDED)},
 	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
@@ -112,6 +117,16 @@ const struct job_state_info *job_state_info(enum job_state state)
 }
 
 static void job_check_result(struct job *job);
+
+/* A wait that doubles from FIRST_MS up to MAX_MS; *D holds the last one (0: none yet). */
+static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
+{
+	*d = *d ? *d * 2 : first_ms;
+	if (*d > max_ms)
+		*d = max_ms;
+	return *d;
+}
+
 
 static const char *job_folder_name(const struct job *job)
 {
@@ -148,6 +163,9 @@ struct job *job_new(struct jobs *js, struct claimed *c)
 	job->rep.folder = job->folder->conf->name;
 	job->rep.file = job->name;
 	staterec_name(job->record_name, job->name);
+	snprintf(job->rejects_name, sizeof(job->rejects_name), ".rejects-%s",
+		 job->record_name + strlen(".state-"));
+	job->check.norm.fd = -1;
 	if (js->jobs)
 		js->jobs->prev = job;
 	job->next = js->jobs;
@@ -184,6 +202,9 @@ static bool job_set_state(struct job *job, enum job_state to)
 		if (job->fd >= 0)
 			close(job->fd);
 		job->fd = -1;
+		if (job->check.norm.fd >= 0)
+			close(job->check.norm.fd);
+		job->check.norm.fd = -1;
 		js->holding--;
 		jobs_defer(js);
 	} else if (!from->holding && next->holding) {
@@ -200,6 +221,25 @@ static bool job_set_state(struct job *job, enum job_state to)
  * too many, which is harmless). Otherwise (COUNT_NEXT false: after a refusal, when a drain
  * releases a queued file, once an import exists) it says what was made. False when out of
  * memory. */
+/* How the file was split, in 16 hex digits: a restart that splits it otherwise (other
+ * settings) must not take the parts recorded for parts of the same number. */
+static void job_plan_fingerprint(const struct job *job, char out[17])
+{
+	const struct normalize *n = &job->check.norm;
+	XXH3_state_t *st = XXH3_createState();
+	uint64_t h = 0;
+
+	if (st && XXH3_64bits_reset(st) == XXH_OK) {
+		(void)XXH3_64bits_update(st, &n->head_bytes, sizeof(n->head_bytes));
+		(void)XXH3_64bits_update(st, &n->normalized, sizeof(n->normalized));
+		for (size_t i = 0; i < n->n_parts; i++)
+			(void)XXH3_64bits_update(st, &n->parts[i], sizeof(n->parts[i]));
+		h = XXH3_64bits_digest(st);
+	}
+	XXH3_freeState(st);
+	snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
 static bool job_prepare_record(struct job *job, bool count_next)
 {
 	struct staterec s = {
@@ -208,9 +248,27 @@ static bool job_prepare_record(struct job *job, bool count_next)
 		.uploaded_at_ms = job->rep.uploaded_at_ms,
 	};
 
+	struct staterec_part *done = NULL;
+
 	memcpy(s.sha256, job->rep.sha256, sizeof(s.sha256));
 	memcpy(s.import_id, job->rep.import_id, sizeof(s.import_id));
+	if (job->rep.n_parts > 1) {
+		s.n_parts = (unsigned)job->rep.n_parts;
+		job_plan_fingerprint(job, s.plan);
+		for (size_t i = 0; i < job->rep.n_parts && job->rep.parts[i].import_id[0]; i++)
+			s.n_done++;
+		done = calloc(s.n_done ? s.n_done : 1, sizeof(*done));
+		if (!done)
+			return false;
+		for (size_t i = 0; i < s.n_done; i++) {
+			memcpy(done[i].import_id, job->rep.parts[i].import_id,
+			       sizeof(done[i].import_id));
+			done[i].attempts = job->rep.parts[i].attempts;
+		}
+		s.done = done;
+	}
 	job->record_text = staterec_encode(job->name, &s);
+	free(done);
 	return job->record_text != NULL;
 }
 
@@ -238,8 +296,8 @@ static void job_claim_work(struct diskq_op *op)
 	/* A small file is checked here too: hashing it costs less than a trip through the
 	 * thread pool and back. */
 	if (job->has_seen && job->seen.size <= JOB_INLINE_CHECK_BYTES) {
-		job->check_result = precheck_run(f->proc_fd, job->name, f->conf, &job->cancel,
-						 &job->check);
+		job->check_result = precheck_run(f->proc_fd, job->name, f->conf, f->proc_fd,
+						 job->rejects_name, &job->cancel, &job->check);
 		job->checked = true;
 	}
 }
@@ -327,12 +385,15 @@ static void job_check_work(uv_work_t *req)
 		char *text = NULL;
 		size_t len;
 
+		staterec_clear(&job->record);
 		if (fsops_read_small(f->proc_fd, job->record_name, STATEREC_MAX_BYTES, &text, &len) ==
 		    0)
 			job->record_found = staterec_decode(text, len, &job->record) == 0;
 		free(text);
 	}
-	job->check_result = precheck_run(dir_fd, job->name, f->conf, &job->cancel, &job->check);
+	job->check_result = precheck_run(dir_fd, job->name, f->conf, f->proc_fd,
+					 job->dry_run ? NULL : job->rejects_name, &job->cancel,
+					 &job->check);
 }
 
 static void job_dry_run_log(struct job *job)
@@ -345,33 +406,111 @@ static void job_dry_run_log(struct job *job)
 		job->js->failed_total++;
 		return;
 	}
-	log_info("%s: dry run: would upload '%s' (%llu bytes, sha256 %s) to %s/contacts/imports "
+	const struct normalize *n = &job->check.norm;
+	char delim[8];
+
+	snprintf(delim, sizeof(delim), n->delimiter == '\t' ? "tab" : "'%c'", n->delimiter);
+	log_info("%s: dry run: would upload '%s' (%llu bytes, sha256 %s; %s, %s, %llu rows, %llu "
+		 "rejected, %s, %zu part%s) to %s/contacts/imports "
 		 "with column_map=%s on_conflict=%s segments=%s topics=%s",
 		 job_folder_name(job), job->name, (unsigned long long)job->rep.bytes,
-		 job->rep.sha256, job->js->cfg->api.base_url,
+		 job->rep.sha256, n->encoding_from, delim, (unsigned long long)n->rows,
+		 (unsigned long long)n->rows_rejected, n->normalized ? "normalized" : "as it is",
+		 n->n_parts, n->n_parts == 1 ? "" : "s", job->js->cfg->api.base_url,
 		 fl->column_map ? fl->column_map : "(none)", fl->on_conflict,
 		 fl->segments ? fl->segments : "(none)", fl->topics ? fl->topics : "(none)");
 }
 
+/* The report's parts, one per upload the check planned. */
+static int job_setup_parts(struct job *job)
+{
+	const struct normalize *n = &job->check.norm;
+
+	free(job->rep.parts);
+	job->rep.parts = calloc(n->n_parts ? n->n_parts : 1, sizeof(*job->rep.parts));
+	job->rep.n_parts = 0;
+	if (!job->rep.parts)
+		return -ENOMEM;
+	job->rep.n_parts = n->n_parts;
+	for (size_t i = 0; i < n->n_parts; i++) {
+		job->rep.parts[i].rows = n->parts[i].rows;
+		job->rep.parts[i].bytes = n->head_bytes + n->parts[i].bytes;
+	}
+	job->part = job->poll_part = 0;
+	return 0;
+}
+
 /* A resumed file takes over what its record says, unless the record belongs to an earlier
- * file of the same name (another sha256). */
-static void job_apply_record(struct job *job)
+ * file of the same name (another sha256). The parts imported before are not uploaded again; if
+ * the file is split otherwise now (other settings), none can be trusted to be the same rows:
+ * false, and the file is refused with WHY. */
+static bool job_apply_record(struct job *job, char *why, size_t whysz)
 {
 	const struct staterec *s = &job->record;
+	struct report *rep = &job->rep;
+	char plan[17];
+	size_t n_done = 0;
 
 	if (!job->record_found)
-		return;
-	if (s->sha256[0] && strcmp(s->sha256, job->rep.sha256) != 0) {
+		return true;
+	if (s->sha256[0] && strcmp(s->sha256, rep->sha256) != 0) {
 		log_info("%s: '%s': ignoring a state record left by an earlier file of that name",
 			 job_folder_name(job), job->name);
-		return;
+		return true;
 	}
-	job->rep.attempts = s->attempts;
+	rep->attempts = s->attempts;
 	if (s->claimed_at_ms)
-		job->rep.claimed_at_ms = s->claimed_at_ms;
-	job->rep.uploaded_at_ms = s->uploaded_at_ms;
-	snprintf(job->rep.import_id, sizeof(job->rep.import_id), "%s", s->import_id);
-	job->import_recorded = s->import_id[0] != '\0';
+		rep->claimed_at_ms = s->claimed_at_ms;
+	rep->uploaded_at_ms = s->uploaded_at_ms;
+	snprintf(rep->import_id, sizeof(rep->import_id), "%s", s->import_id);
+	if (rep->n_parts == 0)
+		return true; /* refused by the check: the report says what was imported */
+	if (rep->n_parts > 1)
+		job_plan_fingerprint(job, plan);
+	if (s->n_parts > 1)
+		n_done = s->n_done;
+	else if (s->import_id[0])
+		n_done = 1;
+	if (n_done && (s->n_parts > 1 ? s->n_parts : 1) == rep->n_parts &&
+	    (rep->n_parts == 1 || strcmp(s->plan, plan) == 0)) {
+		for (size_t i = 0; i < n_done && i < rep->n_parts; i++) {
+			const char *id = s->n_parts > 1 ? s->done[i].import_id : s->import_id;
+
+			snprintf(rep->parts[i].import_id, sizeof(rep->parts[i].import_id), "%s", id);
+			rep->parts[i].attempts = s->n_parts > 1 ? s->done[i].attempts : s->attempts;
+		}
+		/* The record's attempts are the next part's. */
+		job->part = n_done < rep->n_parts ? n_done : rep->n_parts;
+		job->import_recorded = true;
+		return true;
+	}
+	if (!n_done)
+		return true;
+	snprintf(why, whysz, "it was uploaded in %u part%s before a restart, %zu of them imported "
+		 "(first import %s), and is split into %zu part%s now (were max_upload_bytes or "
+		 "the csv settings changed?): nothing more is uploaded, so that no row is imported "
+		 "twice; 'resend-dropd retry' imports it again whole",
+		 s->n_parts > 1 ? s->n_parts : 1, s->n_parts > 1 ? "s" : "", n_done,
+		 s->n_parts > 1 ? s->done[0].import_id : s->import_id, rep->n_parts,
+		 rep->n_parts == 1 ? "" : "s");
+	return false;
+}
+
+/* The check could not write what it makes (its copy, its rejects file): the machine's fault,
+ * not the file's. It is checked again later. */
+static void job_check_later(struct job *job)
+{
+	if (job->recheck_failures++ == 0)
+		log_error("%s: '%s' cannot be checked now: %s; it stays in processing and the check "
+			  "is tried again", job_folder_name(job), job->name, job->check.reason);
+	job->recheck = true;
+	normalize_clear(&job->check.norm);
+	if (job->fd >= 0)
+		close(job->fd);
+	job->fd = -1;
+	job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
+					     JOB_FINISH_MAX_MS);
+	job_enter(job, JOB_RETRY_WAIT);
 }
 
 /* What the check found decides what comes next, whether it ran in the pool (CHECKING) or with
@@ -380,6 +519,7 @@ static void job_check_result(struct job *job)
 {
 	struct precheck *c = &job->check;
 	bool follow = job->folder->conf->settings.follow_import;
+	char why[sizeof(c->reason)];
 
 	if (job->check_result == -ECANCELED) {
 		job_release(job);
@@ -389,11 +529,31 @@ static void job_check_result(struct job *job)
 	c->fd = -1;
 	job->rep.bytes = c->bytes;
 	memcpy(job->rep.sha256, c->sha256, sizeof(job->rep.sha256));
+	job->rep.csv = c->norm.read ? &c->norm : NULL;
+	if (job->check_result < 0 && c->norm.temporary && !job->dry_run) {
+		job_check_later(job);
+		return;
+	}
+	if (job->recheck_failures) {
+		log_info("%s: '%s' could be checked after %u failed attempt%s", job_folder_name(job),
+			 job->name, job->recheck_failures, job->recheck_failures == 1 ? "" : "s");
+		job->recheck_failures = 0;
+		job->save_delay_ms = 0;
+	}
+	if (job->check_result == 0 && job_setup_parts(job) < 0) {
+		job->check_result = -ENOMEM;
+		snprintf(c->reason, sizeof(c->reason), "out of memory");
+	}
 	if (job->resumed) {
-		job_apply_record(job);
+		bool ok = job_apply_record(job, why, sizeof(why));
+
 		log_info("%s: resuming '%s' left in processing%s%s%s", job_folder_name(job),
 			 job->name, job->rep.import_id[0] ? " (uploaded as import " : "",
 			 job->rep.import_id, job->rep.import_id[0] ? ")" : "");
+		if (!ok && job->check_result == 0) {
+			job->check_result = -ESTALE;
+			snprintf(c->reason, sizeof(c->reason), "%s", why);
+		}
 	}
 	if (job->check_result < 0)
 		report_fail(&job->rep, REPORT_STAGE_CHECK, 0, NULL, "%s", c->reason);
@@ -406,8 +566,7 @@ static void job_check_result(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	resend_idempotency_key(job->idempotency_key, job_folder_name(job), job->rep.sha256);
-	if (job->rep.import_id[0]) {
+	if (job->part == job->rep.n_parts) {
 		/* Uploaded before a restart: never upload again, only learn the outcome. */
 		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
 		return;
@@ -425,15 +584,6 @@ static void job_check_done(uv_work_t *req, int status)
 		return;
 	}
 	job_check_result(job);
-}
-
-/* A wait that doubles from FIRST_MS up to MAX_MS; *D holds the last one (0: none yet). */
-static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
-{
-	*d = *d ? *d * 2 : first_ms;
-	if (*d > max_ms)
-		*d = max_ms;
-	return *d;
 }
 
 /* ---- SAVING, RECORDING: the state record, in the disk thread --------------------------- */
@@ -481,6 +631,10 @@ static void job_record_done(struct diskq_op *op)
 			job->save_delay_ms = 0;
 		}
 		job->folder->save_error = 0;
+		if (job->save_durable) {
+			job->import_recorded = true;
+			job->save_durable = false;
+		}
 		job->record_counts_next = !job->record_exact;
 		job->record_exact = false;
 		job_enter(job, JOB_QUEUED);
@@ -599,6 +753,7 @@ static void job_upload_done(struct api_call *call, void *data)
 	enum resend_class cls = job_call_outcome(js, call, &err);
 	const char *local = api_call_local_error(call);
 	unsigned max_attempts = (unsigned)js->cfg->retry.max_attempts;
+	struct report_part *part;
 	char why[320];
 	int r;
 
@@ -615,7 +770,8 @@ static void job_upload_done(struct api_call *call, void *data)
 	}
 	switch (cls) {
 	case RESEND_OK:
-		r = resend_parse_created(body, len, job->rep.import_id);
+		part = &job->rep.parts[job->part];
+		r = resend_parse_created(body, len, part->import_id);
 		api_call_free(call);
 		if (r < 0) {
 			report_fail(&job->rep, REPORT_STAGE_UPLOAD, status, NULL,
@@ -623,18 +779,32 @@ static void job_upload_done(struct api_call *call, void *data)
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
+		part->http_status = status;
+		part->attempts = job->rep.attempts;
+		if (job->part == 0)
+			memcpy(job->rep.import_id, part->import_id, sizeof(job->rep.import_id));
 		job->rep.uploaded_at_ms = jobs_now_wall_ms();
-		metrics_uploaded(job->folder->metrics, job->rep.bytes,
+		metrics_uploaded(job->folder->metrics, part->bytes,
 				 (double)(uv_now(js->loop) - job->upload_started_ms) / 1000);
-		log_debug("%s: '%s' uploaded as import %s", job_folder_name(job), job->name,
-			  job->rep.import_id);
+		log_debug("%s: '%s' uploaded as import %s (part %zu of %zu)", job_folder_name(job),
+			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
+		job->part++;
+		job->import_recorded = false;
 		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
 			/* The import exists, made from whatever was read: the operator decides what
 			 * to do with it, so its id is in the report and the file is not followed. */
 			report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL,
 				    "%s; Resend made import %s from what was sent", why,
-				    job->rep.import_id);
+				    part->import_id);
 			job_enter(job, JOB_FINISHING);
+			return;
+		}
+		if (job->part < job->rep.n_parts) {
+			/* The next part waits until this one's import id is on disk: after a
+			 * crash, what was imported is never uploaded again. */
+			job->rep.attempts = 0;
+			job->save_durable = true;
+			job_enter(job, JOB_SAVING);
 			return;
 		}
 		/* Following: from the record on, a restart only follows the import. */
@@ -686,9 +856,43 @@ static void job_upload_done(struct api_call *call, void *data)
 	}
 }
 
+/* The name the upload carries: the file's, or for a part "x.part-2-of-7.csv". */
+static char *job_part_filename(const struct job *job)
+{
+	char *base = resend_sanitize_filename(job->name), *out;
+	const char *dot;
+
+	if (!base || job->rep.n_parts < 2)
+		return base;
+	dot = strrchr(base, '.');
+	if (!dot || dot == base)
+		dot = base + strlen(base);
+	if (asprintf(&out, "%.*s.part-%zu-of-%zu%s", (int)(dot - base), base, job->part + 1,
+		     job->rep.n_parts, dot) < 0)
+		out = NULL;
+	free(base);
+	return out;
+}
+
+/* Each part is its own import, with its own key. */
+static void job_part_key(struct job *job)
+{
+	char which[96];
+
+	if (job->rep.n_parts < 2) {
+		resend_idempotency_key(job->idempotency_key, job_folder_name(job), job->rep.sha256);
+		return;
+	}
+	snprintf(which, sizeof(which), "%s/%zu/%zu", job->rep.sha256, job->part + 1,
+		 job->rep.n_parts);
+	resend_idempotency_key(job->idempotency_key, job_folder_name(job), which);
+}
+
 static void job_start_upload(struct job *job)
 {
 	struct jobs *js = job->js;
+	const struct normalize *n = &job->check.norm;
+	const struct normalize_part *p = &n->parts[job->part];
 	char why[320];
 	char *filename;
 	int r;
@@ -700,10 +904,11 @@ static void job_start_upload(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	filename = resend_sanitize_filename(job->name);
-	r = filename ? api_create_import(js->api, job->fd, job->rep.bytes, filename,
-					 &job->folder->fields, job->idempotency_key, job_upload_done,
-					 job, &job->call)
+	filename = job_part_filename(job);
+	job_part_key(job);
+	r = filename ? api_create_import(js->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
+					 p->offset, p->bytes, filename, &job->folder->fields,
+					 job->idempotency_key, job_upload_done, job, &job->call)
 		     : -ENOMEM;
 	free(filename);
 	if (r < 0) {
@@ -712,8 +917,9 @@ static void job_start_upload(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	log_debug("%s: '%s' uploading (%llu bytes, attempt %u)", job_folder_name(job), job->name,
-		  (unsigned long long)job->rep.bytes, job->rep.attempts);
+	log_debug("%s: '%s' uploading (%llu bytes, part %zu of %zu, attempt %u)",
+		  job_folder_name(job), job->name, (unsigned long long)(n->head_bytes + p->bytes),
+		  job->part + 1, job->rep.n_parts, job->rep.attempts);
 }
 
 static void job_poll_done(struct api_call *call, void *data)
@@ -724,6 +930,7 @@ static void job_poll_done(struct api_call *call, void *data)
 	size_t len;
 	const char *body = api_call_body(call, &len);
 	enum resend_class cls = job_call_outcome(js, call, &err);
+	const char *id = job->rep.parts[job->poll_part].import_id;
 	struct resend_import imp;
 
 	job->call = NULL;
@@ -733,16 +940,29 @@ static void job_poll_done(struct api_call *call, void *data)
 		scrub_secrets(imp.status, sizeof(imp.status), js->cfg->api_key);
 		scrub_secrets(imp.created_at, sizeof(imp.created_at), js->cfg->api_key);
 		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), js->cfg->api_key);
-		job->rep.import = imp;
-		if (imp.state == RESEND_IMPORT_FAILED)
+		job->rep.parts[job->poll_part].import = imp;
+		if (job->rep.n_parts == 1)
+			job->rep.import = imp;
+		if (imp.state == RESEND_IMPORT_FAILED && job->rep.n_parts == 1)
 			report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
-				    "Resend reports import %s as failed", job->rep.import_id);
+				    "Resend reports import %s as failed", id);
+		else if (imp.state == RESEND_IMPORT_FAILED && !job->rep.failed)
+			report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
+				    "Resend reports import %s (part %zu of %zu) as failed", id,
+				    job->poll_part + 1, job->rep.n_parts);
 		if (imp.state == RESEND_IMPORT_COMPLETED || imp.state == RESEND_IMPORT_FAILED) {
+			api_call_free(call);
+			/* Every part is followed to its end, for the report. */
+			if (++job->poll_part < job->rep.n_parts) {
+				job->follow_delay_ms = 0;
+				job_enter(job, job->import_recorded ? JOB_FOLLOW_WAIT : JOB_RECORDING);
+				return;
+			}
+			report_sum_parts(&job->rep);
 			if (job->rep.uploaded_at_ms > 0)
 				metrics_imported(job->folder->metrics,
 						 (double)(jobs_now_wall_ms() -
 							  job->rep.uploaded_at_ms) / 1000);
-			api_call_free(call);
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
@@ -757,7 +977,7 @@ static void job_poll_done(struct api_call *call, void *data)
 		jobs_pause(js, cls, &err);
 	} else if (cls != RESEND_OK) {
 		log_debug("%s: '%s': reading import %s failed: %s; will ask again",
-			  job_folder_name(job), job->name, job->rep.import_id, err.message);
+			  job_folder_name(job), job->name, id, err.message);
 	}
 	api_call_free(call);
 	if (uv_now(js->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
@@ -773,11 +993,12 @@ static void job_poll_done(struct api_call *call, void *data)
 
 static void job_start_poll(struct job *job)
 {
-	int r = api_get_import(job->js->api, job->rep.import_id, job_poll_done, job, &job->call);
+	const char *id = job->rep.parts[job->poll_part].import_id;
+	int r = api_get_import(job->js->api, id, job_poll_done, job, &job->call);
 
 	if (r < 0) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
-			    job->rep.import_id, strerror(-r));
+			    id, strerror(-r));
 		job_enter(job, JOB_FINISHING);
 	}
 }
@@ -814,6 +1035,7 @@ static void job_finish_work(struct diskq_op *op)
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	struct folder_rt *f = job->folder;
 	char stage[STATEREC_NAME_LEN + 2];
+	bool rejects = job->check.norm.rejects_written;
 	struct stat st;
 	int dst_fd;
 
@@ -823,9 +1045,22 @@ static void job_finish_work(struct diskq_op *op)
 		return;
 	}
 	/* Made here rather than on the loop: the report is the same whichever thread prints it,
-	 * and JOB's report is not touched while it is finishing. Kept for a retry. */
-	if (!job->report_text)
+	 * and JOB's report is not touched while it is finishing. Kept for a retry. The rejects
+	 * file it names is beside it, under the name the move is about to choose. */
+	if (!job->report_text) {
+		char *picked;
+
+		if (rejects && !job->rejects_final &&
+		    fsops_finish_name(dst_fd, job->name, job->finished_ms / 1000, true, &picked) ==
+			    0) {
+			if (asprintf(&job->rejects_final, "%s%s", picked, NORMALIZE_REJECTS_SUFFIX) <
+			    0)
+				job->rejects_final = NULL;
+			free(picked);
+		}
+		job->rep.rejects_file = job->rejects_final;
 		job->report_text = report_json(&job->rep, job->finished_ms);
+	}
 	if (!job->report_text) {
 		op->result = -ENOMEM;
 		return;
@@ -839,7 +1074,8 @@ static void job_finish_work(struct diskq_op *op)
 	else
 		snprintf(stage, sizeof(stage), "%s", job->record_name);
 	op->result = fsops_finish(f->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
-				  job->report_text, stage, &job->final_name);
+				  job->report_text, stage, rejects ? job->rejects_name : NULL,
+				  &job->final_name);
 	if (op->result == -ENOENT &&
 	    fstatat(f->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
 		/* Not a problem of the destination: the file itself left processing (removed
@@ -847,10 +1083,14 @@ static void job_finish_work(struct diskq_op *op)
 		job->finish_src_gone = true;
 		(void)unlinkat(f->proc_fd, stage, 0);
 		(void)unlinkat(f->proc_fd, job->record_name, 0);
+		(void)unlinkat(f->proc_fd, job->rejects_name, 0);
 		return;
 	}
 	if (op->result < 0)
 		return;
+	/* A rejects file that an earlier run staged for a namesake is not this file's. */
+	if (!rejects && job->resumed)
+		(void)unlinkat(f->proc_fd, job->rejects_name, 0);
 	/* The record goes after the file: a crash in between leaves a record without a file,
 	 * or beside a new file of the name, which its sha256 tells apart. */
 	if (job->import_recorded)
@@ -949,6 +1189,18 @@ static void job_finish_done(struct diskq_op *op)
 
 static void job_start_finish(struct job *job)
 {
+	struct report *rep = &job->rep;
+
+	/* A split file's report counts every part's attempts. */
+	if (rep->n_parts > 1 && !job->finished_ms) {
+		unsigned sum = 0;
+
+		if (job->part < rep->n_parts)
+			rep->parts[job->part].attempts = rep->attempts;
+		for (size_t i = 0; i < rep->n_parts; i++)
+			sum += rep->parts[i].attempts;
+		rep->attempts = sum;
+	}
 	if (!job->finished_ms)
 		job->finished_ms = jobs_now_wall_ms();
 	job->op.work = job_finish_work;
@@ -981,6 +1233,7 @@ void job_enter(struct job *job, enum job_state to)
 		jobs_submit_disk(js, &job->op);
 		break;
 	case JOB_CHECKING:
+		job->recheck = false;
 		job->work.data = job;
 		r = uv_queue_work(js->loop, &job->work, job_check_work, job_check_done);
 		if (r < 0) {
@@ -994,7 +1247,7 @@ void job_enter(struct job *job, enum job_state to)
 		job->requeue_front = false;
 		break;
 	case JOB_SAVING:
-		ok = job_start_record(job, false);
+		ok = job_start_record(job, job->save_durable);
 		break;
 	case JOB_UPLOADING:
 		job->upload_started_ms = uv_now(js->loop);
@@ -1080,6 +1333,10 @@ void job_end(struct job *job, enum job_end how)
 	cJSON_free(job->record_text);
 	cJSON_free(job->report_text);
 	free(job->final_name);
+	free(job->rejects_final);
+	free(job->rep.parts);
+	normalize_clear(&job->check.norm);
+	staterec_clear(&job->record);
 	free(job);
 	jobs_defer(js);
 }
@@ -1095,7 +1352,7 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 	(void)data;
 	switch (job->state) {
 	case JOB_RETRY_WAIT:
-		job_enter(job, JOB_SAVING);
+		job_enter(job, job->recheck ? JOB_CHECKING : JOB_SAVING);
 		break;
 	case JOB_FOLLOW_WAIT:
 		/* Due: now it waits for a request token. */

@@ -119,6 +119,14 @@ struct job {
 	unsigned record_failures, save_failures; /* said once each */
 	struct fsops_seen seen;
 	char record_name[STATEREC_NAME_LEN + 1];
+	/* ".rejects-" and the record name's hash: the rejects file until it moves with the file */
+	char rejects_name[STATEREC_NAME_LEN + 3];
+	/* The uploads: rep.parts[part] is the one uploading or next (n_parts when all are);
+	 * poll_part the one followed. */
+	size_t part, poll_part;
+	bool recheck;      /* RETRY_WAIT: the check could not write its copy; check again */
+	bool save_durable; /* SAVING: the record holds a part's new import id */
+	unsigned recheck_failures;
 	char *record_text; /* SAVING, RECORDING: what the disk thread writes */
 	/* CHECKING: written by the worker, read after it returned. */
 	struct precheck check;
@@ -128,6 +136,7 @@ struct job {
 	/* FINISHING */
 	char *report_text;
 	char *final_name;
+	char *rejects_final; /* the rejects file's name beside the report */
 	int64_t finished_ms;
 	unsigned finish_failures;
 	int finish_dir_result; /* job_finish_dir's answer, for the loop */

@@ -9,64 +9,77 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "csvhead.h"
 #include "fsops.h"
 #include "report.h"
 
-/* sha256 of the whole file: identifies the content in reports, records and keys. The header
- * is parsed from the first read (HEAD), so that the check reads the file once and the upload
- * once: never more. */
-static int precheck_hash(int fd, uint64_t size, const atomic_bool *cancel, char hex[65],
-			 struct csvhead *head, int *head_result, char *reason, size_t reasonsz)
+/* sha256 of the whole file: identifies the content in reports, records and keys. The same
+ * reads feed the normalizer's first pass (N, made from the first read), so that a clean file is
+ * read once by the check and once by the upload: never more. */
+static int precheck_hash(int fd, uint64_t size, const struct config_folder *folder,
+			 int work_dir_fd, const atomic_bool *cancel, char hex[65],
+			 struct normalizer **n, char *reason, size_t reasonsz)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	size_t bufsz = size < PRECHECK_READ_BYTES ? (size_t)size + 1 : PRECHECK_READ_BYTES;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	char *buf = malloc(bufsz);
-	char head_reason[512] = "";
 	uint64_t off = 0;
 	int r = 0;
 
-	*head_result = -ENODATA;
 	if (!ctx || !buf || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
 		snprintf(reason, reasonsz, "out of memory");
 		r = -ENOMEM;
 		goto out;
 	}
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if (size == 0)
-		*head_result = csvhead_parse("", 0, true, head, head_reason, sizeof(head_reason));
+	if (size == 0 && normalizer_new(folder, 0, "", 0, true, work_dir_fd, n) < 0) {
+		snprintf(reason, reasonsz, "out of memory");
+		r = -ENOMEM;
+		goto out;
+	}
 	while (off < size) {
-		ssize_t n;
+		ssize_t k;
 
 		if (cancel && atomic_load_explicit(cancel, memory_order_relaxed)) {
 			r = -ECANCELED;
 			goto out;
 		}
-		n = pread(fd, buf, bufsz, (off_t)off);
-		if (n < 0 && errno == EINTR)
+		k = pread(fd, buf, bufsz, (off_t)off);
+		if (k < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
+		if (k <= 0) {
+			r = k < 0 ? -errno : -EIO;
 			snprintf(reason, reasonsz, "reading the file failed: %s",
-				 n < 0 ? strerror(errno) : "it shrank while being read");
+				 k < 0 ? strerror(errno) : "it shrank while being read");
 			goto out;
 		}
+		/* Detection wants NORMALIZE_DETECT_BYTES, or the whole file: a short first read
+		 * (rare, not at the end) is topped up on its own. */
 		if (off == 0) {
-			bool whole = (uint64_t)n >= size;
+			size_t have = (size_t)k;
 
-			/* A short first read (not at the end) is too little to judge the header
-			 * from: read it on its own then. */
-			if (whole || (size_t)n > CSVHEAD_MAX_BYTES)
-				*head_result = csvhead_parse(buf, (size_t)n, whole, head, head_reason,
-							     sizeof(head_reason));
-			else
-				*head_result = csvhead_read(fd, head, head_reason,
-							    sizeof(head_reason));
+			while (have < bufsz && have < NORMALIZE_DETECT_BYTES + 1 &&
+			       (uint64_t)have < size) {
+				ssize_t more = pread(fd, buf + have, bufsz - have, (off_t)have);
+
+				if (more < 0 && errno == EINTR)
+					continue;
+				if (more <= 0)
+					break;
+				have += (size_t)more;
+			}
+			k = (ssize_t)have;
+			if (normalizer_new(folder, size, buf, have, (uint64_t)have >= size,
+					   work_dir_fd, n) < 0) {
+				snprintf(reason, reasonsz, "out of memory");
+				r = -ENOMEM;
+				goto out;
+			}
 		}
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += (uint64_t)n;
+		EVP_DigestUpdate(ctx, buf, (size_t)k);
+		normalizer_feed(*n, buf, (size_t)k);
+		off += (uint64_t)k;
 	}
 	if (!EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen != 32) {
 		snprintf(reason, reasonsz, "cannot compute the sha256");
@@ -75,8 +88,6 @@ static int precheck_hash(int fd, uint64_t size, const atomic_bool *cancel, char 
 	}
 	for (unsigned i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	if (*head_result < 0)
-		snprintf(reason, reasonsz, "%s", head_reason);
 out:
 	EVP_MD_CTX_free(ctx);
 	free(buf);
@@ -112,11 +123,12 @@ bool precheck_same_file(const struct precheck *pc, const struct stat *st, char *
 }
 
 int precheck_run(int dir_fd, const char *name, const struct config_folder *folder,
-		 const atomic_bool *cancel, struct precheck *ret)
+		 int work_dir_fd, const char *rejects_name, const atomic_bool *cancel,
+		 struct precheck *ret)
 {
-	struct csvhead head = {0};
+	struct normalizer *n = NULL;
 	struct stat st;
-	int fd = -1, r, head_result;
+	int fd = -1, r;
 
 	ret->fd = -1;
 	ret->bytes = 0;
@@ -124,6 +136,8 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 	ret->reason[0] = '\0';
 	ret->dev = ret->ino = 0;
 	ret->mtime = ret->ctime = (struct timespec){0};
+	memset(&ret->norm, 0, sizeof(ret->norm));
+	ret->norm.fd = -1;
 	r = fsops_open_checked(dir_fd, name, folder->settings.max_file_bytes, &fd, &st,
 			       ret->reason, sizeof(ret->reason));
 	if (r < 0)
@@ -133,9 +147,9 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 	ret->ino = (uint64_t)st.st_ino;
 	ret->mtime = st.st_mtim;
 	ret->ctime = st.st_ctim;
-	/* The whole hash even for a file whose header is refused: its report gets it. */
-	r = precheck_hash(fd, ret->bytes, cancel, ret->sha256, &head, &head_result, ret->reason,
-			  sizeof(ret->reason));
+	/* The whole hash even for a file whose CSV is refused: its report gets it. */
+	r = precheck_hash(fd, ret->bytes, folder, work_dir_fd, cancel, ret->sha256, &n,
+			  ret->reason, sizeof(ret->reason));
 	/* Written to while it was hashed (it grew, or was rewritten in place): the sha256 is of
 	 * no content the file ever held whole, and uploading it would only find that out after
 	 * an import was made. One fstat. */
@@ -153,16 +167,10 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 				 "the file changed while it was being checked: %s", what);
 		}
 	}
-	if (r < 0) {
-		if (head_result == 0)
-			csvhead_free(&head);
-		goto fail;
-	}
-	r = head_result;
-	if (r == 0) {
-		r = csvhead_check(&head, &folder->column_map, ret->reason, sizeof(ret->reason));
-		csvhead_free(&head);
-	}
+	if (r == 0)
+		r = normalizer_finish(n, fd, rejects_name ? work_dir_fd : -1, rejects_name, cancel,
+				      &ret->norm, ret->reason, sizeof(ret->reason));
+	normalizer_free(n);
 	if (r < 0)
 		goto fail;
 	ret->fd = fd;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "normalize.h"
 
 /* Reads of the hash: large, so that big files go at disk speed. */
 #define PRECHECK_READ_BYTES (1024 * 1024)
@@ -26,13 +27,21 @@ struct precheck {
 	 * another file renamed over its name. Zero when it could not be opened. */
 	uint64_t dev, ino;
 	struct timespec mtime, ctime;
+	/* What the CSV is and what is uploaded (normalize.h): kept even when it was refused, for
+	 * the report. Owned: normalize_clear. */
+	struct normalize norm;
 };
 
-/* Checks DIR_FD/NAME for FOLDER. Returns 0 with RET filled and RET->fd open; or a negative
- * errno with RET->reason saying why the file is refused (RET->fd is -1). -ECANCELED when
- * CANCEL became true (a shutdown): the check stopped early and refused nothing. */
+/* Checks DIR_FD/NAME for FOLDER, and normalizes it (normalize.h) with its copy and spill files
+ * in WORK_DIR_FD and its rejects file as WORK_DIR_FD/REJECTS_NAME (NULL: none, a dry run).
+ * RET->norm is overwritten: a former result must have been cleared (normalize_clear).
+ * Returns 0 with RET filled and RET->fd open; or a negative errno with RET->reason saying why
+ * the file is refused (RET->fd is -1; RET->norm.temporary when the refusal is the machine's,
+ * not the file's). -ECANCELED when CANCEL became true (a shutdown): the check stopped early and
+ * refused nothing. */
 int precheck_run(int dir_fd, const char *name, const struct config_folder *folder,
-		 const atomic_bool *cancel, struct precheck *ret);
+		 int work_dir_fd, const char *rejects_name, const atomic_bool *cancel,
+		 struct precheck *ret);
 
 /* Whether ST (a later fstat of PC->fd, or a stat of its name) is still the file PC hashed: the
  * same inode with the same size, mtime and ctime. When not, WHAT says how, for a message:

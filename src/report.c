@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "fsops.h"
 #include "log.h"
@@ -117,6 +118,98 @@ static void add_error(cJSON *o, const struct report *r)
 	report_add_string(e, "message", r->error.message);
 }
 
+static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_file)
+{
+	char delim[2] = {n ? n->delimiter : 0, 0};
+	cJSON *c, *x;
+
+	if (!n || !n->read) {
+		cJSON_AddNullToObject(o, "csv");
+		return;
+	}
+	c = cJSON_AddObjectToObject(o, "csv");
+	cJSON_AddStringToObject(c, "encoding_from", n->encoding_from);
+	cJSON_AddStringToObject(c, "encoding_to", "utf-8");
+	if (n->bom)
+		cJSON_AddStringToObject(c, "bom", n->bom);
+	else
+		cJSON_AddNullToObject(c, "bom");
+	cJSON_AddBoolToObject(c, "sep_line", n->sep_line);
+	cJSON_AddStringToObject(c, "delimiter", delim);
+	cJSON_AddStringToObject(c, "header", config_header_name(n->header));
+	x = cJSON_AddObjectToObject(c, "renamed_columns");
+	for (size_t i = 0; i < n->n_renamed; i++)
+		report_add_string(x, n->renamed_from[i], n->renamed_to[i]);
+	cJSON_AddBoolToObject(c, "normalized", n->normalized);
+	cJSON_AddNumberToObject(c, "rows", (double)n->rows);
+	cJSON_AddNumberToObject(c, "rows_uploaded", (double)n->rows_uploaded);
+	cJSON_AddNumberToObject(c, "rows_rejected", (double)n->rows_rejected);
+	x = cJSON_AddObjectToObject(c, "rejected");
+	for (int i = 0; i < NORMALIZE_N_REASONS; i++)
+		cJSON_AddNumberToObject(x, normalize_reason_key(i), (double)n->rejected[i]);
+	cJSON_AddStringToObject(c, "invalid_rows", config_invalid_rows_name(n->invalid_rows));
+	if (rejects_file)
+		report_add_string(c, "rejects_file", rejects_file);
+	else
+		cJSON_AddNullToObject(c, "rejects_file");
+	cJSON_AddNumberToObject(c, "bytes_before", (double)n->bytes_before);
+	cJSON_AddNumberToObject(c, "bytes_after", (double)n->bytes_after);
+}
+
+static void add_parts(cJSON *o, const struct report *r)
+{
+	cJSON *a;
+
+	if (r->n_parts < 2)
+		return;
+	a = cJSON_AddArrayToObject(o, "parts");
+	for (size_t i = 0; i < r->n_parts; i++) {
+		const struct report_part *p = &r->parts[i];
+		cJSON *po = cJSON_CreateObject();
+
+		if (!po)
+			return;
+		cJSON_AddItemToArray(a, po);
+		cJSON_AddNumberToObject(po, "part", (double)(i + 1));
+		cJSON_AddNumberToObject(po, "rows", (double)p->rows);
+		cJSON_AddNumberToObject(po, "bytes", (double)p->bytes);
+		cJSON_AddNumberToObject(po, "attempts", p->attempts);
+		if (p->http_status)
+			cJSON_AddNumberToObject(po, "http_status", p->http_status);
+		else
+			cJSON_AddNullToObject(po, "http_status");
+		if (p->import_id[0])
+			cJSON_AddStringToObject(po, "import_id", p->import_id);
+		else
+			cJSON_AddNullToObject(po, "import_id");
+		add_import(po, &p->import);
+	}
+}
+
+void report_sum_parts(struct report *r)
+{
+	struct resend_import *sum = &r->import;
+	bool all = true, failed = false;
+	int64_t *dst[] = {&sum->total, &sum->created, &sum->updated, &sum->skipped, &sum->failed};
+
+	if (r->n_parts < 2)
+		return;
+	memset(sum, 0, sizeof(*sum));
+	sum->has_counts = true;
+	for (size_t i = 0; i < r->n_parts; i++) {
+		const struct resend_import *p = &r->parts[i].import;
+		const int64_t src[] = {p->total, p->created, p->updated, p->skipped, p->failed};
+
+		all = all && p->state == RESEND_IMPORT_COMPLETED;
+		failed = failed || p->state == RESEND_IMPORT_FAILED;
+		for (size_t k = 0; k < 5; k++)
+			*dst[k] += src[k] > 0 ? src[k] : 0;
+	}
+	sum->state = failed ? RESEND_IMPORT_FAILED
+			    : all ? RESEND_IMPORT_COMPLETED : RESEND_IMPORT_IN_PROGRESS;
+	snprintf(sum->status, sizeof(sum->status), "%s", resend_import_state_name(sum->state));
+}
+
 char *report_json(const struct report *r, int64_t finished_ms)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -145,6 +238,8 @@ char *report_json(const struct report *r, int64_t finished_ms)
 	else
 		cJSON_AddNullToObject(o, "import_id");
 	add_import(o, &r->import);
+	add_parts(o, r);
+	add_csv(o, r->csv, r->rejects_file);
 	add_error(o, r);
 	text = cJSON_Print(o);
 	cJSON_Delete(o);
@@ -198,25 +293,38 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 	const struct resend_import *imp = &r->import;
 	const char *s = r->attempts == 1 ? "" : "s";
 	const char *import_id = r->import_id[0] ? r->import_id : NULL;
-	char counts[160];
+	char counts[160], rejected[200] = "";
 
+	if (r->csv && r->csv->rows_rejected)
+		snprintf(rejected, sizeof(rejected), "; %llu row%s rejected%s%s%s",
+			 (unsigned long long)r->csv->rows_rejected,
+			 r->csv->rows_rejected == 1 ? "" : "s",
+			 r->rejects_file ? " (listed in " : "", r->rejects_file ? r->rejects_file : "",
+			 r->rejects_file ? ")" : "");
 	if (r->failed) {
 		log_event(LOG_LEVEL_ERROR,
 			  &(struct log_fields){LOG_ID_FILE_FAILED, r->folder, r->file, import_id,
 					       "failed"},
-			  "%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)", r->folder,
-			  r->file, stage_names[r->stage], e->message, e->name[0] ? " [" : "",
-			  e->name, e->name[0] ? "]" : "", dir, final_name, r->attempts, s);
+			  "%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)%s",
+			  r->folder, r->file, stage_names[r->stage], e->message,
+			  e->name[0] ? " [" : "", e->name, e->name[0] ? "]" : "", dir, final_name,
+			  r->attempts, s, rejected);
 		return;
 	}
 	const struct log_fields done = {LOG_ID_FILE_DONE, r->folder, r->file, import_id, "done"};
+	char parts[48] = "";
+
+	if (r->n_parts > 1)
+		snprintf(parts, sizeof(parts), " and %zu more (%zu parts)", r->n_parts - 1,
+			 r->n_parts);
 	if (imp->has_counts)
 		format_counts(counts, sizeof(counts), imp);
 	if (imp->has_counts && counts[0])
-		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' imported, import %s, %s, %u attempt%s",
-			  r->folder, r->file, r->import_id, counts, r->attempts, s);
+		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' imported, import %s%s, %s, %u attempt%s%s",
+			  r->folder, r->file, r->import_id, parts, counts, r->attempts, s, rejected);
 	else
-		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' uploaded, import %s, %llu bytes, %u attempt%s",
-			  r->folder, r->file, r->import_id, (unsigned long long)r->bytes, r->attempts,
-			  s);
+		log_event(LOG_LEVEL_INFO, &done,
+			  "%s: '%s' uploaded, import %s%s, %llu bytes, %u attempt%s%s", r->folder,
+			  r->file, r->import_id, parts, (unsigned long long)r->bytes, r->attempts, s,
+			  rejected);
 }

@@ -6,9 +6,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "normalize.h"
 #include "resend.h"
 
 enum report_stage { REPORT_STAGE_CHECK, REPORT_STAGE_UPLOAD, REPORT_STAGE_IMPORT };
+
+/* One upload of a file split into parts. */
+struct report_part {
+	uint64_t rows, bytes; /* bytes: the upload's CSV, its header included */
+	unsigned attempts;
+	long http_status;
+	char import_id[64];   /* "" until uploaded */
+	struct resend_import import;
+};
 
 struct report {
 	const char *folder; /* borrowed: the folder's name */
@@ -19,7 +29,13 @@ struct report {
 	int64_t claimed_at_ms, uploaded_at_ms; /* wall clock; uploaded 0: not uploaded */
 	long http_status;   /* the upload's answer, 0 when none */
 	char import_id[64]; /* "" until uploaded */
-	struct resend_import import; /* status[0] == '\0' until read */
+	struct resend_import import; /* status[0] == '\0' until read; a split file's: the sum */
+	/* What the CSV was found to be and what was made of it (borrowed; NULL: never read). */
+	const struct normalize *csv;
+	const char *rejects_file; /* borrowed: its name beside the report, or NULL */
+	/* The uploads (owned by the caller); a report lists them when there are several. */
+	struct report_part *parts;
+	size_t n_parts;
 	/* The outcome, once decided. */
 	bool failed;
 	enum report_stage stage;
@@ -46,6 +62,10 @@ char *report_json(const struct report *r, int64_t finished_ms);
 /* Adds KEY: VALUE to a cJSON object O in the same way: valid UTF-8 as it is, anything else
  * escaped. (A void * so that this header needs no cJSON.) */
 void report_add_string(void *o, const char *key, const char *value);
+
+/* The sum of the parts' import results, with status "completed" when they all completed,
+ * "failed" when one failed; the counts each part gave. */
+void report_sum_parts(struct report *r);
 
 /* Logs the outcome, one line: "news: 'a.csv' imported, import <id>, 3 rows (...), 1 attempt",
  * or "news: 'a.csv' failed at upload: ... (moved to DIR/FINAL, 3 attempts)". */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fsops.h"
@@ -42,6 +43,24 @@ char *staterec_encode(const char *file, const struct staterec *s)
 		cJSON_AddStringToObject(o, "import_id", s->import_id);
 	if (s->uploaded_at_ms)
 		cJSON_AddNumberToObject(o, "uploaded_at_ms", (double)s->uploaded_at_ms);
+	if (s->n_parts > 1) {
+		cJSON *p = cJSON_AddObjectToObject(o, "parts");
+		cJSON *a = cJSON_AddArrayToObject(p, "imported");
+
+		cJSON_AddNumberToObject(p, "total", s->n_parts);
+		cJSON_AddStringToObject(p, "plan", s->plan);
+		for (size_t i = 0; i < s->n_done; i++) {
+			cJSON *e = cJSON_CreateObject();
+
+			if (!e || !cJSON_AddItemToArray(a, e)) {
+				cJSON_Delete(e);
+				cJSON_Delete(o);
+				return NULL;
+			}
+			cJSON_AddStringToObject(e, "import_id", s->done[i].import_id);
+			cJSON_AddNumberToObject(e, "attempts", s->done[i].attempts);
+		}
+	}
 	text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	return text;
@@ -89,7 +108,43 @@ int staterec_decode(const char *text, size_t len, struct staterec *ret)
 		if (strlen(s.sha256) != 64 || strspn(s.sha256, "0123456789abcdef") != 64)
 			snprintf(s.sha256, sizeof(s.sha256), "invalid");
 	}
+	v = cJSON_GetObjectItemCaseSensitive(o, "parts");
+	if (cJSON_IsObject(v)) {
+		const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "total");
+		const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "imported");
+		const cJSON *e;
+		int n = cJSON_GetArraySize(a);
+
+		if (cJSON_IsNumber(t) && t->valuedouble > 1 && t->valuedouble < 1e7)
+			s.n_parts = (unsigned)t->valuedouble;
+		copy_string(v, "plan", s.plan, sizeof(s.plan));
+		if (s.n_parts && cJSON_IsArray(a) && n > 0 && (unsigned)n <= s.n_parts) {
+			s.done = calloc((size_t)n, sizeof(*s.done));
+			if (!s.done) {
+				cJSON_Delete(o);
+				return -ENOMEM;
+			}
+			cJSON_ArrayForEach(e, a) {
+				struct staterec_part *d = &s.done[s.n_done];
+				const cJSON *at = cJSON_GetObjectItemCaseSensitive(e, "attempts");
+
+				copy_string(e, "import_id", d->import_id, sizeof(d->import_id));
+				if (!d->import_id[0])
+					break; /* the rest cannot be trusted to be in order */
+				if (cJSON_IsNumber(at) && at->valuedouble >= 0 && at->valuedouble < 1000)
+					d->attempts = (unsigned)at->valuedouble;
+				s.n_done++;
+			}
+		}
+	}
 	cJSON_Delete(o);
 	*ret = s;
 	return 0;
+}
+
+void staterec_clear(struct staterec *s)
+{
+	free(s->done);
+	s->done = NULL;
+	s->n_done = 0;
 }

@@ -188,10 +188,10 @@ class Folder:
         return [name for name in self._entries(self.processing) if not name.startswith(".")]
 
     def files(self, kind):
-        """Files in done or failed, without their reports."""
+        """Files in done or failed, without their reports and rejects files."""
         directory = getattr(self, kind)
         return [name for name in self._entries(directory)
-                if not name.endswith(".json") and not name.startswith(".")]
+                if not name.endswith((".json", ".rejects.csv")) and not name.startswith(".")]
 
     def report_names(self, kind):
         directory = getattr(self, kind)

@@ -226,7 +226,7 @@ def test_a_symlink_swapped_in_and_out_200_times_never_uploads_or_touches_its_tar
 # --- a 10 GB sparse file ---------------------------------------------------------------------
 
 SPARSE_BYTES = 10 * 1024 ** 3
-DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 
 
 def io_read_chars(pid):
@@ -239,7 +239,7 @@ def io_read_chars(pid):
 
 
 def test_a_10_gb_sparse_file_fails_its_check_at_once_without_being_read(pipe_env):
-    """With the default max_file_bytes (200 MiB): failed at check with the sizes in the reason,
+    """With the default max_file_bytes (2 GiB): failed at check with the sizes in the reason,
     no request, within seconds; the daemon neither reads the file nor grows for it."""
     env = pipe_env
     box = env.folder("box")

@@ -163,33 +163,39 @@ def test_sigterm_during_a_slow_upload_exits_0_and_a_restart_completes_it(pipe_en
     daemon.stop()
 
 
-BIG_BYTES = 200 * 1024 * 1024  # the default max_file_bytes, and the fake's limit: inclusive
+BIG_BYTES = 200 * 1024 * 1024  # max_upload_bytes at its highest, and the fake's limit: inclusive
 RSS_LIMIT_KB = 20 * 1024
 
 
 def write_big_csv(path, size):
-    """A CSV of exactly SIZE bytes from a repeated 1 MiB block of 64-byte rows; its sha256."""
+    """A CSV of exactly SIZE bytes of 64-byte rows, each with an address of its own (a repeated
+    address would be a rejected row); its sha256."""
     digest = hashlib.sha256()
     header = b"email,note_" + b"x" * 52 + b"\n"
     assert len(header) == 64
-    row = b"big-row@example.com," + b"y" * 43 + b"\n"
-    assert len(row) == 64
-    block = row * (1024 * 1024 // 64)
+    filler = b"y" * 39
+    block_rows = 1024 * 1024 // 64
     with open(path, "wb") as file:
         file.write(header)
         digest.update(header)
         left = size - len(header)
+        n = 0
         while left > 0:
+            block = b"".join(b"r%010d@example.com,%s\n" % (n + i, filler)
+                             for i in range(block_rows))
+            assert len(block) == block_rows * 64
             piece = block[:left]
             file.write(piece)
             digest.update(piece)
             left -= len(piece)
+            n += block_rows
     return digest.hexdigest()
 
 
 def test_a_200_mb_file_is_streamed_in_little_memory(pipe_env):
     env = pipe_env
-    box = env.folder("big", follow_import=False)  # the fake would read 3 million rows
+    # One upload (the fake would read 3 million rows if it followed them).
+    box = env.folder("big", follow_import=False, max_upload_bytes=BIG_BYTES)
     daemon = env.start(env.config([box], api={"request_timeout_s": 300}))
     part = os.path.join(box.inbox, "big.csv.part")
     sha = write_big_csv(part, BIG_BYTES)

@@ -1061,7 +1061,7 @@ test_finish_simple(void **state)
 	write_file(tpath(state, "proc/x.csv"), "data");
 	/* However tight the daemon's umask, the report is readable by the group. */
 	old = umask(077);
-	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"status\":\"completed\"}\n", STAGE,
+	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"status\":\"completed\"}\n", STAGE, NULL,
 			 &final);
 	umask(old);
 	assert_int_equal(r, 0);
@@ -1093,7 +1093,7 @@ test_finish_report_staged_before_move_placed_after(void **state)
 	snprintf(hook_stage, sizeof(hook_stage), "%s", STAGE);
 	fsyncs_reset();
 	hook = HOOK_LOG;
-	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE, &final);
+	r = fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE, NULL, &final);
 	hook = HOOK_OFF;
 	assert_int_equal(r, 0);
 	assert_int_equal(n_renames, 2);
@@ -1131,7 +1131,7 @@ test_finish_syncs_report_not_directories(void **state)
 
 	write_file(tpath(state, "proc/x.csv"), "data");
 	fsyncs_reset();
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_int_equal(fsyncs_of_files, 1);
 	assert_int_equal(fsyncs_of_dirs, 0);
 	/* The one file fsynced is the report, not the uploaded file. */
@@ -1142,7 +1142,7 @@ test_finish_syncs_report_not_directories(void **state)
 
 	write_file(tpath(state, "proc/y.csv"), "data");
 	fsyncs_reset();
-	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, NULL, NULL, &final), 0);
 	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
 	free(final);
 }
@@ -1155,7 +1155,7 @@ test_finish_without_report(void **state)
 
 	/* Without a report the stage name is not used: it may be NULL... */
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, NULL, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, NULL, NULL, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_int_equal(count_entries(tpath(state, "done")), 1);
@@ -1163,7 +1163,7 @@ test_finish_without_report(void **state)
 
 	/* ...and when given, nothing is made under it. */
 	write_file(tpath(state, "proc/y.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, STAGE, NULL, &final), 0);
 	assert_string_equal(final, "y.csv");
 	assert_missing(tpath(state, "proc/" STAGE));
 	assert_missing(tpath(state, "done/y.csv.json"));
@@ -1190,7 +1190,7 @@ test_finish_stage_reuses_existing_file(void **state)
 	assert_int_equal(stat(tpath(state, "proc/" STAGE), &before), 0);
 	assert_true((size_t)before.st_size > strlen(report));
 
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, report, STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, report, STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_missing(tpath(state, "proc/" STAGE));
 	assert_int_equal(stat(tpath(state, "done/x.csv.json"), &after), 0);
@@ -1218,7 +1218,7 @@ test_finish_stage_symlink_refused(void **state)
 	write_file(tpath(state, "proc/x.csv"), "data");
 	write_file(tpath(state, "victim"), "keep");
 	assert_int_equal(symlink(tpath(state, "victim"), tpath(state, "proc/" STAGE)), 0);
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final),
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final),
 			 -ELOOP);
 	assert_null(final);
 	assert_file_content(tpath(state, "victim"), "keep");
@@ -1235,7 +1235,7 @@ test_finish_clash_gets_timestamp(void **state)
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
 	write_file(tpath(state, "done/x.csv.json"), "old report");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_string_equal(final, "x.20261126T040102Z.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
@@ -1259,7 +1259,7 @@ test_finish_second_and_third_clash(void **state)
 	write_file(tpath(state, "done/x.%s.csv", STAMP), "old 1");
 	write_file(tpath(state, "proc/x.csv"), "new 2");
 	assert_int_equal(
-		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", STAGE, &final), 0);
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP "-2.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv"), "new 2");
 	assert_file_content(tpath(state, "done/x." STAMP "-2.csv.json"), "{\"n\":2}");
@@ -1269,7 +1269,7 @@ test_finish_second_and_third_clash(void **state)
 	write_file(tpath(state, "done/x." STAMP "-3.csv.json"), "stray report");
 	write_file(tpath(state, "proc/x.csv"), "new 4");
 	assert_int_equal(
-		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":4}", STAGE, &final), 0);
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":4}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP "-4.csv");
 	assert_file_content(tpath(state, "done/x." STAMP "-4.csv"), "new 4");
 	assert_file_content(tpath(state, "done/x." STAMP "-4.csv.json"), "{\"n\":4}");
@@ -1291,7 +1291,7 @@ test_finish_clash_on_report_only(void **state)
 
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_missing(tpath(state, "done/x.csv")); /* a report beside it would not be its own */
 	assert_file_content(tpath(state, "done/x.csv.json"), "report of an earlier x.csv");
@@ -1311,7 +1311,7 @@ test_finish_clash_with_dangling_symlink(void **state)
 	/* A dangling link is a name too: not replaced, not written through. */
 	assert_int_equal(symlink(tpath(state, "nowhere"), tpath(state, "done/x.csv")), 0);
 	write_file(tpath(state, "proc/x.csv"), "new");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_int_equal(lstat(tpath(state, "done/x.csv"), &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
@@ -1329,7 +1329,7 @@ test_finish_name_without_extension(void **state)
 
 	write_file(tpath(state, "proc/contacts"), "new");
 	write_file(tpath(state, "done/contacts"), "old");
-	assert_int_equal(fsops_finish(t->proc, "contacts", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "contacts", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "contacts." STAMP);
 	assert_file_content(tpath(state, "done/contacts." STAMP), "new");
 	assert_file_content(tpath(state, "done/contacts." STAMP ".json"), "{}");
@@ -1339,7 +1339,7 @@ test_finish_name_without_extension(void **state)
 	/* Only the last extension moves. */
 	write_file(tpath(state, "proc/a.b.csv"), "ab");
 	write_file(tpath(state, "done/a.b.csv"), "old ab");
-	assert_int_equal(fsops_finish(t->proc, "a.b.csv", t->done, NOW, NULL, NULL, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "a.b.csv", t->done, NOW, NULL, NULL, NULL, &final), 0);
 	assert_string_equal(final, "a.b." STAMP ".csv");
 	assert_done_had_no_dot_entries(state);
 	free(final);
@@ -1356,7 +1356,7 @@ test_finish_long_name_fits(void **state)
 	memset(name, 'n', 251);
 	strcpy(name + 251, ".csv");
 	write_file(tpath(state, "proc/%s", name), "long");
-	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_true(strlen(final) + strlen(".json") <= NAME_MAX);
 	assert_true(ends_with(final, "." STAMP ".csv"));
 	assert_int_equal(strncmp(final, name, 100), 0);
@@ -1376,7 +1376,7 @@ test_finish_missing_source(void **state)
 	struct stat st;
 	int staged;
 
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final),
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final),
 			 -ENOENT);
 	assert_string_equal(final, "untouched");
 	/* Nothing reached done/. The stage is the caller's name in proc/: whether it is left
@@ -1397,7 +1397,7 @@ test_finish_report_name_taken_meanwhile(void **state)
 	hook_dir_fd = t->done;
 	snprintf(hook_name, sizeof(hook_name), "x.csv.json");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "intruder");
@@ -1419,7 +1419,7 @@ test_finish_name_taken_meanwhile(void **state)
 	hook_dir_fd = t->done;
 	snprintf(hook_name, sizeof(hook_name), "x.csv");
 	write_file(tpath(state, "proc/x.csv"), "data");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "intruder");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "data");
@@ -1439,7 +1439,7 @@ test_finish_report_failure_puts_file_back(void **state)
 	hook = HOOK_EIO_JSON;
 	write_file(tpath(state, "proc/x.csv"), "data");
 	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW,
-				      "{\"attempt\":1,\"status\":\"completed\"}", STAGE, &final),
+				      "{\"attempt\":1,\"status\":\"completed\"}", STAGE, NULL, &final),
 			 -EIO);
 	assert_string_equal(final, "untouched");
 	/* The file is back in proc/, the report still staged there under its name, and done/
@@ -1454,7 +1454,7 @@ test_finish_report_failure_puts_file_back(void **state)
 	 * (rewritten: nothing of the first report is left). */
 	hook = HOOK_OFF;
 	assert_int_equal(
-		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"attempt\":2}", STAGE, &final), 0);
+		fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"attempt\":2}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x.csv");
 	assert_file_content(tpath(state, "done/x.csv"), "data");
 	assert_file_content(tpath(state, "done/x.csv.json"), "{\"attempt\":2}");
@@ -1474,7 +1474,7 @@ test_finish_without_noreplace_support(void **state)
 	hook = HOOK_NO_NOREPLACE;
 	write_file(tpath(state, "proc/x.csv"), "new");
 	write_file(tpath(state, "done/x.csv"), "old");
-	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, &final), 0);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, NULL, &final), 0);
 	assert_string_equal(final, "x." STAMP ".csv");
 	assert_file_content(tpath(state, "done/x.csv"), "old");
 	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "new");

@@ -712,14 +712,16 @@ void api_free(struct api *api)
 	(void)api;
 }
 
-int api_create_import(struct api *api, int fd, uint64_t size, const char *filename,
-		      const struct resend_fields *fields, const char *idempotency_key,
-		      api_done_cb cb, void *data, struct api_call **ret)
+int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t size,
+		      const char *filename, const struct resend_fields *fields,
+		      const char *idempotency_key, api_done_cb cb, void *data,
+		      struct api_call **ret)
 {
 	struct api_call *call;
 	struct call_log *l;
 
-	if (api != &F.api)
+	/* Files that are not split: the whole of FD. */
+	if (api != &F.api || head != 0 || from != 0)
 		F.stub_errors++;
 	l = stub_new_call(CALL_UPLOAD, cb, data, &call);
 	if (!l)

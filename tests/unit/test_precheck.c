@@ -75,6 +75,7 @@ static int setup(void **state)
 		return -1;
 	fx->folder.name = "news";
 	fx->folder.settings.max_file_bytes = 10u * 1024 * 1024;
+	fx->folder.settings.max_upload_bytes = 50u * 1024 * 1024;
 	fx->folder.column_map.present = true;
 	fx->folder.column_map.email = "Email";
 	fx->folder.column_map.first_name = "First Name";
@@ -134,10 +135,22 @@ static void sha256_hex(const void *data, size_t len, char hex[65])
 static int check(struct fixture *fx, const char *name, const atomic_bool *cancel,
 		 struct precheck *ret)
 {
+	int r;
+
 	memset(ret, 0x55, sizeof(*ret));
 	ret->reason[sizeof(ret->reason) - 1] = '\0';
 	ret->sha256[sizeof(ret->sha256) - 1] = '\0';
-	return precheck_run(fx->dir_fd, name, &fx->folder, cancel, ret);
+	/* Copies are made in the test's own directory, even when the files checked are the
+	 * fixtures of the source tree. */
+	int work_fd = open(fx->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	assert_true(work_fd >= 0);
+	r = precheck_run(fx->dir_fd, name, &fx->folder, work_fd, NULL, cancel, ret);
+	close(work_fd);
+	/* What normalization found is tested in test_normalize (and below, once). */
+	assert_true(r < 0 || ret->norm.read);
+	normalize_clear(&ret->norm);
+	return r;
 }
 
 static void assert_refused(const struct precheck *pc)
@@ -343,15 +356,21 @@ static void test_big_file_hashes_right(void **state)
 static void test_file_read_once(void **state)
 {
 	struct fixture *fx = *state;
-	size_t len = 3 * PRECHECK_READ_BYTES + 777;
+	size_t len = 17 + 41 * ((3 * PRECHECK_READ_BYTES + 777) / 41);
 	char *data = malloc(len);
 	struct precheck pc;
 
 	assert_non_null(data);
 	memset(data, 'x', len);
 	memcpy(data, "Email,First Name\n", 17);
-	for (size_t i = 17 + 40; i < len; i += 41)
-		data[i] = '\n';
+	/* Rows of 41 bytes, each with an address of its own: "u00000001@example.com,xxx...\n". */
+	for (size_t i = 17, row = 0; i + 41 <= len; i += 41, row++) {
+		char email[24];
+
+		snprintf(email, sizeof(email), "u%08zu@example.com,", row);
+		memcpy(data + i, email, 22);
+		data[i + 40] = '\n';
+	}
 	write_bytes(fx, "once.csv", data, len);
 	pread_bytes = 0;
 	assert_int_equal(check(fx, "once.csv", NULL, &pc), 0);

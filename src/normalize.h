@@ -1,0 +1,93 @@
+/* A claimed CSV file made into what Resend reads: its dialect found (byte-order mark, Excel's
+ * sep= line, encoding, delimiter), its rows checked (field count, email, repeats), and, unless it
+ * is already clean UTF-8 with commas and the exact header, a normalized copy written (UTF-8,
+ * commas, fields quoted as needed, header names as mapped, rejected rows left out or kept as
+ * invalid_rows says). Rejected rows are listed in a rejects file; a file bigger than
+ * max_upload_bytes is planned as parts on row boundaries, each carrying the header. Runs in a
+ * worker thread with bounded memory; pure POSIX, iconv, libcsv and xxhash, no libuv.
+ *
+ * Two passes at most. The first is fed the file by the caller (the hash's own reads, so that a
+ * clean file is read once): it detects, checks and collects the emails. The second, only when
+ * there is a copy or a rejects file to write, reads the file again. */
+#ifndef RDD_NORMALIZE_H
+#define RDD_NORMALIZE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Detection looks at this much of the file's start. */
+#define NORMALIZE_DETECT_BYTES (64 * 1024)
+#define NORMALIZE_REJECTS_SUFFIX ".rejects.csv"
+
+enum normalize_reason {
+	NORMALIZE_WRONG_FIELD_COUNT,
+	NORMALIZE_EMPTY_EMAIL,
+	NORMALIZE_INVALID_EMAIL,
+	NORMALIZE_REPEATED_EMAIL,
+	NORMALIZE_N_REASONS
+};
+
+/* "wrong_field_count", "empty_email", "invalid_email", "repeated_email" */
+const char *normalize_reason_key(enum normalize_reason r);
+
+/* One upload: the first head_bytes of the source, then BYTES from OFFSET. */
+struct normalize_part {
+	uint64_t offset, bytes, rows;
+};
+
+struct normalize {
+	/* What was found, for the report. READ is false when the CSV was never read. */
+	bool read;
+	const char *encoding_from; /* "utf-8", "utf-16le", "windows-1252", ... (static) */
+	const char *bom;           /* "utf-8", "utf-16le", "utf-16be" or NULL (static) */
+	bool sep_line;
+	char delimiter;
+	enum config_header header;
+	char **renamed_from, **renamed_to; /* header names changed by relaxed matching (owned) */
+	size_t n_renamed;
+	bool normalized; /* a copy is uploaded; false: the original bytes */
+	uint64_t rows, rows_uploaded, rows_rejected;
+	uint64_t rejected[NORMALIZE_N_REASONS];
+	enum config_invalid_rows invalid_rows;
+	bool rejects_written; /* the rejects file is in place, complete and synced */
+	uint64_t bytes_before, bytes_after;
+	/* The upload. FD: the copy (owned), or -1 when the original is uploaded. */
+	int fd;
+	uint64_t head_bytes;
+	struct normalize_part *parts;
+	size_t n_parts;
+	/* Refused for a reason of the machine's (the copy could not be written: a full disk, an
+	 * I/O error): the file is not at fault, and the check should be tried again. */
+	bool temporary;
+};
+
+struct normalizer;
+
+/* For FOLDER's settings; SIZE is the file's; FIRST its first LEN bytes: all of them
+ * (COMPLETE), or at least NORMALIZE_DETECT_BYTES. -ENOMEM. */
+int normalizer_new(const struct config_folder *folder, uint64_t size, const void *first,
+		   size_t len, bool complete, int tmp_dir_fd, struct normalizer **ret);
+/* The first pass: the file's bytes in order from its start. A problem is kept for finish. */
+void normalizer_feed(struct normalizer *n, const void *buf, size_t len);
+/* Ends the first pass and does the rest: the repeats, a second pass over SRC_FD when there is
+ * a copy (made with fsops_open_tmpfile in TMP_DIR_FD) or a rejects file (REJECTS_DIR_FD/
+ * REJECTS_NAME, created or replaced; -1 for none, as in a dry run) to write. Returns 0 with RET
+ * filled, or a negative errno with REASON saying why the file is refused (RET still says what
+ * was found; RET->temporary when it is not the file's fault; -ECANCELED when CANCEL became
+ * true). */
+int normalizer_finish(struct normalizer *n, int src_fd, int rejects_dir_fd,
+		      const char *rejects_name, const atomic_bool *cancel, struct normalize *ret,
+		      char *reason, size_t reasonsz);
+void normalizer_free(struct normalizer *n);
+
+/* Frees what RET owns (closes the copy). */
+void normalize_clear(struct normalize *ret);
+
+/* Why EMAIL (LEN bytes, trimmed) is not an address, or NULL when it looks like one. */
+const char *normalize_email_problem(const char *email, size_t len);
+
+#endif
