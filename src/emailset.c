@@ -19,7 +19,7 @@ struct entry {
 
 struct partition {
 	struct entry *mem;
-	size_t n_mem;
+	size_t n_mem, cap;
 	int fd;       /* -1 until it spills */
 	uint64_t n_file;
 };
@@ -93,16 +93,26 @@ int emailset_add(struct emailset *s, const char *email, size_t len, uint64_t lin
 	XXH128_hash_t h = XXH3_128bits(email, len);
 	struct partition *p = &s->parts[h.high64 % s->n_parts];
 
-	if (!p->mem) {
-		p->mem = malloc(s->per_part * sizeof(*p->mem));
-		if (!p->mem)
-			return -ENOMEM;
-	}
-	if (p->n_mem == s->per_part) {
-		int r = spill(s, p);
+	if (p->n_mem == p->cap) {
+		/* Grown as needed: most files have a few hundred rows, and a check that holds a
+		 * megabyte for them would cost every thread that memory. */
+		if (p->cap < s->per_part) {
+			size_t ncap = p->cap ? p->cap * 4 : 64;
+			struct entry *nm;
 
-		if (r < 0)
-			return r;
+			if (ncap > s->per_part)
+				ncap = s->per_part;
+			nm = realloc(p->mem, ncap * sizeof(*nm));
+			if (!nm)
+				return -ENOMEM;
+			p->mem = nm;
+			p->cap = ncap;
+		} else {
+			int r = spill(s, p);
+
+			if (r < 0)
+				return r;
+		}
 	}
 	p->mem[p->n_mem++] = (struct entry){h.high64, h.low64, line};
 	return 0;
@@ -181,7 +191,7 @@ int emailset_repeats(struct emailset *s, struct emailset_repeat **ret, size_t *r
 		p->fd = -1;
 		free(p->mem);
 		p->mem = NULL;
-		p->n_mem = 0;
+		p->n_mem = p->cap = 0;
 		p->n_file = 0;
 		qsort(e, n, sizeof(*e), entry_cmp);
 		for (size_t j = 1, first = 0; j < n; j++) {
