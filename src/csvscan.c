@@ -295,9 +295,17 @@ static int scan_text(struct csvscan *s, const unsigned char *b, size_t n)
 			s->rec_offset = s->dpos + i;
 			seg = i;
 		}
-		if ((c & 0xc0) != 0x80)
-			s->col++;
+		/* The run of ordinary characters that starts here, in one go. */
+		size_t j = i + 1;
+		uint64_t cols = (c & 0xc0) != 0x80;
+
+		while (j < n && (b[j] >= 0x20 || b[j] == '\t')) {
+			cols += (b[j] & 0xc0) != 0x80;
+			j++;
+		}
+		s->col += cols;
 		s->line_has_chars = true;
+		i = j - 1;
 	}
 	if (s->rec_started) {
 		r = rec_append(s, b + seg, n - seg);
@@ -317,6 +325,17 @@ static int scan_utf8(struct csvscan *s, const unsigned char *b, size_t n, bool l
 	while (good < n) {
 		size_t k;
 
+		/* ASCII eight bytes at a time. */
+		while (good + 8 <= n) {
+			uint64_t w;
+
+			memcpy(&w, b + good, 8);
+			if (w & UINT64_C(0x8080808080808080))
+				break;
+			good += 8;
+		}
+		if (good >= n)
+			break;
 		if (b[good] < 0x80) {
 			good++;
 			continue;

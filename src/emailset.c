@@ -9,7 +9,7 @@
 
 #include "fsops.h"
 
-#define EMAILSET_PARTITION_BYTES (2u * 1024 * 1024)
+#define EMAILSET_PARTITION_BYTES (1024u * 1024)
 #define EMAILSET_MAX_PARTITIONS 256
 
 struct entry {
@@ -118,17 +118,6 @@ int emailset_add(struct emailset *s, const char *email, size_t len, uint64_t lin
 	return 0;
 }
 
-static int entry_cmp(const void *a, const void *b)
-{
-	const struct entry *x = a, *y = b;
-
-	if (x->hi != y->hi)
-		return x->hi < y->hi ? -1 : 1;
-	if (x->lo != y->lo)
-		return x->lo < y->lo ? -1 : 1;
-	return x->line < y->line ? -1 : x->line > y->line;
-}
-
 static int repeat_cmp(const void *a, const void *b)
 {
 	const struct emailset_repeat *x = a, *y = b;
@@ -136,55 +125,94 @@ static int repeat_cmp(const void *a, const void *b)
 	return x->line < y->line ? -1 : x->line > y->line;
 }
 
-/* Loads partition P whole (its spill file and what is in memory) into *RET. */
-static int load(struct partition *p, struct entry **ret, size_t *ret_n)
+struct repeats {
+	struct emailset_repeat *v;
+	size_t n, cap;
+};
+
+static int repeats_add(struct repeats *r, uint64_t line, uint64_t first)
 {
-	size_t n = (size_t)p->n_file + p->n_mem;
-	struct entry *all = malloc((n ? n : 1) * sizeof(*all));
-	size_t want = (size_t)p->n_file * sizeof(*all), got = 0;
+	if (r->n == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 64;
+		struct emailset_repeat *nv = realloc(r->v, ncap * sizeof(*nv));
 
-	if (!all)
-		return -ENOMEM;
-	/* Read once, from its start, as it was written. */
-	if (p->fd >= 0 && lseek(p->fd, 0, SEEK_SET) < 0) {
-		free(all);
-		return -errno;
+		if (!nv)
+			return -ENOMEM;
+		r->v = nv;
+		r->cap = ncap;
 	}
-	while (got < want) {
-		ssize_t k = read(p->fd, (char *)all + got, want - got);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			free(all);
-			return k < 0 ? -errno : -EIO;
-		}
-		got += (size_t)k;
-	}
-	memcpy(all + p->n_file, p->mem, p->n_mem * sizeof(*all));
-	*ret = all;
-	*ret_n = n;
+	r->v[r->n++] = (struct emailset_repeat){line, first};
 	return 0;
+}
+
+/* Entries come in line order (as they were added), so the first of each hash is the one in the
+ * table when a later one finds it. Open addressing; a line of 0 (lines start at 1) is empty. */
+static int table_add(struct entry *tab, size_t mask, const struct entry *e, struct repeats *out)
+{
+	size_t i = (size_t)e->lo & mask;
+
+	while (tab[i].line != 0) {
+		if (tab[i].hi == e->hi && tab[i].lo == e->lo)
+			return repeats_add(out, e->line, tab[i].line);
+		i = (i + 1) & mask;
+	}
+	tab[i] = *e;
+	return 0;
+}
+
+/* The repeats within partition P: its spill file read once from its start in small pieces,
+ * then what is in memory, through a table of at least twice its entries. */
+static int partition_repeats(struct partition *p, struct repeats *out)
+{
+	uint64_t n = p->n_file + p->n_mem;
+	struct entry buf[256];
+	size_t cap = 64, mask;
+	struct entry *tab;
+	int r = 0;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	mask = cap - 1;
+	tab = calloc(cap, sizeof(*tab));
+	if (!tab)
+		return -ENOMEM;
+	if (p->fd >= 0 && lseek(p->fd, 0, SEEK_SET) < 0)
+		r = -errno;
+	for (uint64_t left = p->fd >= 0 ? p->n_file : 0; r == 0 && left > 0;) {
+		size_t want = left < 256 ? (size_t)left : 256, got = 0;
+
+		while (got < want * sizeof(*buf)) {
+			ssize_t k = read(p->fd, (char *)buf + got, want * sizeof(*buf) - got);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				r = k < 0 ? -errno : -EIO;
+				break;
+			}
+			got += (size_t)k;
+		}
+		for (size_t i = 0; r == 0 && i < want; i++)
+			r = table_add(tab, mask, &buf[i], out);
+		left -= want;
+	}
+	for (size_t i = 0; r == 0 && i < p->n_mem; i++)
+		r = table_add(tab, mask, &p->mem[i], out);
+	free(tab);
+	return r;
 }
 
 int emailset_repeats(struct emailset *s, struct emailset_repeat **ret, size_t *ret_n)
 {
-	struct emailset_repeat *out = NULL;
-	size_t n_out = 0, cap = 0;
+	struct repeats out = {0};
 
 	for (size_t i = 0; i < s->n_parts; i++) {
 		struct partition *p = &s->parts[i];
-		struct entry *e;
-		size_t n;
 		int r;
 
 		if (p->n_file + p->n_mem < 2)
 			continue;
-		r = load(p, &e, &n);
-		if (r < 0) {
-			free(out);
-			return r;
-		}
+		r = partition_repeats(p, &out);
 		/* Once read, the spill file and the buffer are done with. */
 		if (p->fd >= 0)
 			close(p->fd);
@@ -193,32 +221,15 @@ int emailset_repeats(struct emailset *s, struct emailset_repeat **ret, size_t *r
 		p->mem = NULL;
 		p->n_mem = p->cap = 0;
 		p->n_file = 0;
-		qsort(e, n, sizeof(*e), entry_cmp);
-		for (size_t j = 1, first = 0; j < n; j++) {
-			if (e[j].hi != e[first].hi || e[j].lo != e[first].lo) {
-				first = j;
-				continue;
-			}
-			if (n_out == cap) {
-				size_t ncap = cap ? cap * 2 : 64;
-				struct emailset_repeat *no = realloc(out, ncap * sizeof(*no));
-
-				if (!no) {
-					free(e);
-					free(out);
-					return -ENOMEM;
-				}
-				out = no;
-				cap = ncap;
-			}
-			out[n_out++] = (struct emailset_repeat){e[j].line, e[first].line};
+		if (r < 0) {
+			free(out.v);
+			return r;
 		}
-		free(e);
 	}
-	if (n_out)
-		qsort(out, n_out, sizeof(*out), repeat_cmp);
-	*ret = out;
-	*ret_n = n_out;
+	if (out.n)
+		qsort(out.v, out.n, sizeof(*out.v), repeat_cmp);
+	*ret = out.v;
+	*ret_n = out.n;
 	return 0;
 }
 

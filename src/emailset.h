@@ -1,7 +1,7 @@
 /* Which emails of a file repeat an earlier row's, with memory bounded whatever the file's size:
  * each email is kept as a 128-bit hash (xxHash's XXH3) with its line, in partitions by hash that
- * spill to unnamed temporary files when memory is full; each partition is then sorted on its
- * own. Pure POSIX and xxhash; no libuv. */
+ * spill to unnamed temporary files when memory is full; each partition is then read back
+ * through a hash table of its own. Pure POSIX and xxhash; no libuv. */
 #ifndef RDD_EMAILSET_H
 #define RDD_EMAILSET_H
 
@@ -18,8 +18,8 @@ struct emailset_repeat {
 
 struct emailset;
 
-/* SIZE_HINT: the file's size, which sets how many partitions there are (about one per 2 MiB, so
- * that one sorted partition stays small). Spill files are made in TMP_DIR_FD. */
+/* SIZE_HINT: the file's size, which sets how many partitions there are (about one per MiB, up
+ * to 256, so that one partition's table stays small). Spill files are made in TMP_DIR_FD. */
 int emailset_new(int tmp_dir_fd, uint64_t size_hint, struct emailset **ret);
 /* EMAIL as it is to be compared: the caller trims and lower-cases it. */
 int emailset_add(struct emailset *s, const char *email, size_t len, uint64_t line);

@@ -249,11 +249,13 @@ struct normalizer {
 	bool have_prev;
 	uint64_t prev_line;
 	struct plan plan;
-	/* Pass 2. */
+	/* Writing: the copy (COPY) and the rejects file, while WRITING. */
+	int rejects_dir_fd;      /* -1: no rejects file (a dry run) */
+	const char *rejects_name;
+	bool writing, copy;
 	struct writer out, rej;
 	struct emailset_repeat *repeats;
 	size_t n_repeats, next_repeat;
-	bool copy;
 };
 
 static void fail(struct normalizer *n, int err, const char *fmt, ...)
@@ -520,7 +522,8 @@ static void detect_delimiter(struct normalizer *n, const unsigned char *b, size_
 }
 
 int normalizer_new(const struct config_folder *folder, uint64_t size, const void *first,
-		   size_t len, bool complete, int tmp_dir_fd, struct normalizer **ret)
+		   size_t len, bool complete, int tmp_dir_fd, int rejects_dir_fd,
+		   const char *rejects_name, struct normalizer **ret)
 {
 	struct normalizer *n = calloc(1, sizeof(*n));
 	const unsigned char *b = first;
@@ -532,6 +535,8 @@ int normalizer_new(const struct config_folder *folder, uint64_t size, const void
 	n->size = size;
 	n->limit = folder->settings.max_upload_bytes;
 	n->tmp_dir_fd = tmp_dir_fd;
+	n->rejects_dir_fd = rejects_name ? rejects_dir_fd : -1;
+	n->rejects_name = rejects_name;
 	n->out.fd = n->rej.fd = -1;
 	n->info.fd = -1;
 	n->info.header = folder->settings.csv.header;
@@ -628,24 +633,213 @@ static int emails_key(struct normalizer *n, const char *email, size_t len, uint6
 	return emailset_add(n->emails, key, len, line);
 }
 
+/* ---- writing: the copy and the rejects file ------------------------------------------- */
+
+static int open_writer(struct writer *w, int fd)
+{
+	w->fd = fd;
+	w->len = 0;
+	w->pos = 0;
+	w->err = 0;
+	if (!w->buf)
+		w->buf = malloc(NORMALIZE_WRITE_BYTES);
+	return w->buf ? 0 : -ENOMEM;
+}
+
+static int close_writer(struct writer *w, bool sync)
+{
+	int r = w->buf ? writer_flush(w) : 0;
+
+	if (r == 0 && sync && fsync(w->fd) < 0)
+		r = -errno;
+	free(w->buf);
+	w->buf = NULL;
+	return r;
+}
+
+/* The rejects file, from nothing, unless there is none to write (a dry run). */
+static void rejects_drop(struct normalizer *n)
+{
+	if (n->rej.fd < 0)
+		return;
+	free(n->rej.buf);
+	n->rej.buf = NULL;
+	close(n->rej.fd);
+	n->rej.fd = -1;
+	(void)unlinkat(n->rejects_dir_fd, n->rejects_name, 0);
+}
+
+/* From here the pass writes what it reads: the copy when COPY, and the rejects. A copy begun
+ * by an earlier pass starts over. */
+static int start_writing(struct normalizer *n, bool copy)
+{
+	int r;
+
+	rejects_drop(n);
+	n->copy = copy;
+	n->writing = true;
+	n->info.rows_uploaded = 0;
+	if (!copy)
+		return 0;
+	plan_reset(&n->plan);
+	if (n->info.fd < 0) {
+		r = fsops_open_tmpfile(n->tmp_dir_fd, &n->info.fd);
+		if (r < 0) {
+			n->info.temporary = r != -ENOMEM;
+			fail(n, r, "cannot make the normalized copy: %s", strerror(-r));
+			return r;
+		}
+	} else if (ftruncate(n->info.fd, 0) < 0 || lseek(n->info.fd, 0, SEEK_SET) < 0) {
+		r = -errno;
+		n->info.temporary = true;
+		fail(n, r, "cannot make the normalized copy: %s", strerror(-r));
+		return r;
+	}
+	r = open_writer(&n->out, n->info.fd);
+	if (r < 0)
+		fail(n, r, "out of memory");
+	return r;
+}
+
+static int write_reject(struct normalizer *n, const struct csvscan_record *rec,
+			const char *detail)
+{
+	char num[24];
+	int k;
+
+	if (n->rejects_dir_fd < 0)
+		return 0;
+	if (n->rej.fd < 0) {
+		int fd = openat(n->rejects_dir_fd, n->rejects_name,
+				O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+
+		if (fd < 0 || open_writer(&n->rej, fd) < 0) {
+			int r = fd < 0 ? -errno : -ENOMEM;
+
+			if (fd >= 0)
+				close(fd);
+			n->info.temporary = r != -ENOMEM;
+			fail(n, r, "cannot write the rejects file: %s", strerror(-r));
+			return r;
+		}
+		(void)fchmod(fd, 0640); /* the umask cut the mode given to open */
+		writer_put(&n->rej, "line,reason,row\n", 16);
+	}
+	k = snprintf(num, sizeof(num), "%llu", (unsigned long long)rec->line);
+	writer_put(&n->rej, num, (size_t)k);
+	writer_field(&n->rej, detail, strlen(detail), false);
+	writer_field(&n->rej, rec->raw, rec->raw_len, false);
+	writer_put(&n->rej, "\n", 1);
+	return n->rej.err;
+}
+
+static int write_header(struct normalizer *n)
+{
+	if (!n->copy)
+		return 0;
+	for (size_t i = 0; i < n->n_cols; i++)
+		writer_field(&n->out, n->match.names[i], strlen(n->match.names[i]), i == 0);
+	writer_put(&n->out, "\n", 1);
+	n->plan.head = n->out.pos;
+	return n->out.err;
+}
+
+/* A data row, with its verdict (-1: it passes) and its trimmed email (NULL when its field count
+ * is wrong): listed when rejected, and copied unless dropped. */
+static int write_row(struct normalizer *n, const struct csvscan_record *rec, int verdict,
+		     const char *detail, const char *email, size_t elen)
+{
+	uint64_t start;
+	size_t count;
+	int r;
+
+	if (verdict >= 0) {
+		r = write_reject(n, rec, detail);
+		if (r < 0 || n->info.invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
+			return r;
+	}
+	n->info.rows_uploaded++;
+	if (!n->copy)
+		return 0;
+	start = n->out.pos;
+	count = verdict == NORMALIZE_WRONG_FIELD_COUNT ? rec->n_fields : n->n_cols;
+	for (size_t i = 0; i < count; i++) {
+		if (i == n->match.email && email)
+			writer_field(&n->out, email, elen, i == 0);
+		else
+			writer_field(&n->out, rec->fields[i], rec->lens[i], i == 0);
+	}
+	writer_put(&n->out, "\n", 1);
+	if (n->out.err)
+		return n->out.err;
+	r = plan_row(&n->plan, start, n->out.pos, rec->line, n->reason, sizeof(n->reason));
+	if (r < 0 && !n->err)
+		n->err = r; /* REASON says it */
+	return r;
+}
+
+/* The end of a writing pass: everything flushed, the rejects file synced (it is moved to done
+ * or failed without being rewritten). */
+static int end_writing(struct normalizer *n)
+{
+	int r;
+
+	n->writing = false;
+	if (n->copy && n->out.buf) {
+		r = close_writer(&n->out, false);
+		if (r < 0 && !n->err) {
+			n->info.temporary = true;
+			fail(n, r, "cannot write the normalized copy in the processing directory: %s",
+			     strerror(-r));
+		}
+		n->info.bytes_after = n->out.pos;
+	}
+	if (n->rej.fd >= 0) {
+		r = close_writer(&n->rej, true);
+		if (close(n->rej.fd) < 0 && r == 0 && errno != EINTR)
+			r = -errno;
+		n->rej.fd = -1;
+		if (r < 0 && !n->err) {
+			n->info.temporary = true;
+			fail(n, r, "cannot write the rejects file: %s", strerror(-r));
+		}
+		if (n->err)
+			(void)unlinkat(n->rejects_dir_fd, n->rejects_name, 0);
+		else
+			n->info.rejects_written = true;
+	}
+	if (n->err && (n->out.err || n->rej.err))
+		n->info.temporary = true;
+	return n->err;
+}
+
+/* ---- the passes --------------------------------------------------------------------- */
+
+/* Pass 1 checks every row and collects the emails. A file known from its dialect to need a copy
+ * is written as it is read; the rows of one that may be uploaded as it is are planned in place
+ * instead (a second pass writes what is needed when it turns out otherwise, or when rows repeat
+ * an email, which only the end can tell). */
 static int pass1_record(const struct csvscan_record *rec, void *data)
 {
 	struct normalizer *n = data;
-	const char *email;
-	size_t elen;
+	const char *email = NULL;
+	size_t elen = 0;
 	char detail[160];
 	int verdict, r;
 
-	if (rec->index == 0)
-		return take_header(n, rec);
-	if (n->have_prev) {
-		r = plan_row(&n->plan, n->prev_start, rec->offset, n->prev_line, n->reason,
-			     sizeof(n->reason));
-		if (r < 0)
-			n->fast = false; /* told again by the copy's plan, if it still holds */
-		n->have_prev = false;
-	} else if (n->info.rows == 0) {
-		n->plan.head = rec->offset; /* the header's bytes, line end included */
+	if (rec->index == 0) {
+		r = take_header(n, rec);
+		return r < 0 || !n->writing ? r : write_header(n);
+	}
+	if (!n->writing) {
+		if (n->have_prev) {
+			if (plan_row(&n->plan, n->prev_start, rec->offset, n->prev_line, n->reason,
+				     sizeof(n->reason)) < 0)
+				n->fast = false; /* said again by the copy's plan, if it still holds */
+			n->have_prev = false;
+		} else if (n->info.rows == 0) {
+			n->plan.head = rec->offset; /* the header's bytes, line end included */
+		}
 	}
 	if (all_empty(rec)) {
 		n->fast = false;
@@ -664,11 +858,14 @@ static int pass1_record(const struct csvscan_record *rec, void *data)
 		n->info.rows_rejected++;
 		if (n->info.invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
 			n->fast = false;
-		return 0;
+	} else {
+		if (elen != rec->lens[n->match.email])
+			n->fast = false;
+		r = emails_key(n, email, elen, rec->line);
+		if (r < 0)
+			return r;
 	}
-	if (elen != rec->lens[n->match.email])
-		n->fast = false;
-	return emails_key(n, email, elen, rec->line);
+	return n->writing ? write_row(n, rec, verdict, detail, email, elen) : 0;
 }
 
 static int pass_start(struct normalizer *n, csvscan_record_cb cb)
@@ -713,6 +910,8 @@ static int pass1_start(struct normalizer *n)
 		fail(n, r, "out of memory");
 		return r;
 	}
+	if (!n->fast && start_writing(n, true) < 0)
+		return n->err;
 	return pass_start(n, pass1_record);
 }
 
@@ -798,14 +997,14 @@ static int pass1_end(struct normalizer *n, int src_fd, const atomic_bool *cancel
 	}
 	if (n->err)
 		return n->err;
-	if (n->have_prev) {
+	if (n->have_prev && !n->writing) {
 		uint64_t end = csvscan_stats(n->scan)->decoded_bytes;
 
 		if (plan_row(&n->plan, n->prev_start, end, n->prev_line, n->reason,
 			     sizeof(n->reason)) < 0)
 			n->fast = false;
-		n->have_prev = false;
 	}
+	n->have_prev = false;
 	if (csvscan_stats(n->scan)->blank_lines || csvscan_stats(n->scan)->lone_cr)
 		n->fast = false;
 	if (!n->have_head) {
@@ -816,7 +1015,7 @@ static int pass1_end(struct normalizer *n, int src_fd, const atomic_bool *cancel
 	return 0;
 }
 
-/* Pass 2: the copy and the rejects file. */
+/* Pass 2: the copy and the rejects file, now that the repeats are known. */
 static bool is_repeat(struct normalizer *n, uint64_t line, uint64_t *first)
 {
 	while (n->next_repeat < n->n_repeats && n->repeats[n->next_repeat].line < line)
@@ -828,39 +1027,17 @@ static bool is_repeat(struct normalizer *n, uint64_t line, uint64_t *first)
 	return false;
 }
 
-static void write_reject(struct normalizer *n, const struct csvscan_record *rec,
-			 const char *detail)
-{
-	char num[24];
-	int k = snprintf(num, sizeof(num), "%llu", (unsigned long long)rec->line);
-
-	if (n->rej.fd < 0)
-		return;
-	writer_put(&n->rej, num, (size_t)k);
-	writer_field(&n->rej, detail, strlen(detail), false);
-	writer_field(&n->rej, rec->raw, rec->raw_len, false);
-	writer_put(&n->rej, "\n", 1);
-}
-
 static int pass2_record(const struct csvscan_record *rec, void *data)
 {
 	struct normalizer *n = data;
 	const char *email = NULL;
-	size_t elen = 0, count;
+	size_t elen = 0;
 	char detail[160];
-	uint64_t first, start;
+	uint64_t first;
 	int verdict;
 
-	if (rec->index == 0) {
-		if (n->copy) {
-			for (size_t i = 0; i < n->n_cols; i++)
-				writer_field(&n->out, n->match.names[i], strlen(n->match.names[i]),
-					     i == 0);
-			writer_put(&n->out, "\n", 1);
-			n->plan.head = n->out.pos;
-		}
-		return n->out.err;
-	}
+	if (rec->index == 0)
+		return write_header(n);
 	if (all_empty(rec))
 		return 0;
 	verdict = check_row(n, rec, &email, &elen, detail, sizeof(detail));
@@ -869,121 +1046,22 @@ static int pass2_record(const struct csvscan_record *rec, void *data)
 		snprintf(detail, sizeof(detail), "email repeated: first on line %llu",
 			 (unsigned long long)first);
 	}
-	if (verdict >= 0) {
-		write_reject(n, rec, detail);
-		if (n->info.invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
-			return n->rej.err;
-	}
-	if (!n->copy)
-		return n->rej.err;
-	start = n->out.pos;
-	count = verdict == NORMALIZE_WRONG_FIELD_COUNT ? rec->n_fields : n->n_cols;
-	for (size_t i = 0; i < count; i++) {
-		if (i == n->match.email && email)
-			writer_field(&n->out, email, elen, i == 0);
-		else
-			writer_field(&n->out, rec->fields[i], rec->lens[i], i == 0);
-	}
-	writer_put(&n->out, "\n", 1);
-	n->info.rows_uploaded++;
-	if (n->out.err)
-		return n->out.err;
-	if (plan_row(&n->plan, start, n->out.pos, rec->line, n->reason, sizeof(n->reason)) < 0) {
-		n->err = -EFBIG;
-		return -EFBIG;
-	}
-	return 0;
+	return write_row(n, rec, verdict, detail, email, elen);
 }
 
-static int open_writer(struct writer *w, int fd)
+static int pass2(struct normalizer *n, int src_fd, bool copy, const atomic_bool *cancel)
 {
-	w->fd = fd;
-	w->buf = malloc(NORMALIZE_WRITE_BYTES);
-	w->len = 0;
-	w->pos = 0;
-	w->err = 0;
-	return w->buf ? 0 : -ENOMEM;
-}
-
-static int close_writer(struct writer *w, bool sync)
-{
-	int r = w->buf ? writer_flush(w) : 0;
-
-	if (r == 0 && sync && fsync(w->fd) < 0)
-		r = -errno;
-	free(w->buf);
-	w->buf = NULL;
-	return r;
-}
-
-static int pass2(struct normalizer *n, int src_fd, int rejects_dir_fd, const char *rejects_name,
-		 const atomic_bool *cancel)
-{
-	int fd, r;
-
 	csvscan_free(n->scan);
 	n->scan = NULL;
-	if (n->copy) {
-		r = fsops_open_tmpfile(n->tmp_dir_fd, &fd);
-		if (r == 0)
-			r = open_writer(&n->out, fd);
-		if (r < 0) {
-			if (r != -ENOMEM)
-				n->info.temporary = true;
-			fail(n, r, "cannot make the normalized copy: %s", strerror(-r));
-			return r;
-		}
-		n->info.fd = fd;
-	}
-	if (n->info.rows_rejected + n->n_repeats > 0 && rejects_dir_fd >= 0) {
-		fd = openat(rejects_dir_fd, rejects_name,
-			    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
-		if (fd < 0 || open_writer(&n->rej, fd) < 0) {
-			r = fd < 0 ? -errno : -ENOMEM;
-			if (fd >= 0)
-				close(fd);
-			n->info.temporary = r != -ENOMEM;
-			fail(n, r, "cannot write the rejects file: %s", strerror(-r));
-			return r;
-		}
-		(void)fchmod(fd, 0640);
-		writer_put(&n->rej, "line,reason,row\n", 16);
-	}
-	/* Without a copy, the first pass's plan of the file as it is stands. */
-	if (n->copy)
-		plan_reset(&n->plan);
-	n->info.rows_uploaded = 0;
 	n->pass = 2;
+	n->next_repeat = 0;
+	if (start_writing(n, copy) < 0)
+		return n->err;
 	if (pass_start(n, pass2_record) < 0)
 		return n->err;
 	read_pass(n, src_fd, cancel);
 	pass_end(n);
-	if (n->copy) {
-		r = close_writer(&n->out, false);
-		if (r < 0 && !n->err) {
-			n->info.temporary = true;
-			fail(n, r, "cannot write the normalized copy in the processing directory: %s",
-			     strerror(-r));
-		}
-		n->info.bytes_after = n->out.pos;
-	}
-	if (n->rej.fd >= 0) {
-		r = close_writer(&n->rej, true);
-		if (close(n->rej.fd) < 0 && r == 0 && errno != EINTR)
-			r = -errno;
-		n->rej.fd = -1;
-		if (r < 0 && !n->err) {
-			n->info.temporary = true;
-			fail(n, r, "cannot write the rejects file: %s", strerror(-r));
-		}
-		if (n->err)
-			(void)unlinkat(rejects_dir_fd, rejects_name, 0);
-		else
-			n->info.rejects_written = true;
-	}
-	if (n->err && (n->out.err || n->rej.err))
-		n->info.temporary = true;
-	return n->err;
+	return end_writing(n);
 }
 
 static void fill_found(struct normalizer *n)
@@ -1033,14 +1111,20 @@ static void rejected_summary(const struct normalize *r, char *buf, size_t size)
 	}
 }
 
-int normalizer_finish(struct normalizer *n, int src_fd, int rejects_dir_fd,
-		      const char *rejects_name, const atomic_bool *cancel, struct normalize *ret,
-		      char *reason, size_t reasonsz)
+int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cancel,
+		      struct normalize *ret, char *reason, size_t reasonsz)
 {
 	struct normalize *info = &n->info;
+	bool wrote, copy;
 	int r;
 
 	r = pass1_end(n, src_fd, cancel);
+	wrote = n->writing;
+	if (wrote) {
+		int w = end_writing(n);
+
+		r = r < 0 ? r : w;
+	}
 	fill_found(n);
 	if (r < 0)
 		goto out;
@@ -1055,20 +1139,25 @@ int normalizer_finish(struct normalizer *n, int src_fd, int rejects_dir_fd,
 	if (n->n_repeats && info->invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
 		n->fast = false;
 	/* A file failed for its rows needs no copy. */
-	n->copy = !n->fast &&
-		  !(info->rows_rejected && info->invalid_rows == CONFIG_INVALID_ROWS_FAIL_FILE);
-	if (n->copy || (info->rows_rejected && rejects_dir_fd >= 0)) {
-		r = pass2(n, src_fd, rejects_dir_fd, rejects_name, cancel);
+	copy = !n->fast && !(info->rows_rejected && info->invalid_rows ==
+							  CONFIG_INVALID_ROWS_FAIL_FILE);
+	/* Pass 1 wrote what was needed, unless rows repeat an email (they are only known now), or
+	 * the file turned out to need a copy it did not write. */
+	if (wrote ? n->n_repeats > 0 : copy || (info->rows_rejected && n->rejects_dir_fd >= 0)) {
+		r = pass2(n, src_fd, copy, cancel);
 		if (r < 0)
 			goto out;
-	}
-	if (!n->copy) {
+	} else if (!wrote) {
 		info->rows_uploaded = info->rows;
 		if (info->invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
 			info->rows_uploaded -= info->rows_rejected;
 		info->bytes_after = n->size;
 	}
-	info->normalized = n->copy;
+	if (!copy && info->fd >= 0) {
+		close(info->fd);
+		info->fd = -1;
+	}
+	info->normalized = copy;
 	if (info->rows_rejected && info->invalid_rows == CONFIG_INVALID_ROWS_FAIL_FILE) {
 		char what[200];
 
@@ -1096,7 +1185,7 @@ int normalizer_finish(struct normalizer *n, int src_fd, int rejects_dir_fd,
 	/* One part: the whole source, as it is. */
 	if (n->plan.n == 1) {
 		n->plan.parts[0].offset = 0;
-		n->plan.parts[0].bytes = n->copy ? n->out.pos : n->size;
+		n->plan.parts[0].bytes = copy ? info->bytes_after : n->size;
 		info->head_bytes = 0;
 	} else {
 		info->head_bytes = n->plan.head;

@@ -68,20 +68,20 @@ struct normalize {
 struct normalizer;
 
 /* For FOLDER's settings; SIZE is the file's; FIRST its first LEN bytes: all of them
- * (COMPLETE), or at least NORMALIZE_DETECT_BYTES. -ENOMEM. */
+ * (COMPLETE), or at least NORMALIZE_DETECT_BYTES. The copy and spill files are made in
+ * TMP_DIR_FD (fsops_open_tmpfile); the rejects file is REJECTS_DIR_FD/REJECTS_NAME, created or
+ * replaced (REJECTS_NAME NULL: none, as in a dry run). -ENOMEM. */
 int normalizer_new(const struct config_folder *folder, uint64_t size, const void *first,
-		   size_t len, bool complete, int tmp_dir_fd, struct normalizer **ret);
+		   size_t len, bool complete, int tmp_dir_fd, int rejects_dir_fd,
+		   const char *rejects_name, struct normalizer **ret);
 /* The first pass: the file's bytes in order from its start. A problem is kept for finish. */
 void normalizer_feed(struct normalizer *n, const void *buf, size_t len);
-/* Ends the first pass and does the rest: the repeats, a second pass over SRC_FD when there is
- * a copy (made with fsops_open_tmpfile in TMP_DIR_FD) or a rejects file (REJECTS_DIR_FD/
- * REJECTS_NAME, created or replaced; -1 for none, as in a dry run) to write. Returns 0 with RET
- * filled, or a negative errno with REASON saying why the file is refused (RET still says what
- * was found; RET->temporary when it is not the file's fault; -ECANCELED when CANCEL became
- * true). */
-int normalizer_finish(struct normalizer *n, int src_fd, int rejects_dir_fd,
-		      const char *rejects_name, const atomic_bool *cancel, struct normalize *ret,
-		      char *reason, size_t reasonsz);
+/* Ends the first pass and does the rest: the repeats, and a second pass over SRC_FD when there
+ * is a copy or a rejects file that the first could not write. Returns 0 with RET filled, or a
+ * negative errno with REASON saying why the file is refused (RET still says what was found;
+ * RET->temporary when it is not the file's fault; -ECANCELED when CANCEL became true). */
+int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cancel,
+		      struct normalize *ret, char *reason, size_t reasonsz);
 void normalizer_free(struct normalizer *n);
 
 /* Frees what RET owns (closes the copy). */

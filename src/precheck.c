@@ -16,8 +16,8 @@
  * reads feed the normalizer's first pass (N, made from the first read), so that a clean file is
  * read once by the check and once by the upload: never more. */
 static int precheck_hash(int fd, uint64_t size, const struct config_folder *folder,
-			 int work_dir_fd, const atomic_bool *cancel, char hex[65],
-			 struct normalizer **n, char *reason, size_t reasonsz)
+			 int work_dir_fd, const char *rejects_name, const atomic_bool *cancel,
+			 char hex[65], struct normalizer **n, char *reason, size_t reasonsz)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -33,7 +33,8 @@ static int precheck_hash(int fd, uint64_t size, const struct config_folder *fold
 		goto out;
 	}
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if (size == 0 && normalizer_new(folder, 0, "", 0, true, work_dir_fd, n) < 0) {
+	if (size == 0 && normalizer_new(folder, 0, "", 0, true, work_dir_fd, work_dir_fd,
+					 rejects_name, n) < 0) {
 		snprintf(reason, reasonsz, "out of memory");
 		r = -ENOMEM;
 		goto out;
@@ -71,7 +72,7 @@ static int precheck_hash(int fd, uint64_t size, const struct config_folder *fold
 			}
 			k = (ssize_t)have;
 			if (normalizer_new(folder, size, buf, have, (uint64_t)have >= size,
-					   work_dir_fd, n) < 0) {
+					   work_dir_fd, work_dir_fd, rejects_name, n) < 0) {
 				snprintf(reason, reasonsz, "out of memory");
 				r = -ENOMEM;
 				goto out;
@@ -148,8 +149,8 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 	ret->mtime = st.st_mtim;
 	ret->ctime = st.st_ctim;
 	/* The whole hash even for a file whose CSV is refused: its report gets it. */
-	r = precheck_hash(fd, ret->bytes, folder, work_dir_fd, cancel, ret->sha256, &n,
-			  ret->reason, sizeof(ret->reason));
+	r = precheck_hash(fd, ret->bytes, folder, work_dir_fd, rejects_name, cancel, ret->sha256,
+			  &n, ret->reason, sizeof(ret->reason));
 	/* Written to while it was hashed (it grew, or was rewritten in place): the sha256 is of
 	 * no content the file ever held whole, and uploading it would only find that out after
 	 * an import was made. One fstat. */
@@ -168,8 +169,7 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 		}
 	}
 	if (r == 0)
-		r = normalizer_finish(n, fd, rejects_name ? work_dir_fd : -1, rejects_name, cancel,
-				      &ret->norm, ret->reason, sizeof(ret->reason));
+		r = normalizer_finish(n, fd, cancel, &ret->norm, ret->reason, sizeof(ret->reason));
 	normalizer_free(n);
 	if (r < 0)
 		goto fail;

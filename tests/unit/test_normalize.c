@@ -71,12 +71,12 @@ static void run_chunked(struct run *t, const void *data, size_t len, size_t chun
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, data, len), (ssize_t)len);
 	first = len < NORMALIZE_DETECT_BYTES + 1 ? len : NORMALIZE_DETECT_BYTES + 1;
-	assert_int_equal(normalizer_new(&t->folder, len, data, first, first == len, t->dir_fd, &n),
+	assert_int_equal(normalizer_new(&t->folder, len, data, first, first == len, t->dir_fd,
+					t->dir_fd, ".rejects-x", &n),
 			 0);
 	for (size_t off = 0; off < len; off += chunk)
 		normalizer_feed(n, (const char *)data + off, len - off < chunk ? len - off : chunk);
-	t->r = normalizer_finish(n, fd, t->dir_fd, ".rejects-x", NULL, &t->res, t->reason,
-				 sizeof(t->reason));
+	t->r = normalizer_finish(n, fd, NULL, &t->res, t->reason, sizeof(t->reason));
 	normalizer_free(n);
 	if (t->r == 0)
 		t->copy = read_fd(t->res.fd >= 0 ? t->res.fd : fd, &t->copy_len);
