@@ -1490,6 +1490,328 @@ test_finish_without_noreplace_support(void **state)
 	free(final);
 }
 
+/* A rejects file, staged under a dot name in the processing directory, goes with the file. */
+#define REJECTS_STAGE ".rejects-x"
+#define REJECTS "line,reason,row\n3,empty email,\",Bob\"\n"
+
+static void
+test_finish_with_rejects(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+	struct stat st;
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE,
+				      REJECTS_STAGE, &final),
+			 0);
+	assert_string_equal(final, "x.csv");
+	assert_file_content(tpath(state, "done/x.csv"), "data");
+	assert_file_content(tpath(state, "done/x.csv.json"), "{\"n\":1}");
+	assert_file_content(tpath(state, "done/x.csv.rejects.csv"), REJECTS);
+	assert_int_equal(stat(tpath(state, "done/x.csv.rejects.csv"), &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(count_entries(tpath(state, "done")), 3);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(final);
+
+	/* Without a report too (the stage is the caller's business then). */
+	write_file(tpath(state, "proc/y.csv"), "y");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(
+		fsops_finish(t->proc, "y.csv", t->done, NOW, NULL, NULL, REJECTS_STAGE, &final), 0);
+	assert_string_equal(final, "y.csv");
+	assert_file_content(tpath(state, "done/y.csv.rejects.csv"), REJECTS);
+	assert_missing(tpath(state, "done/y.csv.json"));
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(final);
+}
+
+/* A clash on any one of the three names moves all three to the next timestamped variant: a
+ * rejects file beside a file must be that file's. */
+static void
+test_finish_rejects_clash_on_any_name(void **state)
+{
+	static const char *const taken[] = {"x.csv", "x.csv.json", "x.csv.rejects.csv"};
+	struct tmpdir *t = *state;
+	char *final = NULL;
+
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(nftw(tpath(state, "done"), rm_cb, 16, FTW_DEPTH | FTW_PHYS), 0);
+		assert_int_equal(mkdirat(t->root, "done", 0755), 0);
+		close(t->done);
+		assert_int_equal(fsops_open_dir(tpath(state, "done"), &t->done), 0);
+		watch_dir_fd = t->done;
+
+		write_file(tpath(state, "done/%s", taken[i]), "old");
+		write_file(tpath(state, "proc/x.csv"), "new");
+		write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+		assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE,
+					      REJECTS_STAGE, &final),
+				 0);
+		if (strcmp(final, "x." STAMP ".csv") != 0)
+			fail_msg("with done/%s taken: '%s'", taken[i], final);
+		assert_file_content(tpath(state, "done/%s", taken[i]), "old");
+		assert_file_content(tpath(state, "done/x." STAMP ".csv"), "new");
+		assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{}");
+		assert_file_content(tpath(state, "done/x." STAMP ".csv.rejects.csv"), REJECTS);
+		assert_int_equal(count_entries(tpath(state, "done")), 4);
+		assert_int_equal(count_entries(tpath(state, "proc")), 0);
+		free(final);
+	}
+
+	/* The timestamped name's rejects file taken too: the next variant, for all three. */
+	write_file(tpath(state, "done/x." STAMP "-2.csv.rejects.csv"), "stray");
+	write_file(tpath(state, "proc/x.csv"), "newer");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, REJECTS_STAGE,
+				      &final),
+			 0);
+	assert_string_equal(final, "x." STAMP "-3.csv");
+	assert_file_content(tpath(state, "done/x." STAMP "-3.csv"), "newer");
+	assert_file_content(tpath(state, "done/x." STAMP "-3.csv.json"), "{}");
+	assert_file_content(tpath(state, "done/x." STAMP "-3.csv.rejects.csv"), REJECTS);
+	assert_file_content(tpath(state, "done/x." STAMP "-2.csv.rejects.csv"), "stray");
+	assert_missing(tpath(state, "done/x." STAMP "-2.csv"));
+	assert_done_had_no_dot_entries(state);
+	free(final);
+
+	/* A rejects file taken where there is none to place does not count. */
+	write_file(tpath(state, "done/z.csv.rejects.csv"), "stray");
+	write_file(tpath(state, "proc/z.csv"), "z");
+	assert_int_equal(fsops_finish(t->proc, "z.csv", t->done, NOW, "{}", STAGE, NULL, &final),
+			 0);
+	assert_string_equal(final, "z.csv");
+	free(final);
+}
+
+/* The rejects file cannot be placed (its name taken since it was found free, its stage gone):
+ * the file goes back, and nothing has moved. */
+static void
+test_finish_rejects_not_placed_puts_file_back(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = (char *)"untouched";
+
+	hook = HOOK_PLANT;
+	hook_dir_fd = t->done;
+	snprintf(hook_name, sizeof(hook_name), "x.csv.rejects.csv");
+	write_file(tpath(state, "proc/x.csv"), "data");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE,
+				      REJECTS_STAGE, &final),
+			 -EEXIST);
+	assert_string_equal(final, "untouched");
+	assert_file_content(tpath(state, "proc/x.csv"), "data");
+	assert_file_content(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_file_content(tpath(state, "proc/" STAGE), "{\"n\":1}");
+	assert_file_content(tpath(state, "done/x.csv.rejects.csv"), "intruder");
+	assert_missing(tpath(state, "done/x.csv"));
+	assert_missing(tpath(state, "done/x.csv.json"));
+	assert_int_equal(count_entries(tpath(state, "done")), 1);
+	assert_int_equal(count_entries(tpath(state, "proc")), 3);
+
+	/* Tried again: that name is taken now, so all three take the next. */
+	hook = HOOK_OFF;
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", STAGE,
+				      REJECTS_STAGE, &final),
+			 0);
+	assert_string_equal(final, "x." STAMP ".csv");
+	assert_file_content(tpath(state, "done/x." STAMP ".csv"), "data");
+	assert_file_content(tpath(state, "done/x." STAMP ".csv.json"), "{\"n\":2}");
+	assert_file_content(tpath(state, "done/x." STAMP ".csv.rejects.csv"), REJECTS);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	free(final);
+
+	/* The stage is gone: the same, ENOENT. */
+	final = (char *)"untouched";
+	write_file(tpath(state, "proc/y.csv"), "y");
+	assert_int_equal(fsops_finish(t->proc, "y.csv", t->done, NOW, "{}", STAGE, REJECTS_STAGE,
+				      &final),
+			 -ENOENT);
+	assert_string_equal(final, "untouched");
+	assert_file_content(tpath(state, "proc/y.csv"), "y");
+	assert_missing(tpath(state, "done/y.csv"));
+	assert_missing(tpath(state, "done/y.csv.json"));
+	assert_missing(tpath(state, "done/y.csv.rejects.csv"));
+	assert_done_had_no_dot_entries(state);
+}
+
+/* The report cannot be placed: the rejects file goes back with the file. */
+static void
+test_finish_report_failure_puts_rejects_back(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = (char *)"untouched";
+
+	hook = HOOK_EIO_JSON;
+	write_file(tpath(state, "proc/x.csv"), "data");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":1}", STAGE,
+				      REJECTS_STAGE, &final),
+			 -EIO);
+	assert_string_equal(final, "untouched");
+	assert_file_content(tpath(state, "proc/x.csv"), "data");
+	assert_file_content(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(count_entries(tpath(state, "proc")), 3);
+	assert_int_equal(count_entries(tpath(state, "done")), 0);
+
+	hook = HOOK_OFF;
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{\"n\":2}", STAGE,
+				      REJECTS_STAGE, &final),
+			 0);
+	assert_string_equal(final, "x.csv");
+	assert_file_content(tpath(state, "done/x.csv.rejects.csv"), REJECTS);
+	assert_file_content(tpath(state, "done/x.csv.json"), "{\"n\":2}");
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(final);
+}
+
+/* Without RENAME_NOREPLACE (NFS) the rejects file moves by link and unlink like the rest. */
+static void
+test_finish_rejects_without_noreplace_support(void **state)
+{
+	struct tmpdir *t = *state;
+	char *final = NULL;
+
+	hook = HOOK_NO_NOREPLACE;
+	write_file(tpath(state, "proc/x.csv"), "new");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	write_file(tpath(state, "done/x.csv.rejects.csv"), "old");
+	assert_int_equal(fsops_finish(t->proc, "x.csv", t->done, NOW, "{}", STAGE, REJECTS_STAGE,
+				      &final),
+			 0);
+	assert_string_equal(final, "x." STAMP ".csv");
+	assert_file_content(tpath(state, "done/x.csv.rejects.csv"), "old");
+	assert_file_content(tpath(state, "done/x." STAMP ".csv.rejects.csv"), REJECTS);
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_int_equal(count_entries(tpath(state, "done")), 4);
+	free(final);
+}
+
+/* fsops_finish_name says the name fsops_finish then chooses, so that a report can name the
+ * rejects file beside it before it is written. */
+static void
+test_finish_name_agrees(void **state)
+{
+	struct tmpdir *t = *state;
+	char *picked = NULL, *final = NULL;
+	char name[NAME_MAX + 1];
+
+	struct {
+		const char *name;
+		const char *taken[3];
+		bool rejects;
+		const char *want;
+	} cases[] = {
+		{"a.csv", {NULL}, true, "a.csv"},
+		{"b.csv", {"b.csv"}, true, "b." STAMP ".csv"},
+		{"c.csv", {"c.csv.json"}, true, "c." STAMP ".csv"},
+		{"d.csv", {"d.csv.rejects.csv"}, true, "d." STAMP ".csv"},
+		{"d2.csv", {"d2.csv.rejects.csv"}, false, "d2.csv"},
+		{"e.csv", {"e.csv", "e." STAMP ".csv.rejects.csv"}, true, "e." STAMP "-2.csv"},
+		{"f", {"f.rejects.csv"}, true, "f." STAMP},
+		{"g.b.csv", {"g.b.csv.json", "g.b." STAMP ".csv"}, false, "g.b." STAMP "-2.csv"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (size_t k = 0; k < 3 && cases[i].taken[k]; k++)
+			write_file(tpath(state, "done/%s", cases[i].taken[k]), "old");
+		write_file(tpath(state, "proc/%s", cases[i].name), "new");
+		if (cases[i].rejects)
+			write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+		picked = NULL;
+		assert_int_equal(fsops_finish_name(t->done, cases[i].name, NOW, cases[i].rejects,
+						   &picked),
+				 0);
+		assert_non_null(picked);
+		if (strcmp(picked, cases[i].want) != 0)
+			fail_msg("%s: picked '%s', expected '%s'", cases[i].name, picked,
+				 cases[i].want);
+		/* Only a look: nothing made. */
+		assert_missing(tpath(state, "done/%s", picked));
+		assert_int_equal(fsops_finish(t->proc, cases[i].name, t->done, NOW, "{}", STAGE,
+					      cases[i].rejects ? REJECTS_STAGE : NULL, &final),
+				 0);
+		assert_string_equal(final, picked);
+		if (cases[i].rejects)
+			assert_file_content(tpath(state, "done/%s.rejects.csv", final), REJECTS);
+		free(picked);
+		free(final);
+	}
+
+	/* A name too long to carry ".rejects.csv" is cut short the same way by both. */
+	memset(name, 'n', 251);
+	strcpy(name + 251, ".csv");
+	write_file(tpath(state, "proc/%s", name), "long");
+	write_file(tpath(state, "proc/" REJECTS_STAGE), REJECTS);
+	assert_int_equal(fsops_finish_name(t->done, name, NOW, true, &picked), 0);
+	assert_true(strlen(picked) + strlen(".rejects.csv") <= NAME_MAX);
+	assert_true(ends_with(picked, "." STAMP ".csv"));
+	assert_int_equal(fsops_finish(t->proc, name, t->done, NOW, "{}", STAGE, REJECTS_STAGE,
+				      &final),
+			 0);
+	assert_string_equal(final, picked);
+	assert_file_content(tpath(state, "done/%s.rejects.csv", final), REJECTS);
+	assert_file_content(tpath(state, "done/%s.json", final), "{}");
+	assert_int_equal(count_entries(tpath(state, "proc")), 0);
+	assert_done_had_no_dot_entries(state);
+	free(picked);
+	free(final);
+}
+
+/* fsops_open_tmpfile */
+
+static void
+test_open_tmpfile(void **state)
+{
+	struct tmpdir *t = *state;
+	char buf[64];
+	struct stat st;
+	int fd = -1, fd2 = -1, before = count_fds();
+
+	write_file(tpath(state, "proc/x.csv"), "data");
+	assert_int_equal(fsops_open_tmpfile(t->proc, &fd), 0);
+	assert_true(fd >= 0);
+	/* Unnamed: no new entry, no link. */
+	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_nlink, 0);
+	assert_int_equal(st.st_mode & 0077, 0); /* nobody else's */
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDWR);
+	/* Written, then read back. */
+	assert_int_equal(write(fd, "hello, copy", 11), 11);
+	assert_int_equal(pwrite(fd, "H", 1, 0), 1);
+	memset(buf, 0, sizeof(buf));
+	assert_int_equal(pread(fd, buf, sizeof(buf), 0), 11);
+	assert_string_equal(buf, "Hello, copy");
+
+	/* A second one is another file. */
+	assert_int_equal(fsops_open_tmpfile(t->proc, &fd2), 0);
+	assert_int_equal(pread(fd2, buf, sizeof(buf), 0), 0);
+	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+	close(fd2);
+	close(fd);
+	assert_int_equal(count_fds(), before);
+	assert_int_equal(count_entries(tpath(state, "proc")), 1);
+
+	/* A directory that is not there is an error, not a file elsewhere. */
+	fd = -1;
+	assert_int_equal(mkdirat(t->root, "gone", 0755), 0);
+	fd2 = openat(t->root, "gone", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd2 >= 0);
+	assert_int_equal(unlinkat(t->root, "gone", AT_REMOVEDIR), 0);
+	assert_true(fsops_open_tmpfile(fd2, &fd) < 0);
+	assert_int_equal(fd, -1);
+	close(fd2);
+}
+
 /* fsops_write_record, fsops_read_small */
 
 static void
@@ -1780,6 +2102,13 @@ main(void)
 		T(test_finish_name_taken_meanwhile),
 		T(test_finish_report_failure_puts_file_back),
 		T(test_finish_without_noreplace_support),
+		T(test_finish_with_rejects),
+		T(test_finish_rejects_clash_on_any_name),
+		T(test_finish_rejects_not_placed_puts_file_back),
+		T(test_finish_report_failure_puts_rejects_back),
+		T(test_finish_rejects_without_noreplace_support),
+		T(test_finish_name_agrees),
+		T(test_open_tmpfile),
 		T(test_write_record_replaces),
 		T(test_write_record_durable_or_not),
 		T(test_write_record_does_not_follow_symlink),

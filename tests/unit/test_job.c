@@ -4,7 +4,8 @@
  * The stand-in: rddcore is a static archive, so the api_* functions defined below are the ones
  * the engine (job.c, jobs.c) links against and src/api.c is never pulled in (every function of
  * api.h is defined here, so that nothing can pull it in by accident). It records every call (what it would have sent:
- * file name, size, the bytes read through the descriptor with pread, idempotency key, form
+ * file name, size, the bytes read through the descriptor with pread as api.c reads them (a
+ * part: its head bytes from offset 0, then its rows from its offset), idempotency key, form
  * fields) and answers as the test scripted it, always from a uv_timer, never from inside
  * api_create_import/api_get_import. An answer may be held back until the test releases it, or
  * for ever (the engine then frees the call, which must cancel it).
@@ -119,10 +120,13 @@ struct call_log {
 	char import_id[64]; /* the GET's id, or the one the 201 handed out */
 	char column_map[256], on_conflict[16], segments[128], topics[160];
 	bool has_column_map, has_segments, has_topics;
-	uint64_t size;
+	uint64_t size;       /* what was sent: HEAD + the part's bytes */
+	uint64_t head, from; /* the part: HEAD bytes from 0, then the rest from FROM */
 	/* Read through the descriptor when the call was made and again when it was answered. */
 	bool read_ok, read_ok_at_answer;
 	char sha256[65], sha256_at_answer[65];
+	char *sent; /* what was read when the call was made (freed by teardown); NULL if unread */
+	unsigned made_seq, answered_seq; /* the stand-in's order of events */
 	uint64_t made_ms, answered_ms;
 	long status; /* as answered */
 	bool answered, freed;
@@ -136,7 +140,7 @@ struct api {
 struct api_call {
 	size_t n;  /* F.calls[n] */
 	int fd;
-	uint64_t size;
+	uint64_t head, from, bytes;
 	struct answer ans;
 	char *body;
 	api_done_cb cb;
@@ -194,6 +198,7 @@ static struct fixture {
 	struct call_log calls[MAX_CALLS];
 	size_t n_calls, live_calls;
 	unsigned stub_errors;
+	unsigned stub_seq;
 	struct answer upload_script[MAX_SCRIPT], poll_script[MAX_SCRIPT];
 	size_t n_upload_script, n_poll_script, upload_next, poll_next;
 	unsigned polls_in_progress; /* default polls: this many "in_progress" per import first */
@@ -250,25 +255,33 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* SIZE bytes from FD with pread from offset 0, as api.c streams them. */
-static bool read_fd_sha256(int fd, uint64_t size, char out[65])
+/* A part from FD with pread, as api.c streams it: HEAD bytes from offset 0, then BYTES from
+ * offset FROM (a file not split: HEAD and FROM 0, BYTES the whole). What was read goes to *RET_SENT
+ * (malloc'd, NUL-terminated) when RET_SENT is not NULL. */
+static bool read_part_sha256(int fd, uint64_t head, uint64_t from, uint64_t bytes, char out[65],
+			     char **ret_sent)
 {
 	unsigned char md[EVP_MAX_MD_SIZE], buf[65536];
 	unsigned int n = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	uint64_t off = 0;
-	bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	uint64_t size = head + bytes, off = 0;
+	char *sent = ret_sent ? malloc((size_t)size + 1) : NULL;
+	bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && (!ret_sent || sent);
 
 	out[0] = '\0';
 	while (ok && off < size) {
-		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
-		ssize_t r = pread(fd, buf, want, (off_t)off);
+		uint64_t left = off < head ? head - off : size - off;
+		uint64_t at = off < head ? off : from + (off - head);
+		size_t want = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+		ssize_t r = pread(fd, buf, want, (off_t)at);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			ok = false;
 		else {
 			EVP_DigestUpdate(ctx, buf, (size_t)r);
+			if (sent)
+				memcpy(sent + off, buf, (size_t)r);
 			off += (uint64_t)r;
 		}
 	}
@@ -277,6 +290,15 @@ static bool read_fd_sha256(int fd, uint64_t size, char out[65])
 	EVP_MD_CTX_free(ctx);
 	for (unsigned i = 0; ok && i < 32; i++)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	if (ret_sent) {
+		if (ok)
+			sent[size] = '\0';
+		else {
+			free(sent);
+			sent = NULL;
+		}
+		*ret_sent = sent;
+	}
 	return ok;
 }
 
@@ -629,8 +651,10 @@ static void stub_answer_cb(uv_timer_t *timer)
 	struct call_log *l = &F.calls[call->n];
 
 	if (l->kind == CALL_UPLOAD)
-		l->read_ok_at_answer = read_fd_sha256(call->fd, call->size, l->sha256_at_answer);
+		l->read_ok_at_answer = read_part_sha256(call->fd, call->head, call->from,
+							call->bytes, l->sha256_at_answer, NULL);
 	l->answered = true;
+	l->answered_seq = ++F.stub_seq;
 	l->answered_ms = uv_now(timer->loop);
 	l->status = call->ans.status;
 	call->cb(call, call->data); /* may free CALL */
@@ -681,6 +705,7 @@ static struct call_log *stub_new_call(enum call_kind kind, api_done_cb cb, void 
 	memset(l, 0, sizeof(*l));
 	l->kind = kind;
 	l->made_ms = uv_now(&F.loop);
+	l->made_seq = ++F.stub_seq;
 	l->call = call;
 	call->n = F.n_calls++;
 	call->fd = -1;
@@ -712,7 +737,7 @@ void api_free(struct api *api)
 	(void)api;
 }
 
-int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t size,
+int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
 		      const char *filename, const struct resend_fields *fields,
 		      const char *idempotency_key, api_done_cb cb, void *data,
 		      struct api_call **ret)
@@ -720,8 +745,8 @@ int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uin
 	struct api_call *call;
 	struct call_log *l;
 
-	/* Files that are not split: the whole of FD. */
-	if (api != &F.api || head != 0 || from != 0)
+	/* A file not split: the whole of FD. A part: its header, then rows after the header. */
+	if (api != &F.api || (head == 0 && from != 0) || (head != 0 && from < head))
 		F.stub_errors++;
 	l = stub_new_call(CALL_UPLOAD, cb, data, &call);
 	if (!l)
@@ -733,12 +758,17 @@ int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uin
 		 fields->on_conflict ? fields->on_conflict : "");
 	copy_field(l->segments, sizeof(l->segments), &l->has_segments, fields->segments);
 	copy_field(l->topics, sizeof(l->topics), &l->has_topics, fields->topics);
-	l->size = size;
-	l->read_ok = read_fd_sha256(fd, size, l->sha256);
+	l->size = head + bytes;
+	l->head = head;
+	l->from = from;
+	l->read_ok = read_part_sha256(fd, head, from, bytes, l->sha256,
+				      l->size <= 4 * 1024 * 1024 ? &l->sent : NULL);
 	snprintf(l->import_id, sizeof(l->import_id), "00000000-0000-4000-8000-%012zx",
 		 call->n + 1);
 	call->fd = fd;
-	call->size = size;
+	call->head = head;
+	call->from = from;
+	call->bytes = bytes;
 	call->ans = F.upload_next < F.n_upload_script ? F.upload_script[F.upload_next++]
 						      : (struct answer){.status = 201};
 	if (!call->ans.hold)
@@ -1333,6 +1363,8 @@ static int teardown(void **state)
 		free(F.keep[i]);
 	for (size_t i = 0; i < F.n_json; i++)
 		cJSON_Delete(F.json[i]);
+	for (size_t i = 0; i < F.n_calls; i++)
+		free(F.calls[i].sent);
 	config_free(F.cfg);
 	if (!F.immutable)
 		nftw(F.root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
@@ -2287,6 +2319,493 @@ static void test_local_read_error_not_retried(void **state)
 	finish();
 }
 
+/* ---- 15. files split into parts ---------------------------------------------------------- */
+
+#define SPLIT_HEADER "Email,First Name\n"
+#define SPLIT_ROWS 5600      /* 34 bytes each: about 190 KB, three parts of at most 64 KiB */
+#define SPLIT_LIMIT 65536
+
+/* A clean CSV of SPLIT_ROWS rows (kept); its length in *RET_LEN. */
+static char *split_csv(size_t *ret_len)
+{
+	size_t cap = strlen(SPLIT_HEADER) + SPLIT_ROWS * 34 + 1, len;
+	char *text = keep(malloc(cap));
+
+	len = (size_t)snprintf(text, cap, "%s", SPLIT_HEADER);
+	for (unsigned i = 0; i < SPLIT_ROWS; i++)
+		len += (size_t)snprintf(text + len, cap - len, "user%06u@example.com,Name%06u\n", i,
+					i);
+	assert_int_equal(len, cap - 1);
+	*ret_len = len;
+	return text;
+}
+
+static void split_setup(void)
+{
+	F.cfg->folders[0].settings.max_upload_bytes = SPLIT_LIMIT;
+	F.cfg->folders[0].settings.follow_import = true;
+}
+
+/* The key of part I (1-based) of N of content SHA. */
+static void part_key(char key[37], const char *sha, size_t i, size_t n)
+{
+	char which[96];
+
+	snprintf(which, sizeof(which), "%s/%zu/%zu", sha, i, n);
+	resend_idempotency_key(key, FOLDER, which);
+}
+
+/* Upload L is part I (1-based) of N of TEXT: the header, then whole rows, carrying its own name
+ * and key and the folder's settings. Returns the rows' bytes (kept), for the caller to piece
+ * together. */
+static const char *assert_part_upload(const struct call_log *l, const char *text, size_t i,
+				      size_t n)
+{
+	char sha[65], key[37], filename[64];
+	const char *rows;
+
+	assert_int_equal(l->kind, CALL_UPLOAD);
+	snprintf(filename, sizeof(filename), "x.part-%zu-of-%zu.csv", i, n);
+	assert_string_equal(l->filename, filename);
+	text_sha256(text, sha);
+	part_key(key, sha, i, n);
+	assert_string_equal(l->key, key);
+	assert_true(l->read_ok);
+	assert_non_null(l->sent);
+	assert_int_equal(strlen(l->sent), l->size);
+	if (l->answered) {
+		assert_true(l->read_ok_at_answer);
+		assert_string_equal(l->sha256_at_answer, l->sha256);
+	}
+	assert_true(l->size <= SPLIT_LIMIT);
+	assert_int_equal(l->head, strlen(SPLIT_HEADER));
+	if (strncmp(l->sent, SPLIT_HEADER, strlen(SPLIT_HEADER)) != 0)
+		fail_msg("part %zu does not start with the header: '%.40s'", i, l->sent);
+	rows = l->sent + strlen(SPLIT_HEADER);
+	/* Whole rows only: it starts at a row and ends at a line end. */
+	assert_true(strlen(rows) > 0);
+	assert_memory_equal(rows, "user", 4);
+	assert_int_equal(rows[strlen(rows) - 1], '\n');
+	assert_true(strstr(text, rows) != NULL);
+	assert_string_equal(l->column_map, WIRE_COLUMN_MAP);
+	assert_string_equal(l->on_conflict, "skip");
+	assert_string_equal(l->segments, WIRE_SEGMENTS);
+	assert_string_equal(l->topics, WIRE_TOPICS);
+	return rows;
+}
+
+/* Newlines in TEXT. */
+static uint64_t lines_of(const char *text)
+{
+	uint64_t n = 0;
+
+	for (; (text = strchr(text, '\n')); text++)
+		n++;
+	return n;
+}
+
+/* A file over max_upload_bytes: three uploads in order, each a header and its rows, each its own
+ * import, followed; the report lists the parts and sums their counts; done/ gets the original. */
+static void test_split_into_parts(void **state)
+{
+	size_t len, at;
+	char *text = split_csv(&len), sha[65], *joined;
+	const cJSON *rep, *parts, *imp, *counts, *csv;
+	struct staterec rec;
+	uint64_t sent = 0;
+	char line[256];
+
+	(void)state;
+	split_setup();
+	put_file(F.inbox, "x.csv", text, len);
+	text_sha256(text, sha);
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+
+	if (places_of("x.csv") != IN_DONE) {
+		dump_log();
+		fail_msg("x.csv is in%s", places_str(places_of("x.csv")));
+	}
+	assert_int_equal(n_uploads(), 3);
+	assert_int_equal(n_polls(), 3);
+	/* The rows, pieced together from the parts in order, are the file's. */
+	joined = keep(calloc(1, len + 1));
+	at = (size_t)snprintf(joined, len + 1, "%s", SPLIT_HEADER);
+	for (size_t i = 0; i < 3; i++) {
+		const struct call_log *l = upload(i);
+		const char *rows = assert_part_upload(l, text, i + 1, 3);
+
+		assert_true(at + strlen(rows) <= len);
+		memcpy(joined + at, rows, strlen(rows));
+		at += strlen(rows);
+		sent += l->size;
+		assert_true(l->answered);
+		assert_int_equal(l->status, 201);
+		assert_true(l->freed);
+		/* One at a time: the next part only once this one was answered. */
+		if (i > 0)
+			assert_true(upload(i - 1)->answered_seq < l->made_seq);
+		/* Each its own import, followed once (the stand-in completes it at once). */
+		assert_int_equal(polls_of(l->import_id), 1);
+		for (size_t k = 0; k < i; k++)
+			assert_string_not_equal(upload(k)->key, l->key);
+	}
+	assert_int_equal(at, len);
+	assert_string_equal(joined, text);
+
+	assert_string_equal(slurp(F.done, "x.csv", NULL), text);
+	rep = report(F.done, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "done");
+	assert_string_equal(jstr(rep, "sha256"), sha);
+	assert_int_equal(jnum(rep, "bytes"), len);
+	assert_string_equal(jstr(rep, "import_id"), upload(0)->import_id);
+	assert_int_equal(jnum(rep, "attempts"), 3); /* one per part */
+	assert_true(jnull(rep, "error"));
+	parts = jget(rep, "parts");
+	assert_true(cJSON_IsArray(parts));
+	assert_int_equal(cJSON_GetArraySize(parts), 3);
+	uint64_t rows = 0;
+	for (int i = 0; i < 3; i++) {
+		const cJSON *p = cJSON_GetArrayItem(parts, i);
+		const struct call_log *l = upload((size_t)i);
+
+		assert_int_equal(jnum(p, "part"), i + 1);
+		assert_string_equal(jstr(p, "import_id"), l->import_id);
+		assert_int_equal(jnum(p, "bytes"), l->size);
+		assert_int_equal(jnum(p, "rows"), lines_of(l->sent) - 1);
+		assert_int_equal(jnum(p, "attempts"), 1);
+		assert_int_equal(jnum(p, "http_status"), 201);
+		assert_string_equal(jstr(jobj(p, "import"), "status"), "completed");
+		assert_int_equal(jnum(jobj(jobj(p, "import"), "counts"), "total"), 3);
+		rows += (uint64_t)jnum(p, "rows");
+	}
+	assert_int_equal(rows, SPLIT_ROWS);
+	imp = jobj(rep, "import");
+	assert_string_equal(jstr(imp, "status"), "completed");
+	counts = jobj(imp, "counts");
+	assert_int_equal(jnum(counts, "total"), 9);
+	assert_int_equal(jnum(counts, "created"), 6);
+	assert_int_equal(jnum(counts, "updated"), 3);
+	assert_int_equal(jnum(counts, "skipped"), 0);
+	assert_int_equal(jnum(counts, "failed"), 0);
+	csv = jobj(rep, "csv");
+	assert_int_equal(jnum(csv, "rows"), SPLIT_ROWS);
+	assert_int_equal(jnum(csv, "rows_uploaded"), SPLIT_ROWS);
+	assert_int_equal(jnum(csv, "rows_rejected"), 0);
+	assert_int_equal(jnum(csv, "bytes_before"), len);
+	assert_int_equal(jnum(csv, "bytes_after"), sent);
+	assert_true(jnull(csv, "rejects_file"));
+
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	assert_int_equal(count_entries(F.done, "", ""), 2);
+	assert_false(read_record("x.csv", &rec));
+	snprintf(line, sizeof(line), "'x.csv' imported, import %s and 2 more (3 parts), 9 rows",
+		 upload(0)->import_id);
+	if (log_count(line) != 1) {
+		dump_log();
+		fail_msg("no outcome line '%s'", line);
+	}
+	finish();
+}
+
+/* A restart after part 1 was imported uploads parts 2 and 3 only, and the report has part 1 as
+ * the record says. */
+static void test_split_resume(void **state)
+{
+	static const char part1_id[] = "a1a1a1a1-1d2a-4e5f-8a9b-0c1d2e3f4a5b";
+	size_t len;
+	char *text = split_csv(&len), sha[65];
+	struct staterec_part done = {.attempts = 2};
+	struct staterec rec, mine = {0};
+	const cJSON *rep, *parts;
+	char plan[17];
+
+	(void)state;
+	split_setup();
+	put_file(F.inbox, "x.csv", text, len);
+	text_sha256(text, sha);
+
+	/* A first run, stopped while part 2 is being uploaded: the plan it recorded. */
+	script_upload((struct answer){.status = 201});
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(n_uploads() == 2);
+	assert_true(read_record("x.csv", &rec));
+	assert_int_equal(rec.n_parts, 3);
+	assert_int_equal(rec.n_done, 1);
+	assert_string_equal(rec.done[0].import_id, upload(0)->import_id);
+	assert_string_equal(rec.import_id, upload(0)->import_id);
+	assert_string_equal(rec.sha256, sha);
+	assert_int_equal(strlen(rec.plan), 16);
+	assert_int_equal(strspn(rec.plan, "0123456789abcdef"), 16);
+	memcpy(plan, rec.plan, sizeof(plan));
+	staterec_clear(&rec);
+	drain(50);
+	RUN_UNTIL(F.drained);
+	assert_only_in("x.csv", IN_PROCESSING);
+	assert_false(upload(1)->answered);
+
+	/* The record as a run that imported part 1 as PART1_ID, in two attempts, leaves it. */
+	snprintf(mine.sha256, sizeof(mine.sha256), "%s", sha);
+	mine.claimed_at_ms = 1795665662000;
+	mine.uploaded_at_ms = 1795665663000;
+	snprintf(mine.import_id, sizeof(mine.import_id), "%s", part1_id);
+	mine.n_parts = 3;
+	memcpy(mine.plan, plan, sizeof(mine.plan));
+	snprintf(done.import_id, sizeof(done.import_id), "%s", part1_id);
+	mine.done = &done;
+	mine.n_done = 1;
+	write_record("x.csv", &mine);
+
+	restart();
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	if (places_of("x.csv") != IN_DONE) {
+		dump_log();
+		fail_msg("x.csv is in%s", places_str(places_of("x.csv")));
+	}
+	assert_int_equal(n_uploads(), 4);
+	assert_part_upload(upload(2), text, 2, 3);
+	assert_part_upload(upload(3), text, 3, 3);
+	/* The same part 2 as the first run sent (same bytes, same key). */
+	assert_string_equal(upload(2)->sent, upload(1)->sent);
+	assert_string_equal(upload(2)->key, upload(1)->key);
+	assert_true(upload(2)->answered_seq < upload(3)->made_seq);
+	/* Part 1 followed under the recorded id, never uploaded again. */
+	assert_int_equal(polls_of(part1_id), 1);
+	assert_int_equal(polls_of(upload(0)->import_id), 0);
+	assert_int_equal(polls_of(upload(2)->import_id), 1);
+	assert_int_equal(polls_of(upload(3)->import_id), 1);
+
+	rep = report(F.done, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "done");
+	assert_string_equal(jstr(rep, "import_id"), part1_id);
+	parts = jget(rep, "parts");
+	assert_int_equal(cJSON_GetArraySize(parts), 3);
+	assert_string_equal(jstr(cJSON_GetArrayItem(parts, 0), "import_id"), part1_id);
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 0), "attempts"), 2);
+	assert_string_equal(jstr(cJSON_GetArrayItem(parts, 1), "import_id"), upload(2)->import_id);
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 1), "attempts"), 1);
+	assert_string_equal(jstr(cJSON_GetArrayItem(parts, 2), "import_id"), upload(3)->import_id);
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 2), "attempts"), 1);
+	assert_int_equal(jnum(rep, "attempts"), 4);
+	assert_string_equal(jstr(jobj(rep, "import"), "status"), "completed");
+	assert_int_equal(jnum(jobj(jobj(rep, "import"), "counts"), "total"), 9);
+	assert_string_equal(slurp(F.done, "x.csv", NULL), text);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	finish();
+}
+
+/* A record whose parts were cut otherwise (another plan, or a file not split then) cannot say
+ * which rows were imported: the file fails at check, nothing uploaded, and the message names
+ * what was imported. */
+static void test_split_record_of_another_plan(void **state)
+{
+	static const char id_a[] = "b2b2b2b2-1d2a-4e5f-8a9b-0c1d2e3f4a5b";
+	static const char id_b[] = "c3c3c3c3-1d2a-4e5f-8a9b-0c1d2e3f4a5b";
+	size_t len;
+	char *text = split_csv(&len);
+	struct staterec_part done = {.attempts = 1};
+	struct staterec rec = {.attempts = 0,
+			       .claimed_at_ms = 1795665662000,
+			       .uploaded_at_ms = 1795665663000};
+	const cJSON *rep, *err;
+	const char *msg;
+
+	(void)state;
+	split_setup();
+	assert_int_equal(mkdir(F.proc, 0700), 0);
+	/* Split in 3 by another plan, part 1 imported as ID_A. */
+	put_file(F.proc, "x.csv", text, len);
+	text_sha256(text, rec.sha256);
+	snprintf(rec.import_id, sizeof(rec.import_id), "%s", id_a);
+	rec.n_parts = 3;
+	snprintf(rec.plan, sizeof(rec.plan), "0123456789abcdef");
+	snprintf(done.import_id, sizeof(done.import_id), "%s", id_a);
+	rec.done = &done;
+	rec.n_done = 1;
+	write_record("x.csv", &rec);
+	/* Uploaded whole as ID_B by a run that did not split it. */
+	put_file(F.proc, "y.csv", text, len);
+	snprintf(rec.import_id, sizeof(rec.import_id), "%s", id_b);
+	rec.attempts = 1;
+	rec.n_parts = 0;
+	rec.plan[0] = '\0';
+	rec.done = NULL;
+	rec.n_done = 0;
+	write_record("y.csv", &rec);
+
+	start(0);
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 2);
+	assert_int_equal(n_uploads(), 0);
+	assert_int_equal(n_polls(), 0);
+
+	assert_only_in("x.csv", IN_FAILED);
+	assert_string_equal(slurp(F.failed, "x.csv", NULL), text);
+	rep = report(F.failed, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "failed");
+	assert_string_equal(jstr(rep, "import_id"), id_a);
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "check");
+	msg = jstr(err, "message");
+	if (!strstr(msg, "3 parts") || !strstr(msg, "1 of them imported") || !strstr(msg, id_a))
+		fail_msg("x.csv: message '%s'", msg);
+
+	assert_only_in("y.csv", IN_FAILED);
+	rep = report(F.failed, "y.csv");
+	assert_string_equal(jstr(rep, "import_id"), id_b);
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "check");
+	msg = jstr(err, "message");
+	if (!strstr(msg, "1 of them imported") || !strstr(msg, id_b) || !strstr(msg, "3 parts now"))
+		fail_msg("y.csv: message '%s'", msg);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	assert_int_equal(jobs_failed_total(F.js), 2);
+	finish();
+}
+
+/* A rejected row: the copy without it is uploaded, and the rejects file lands beside the file
+ * and its report under the name the report gives, even when the file's own name was taken. */
+static void test_rejects_file_beside_report(void **state)
+{
+	static const char csv_bad[] = "Email,First Name\n"
+				      "ada@example.com,Ada\n"
+				      "not-an-email,Bob\n"
+				      "cy@example.com,Cy\n";
+	const cJSON *rep, *csv;
+	const char *final, *rejects, *text;
+	char line[512];
+
+	(void)state;
+	put_file(F.done, "x.csv", "old", 3);
+	put_file(F.done, "x.csv.json", "{}", 2);
+	put_csv("x.csv", csv_bad);
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 1);
+	assert_non_null(upload(0)->sent);
+	assert_string_equal(upload(0)->sent, "Email,First Name\n"
+					     "ada@example.com,Ada\n"
+					     "cy@example.com,Cy\n");
+	final = the_entry(F.done, "x.", "Z.csv"); /* x.<timestamp>.csv */
+	assert_string_not_equal(final, "x.csv");
+	assert_string_equal(slurp(F.done, final, NULL), csv_bad);
+	assert_string_equal(slurp(F.done, "x.csv", NULL), "old");
+	rep = report(F.done, final);
+	assert_string_equal(jstr(rep, "outcome"), "done");
+	csv = jobj(rep, "csv");
+	assert_int_equal(jnum(csv, "rows"), 3);
+	assert_int_equal(jnum(csv, "rows_uploaded"), 2);
+	assert_int_equal(jnum(csv, "rows_rejected"), 1);
+	assert_int_equal(jnum(jobj(csv, "rejected"), "invalid_email"), 1);
+	assert_true(cJSON_IsTrue(jget(csv, "normalized")));
+	rejects = jstr(csv, "rejects_file");
+	snprintf(line, sizeof(line), "%s.rejects.csv", final);
+	assert_string_equal(rejects, line);
+	text = slurp(F.done, rejects, NULL);
+	if (!text)
+		fail_msg("no %s in done/", rejects);
+	assert_memory_equal(text, "line,reason,row\n3,", 18);
+	assert_non_null(strstr(text, "not-an-email"));
+	/* The file, its report, its rejects file, and the two that were there. */
+	assert_int_equal(count_entries(F.done, "", ""), 5);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	snprintf(line, sizeof(line), "; 1 row rejected (listed in %s)", rejects);
+	assert_int_equal(log_count(line), 1);
+	finish();
+}
+
+/* Part 2 refused for good: failed/ at upload, with part 1's import in the report (it exists:
+ * the operator decides about it), part 3 never uploaded, each part's attempts counted. */
+static void test_split_part_refused(void **state)
+{
+	size_t len;
+	char *text = split_csv(&len);
+	const cJSON *rep, *parts, *err;
+
+	(void)state;
+	split_setup();
+	F.cfg->folders[0].settings.follow_import = false;
+	put_file(F.inbox, "x.csv", text, len);
+	script_upload((struct answer){.status = 201});
+	script_upload((struct answer){.status = 503});
+	script_upload((struct answer){
+		.status = 422,
+		.body = "{\"statusCode\":422,\"name\":\"validation_error\","
+			"\"message\":\"bad part\"}"});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 3);
+	assert_part_upload(upload(0), text, 1, 3);
+	assert_part_upload(upload(1), text, 2, 3);
+	assert_part_upload(upload(2), text, 2, 3); /* the retry: the same part, the same key */
+	assert_string_equal(upload(1)->sent, upload(2)->sent);
+	assert_only_in("x.csv", IN_FAILED);
+	assert_string_equal(slurp(F.failed, "x.csv", NULL), text);
+	rep = report(F.failed, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "failed");
+	assert_string_equal(jstr(rep, "import_id"), upload(0)->import_id);
+	assert_int_equal(jnum(rep, "attempts"), 3);
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "upload");
+	assert_int_equal(jnum(err, "http_status"), 422);
+	assert_string_equal(jstr(err, "message"), "bad part");
+	parts = jget(rep, "parts");
+	assert_int_equal(cJSON_GetArraySize(parts), 3);
+	assert_string_equal(jstr(cJSON_GetArrayItem(parts, 0), "import_id"), upload(0)->import_id);
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 0), "attempts"), 1);
+	assert_true(jnull(cJSON_GetArrayItem(parts, 1), "import_id"));
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 1), "attempts"), 2);
+	assert_true(jnull(cJSON_GetArrayItem(parts, 2), "import_id"));
+	assert_int_equal(jnum(cJSON_GetArrayItem(parts, 2), "attempts"), 0);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	finish();
+}
+
+/* Resend fails part 2's import: every part is still followed, the file fails at import naming
+ * the part, and the sum says failed. */
+static void test_split_part_import_failed(void **state)
+{
+	size_t len;
+	char *text = split_csv(&len);
+	const cJSON *rep, *parts, *err;
+	const char *msg;
+
+	(void)state;
+	split_setup();
+	put_file(F.inbox, "x.csv", text, len);
+	script_poll((struct answer){.status = 200, .import_status = "completed"});
+	script_poll((struct answer){.status = 200, .import_status = "failed"});
+	script_poll((struct answer){.status = 200, .import_status = "completed"});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 3);
+	assert_int_equal(n_polls(), 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(polls_of(upload(i)->import_id), 1);
+	assert_only_in("x.csv", IN_FAILED);
+	rep = report(F.failed, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "failed");
+	err = jobj(rep, "error");
+	assert_string_equal(jstr(err, "stage"), "import");
+	msg = jstr(err, "message");
+	if (!strstr(msg, upload(1)->import_id) || !strstr(msg, "part 2 of 3"))
+		fail_msg("message '%s'", msg);
+	assert_string_equal(jstr(jobj(rep, "import"), "status"), "failed");
+	assert_int_equal(jnum(jobj(jobj(rep, "import"), "counts"), "failed"), 3);
+	parts = jget(rep, "parts");
+	assert_string_equal(jstr(jobj(cJSON_GetArrayItem(parts, 0), "import"), "status"),
+			    "completed");
+	assert_string_equal(jstr(jobj(cJSON_GetArrayItem(parts, 1), "import"), "status"), "failed");
+	assert_string_equal(jstr(jobj(cJSON_GetArrayItem(parts, 2), "import"), "status"),
+			    "completed");
+	finish();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -2315,6 +2834,12 @@ int main(void)
 		T(test_replaced_during_upload),
 		T(test_changed_before_upload),
 		T(test_local_read_error_not_retried),
+		T(test_split_into_parts),
+		T(test_split_resume),
+		T(test_split_record_of_another_plan),
+		T(test_rejects_file_beside_report),
+		T(test_split_part_refused),
+		T(test_split_part_import_failed),
 	};
 
 	return cmocka_run_group_tests_name("job", tests, NULL, NULL);

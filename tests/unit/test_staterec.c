@@ -257,6 +257,278 @@ static void test_decode_out_of_range_ignored(void **state)
 	assert_string_equal(back.import_id, "");
 }
 
+/* A file uploaded in parts: how many, how it was split, and the parts imported so far, in
+ * order, with their attempts. */
+static void test_round_trip_parts(void **state)
+{
+	struct staterec_part done[2] = {
+		{.import_id = "00000000-0000-4000-8000-000000000001", .attempts = 1},
+		{.import_id = "00000000-0000-4000-8000-000000000002", .attempts = 3},
+	};
+	struct staterec s = {0}, back;
+	char *text;
+
+	(void)state;
+	snprintf(s.sha256, sizeof(s.sha256), "%s", SHA);
+	s.attempts = 2;
+	s.claimed_at_ms = 1795665662123;
+	s.uploaded_at_ms = 1795665700456;
+	snprintf(s.import_id, sizeof(s.import_id), "%s", done[0].import_id);
+	s.n_parts = 5;
+	snprintf(s.plan, sizeof(s.plan), "0123456789abcdef");
+	s.done = done;
+	s.n_done = 2;
+	text = staterec_encode("big.csv", &s);
+	assert_non_null(text);
+	/* Encoding borrows DONE: it is left as it was. */
+	assert_ptr_equal(s.done, done);
+	assert_string_equal(done[1].import_id, "00000000-0000-4000-8000-000000000002");
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_string_equal(back.sha256, SHA);
+	assert_int_equal(back.attempts, 2);
+	assert_int_equal(back.claimed_at_ms, 1795665662123);
+	assert_int_equal(back.uploaded_at_ms, 1795665700456);
+	assert_string_equal(back.import_id, done[0].import_id);
+	assert_int_equal(back.n_parts, 5);
+	assert_string_equal(back.plan, "0123456789abcdef");
+	assert_int_equal(back.n_done, 2);
+	assert_non_null(back.done);
+	assert_ptr_not_equal(back.done, done); /* owned by BACK */
+	assert_string_equal(back.done[0].import_id, done[0].import_id);
+	assert_int_equal(back.done[0].attempts, 1);
+	assert_string_equal(back.done[1].import_id, done[1].import_id);
+	assert_int_equal(back.done[1].attempts, 3);
+	staterec_clear(&back);
+	assert_null(back.done);
+	assert_int_equal(back.n_done, 0);
+	cJSON_free(text);
+
+	/* Split, none imported yet: the plan is kept, the list is empty. */
+	s.n_done = 0;
+	s.done = NULL;
+	s.import_id[0] = '\0';
+	text = staterec_encode("big.csv", &s);
+	assert_non_null(text);
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_int_equal(back.n_parts, 5);
+	assert_string_equal(back.plan, "0123456789abcdef");
+	assert_int_equal(back.n_done, 0);
+	assert_null(back.done);
+	staterec_clear(&back);
+	cJSON_free(text);
+
+	/* One part is no split: the record has the shape it always had. */
+	s.n_parts = 1;
+	s.done = done;
+	s.n_done = 1;
+	text = staterec_encode("small.csv", &s);
+	assert_non_null(text);
+	assert_null(strstr(text, "\"parts\""));
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_int_equal(back.n_parts, 0);
+	assert_int_equal(back.n_done, 0);
+	assert_null(back.done);
+	staterec_clear(&back);
+	cJSON_free(text);
+}
+
+/* A record of thousands of parts still fits what is read back. */
+static void test_round_trip_many_parts(void **state)
+{
+	const size_t n = 5000;
+	struct staterec_part *done = calloc(n, sizeof(*done));
+	struct staterec s = {0}, back;
+	char *text;
+
+	(void)state;
+	assert_non_null(done);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(done[i].import_id, sizeof(done[i].import_id),
+			 "00000000-0000-4000-8000-%012zx", i + 1);
+		done[i].attempts = (unsigned)(i % 7);
+	}
+	snprintf(s.sha256, sizeof(s.sha256), "%s", SHA);
+	s.n_parts = (unsigned)n + 1;
+	snprintf(s.plan, sizeof(s.plan), "fedcba9876543210");
+	s.done = done;
+	s.n_done = n;
+	text = staterec_encode("huge.csv", &s);
+	assert_non_null(text);
+	assert_true(strlen(text) <= STATEREC_MAX_BYTES);
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_int_equal(back.n_parts, n + 1);
+	assert_int_equal(back.n_done, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(back.done[i].import_id, done[i].import_id);
+		assert_int_equal(back.done[i].attempts, i % 7);
+	}
+	staterec_clear(&back);
+	cJSON_free(text);
+	free(done);
+}
+
+/* The imported parts are in order: after an entry without an import id nothing can be trusted
+ * to be the part its place says. */
+static void test_decode_parts_stop_at_entry_without_id(void **state)
+{
+	const char *cases[] = {
+		"{\"parts\":{\"total\":4,\"plan\":\"0123456789abcdef\",\"imported\":["
+		"{\"import_id\":\"a\",\"attempts\":1},{\"attempts\":2},"
+		"{\"import_id\":\"c\",\"attempts\":1}]}}",
+		"{\"parts\":{\"total\":4,\"plan\":\"0123456789abcdef\",\"imported\":["
+		"{\"import_id\":\"a\",\"attempts\":1},{\"import_id\":\"\",\"attempts\":2},"
+		"{\"import_id\":\"c\",\"attempts\":1}]}}",
+		"{\"parts\":{\"total\":4,\"plan\":\"0123456789abcdef\",\"imported\":["
+		"{\"import_id\":\"a\",\"attempts\":1},{\"import_id\":7},"
+		"{\"import_id\":\"c\",\"attempts\":1}]}}",
+		"{\"parts\":{\"total\":4,\"plan\":\"0123456789abcdef\",\"imported\":["
+		"{\"import_id\":\"a\",\"attempts\":1},\"b\",{\"import_id\":\"c\"}]}}",
+	};
+	struct staterec back;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&back, 0x55, sizeof(back));
+		assert_int_equal(staterec_decode(cases[i], strlen(cases[i]), &back), 0);
+		assert_int_equal(back.n_parts, 4);
+		assert_string_equal(back.plan, "0123456789abcdef");
+		if (back.n_done != 1)
+			fail_msg("%s: %zu parts taken as imported", cases[i], back.n_done);
+		assert_string_equal(back.done[0].import_id, "a");
+		assert_int_equal(back.done[0].attempts, 1);
+		staterec_clear(&back);
+	}
+
+	/* The first one without an id: none imported. */
+	const char *none = "{\"parts\":{\"total\":3,\"plan\":\"0123456789abcdef\",\"imported\":["
+			   "{\"attempts\":1},{\"import_id\":\"b\",\"attempts\":1}]}}";
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(none, strlen(none), &back), 0);
+	assert_int_equal(back.n_parts, 3);
+	assert_int_equal(back.n_done, 0);
+	staterec_clear(&back);
+}
+
+/* Records written before files were split have no "parts": not split. */
+static void test_decode_without_parts(void **state)
+{
+	const char *text = "{\"file\":\"a.csv\",\"sha256\":\"" SHA "\",\"attempts\":1,"
+			   "\"claimed_at_ms\":1000,\"import_id\":\"x\",\"uploaded_at_ms\":2000}";
+	struct staterec back;
+
+	(void)state;
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_string_equal(back.sha256, SHA);
+	assert_string_equal(back.import_id, "x");
+	assert_int_equal(back.n_parts, 0);
+	assert_string_equal(back.plan, "");
+	assert_null(back.done);
+	assert_int_equal(back.n_done, 0);
+	staterec_clear(&back);
+
+	/* Nor when "parts" is not an object. */
+	const char *odd[] = {"{\"attempts\":1,\"parts\":3}", "{\"attempts\":1,\"parts\":null}",
+			     "{\"attempts\":1,\"parts\":[{\"import_id\":\"a\"}]}"};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		memset(&back, 0x55, sizeof(back));
+		assert_int_equal(staterec_decode(odd[i], strlen(odd[i]), &back), 0);
+		assert_int_equal(back.attempts, 1);
+		assert_int_equal(back.n_parts, 0);
+		assert_int_equal(back.n_done, 0);
+		assert_null(back.done);
+		staterec_clear(&back);
+	}
+}
+
+/* A total that cannot be a split (one part or fewer, absurdly many, not a number) is ignored,
+ * and with it the parts listed; so are lists longer than the total, and attempts out of range. */
+static void test_decode_parts_out_of_range_ignored(void **state)
+{
+	const char *totals[] = {
+		"{\"parts\":{\"total\":1,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":0,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":-3,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":1e300,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":10000000,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":\"3\",\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"total\":true,\"imported\":[{\"import_id\":\"a\"}]}}",
+		"{\"parts\":{\"imported\":[{\"import_id\":\"a\"}]}}",
+	};
+	struct staterec back;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(totals) / sizeof(totals[0]); i++) {
+		memset(&back, 0x55, sizeof(back));
+		assert_int_equal(staterec_decode(totals[i], strlen(totals[i]), &back), 0);
+		if (back.n_parts != 0 || back.n_done != 0)
+			fail_msg("%s: n_parts %u, n_done %zu", totals[i], back.n_parts,
+				 back.n_done);
+		assert_null(back.done);
+		staterec_clear(&back);
+	}
+
+	/* More imported than there are parts: none of them trusted. */
+	const char *more = "{\"parts\":{\"total\":2,\"imported\":[{\"import_id\":\"a\"},"
+			   "{\"import_id\":\"b\"},{\"import_id\":\"c\"}]}}";
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(more, strlen(more), &back), 0);
+	assert_int_equal(back.n_parts, 2);
+	assert_int_equal(back.n_done, 0);
+	assert_null(back.done);
+	staterec_clear(&back);
+
+	/* Attempts out of range are 0; the ids are kept. */
+	const char *att = "{\"parts\":{\"total\":4,\"imported\":["
+			  "{\"import_id\":\"a\",\"attempts\":-1},"
+			  "{\"import_id\":\"b\",\"attempts\":1e9},"
+			  "{\"import_id\":\"c\",\"attempts\":\"2\"}]}}";
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(att, strlen(att), &back), 0);
+	assert_int_equal(back.n_parts, 4);
+	assert_int_equal(back.n_done, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(back.done[i].attempts, 0);
+	assert_string_equal(back.done[2].import_id, "c");
+	staterec_clear(&back);
+
+	/* A plan too long for any fingerprint is not cut into one. */
+	const char *plan = "{\"parts\":{\"total\":3,\"plan\":\"0123456789abcdef0123\"}}";
+	memset(&back, 0x55, sizeof(back));
+	assert_int_equal(staterec_decode(plan, strlen(plan), &back), 0);
+	assert_int_equal(back.n_parts, 3);
+	assert_string_equal(back.plan, "");
+	staterec_clear(&back);
+}
+
+/* staterec_clear frees what decode made (ASan says if not) and can be called again, or on a
+ * record that has nothing. */
+static void test_clear(void **state)
+{
+	const char *text = "{\"parts\":{\"total\":3,\"plan\":\"0123456789abcdef\",\"imported\":["
+			   "{\"import_id\":\"a\",\"attempts\":1},"
+			   "{\"import_id\":\"b\",\"attempts\":2}]}}";
+	struct staterec back, empty = {0};
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		memset(&back, 0, sizeof(back));
+		assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+		assert_int_equal(back.n_done, 2);
+		assert_non_null(back.done);
+		staterec_clear(&back);
+		assert_null(back.done);
+		assert_int_equal(back.n_done, 0);
+		staterec_clear(&back);
+	}
+	staterec_clear(&empty);
+	assert_null(empty.done);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +541,12 @@ int main(void)
 		cmocka_unit_test(test_decode_malformed_sha256),
 		cmocka_unit_test(test_decode_garbage),
 		cmocka_unit_test(test_decode_out_of_range_ignored),
+		cmocka_unit_test(test_round_trip_parts),
+		cmocka_unit_test(test_round_trip_many_parts),
+		cmocka_unit_test(test_decode_parts_stop_at_entry_without_id),
+		cmocka_unit_test(test_decode_without_parts),
+		cmocka_unit_test(test_decode_parts_out_of_range_ignored),
+		cmocka_unit_test(test_clear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
