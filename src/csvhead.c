@@ -35,27 +35,43 @@ struct msg {
 
 static void msg_add(struct msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The message did not fit: it ends in "..." instead, on a UTF-8 character's boundary. */
+static void
+msg_cut(struct msg *m)
+{
+	size_t at;
+
+	if (m->size <= 4)
+		return;
+	at = m->size - 4;
+	while (at > 0 && ((unsigned char)m->buf[at] & 0xc0) == 0x80)
+		at--;
+	memcpy(m->buf + at, "...", 4);
+	m->len = m->size - 1;
+}
+
 static void
 msg_add(struct msg *m, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
-	if (m->buf == NULL || m->size == 0 || m->len >= m->size - 1)
+	if (m->buf == NULL || m->size == 0)
 		return;
+	if (m->len >= m->size - 1) {
+		/* Full to the last byte: whatever comes now is cut. */
+		msg_cut(m);
+		return;
+	}
 	va_start(ap, fmt);
 	n = vsnprintf(m->buf + m->len, m->size - m->len, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		return;
-	if ((size_t)n >= m->size - m->len) {
-		m->len = m->size - 1;
-		/* Make a cut visible rather than letting a list look complete. */
-		if (m->size > 4)
-			memcpy(m->buf + m->size - 4, "...", 4);
-	} else {
+	if ((size_t)n >= m->size - m->len)
+		msg_cut(m); /* make a cut visible rather than letting a list look complete */
+	else
 		m->len += (size_t)n;
-	}
 }
 
 /* A name as the user would type it, in single quotes; control characters are escaped so that a

@@ -74,12 +74,21 @@ static void writer_put(struct writer *w, const void *p, size_t n)
 	}
 }
 
-/* One field, quoted (by libcsv) when it holds a comma, a quote or a line end. */
+static bool needs_quotes(const char *f, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (f[i] == ',' || f[i] == '"' || f[i] == '\r' || f[i] == '\n')
+			return true;
+	return false;
+}
+
+/* One field (LEN bytes, not necessarily NUL-terminated), quoted (by libcsv) when it holds a
+ * comma, a quote or a line end. */
 static void writer_field(struct writer *w, const char *f, size_t len, bool first)
 {
 	if (!first)
 		writer_put(w, ",", 1);
-	if (strcspn(f, ",\"\r\n") >= len) {
+	if (!needs_quotes(f, len)) {
 		writer_put(w, f, len);
 		return;
 	}
@@ -582,8 +591,16 @@ static int check_row(struct normalizer *n, const struct csvscan_record *rec, con
 	}
 	problem = normalize_email_problem(*email, *email_len);
 	if (problem) {
-		snprintf(detail, detailsz, "invalid email '%.*s': %s",
-			 (int)(*email_len > 80 ? 80 : *email_len), *email, problem);
+		size_t shown = *email_len;
+
+		/* A long one is cut, on a character's boundary: the rejects file is UTF-8. */
+		if (shown > 80) {
+			shown = 80;
+			while (shown > 0 && ((unsigned char)(*email)[shown] & 0xc0) == 0x80)
+				shown--;
+		}
+		snprintf(detail, detailsz, "invalid email '%.*s%s': %s", (int)shown, *email,
+			 shown < *email_len ? "..." : "", problem);
 		return NORMALIZE_INVALID_EMAIL;
 	}
 	return -1;
@@ -769,6 +786,10 @@ static int write_row(struct normalizer *n, const struct csvscan_record *rec, int
 		else
 			writer_field(&n->out, rec->fields[i], rec->lens[i], i == 0);
 	}
+	/* A row of one empty field (an import of an empty email) would be a blank line, which no
+	 * reader takes for a row. */
+	if (n->out.pos == start)
+		writer_put(&n->out, "\"\"", 2);
 	writer_put(&n->out, "\n", 1);
 	if (n->out.err)
 		return n->out.err;
@@ -1147,7 +1168,8 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 		r = pass2(n, src_fd, copy, cancel);
 		if (r < 0)
 			goto out;
-	} else if (!wrote) {
+	}
+	if (!copy) {
 		info->rows_uploaded = info->rows;
 		if (info->invalid_rows != CONFIG_INVALID_ROWS_IMPORT)
 			info->rows_uploaded -= info->rows_rejected;

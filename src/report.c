@@ -135,7 +135,10 @@ static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_fil
 	else
 		cJSON_AddNullToObject(c, "bom");
 	cJSON_AddBoolToObject(c, "sep_line", n->sep_line);
-	cJSON_AddStringToObject(c, "delimiter", delim);
+	if (delim[0])
+		cJSON_AddStringToObject(c, "delimiter", delim);
+	else
+		cJSON_AddNullToObject(c, "delimiter"); /* refused before one was chosen */
 	cJSON_AddStringToObject(c, "header", config_header_name(n->header));
 	x = cJSON_AddObjectToObject(c, "renamed_columns");
 	for (size_t i = 0; i < n->n_renamed; i++)
