@@ -295,11 +295,19 @@ static int scan_text(struct csvscan *s, const unsigned char *b, size_t n)
 			s->rec_offset = s->dpos + i;
 			seg = i;
 		}
+		/* U+0080..U+009F: C1 controls, no text holds them; typically windows-1252 read as
+		 * ISO-8859-1. (Decoded text never cuts a character between two feeds.) */
+		if (c == 0xc2 && i + 1 < n && b[i + 1] < 0xa0)
+			return scan_fail(s, -EILSEQ, "line %llu, column %llu: control character "
+				"U+%04X: not text%s", (unsigned long long)s->line,
+				(unsigned long long)s->col + 1, (unsigned)b[i + 1],
+				s->d.iconv_from && strncmp(s->d.iconv_from, "ISO-8859", 8) == 0
+					? " (is the file windows-1252 rather than iso-8859?)" : "");
 		/* The run of ordinary characters that starts here, in one go. */
 		size_t j = i + 1;
 		uint64_t cols = (c & 0xc0) != 0x80;
 
-		while (j < n && (b[j] >= 0x20 || b[j] == '\t')) {
+		while (j < n && (b[j] >= 0x20 || b[j] == '\t') && b[j] != 0xc2) {
 			cols += (b[j] & 0xc0) != 0x80;
 			j++;
 		}
@@ -341,6 +349,8 @@ static int scan_utf8(struct csvscan *s, const unsigned char *b, size_t n, bool l
 			continue;
 		}
 		k = utf8_sequence_len(b + good, n - good);
+		if (k > 1)
+			s->st.multibyte++;
 		if (k == 0) {
 			/* Cut short by the feed's end, or invalid? A longer look decides. */
 			unsigned char tmp[4] = {0x80, 0x80, 0x80, 0x80};

@@ -1,7 +1,8 @@
 /* A CSV file read as a stream of UTF-8 records, whatever its encoding and delimiter: iconv
  * decodes it (glibc), libcsv splits it, and this module says where each record starts (line,
  * byte offset in the decoded text) and keeps its original text. Bytes that no CSV export holds
- * (NUL, other control characters, bytes invalid in the encoding) stop the scan with their line
+ * (NUL, other C0 and C1 control characters, bytes invalid in the encoding) stop the scan with
+ * their line
  * and column. Memory is bounded: one record at a time, at most CSVSCAN_MAX_ROW_BYTES. Pure: no
  * libuv, no I/O. */
 #ifndef RDD_CSVSCAN_H
@@ -44,6 +45,7 @@ struct csvscan_stats {
 	uint64_t lone_cr;     /* line breaks that are a CR alone (old Mac) */
 	uint64_t decoded_bytes;
 	bool bad_utf8;        /* the scan stopped at bytes that are not UTF-8 (iconv_from NULL) */
+	uint64_t multibyte;   /* UTF-8 characters of more than one byte before it stopped */
 };
 
 struct csvscan;

@@ -311,11 +311,13 @@ static const char *iconv_report_name(const char *iconv_name)
 	return "utf-16be";
 }
 
-/* Whether B holds only well-formed UTF-8 (a character cut by the end of an incomplete sample
- * counts as well-formed). */
+/* Whether B is to be read as UTF-8: it holds only well-formed UTF-8 (a character cut by the end
+ * of an incomplete sample counts as well-formed), or UTF-8 characters come before a byte that
+ * is not (two encodings in one file: read as UTF-8, the scan refuses it at that byte). */
 static bool sample_is_utf8(const unsigned char *b, size_t len, bool complete)
 {
 	size_t i = 0;
+	bool multibyte = false;
 
 	while (i < len) {
 		size_t k;
@@ -326,7 +328,8 @@ static bool sample_is_utf8(const unsigned char *b, size_t len, bool complete)
 		}
 		k = utf8_sequence_len(b + i, len - i);
 		if (k == 0)
-			return !complete && len - i < 4;
+			return multibyte || (!complete && len - i < 4);
+		multibyte = true;
 		i += k;
 	}
 	return true;
@@ -1008,7 +1011,15 @@ static int pass1_end(struct normalizer *n, int src_fd, const atomic_bool *cancel
 	if (!n->scan && !n->err && pass1_start(n) < 0)
 		return n->err;
 	pass_end(n);
+	/* Not UTF-8 after all: windows-1252, unless UTF-8 characters came before the byte that is
+	 * not (a file of two encodings, which no one setting reads right: it is refused). */
 	if (n->err && n->scan && csvscan_stats(n->scan)->bad_utf8 && n->auto_encoding &&
+	    !n->iconv_name && csvscan_stats(n->scan)->multibyte > 0) {
+		size_t len = strlen(n->reason);
+
+		snprintf(n->reason + len, sizeof(n->reason) - len, ", though UTF-8 characters come "
+			 "before it: the file mixes encodings; fix it, or set csv.encoding");
+	} else if (n->err && n->scan && csvscan_stats(n->scan)->bad_utf8 && n->auto_encoding &&
 	    !n->iconv_name) {
 		pass1_reset(n);
 		n->iconv_name = "WINDOWS-1252";
@@ -1221,8 +1232,12 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 	n->plan.n = n->plan.cap = 0;
 	r = 0;
 out:
-	if (r < 0)
+	if (r < 0) {
 		snprintf(reason, reasonsz, "%s", n->reason);
+		/* Refused: nothing is uploaded. */
+		info->rows_uploaded = 0;
+		info->bytes_after = 0;
+	}
 	*ret = *info;
 	memset(info, 0, sizeof(*info));
 	info->fd = -1;

@@ -315,7 +315,7 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 		return;
 	}
 	const struct log_fields done = {LOG_ID_FILE_DONE, r->folder, r->file, import_id, "done"};
-	char parts[48] = "";
+	char parts[64] = "";
 
 	if (r->n_parts > 1)
 		snprintf(parts, sizeof(parts), " and %zu more (%zu parts)", r->n_parts - 1,

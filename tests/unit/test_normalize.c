@@ -370,6 +370,28 @@ static void test_unusable(void **state)
 				      "ends inside it");
 	run_free(&t);
 
+	/* windows-1252 read as ISO-8859-1: 0x8a (Š) is a C1 control there. */
+	memset(&t, 0, sizeof(t));
+	folder_init(&t.folder);
+	t.folder.settings.csv.encoding = CONFIG_ENCODING_ISO_8859_1;
+	run(&t, "Email,First Name\na@example.com,\x8aimon\n");
+	assert_int_equal(t.r, -EILSEQ);
+	assert_string_equal(t.reason, "line 2, column 15: control character U+008A: not text (is the "
+				      "file windows-1252 rather than iso-8859?)");
+	assert_int_equal(t.res.bytes_after, 0);
+	assert_int_equal(t.res.rows_uploaded, 0);
+	run_free(&t);
+
+	/* UTF-8, then a byte that is not: two encodings in one file. */
+	memset(&t, 0, sizeof(t));
+	folder_init(&t.folder);
+	run(&t, "Email,First Name\na@example.com,M\xc3\xbcller\nb@example.com,M\xfcller\n");
+	assert_int_equal(t.r, -EILSEQ);
+	assert_string_equal(t.reason, "line 3, column 16: byte 0xfc is not UTF-8, though UTF-8 "
+				      "characters come before it: the file mixes encodings; fix it, or "
+				      "set csv.encoding");
+	run_free(&t);
+
 	/* A byte-order mark that says otherwise than the configuration. */
 	memset(&t, 0, sizeof(t));
 	folder_init(&t.folder);
