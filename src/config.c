@@ -12,11 +12,14 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -142,6 +145,7 @@ static const char *const encoding_names[] = {"auto",       "utf-8",       "windo
 					     NULL};
 static const char *const header_names[] = {"exact", "relaxed", NULL};
 static const char *const invalid_rows_names[] = {"drop", "import", "fail_file", NULL};
+static const char *const on_duplicate_names[] = {"skip", "import", "fail", NULL};
 
 /* The tables are indexed by the enums: keep them in step. */
 _Static_assert(sizeof(encoding_names) / sizeof(*encoding_names) == CONFIG_ENCODING_UTF16 + 2,
@@ -151,6 +155,9 @@ _Static_assert(sizeof(header_names) / sizeof(*header_names) == CONFIG_HEADER_REL
 _Static_assert(sizeof(invalid_rows_names) / sizeof(*invalid_rows_names) ==
 		       CONFIG_INVALID_ROWS_FAIL_FILE + 2,
 	       "invalid_rows_names");
+_Static_assert(sizeof(on_duplicate_names) / sizeof(*on_duplicate_names) ==
+		       CONFIG_ON_DUPLICATE_FAIL + 2,
+	       "on_duplicate_names");
 
 const char *config_on_conflict_name(enum config_on_conflict v)
 {
@@ -182,6 +189,11 @@ const char *config_invalid_rows_name(enum config_invalid_rows v)
 	return invalid_rows_names[v];
 }
 
+const char *config_on_duplicate_name(enum config_on_duplicate v)
+{
+	return on_duplicate_names[v];
+}
+
 /* ---- shared validators ----------------------------------------------------------------- */
 
 bool config_is_uuid(const char *s)
@@ -208,6 +220,47 @@ bool config_is_property_key(const char *s)
 			return false;
 	}
 	return true;
+}
+
+int config_parse_duration(const char *s, uint64_t *ret_seconds)
+{
+	uint64_t v = 0, unit;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	if (strcmp(s, "0") == 0) {
+		*ret_seconds = 0;
+		return 0;
+	}
+	for (; isdigit((unsigned char)*s); s++) {
+		uint64_t d = (uint64_t)(*s - '0');
+		if (v > ((uint64_t)INT64_MAX - d) / 10)
+			return -EINVAL;
+		v = v * 10 + d;
+	}
+	switch (*s) {
+	case 's':
+		unit = 1;
+		break;
+	case 'm':
+		unit = 60;
+		break;
+	case 'h':
+		unit = 3600;
+		break;
+	case 'd':
+		unit = 86400;
+		break;
+	case 'w':
+		unit = 604800;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (s[1] != '\0' || v > (uint64_t)INT64_MAX / unit)
+		return -EINVAL;
+	*ret_seconds = v * unit;
+	return 0;
 }
 
 static bool host_is_loopback(const char *host)
@@ -531,6 +584,24 @@ static bool get_uuid(struct ctx *c, yaml_node_t *n, const char *path,
 		return false;
 	}
 	memcpy(ret, scalar(n), CONFIG_UUID_LEN + 1);
+	return true;
+}
+
+/* duplicate_window: a plain or quoted scalar ("30d" is a string to YAML either way). */
+static bool get_duration(struct ctx *c, yaml_node_t *n, const char *path, uint64_t *ret)
+{
+	char q[80];
+
+	if (n->type != YAML_SCALAR_NODE || (n->data.scalar.length == 0 && scalar_is_plain(n))) {
+		node_error(c, n, path, "must be " CONFIG_DURATION_EXPECTED ", got %s",
+			   node_type_name(n));
+		return false;
+	}
+	if (scalar_has_nul(n) || config_parse_duration(scalar(n), ret) < 0) {
+		node_error(c, n, path, "must be " CONFIG_DURATION_EXPECTED ", got '%s'",
+			   QUOTED(q, scalar(n)));
+		return false;
+	}
 	return true;
 }
 
@@ -896,8 +967,9 @@ static void parse_retry(struct ctx *c, struct config *cfg, yaml_node_t *n)
 
 /* The settings keys, valid under `defaults:` and in each folder. */
 static const char *const settings_keys[] = {
-	"settle_ms",     "rescan_s",	     "pattern",	     "max_file_bytes", "on_conflict",
-	"follow_import", "max_upload_bytes", "invalid_rows", "csv",	       NULL};
+	"settle_ms",	    "rescan_s",	  "pattern",	    "max_file_bytes",
+	"on_conflict",	    "follow_import", "max_upload_bytes", "invalid_rows",
+	"csv",		    "on_duplicate",  "duplicate_window", NULL};
 
 /* A part holds the header and at least some rows; below this, splitting would mostly send
  * headers. Above Resend's own limit (200 MiB) every part would be refused. */
@@ -976,6 +1048,11 @@ static void parse_setting(struct ctx *c, struct key_visit *kv, struct config_set
 	} else if (strcmp(kv->key, "csv") == 0) {
 		if (expect_mapping(c, kv->value, kv->path))
 			walk_mapping(c, kv->value, kv->path, csv_keys, csv_key_cb, &s->csv);
+	} else if (strcmp(kv->key, "on_duplicate") == 0) {
+		if (get_enum(c, kv->value, kv->path, on_duplicate_names, &e))
+			s->on_duplicate = (enum config_on_duplicate)e;
+	} else if (strcmp(kv->key, "duplicate_window") == 0) {
+		get_duration(c, kv->value, kv->path, &s->duplicate_window_s);
 	}
 }
 
@@ -1096,7 +1173,7 @@ static const char *const folder_keys[] = {
 	"name",		  "inbox",	  "done",	   "failed",	      "column_map",
 	"segments",	  "topics",	  "settle_ms",	   "rescan_s",	      "pattern",
 	"max_file_bytes", "on_conflict", "follow_import", "max_upload_bytes", "invalid_rows",
-	"csv",		  NULL};
+	"csv",		  "on_duplicate", "duplicate_window", NULL};
 
 static const char *const column_map_keys[] = {"email",	      "first_name", "last_name",
 					      "unsubscribed", "properties", NULL};
@@ -1474,7 +1551,30 @@ static void parse_folder(struct ctx *c, struct config *cfg, yaml_node_t *n, size
 			   "indistinguishable");
 }
 
-static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
+/* The ledger's directory must be nobody's inbox, done or failed: its files would be claimed
+ * (pattern: "*") or reported as if they were finished exports. A state_dir that does not
+ * exist yet is fine: systemd's StateDirectory= or the daemon creates it. */
+static void check_state_dir(struct ctx *c, const struct config *cfg, yaml_node_t *state_node,
+			    struct dir_ref (*refs)[3], size_t count)
+{
+	struct dir_ref sd = {0};
+	char q[200];
+
+	if (!state_node || stat(cfg->state_dir, &sd.st) != 0 || !S_ISDIR(sd.st.st_mode))
+		return;
+	for (size_t i = 0; i < count; i++) {
+		for (size_t k = 0; k < 3; k++) {
+			if (!refs[i][k].exists || !same_dir(&sd, &refs[i][k]))
+				continue;
+			node_error(c, state_node, "state_dir",
+				   "'%s' is also used by %s: the ledger needs a directory of its own",
+				   QUOTED(q, cfg->state_dir), refs[i][k].key);
+		}
+	}
+}
+
+static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n,
+			  yaml_node_t *state_node)
 {
 	if (n->type != YAML_SEQUENCE_NODE) {
 		node_error(c, n, "folders", "expected a list of folders, got %s", node_type_name(n));
@@ -1557,16 +1657,18 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n)
 			}
 		}
 	}
+	check_state_dir(c, cfg, state_node, refs, count);
 	free(refs);
 }
 
 /* ---- top level ------------------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"api",	  "retry",   "defaults", "log",
-				       "folders", "control", "metrics",  NULL};
+static const char *const top_keys[] = {"api",     "retry",   "defaults",  "log",
+				       "folders", "control", "metrics",   "state_dir",
+				       "ledger_keep_days", NULL};
 
 struct top_target {
-	yaml_node_t *nodes[7];
+	yaml_node_t *nodes[9];
 };
 
 static void top_key_cb(struct ctx *c, struct key_visit *kv, void *target)
@@ -1574,6 +1676,32 @@ static void top_key_cb(struct ctx *c, struct key_visit *kv, void *target)
 	(void)c;
 	struct top_target *t = target;
 	t->nodes[key_index(top_keys, kv->key)] = kv->value;
+}
+
+/* Returns N when it is a valid state_dir, else NULL (and has said why). */
+static yaml_node_t *parse_state_dir(struct ctx *c, struct config *cfg, yaml_node_t *n)
+{
+	char q[80], *s = NULL;
+
+	if (!n || !get_string(c, n, "state_dir", false, &s))
+		return NULL;
+	if (s[0] != '/') {
+		node_error(c, n, "state_dir", "expected an absolute path, got '%s'", QUOTED(q, s));
+		free(s);
+		return NULL;
+	}
+	size_t len = strlen(s);
+	if (len > CONFIG_STATE_DIR_MAX) {
+		node_error(c, n, "state_dir", "a path is at most %d bytes long, got %zu",
+			   CONFIG_STATE_DIR_MAX, len);
+		free(s);
+		return NULL;
+	}
+	while (len > 1 && s[len - 1] == '/')
+		s[--len] = '\0';
+	free(cfg->state_dir);
+	cfg->state_dir = s;
+	return n;
 }
 
 static void config_set_defaults(struct config *cfg)
@@ -1599,6 +1727,10 @@ static void config_set_defaults(struct config *cfg)
 	cfg->defaults.csv.encoding = CONFIG_ENCODING_AUTO;
 	cfg->defaults.csv.header = CONFIG_HEADER_EXACT;
 	cfg->defaults.invalid_rows = CONFIG_INVALID_ROWS_DROP;
+	cfg->defaults.on_duplicate = CONFIG_ON_DUPLICATE_SKIP;
+	cfg->defaults.duplicate_window_s = UINT64_C(30) * 86400; /* 30d */
+	cfg->state_dir = strdup(CONFIG_STATE_DIR_DEFAULT);
+	cfg->ledger_keep_days = 365;
 	cfg->log_level = CONFIG_LOG_INFO;
 	cfg->log_format = CONFIG_LOG_TEXT;
 	cfg->control.socket = strdup(CONFIG_CONTROL_SOCKET_DEFAULT);
@@ -1622,8 +1754,11 @@ static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, uns
 	if (t.nodes[5] && expect_mapping(c, t.nodes[5], "control"))
 		walk_mapping(c, t.nodes[5], "control", control_keys, control_key_cb, cfg);
 	parse_metrics(c, cfg, t.nodes[6]);
+	yaml_node_t *state_node = parse_state_dir(c, cfg, t.nodes[7]);
+	if (t.nodes[8])
+		get_uint(c, t.nodes[8], "ledger_keep_days", 0, 36500, &cfg->ledger_keep_days);
 	if (t.nodes[4])
-		parse_folders(c, cfg, t.nodes[4]);
+		parse_folders(c, cfg, t.nodes[4], state_node);
 	else
 		ctx_error_at(c, root->start_mark.line + 1, root->start_mark.column + 1, NULL,
 			     "missing required key 'folders': nothing to watch");
@@ -1857,6 +1992,112 @@ out:
 	return 0;
 }
 
+/* ---- import settings hash ---------------------------------------------------------------- */
+
+/* The canonical text is, line by line (each ending in "\n"):
+ *
+ *   rdd-import-settings 1
+ *   column_map 0|1                        (1: the folder has a column_map)
+ *   email V
+ *   first_name V
+ *   last_name V
+ *   unsubscribed V
+ *   properties N                          (then N lines, in the file's order:)
+ *   property V V TYPE                     (key, column, string|number|boolean)
+ *   segments N                            (then N lines, in the file's order:)
+ *   segment UUID
+ *   topics N                              (then N lines, in the file's order:)
+ *   topic UUID opt_in|opt_out
+ *   on_conflict upsert|skip
+ *
+ * where V is a string as LENGTH:BYTES (so that no column name can pass for the text around
+ * it) or "-" when unset, and UUID is in lowercase (Resend ignores its case; the configuration
+ * refuses two that differ only in case). Order is kept rather than sorted: a list merely
+ * reordered hashes differently, which can only cost one more import, never skip one that
+ * should have run. The "1" is the version of this text. */
+static bool hash_add(EVP_MD_CTX *md, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static bool hash_add(EVP_MD_CTX *md, const char *fmt, ...)
+{
+	char *line = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return false;
+	bool ok = EVP_DigestUpdate(md, line, (size_t)n) == 1;
+	free(line);
+	return ok;
+}
+
+static bool hash_add_value(EVP_MD_CTX *md, const char *name, const char *v)
+{
+	if (!v)
+		return hash_add(md, "%s -\n", name);
+	return hash_add(md, "%s %zu:%s\n", name, strlen(v), v);
+}
+
+static bool hash_add_uuid(EVP_MD_CTX *md, const char *name, const char *id, const char *tail)
+{
+	char lower[CONFIG_UUID_LEN + 1];
+	size_t i;
+
+	for (i = 0; i < CONFIG_UUID_LEN && id[i]; i++)
+		lower[i] = (char)tolower((unsigned char)id[i]);
+	lower[i] = '\0';
+	return hash_add(md, "%s %s%s%s\n", name, lower, tail ? " " : "", tail ? tail : "");
+}
+
+void config_import_settings_hash(const struct config_folder *f, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	const struct config_column_map *m = &f->column_map;
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+
+	ok = ok && hash_add(md, "rdd-import-settings 1\ncolumn_map %d\n", m->present ? 1 : 0);
+	ok = ok && hash_add_value(md, "email", m->email);
+	ok = ok && hash_add_value(md, "first_name", m->first_name);
+	ok = ok && hash_add_value(md, "last_name", m->last_name);
+	ok = ok && hash_add_value(md, "unsubscribed", m->unsubscribed);
+	ok = ok && hash_add(md, "properties %zu\n", m->n_properties);
+	for (size_t i = 0; ok && i < m->n_properties; i++) {
+		const struct config_property *p = &m->properties[i];
+		ok = hash_add(md, "property %zu:%s %zu:%s %s\n", strlen(p->key), p->key,
+			      strlen(p->column), p->column, config_prop_type_name(p->type));
+	}
+	ok = ok && hash_add(md, "segments %zu\n", f->n_segments);
+	for (size_t i = 0; ok && i < f->n_segments; i++)
+		ok = hash_add_uuid(md, "segment", f->segments[i], NULL);
+	ok = ok && hash_add(md, "topics %zu\n", f->n_topics);
+	for (size_t i = 0; ok && i < f->n_topics; i++)
+		ok = hash_add_uuid(md, "topic", f->topics[i].id,
+				   config_subscription_name(f->topics[i].subscription));
+	ok = ok && hash_add(md, "on_conflict %s\n",
+			    config_on_conflict_name(f->settings.on_conflict));
+	ok = ok && EVP_DigestFinal_ex(md, digest, &len) == 1 && len == 32;
+	EVP_MD_CTX_free(md);
+
+	if (ok) {
+		for (unsigned i = 0; i < 32; i++) {
+			out[2 * i] = hex[digest[i] >> 4];
+			out[2 * i + 1] = hex[digest[i] & 0x0f];
+		}
+		out[64] = '\0';
+		return;
+	}
+	/* Only out of memory gets here, and the signature has no way to say so. A value that is
+	 * not hex, and unique to this call, matches no import in the ledger: the file is taken
+	 * for new and imported, rather than skipped as a duplicate of something it may not be. */
+	static atomic_ulong counter;
+	snprintf(out, 65, "!unhashed-%ld-%lu-%lld", (long)getpid(), atomic_fetch_add(&counter, 1),
+		 (long long)time(NULL));
+}
+
 static void column_map_free(struct config_column_map *m)
 {
 	free(m->email);
@@ -1894,6 +2135,7 @@ void config_free(struct config *cfg)
 	free(cfg->defaults.pattern);
 	free(cfg->control.socket);
 	free(cfg->metrics.listen_host);
+	free(cfg->state_dir);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

@@ -34,6 +34,14 @@ enum config_invalid_rows {
 	CONFIG_INVALID_ROWS_IMPORT,   /* uploaded as they are, listed all the same */
 	CONFIG_INVALID_ROWS_FAIL_FILE /* any such row fails the whole file at check */
 };
+/* on_duplicate: what becomes of a file whose content (sha256) and import settings (see
+ * config_import_settings_hash) match a file already imported in the same folder within
+ * duplicate_window. */
+enum config_on_duplicate {
+	CONFIG_ON_DUPLICATE_SKIP,   /* to done with a report naming the earlier import; no API call */
+	CONFIG_ON_DUPLICATE_IMPORT, /* imported again all the same */
+	CONFIG_ON_DUPLICATE_FAIL    /* to failed, nothing uploaded */
+};
 
 /* How a folder's CSV files are read (`csv:`). */
 struct config_csv {
@@ -78,6 +86,10 @@ struct config_settings {
 	uint64_t max_upload_bytes;
 	struct config_csv csv;
 	enum config_invalid_rows invalid_rows;
+	enum config_on_duplicate on_duplicate;
+	/* How far back the ledger is searched for an earlier import of the same content, in
+	 * seconds; 0: forever. */
+	uint64_t duplicate_window_s;
 };
 
 struct config_folder {
@@ -124,6 +136,10 @@ struct config_metrics {
 	bool allow_remote;
 };
 
+/* The ledger's directory (SQLite, local disk only); systemd's StateDirectory=resend-dropd. */
+#define CONFIG_STATE_DIR_DEFAULT "/var/lib/resend-dropd"
+#define CONFIG_STATE_DIR_MAX 1024 /* bytes, so that the ledger's own file names fit after it */
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -133,6 +149,8 @@ struct config {
 	enum config_log_format log_format;
 	struct config_control control;
 	struct config_metrics metrics;
+	char *state_dir;           /* absolute path, without a trailing slash (but "/") */
+	uint64_t ledger_keep_days; /* ledger rows older than this are pruned; 0: kept forever */
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key read from api_key_env or api_key_file. Never logged; wiped on free. */
@@ -165,6 +183,26 @@ const char *config_subscription_name(enum config_subscription v);
 const char *config_encoding_name(enum config_encoding v);       /* "auto", "utf-8", ... */
 const char *config_header_name(enum config_header v);           /* "exact", "relaxed" */
 const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
+const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "import", "fail" */
+
+/* A duration as the configuration writes it (duplicate_window) and `history --since` takes
+ * it: digits followed by one unit, s (seconds), m (minutes), h (hours), d (days) or w (weeks),
+ * as in 90m, 12h, 30d; or a bare 0. No sign, spaces or fractions. Returns 0 and
+ * *ret_seconds, or -EINVAL for anything else, including more than INT64_MAX seconds (so that
+ * "now - duration" cannot overflow a time_t). What 0 means is the caller's (for
+ * duplicate_window: forever). */
+int config_parse_duration(const char *s, uint64_t *ret_seconds);
+/* What an error message says is expected, for callers that report a bad duration. */
+#define CONFIG_DURATION_EXPECTED "a duration like 30d, 12h or 0 (forever)"
+
+/* The hash of what decides what an import of a file does in Resend: the folder's column_map,
+ * segments, topics and on_conflict, and nothing else (not the folder's name or directories,
+ * not csv, invalid_rows or any other setting). The ledger keeps it beside each file's sha256:
+ * the same content imported with other settings is not a duplicate. OUT receives 64
+ * lowercase hex digits and a NUL. The canonical text it is the SHA-256 of is described in
+ * config.c; changing that text changes every hash, so that every earlier import stops
+ * counting as a duplicate (files would be imported once more). */
+void config_import_settings_hash(const struct config_folder *f, char out[65]);
 
 /* Validators shared with other modules. */
 bool config_is_uuid(const char *s);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -554,6 +555,9 @@ static void test_enum_names(void **state)
 	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_DROP), "drop");
 	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_IMPORT), "import");
 	assert_string_equal(config_invalid_rows_name(CONFIG_INVALID_ROWS_FAIL_FILE), "fail_file");
+	assert_string_equal(config_on_duplicate_name(CONFIG_ON_DUPLICATE_SKIP), "skip");
+	assert_string_equal(config_on_duplicate_name(CONFIG_ON_DUPLICATE_IMPORT), "import");
+	assert_string_equal(config_on_duplicate_name(CONFIG_ON_DUPLICATE_FAIL), "fail");
 	config_free(NULL);
 	config_errors_clear(NULL);
 }
@@ -639,6 +643,16 @@ static void assert_csv_settings(const struct config_settings *s, uint64_t max_up
 #define DEFAULT_CSV_SETTINGS                                                                     \
 	52428800, CONFIG_INVALID_ROWS_DROP, '\0', CONFIG_ENCODING_AUTO, CONFIG_HEADER_EXACT
 
+/* The issue 11 settings: what a file already imported becomes. */
+static void assert_dup_settings(const struct config_settings *s, enum config_on_duplicate od,
+				uint64_t window_s)
+{
+	assert_int_equal(s->on_duplicate, od);
+	assert_int_equal(s->duplicate_window_s, window_s);
+}
+
+#define WINDOW_DEFAULT UINT64_C(2592000) /* duplicate_window: 30d */
+
 static void test_full_example_every_key(void **state)
 {
 	(void)state;
@@ -663,6 +677,9 @@ static void test_full_example_every_key(void **state)
 	assert_settings(&c->defaults, 3000, 60, "*.txt", 1048576, CONFIG_ON_CONFLICT_SKIP, false);
 	assert_csv_settings(&c->defaults, 1000000, CONFIG_INVALID_ROWS_IMPORT, ';',
 			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
+	assert_dup_settings(&c->defaults, CONFIG_ON_DUPLICATE_FAIL, 12 * 3600);
+	assert_path(c->state_dir, "state"); /* the trailing slash dropped */
+	assert_int_equal(c->ledger_keep_days, 90);
 	assert_int_equal(c->log_level, CONFIG_LOG_DEBUG);
 	assert_int_equal(c->log_format, CONFIG_LOG_JSON);
 	assert_non_null(c->api_key);
@@ -702,6 +719,7 @@ static void test_full_example_every_key(void **state)
 	/* csv: { delimiter: "\t" } keeps the defaults' encoding and header. */
 	assert_csv_settings(&f->settings, 65536, CONFIG_INVALID_ROWS_FAIL_FILE, '\t',
 			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
+	assert_dup_settings(&f->settings, CONFIG_ON_DUPLICATE_IMPORT, 0);
 
 	f = &c->folders[1];
 	assert_string_equal(f->name, "billing.eu-1");
@@ -715,6 +733,7 @@ static void test_full_example_every_key(void **state)
 	assert_settings(&f->settings, 3000, 60, "*.txt", 1048576, CONFIG_ON_CONFLICT_SKIP, false);
 	assert_csv_settings(&f->settings, 1000000, CONFIG_INVALID_ROWS_IMPORT, ';',
 			    CONFIG_ENCODING_WINDOWS_1252, CONFIG_HEADER_RELAXED);
+	assert_dup_settings(&f->settings, CONFIG_ON_DUPLICATE_FAIL, 12 * 3600);
 	assert_ptr_not_equal(f->settings.pattern, c->defaults.pattern);
 }
 
@@ -747,6 +766,11 @@ static void test_builtin_defaults(void **state)
 			CONFIG_ON_CONFLICT_UPSERT, true);
 	assert_csv_settings(&c->defaults, DEFAULT_CSV_SETTINGS);
 	assert_csv_settings(&c->folders[0].settings, DEFAULT_CSV_SETTINGS);
+	assert_dup_settings(&c->defaults, CONFIG_ON_DUPLICATE_SKIP, WINDOW_DEFAULT);
+	assert_dup_settings(&c->folders[0].settings, CONFIG_ON_DUPLICATE_SKIP, WINDOW_DEFAULT);
+	assert_string_equal(c->state_dir, CONFIG_STATE_DIR_DEFAULT);
+	assert_string_equal(c->state_dir, "/var/lib/resend-dropd");
+	assert_int_equal(c->ledger_keep_days, 365);
 	assert_false(c->folders[0].column_map.present);
 	assert_int_equal(c->folders[0].n_segments, 0);
 	assert_int_equal(c->folders[0].n_topics, 0);
@@ -1680,7 +1704,7 @@ static void test_nesting_errors(void **state)
 	load_bytes(buf, o, CONFIG_LOAD_NO_API_KEY);
 	EXPECT_ERRORS("@FILE@:1:1: missing required key 'folders': nothing to watch",
 		      "@FILE@:1:2: unknown key 'a' (expected one of: api, retry, defaults, log, "
-		      "folders, control, metrics)");
+		      "folders, control, metrics, state_dir, ledger_keep_days)");
 }
 
 static void test_aliases_shared_column_map(void **state)
@@ -1815,9 +1839,9 @@ static void test_unknown_keys_inline(void **state)
 	EXPECT_ERRORS("@FILE@:6:5: folders[0]: unknown key 'inbox_dir' (expected one of: name, "
 		      "inbox, done, failed, column_map, segments, topics, settle_ms, rescan_s, "
 		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
-		      "invalid_rows, csv)",
+		      "invalid_rows, csv, on_duplicate, duplicate_window)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
-		      "log, folders, control, metrics)");
+		      "log, folders, control, metrics, state_dir, ledger_keep_days)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:1:3: expected a plain key, got a list");
 }
@@ -2244,6 +2268,443 @@ static void test_enum_value_with_nul_refused(void **state)
 		      "got 'drop'");
 }
 
+/* ---- issue 11: state_dir, ledger_keep_days, on_duplicate, duplicate_window ---------------- */
+
+static void test_duplicate_settings_override(void **state)
+{
+	(void)state;
+	load("defaults:\n"
+	     "  on_duplicate: fail\n"
+	     "  duplicate_window: 12h\n"
+	     "folders:\n"
+	     "  - name: all\n"
+	     "    inbox: @TMP@/a/in\n"
+	     "    done: @TMP@/a/done\n"
+	     "    failed: @TMP@/a/failed\n"
+	     "    on_duplicate: import\n"
+	     "    duplicate_window: 0\n"
+	     "  - name: none\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "  - name: some\n"
+	     "    inbox: @TMP@/c/in\n"
+	     "    done: @TMP@/c/done\n"
+	     "    failed: @TMP@/c/failed\n"
+	     "    duplicate_window: 2w\n");
+	assert_loaded();
+	assert_dup_settings(&E.cfg->defaults, CONFIG_ON_DUPLICATE_FAIL, 43200);
+	assert_dup_settings(&E.cfg->folders[0].settings, CONFIG_ON_DUPLICATE_IMPORT, 0);
+	assert_dup_settings(&E.cfg->folders[1].settings, CONFIG_ON_DUPLICATE_FAIL, 43200);
+	assert_dup_settings(&E.cfg->folders[2].settings, CONFIG_ON_DUPLICATE_FAIL, 1209600);
+	/* The other settings are untouched by these keys. */
+	assert_settings(&E.cfg->folders[0].settings, 2000, 30, "*.csv", MAX_FILE_DEFAULT,
+			CONFIG_ON_CONFLICT_UPSERT, true);
+	assert_csv_settings(&E.cfg->folders[0].settings, DEFAULT_CSV_SETTINGS);
+
+	/* Every on_duplicate value, in defaults and in a folder; defaults after the folders. */
+	static const char *const names[] = {"skip", "import", "fail"};
+	char yaml[512];
+	for (int v = 0; v < 3; v++) {
+		snprintf(yaml, sizeof(yaml),
+			 "folders:\n" FOLDER_A "    on_duplicate: %s\n"
+			 "  - name: b\n"
+			 "    inbox: @TMP@/b/in\n"
+			 "    done: @TMP@/b/done\n"
+			 "    failed: @TMP@/b/failed\n"
+			 "defaults:\n  on_duplicate: %s\n  duplicate_window: 90m\n",
+			 names[2 - v], names[v]);
+		load(yaml);
+		assert_loaded();
+		assert_dup_settings(&E.cfg->defaults, (enum config_on_duplicate)v, 5400);
+		assert_dup_settings(&E.cfg->folders[0].settings, (enum config_on_duplicate)(2 - v),
+				    5400);
+		assert_dup_settings(&E.cfg->folders[1].settings, (enum config_on_duplicate)v, 5400);
+	}
+}
+
+/* config_parse_duration, as duplicate_window and `history --since` use it. */
+static void test_parse_duration(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t want;
+	} good[] = {
+		{"0", 0},
+		{"0s", 0},
+		{"0d", 0},
+		{"1s", 1},
+		{"45s", 45},
+		{"90m", 5400},
+		{"12h", 43200},
+		{"1d", 86400},
+		{"7d", 604800},
+		{"30d", 2592000},
+		{"365d", 31536000},
+		{"1w", 604800},
+		{"2w", 1209600},
+		{"007d", 604800},
+		{"9223372036854775807s", UINT64_C(9223372036854775807)},
+		{"15250284452471w", UINT64_C(15250284452471) * 604800},
+	};
+	static const char *const bad[] = {
+		"",	   "30",  "1",   "00",	 "d",	   "s0",  "-1d", "+1d", " 1d", "1d ",
+		"1 d",	   "1.5d", "1,5d", "1D",	 "1H",	   "1M",  "1y",  "1mo", "1dd", "1d1h",
+		"1ms",	   "0x10s", "1e3s", "30 days", "forever", "never",
+		"9223372036854775808s",	/* INT64_MAX + 1 */
+		"15250284452472w",	/* just over INT64_MAX seconds */
+		"153722867280912931m", /* over INT64_MAX seconds */
+		"99999999999999999999999999d",
+		"18446744073709551616s", /* 2^64 */
+	};
+	uint64_t v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		v = 12345;
+		if (config_parse_duration(good[i].s, &v) != 0)
+			fail_msg("'%s' refused", good[i].s);
+		if (v != good[i].want)
+			fail_msg("'%s': %" PRIu64 " seconds, expected %" PRIu64, good[i].s, v,
+				 good[i].want);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		v = 12345;
+		if (config_parse_duration(bad[i], &v) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+		/* ret_* is written on success only. */
+		assert_int_equal(v, 12345);
+	}
+	v = 12345;
+	assert_int_equal(config_parse_duration(NULL, &v), -EINVAL);
+	assert_int_equal(v, 12345);
+}
+
+#define DURATION "must be a duration like 30d, 12h or 0 (forever)"
+
+/* duplicate_window in the file: plain or quoted, every unit, and every way to be wrong, with
+ * position and key path, in defaults and in a folder. */
+static void test_duplicate_window_values(void **state)
+{
+	static const struct {
+		const char *yaml;
+		uint64_t want;
+	} cases[] = {
+		{"0", 0},	  {"\"0\"", 0},		{"30d", 2592000}, {"'30d'", 2592000},
+		{"12h", 43200}, {"90m", 5400},	{"600s", 600},	  {"1w", 604800},
+	};
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(yaml, sizeof(yaml),
+			 "defaults:\n  duplicate_window: %s\nfolders:\n" FOLDER_A
+			 "  - name: b\n"
+			 "    inbox: @TMP@/b/in\n"
+			 "    done: @TMP@/b/done\n"
+			 "    failed: @TMP@/b/failed\n"
+			 "    duplicate_window: %s\n",
+			 cases[i].yaml, cases[i].yaml);
+		load(yaml);
+		if (E.r != 0)
+			print_message("duplicate_window: %s\n", cases[i].yaml);
+		assert_loaded();
+		assert_int_equal(E.cfg->defaults.duplicate_window_s, cases[i].want);
+		assert_int_equal(E.cfg->folders[0].settings.duplicate_window_s, cases[i].want);
+		assert_int_equal(E.cfg->folders[1].settings.duplicate_window_s, cases[i].want);
+	}
+
+	load("defaults:\n"
+	     "  duplicate_window: 30\n"
+	     "  on_duplicate: ignore\n"
+	     "folders:\n" FOLDER_A "    duplicate_window: 30 days\n"
+	     "    on_duplicate: Skip\n"
+	     "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "    duplicate_window: -1d\n"
+	     "    on_duplicate: [skip]\n");
+	EXPECT_ERRORS("@FILE@:2:21: defaults.duplicate_window: " DURATION ", got '30'",
+		      "@FILE@:3:17: defaults.on_duplicate: expected one of skip, import, fail, got "
+		      "'ignore'",
+		      "@FILE@:9:23: folders[0].duplicate_window: " DURATION ", got '30 days'",
+		      "@FILE@:10:19: folders[0].on_duplicate: expected one of skip, import, fail, "
+		      "got 'Skip'",
+		      "@FILE@:15:23: folders[1].duplicate_window: " DURATION ", got '-1d'",
+		      "@FILE@:16:19: folders[1].on_duplicate: expected one of skip, import, fail, "
+		      "got a list");
+
+	/* Not a scalar, nothing, a NUL, too long, a repeated key. */
+	load("defaults:\n  duplicate_window: [30d]\nfolders:\n" FOLDER_A
+	     "    duplicate_window: { d: 30 }\n");
+	EXPECT_ERRORS("@FILE@:2:21: defaults.duplicate_window: " DURATION ", got a list",
+		      "@FILE@:8:23: folders[0].duplicate_window: " DURATION ", got a mapping");
+	load("defaults:\n  duplicate_window:\nfolders:\n" FOLDER_A "    duplicate_window: \"\"\n");
+	EXPECT_ERRORS("@FILE@:2:20: defaults.duplicate_window: " DURATION ", got an empty value",
+		      "@FILE@:8:23: folders[0].duplicate_window: " DURATION ", got ''");
+	load("defaults:\n  duplicate_window: \"30d\\0\"\nfolders:\n" FOLDER_A
+	     "    duplicate_window: 9223372036854775808s\n");
+	EXPECT_ERRORS("@FILE@:2:21: defaults.duplicate_window: " DURATION ", got '30d'",
+		      "@FILE@:8:23: folders[0].duplicate_window: " DURATION
+		      ", got '9223372036854775808s'");
+	load("defaults:\n  duplicate_window: 1d\n  duplicate_window: 2d\nfolders:\n" FOLDER_A
+	     "    on_duplicate: skip\n    on_duplicate: fail\n");
+	EXPECT_ERRORS("@FILE@:3:3: defaults.duplicate_window: duplicate key (first set at line 2)",
+		      "@FILE@:10:5: folders[0].on_duplicate: duplicate key (first set at line 9)");
+}
+
+static void test_state_dir_and_ledger_keep_days(void **state)
+{
+	(void)state;
+	load("state_dir: @TMP@/state//\nledger_keep_days: 0\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_path(E.cfg->state_dir, "state"); /* need not exist yet */
+	assert_int_equal(E.cfg->ledger_keep_days, 0);
+	load("folders:\n" FOLDER_A "ledger_keep_days: 36500\nstate_dir: /\n");
+	assert_loaded();
+	assert_string_equal(E.cfg->state_dir, "/");
+	assert_int_equal(E.cfg->ledger_keep_days, 36500);
+	load("state_dir: \"/srv/rdd state\"\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->state_dir, "/srv/rdd state");
+
+	load("state_dir: var/lib/resend-dropd\nledger_keep_days: 36501\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: expected an absolute path, got "
+		      "'var/lib/resend-dropd'",
+		      "@FILE@:2:19: ledger_keep_days: 36501 is out of range: expected 0 to 36500");
+	load("state_dir:\nledger_keep_days: -1\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:11: state_dir: expected a non-empty string",
+		      "@FILE@:2:19: ledger_keep_days: expected an integer from 0 to 36500, got '-1'");
+	load("state_dir: [/var/lib/x]\nledger_keep_days: 365d\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: expected a string, got a list",
+		      "@FILE@:2:19: ledger_keep_days: expected an integer from 0 to 36500, got "
+		      "'365d'");
+	load("state_dir: ./state\nledger_keep_days: \"30\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: expected an absolute path, got './state'",
+		      "@FILE@:2:19: ledger_keep_days: expected an integer from 0 to 36500, got a "
+		      "quoted string");
+	load("state_dir: /a\nstate_dir: /b\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:1: state_dir: duplicate key (first set at line 1)");
+
+	char yaml[CONFIG_STATE_DIR_MAX + 200];
+	int n = snprintf(yaml, sizeof(yaml), "state_dir: /");
+	memset(yaml + n, 'x', CONFIG_STATE_DIR_MAX - 1);
+	snprintf(yaml + n + CONFIG_STATE_DIR_MAX - 1, sizeof(yaml) - (size_t)n -
+		 CONFIG_STATE_DIR_MAX + 1, "\nfolders:\n" FOLDER_A);
+	load(yaml);
+	assert_loaded();
+	assert_int_equal(strlen(E.cfg->state_dir), CONFIG_STATE_DIR_MAX);
+	snprintf(yaml + n + CONFIG_STATE_DIR_MAX - 1, sizeof(yaml) - (size_t)n -
+		 CONFIG_STATE_DIR_MAX + 1, "y\nfolders:\n" FOLDER_A);
+	load(yaml);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: a path is at most 1024 bytes long, got 1025");
+}
+
+/* The ledger in a folder's directory: its files would be claimed as exports (or mixed with
+ * finished ones). By identity, so another spelling or a link to it is caught too. */
+static void test_state_dir_not_a_folder_directory(void **state)
+{
+	char link[PATH_MAX + 16];
+
+	(void)state;
+	load("state_dir: @TMP@/a/in/\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: '@TMP@/a/in' is also used by folders[0].inbox: the "
+		      "ledger needs a directory of its own");
+	load("folders:\n" FOLDER_A "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "state_dir: @TMP@/b/../b/failed\n");
+	EXPECT_ERRORS("@FILE@:10:12: state_dir: '@TMP@/b/../b/failed' is also used by "
+		      "folders[1].failed: the ledger needs a directory of its own");
+	snprintf(link, sizeof(link), "%s/state-link", E.dir);
+	assert_int_equal(symlink("a/done", link), 0);
+	load("state_dir: @TMP@/state-link\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:1:12: state_dir: '@TMP@/state-link' is also used by "
+		      "folders[0].done: the ledger needs a directory of its own");
+	/* Beside the folders, or inside an inbox (subdirectories are never taken), is fine. */
+	make_dir("%s/a/in/.ledger", E.dir);
+	load("state_dir: @TMP@/a/in/.ledger\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	load("state_dir: @TMP@/c\nfolders:\n" FOLDER_A);
+	assert_loaded();
+}
+
+/* Folder a's import settings; each hash case below edits a copy of them for folder b. */
+#define IMPORT_A                                                                                   \
+	"    column_map:\n"                                                                    \
+	"      email: Email\n"                                                                 \
+	"      first_name: First Name\n"                                                       \
+	"      last_name: Last Name\n"                                                         \
+	"      unsubscribed: Unsubscribed\n"                                                   \
+	"      properties:\n"                                                                  \
+	"        plan: { column: Plan, type: string }\n"                                       \
+	"        seats: { column: Seats, type: number }\n"                                     \
+	"    segments: [78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6, "                                \
+	"0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0]\n"                                              \
+	"    topics:\n"                                                                        \
+	"      - { id: 059ac693-2fc8-4c13-8b27-01350d638a17, subscription: opt_in }\n"         \
+	"    on_conflict: skip\n"
+
+/* IMPORT_A's hash, computed apart from the code (Python's hashlib over the canonical text
+ * documented in config.c). If this changes, every ledger entry stops matching: the canonical
+ * text must then get a new version, on purpose. */
+#define IMPORT_A_HASH "723d54cb1bcd491fc13b149f5ea36262cd30e93bec5fbd402f3a2a5a7c12d408"
+/* A folder with no column_map, segments or topics, and on_conflict upsert. */
+#define IMPORT_NONE_HASH "4da2857714f821b20389c7a466160ccf7e1f982655b76083283a95f68aba84eb"
+
+static char *replace_once(const char *s, const char *from, const char *to)
+{
+	const char *at = strstr(s, from);
+	char *out;
+
+	if (!at)
+		fail_msg("'%s' not in the settings", from);
+	if (asprintf(&out, "%.*s%s%s", (int)(at - s), s, to, at + strlen(from)) < 0)
+		fail_msg("out of memory");
+	return out;
+}
+
+static void assert_hex64(const char *h)
+{
+	assert_int_equal(strlen(h), 64);
+	for (size_t i = 0; i < 64; i++)
+		assert_true(isdigit((unsigned char)h[i]) || (h[i] >= 'a' && h[i] <= 'f'));
+}
+
+static void test_import_settings_hash(void **state)
+{
+	static const struct {
+		const char *what, *from, *to;
+		bool same;
+	} cases[] = {
+		{"identical", "", "", true},
+		/* Settings that are not import settings. */
+		{"other settings", "    on_conflict: skip\n",
+		 "    on_conflict: skip\n"
+		 "    settle_ms: 0\n"
+		 "    rescan_s: 5\n"
+		 "    pattern: \"*.txt\"\n"
+		 "    max_file_bytes: 2048\n"
+		 "    follow_import: false\n"
+		 "    max_upload_bytes: 65536\n"
+		 "    invalid_rows: fail_file\n"
+		 "    csv: { delimiter: \";\", encoding: windows-1252, header: relaxed }\n"
+		 "    on_duplicate: import\n"
+		 "    duplicate_window: 0\n",
+		 true},
+		{"on_conflict inherited alike", "    on_conflict: skip\n", "", true},
+		{"segment ids in upper case", "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+		 "0B1C2D3E-4F50-6172-8394-A5B6C7D8E9F0", true},
+		{"segments as {id:} objects",
+		 "[78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6, 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0]",
+		 "[{id: 78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6}, "
+		 "{id: 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0}]",
+		 true},
+		{"property type string written out or not", "{ column: Plan, type: string }",
+		 "{ column: Plan }", true},
+		{"same keys in another order", "      email: Email\n      first_name: First Name\n",
+		 "      first_name: First Name\n      email: Email\n", true},
+		/* column_map */
+		{"email column", "email: Email", "email: E-mail", false},
+		{"email column's case", "email: Email", "email: email", false},
+		{"first_name column", "first_name: First Name", "first_name: Firstname", false},
+		{"first_name unset", "      first_name: First Name\n", "", false},
+		{"last_name column", "last_name: Last Name", "last_name: Surname", false},
+		{"unsubscribed column", "unsubscribed: Unsubscribed", "unsubscribed: Opt Out", false},
+		{"unsubscribed unset", "      unsubscribed: Unsubscribed\n", "", false},
+		{"a property's column", "column: Seats", "column: Licenses", false},
+		{"a property's type", "column: Seats, type: number", "column: Seats, type: string",
+		 false},
+		{"a property's key", "seats:", "licenses:", false},
+		{"a property more", "      properties:\n",
+		 "      properties:\n        trial: { column: Trial, type: boolean }\n", false},
+		{"a property less", "        seats: { column: Seats, type: number }\n", "", false},
+		{"properties reordered", "        plan: { column: Plan, type: string }\n"
+					 "        seats: { column: Seats, type: number }\n",
+		 "        seats: { column: Seats, type: number }\n"
+		 "        plan: { column: Plan, type: string }\n",
+		 false},
+		{"columns moved between fields (no ambiguity)",
+		 "      email: Email\n      first_name: First Name\n",
+		 "      email: \"Email\\nfirst_name 10:First Name\"\n", false},
+		{"no column_map", "    column_map:\n      email: Email\n      first_name: First Name\n"
+				  "      last_name: Last Name\n      unsubscribed: Unsubscribed\n"
+				  "      properties:\n"
+				  "        plan: { column: Plan, type: string }\n"
+				  "        seats: { column: Seats, type: number }\n",
+		 "", false},
+		/* segments */
+		{"a segment id", "78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6",
+		 "78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab7", false},
+		{"a segment less", ", 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0]", "]", false},
+		{"a segment more", "]", ", 1f0c6a2e-53d4-4b8e-9d64-2c8a4f5e7b10]", false},
+		{"segments reordered",
+		 "[78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6, 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0]",
+		 "[0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0, 78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6]",
+		 false},
+		{"no segments",
+		 "[78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6, 0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0]", "[]",
+		 false},
+		/* topics */
+		{"a topic id", "059ac693-2fc8-4c13-8b27-01350d638a17",
+		 "159ac693-2fc8-4c13-8b27-01350d638a17", false},
+		{"a topic's subscription", "subscription: opt_in", "subscription: opt_out", false},
+		{"a topic more", "    on_conflict: skip\n",
+		 "      - { id: 159ac693-2fc8-4c13-8b27-01350d638a17, subscription: opt_in }\n"
+		 "    on_conflict: skip\n",
+		 false},
+		{"no topics",
+		 "    topics:\n"
+		 "      - { id: 059ac693-2fc8-4c13-8b27-01350d638a17, subscription: opt_in }\n",
+		 "    topics: []\n", false},
+		/* on_conflict */
+		{"on_conflict", "on_conflict: skip", "on_conflict: upsert", false},
+	};
+	char hash_a[65], hash_b[65];
+	char *yaml = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *b = *cases[i].from ? replace_once(IMPORT_A, cases[i].from, cases[i].to)
+					 : strdup(IMPORT_A);
+		assert_non_null(b);
+		int n = asprintf(&yaml,
+				 "defaults:\n  on_conflict: skip\n"
+				 "folders:\n" FOLDER_A IMPORT_A "  - name: other.name\n"
+				 "    inbox: @TMP@/b/in\n"
+				 "    done: @TMP@/b/done\n"
+				 "    failed: @TMP@/b/failed\n"
+				 "%s",
+				 b);
+		free(b);
+		assert_true(n > 0);
+		load(yaml);
+		free(yaml);
+		if (E.r != 0)
+			print_message("case: %s\n", cases[i].what);
+		assert_loaded();
+		config_import_settings_hash(&E.cfg->folders[0], hash_a);
+		config_import_settings_hash(&E.cfg->folders[1], hash_b);
+		assert_hex64(hash_a);
+		assert_hex64(hash_b);
+		assert_string_equal(hash_a, IMPORT_A_HASH);
+		if (cases[i].same != (strcmp(hash_a, hash_b) == 0))
+			fail_msg("%s: the hashes are %s, expected them %s", cases[i].what,
+				 cases[i].same ? "different" : "equal",
+				 cases[i].same ? "equal" : "different");
+	}
+
+	/* No import settings at all; and the same folder hashed twice. */
+	load("folders:\n" FOLDER_A);
+	assert_loaded();
+	config_import_settings_hash(&E.cfg->folders[0], hash_a);
+	config_import_settings_hash(&E.cfg->folders[0], hash_b);
+	assert_string_equal(hash_a, IMPORT_NONE_HASH);
+	assert_string_equal(hash_b, IMPORT_NONE_HASH);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b)
@@ -2351,6 +2812,12 @@ int main(void)
 		T(test_csv_header_invalid_rows_max_upload_values),
 		T(test_csv_errors),
 		T(test_enum_value_with_nul_refused),
+		T(test_duplicate_settings_override),
+		T(test_parse_duration),
+		T(test_duplicate_window_values),
+		T(test_state_dir_and_ledger_keep_days),
+		T(test_state_dir_not_a_folder_directory),
+		T(test_import_settings_hash),
 	};
 	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
 	char **good, **bad;
