@@ -828,6 +828,13 @@ fsops_list(int dir_fd, char ***ret_names, size_t *ret_n)
 	}
 	errno = 0;
 	while ((de = readdir(dir)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		/* A durable record's temporary (".<record>.tmp", the record's own name starting
+		 * with a dot) that a crash left before its rename: nothing will finish it. */
+		if (strncmp(de->d_name, "..", 2) == 0 && len > 6 &&
+		    strcmp(de->d_name + len - 4, ".tmp") == 0)
+			(void)unlinkat(dir_fd, de->d_name, 0);
 		if (de->d_name[0] == '.')
 			continue;
 		if (n == cap) {

@@ -108,7 +108,9 @@ int fsops_open_tmpfile(int dir_fd, int *ret_fd);
 int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len);
 
 /* The names in DIR_FD that do not start with a dot, in directory order: a malloc'd array of
- * malloc'd strings (free with fsops_names_free). */
+ * malloc'd strings (free with fsops_names_free). For a processing directory, listed before
+ * anything runs there: the temporaries of durable records (fsops_write_record) that a crash
+ * left are removed on the way. */
 int fsops_list(int dir_fd, char ***ret_names, size_t *ret_n);
 void fsops_names_free(char **names, size_t n);
 

@@ -1949,6 +1949,17 @@ test_list_skips_dot_names(void **state)
 	assert_int_equal(fsops_list(t->in, &names, &n), 0);
 	assert_int_equal(n, 2);
 	fsops_names_free(names, n);
+
+	/* A durable record's temporary left by a crash goes; the record and the rest stay. */
+	write_file(tpath(state, "in/..state-0123.tmp"), "{}");
+	write_file(tpath(state, "in/.state-0123"), "{}");
+	write_file(tpath(state, "in/.x.tmp"), "{}");
+	assert_int_equal(fsops_list(t->in, &names, &n), 0);
+	assert_int_equal(n, 2);
+	fsops_names_free(names, n);
+	assert_int_equal(access(tpath(state, "in/..state-0123.tmp"), F_OK), -1);
+	assert_int_equal(access(tpath(state, "in/.state-0123"), F_OK), 0);
+	assert_int_equal(access(tpath(state, "in/.x.tmp"), F_OK), 0);
 }
 
 static void
