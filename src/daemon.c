@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -16,6 +17,8 @@
 #include "http.h"
 #include "control.h"
 #include "job.h"
+#include "ledger.h"
+#include "ledgerq.h"
 #include "jobs_control.h"
 #include "log.h"
 #include "metrics.h"
@@ -47,6 +50,11 @@ struct daemon {
 	struct status_pauses *pauses;
 	int64_t started_ms;
 	struct notify *notify; /* the service manager; NULL if it could not be set up */
+	/* The ledger outlives pipelines too (state_dir needs a restart); none in a dry run. */
+	struct ledger *ledger;
+	struct ledgerq *lq;
+	char *state_dir;
+	uv_timer_t prune_timer;
 	bool stopping;
 	int exit_status;
 };
@@ -189,6 +197,10 @@ static int pipeline_start(struct daemon *d)
 	r = jobs_new(&d->loop, pl->cfg, pl->api, jflags, &events, &pl->jobs);
 	if (r < 0)
 		return r;
+	jobs_set_ledger(pl->jobs, d->lq);
+	if (d->state_dir && strcmp(d->state_dir, pl->cfg->state_dir) != 0)
+		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",
+			    pl->cfg->state_dir, d->state_dir);
 	daemon_control_attach(d);
 	if (!(d->flags & DAEMON_DRY_RUN)) {
 		for (size_t i = 0; i < pl->cfg->n_folders; i++)
@@ -228,6 +240,64 @@ static void pipeline_teardown(struct daemon *d)
 	memset(pl, 0, sizeof(*pl));
 }
 
+/* ---- the ledger ------------------------------------------------------------------------ */
+
+#define DAEMON_PRUNE_EVERY_MS (6 * 60 * 60 * 1000)
+
+static void daemon_ledger_health(bool failing, const char *error, void *data)
+{
+	struct daemon *d = data;
+
+	if (d->pl.jobs)
+		jobs_ledger_health(d->pl.jobs, failing, error);
+	else if (failing)
+		log_error("%s", error);
+}
+
+static void daemon_prune_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	uint64_t days = d->pl.cfg ? d->pl.cfg->ledger_keep_days : 0;
+	struct timespec now;
+
+	if (!days || !d->lq)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	(void)ledgerq_prune(d->lq, (int64_t)now.tv_sec * 1000 - (int64_t)days * 86400 * 1000);
+}
+
+/* Opens the ledger in state_dir (made when it is missing: systemd's StateDirectory= makes it for
+ * the service; a run by hand may not have it) and its thread. Not in a dry run, which records
+ * nothing. */
+static int daemon_ledger_open(struct daemon *d)
+{
+	const char *dir = d->pl.cfg->state_dir;
+	char err[640];
+	int r;
+
+	if (d->flags & DAEMON_DRY_RUN)
+		return 0;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+		log_error("cannot make state_dir '%s' for the ledger: %s", dir, strerror(errno));
+		return -errno;
+	}
+	r = ledger_open(dir, false, &d->ledger, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return r;
+	}
+	d->state_dir = strdup(dir);
+	r = d->state_dir ? ledgerq_new(&d->loop, d->ledger, daemon_ledger_health, d, &d->lq)
+			 : -ENOMEM;
+	if (r < 0) {
+		log_error("cannot start the ledger's thread: %s", strerror(-r));
+		return r;
+	}
+	uv_timer_start(&d->prune_timer, daemon_prune_cb, 1000, DAEMON_PRUNE_EVERY_MS);
+	uv_unref((uv_handle_t *)&d->prune_timer);
+	return 0;
+}
+
 static void daemon_close_signals(struct daemon *d)
 {
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -239,6 +309,10 @@ static void daemon_close_signals(struct daemon *d)
 	notify_close(d->notify);
 	d->notify = NULL;
 	uv_close((uv_handle_t *)&d->once_check, NULL);
+	uv_close((uv_handle_t *)&d->prune_timer, NULL);
+	/* Last: the records of the files that just finished are written first. */
+	ledgerq_close(d->lq);
+	d->lq = NULL;
 }
 
 static void daemon_drained_cb(void *data)
@@ -634,10 +708,14 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		return 2;
 	}
 	daemon_start_signals(&d);
+	uv_timer_init(&d.loop, &d.prune_timer);
+	d.prune_timer.data = &d;
 	r = notify_new(&d.loop, daemon_status_cb, &d, &d.notify);
 	if (r < 0)
 		log_warning("cannot set up notifications to the service manager: %s", strerror(-r));
 	r = daemon_control_prepare(&d);
+	if (r == 0)
+		r = daemon_ledger_open(&d);
 	if (r == 0)
 		r = pipeline_start(&d);
 	if (r == 0)
@@ -671,6 +749,8 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	if (r < 0)
 		log_error("event loop closed with handles still open: %s", uv_strerror(r));
 	curl_global_cleanup();
+	ledger_close(d.ledger);
+	free(d.state_dir);
 	metrics_free(d.metrics);
 	status_pauses_free(d.pauses);
 	log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STOPPED}, "stopped");

@@ -66,6 +66,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <utlist.h>
 #include <xxhash.h>
 
 #include "log.h"
@@ -87,11 +88,16 @@
 static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,
-			  S(CHECKING) | S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(FINISHING) |
-				  S(ENDED)},
+			  S(CHECKING) | S(LOOKING_UP) | S(QUEUED) | S(SAVING) | S(RETRY_WAIT) |
+				  S(FINISHING) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
-			  S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) | S(FINISHING) |
-				  S(ENDED)},
+			  S(LOOKING_UP) | S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) |
+				  S(FINISHING) | S(ENDED)},
+	[JOB_LOOKING_UP] = {"looking up", true, false, true, false,
+			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(DUP_WAIT) |
+				    S(ENDED)},
+	[JOB_DUP_WAIT] = {"waiting for its duplicate", true, false, true, false,
+			  S(LOOKING_UP) | S(SAVING) | S(ENDED)},
 	[JOB_SAVING] = {"saving", true, false, false, true,
 			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
@@ -324,6 +330,7 @@ static void job_claim_done(struct diskq_op *op)
 		/* Without it, the record is written again before the upload (SAVING). */
 		job->record_counts_next = job->record_result == 0;
 		job_emit_claimed(job, JOBS_CLAIMED);
+		jobs_ledger_record(js, job, LEDGER_CLAIMED);
 		if (job->checked)
 			job_check_result(job);
 		else
@@ -419,6 +426,149 @@ static void job_dry_run_log(struct job *job)
 		 n->n_parts, n->n_parts == 1 ? "" : "s", job->js->cfg->api.base_url,
 		 fl->column_map ? fl->column_map : "(none)", fl->on_conflict,
 		 fl->segments ? fl->segments : "(none)", fl->topics ? fl->topics : "(none)");
+}
+
+/* What a checked file does next, once the ledger said it is no duplicate. */
+static void job_after_lookup(struct job *job)
+{
+	bool follow = job->folder->conf->settings.follow_import;
+
+	if (job->part == job->rep.n_parts) {
+		/* Uploaded before a restart: never upload again, only learn the outcome. */
+		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
+		return;
+	}
+	/* The claim's record counts the first upload already; a resumed file's does not. */
+	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
+}
+
+/* ---- LOOKING_UP, DUP_WAIT: the ledger on duplicates and recovery --------------------- */
+
+/* The content JOB is importing now: files of the same content wait for it. */
+static struct inflight *job_inflight_find(struct folder_rt *f, const char *sha256)
+{
+	struct inflight *in;
+
+	HASH_FIND_STR(f->inflight, sha256, in);
+	return in;
+}
+
+static void job_inflight_release(struct job *job)
+{
+	struct inflight *in = job->holds;
+	struct job *w, *tmp;
+
+	if (in) {
+		job->holds = NULL;
+		HASH_DEL(job->folder->inflight, in);
+		/* Each asks the ledger again: the first to hear that nothing was imported takes
+		 * the content over, the others wait for it in turn. */
+		DL_FOREACH_SAFE2(in->waiters, w, tmp, dup_next) {
+			DL_DELETE2(in->waiters, w, dup_prev, dup_next);
+			w->waits_on = NULL;
+			job_enter(w, JOB_LOOKING_UP);
+		}
+		free(in);
+	}
+	if (job->waits_on) {
+		DL_DELETE2(job->waits_on->waiters, job, dup_prev, dup_next);
+		job->waits_on = NULL;
+	}
+}
+
+/* Recovery through the ledger: a resumed file whose state record did not say it was uploaded
+ * takes the import ids the ledger has for it (a record lost, or from before the ledger). */
+static void job_adopt_ledger_entry(struct job *job, const struct ledger_entry *e)
+{
+	size_t n = 0;
+	const char *p = e->import_ids;
+
+	job->rep.claimed_at_ms = e->claimed_at_ms;
+	if (job->part > 0 || !p || !*p)
+		return;
+	while (p && *p && n < job->rep.n_parts) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len == 0 || len >= sizeof(job->rep.parts[n].import_id))
+			break;
+		memcpy(job->rep.parts[n].import_id, p, len);
+		job->rep.parts[n].import_id[len] = '\0';
+		n++;
+		p = comma ? comma + 1 : NULL;
+	}
+	if (n == 0)
+		return;
+	job->part = n;
+	memcpy(job->rep.import_id, job->rep.parts[0].import_id, sizeof(job->rep.import_id));
+	log_info("%s: '%s': the ledger has %zu import%s of it from before the restart (%s); "
+		 "what was imported is not uploaded again",
+		 job_folder_name(job), job->name, n, n == 1 ? "" : "s", e->import_ids);
+}
+
+static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
+{
+	struct job *job = data;
+	struct folder_rt *f = job->folder;
+	enum config_on_duplicate policy = f->conf->settings.on_duplicate;
+	struct inflight *in;
+
+	job->lookup = NULL;
+	if (job->resumed && res->unfinished_result == 0)
+		job_adopt_ledger_entry(job, &res->unfinished);
+	if (job->part == 0 && policy != CONFIG_ON_DUPLICATE_IMPORT) {
+		if (res->imported_result == 0 &&
+		    ledger_entry_copy(&job->duplicate, &res->imported) == 0) {
+			char when[32];
+
+			fsops_format_utc(when, job->duplicate.finished_at_ms / 1000, -1);
+			job->rep.duplicate_of = &job->duplicate;
+			if (policy == CONFIG_ON_DUPLICATE_FAIL)
+				report_fail(&job->rep, REPORT_STAGE_CHECK, 0, NULL,
+					    "the same content was imported from '%s' at %s as import "
+					    "%s, and on_duplicate is fail",
+					    job->duplicate.file, when,
+					    job->duplicate.import_ids ? job->duplicate.import_ids : "?");
+			job_enter(job, JOB_FINISHING);
+			return;
+		}
+		in = job_inflight_find(f, job->rep.sha256);
+		if (in && in->owner != job) {
+			log_info("%s: '%s' waits: '%s', of the same content, is being imported",
+				 job_folder_name(job), job->name, in->owner->name);
+			DL_APPEND2(in->waiters, job, dup_prev, dup_next);
+			job->waits_on = in;
+			job_enter(job, JOB_DUP_WAIT);
+			return;
+		}
+		if (!in && (in = calloc(1, sizeof(*in)))) {
+			memcpy(in->sha256, job->rep.sha256, sizeof(in->sha256));
+			in->owner = job;
+			HASH_ADD_STR(f->inflight, sha256, in);
+			job->holds = in;
+		}
+	}
+	job_after_lookup(job);
+}
+
+static void job_start_lookup(struct job *job)
+{
+	struct jobs *js = job->js;
+	const struct config_settings *st = &job->folder->conf->settings;
+	int64_t since = 0;
+	int r;
+
+	if (st->duplicate_window_s)
+		since = jobs_now_wall_ms() - (int64_t)st->duplicate_window_s * 1000;
+	r = ledgerq_lookup(js->lq, job_folder_name(job), job->name, job->rep.sha256,
+			   job->folder->settings_hash, since,
+			   st->on_duplicate != CONFIG_ON_DUPLICATE_IMPORT && job->part == 0,
+			   job_lookup_done, job, &job->lookup);
+	if (r < 0) {
+		log_error("%s: '%s': out of memory while looking it up in the ledger; it stays in "
+			  "processing", job_folder_name(job), job->name);
+		job_end(job, JOB_END_RELEASED);
+	}
 }
 
 /* The report's parts, one per upload the check planned. */
@@ -518,7 +668,6 @@ static void job_check_later(struct job *job)
 static void job_check_result(struct job *job)
 {
 	struct precheck *c = &job->check;
-	bool follow = job->folder->conf->settings.follow_import;
 	char why[sizeof(c->reason)];
 
 	if (job->check_result == -ECANCELED) {
@@ -566,13 +715,11 @@ static void job_check_result(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	if (job->part == job->rep.n_parts) {
-		/* Uploaded before a restart: never upload again, only learn the outcome. */
-		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
+	if (job->js->lq) {
+		job_enter(job, JOB_LOOKING_UP);
 		return;
 	}
-	/* The claim's record counts the first upload already; a resumed file's does not. */
-	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
+	job_after_lookup(job);
 }
 
 static void job_check_done(uv_work_t *req, int status)
@@ -790,6 +937,7 @@ static void job_upload_done(struct api_call *call, void *data)
 			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
 		job->part++;
 		job->import_recorded = false;
+		jobs_ledger_record(js, job, LEDGER_UPLOADED);
 		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
 			/* The import exists, made from whatever was read: the operator decides what
 			 * to do with it, so its id is in the report and the file is not followed. */
@@ -1176,6 +1324,9 @@ static void job_finish_done(struct diskq_op *op)
 		log_info("%s: '%s' could be moved after %u failed attempt%s", conf->name, job->name,
 			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
 	report_log_outcome(&job->rep, dir, job->final_name);
+	jobs_ledger_record(js, job,
+			   job->rep.failed ? LEDGER_FAILED
+			   : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE);
 	metrics_file_finished(f->metrics, job->rep.failed);
 	if (job->rep.failed) {
 		f->failed++;
@@ -1242,6 +1393,11 @@ void job_enter(struct job *job, enum job_state to)
 			job_end(job, JOB_END_RELEASED);
 		}
 		break;
+	case JOB_LOOKING_UP:
+		job_start_lookup(job);
+		break;
+	case JOB_DUP_WAIT:
+		break;
 	case JOB_QUEUED:
 		pacer_upload(&js->pacer, &job->se, job->requeue_front);
 		job->requeue_front = false;
@@ -1295,6 +1451,10 @@ void job_enter(struct job *job, enum job_state to)
 void job_release(struct job *job)
 {
 	pacer_cancel(&job->js->pacer, &job->se);
+	if (job->lookup) {
+		ledgerq_cancel(job->js->lq, job->lookup);
+		job->lookup = NULL;
+	}
 	if (job->record_counts_next) {
 		/* Its record counts the upload it was waiting for: say what was made first. */
 		job->record_exact = true;
@@ -1313,6 +1473,10 @@ void job_end(struct job *job, enum job_end how)
 	if (job->state != JOB_ENDED)
 		job_set_state(job, JOB_ENDED);
 	pacer_cancel(&js->pacer, &job->se);
+	if (job->lookup)
+		ledgerq_cancel(js->lq, job->lookup);
+	job->lookup = NULL;
+	job_inflight_release(job);
 	if (job->call)
 		api_call_free(job->call);
 	if (job->check.fd >= 0)
@@ -1335,6 +1499,7 @@ void job_end(struct job *job, enum job_end how)
 	free(job->final_name);
 	free(job->rejects_final);
 	free(job->rep.parts);
+	ledger_entry_clear(&job->duplicate);
 	normalize_clear(&job->check.norm);
 	staterec_clear(&job->record);
 	free(job);

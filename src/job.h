@@ -54,6 +54,13 @@ enum jobs_flags {
 int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
 	     const struct jobs_events *events, struct jobs **ret);
 
+/* The daemon's ledger (it outlives JOBS; NULL: none): files are recorded there, duplicates
+ * looked up. jobs_ledger_health says that writing to it fails (FAILING), or works again: no new
+ * file is claimed while it fails. */
+struct ledgerq;
+void jobs_set_ledger(struct jobs *js, struct ledgerq *lq);
+void jobs_ledger_health(struct jobs *js, bool failing, const char *error);
+
 /* Offers inbox file NAME of folder FOLDER, as it was when it settled (SEEN): O(1). */
 enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
 			     const struct fsops_seen *seen);

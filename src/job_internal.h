@@ -13,6 +13,7 @@
 
 #include "diskq.h"
 #include "job.h"
+#include "ledgerq.h"
 #include "metrics.h"
 #include "pacer.h"
 #include "precheck.h"
@@ -24,6 +25,8 @@ enum job_state {
 	JOB_NEW,
 	JOB_CLAIMING,
 	JOB_CHECKING,
+	JOB_LOOKING_UP,
+	JOB_DUP_WAIT,
 	JOB_QUEUED,
 	JOB_SAVING,
 	JOB_UPLOADING,
@@ -74,8 +77,20 @@ struct claimed {
 	char name[];
 };
 
+/* Content of a folder being imported now: later files of the same content wait for its
+ * outcome (on_duplicate skip or fail), so that two copies dropped together are not both
+ * imported. Keyed by the content's sha256 in folder_rt.inflight. */
+struct inflight {
+	UT_hash_handle hh;
+	struct job *owner;
+	struct job *waiters; /* utlist DL, by job.dup_prev/dup_next */
+	char sha256[65];
+};
+
 struct folder_rt {
 	const struct config_folder *conf;
+	char settings_hash[65]; /* config_import_settings_hash: duplicates share it */
+	struct inflight *inflight;
 	/* Open once; a directory found replaced is swapped in place (dup2), see job.c. */
 	int inbox_fd, proc_fd, lock_fd, done_fd, failed_fd;
 	struct resend_fields fields;
@@ -125,6 +140,12 @@ struct job {
 	 * poll_part the one followed. */
 	size_t part, poll_part;
 	bool recheck;      /* RETRY_WAIT: the check could not write its copy; check again */
+	/* LOOKING_UP: the ledger's look-up (ledgerq_lookup); DUP_WAIT: the content it waits for.
+	 * DUPLICATE: the earlier import of the same content, once found. */
+	void *lookup;
+	struct inflight *holds, *waits_on;
+	struct ledger_entry duplicate;
+	struct job *dup_prev, *dup_next;
 	bool save_durable; /* SAVING: the record holds a part's new import id */
 	unsigned recheck_failures;
 	char *record_text; /* SAVING, RECORDING: what the disk thread writes */
@@ -183,6 +204,8 @@ struct jobs {
 	void *drained_data;
 	unsigned failed_total, done_total;
 	struct metrics *metrics; /* the daemon's, NULL: not counted */
+	struct ledgerq *lq;      /* the daemon's ledger, NULL: none (duplicates are not looked for) */
+	bool ledger_failing;     /* writes fail: no new claims until they work again */
 	unsigned open_handles;
 	bool closing;
 };
@@ -210,6 +233,9 @@ void jobs_submit_disk(struct jobs *js, struct diskq_op *op);
 bool jobs_events_on(const struct jobs *js);
 void jobs_claimed_free(struct jobs *js, struct claimed *c);
 void jobs_backlog_push(struct jobs *js, struct claimed *c);
+/* The ledger (jobs.c): records JOB's state as STATUS; nothing without a ledger or in a dry run. */
+void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status status);
+
 /* Pauses every request after the key (RESEND_AUTH) or the quota (RESEND_QUOTA) refused one. */
 void jobs_pause(struct jobs *js, enum resend_class cls, const struct resend_error *e);
 

@@ -159,7 +159,8 @@ static void jobs_turn_cb(uv_prepare_t *prepare)
 	if (!js->draining) {
 		jobs_admit(js);
 		/* The daemon submits parked files from inside this call. */
-		if (js->holding < js->max_holding && js->backlog == 0 && js->events.capacity)
+		if (js->holding < js->max_holding && js->backlog == 0 && !js->ledger_failing &&
+		    js->events.capacity)
 			js->events.capacity(js->events.data);
 		if (jobs_idle(js) && js->events.idle)
 			js->events.idle(js->events.data);
@@ -197,7 +198,7 @@ enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
 			 f->conf->name, name);
 		return JOBS_NAME_BUSY;
 	}
-	if (js->holding >= js->max_holding || js->backlog > 0)
+	if (js->holding >= js->max_holding || js->backlog > 0 || js->ledger_failing)
 		return JOBS_LATER;
 	c = claimed_new(folder, name);
 	job = c ? job_new(js, c) : NULL;
@@ -218,6 +219,85 @@ enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
 	}
 	job_enter(job, JOB_CLAIMING);
 	return JOBS_CLAIMING;
+}
+
+void jobs_set_ledger(struct jobs *js, struct ledgerq *lq)
+{
+	js->lq = lq;
+	js->ledger_failing = lq && ledgerq_failing(lq);
+}
+
+void jobs_ledger_health(struct jobs *js, bool failing, const char *error)
+{
+	if (failing == js->ledger_failing)
+		return;
+	js->ledger_failing = failing;
+	if (failing)
+		log_event(LOG_LEVEL_ERROR,
+			  &(struct log_fields){LOG_ID_LEDGER_FAILED, NULL, NULL, NULL, NULL},
+			  "%s; no new file is taken from the inboxes until the ledger can be written "
+			  "again (files in flight go on; nothing is lost or imported twice)",
+			  error);
+	else
+		log_info("the ledger can be written again: files are taken from the inboxes again");
+	jobs_defer(js);
+}
+
+/* The import ids of JOB's parts so far, comma-separated (malloc'd), or NULL. */
+static char *jobs_import_ids(const struct job *job)
+{
+	size_t len = 0, n = 0;
+	char *ids, *p;
+
+	for (size_t i = 0; i < job->rep.n_parts && job->rep.parts[i].import_id[0]; i++, n++)
+		len += strlen(job->rep.parts[i].import_id) + 1;
+	if (n == 0 && job->rep.import_id[0])
+		return strdup(job->rep.import_id);
+	if (n == 0 || !(ids = malloc(len)))
+		return NULL;
+	p = ids;
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, "%s%s", i ? "," : "", job->rep.parts[i].import_id);
+	return ids;
+}
+
+void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status status)
+{
+	const struct report *r = &job->rep;
+	struct ledger_entry e = {
+		.folder = (char *)job->folder->conf->name,
+		.file = (char *)job->name,
+		.claimed_at_ms = r->claimed_at_ms,
+		.bytes = r->bytes,
+		.attempts = r->attempts,
+		.uploaded_at_ms = r->uploaded_at_ms,
+		.status = status,
+		.total = -1, .created = -1, .updated = -1, .skipped = -1, .failed = -1,
+	};
+	char *error = NULL;
+
+	if (!js->lq || job->dry_run)
+		return;
+	memcpy(e.sha256, r->sha256, sizeof(e.sha256));
+	memcpy(e.settings_hash, job->folder->settings_hash, sizeof(e.settings_hash));
+	if (status == LEDGER_DONE || status == LEDGER_FAILED || status == LEDGER_SKIPPED)
+		e.finished_at_ms = job->finished_ms ? job->finished_ms : jobs_now_wall_ms();
+	if (r->import.has_counts) {
+		e.total = r->import.total;
+		e.created = r->import.created;
+		e.updated = r->import.updated;
+		e.skipped = r->import.skipped;
+		e.failed = r->import.failed;
+	}
+	if (r->failed && asprintf(&error, "%s: %s", report_stage_name(r->stage),
+				  r->error.message) < 0)
+		error = NULL;
+	e.error = error;
+	e.import_ids = jobs_import_ids(job);
+	e.duplicate_of = r->duplicate_of ? r->duplicate_of->file : NULL;
+	(void)ledgerq_record(js->lq, &e);
+	free(e.import_ids);
+	free(error);
 }
 
 static void jobs_list_work(struct diskq_op *op)
@@ -387,6 +467,7 @@ static int folder_rt_open(struct folder_rt *f, bool dry_run)
 	r = resend_fields_build(c, &f->fields);
 	if (r < 0)
 		return r;
+	config_import_settings_hash(c, f->settings_hash);
 	if (dry_run) {
 		r = fsops_open_dir(c->inbox, &f->inbox_fd);
 		if (r < 0)

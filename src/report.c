@@ -159,6 +159,32 @@ static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_fil
 	cJSON_AddNumberToObject(c, "bytes_after", (double)n->bytes_after);
 }
 
+/* The earlier import of the same content (on_duplicate): which file, when, which import. */
+static void add_duplicate(cJSON *o, const struct ledger_entry *d)
+{
+	cJSON *x, *ids;
+	const char *p;
+
+	if (!d) {
+		cJSON_AddNullToObject(o, "duplicate_of");
+		return;
+	}
+	x = cJSON_AddObjectToObject(o, "duplicate_of");
+	report_add_string(x, "file", d->file ? d->file : "");
+	add_time(x, "claimed_at", d->claimed_at_ms);
+	add_time(x, "imported_at", d->finished_at_ms);
+	ids = cJSON_AddArrayToObject(x, "import_ids");
+	for (p = d->import_ids; p && *p;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		char id[64];
+
+		snprintf(id, sizeof(id), "%.*s", (int)len, p);
+		cJSON_AddItemToArray(ids, cJSON_CreateString(id));
+		p = comma ? comma + 1 : NULL;
+	}
+}
+
 static void add_parts(cJSON *o, const struct report *r)
 {
 	cJSON *a;
@@ -242,6 +268,7 @@ char *report_json(const struct report *r, int64_t finished_ms)
 		cJSON_AddNullToObject(o, "import_id");
 	add_import(o, &r->import);
 	add_parts(o, r);
+	add_duplicate(o, r->duplicate_of);
 	add_csv(o, r->csv, r->rejects_file);
 	add_error(o, r);
 	text = cJSON_Print(o);
@@ -315,6 +342,20 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 		return;
 	}
 	const struct log_fields done = {LOG_ID_FILE_DONE, r->folder, r->file, import_id, "done"};
+
+	if (r->duplicate_of) {
+		const struct ledger_entry *d = r->duplicate_of;
+		char when[32];
+
+		fsops_format_utc(when, d->finished_at_ms / 1000, -1);
+		log_event(LOG_LEVEL_INFO,
+			  &(struct log_fields){LOG_ID_FILE_DONE, r->folder, r->file, NULL, "skipped"},
+			  "%s: '%s' skipped: the same content was imported from '%s' at %s as import "
+			  "%s; nothing sent (moved to %s/%s)",
+			  r->folder, r->file, d->file ? d->file : "?", when,
+			  d->import_ids ? d->import_ids : "?", dir, final_name);
+		return;
+	}
 	char parts[64] = "";
 
 	if (r->n_parts > 1)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ledger.h"
 #include "normalize.h"
 #include "resend.h"
 
@@ -33,6 +34,9 @@ struct report {
 	/* What the CSV was found to be and what was made of it (borrowed; NULL: never read). */
 	const struct normalize *csv;
 	const char *rejects_file; /* borrowed: its name beside the report, or NULL */
+	/* A duplicate (on_duplicate skip or fail): the earlier import of the same content
+	 * (borrowed; NULL: none). Skipped when not failed: moved to done, nothing sent. */
+	const struct ledger_entry *duplicate_of;
 	/* The uploads (owned by the caller); a report lists them when there are several. */
 	struct report_part *parts;
 	size_t n_parts;

@@ -350,8 +350,10 @@ class Harness:
         return Folder(os.path.join(self.root, name), name, settings)
 
     def config(self, folders, api=None, retry=None, defaults=None, log=None, base_url=None,
-               name="resend-dropd.yaml", control=None, metrics=None):
+               name="resend-dropd.yaml", control=None, metrics=None, state_dir=None):
         document = {
+            # The ledger in the test's tree too (shared by every daemon of the test).
+            "state_dir": state_dir or self.state_dir,
             "api": merged({"base_url": base_url or self.fake.url, **self.API}, api),
             "retry": merged(self.RETRY, retry),
             "defaults": merged(self.DEFAULTS, defaults),
@@ -366,6 +368,10 @@ class Harness:
         with open(path, "w", encoding="utf-8") as file:
             file.write(yaml_text(document) + "\n")
         return path
+
+    @property
+    def state_dir(self):
+        return os.path.join(self.root, "state")
 
     def control_socket(self, name="resend-dropd.yaml"):
         """The control socket of the configuration written by config(name=NAME)."""

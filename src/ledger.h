@@ -1,0 +1,138 @@
+/* The import ledger: what became of every file the daemon took, kept for duplicates, for
+ * recovery after a crash, and for `resend-dropd history`. A narrow, synchronous interface:
+ * record, look up, list, prune. The daemon calls it from one thread of its own (ledgerq.h),
+ * never from the loop; the history command calls it directly. SQLite (ledger_sqlite.c) is the
+ * embedded backend; another (a database server shared by several hosts) is another
+ * struct ledger_ops behind ledger_open, and nothing else changes. */
+#ifndef RDD_LEDGER_H
+#define RDD_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LEDGER_FILE_NAME "ledger.sqlite"
+
+enum ledger_status {
+	LEDGER_CLAIMED,  /* taken into processing, not uploaded */
+	LEDGER_UPLOADED, /* an import exists (every part's, when split), not finished */
+	LEDGER_DONE,     /* imported: moved to done */
+	LEDGER_FAILED,   /* moved to failed */
+	LEDGER_SKIPPED,  /* a duplicate of an earlier import: moved to done, nothing sent */
+	LEDGER_N_STATUSES
+};
+
+/* One file, from its claim to its end. FOLDER, FILE and CLAIMED_AT_MS are its key: recording an
+ * entry again replaces what was recorded for it. Strings are owned by whoever filled the entry
+ * (ledger_entry_clear frees what the ledger filled in). */
+struct ledger_entry {
+	char *folder, *file;
+	int64_t claimed_at_ms;
+	uint64_t bytes;
+	char sha256[65];        /* "" when not known (a file refused before it was read) */
+	char settings_hash[65]; /* config_import_settings_hash of the folder, "" when unknown */
+	unsigned attempts;
+	int64_t uploaded_at_ms, finished_at_ms; /* 0: not yet */
+	char *import_ids;       /* in part order, comma-separated; NULL: none */
+	enum ledger_status status;
+	int64_t total, created, updated, skipped, failed; /* the import's counts; -1: unknown */
+	char *error;            /* "stage: message"; NULL when none */
+	char *duplicate_of;     /* SKIPPED, or failed as a duplicate: the earlier file; else NULL */
+};
+
+struct ledger_query {
+	const char *folder; /* NULL: every folder */
+	int64_t since_ms;   /* claimed at or after; 0: from the start */
+	bool failed_only;
+	size_t limit;       /* 0: no limit */
+};
+
+/* Called for each entry listed, newest first; a non-zero return stops the listing with it. */
+typedef int (*ledger_list_cb)(const struct ledger_entry *e, void *data);
+
+struct ledger;
+
+struct ledger_ops {
+	const char *name;
+	/* Records E (inserted, or replacing the entry of its key). */
+	int (*record)(struct ledger *l, const struct ledger_entry *e);
+	/* The latest entry of FOLDER imported (DONE) from content SHA256 under SETTINGS_HASH and
+	 * finished at or after SINCE_MS (0: ever), into *RET. -ENOENT when there is none. */
+	int (*find_imported)(struct ledger *l, const char *folder, const char *sha256,
+			     const char *settings_hash, int64_t since_ms, struct ledger_entry *ret);
+	/* The latest entry of FOLDER/FILE with content SHA256 that has not finished. -ENOENT. */
+	int (*find_unfinished)(struct ledger *l, const char *folder, const char *file,
+			       const char *sha256, struct ledger_entry *ret);
+	int (*list)(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb, void *data);
+	/* Removes entries that finished before BEFORE_MS; *RET_N says how many. */
+	int (*prune)(struct ledger *l, int64_t before_ms, uint64_t *ret_n);
+	/* Writes go in groups: begin, records, commit (one sync for many files). */
+	int (*begin)(struct ledger *l);
+	int (*commit)(struct ledger *l);
+	int (*rollback)(struct ledger *l);
+	void (*close)(struct ledger *l);
+};
+
+struct ledger {
+	const struct ledger_ops *ops;
+	char error[512]; /* the last failure, in a sentence, for a log line */
+};
+
+/* Opens the ledger in STATE_DIR (SQLite: STATE_DIR/ledger.sqlite, created with its schema, or
+ * migrated forward). READ_ONLY: for reading only, while a daemon may be writing (history).
+ * A negative errno with ERRBUF saying what and where: -EREMOTE a network filesystem, -EBADMSG
+ * a file that is not a ledger (or is damaged), -EPROTO one of a newer schema than this
+ * version knows, or what the open or the directory failed with. */
+int ledger_open(const char *state_dir, bool read_only, struct ledger **ret, char *errbuf,
+		size_t errsz);
+
+static inline int ledger_record(struct ledger *l, const struct ledger_entry *e)
+{
+	return l->ops->record(l, e);
+}
+
+static inline int ledger_find_imported(struct ledger *l, const char *folder, const char *sha256,
+				       const char *settings_hash, int64_t since_ms,
+				       struct ledger_entry *ret)
+{
+	return l->ops->find_imported(l, folder, sha256, settings_hash, since_ms, ret);
+}
+
+static inline int ledger_find_unfinished(struct ledger *l, const char *folder, const char *file,
+					 const char *sha256, struct ledger_entry *ret)
+{
+	return l->ops->find_unfinished(l, folder, file, sha256, ret);
+}
+
+static inline int ledger_list(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb,
+			      void *data)
+{
+	return l->ops->list(l, q, cb, data);
+}
+
+static inline int ledger_prune(struct ledger *l, int64_t before_ms, uint64_t *ret_n)
+{
+	return l->ops->prune(l, before_ms, ret_n);
+}
+
+static inline void ledger_close(struct ledger *l)
+{
+	if (l)
+		l->ops->close(l);
+}
+
+const char *ledger_status_name(enum ledger_status s); /* "claimed", "uploaded", ... */
+int ledger_status_parse(const char *s, enum ledger_status *ret);
+void ledger_entry_clear(struct ledger_entry *e);
+/* A deep copy of SRC (every string duplicated); -ENOMEM. */
+int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src);
+
+/* Whether a filesystem of type F_TYPE (statfs) is a network one, on which SQLite's WAL is not
+ * safe; *RET_NAME its name then. */
+bool ledger_fs_is_network(long f_type, const char **ret_name);
+
+/* The SQLite backend (ledger_open's default). */
+int ledger_sqlite_open(const char *path, bool read_only, struct ledger **ret, char *errbuf,
+		       size_t errsz);
+
+#endif

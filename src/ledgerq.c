@@ -1,0 +1,378 @@
+#include "ledgerq.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define LEDGERQ_RETRY_FIRST_MS 500
+#define LEDGERQ_RETRY_MAX_MS 30000
+#define LEDGERQ_CLOSE_GIVE_UP_MS 5000
+
+enum op_kind { OP_RECORD, OP_LOOKUP, OP_PRUNE };
+
+struct op {
+	enum op_kind kind;
+	struct op *next;
+	/* OP_RECORD: the entry (owned). OP_LOOKUP: its folder, file, sha256 and settings_hash
+	 * are the question. */
+	struct ledger_entry entry;
+	int64_t since_ms;
+	bool want_imported;
+	struct ledgerq_lookup res;
+	ledgerq_lookup_cb cb; /* NULL once cancelled (under the lock) */
+	void *data;
+	int64_t before_ms;    /* OP_PRUNE */
+};
+
+struct ledgerq {
+	uv_loop_t *loop;
+	struct ledger *ledger;
+	void (*health)(bool failing, const char *error, void *data);
+	void *data;
+	uv_thread_t thread;
+	uv_mutex_t lock;
+	uv_cond_t cond;
+	uv_async_t async;
+	/* Under LOCK. */
+	struct op *head, *tail;       /* queued */
+	struct op *done_head, *done_tail; /* answered, for the loop */
+	bool stop, failing, told_failing;
+	char error[512];
+	uint64_t lost;                /* records given up on at close */
+};
+
+static void push(struct op **head, struct op **tail, struct op *op)
+{
+	op->next = NULL;
+	if (*tail)
+		(*tail)->next = op;
+	else
+		*head = op;
+	*tail = op;
+}
+
+static void op_free(struct op *op)
+{
+	ledger_entry_clear(&op->entry);
+	ledger_entry_clear(&op->res.unfinished);
+	ledger_entry_clear(&op->res.imported);
+	free(op);
+}
+
+/* Runs one op; records and prunes in the open transaction. */
+static int run_op(struct ledger *l, struct op *op)
+{
+	struct ledgerq_lookup *k;
+	struct ledger_entry *e = &op->entry;
+	uint64_t n;
+
+	switch (op->kind) {
+	case OP_RECORD:
+		return ledger_record(l, &op->entry);
+	case OP_PRUNE:
+		return l->ops->prune(l, op->before_ms, &n);
+	case OP_LOOKUP:
+		k = &op->res;
+		ledger_entry_clear(&k->unfinished);
+		ledger_entry_clear(&k->imported);
+		k->unfinished_result = ledger_find_unfinished(l, e->folder, e->file, e->sha256,
+							      &k->unfinished);
+		k->imported_result = op->want_imported
+					     ? ledger_find_imported(l, e->folder, e->sha256,
+								    e->settings_hash, op->since_ms,
+								    &k->imported)
+					     : -ENOENT;
+		/* A read that fails is a failure like a write's: tried again with the batch. */
+		if (k->unfinished_result < 0 && k->unfinished_result != -ENOENT)
+			return k->unfinished_result;
+		if (k->imported_result < 0 && k->imported_result != -ENOENT)
+			return k->imported_result;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* One batch, in one transaction: everything or nothing. */
+static int run_batch(struct ledger *l, struct op *batch)
+{
+	int r = l->ops->begin(l);
+
+	for (struct op *op = batch; r == 0 && op; op = op->next)
+		r = run_op(l, op);
+	if (r == 0)
+		r = l->ops->commit(l);
+	if (r < 0)
+		(void)l->ops->rollback(l);
+	return r;
+}
+
+static void thread_main(void *arg)
+{
+	struct ledgerq *q = arg;
+	uint64_t delay_ms = 0, failing_since = 0;
+
+	uv_mutex_lock(&q->lock);
+	for (;;) {
+		struct op *batch;
+		int r;
+
+		while (!q->head && !q->stop)
+			uv_cond_wait(&q->cond, &q->lock);
+		if (!q->head)
+			break;
+		batch = q->head;
+		q->head = q->tail = NULL;
+		uv_mutex_unlock(&q->lock);
+
+		r = run_batch(q->ledger, batch);
+
+		uv_mutex_lock(&q->lock);
+		if (r == 0) {
+			if (q->failing)
+				q->failing = false;
+			delay_ms = 0;
+			failing_since = 0;
+			while (batch) {
+				struct op *next = batch->next;
+
+				if (batch->kind == OP_LOOKUP)
+					push(&q->done_head, &q->done_tail, batch);
+				else
+					op_free(batch);
+				batch = next;
+			}
+			uv_async_send(&q->async);
+			continue;
+		}
+		/* Put back in front, in order, and wait before the next try. */
+		{
+			struct op *last = batch;
+
+			while (last->next)
+				last = last->next;
+			last->next = q->head;
+			q->head = batch;
+			if (!q->tail)
+				q->tail = last;
+		}
+		if (!q->failing) {
+			q->failing = true;
+			snprintf(q->error, sizeof(q->error), "%s", q->ledger->error);
+			uv_async_send(&q->async);
+		}
+		delay_ms = delay_ms ? delay_ms * 2 : LEDGERQ_RETRY_FIRST_MS;
+		if (delay_ms > LEDGERQ_RETRY_MAX_MS)
+			delay_ms = LEDGERQ_RETRY_MAX_MS;
+		if (!failing_since)
+			failing_since = uv_hrtime() / 1000000;
+		if (q->stop && uv_hrtime() / 1000000 - failing_since >= LEDGERQ_CLOSE_GIVE_UP_MS) {
+			/* Closing with a ledger that still fails: what is queued is lost to
+			 * history (not to recovery: the files' own records say that). */
+			while (q->head) {
+				struct op *op = q->head;
+
+				q->head = op->next;
+				q->lost += op->kind == OP_RECORD;
+				op_free(op);
+			}
+			q->tail = NULL;
+			break;
+		}
+		(void)uv_cond_timedwait(&q->cond, &q->lock, delay_ms * 1000000);
+	}
+	uv_mutex_unlock(&q->lock);
+}
+
+static void closed_cb(uv_handle_t *h);
+
+static void async_cb(uv_async_t *async)
+{
+	struct ledgerq *q = async->data;
+	struct op *done;
+	bool failing, tell;
+	char error[512];
+
+	uv_mutex_lock(&q->lock);
+	done = q->done_head;
+	q->done_head = q->done_tail = NULL;
+	failing = q->failing;
+	tell = failing != q->told_failing;
+	q->told_failing = failing;
+	snprintf(error, sizeof(error), "%s", q->error);
+	uv_mutex_unlock(&q->lock);
+	if (tell && q->health)
+		q->health(failing, error, q->data);
+	while (done) {
+		struct op *next = done->next;
+		ledgerq_lookup_cb cb;
+
+		uv_mutex_lock(&q->lock);
+		cb = done->cb;
+		uv_mutex_unlock(&q->lock);
+		if (cb)
+			cb(&done->res, done->data);
+		op_free(done);
+		done = next;
+	}
+}
+
+int ledgerq_new(uv_loop_t *loop, struct ledger *l,
+		void (*health)(bool failing, const char *error, void *data), void *data,
+		struct ledgerq **ret)
+{
+	struct ledgerq *q = calloc(1, sizeof(*q));
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	q->loop = loop;
+	q->ledger = l;
+	q->health = health;
+	q->data = data;
+	if ((r = uv_mutex_init(&q->lock)) < 0) {
+		free(q);
+		return r;
+	}
+	if ((r = uv_cond_init(&q->cond)) < 0) {
+		uv_mutex_destroy(&q->lock);
+		free(q);
+		return r;
+	}
+	if ((r = uv_async_init(loop, &q->async, async_cb)) < 0) {
+		uv_cond_destroy(&q->cond);
+		uv_mutex_destroy(&q->lock);
+		free(q);
+		return r;
+	}
+	q->async.data = q;
+	if ((r = uv_thread_create(&q->thread, thread_main, q)) < 0) {
+		/* Freed once the handle is closed. */
+		uv_close((uv_handle_t *)&q->async, closed_cb);
+		return r;
+	}
+	*ret = q;
+	return 0;
+}
+
+static void submit(struct ledgerq *q, struct op *op)
+{
+	uv_mutex_lock(&q->lock);
+	push(&q->head, &q->tail, op);
+	uv_cond_signal(&q->cond);
+	uv_mutex_unlock(&q->lock);
+}
+
+int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (!op || ledger_entry_copy(&op->entry, e) < 0) {
+		free(op);
+		log_error("ledger: out of memory: '%s' is not recorded in the history",
+			  e->file ? e->file : "?");
+		return -ENOMEM;
+	}
+	op->kind = OP_RECORD;
+	submit(q, op);
+	return 0;
+}
+
+int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, const char *sha256,
+		   const char *settings_hash, int64_t since_ms, bool want_imported,
+		   ledgerq_lookup_cb cb, void *data, void **ret)
+{
+	struct op *o = calloc(1, sizeof(*o));
+	const struct ledger_entry question = {
+		.folder = (char *)folder, .file = (char *)file,
+	};
+
+	if (!o || ledger_entry_copy(&o->entry, &question) < 0) {
+		free(o);
+		return -ENOMEM;
+	}
+	snprintf(o->entry.sha256, sizeof(o->entry.sha256), "%s", sha256);
+	snprintf(o->entry.settings_hash, sizeof(o->entry.settings_hash), "%s", settings_hash);
+	o->kind = OP_LOOKUP;
+	o->since_ms = since_ms;
+	o->want_imported = want_imported;
+	o->cb = cb;
+	o->data = data;
+	*ret = o;
+	submit(q, o);
+	return 0;
+}
+
+void ledgerq_cancel(struct ledgerq *q, void *l)
+{
+	struct op *o = l;
+
+	uv_mutex_lock(&q->lock);
+	o->cb = NULL;
+	uv_mutex_unlock(&q->lock);
+}
+
+int ledgerq_prune(struct ledgerq *q, int64_t before_ms)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_PRUNE;
+	op->before_ms = before_ms;
+	submit(q, op);
+	return 0;
+}
+
+bool ledgerq_failing(const struct ledgerq *q)
+{
+	return q->told_failing;
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+	struct ledgerq *q = h->data;
+
+	uv_cond_destroy(&q->cond);
+	uv_mutex_destroy(&q->lock);
+	free(q);
+}
+
+void ledgerq_close(struct ledgerq *q)
+{
+	struct op *op;
+
+	if (!q)
+		return;
+	uv_mutex_lock(&q->lock);
+	q->stop = true;
+	/* Look-ups nobody waits for any more go; records stay to be written. */
+	for (struct op **p = &q->head; (op = *p);) {
+		if (op->kind == OP_LOOKUP) {
+			*p = op->next;
+			op_free(op);
+			continue;
+		}
+		p = &op->next;
+	}
+	q->tail = NULL;
+	for (op = q->head; op; op = op->next)
+		q->tail = op;
+	uv_cond_signal(&q->cond);
+	uv_mutex_unlock(&q->lock);
+	/* At the end of the daemon's life: the records queued are written first. */
+	uv_thread_join(&q->thread);
+	while ((op = q->done_head)) {
+		q->done_head = op->next;
+		op_free(op);
+	}
+	if (q->lost)
+		log_error("ledger: %llu file record%s could not be written before the daemon stopped "
+			  "(%s); they are missing from the history",
+			  (unsigned long long)q->lost, q->lost == 1 ? "" : "s", q->error);
+	q->async.data = q;
+	uv_close((uv_handle_t *)&q->async, closed_cb);
+}

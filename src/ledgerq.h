@@ -1,0 +1,49 @@
+/* The ledger's own thread: every ledger call the daemon makes runs there, in order, never on the
+ * loop. Records are written in groups (one transaction, one sync, for everything queued at
+ * once) and retried, in order, until they are down; while they fail, the daemon is told once
+ * (to pause its intake) and once more when they work again. Look-ups come back on the loop. */
+#ifndef RDD_LEDGERQ_H
+#define RDD_LEDGERQ_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "ledger.h"
+
+struct ledgerq;
+
+/* A look-up's answers: the file's own unfinished entry (recovery) and the latest import of the
+ * same content under the same settings (duplicates); each result 0, -ENOENT, or an error. */
+struct ledgerq_lookup {
+	int unfinished_result, imported_result;
+	struct ledger_entry unfinished, imported;
+};
+
+typedef void (*ledgerq_lookup_cb)(const struct ledgerq_lookup *res, void *data);
+
+/* HEALTH is called on the loop when writing starts failing (FAILING true, with the ledger's
+ * error) and when it works again. */
+int ledgerq_new(uv_loop_t *loop, struct ledger *l,
+		void (*health)(bool failing, const char *error, void *data), void *data,
+		struct ledgerq **ret);
+/* Queues E (copied) to be recorded. -ENOMEM (said in the log: the entry is lost to history,
+ * not to recovery, which the per-file records carry). */
+int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e);
+/* Looks FOLDER/FILE of content SHA256 up (and, when WANT_IMPORTED, an import of that content
+ * under SETTINGS_HASH finished at or after SINCE_MS), in order after every record queued
+ * before. CB(answers, DATA) on the loop; the answers live during the call. The strings are
+ * copied. *RET is the look-up, for ledgerq_cancel until CB is called. */
+int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, const char *sha256,
+		   const char *settings_hash, int64_t since_ms, bool want_imported,
+		   ledgerq_lookup_cb cb, void *data, void **ret);
+/* The caller of look-up L is gone: CB is never called. */
+void ledgerq_cancel(struct ledgerq *q, void *l);
+/* Removes entries finished before BEFORE_MS, in the thread. */
+int ledgerq_prune(struct ledgerq *q, int64_t before_ms);
+bool ledgerq_failing(const struct ledgerq *q);
+/* Writes what is queued (giving up after a few seconds if the ledger still fails, with a log
+ * line saying how many entries are lost to history), stops the thread and frees Q once its
+ * handle is closed. Look-ups still queued are not answered: their callers are gone. */
+void ledgerq_close(struct ledgerq *q);
+
+#endif
