@@ -656,6 +656,9 @@ void jobs_log_status(const struct jobs *js)
 		 js->n_jobs, n ? ": " : "", states, js->backlog, js->done_total, js->failed_total,
 		 js->paused ? "; uploads paused" : "", (unsigned long long)ds.batches,
 		 (unsigned long long)ds.ops, (unsigned long long)ds.dir_fsyncs);
+	if (js->ledger_failing)
+		log_warning("status: STUCK: the ledger cannot be written: no new file is taken from "
+			    "the inboxes until it can");
 	for (size_t i = 0; i < js->n_folders; i++) {
 		const struct folder_rt *f = &js->folders[i];
 		const struct config_folder *c = f->conf;
@@ -760,7 +763,8 @@ void jobs_counts(const struct jobs *js, struct jobs_counts *ret)
 		C_NONE
 	} kind[JOB_N_STATES] = {
 		[JOB_NEW] = C_WAITING,         [JOB_CLAIMING] = C_WAITING,
-		[JOB_CHECKING] = C_WAITING,    [JOB_QUEUED] = C_WAITING,
+		[JOB_CHECKING] = C_WAITING,    [JOB_LOOKING_UP] = C_WAITING,
+		[JOB_DUP_WAIT] = C_WAITING,    [JOB_QUEUED] = C_WAITING,
 		[JOB_SAVING] = C_WAITING,      [JOB_UPLOADING] = C_UPLOADING,
 		[JOB_RETRY_WAIT] = C_WAITING,  [JOB_RECORDING] = C_FOLLOWING,
 		[JOB_FOLLOW_WAIT] = C_FOLLOWING, [JOB_POLLING] = C_FOLLOWING,
