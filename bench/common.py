@@ -434,7 +434,8 @@ class DaemonConfig:
                            env=child_env({"RESEND_API_KEY": API_KEY}), timeout=60)
         return r.returncode, (r.stdout + r.stderr).strip()
 
-    def _text(self, folders, settle_ms, rescan_s, rps, state_dir, extra_defaults=()):
+    def _text(self, folders, settle_ms, rescan_s, rps, state_dir, extra_defaults=(),
+              folder_extra=()):
         lines = ["api:", f"  base_url: {self.base_url}", "  max_in_flight: 4",
                  f"  requests_per_second: {rps}", "defaults:", f"  settle_ms: {settle_ms}",
                  f"  rescan_s: {rescan_s}", "  follow_import: false"]
@@ -446,6 +447,7 @@ class DaemonConfig:
         for f in folders:
             lines += [f"  - name: {f.name}", f"    inbox: {f.inbox}", f"    done: {f.done}",
                       f"    failed: {f.failed}"]
+            lines += list(folder_extra)
         return "\n".join(lines) + "\n"
 
     def probe(self, root):
@@ -473,13 +475,17 @@ class DaemonConfig:
         rmtree(os.path.join(root, "probe-state"))
         os.unlink(path)
 
-    def write(self, path, folders, settle_ms=200, rescan_s=30):
+    def write(self, path, folders, settle_ms=200, rescan_s=30, extra_defaults=(),
+              folder_extra=()):
+        """EXTRA_DEFAULTS: (key, value) pairs under defaults:; FOLDER_EXTRA: lines (indented
+        by 4) added to every folder."""
         state_dir = None
         if "state_dir" in self.optional:
             state_dir = os.path.join(os.path.dirname(path), "state")
             os.makedirs(state_dir, exist_ok=True)
         with open(path, "w") as f:
-            f.write(self._text(folders, settle_ms, rescan_s, self.rps, state_dir))
+            f.write(self._text(folders, settle_ms, rescan_s, self.rps, state_dir,
+                               extra_defaults, folder_extra))
         code, out = self.check(path)
         if code != 0:
             raise ScenarioError(f"--check refused {path}:\n{out}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """resend-dropd benchmark suite (GitHub issue 7, "the engine at any scale"). Not part of CI.
 
-    ./scripts/bench [--quick] [--only sink,burst,curl,script,backlog,big,latency,idle]
+    ./scripts/bench [--quick] [--only sink,burst,curl,script,backlog,big,latency,idle,normalize]
                     [--timeout S] [--binary PATH] [--workdir DIR] [--results FILE | --no-results]
 
 scripts/bench installs what is needed and builds build/bench (Release) first, then runs this.
@@ -25,13 +25,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import baselines  # noqa: E402
+import normalize  # noqa: E402
 import sink as sinkmod  # noqa: E402
 from common import (BenchTimeout, CpuMeter, Daemon, DaemonConfig, ScenarioError,  # noqa: E402
                     count_entries, count_reports, cpu_seconds, ctx_switches, fs_type, machine_busy,
                     latest_ctime, make_folders, parse_strace_summary, rmtree, small_csv,
                     strace_attach, strace_detach, tail, wait_until, write_big_csv, write_file)
 
-SCENARIOS = ["sink", "burst", "curl", "script", "backlog", "big", "latency", "idle"]
+SCENARIOS = ["sink", "burst", "curl", "script", "backlog", "big", "latency", "idle", "normalize"]
 SETTLE_MS = 200
 RESCAN_S = 30
 RSS_TARGET_KIB = 20 * 1024
@@ -66,6 +67,7 @@ class Bench:
         self.idle_folders = 20
         self.sink_s = 3 if q else 5
         self.timeout = args.timeout
+        self.settle_ms = SETTLE_MS
         self.binary = os.path.abspath(args.binary)
         self.workdir = os.path.abspath(args.workdir)
         self.datadir = os.path.join(self.workdir, "data")
@@ -549,6 +551,10 @@ class Bench:
         self.done_with(root)
         return out
 
+    def run_normalize(self):
+        """Issue 10: legacy-CSV normalization (bench/normalize.py)."""
+        return normalize.Normalize(self).run()
+
     # --- driver ---------------------------------------------------------------------------
 
     def _print_failure(self, name, msg):
@@ -756,7 +762,7 @@ def table(results, timeout):
 
     peaks = []
     for name, key in (("burst", None), ("backlog", None), ("big", None), ("latency", None),
-                      ("idle", None)):
+                      ("idle", None), ("normalize", None)):
         r = R(name)
         if not r:
             continue
@@ -832,6 +838,19 @@ def cmd(argv):
         return "?"
 
 
+def build_type(binary):
+    """" (Release build)" and the like, from the CMake cache beside BINARY."""
+    try:
+        with open(os.path.join(os.path.dirname(binary), "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    t = line.split("=", 1)[1].strip()
+                    return f" ({t} build)" if t else " (no CMAKE_BUILD_TYPE)"
+    except OSError:
+        pass
+    return ""
+
+
 def machine_info(bench):
     cpu = "?"
     try:
@@ -853,14 +872,21 @@ def machine_info(bench):
             f" (--rev {bench.args.rev}, built from git archive)"
         dirty = ""
     else:
-        commit = cmd(["git", "rev-parse", "HEAD"])
-        dirty = cmd(["git", "status", "--porcelain", "--", "src", "CMakeLists.txt"])
+        # As it was when the run started (just after scripts/bench built the binary): a
+        # commit made during a long run says nothing about the binary measured.
+        commit, dirty = getattr(bench, "git_at_start", None) or (
+            cmd(["git", "rev-parse", "HEAD"]),
+            cmd(["git", "status", "--porcelain", "--", "src", "CMakeLists.txt"]))
+    dirty_lines = dirty.splitlines()
     dpkg = lambda p: cmd(["dpkg-query", "-W", "-f=${Version}", p])  # noqa: E731
     return [
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        ("git commit", commit + (" (with uncommitted changes in src/)" if dirty else "")),
+        ("git commit", commit + (" (at the start of the run, with uncommitted changes: " +
+                                 ", ".join(ln.split(None, 1)[-1] for ln in dirty_lines[:12]) +
+                                 ("…" if len(dirty_lines) > 12 else "") + ")"
+                                 if dirty else "")),
         ("binary", os.path.relpath(bench.binary, REPO) +
-         (" (Release build)" if "build/bench" in bench.binary else "")),
+         build_type(bench.binary)),
         ("nproc", str(os.cpu_count())),
         ("CPU", cpu),
         ("memory", mem),
@@ -923,6 +949,14 @@ def report(bench, selected, path):
     if set(selected) != set(SCENARIOS):
         mode += " (only " + ",".join(s for s in SCENARIOS if s in selected) + ")"
     tbl = table(bench.results, bench.timeout)
+    try:
+        ntbl = normalize.normalize_table(bench.results.get("normalize"))
+    except Exception:  # noqa: BLE001 - the raw numbers still go to the results file
+        traceback.print_exc()
+        ntbl = "(the normalize table could not be made: see Details)"
+    if ntbl:
+        ntbl = ("Normalization (issue 10; bench/normalize.py):\n\n" if tbl else "") + ntbl
+        tbl = (tbl + "\n\n" + ntbl) if tbl else ntbl
     text = [f"# resend-dropd benchmark, {datetime.date.today().isoformat()} ({mode} run)\n",
             "Produced by `./scripts/bench` (bench/run_bench.py); see bench/README.md for what "
             "each scenario measures.\n",
@@ -940,6 +974,11 @@ def report(bench, selected, path):
     text.append(f"- files: 100-row CSVs (`email,first_name`, {len(bench.small(0)):,} to "
                 f"{len(bench.small(bench.n_burst - 1)):,} bytes, unique rows); big files: "
                 f"{bench.big_bytes / 1e6:.0f} MB of unique rows")
+    if "normalize" in bench.results:
+        text.append("- normalize: Excel-style export (`Email;First Name;Last Name`, column_map, "
+                    "Windows-1252, CRLF, accented names, a few quoted fields), the same rows as "
+                    "clean UTF-8 `,`, and the clean file's first 45 MB; `max_file_bytes: 1 GiB`, "
+                    "`max_upload_bytes: 50 MiB`, `csv:` settings left at auto")
     text.append("")
     text.append("## Results\n")
     text.append(sink_line(bench.results))
@@ -965,10 +1004,11 @@ def main():
                          "30 s idle")
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds any one wait may take (default 600)")
-    ap.add_argument("--binary", default=os.path.join(REPO, "build", "bench", "resend-dropd"))
+    ap.add_argument("--binary", default=None,
+                    help="the binary under test (default build/bench/resend-dropd)")
     ap.add_argument("--rev", default=None,
                     help="the commit --binary was built from (scripts/bench --rev builds it)")
-    ap.add_argument("--workdir", default=os.path.join(REPO, "build", "bench", "run"),
+    ap.add_argument("--workdir", default=None,
                     help="scratch directory, not on tmpfs (default build/bench/run)")
     ap.add_argument("--results", default=None,
                     help="results file (default bench/results/<YYYY-MM-DD>.md)")
@@ -976,18 +1016,32 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of the burst and of curl --parallel; the median is reported")
+    ap.add_argument("--normalize-mb", type=float, default=None,
+                    help="size of the normalize scenario's file in MB (default 300; --quick 100)")
+    ap.add_argument("--build-dir", default=None,
+                    help="where scripts/bench built the binary (default binary DIR/resend-dropd, "
+                         "default workdir DIR/run)")
     ap.add_argument("--retries", type=int, default=1,
                     help="run burst, backlog and latency runs again this many times when other "
                          "work took > 15%% of the CPUs during them (default 1)")
     args = ap.parse_args()
+    build_dir = os.path.abspath(args.build_dir) if args.build_dir else \
+        os.path.join(REPO, "build", "bench")
+    if args.binary is None:
+        args.binary = os.path.join(build_dir, "resend-dropd")
+    if args.workdir is None:
+        args.workdir = os.path.join(build_dir, "run")
     selected = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in selected if s not in SCENARIOS]
     if unknown:
         ap.error("unknown scenario(s): " + ", ".join(unknown))
     if not os.access(args.binary, os.X_OK):
         ap.error(f"{args.binary} is not an executable (build it, or pass --binary)")
+    # A run of the normalize scenario alone gets a file of its own: it must not overwrite the
+    # day's full run.
+    suffix = "-normalize" if selected == ["normalize"] else ""
     results_path = None if args.no_results else (args.results or os.path.join(
-        HERE, "results", datetime.date.today().isoformat() + ".md"))
+        HERE, "results", datetime.date.today().isoformat() + suffix + ".md"))
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -997,6 +1051,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     bench = Bench(args)
+    bench.git_at_start = (cmd(["git", "rev-parse", "HEAD"]),
+                          cmd(["git", "status", "--porcelain", "--", "src", "CMakeLists.txt"]))
     t0 = time.monotonic()
     interrupted = False
     try:
