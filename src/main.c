@@ -5,10 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "history.h"
+#include "ledger.h"
 #include "log.h"
 
 #define DEFAULT_CONFIG "/etc/resend-dropd/resend-dropd.yaml"
@@ -30,6 +33,8 @@ static void usage(FILE *out)
 		"Usage: resend-dropd [-c FILE] [--check | --once | --dry-run]\n"
 		"       resend-dropd [-c FILE] [--socket PATH] status | retry FOLDER FILE |\n"
 		"                    pause [FOLDER] | resume [FOLDER]\n"
+		"       resend-dropd [-c FILE] history [--folder F] [--since DURATION] [--failed]\n"
+		"                    [--json] [--limit N]\n"
 		"       resend-dropd --version | --help\n"
 		"\n"
 		"Watches drop folders and imports each finished CSV file into Resend\n"
@@ -50,9 +55,16 @@ static void usage(FILE *out)
 		"  pause [FOLDER]     take no new files and start no uploads (every folder by default)\n"
 		"  resume [FOLDER]    undo pause\n"
 		"\n"
+		"From the ledger in state_dir (the daemon need not run):\n"
+		"  history            what became of each file, newest first: --folder F,\n"
+		"                     --since DURATION (7d, 12h, 90m; claimed since then), --failed,\n"
+		"                     --json (one object per line), --limit N (default 100 without\n"
+		"                     --since; 0: all)\n"
+		"\n"
 		"Exit status: 0 success; 1 configuration or usage error; 2 runtime failure;\n"
 		"3 with --once when any file failed. Commands: 0 done; 1 usage error, or refused\n"
-		"(unknown folder or file); 2 the daemon is not running or cannot be reached.\n"
+		"(unknown folder or file); 2 the daemon is not running or cannot be reached\n"
+		"(history: the ledger cannot be read).\n"
 		"The API key comes from the environment variable named by api.api_key_env\n"
 		"(default RESEND_API_KEY) or from api.api_key_file; never from the YAML.\n");
 }
@@ -95,6 +107,159 @@ static int main_ctl(const char *config_path, bool config_given, const char *sock
 	return r;
 }
 
+#define HISTORY_USAGE                                                                           \
+	"Usage: resend-dropd [-c FILE] history [--folder F] [--since DURATION] [--failed] "       \
+	"[--json] [--limit N]\n"
+
+/* Why a --folder is refused: the folder names the configuration has. */
+static int history_unknown_folder(const struct config *cfg, const char *name)
+{
+	char q[256], path[PATH_MAX * 4];
+
+	log_escape(q, sizeof(q), name);
+	log_escape(path, sizeof(path), cfg->path);
+	fprintf(stderr, "resend-dropd: history: no folder '%s' in %s; the folders are:", q, path);
+	for (size_t i = 0; i < cfg->n_folders; i++)
+		fprintf(stderr, "%s %s", i ? "," : "", cfg->folders[i].name);
+	fprintf(stderr, "\n");
+	return 1;
+}
+
+/* `history`: ARGV[0] is "history". Reads the ledger only, so it works whether the daemon runs
+ * or not (SQLite's WAL readers do not block its writer). 0, 1 usage or configuration, 2 the
+ * ledger cannot be read. */
+static int main_history(const char *config_path, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'}, /* here too, as `status -c FILE` works */
+		{"folder", required_argument, NULL, 'f'},
+		{"since", required_argument, NULL, 's'},
+		{"failed", no_argument, NULL, 'F'},
+		{"json", no_argument, NULL, 'j'},
+		{"limit", required_argument, NULL, 'l'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	struct history_options o = {0};
+	struct config *cfg = NULL;
+	struct config_errors errs = {0};
+	struct ledger *l = NULL;
+	const char *since = NULL;
+	bool limit_given = false;
+	uint64_t since_s = 0;
+	char err[1024], *end;
+	int opt, r;
+
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			o.query.folder = optarg;
+			break;
+		case 's':
+			since = optarg;
+			break;
+		case 'F':
+			o.query.failed_only = true;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 'l':
+			errno = 0;
+			unsigned long long n = strtoull(optarg, &end, 10);
+			if (optarg[0] < '0' || optarg[0] > '9' || *end || errno || n > INT32_MAX) {
+				fprintf(stderr, "resend-dropd: history: --limit: expected a number of "
+						"rows (0: all), got '%s'\n", optarg);
+				return 1;
+			}
+			o.query.limit = (size_t)n;
+			limit_given = true;
+			break;
+		case 'h':
+			printf(HISTORY_USAGE);
+			return 0;
+		default:
+			fprintf(stderr, HISTORY_USAGE);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "resend-dropd: history: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, HISTORY_USAGE);
+		return 1;
+	}
+	if (since && config_parse_duration(since, &since_s) < 0) {
+		fprintf(stderr, "resend-dropd: history: --since: expected %s, got '%s'\n",
+			CONFIG_DURATION_EXPECTED, since);
+		return 1;
+	}
+	if (since_s > 0) {
+		struct timespec ts;
+		int64_t now_ms;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		o.since_text = since;
+		/* Compared before multiplied, which cannot wrap then; further back than the
+		 * epoch is everything. */
+		if (since_s < (uint64_t)(now_ms / 1000))
+			o.query.since_ms = now_ms - (int64_t)since_s * 1000;
+	}
+	/* The most recent screenful unless a period or a number was asked for. */
+	if (!limit_given && !since)
+		o.query.limit = HISTORY_DEFAULT_LIMIT;
+
+	if (config_load(config_path, CONFIG_LOAD_NO_API_KEY, &cfg, &errs) < 0)
+		return config_errors_print(&errs, config_path);
+	if (o.query.folder) {
+		size_t i = 0;
+		while (i < cfg->n_folders && strcmp(cfg->folders[i].name, o.query.folder) != 0)
+			i++;
+		if (i == cfg->n_folders) {
+			r = history_unknown_folder(cfg, o.query.folder);
+			config_free(cfg);
+			return r;
+		}
+	}
+	r = ledger_open(cfg->state_dir, true, &l, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "resend-dropd: history: %s\n", err);
+		config_free(cfg);
+		return 2;
+	}
+	r = history_print(l, &o, stdout, stderr);
+	if (r < 0)
+		fprintf(stderr, "resend-dropd: history: %s\n", l->error);
+	else if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "resend-dropd: history: cannot write: %s\n", strerror(errno));
+		r = -EIO;
+	}
+	ledger_close(l);
+	config_free(cfg);
+	return r == 0 ? 0 : 2;
+}
+
+/* Where the command word is: the first argument that is neither an option nor an option's
+ * value, as getopt sees them (ARGC when there is none). history has options of its own, so
+ * the daemon's options must stop there. */
+static int main_command_index(int argc, char **argv, const struct option *options)
+{
+	int i;
+
+	optind = 0;
+	opterr = 0;
+	while (getopt_long(argc, argv, "+c:Vh", options, NULL) != -1)
+		;
+	i = optind;
+	optind = 0;
+	opterr = 1;
+	return i;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -112,9 +277,10 @@ int main(int argc, char **argv)
 	unsigned flags = 0;
 	struct config *cfg = NULL;
 	struct config_errors errs = {0};
-	int opt;
+	int opt, cmd = main_command_index(argc, argv, options);
+	bool history = cmd < argc && strcmp(argv[cmd], "history") == 0;
 
-	while ((opt = getopt_long(argc, argv, "c:Vh", options, NULL)) != -1) {
+	while ((opt = getopt_long(history ? cmd : argc, argv, "c:Vh", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			config_path = optarg;
@@ -142,6 +308,14 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 1;
 		}
+	}
+	if (history) {
+		if (check || flags || socket_path) {
+			fprintf(stderr, "resend-dropd: 'history' takes none of --check, --once, "
+					"--dry-run, --socket\n");
+			return 1;
+		}
+		return main_history(config_path, argc - cmd, argv + cmd);
 	}
 	if (optind < argc && ctl_is_command(argv[optind])) {
 		if (check || flags) {
