@@ -220,8 +220,16 @@ static void bind_count(sqlite3_stmt *s, int i, int64_t v)
 static int run(struct ledger_sqlite *l, enum stmt which, const char *what)
 {
 	sqlite3_stmt *s = l->stmt[which];
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_fail(l, what);
+	int rc, r;
+
+	if (!s) {
+		/* Not prepared: a ledger opened for reading only. */
+		snprintf(l->base.error, sizeof(l->base.error), "ledger '%s': %s: it is open for "
+			 "reading only", l->path, what);
+		return -EROFS;
+	}
+	rc = sqlite3_step(s);
+	r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_fail(l, what);
 
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);

@@ -40,7 +40,11 @@ struct ledgerq {
 	/* Under LOCK. */
 	struct op *head, *tail;       /* queued */
 	struct op *done_head, *done_tail; /* answered, for the loop */
-	bool stop, failing, told_failing;
+	bool stop, failing;
+	unsigned failures;            /* times writing started failing */
+	/* The loop's own: what HEALTH was last told, and of which failure. */
+	bool told_failing;
+	unsigned told_failures;
 	char error[512];
 	uint64_t lost;                /* records given up on at close */
 };
@@ -161,6 +165,7 @@ static void thread_main(void *arg)
 		}
 		if (!q->failing) {
 			q->failing = true;
+			q->failures++;
 			snprintf(q->error, sizeof(q->error), "%s", q->ledger->error);
 			uv_async_send(&q->async);
 		}
@@ -182,7 +187,13 @@ static void thread_main(void *arg)
 			q->tail = NULL;
 			break;
 		}
-		(void)uv_cond_timedwait(&q->cond, &q->lock, delay_ms * 1000000);
+		/* The whole wait, whatever is queued meanwhile: only a stop cuts it short. */
+		{
+			uint64_t until = uv_hrtime() + delay_ms * 1000000;
+
+			while (!q->stop && uv_hrtime() < until)
+				(void)uv_cond_timedwait(&q->cond, &q->lock, until - uv_hrtime());
+		}
 	}
 	uv_mutex_unlock(&q->lock);
 }
@@ -193,19 +204,29 @@ static void async_cb(uv_async_t *async)
 {
 	struct ledgerq *q = async->data;
 	struct op *done;
-	bool failing, tell;
+	bool failing;
+	unsigned failures;
 	char error[512];
 
 	uv_mutex_lock(&q->lock);
 	done = q->done_head;
 	q->done_head = q->done_tail = NULL;
 	failing = q->failing;
-	tell = failing != q->told_failing;
-	q->told_failing = failing;
+	failures = q->failures;
 	snprintf(error, sizeof(error), "%s", q->error);
 	uv_mutex_unlock(&q->lock);
-	if (tell && q->health)
-		q->health(failing, error, q->data);
+	/* A failure over before the loop heard of it is still told, then its end. */
+	if ((failing || failures != q->told_failures) && !q->told_failing) {
+		q->told_failing = true;
+		if (q->health)
+			q->health(true, error, q->data);
+	}
+	q->told_failures = failures;
+	if (!failing && q->told_failing) {
+		q->told_failing = false;
+		if (q->health)
+			q->health(false, error, q->data);
+	}
 	while (done) {
 		struct op *next = done->next;
 		ledgerq_lookup_cb cb;
