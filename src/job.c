@@ -89,12 +89,12 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,
 			  S(CHECKING) | S(LOOKING_UP) | S(QUEUED) | S(SAVING) | S(RETRY_WAIT) |
-				  S(FINISHING) | S(ENDED)},
+				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
 			  S(LOOKING_UP) | S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) |
-				  S(FINISHING) | S(ENDED)},
+				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
 	[JOB_LOOKING_UP] = {"looking up", true, false, true, false,
-			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(DUP_WAIT) |
+			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(LEDGER_WAIT) | S(DUP_WAIT) |
 				    S(ENDED)},
 	[JOB_DUP_WAIT] = {"waiting for its duplicate", true, false, true, false,
 			  S(LOOKING_UP) | S(SAVING) | S(ENDED)},
@@ -102,18 +102,21 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
-			   S(RECORDING) | S(FINISHING) | S(RETRY_WAIT) | S(SAVING) | S(ENDED)},
+			   S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(RETRY_WAIT) | S(SAVING) | S(DUP_WAIT) |
+				   S(ENDED)},
 	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false,
 			    S(SAVING) | S(CHECKING) | S(ENDED)},
 	[JOB_RECORDING] = {"recording", false, false, false, true,
 			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(ENDED)},
 	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
 	[JOB_POLLING] = {"polling", false, false, false, false,
-			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(ENDED)},
+			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
+	[JOB_LEDGER_WAIT] = {"recording its end", false, false, false, true,
+			     S(FINISHING) | S(ENDED)},
 	[JOB_FINISHING] = {"finishing", false, false, false, true,
 			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED)},
 	[JOB_FINISH_WAIT] = {"waiting to move", false, false, true, false,
-			     S(FINISHING) | S(ENDED)},
+			     S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
 	[JOB_ENDED] = {"ended", false, false, false, true, 0},
 };
 
@@ -453,27 +456,85 @@ static struct inflight *job_inflight_find(struct folder_rt *f, const char *sha25
 	return in;
 }
 
+#define JOB_DUP_RECHECK_MS 10000
+
+static struct inflight *job_inflight_get(struct folder_rt *f, const char *sha256)
+{
+	struct inflight *in = job_inflight_find(f, sha256);
+
+	if (!in && (in = calloc(1, sizeof(*in)))) {
+		memcpy(in->sha256, sha256, sizeof(in->sha256));
+		HASH_ADD_STR(f->inflight, sha256, in);
+	}
+	return in;
+}
+
+/* Something changed for content IN: its waiters ask the ledger again (the first to hear that
+ * nothing was imported takes it over, the others wait in turn); an entry nobody holds goes. */
+static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
+{
+	struct job *w, *tmp;
+
+	DL_FOREACH_SAFE2(in->waiters, w, tmp, dup_next) {
+		DL_DELETE2(in->waiters, w, dup_prev, dup_next);
+		w->waits_on = NULL;
+		pacer_cancel(&w->js->pacer, &w->se);
+		job_enter(w, JOB_LOOKING_UP);
+	}
+	if (!in->owner && !in->n_uploaded && !in->waiters) {
+		HASH_DEL(f->inflight, in);
+		free(in);
+	}
+}
+
+/* JOB waits for the outcome of the other files of its content. */
+static void job_dup_wait(struct job *job, struct inflight *in, const char *other)
+{
+	if (!job->dup_said) {
+		job->dup_said = true;
+		log_info("%s: '%s' waits: '%s', of the same content, is being imported",
+			 job_folder_name(job), job->name, other);
+	}
+	DL_APPEND2(in->waiters, job, dup_prev, dup_next);
+	job->waits_on = in;
+	job_enter(job, JOB_DUP_WAIT);
+}
+
 static void job_inflight_release(struct job *job)
 {
 	struct inflight *in = job->holds;
-	struct job *w, *tmp;
 
 	if (in) {
+		if (job->holds_uploaded)
+			in->n_uploaded--;
+		else if (in->owner == job)
+			in->owner = NULL;
 		job->holds = NULL;
-		HASH_DEL(job->folder->inflight, in);
-		/* Each asks the ledger again: the first to hear that nothing was imported takes
-		 * the content over, the others wait for it in turn. */
-		DL_FOREACH_SAFE2(in->waiters, w, tmp, dup_next) {
-			DL_DELETE2(in->waiters, w, dup_prev, dup_next);
-			w->waits_on = NULL;
-			job_enter(w, JOB_LOOKING_UP);
-		}
-		free(in);
+		job->holds_uploaded = false;
+		job_inflight_wake(job->folder, in);
 	}
-	if (job->waits_on) {
-		DL_DELETE2(job->waits_on->waiters, job, dup_prev, dup_next);
+	if ((in = job->waits_on)) {
+		DL_DELETE2(in->waiters, job, dup_prev, dup_next);
 		job->waits_on = NULL;
+		if (!in->owner && !in->n_uploaded && !in->waiters) {
+			HASH_DEL(job->folder->inflight, in);
+			free(in);
+		}
 	}
+}
+
+/* Before a file's first upload: a file of the same content resumed with its import made
+ * (after a restart) goes first, however the checks came back. True: JOB waits instead. */
+static bool job_dup_yield(struct job *job)
+{
+	struct inflight *in = job->holds;
+
+	if (!in || job->holds_uploaded || job->part != 0 || in->n_uploaded == 0)
+		return false;
+	in->owner = NULL;
+	job->holds = NULL;
+	job_dup_wait(job, in, "a file resumed with its import");
+	return true;
 }
 
 /* Recovery through the ledger: a resumed file whose state record did not say it was uploaded
@@ -513,11 +574,29 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 	enum config_on_duplicate policy = f->conf->settings.on_duplicate;
 	struct inflight *in;
 
+	bool own = false;
+
 	job->lookup = NULL;
 	if (job->resumed && res->unfinished_result == 0)
 		job_adopt_ledger_entry(job, &res->unfinished);
-	if (job->part == 0 && policy != CONFIG_ON_DUPLICATE_IMPORT) {
-		if (res->imported_result == 0 &&
+	/* This very file, its end recorded before a crash stopped its move: it was imported
+	 * (or failed), and is only finished now, never uploaded again. */
+	if (job->resumed && res->imported_result == 0 && res->imported.file &&
+	    strcmp(res->imported.file, job->name) == 0 &&
+	    res->imported.claimed_at_ms == job->rep.claimed_at_ms) {
+		own = true;
+		job_adopt_ledger_entry(job, &res->imported);
+	}
+	if (policy != CONFIG_ON_DUPLICATE_IMPORT && job->part > 0) {
+		/* Its import exists: it holds the content, so that no copy is uploaded before
+		 * its outcome is known. */
+		if ((in = job_inflight_get(f, job->rep.sha256))) {
+			in->n_uploaded++;
+			job->holds = in;
+			job->holds_uploaded = true;
+		}
+	} else if (policy != CONFIG_ON_DUPLICATE_IMPORT) {
+		if (res->imported_result == 0 && !own &&
 		    ledger_entry_copy(&job->duplicate, &res->imported) == 0) {
 			char when[32];
 
@@ -533,18 +612,24 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 			return;
 		}
 		in = job_inflight_find(f, job->rep.sha256);
-		if (in && in->owner != job) {
-			log_info("%s: '%s' waits: '%s', of the same content, is being imported",
-				 job_folder_name(job), job->name, in->owner->name);
-			DL_APPEND2(in->waiters, job, dup_prev, dup_next);
-			job->waits_on = in;
-			job_enter(job, JOB_DUP_WAIT);
-			return;
+		/* Another file of it, uploaded and in this daemon's hands (resumed, or waiting to
+		 * be), whose outcome is not known yet. */
+		bool uploaded_here = res->uploaded_result == 0 && res->uploaded.file &&
+				     jobs_knows_name(job->js, job->folder_index, res->uploaded.file);
+		if ((in && ((in->owner && in->owner != job) || in->n_uploaded > 0)) ||
+		    uploaded_here) {
+			if (!in)
+				in = job_inflight_get(f, job->rep.sha256);
+			if (in) {
+				job_dup_wait(job, in,
+					     in->owner ? in->owner->name
+					     : uploaded_here ? res->uploaded.file
+							     : "a file resumed with its import");
+				return;
+			}
 		}
-		if (!in && (in = calloc(1, sizeof(*in)))) {
-			memcpy(in->sha256, job->rep.sha256, sizeof(in->sha256));
+		if ((in = job_inflight_get(f, job->rep.sha256))) {
 			in->owner = job;
-			HASH_ADD_STR(f->inflight, sha256, in);
 			job->holds = in;
 		}
 	}
@@ -560,10 +645,10 @@ static void job_start_lookup(struct job *job)
 
 	if (st->duplicate_window_s)
 		since = jobs_now_wall_ms() - (int64_t)st->duplicate_window_s * 1000;
+	/* Asked even with on_duplicate import: the row found may be this file's own. */
 	r = ledgerq_lookup(js->lq, job_folder_name(job), job->name, job->rep.sha256,
-			   job->folder->settings_hash, since,
-			   st->on_duplicate != CONFIG_ON_DUPLICATE_IMPORT && job->part == 0,
-			   job_lookup_done, job, &job->lookup);
+			   job->folder->settings_hash, since, job->part == 0, job_lookup_done, job,
+			   &job->lookup);
 	if (r < 0) {
 		log_error("%s: '%s': out of memory while looking it up in the ledger; it stays in "
 			  "processing", job_folder_name(job), job->name);
@@ -1045,6 +1130,11 @@ static void job_start_upload(struct job *job)
 	char *filename;
 	int r;
 
+	if (job_dup_yield(job)) {
+		/* Not an attempt: nothing was sent. */
+		job->rep.attempts--;
+		return;
+	}
 	if (!job_file_intact(job, "after it was checked", why, sizeof(why))) {
 		/* A refusal like the check's own: local, for good, and no request was made. */
 		job->rep.attempts--;
@@ -1324,9 +1414,10 @@ static void job_finish_done(struct diskq_op *op)
 		log_info("%s: '%s' could be moved after %u failed attempt%s", conf->name, job->name,
 			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
 	report_log_outcome(&job->rep, dir, job->final_name);
-	jobs_ledger_record(js, job,
-			   job->rep.failed ? LEDGER_FAILED
-			   : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE);
+	if (!job->end_recorded)
+		jobs_ledger_record(js, job,
+				   job->rep.failed ? LEDGER_FAILED
+				   : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE);
 	metrics_file_finished(f->metrics, job->rep.failed);
 	if (job->rep.failed) {
 		f->failed++;
@@ -1338,7 +1429,9 @@ static void job_finish_done(struct diskq_op *op)
 	job_end(job, JOB_END_FINISHED);
 }
 
-static void job_start_finish(struct job *job)
+/* What the report and the ledger say of a file's end, fixed once (it may be moved after
+ * retries): the time, and a split file's attempts summed. */
+static void job_prepare_finish(struct job *job)
 {
 	struct report *rep = &job->rep;
 
@@ -1354,6 +1447,20 @@ static void job_start_finish(struct job *job)
 	}
 	if (!job->finished_ms)
 		job->finished_ms = jobs_now_wall_ms();
+}
+
+static void job_end_recorded(void *data)
+{
+	struct job *job = data;
+
+	job->lookup = NULL;
+	job->end_recorded = true;
+	job_enter(job, JOB_FINISHING);
+}
+
+static void job_start_finish(struct job *job)
+{
+	job_prepare_finish(job);
 	job->op.work = job_finish_work;
 	job->op.done = job_finish_done;
 	jobs_submit_disk(job->js, &job->op);
@@ -1370,6 +1477,11 @@ void job_enter(struct job *job, enum job_state to)
 	bool ok = true;
 	int r;
 
+	/* The ledger learns how a file ended before the file moves: a crash in between leaves
+	 * the file in processing with its end recorded, never a file in done/ that the ledger
+	 * does not know was imported. */
+	if (to == JOB_FINISHING && js->lq && !job->dry_run && !job->end_recorded)
+		to = JOB_LEDGER_WAIT;
 	if (js->draining && !job_states[to].in_drain) {
 		job_release(job);
 		return;
@@ -1397,6 +1509,9 @@ void job_enter(struct job *job, enum job_state to)
 		job_start_lookup(job);
 		break;
 	case JOB_DUP_WAIT:
+		/* Asked again now and then too: a file it waits for that never comes back (taken
+		 * out of processing by hand) must not hold it for ever. */
+		ok = pacer_at(&js->pacer, &job->se, JOB_DUP_RECHECK_MS) == 0;
 		break;
 	case JOB_QUEUED:
 		pacer_upload(&js->pacer, &job->se, job->requeue_front);
@@ -1427,6 +1542,16 @@ void job_enter(struct job *job, enum job_state to)
 		break;
 	case JOB_POLLING:
 		job_start_poll(job);
+		break;
+	case JOB_LEDGER_WAIT:
+		job_prepare_finish(job);
+		if (jobs_ledger_record_then(js, job,
+					    job->rep.failed ? LEDGER_FAILED
+					    : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE,
+					    job_end_recorded) < 0) {
+			job->end_recorded = true; /* said by the ledger queue; moved all the same */
+			job_enter(job, JOB_FINISHING);
+		}
 		break;
 	case JOB_FINISHING:
 		job_start_finish(job);
@@ -1525,6 +1650,19 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 		break;
 	case JOB_FINISH_WAIT:
 		job_enter(job, JOB_FINISHING);
+		break;
+	case JOB_DUP_WAIT:
+		if (job->waits_on) {
+			struct inflight *in = job->waits_on;
+
+			DL_DELETE2(in->waiters, job, dup_prev, dup_next);
+			job->waits_on = NULL;
+			if (!in->owner && !in->n_uploaded && !in->waiters) {
+				HASH_DEL(job->folder->inflight, in);
+				free(in);
+			}
+		}
+		job_enter(job, JOB_LOOKING_UP);
 		break;
 	default:
 		break;

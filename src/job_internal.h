@@ -34,6 +34,7 @@ enum job_state {
 	JOB_RECORDING,
 	JOB_FOLLOW_WAIT,
 	JOB_POLLING,
+	JOB_LEDGER_WAIT,
 	JOB_FINISHING,
 	JOB_FINISH_WAIT,
 	JOB_ENDED,
@@ -82,8 +83,9 @@ struct claimed {
  * imported. Keyed by the content's sha256 in folder_rt.inflight. */
 struct inflight {
 	UT_hash_handle hh;
-	struct job *owner;
-	struct job *waiters; /* utlist DL, by job.dup_prev/dup_next */
+	struct job *owner;     /* the file that may upload it, or NULL */
+	unsigned n_uploaded;   /* files of it resumed with their import made: they go first */
+	struct job *waiters;   /* utlist DL, by job.dup_prev/dup_next */
 	char sha256[65];
 };
 
@@ -144,6 +146,9 @@ struct job {
 	 * DUPLICATE: the earlier import of the same content, once found. */
 	void *lookup;
 	struct inflight *holds, *waits_on;
+	bool holds_uploaded; /* HOLDS counts it among the uploaded */
+	bool end_recorded;   /* the ledger has its end (LEDGER_WAIT), before it is moved */
+	bool dup_said;       /* its wait was said */
 	struct ledger_entry duplicate;
 	struct job *dup_prev, *dup_next;
 	bool save_durable; /* SAVING: the record holds a part's new import id */
@@ -235,6 +240,12 @@ void jobs_claimed_free(struct jobs *js, struct claimed *c);
 void jobs_backlog_push(struct jobs *js, struct claimed *c);
 /* The ledger (jobs.c): records JOB's state as STATUS; nothing without a ledger or in a dry run. */
 void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status status);
+/* The same, and WRITTEN(JOB) once it is committed; -ENOMEM. JOB->lookup holds the op. */
+int jobs_ledger_record_then(struct jobs *js, struct job *job, enum ledger_status status,
+			    void (*written)(void *data));
+/* Whether folder FOLDER's processing directory holds NAME as far as jobs knows (a job's, or
+ * one waiting in the resume backlog). */
+bool jobs_knows_name(struct jobs *js, size_t folder, const char *name);
 
 /* Pauses every request after the key (RESEND_AUTH) or the quota (RESEND_QUOTA) refused one. */
 void jobs_pause(struct jobs *js, enum resend_class cls, const struct resend_error *e);

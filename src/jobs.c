@@ -221,6 +221,11 @@ enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
 	return JOBS_CLAIMING;
 }
 
+bool jobs_knows_name(struct jobs *js, size_t folder, const char *name)
+{
+	return claimed_find(&js->folders[folder], name) != NULL;
+}
+
 void jobs_set_ledger(struct jobs *js, struct ledgerq *lq)
 {
 	js->lq = lq;
@@ -240,6 +245,17 @@ void jobs_ledger_health(struct jobs *js, bool failing, const char *error)
 			  error);
 	else
 		log_info("the ledger can be written again: files are taken from the inboxes again");
+	/* Stopping with a ledger that fails: files waiting for it to record their end stay in
+	 * processing for the next start, instead of holding the stop up. */
+	if (failing && js->draining) {
+		struct job *j, *next;
+
+		for (j = js->jobs; j; j = next) {
+			next = j->next;
+			if (j->state == JOB_LEDGER_WAIT)
+				job_release(j);
+		}
+	}
 	jobs_defer(js);
 }
 
@@ -261,8 +277,24 @@ static char *jobs_import_ids(const struct job *job)
 	return ids;
 }
 
+static int jobs_ledger_write(struct jobs *js, struct job *job, enum ledger_status status,
+			     void (*written)(void *data));
+
 void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status status)
 {
+	(void)jobs_ledger_write(js, job, status, NULL);
+}
+
+int jobs_ledger_record_then(struct jobs *js, struct job *job, enum ledger_status status,
+			    void (*written)(void *data))
+{
+	return jobs_ledger_write(js, job, status, written);
+}
+
+static int jobs_ledger_write(struct jobs *js, struct job *job, enum ledger_status status,
+			     void (*written)(void *data))
+{
+	int ret;
 	const struct report *r = &job->rep;
 	struct ledger_entry e = {
 		.folder = (char *)job->folder->conf->name,
@@ -277,7 +309,7 @@ void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status sta
 	char *error = NULL;
 
 	if (!js->lq || job->dry_run)
-		return;
+		return 0;
 	memcpy(e.sha256, r->sha256, sizeof(e.sha256));
 	memcpy(e.settings_hash, job->folder->settings_hash, sizeof(e.settings_hash));
 	if (status == LEDGER_DONE || status == LEDGER_FAILED || status == LEDGER_SKIPPED)
@@ -295,9 +327,11 @@ void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status sta
 	e.error = error;
 	e.import_ids = jobs_import_ids(job);
 	e.duplicate_of = r->duplicate_of ? r->duplicate_of->file : NULL;
-	(void)ledgerq_record(js->lq, &e);
+	ret = written ? ledgerq_record_then(js->lq, &e, written, job, &job->lookup)
+		      : ledgerq_record(js->lq, &e);
 	free(e.import_ids);
 	free(error);
+	return ret;
 }
 
 static void jobs_list_work(struct diskq_op *op)
@@ -768,6 +802,7 @@ void jobs_counts(const struct jobs *js, struct jobs_counts *ret)
 		[JOB_SAVING] = C_WAITING,      [JOB_UPLOADING] = C_UPLOADING,
 		[JOB_RETRY_WAIT] = C_WAITING,  [JOB_RECORDING] = C_FOLLOWING,
 		[JOB_FOLLOW_WAIT] = C_FOLLOWING, [JOB_POLLING] = C_FOLLOWING,
+		[JOB_LEDGER_WAIT] = C_FINISHING,
 		[JOB_FINISHING] = C_FINISHING, [JOB_FINISH_WAIT] = C_FINISHING,
 		[JOB_ENDED] = C_NONE,
 	};

@@ -26,7 +26,8 @@ void jobs_control_folder(const struct jobs *js, size_t folder, struct jobs_folde
 	DL_FOREACH(js->backlog_head, b)
 		ret->waiting += b->folder == folder;
 	ret->processing = n[JOB_NEW] + n[JOB_CLAIMING] + n[JOB_CHECKING] + n[JOB_LOOKING_UP] +
-			  n[JOB_DUP_WAIT] + n[JOB_SAVING] + n[JOB_RECORDING] + n[JOB_FINISHING] +
+			  n[JOB_DUP_WAIT] + n[JOB_SAVING] + n[JOB_RECORDING] + n[JOB_LEDGER_WAIT] +
+			  n[JOB_FINISHING] +
 			  n[JOB_FINISH_WAIT];
 	ret->uploading = n[JOB_UPLOADING];
 	ret->retrying = n[JOB_RETRY_WAIT];

@@ -60,6 +60,12 @@ struct ledger_ops {
 	 * finished at or after SINCE_MS (0: ever), into *RET. -ENOENT when there is none. */
 	int (*find_imported)(struct ledger *l, const char *folder, const char *sha256,
 			     const char *settings_hash, int64_t since_ms, struct ledger_entry *ret);
+	/* The latest entry of FOLDER, of another file than FILE, with content SHA256 under
+	 * SETTINGS_HASH, uploaded (an import exists) and not finished: a file of the same
+	 * content whose import is still being followed, or was when a daemon stopped. -ENOENT. */
+	int (*find_uploaded)(struct ledger *l, const char *folder, const char *file,
+			     const char *sha256, const char *settings_hash,
+			     struct ledger_entry *ret);
 	/* The latest entry of FOLDER/FILE with content SHA256 that has not finished. -ENOENT. */
 	int (*find_unfinished)(struct ledger *l, const char *folder, const char *file,
 			       const char *sha256, struct ledger_entry *ret);
@@ -96,6 +102,13 @@ static inline int ledger_find_imported(struct ledger *l, const char *folder, con
 				       struct ledger_entry *ret)
 {
 	return l->ops->find_imported(l, folder, sha256, settings_hash, since_ms, ret);
+}
+
+static inline int ledger_find_uploaded(struct ledger *l, const char *folder, const char *file,
+				       const char *sha256, const char *settings_hash,
+				       struct ledger_entry *ret)
+{
+	return l->ops->find_uploaded(l, folder, file, sha256, settings_hash, ret);
 }
 
 static inline int ledger_find_unfinished(struct ledger *l, const char *folder, const char *file,

@@ -49,6 +49,7 @@ enum stmt {
 	STMT_RECORD,
 	STMT_FIND_IMPORTED,
 	STMT_FIND_UNFINISHED,
+	STMT_FIND_UPLOADED,
 	STMT_PRUNE,
 	STMT_BEGIN,
 	STMT_COMMIT,
@@ -71,6 +72,10 @@ static const char *const stmt_sql[STMT_N] = {
 	[STMT_FIND_UNFINISHED] = "SELECT " COLUMNS " FROM files WHERE folder = ?1 AND file = ?2 "
 				 "AND sha256 = ?3 AND finished_at_ms IS NULL "
 				 "ORDER BY claimed_at_ms DESC LIMIT 1",
+	[STMT_FIND_UPLOADED] = "SELECT " COLUMNS " FROM files WHERE folder = ?1 AND file != ?2 "
+			       "AND sha256 = ?3 AND settings_hash = ?4 AND settings_hash != '' "
+			       "AND status = 'uploaded' AND finished_at_ms IS NULL "
+			       "ORDER BY claimed_at_ms DESC LIMIT 1",
 	[STMT_PRUNE] = "DELETE FROM files WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
 	[STMT_BEGIN] = "BEGIN IMMEDIATE",
 	[STMT_COMMIT] = "COMMIT",
@@ -351,6 +356,20 @@ static int sqlite_find_unfinished(struct ledger *base, const char *folder, const
 	return find_one(l, s, ret);
 }
 
+static int sqlite_find_uploaded(struct ledger *base, const char *folder, const char *file,
+				const char *sha256, const char *settings_hash,
+				struct ledger_entry *ret)
+{
+	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
+	sqlite3_stmt *s = l->stmt[STMT_FIND_UPLOADED];
+
+	bind_text(s, 1, folder);
+	bind_text(s, 2, file);
+	bind_text(s, 3, sha256);
+	bind_text(s, 4, settings_hash);
+	return find_one(l, s, ret);
+}
+
 static int sqlite_list(struct ledger *base, const struct ledger_query *q, ledger_list_cb cb,
 		       void *data)
 {
@@ -435,6 +454,7 @@ static const struct ledger_ops sqlite_ops = {
 	.record = sqlite_record,
 	.find_imported = sqlite_find_imported,
 	.find_unfinished = sqlite_find_unfinished,
+	.find_uploaded = sqlite_find_uploaded,
 	.list = sqlite_list,
 	.prune = sqlite_prune,
 	.begin = sqlite_begin,

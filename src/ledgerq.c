@@ -24,6 +24,7 @@ struct op {
 	bool want_imported;
 	struct ledgerq_lookup res;
 	ledgerq_lookup_cb cb; /* NULL once cancelled (under the lock) */
+	void (*written)(void *data); /* OP_RECORD: once committed; NULL once cancelled */
 	void *data;
 	int64_t before_ms;    /* OP_PRUNE */
 };
@@ -64,6 +65,7 @@ static void op_free(struct op *op)
 	ledger_entry_clear(&op->entry);
 	ledger_entry_clear(&op->res.unfinished);
 	ledger_entry_clear(&op->res.imported);
+	ledger_entry_clear(&op->res.uploaded);
 	free(op);
 }
 
@@ -90,6 +92,13 @@ static int run_op(struct ledger *l, struct op *op)
 								    e->settings_hash, op->since_ms,
 								    &k->imported)
 					     : -ENOENT;
+		ledger_entry_clear(&k->uploaded);
+		k->uploaded_result = op->want_imported
+					     ? ledger_find_uploaded(l, e->folder, e->file, e->sha256,
+								    e->settings_hash, &k->uploaded)
+					     : -ENOENT;
+		if (k->uploaded_result < 0 && k->uploaded_result != -ENOENT)
+			return k->uploaded_result;
 		/* A read that fails is a failure like a write's: tried again with the batch. */
 		if (k->unfinished_result < 0 && k->unfinished_result != -ENOENT)
 			return k->unfinished_result;
@@ -143,7 +152,7 @@ static void thread_main(void *arg)
 			while (batch) {
 				struct op *next = batch->next;
 
-				if (batch->kind == OP_LOOKUP)
+				if (batch->kind == OP_LOOKUP || batch->written)
 					push(&q->done_head, &q->done_tail, batch);
 				else
 					op_free(batch);
@@ -230,12 +239,16 @@ static void async_cb(uv_async_t *async)
 	while (done) {
 		struct op *next = done->next;
 		ledgerq_lookup_cb cb;
+		void (*written)(void *data);
 
 		uv_mutex_lock(&q->lock);
 		cb = done->cb;
+		written = done->written;
 		uv_mutex_unlock(&q->lock);
 		if (cb)
 			cb(&done->res, done->data);
+		if (written)
+			written(done->data);
 		op_free(done);
 		done = next;
 	}
@@ -287,7 +300,8 @@ static void submit(struct ledgerq *q, struct op *op)
 	uv_mutex_unlock(&q->lock);
 }
 
-int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e)
+int ledgerq_record_then(struct ledgerq *q, const struct ledger_entry *e,
+			void (*written)(void *data), void *data, void **ret)
 {
 	struct op *op = calloc(1, sizeof(*op));
 
@@ -298,8 +312,17 @@ int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e)
 		return -ENOMEM;
 	}
 	op->kind = OP_RECORD;
+	op->written = written;
+	op->data = data;
+	if (ret)
+		*ret = op;
 	submit(q, op);
 	return 0;
+}
+
+int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e)
+{
+	return ledgerq_record_then(q, e, NULL, NULL, NULL);
 }
 
 int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, const char *sha256,
@@ -333,6 +356,7 @@ void ledgerq_cancel(struct ledgerq *q, void *l)
 
 	uv_mutex_lock(&q->lock);
 	o->cb = NULL;
+	o->written = NULL;
 	uv_mutex_unlock(&q->lock);
 }
 

@@ -15,8 +15,9 @@ struct ledgerq;
 /* A look-up's answers: the file's own unfinished entry (recovery) and the latest import of the
  * same content under the same settings (duplicates); each result 0, -ENOENT, or an error. */
 struct ledgerq_lookup {
-	int unfinished_result, imported_result;
+	int unfinished_result, imported_result, uploaded_result;
 	struct ledger_entry unfinished, imported;
+	struct ledger_entry uploaded; /* another file of the content, uploaded, not finished */
 };
 
 typedef void (*ledgerq_lookup_cb)(const struct ledgerq_lookup *res, void *data);
@@ -29,8 +30,13 @@ int ledgerq_new(uv_loop_t *loop, struct ledger *l,
 /* Queues E (copied) to be recorded. -ENOMEM (said in the log: the entry is lost to history,
  * not to recovery, which the per-file records carry). */
 int ledgerq_record(struct ledgerq *q, const struct ledger_entry *e);
+/* The same, and WRITTEN(DATA) on the loop once E is committed (never while the ledger fails;
+ * ledgerq_cancel with *RET stops the call). */
+int ledgerq_record_then(struct ledgerq *q, const struct ledger_entry *e,
+			void (*written)(void *data), void *data, void **ret);
 /* Looks FOLDER/FILE of content SHA256 up (and, when WANT_IMPORTED, an import of that content
- * under SETTINGS_HASH finished at or after SINCE_MS), in order after every record queued
+ * under SETTINGS_HASH finished at or after SINCE_MS, and another file of it uploaded but not
+ * finished), in order after every record queued
  * before. CB(answers, DATA) on the loop; the answers live during the call. The strings are
  * copied. *RET is the look-up, for ledgerq_cancel until CB is called. */
 int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, const char *sha256,

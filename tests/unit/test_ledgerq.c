@@ -143,11 +143,22 @@ static void fake_close(struct ledger *l)
 	(void)l; /* the fixture owns both */
 }
 
+static int fake_find_uploaded(struct ledger *l, const char *folder, const char *file,
+			      const char *sha256, const char *settings_hash,
+			      struct ledger_entry *ret)
+{
+	struct fake *f = (struct fake *)l;
+
+	return fake_pass(f, ledger_find_uploaded(f->real, folder, file, sha256, settings_hash,
+						 ret));
+}
+
 static const struct ledger_ops fake_ops = {
 	.name = "fake",
 	.record = fake_record,
 	.find_imported = fake_find_imported,
 	.find_unfinished = fake_find_unfinished,
+	.find_uploaded = fake_find_uploaded,
 	.list = fake_list,
 	.prune = fake_prune,
 	.begin = fake_begin,
