@@ -2,7 +2,7 @@
  * what each holds are the table job_states[] below; job_enter() is the only place where a job's
  * state changes: it refuses a move the table does not allow, keeps every counter, and starts
  * the new state's work. Where each state waits: (D) the disk thread, (P) the thread pool,
- * (A) the API, (S) the pacer's queues and its one timer.
+ * (A) the API, (S) the pacer's queues and its one timer, (L) the ledger's thread.
  *
  *   inbox                                    processing (found there at start)
  *     | jobs_submit                            |
@@ -34,6 +34,15 @@
  *                                     | report, move, fsync          ^
  *                                     v                              | the move failed for
  *                                   ENDED (done/ or failed/)   FINISH_WAIT (S)  a while
+ *
+ * With a ledger (ledgerq.h), three more states:
+ *  - LOOKING_UP (L), after the check: a file whose content was imported in this folder within
+ *    duplicate_window goes to FINISHING as a duplicate (skipped, or failed); one resumed takes
+ *    the import ids the ledger has for it; otherwise on to SAVING or QUEUED as the diagram says;
+ *  - DUP_WAIT (S), from LOOKING_UP (or UPLOADING, before anything is sent): another file of the
+ *    same content is being imported; asked again once it ends (and every 10 s);
+ *  - LEDGER_WAIT (L), on the way to FINISHING: the ledger records how the file ended before it
+ *    moves.
  *
  * More moves than the diagram shows:
  *  - a record that cannot be saved before an upload (a full disk) is tried again from
