@@ -4,6 +4,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -693,6 +694,13 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	 * the process; we never rely on the signal, so ignore it. SIGPIPE: curl reports errors. */
 	signal(SIGIO, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
+	/* Checks allocate large buffers for a short while, in the thread pool and the disk
+	 * threads. glibc keeps freed memory in per-thread arenas and raises its mmap threshold
+	 * after the first large free, so a daemon that once checked a few big files would hold
+	 * that memory for good: a fixed threshold gives large buffers back, and two arenas bound
+	 * what the threads keep. */
+	(void)mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	(void)mallopt(M_ARENA_MAX, 2);
 	daemon_raise_nofile();
 	srandom((unsigned)uv_hrtime());
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

@@ -42,7 +42,8 @@
  *  - DUP_WAIT (S), from LOOKING_UP (or UPLOADING, before anything is sent): another file of the
  *    same content is being imported; asked again once it ends (and every 10 s);
  *  - LEDGER_WAIT (L), on the way to FINISHING: the ledger records how the file ended before it
- *    moves.
+ *    moves. It counts against max_holding: a ledger slower than the uploads holds new claims
+ *    back instead of letting finished files pile up in memory.
  *
  * More moves than the diagram shows:
  *  - a record that cannot be saved before an upload (a full disk) is tried again from
@@ -120,7 +121,7 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
 	[JOB_POLLING] = {"polling", false, false, false, false,
 			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
-	[JOB_LEDGER_WAIT] = {"recording its end", false, false, false, true,
+	[JOB_LEDGER_WAIT] = {"recording its end", true, false, false, true,
 			     S(FINISHING) | S(ENDED)},
 	[JOB_FINISHING] = {"finishing", false, false, false, true,
 			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED)},
@@ -342,7 +343,6 @@ static void job_claim_done(struct diskq_op *op)
 		/* Without it, the record is written again before the upload (SAVING). */
 		job->record_counts_next = job->record_result == 0;
 		job_emit_claimed(job, JOBS_CLAIMED);
-		jobs_ledger_record(js, job, LEDGER_CLAIMED);
 		if (job->checked)
 			job_check_result(job);
 		else

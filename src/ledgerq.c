@@ -22,7 +22,7 @@ struct op {
 	struct ledger_entry entry;
 	int64_t since_ms;
 	bool want_imported;
-	struct ledgerq_lookup res;
+	struct ledgerq_lookup *res; /* OP_LOOKUP's answers */
 	ledgerq_lookup_cb cb; /* NULL once cancelled (under the lock) */
 	void (*written)(void *data); /* OP_RECORD: once committed; NULL once cancelled */
 	void *data;
@@ -63,9 +63,12 @@ static void push(struct op **head, struct op **tail, struct op *op)
 static void op_free(struct op *op)
 {
 	ledger_entry_clear(&op->entry);
-	ledger_entry_clear(&op->res.unfinished);
-	ledger_entry_clear(&op->res.imported);
-	ledger_entry_clear(&op->res.uploaded);
+	if (op->res) {
+		ledger_entry_clear(&op->res->unfinished);
+		ledger_entry_clear(&op->res->imported);
+		ledger_entry_clear(&op->res->uploaded);
+		free(op->res);
+	}
 	free(op);
 }
 
@@ -82,7 +85,7 @@ static int run_op(struct ledger *l, struct op *op)
 	case OP_PRUNE:
 		return l->ops->prune(l, op->before_ms, &n);
 	case OP_LOOKUP:
-		k = &op->res;
+		k = op->res;
 		ledger_entry_clear(&k->unfinished);
 		ledger_entry_clear(&k->imported);
 		k->unfinished_result = ledger_find_unfinished(l, e->folder, e->file, e->sha256,
@@ -246,7 +249,7 @@ static void async_cb(uv_async_t *async)
 		written = done->written;
 		uv_mutex_unlock(&q->lock);
 		if (cb)
-			cb(&done->res, done->data);
+			cb(done->res, done->data);
 		if (written)
 			written(done->data);
 		op_free(done);
@@ -334,7 +337,10 @@ int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, cons
 		.folder = (char *)folder, .file = (char *)file,
 	};
 
-	if (!o || ledger_entry_copy(&o->entry, &question) < 0) {
+	if (!o || !(o->res = calloc(1, sizeof(*o->res))) ||
+	    ledger_entry_copy(&o->entry, &question) < 0) {
+		if (o)
+			free(o->res);
 		free(o);
 		return -ENOMEM;
 	}

@@ -444,6 +444,21 @@ static void detect_sep_line(struct normalizer *n, const unsigned char *b, size_t
 	n->dialect.first_line = 2;
 }
 
+/* The header record REC, kept as H (csvhead_free). */
+static int header_copy(struct csvhead *h, const struct csvscan_record *rec)
+{
+	h->fields = calloc(rec->n_fields ? rec->n_fields : 1, sizeof(char *));
+	if (!h->fields)
+		return -ENOMEM;
+	for (size_t i = 0; i < rec->n_fields; i++) {
+		h->fields[i] = strdup(rec->fields[i]);
+		if (!h->fields[i])
+			return -ENOMEM;
+		h->n_fields++;
+	}
+	return 0;
+}
+
 /* Detection's look at the first rows with one delimiter. */
 struct sample {
 	struct csvhead head;
@@ -456,18 +471,8 @@ static int sample_cb(const struct csvscan_record *rec, void *data)
 {
 	struct sample *s = data;
 
-	if (rec->index == 0) {
-		s->head.fields = calloc(rec->n_fields ? rec->n_fields : 1, sizeof(char *));
-		if (!s->head.fields)
-			return -ENOMEM;
-		for (size_t i = 0; i < rec->n_fields; i++) {
-			s->head.fields[i] = strdup(rec->fields[i]);
-			if (!s->head.fields[i])
-				return -ENOMEM;
-			s->head.n_fields++;
-		}
-		return 0;
-	}
+	if (rec->index == 0)
+		return header_copy(&s->head, rec);
 	s->counts[s->n_rows++] = rec->n_fields;
 	return s->n_rows == NORMALIZE_SAMPLE_ROWS ? -ECANCELED : 0;
 }
@@ -619,15 +624,8 @@ static bool all_empty(const struct csvscan_record *rec)
 
 static int take_header(struct normalizer *n, const struct csvscan_record *rec)
 {
-	n->head.fields = calloc(rec->n_fields ? rec->n_fields : 1, sizeof(char *));
-	if (!n->head.fields)
+	if (header_copy(&n->head, rec) < 0)
 		return -ENOMEM;
-	for (size_t i = 0; i < rec->n_fields; i++) {
-		n->head.fields[i] = strdup(rec->fields[i]);
-		if (!n->head.fields[i])
-			return -ENOMEM;
-		n->head.n_fields++;
-	}
 	n->n_cols = trimmed_count(n->head.fields, NULL, n->head.n_fields);
 	/* The trailing empty names of a header with trailing delimiters are no columns. */
 	struct csvhead cols = {n->head.fields, n->n_cols};
