@@ -343,6 +343,9 @@ static void job_claim_done(struct diskq_op *op)
 		/* Without it, the record is written again before the upload (SAVING). */
 		job->record_counts_next = job->record_result == 0;
 		job_emit_claimed(job, JOBS_CLAIMED);
+		/* Queued before the file's look-up, and in its transaction: a file is never
+		 * uploaded before the ledger knows it was claimed. */
+		jobs_ledger_record(js, job, LEDGER_CLAIMED);
 		if (job->checked)
 			job_check_result(job);
 		else
