@@ -55,6 +55,7 @@ struct daemon {
 	struct ledger *ledger;
 	struct ledgerq *lq;
 	char *state_dir;
+	bool ledger_refused; /* start-up stopped on the ledger, and said why */
 	uv_timer_t prune_timer;
 	bool stopping;
 	int exit_status;
@@ -285,6 +286,7 @@ static int daemon_ledger_open(struct daemon *d)
 	r = ledger_open(dir, false, &d->ledger, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
+		d->ledger_refused = true;
 		return r;
 	}
 	d->state_dir = strdup(dir);
@@ -731,7 +733,7 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	if (r < 0) {
 		/* Another daemon's folder is a refusal, like a configuration error (said by jobs);
 		 * the rest a failure. */
-		if (r != -EWOULDBLOCK)
+		if (r != -EWOULDBLOCK && !d.ledger_refused)
 			log_error("start-up failed: %s", strerror(-r));
 		d.stopping = true;
 		d.exit_status = r == -EWOULDBLOCK ? 1 : 2;

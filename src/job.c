@@ -481,6 +481,27 @@ static struct inflight *job_inflight_get(struct folder_rt *f, const char *sha256
 	return in;
 }
 
+/* IN goes once nobody holds it or waits for it. */
+static void job_inflight_drop_unused(struct folder_rt *f, struct inflight *in)
+{
+	if (!in->owner && !in->n_uploaded && !in->waiters) {
+		HASH_DEL(f->inflight, in);
+		free(in);
+	}
+}
+
+/* JOB waits no longer (it ends, or asks the ledger again). */
+static void job_inflight_unwait(struct job *job)
+{
+	struct inflight *in = job->waits_on;
+
+	if (!in)
+		return;
+	DL_DELETE2(in->waiters, job, dup_prev, dup_next);
+	job->waits_on = NULL;
+	job_inflight_drop_unused(job->folder, in);
+}
+
 /* Something changed for content IN: its waiters ask the ledger again (the first to hear that
  * nothing was imported takes it over, the others wait in turn); an entry nobody holds goes. */
 static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
@@ -493,10 +514,7 @@ static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
 		pacer_cancel(&w->js->pacer, &w->se);
 		job_enter(w, JOB_LOOKING_UP);
 	}
-	if (!in->owner && !in->n_uploaded && !in->waiters) {
-		HASH_DEL(f->inflight, in);
-		free(in);
-	}
+	job_inflight_drop_unused(f, in);
 }
 
 /* JOB waits for the outcome of the other files of its content. */
@@ -525,14 +543,7 @@ static void job_inflight_release(struct job *job)
 		job->holds_uploaded = false;
 		job_inflight_wake(job->folder, in);
 	}
-	if ((in = job->waits_on)) {
-		DL_DELETE2(in->waiters, job, dup_prev, dup_next);
-		job->waits_on = NULL;
-		if (!in->owner && !in->n_uploaded && !in->waiters) {
-			HASH_DEL(job->folder->inflight, in);
-			free(in);
-		}
-	}
+	job_inflight_unwait(job);
 }
 
 /* Before a file's first upload: a file of the same content resumed with its import made
@@ -1664,16 +1675,7 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 		job_enter(job, JOB_FINISHING);
 		break;
 	case JOB_DUP_WAIT:
-		if (job->waits_on) {
-			struct inflight *in = job->waits_on;
-
-			DL_DELETE2(in->waiters, job, dup_prev, dup_next);
-			job->waits_on = NULL;
-			if (!in->owner && !in->n_uploaded && !in->waiters) {
-				HASH_DEL(job->folder->inflight, in);
-				free(in);
-			}
-		}
+		job_inflight_unwait(job);
 		job_enter(job, JOB_LOOKING_UP);
 		break;
 	default:
