@@ -112,8 +112,8 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
 	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
-			   S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(RETRY_WAIT) | S(SAVING) | S(DUP_WAIT) |
-				   S(ENDED)},
+			   S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(RETRY_WAIT) | S(SAVING) |
+				   S(QUEUED) | S(DUP_WAIT) | S(ENDED)},
 	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false,
 			    S(SAVING) | S(CHECKING) | S(ENDED)},
 	[JOB_RECORDING] = {"recording", false, false, false, true,
@@ -432,12 +432,12 @@ static void job_dry_run_log(struct job *job)
 	char delim[8];
 
 	snprintf(delim, sizeof(delim), n->delimiter == '\t' ? "tab" : "'%c'", n->delimiter);
-	log_info("%s: dry run: would upload '%s' (%llu bytes, sha256 %s; %s, %s, %llu rows, %llu "
+	log_info("%s: dry run: would upload '%s' (%llu bytes, sha256 %s; %s, %s, %llu row%s, %llu "
 		 "rejected, %s, %zu part%s) to %s/contacts/imports "
 		 "with column_map=%s on_conflict=%s segments=%s topics=%s",
 		 job_folder_name(job), job->name, (unsigned long long)job->rep.bytes,
 		 job->rep.sha256, n->encoding_from, delim, (unsigned long long)n->rows,
-		 (unsigned long long)n->rows_rejected, n->normalized ? "normalized" : "as it is",
+		 n->rows == 1 ? "" : "s", (unsigned long long)n->rows_rejected, n->normalized ? "normalized" : "as it is",
 		 n->n_parts, n->n_parts == 1 ? "" : "s", job->js->cfg->api.base_url,
 		 fl->column_map ? fl->column_map : "(none)", fl->on_conflict,
 		 fl->segments ? fl->segments : "(none)", fl->topics ? fl->topics : "(none)");
@@ -940,16 +940,34 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 	const char *terr = api_call_transport_error(call);
 	size_t len;
 	const char *body = api_call_body(call, &len);
+	const char *retry_after = api_call_header(call, "retry-after");
+	const char *remaining = api_call_header(call, "ratelimit-remaining");
+	const char *reset = api_call_header(call, "ratelimit-reset");
 	enum resend_class cls = RESEND_RETRY;
 
-	pacer_note_response(&js->pacer, api_call_header(call, "retry-after"),
-			    api_call_header(call, "ratelimit-remaining"),
-			    api_call_header(call, "ratelimit-reset"));
 	if (terr) {
 		err->status = 0;
 		snprintf(err->message, sizeof(err->message), "%s", terr);
 	} else {
 		cls = resend_classify(api_call_status(call), body, len, err);
+	}
+	if (cls == RESEND_RATE_LIMITED) {
+		uint64_t ms = pacer_note_refusal(&js->pacer, retry_after, remaining, reset);
+
+		/* Said when a row of refusals begins, not for each request it holds back. */
+		if (js->refusals_in_row++ == 0)
+			log_event(LOG_LEVEL_INFO,
+				  &(struct log_fields){.message_id = LOG_ID_RATE_LIMITED},
+				  "Resend's rate limit was reached (HTTP 429%s%s): no request goes out "
+				  "for %.1f s; a wait is not an attempt, and no file fails for it",
+				  retry_after ? ", retry-after " : "", retry_after ? retry_after : "",
+				  (double)ms / 1000);
+	} else {
+		if (js->refusals_in_row > 0)
+			log_debug("requests are answered again after %u refusal%s for the rate limit",
+				  js->refusals_in_row, js->refusals_in_row == 1 ? "" : "s");
+		js->refusals_in_row = 0;
+		pacer_note_response(&js->pacer, retry_after, remaining, reset);
 	}
 	/* What the far end said goes to log lines and reports from here: a server (or a proxy)
 	 * that echoes the Authorization header must not put the key there. */
@@ -1077,6 +1095,19 @@ static void job_upload_done(struct api_call *call, void *data)
 		job->record_exact = true;
 		job->requeue_front = true;
 		job_enter(job, JOB_SAVING);
+		return;
+	case RESEND_RATE_LIMITED:
+		/* The team's limit said "later": a wait, not an attempt. The record on disk counts
+		 * the upload that comes next already (it counted this one), so the file goes back
+		 * to the head of its queue as it is, and no request leaves before the time the
+		 * answer named. */
+		api_call_free(call);
+		job->rep.attempts--;
+		job->rep.rate_limited++;
+		job->record_counts_next = true;
+		job->requeue_front = true;
+		metrics_rate_limited(job->folder->metrics);
+		job_enter(job, JOB_QUEUED);
 		return;
 	case RESEND_RETRY:
 		api_call_free(call);
@@ -1236,6 +1267,10 @@ static void job_poll_done(struct api_call *call, void *data)
 		return;
 	} else if (cls == RESEND_AUTH || cls == RESEND_QUOTA) {
 		jobs_pause(js, cls, &err);
+	} else if (cls == RESEND_RATE_LIMITED) {
+		/* Asked again once the pacer lets requests go (job_call_outcome). */
+		job->rep.rate_limited++;
+		metrics_rate_limited(job->folder->metrics);
 	} else if (cls != RESEND_OK) {
 		log_debug("%s: '%s': reading import %s failed: %s; will ask again",
 			  job_folder_name(job), job->name, id, err.message);

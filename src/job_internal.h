@@ -204,6 +204,7 @@ struct jobs {
 	size_t backlog;
 	unsigned lists_pending;
 	bool auth_paused, paused, auth_failed_pending;
+	unsigned refusals_in_row; /* answers in a row refusing a request for the rate limit */
 	bool draining;
 	void (*drained_cb)(void *data);
 	void *drained_data;

@@ -38,6 +38,7 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define LOG_ID_DIR_UNUSABLE "16f29512121c49d68a075f66310a814e"
 #define LOG_ID_API_PAUSED "4abcb436d98b4625b9cdf0a4bd7b9897"
 #define LOG_ID_LEDGER_FAILED "261065674df043c49fdfe9f5ee13e8f7"
+#define LOG_ID_RATE_LIMITED "e6331f9322a74055904e1d912aa7b232"
 
 /* What an event is about. Every member may be NULL. In the journal each becomes a field
  * (MESSAGE_ID, RDD_FOLDER, RDD_FILE, RDD_IMPORT_ID, RDD_OUTCOME) holding the bytes as they

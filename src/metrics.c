@@ -22,7 +22,7 @@ struct metrics_hist {
 
 struct metrics_folder {
 	char *name;
-	uint64_t done, failed, retries, uploaded_bytes;
+	uint64_t done, failed, retries, rate_limited, uploaded_bytes;
 	struct metrics_hist upload, import;
 };
 
@@ -101,6 +101,12 @@ void metrics_upload_retry(struct metrics_folder *f)
 {
 	if (f)
 		f->retries++;
+}
+
+void metrics_rate_limited(struct metrics_folder *f)
+{
+	if (f)
+		f->rate_limited++;
 }
 
 void metrics_uploaded(struct metrics_folder *f, uint64_t bytes, double seconds)
@@ -289,6 +295,12 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 	for (size_t i = 0; i < m->n_folders; i++)
 		sample_folder(out, "resend_dropd_upload_retries_total", m->folders[i]->name, NULL,
 			      (double)m->folders[i]->retries);
+	family(out, "resend_dropd_rate_limited_total", "counter",
+	       "Requests for the folder's files that Resend refused for its rate limit (HTTP 429): "
+	       "waits, not attempts.");
+	for (size_t i = 0; i < m->n_folders; i++)
+		sample_folder(out, "resend_dropd_rate_limited_total", m->folders[i]->name, NULL,
+			      (double)m->folders[i]->rate_limited);
 	family(out, "resend_dropd_uploaded_bytes_total", "counter",
 	       "Bytes of files that Resend accepted.");
 	for (size_t i = 0; i < m->n_folders; i++)

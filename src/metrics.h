@@ -28,6 +28,8 @@ struct metrics_folder *metrics_folder(struct metrics *m, const char *name);
 /* Each accepts a NULL folder (out of memory earlier): nothing is counted. */
 void metrics_file_finished(struct metrics_folder *f, bool failed);
 void metrics_upload_retry(struct metrics_folder *f);
+/* A request for one of the folder's files refused for the rate limit (a wait, not an attempt). */
+void metrics_rate_limited(struct metrics_folder *f);
 /* An upload that Resend accepted: BYTES sent, in SECONDS. */
 void metrics_uploaded(struct metrics_folder *f, uint64_t bytes, double seconds);
 /* An import followed to its end, SECONDS after the upload was accepted. */

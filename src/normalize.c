@@ -1193,8 +1193,9 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 		char what[200];
 
 		rejected_summary(info, what, sizeof(what));
-		fail(n, -EBADMSG, "%llu of %llu rows rejected (%s) and invalid_rows is fail_file%s",
-		     (unsigned long long)info->rows_rejected, (unsigned long long)info->rows, what,
+		fail(n, -EBADMSG, "%llu of %llu row%s rejected (%s) and invalid_rows is fail_file%s",
+		     (unsigned long long)info->rows_rejected, (unsigned long long)info->rows,
+		     info->rows == 1 ? "" : "s", what,
 		     info->rejects_written ? "; they are listed in the rejects file" : "");
 		r = n->err;
 		goto out;
@@ -1202,6 +1203,8 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 	if (info->rows == 0 || info->rows_uploaded == 0) {
 		if (info->rows == 0)
 			fail(n, -ENODATA, "no rows: the file has a header but no data rows");
+		else if (info->rows == 1)
+			fail(n, -ENODATA, "no rows left to import: its only row was rejected");
 		else
 			fail(n, -ENODATA, "no rows left to import: all %llu rows were rejected",
 			     (unsigned long long)info->rows);

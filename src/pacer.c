@@ -174,6 +174,12 @@ void pacer_note_response(struct pacer *s, const char *retry_after, const char *r
 	ratelimit_note_response(&s->rl, uv_now(s->loop), retry_after, remaining, reset);
 }
 
+uint64_t pacer_note_refusal(struct pacer *s, const char *retry_after, const char *remaining,
+			    const char *reset)
+{
+	return ratelimit_note_refusal(&s->rl, uv_now(s->loop), retry_after, remaining, reset);
+}
+
 void pacer_stop(struct pacer *s)
 {
 	s->stopped = true;

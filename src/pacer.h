@@ -75,6 +75,10 @@ void pacer_pause(struct pacer *s, uint64_t ms);
 /* Feeds the rate-limit headers of an answer (NULL when absent). */
 void pacer_note_response(struct pacer *s, const char *retry_after, const char *remaining,
 			 const char *reset);
+/* The same for an answer that refused the request for the team's rate limit (a 429): no
+ * request goes before the time it names (ratelimit_note_refusal). The wait, in ms. */
+uint64_t pacer_note_refusal(struct pacer *s, const char *retry_after, const char *remaining,
+			    const char *reset);
 /* Grants nothing any more (a drain); due events still fire. */
 void pacer_stop(struct pacer *s);
 

@@ -33,6 +33,7 @@ void ratelimit_init(struct ratelimit *rl, double rate, uint64_t now_ms)
 	rl->tokens = rl->burst;
 	rl->last_ms = now_ms;
 	rl->blocked_until_ms = 0;
+	rl->refusals = 0;
 }
 
 static void ratelimit_refill(struct ratelimit *rl, uint64_t now_ms)
@@ -151,16 +152,18 @@ static bool ratelimit_is_zero(const char *s)
 	return digit && !*s;
 }
 
-void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-			     const char *remaining, const char *reset)
+/* The headers of any answer; REFUSED: it was a 429 of the rate limit. */
+static void ratelimit_note(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
+			   const char *remaining, const char *reset, bool refused)
 {
 	uint64_t ms;
 
 	if (retry_after && ratelimit_parse_ms(retry_after, &ms) == 0)
 		ratelimit_block(rl, now_ms, ms);
 
-	/* Only a plain zero counts: "-1", "0.5" or "abc" say nothing reliable about the window. */
-	if (!remaining || !ratelimit_is_zero(remaining))
+	/* Only a plain zero counts: "-1", "0.5" or "abc" say nothing reliable about the window.
+	 * A refusal says the window is spent whatever the header says. */
+	if (!refused && (!remaining || !ratelimit_is_zero(remaining)))
 		return;
 	/* The window is spent whatever our bucket believes: bring the bucket up to now first, so
 	 * the time before this answer is not credited again later, then empty it. */
@@ -170,4 +173,42 @@ void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *
 	}
 	if (reset && ratelimit_parse_ms(reset, &ms) == 0)
 		ratelimit_block(rl, now_ms, ms);
+}
+
+void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
+			     const char *remaining, const char *reset)
+{
+	rl->refusals = 0;
+	ratelimit_note(rl, now_ms, retry_after, remaining, reset, false);
+}
+
+uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
+				const char *remaining, const char *reset)
+{
+	uint64_t ms;
+
+	if (rl->refusals < 64) /* enough to reach the cap */
+		rl->refusals++;
+	ratelimit_note(rl, now_ms, retry_after, remaining, reset, true);
+	if (rl->blocked_until_ms <= now_ms) {
+		/* Nothing said when: wait anyway, longer each time in a row, so that a limit
+		 * that names no time is not hammered. */
+		ms = RATELIMIT_REFUSED_FIRST_MS;
+		for (unsigned i = 1; i < rl->refusals && ms < RATELIMIT_REFUSED_MAX_MS; i++)
+			ms *= 2;
+		if (ms > RATELIMIT_REFUSED_MAX_MS)
+			ms = RATELIMIT_REFUSED_MAX_MS;
+		ratelimit_block(rl, now_ms, ms);
+	}
+	/* The wait ends with one token, not a bucket refilled during it: a burst at the edge of
+	 * the server's window would only be refused again. */
+	if (!ratelimit_unlimited(rl)) {
+		uint64_t one = (uint64_t)(1000.0 / rl->rate);
+
+		rl->tokens = 0;
+		rl->last_ms = rl->blocked_until_ms > one ? rl->blocked_until_ms - one : 0;
+		if (rl->last_ms < now_ms)
+			rl->last_ms = now_ms;
+	}
+	return rl->blocked_until_ms - now_ms;
 }

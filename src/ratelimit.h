@@ -11,6 +11,8 @@ struct ratelimit {
 	double tokens;
 	uint64_t last_ms;
 	uint64_t blocked_until_ms; /* set from retry-after / ratelimit-remaining: 0 + reset */
+	unsigned refusals;         /* 429s in a row (the team's limit), for the wait without a
+				    * header */
 };
 
 void ratelimit_init(struct ratelimit *rl, double rate, uint64_t now_ms);
@@ -24,5 +26,15 @@ uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms);
  * 0, no token is handed out before the indicated time. Unparsable values are ignored. */
 void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
 			     const char *remaining, const char *reset);
+
+/* A request refused for the rate limit (a 429 that is not a quota): the same headers, and the
+ * bucket emptied. No token is handed out before retry-after, else ratelimit-reset, else (a
+ * refusal that names no time, from a proxy say) a wait that doubles with each refusal in a
+ * row, RATELIMIT_REFUSED_FIRST_MS up to RATELIMIT_REFUSED_MAX_MS. Returns how long that is
+ * from NOW_MS (> 0). Any other answer (ratelimit_note_response) ends the row. */
+#define RATELIMIT_REFUSED_FIRST_MS 1000u
+#define RATELIMIT_REFUSED_MAX_MS 60000u
+uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
+				const char *remaining, const char *reset);
 
 #endif

@@ -255,6 +255,8 @@ char *report_json(const struct report *r, int64_t finished_ms)
 	else
 		cJSON_AddNullToObject(o, "sha256");
 	cJSON_AddNumberToObject(o, "attempts", r->attempts);
+	/* Requests refused for Resend's rate limit: waits, never counted as attempts. */
+	cJSON_AddNumberToObject(o, "rate_limited", r->rate_limited);
 	add_time(o, "claimed_at", r->claimed_at_ms);
 	add_time(o, "uploaded_at", r->uploaded_at_ms);
 	add_time(o, "finished_at", finished_ms);
@@ -305,7 +307,8 @@ static void format_counts(char *buf, size_t size, const struct resend_import *im
 
 	buf[0] = '\0';
 	if (imp->total >= 0)
-		n = append(buf, size, n, "%lld rows", (long long)imp->total);
+		n = append(buf, size, n, "%lld row%s", (long long)imp->total,
+			   imp->total == 1 ? "" : "s");
 	for (size_t i = 0; i < 4; i++) {
 		if (vals[i] < 0)
 			continue;
@@ -323,14 +326,18 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 	const struct resend_import *imp = &r->import;
 	const char *s = r->attempts == 1 ? "" : "s";
 	const char *import_id = r->import_id[0] ? r->import_id : NULL;
-	char counts[160], rejected[200] = "";
+	char counts[160], extra[240] = "";
+	size_t n = 0;
 
+	if (r->rate_limited)
+		n = append(extra, sizeof(extra), n, ", %u wait%s for the rate limit",
+			   r->rate_limited, r->rate_limited == 1 ? "" : "s");
 	if (r->csv && r->csv->rows_rejected)
-		snprintf(rejected, sizeof(rejected), "; %llu row%s rejected%s%s%s",
-			 (unsigned long long)r->csv->rows_rejected,
-			 r->csv->rows_rejected == 1 ? "" : "s",
-			 r->rejects_file ? " (listed in " : "", r->rejects_file ? r->rejects_file : "",
-			 r->rejects_file ? ")" : "");
+		n = append(extra, sizeof(extra), n, "; %llu row%s rejected%s%s%s",
+			   (unsigned long long)r->csv->rows_rejected,
+			   r->csv->rows_rejected == 1 ? "" : "s",
+			   r->rejects_file ? " (listed in " : "",
+			   r->rejects_file ? r->rejects_file : "", r->rejects_file ? ")" : "");
 	if (r->failed) {
 		log_event(LOG_LEVEL_ERROR,
 			  &(struct log_fields){LOG_ID_FILE_FAILED, r->folder, r->file, import_id,
@@ -338,7 +345,7 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 			  "%s: '%s' failed at %s: %s%s%s%s (moved to %s/%s, %u attempt%s)%s",
 			  r->folder, r->file, stage_names[r->stage], e->message,
 			  e->name[0] ? " [" : "", e->name, e->name[0] ? "]" : "", dir, final_name,
-			  r->attempts, s, rejected);
+			  r->attempts, s, extra);
 		return;
 	}
 	const struct log_fields done = {LOG_ID_FILE_DONE, r->folder, r->file, import_id, "done"};
@@ -365,10 +372,10 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 		format_counts(counts, sizeof(counts), imp);
 	if (imp->has_counts && counts[0])
 		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' imported, import %s%s, %s, %u attempt%s%s",
-			  r->folder, r->file, r->import_id, parts, counts, r->attempts, s, rejected);
+			  r->folder, r->file, r->import_id, parts, counts, r->attempts, s, extra);
 	else
 		log_event(LOG_LEVEL_INFO, &done,
 			  "%s: '%s' uploaded, import %s%s, %llu bytes, %u attempt%s%s", r->folder,
 			  r->file, r->import_id, parts, (unsigned long long)r->bytes, r->attempts, s,
-			  rejected);
+			  extra);
 }

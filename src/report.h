@@ -27,6 +27,7 @@ struct report {
 	uint64_t bytes;
 	char sha256[65];    /* "" until hashed */
 	unsigned attempts;
+	unsigned rate_limited; /* requests refused for the rate limit (429): waits, not attempts */
 	int64_t claimed_at_ms, uploaded_at_ms; /* wall clock; uploaded 0: not uploaded */
 	long http_status;   /* the upload's answer, 0 when none */
 	char import_id[64]; /* "" until uploaded */

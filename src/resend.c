@@ -441,7 +441,7 @@ static enum resend_class resend_class_of(long status, const char *name, const ch
 		    strcmp(name, "monthly_quota_exceeded") == 0)
 			return RESEND_QUOTA;
 		/* rate_limit_exceeded, or a 429 from something in between that has no Resend name */
-		return RESEND_RETRY;
+		return RESEND_RATE_LIMITED;
 	}
 	/* Both say "not now" about something that will be free again shortly. */
 	if (status == 409 && (strcmp(name, "concurrent_idempotent_requests") == 0 ||

@@ -34,7 +34,11 @@ void resend_idempotency_key(char buf[37], const char *folder, const char *sha256
 /* What to do after an answer (or a transport failure: http_status 0). */
 enum resend_class {
 	RESEND_OK,        /* 2xx */
-	RESEND_RETRY,     /* 408, 409 concurrent_idempotent_requests, 429 rate limit, 5xx, transport */
+	RESEND_RETRY,     /* 408, 409 concurrent_idempotent_requests, 5xx, transport: an attempt */
+	/* 429 rate_limit_exceeded (or a 429 without a Resend name, from something in between):
+	 * the team's limit, not the request's fault. A wait until the time the answer names,
+	 * never an attempt. */
+	RESEND_RATE_LIMITED,
 	RESEND_QUOTA,     /* 429 daily_quota_exceeded / monthly_quota_exceeded: back off for hours */
 	RESEND_AUTH,      /* bad or missing API key: pause every upload */
 	RESEND_PERMANENT, /* any other 4xx: fail the file */

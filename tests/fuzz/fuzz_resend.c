@@ -76,7 +76,7 @@ static void check_classify(long status, const char *body, size_t len)
 		FUZZ_CHECK(cls == RESEND_RETRY || cls == RESEND_PERMANENT);
 		break;
 	case 429:
-		FUZZ_CHECK(cls == RESEND_RETRY || cls == RESEND_QUOTA);
+		FUZZ_CHECK(cls == RESEND_RATE_LIMITED || cls == RESEND_QUOTA);
 		break;
 	default:
 		FUZZ_CHECK(0); /* a status outside the table */

@@ -1572,13 +1572,10 @@ static void test_retries_spent(void **state)
 
 	(void)state;
 	put_csv("x.csv", CSV_GOOD);
-	/* A rate limit first, whose headers must hold the next attempt back for a second. */
-	script_upload((struct answer){
-		.status = 429,
-		.body = "{\"statusCode\":429,\"name\":\"rate_limit_exceeded\",\"message\":\"Too many "
-			"requests. You can only make 2 requests per second.\"}",
-		.headers = {{"retry-after", "1"}, {"ratelimit-remaining", "0"},
-			    {"ratelimit-reset", "1"}}});
+	/* An outage first, whose retry-after must hold the next attempt back for a second. */
+	script_upload((struct answer){.status = 503,
+				      .body = "<html>Service Unavailable</html>",
+				      .headers = {{"retry-after", "1"}}});
 	script_upload((struct answer){.status = 503, .body = "<html>Service Unavailable</html>"});
 	script_upload((struct answer){
 		.status = 0,
@@ -1598,6 +1595,114 @@ static void test_retries_spent(void **state)
 	assert_true(jnull(err, "http_status"));
 	assert_non_null(strstr(jstr(err, "message"), "Connection refused"));
 	assert_non_null(strstr(jstr(err, "message"), "gave up after 3 attempts"));
+	finish();
+}
+
+/* ---- 5b. the rate limit: waits, never attempts --------------------------------------------- */
+
+#define RATE_LIMITED_BODY                                                                          \
+	"{\"statusCode\":429,\"name\":\"rate_limit_exceeded\",\"message\":\"Too many requests. "   \
+	"You can only make 2 requests per second.\"}"
+
+/* More 429s than max_attempts (3), then success: the file is done after one attempt, each
+ * request went no sooner than the retry-after of the refusal before it, and the report counts
+ * the waits apart. */
+static void test_rate_limit_is_a_wait(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	for (int i = 0; i < 5; i++)
+		script_upload((struct answer){.status = 429,
+					      .body = RATE_LIMITED_BODY,
+					      .headers = {{"retry-after", "0.2"},
+							  {"ratelimit-remaining", "0"}}});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 6);
+	for (size_t i = 1; i < 6; i++)
+		assert_true(upload(i)->made_ms >= upload(i - 1)->answered_ms + 200);
+	assert_only_in("x.csv", IN_DONE);
+	rep = report(F.done, "x.csv");
+	assert_string_equal(jstr(rep, "outcome"), "done");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_int_equal(jnum(rep, "rate_limited"), 5);
+	assert_int_equal(log_count("'x.csv' upload attempt"), 0);
+	/* Said when the row of refusals began, not for every refusal. */
+	assert_int_equal(log_count("Resend's rate limit was reached (HTTP 429, retry-after 0.2)"), 1);
+	assert_int_equal(log_count("1 attempt, 5 waits for the rate limit"), 1);
+	finish();
+}
+
+/* A 429 that names no time (a proxy's) still holds every request back: a second, then two. */
+static void test_rate_limit_without_headers_backs_off(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	script_upload((struct answer){.status = 429, .body = "Too Many Requests"});
+	script_upload((struct answer){.status = 429, .body = "Too Many Requests"});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 3);
+	assert_true(upload(1)->made_ms >= upload(0)->answered_ms + 1000);
+	assert_true(upload(2)->made_ms >= upload(1)->answered_ms + 2000);
+	rep = report(F.done, "x.csv");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_int_equal(jnum(rep, "rate_limited"), 2);
+	finish();
+}
+
+/* Between attempts that do count, the waits do not: two 500s and three 429s with
+ * max_attempts 3 still end in done, after 3 attempts. */
+static void test_rate_limit_between_attempts(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	put_csv("x.csv", CSV_GOOD);
+	script_upload((struct answer){.status = 500, .body = "{\"name\":\"application_error\"}"});
+	for (int i = 0; i < 3; i++)
+		script_upload((struct answer){.status = 429,
+					      .body = RATE_LIMITED_BODY,
+					      .headers = {{"retry-after", "0.05"}}});
+	script_upload((struct answer){.status = 500, .body = "{\"name\":\"application_error\"}"});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_uploads(), 6);
+	assert_only_in("x.csv", IN_DONE);
+	rep = report(F.done, "x.csv");
+	assert_int_equal(jnum(rep, "attempts"), 3);
+	assert_int_equal(jnum(rep, "rate_limited"), 3);
+	finish();
+}
+
+/* A 429 to a poll: asked again after the wait; the import's end is reported all the same. */
+static void test_rate_limit_on_poll(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	F.cfg->folders[0].settings.follow_import = true;
+	put_csv("x.csv", CSV_GOOD);
+	script_poll((struct answer){.status = 429,
+				    .body = RATE_LIMITED_BODY,
+				    .headers = {{"retry-after", "0.3"}}});
+	script_poll((struct answer){.status = 200, .import_status = "completed"});
+	start(0);
+	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
+	assert_int_equal(n_polls(), 2);
+	assert_only_in("x.csv", IN_DONE);
+	rep = report(F.done, "x.csv");
+	assert_string_equal(jstr(jobj(rep, "import"), "status"), "completed");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_int_equal(jnum(rep, "rate_limited"), 1);
 	finish();
 }
 
@@ -2817,6 +2922,10 @@ int main(void)
 		T(test_header_lacks_mapped_column),
 		T(test_retry_then_success),
 		T(test_retries_spent),
+		T(test_rate_limit_is_a_wait),
+		T(test_rate_limit_without_headers_backs_off),
+		T(test_rate_limit_between_attempts),
+		T(test_rate_limit_on_poll),
 		T(test_permanent_refusal),
 		T(test_key_refused_pauses),
 		T(test_name_busy),

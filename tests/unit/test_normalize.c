@@ -339,7 +339,7 @@ static void test_no_rows(void **state)
 	folder_init(&t.folder);
 	run(&t, "Email,First Name\nnope,A\n");
 	assert_int_equal(t.r, -ENODATA);
-	assert_string_equal(t.reason, "no rows left to import: all 1 rows were rejected");
+	assert_string_equal(t.reason, "no rows left to import: its only row was rejected");
 	assert_non_null(t.rejects);
 	run_free(&t);
 }

@@ -374,6 +374,65 @@ static void test_retry_after_and_reset_together(void **state)
 	assert_int_equal(ratelimit_take(&rl, T0), 9000);
 }
 
+/* A 429 holds every request back until the time it names: retry-after first, else the reset,
+ * else a wait that doubles with each refusal in a row and starts again after an answer that
+ * is not a refusal. The bucket is empty afterwards, whatever ratelimit-remaining says. */
+static void test_refusal_waits(void **state)
+{
+	struct ratelimit rl;
+
+	(void)state;
+	ratelimit_init(&rl, 5, T0);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0, "3", NULL, NULL), 3000);
+	assert_int_equal(ratelimit_take(&rl, T0 + 2999), 1);
+	assert_int_equal(ratelimit_take(&rl, T0 + 3000), 0);
+
+	ratelimit_init(&rl, 5, T0);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0, NULL, "4", "2"), 2000);
+	assert_int_equal(ratelimit_take(&rl, T0 + 1999), 1);
+
+	/* Nothing named: 1 s, 2 s, 4 s ... up to a minute. */
+	ratelimit_init(&rl, 5, T0);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0, NULL, NULL, NULL), 1000);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 1000, NULL, NULL, NULL), 2000);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 3000, "garbage", NULL, "x"), 4000);
+	/* Requests refused together (sent before the first answer) do not lengthen the wait. */
+	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 3000, NULL, NULL, NULL), 4000);
+	uint64_t t = T0 + 7000, w = 0;
+	for (int i = 0; i < 10; i++) {
+		w = ratelimit_note_refusal(&rl, t, NULL, NULL, NULL);
+		t += w;
+	}
+	assert_int_equal(w, RATELIMIT_REFUSED_MAX_MS);
+	/* An answer that is not a refusal ends the row. */
+	ratelimit_note_response(&rl, t, NULL, NULL, NULL);
+	assert_int_equal(ratelimit_note_refusal(&rl, t, NULL, NULL, NULL), 1000);
+
+	/* A refusal while a longer wait is known keeps the longer one. */
+	ratelimit_init(&rl, 5, T0);
+	ratelimit_note_refusal(&rl, T0, "30", NULL, NULL);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 1000, "1", NULL, NULL), 29000);
+
+	/* Without a client-side ceiling too: the server's word holds. */
+	ratelimit_init(&rl, 0, T0);
+	assert_int_equal(ratelimit_note_refusal(&rl, T0, "0.5", NULL, NULL), 500);
+	assert_int_equal(ratelimit_take(&rl, T0 + 100), 400);
+	assert_int_equal(ratelimit_take(&rl, T0 + 500), 0);
+}
+
+/* After a refusal the bucket starts empty: one request at the end of the wait, then the rate. */
+static void test_refusal_empties_the_bucket(void **state)
+{
+	struct ratelimit rl;
+
+	(void)state;
+	ratelimit_init(&rl, 5, T0);
+	ratelimit_note_refusal(&rl, T0, "1", "3", NULL);
+	assert_int_equal(ratelimit_take(&rl, T0 + 1000), 0);
+	assert_int_equal(ratelimit_take(&rl, T0 + 1000), 200);
+	assert_int_equal(ratelimit_take(&rl, T0 + 1200), 0);
+}
+
 static void test_wait_always_positive(void **state)
 {
 	static const double rates[] = {0.001, 0.3, 1, 1.7, 3, 7, 100, 1000, 5000};
@@ -467,6 +526,8 @@ int main(void)
 		cmocka_unit_test(test_clamp_one_hour),
 		cmocka_unit_test(test_longest_block_wins),
 		cmocka_unit_test(test_retry_after_and_reset_together),
+		cmocka_unit_test(test_refusal_waits),
+		cmocka_unit_test(test_refusal_empties_the_bucket),
 		cmocka_unit_test(test_wait_always_positive),
 		cmocka_unit_test(test_long_run_average_rate),
 		cmocka_unit_test(test_tiny_rate_wait_is_bounded),

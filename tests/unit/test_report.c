@@ -24,7 +24,7 @@
 
 /* Every report has every key, null where it does not apply, so that readers need no guessing. */
 static const char *const report_keys[] = {
-	"outcome",     "folder",      "file",	     "bytes",	  "sha256", "attempts", "claimed_at",
+	"outcome",     "folder",      "file",	     "bytes",	  "sha256", "attempts", "rate_limited", "claimed_at",
 	"uploaded_at", "finished_at", "http_status", "import_id", "import", "duplicate_of", "csv", "error", NULL};
 
 static cJSON *parse_report(const struct report *r, int64_t finished_ms)

@@ -476,10 +476,10 @@ static void test_classify_documented_names(void **state)
 		{422, "validation_error", RESEND_PERMANENT},
 		{422, "invalid_parameter", RESEND_PERMANENT},
 		{422, "missing_required_field", RESEND_PERMANENT},
-		{429, "rate_limit_exceeded", RESEND_RETRY},
+		{429, "rate_limit_exceeded", RESEND_RATE_LIMITED},
 		{429, "daily_quota_exceeded", RESEND_QUOTA},
 		{429, "monthly_quota_exceeded", RESEND_QUOTA},
-		{429, "something_new", RESEND_RETRY},
+		{429, "something_new", RESEND_RATE_LIMITED},
 		{500, "application_error", RESEND_RETRY},
 		{500, "internal_server_error", RESEND_RETRY},
 		{503, "service_unavailable", RESEND_RETRY},
@@ -509,7 +509,7 @@ static void test_classify_statuses_without_body(void **state)
 		long status;
 		enum resend_class want;
 	} cases[] = {
-		{0, RESEND_RETRY},	   {408, RESEND_RETRY},	    {429, RESEND_RETRY},
+		{0, RESEND_RETRY},	   {408, RESEND_RETRY},	    {429, RESEND_RATE_LIMITED},
 		{500, RESEND_RETRY},	   {502, RESEND_RETRY},	    {503, RESEND_RETRY},
 		{504, RESEND_RETRY},	   {599, RESEND_RETRY},	    {400, RESEND_PERMANENT},
 		{401, RESEND_AUTH},	   {403, RESEND_PERMANENT}, {404, RESEND_PERMANENT},
@@ -627,7 +627,7 @@ static void test_classify_non_json_excerpt_is_short_and_safe(void **state)
 	assert_memory_equal(err.message, "ab ? ?z", 7);
 
 	/* a 429 from a proxy, not Resend: still the rate-limit path */
-	assert_int_equal(resend_classify(429, "Too Many Requests", 17, &err), RESEND_RETRY);
+	assert_int_equal(resend_classify(429, "Too Many Requests", 17, &err), RESEND_RATE_LIMITED);
 	assert_string_equal(err.message, "Too Many Requests");
 }
 
@@ -640,7 +640,7 @@ static void test_classify_trims_blanks(void **state)
 	(void)state;
 	assert_int_equal(resend_classify(502, body, strlen(body), &err), RESEND_RETRY);
 	assert_string_equal(err.message, "Bad Gateway");
-	assert_int_equal(resend_classify(429, json, strlen(json), &err), RESEND_RETRY);
+	assert_int_equal(resend_classify(429, json, strlen(json), &err), RESEND_RATE_LIMITED);
 	assert_string_equal(err.message, "Slow down.");
 }
 
@@ -665,7 +665,7 @@ static void test_classify_json_but_not_resend_shape(void **state)
 	assert_string_equal(err.name, "");
 	assert_string_equal(err.message, array);
 
-	assert_int_equal(resend_classify(429, typed, strlen(typed), &err), RESEND_RETRY);
+	assert_int_equal(resend_classify(429, typed, strlen(typed), &err), RESEND_RATE_LIMITED);
 	assert_string_equal(err.name, "");
 }
 
