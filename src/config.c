@@ -3,6 +3,7 @@
  * before giving up, so that an operator fixes the whole file in one go. */
 #include "config.h"
 
+#include "apikey.h"
 #include "fsops.h"
 
 #include <ctype.h>
@@ -25,7 +26,6 @@
 
 #define CONFIG_MAX_ERRORS 200
 #define CONFIG_MAX_FOLDERS 256
-#define CONFIG_API_KEY_MAX 4096
 
 struct error_entry {
 	size_t line, column, seq;
@@ -814,105 +814,57 @@ out:
 	curl_url_cleanup(u);
 }
 
-static char *trim_key(char *s)
-{
-	size_t n = strlen(s);
-
-	while (n > 0 && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
-	while (isspace((unsigned char)*s))
-		s++;
-	return s;
-}
-
-/* A key ends up in an HTTP header: anything but printable ASCII could forge headers. */
-static bool api_key_is_sane(const char *k)
-{
-	if (!*k)
-		return false;
-	for (; *k; k++) {
-		if (*k <= 0x20 || *k >= 0x7f)
-			return false;
-	}
-	return true;
-}
-
+/* Reads the key from where the configuration says (apikey.h): an error names the key that
+ * says where, or the api: section (the file's start without one) for the default chain. */
 static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_node,
 			 struct api_target *t)
 {
 	struct config_api *api = &cfg->api;
-	const char *path = "api";
+	struct apikey k = {0};
+	char why[1024];
+	yaml_node_t *where;
+	const char *keypath;
+	int r;
 
 	if (t->key_env && t->key_file) {
 		node_error(c, t->key_file, "api.api_key_file",
-			   "set either api_key_env or api_key_file, not both");
+			   "set either api_key_env or api_key_file, not both (or neither: then the "
+			   "key is " APIKEY_DEFAULT_ENV ", else the systemd credential '"
+			   APIKEY_CREDENTIAL "', else the key file)");
 		return;
 	}
-	if (api->api_key_file && !t->key_file)
+	if ((api->api_key_file && !t->key_file) || (api->api_key_env && !t->key_env))
 		return; /* already reported as invalid */
-	if (api->api_key_file) {
-		char buf[CONFIG_API_KEY_MAX + 1];
-		char q[200];
-		int fd = open(api->api_key_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-		if (fd < 0) {
-			node_error(c, t->key_file, "api.api_key_file", "cannot read API key file '%s': %s",
-				   QUOTED(q, api->api_key_file), strerror(errno));
-			return;
-		}
-		ssize_t n = read(fd, buf, sizeof(buf));
-		int saved = errno;
-		close(fd);
-		if (n < 0) {
-			node_error(c, t->key_file, "api.api_key_file", "cannot read API key file '%s': %s",
-				   QUOTED(q, api->api_key_file), strerror(saved));
-			return;
-		}
-		if ((size_t)n > CONFIG_API_KEY_MAX) {
-			node_error(c, t->key_file, "api.api_key_file",
-				   "API key file '%s' is larger than %d bytes: is it the right file?",
-				   QUOTED(q, api->api_key_file), CONFIG_API_KEY_MAX);
-			return;
-		}
-		buf[n] = '\0';
-		bool has_nul = memchr(buf, '\0', (size_t)n) != NULL; /* before trimming adds one */
-		char *k = trim_key(buf);
-		if (has_nul || !api_key_is_sane(k)) {
-			node_error(c, t->key_file, "api.api_key_file",
-				   "API key file '%s' does not hold one key (printable characters, no "
-				   "spaces)",
-				   QUOTED(q, api->api_key_file));
-		} else {
-			cfg->api_key = strdup(k);
-		}
-		explicit_bzero(buf, sizeof(buf));
-		return;
-	}
-
 	/* An invalid name was reported where it is set; looking it up would print it unquoted. */
-	if (!is_env_name(api->api_key_env))
+	if (api->api_key_env && !is_env_name(api->api_key_env))
 		return;
-	const char *env = getenv(api->api_key_env);
-	/* Point at the key that names the variable, else at `api:`, else at the file's start. */
-	yaml_node_t *where = t->key_env ? t->key_env : api_node;
-	size_t line = where ? where->start_mark.line + 1 : 1;
-	size_t column = where ? where->start_mark.column + 1 : 1;
-	const char *keypath = t->key_env ? "api.api_key_env" : path;
-
-	if (!env || !*env) {
-		ctx_error_at(c, line, column, keypath,
-			     "no API key: environment variable %s is not set (set it, or set "
-			     "api.api_key_file)",
-			     api->api_key_env);
+	if (api->api_key_file) {
+		r = apikey_from_file(api->api_key_file, &k, why, sizeof(why));
+		where = t->key_file;
+		keypath = "api.api_key_file";
+	} else if (api->api_key_env) {
+		r = apikey_from_env(api->api_key_env, &k, why, sizeof(why));
+		if (r == -ENOENT)
+			snprintf(why, sizeof(why),
+				 "no API key: environment variable %s is not set (set it, or set "
+				 "api.api_key_file, or neither)",
+				 api->api_key_env);
+		where = t->key_env;
+		keypath = "api.api_key_env";
+	} else {
+		r = apikey_default(APIKEY_DEFAULT_FILE, &k, why, sizeof(why));
+		where = api_node;
+		keypath = "api";
+	}
+	if (r < 0) {
+		ctx_error_at(c, where ? where->start_mark.line + 1 : 1,
+			     where ? where->start_mark.column + 1 : 1, keypath, "%s", why);
 		return;
 	}
-	if (!api_key_is_sane(env)) {
-		ctx_error_at(c, line, column, keypath,
-			     "environment variable %s does not hold one API key (printable "
-			     "characters, no spaces)",
-			     api->api_key_env);
-		return;
-	}
-	cfg->api_key = strdup(env);
+	cfg->api_key = k.key;
+	k.key = NULL;
+	snprintf(cfg->api_key_source, sizeof(cfg->api_key_source), "%s", k.source);
+	apikey_clear(&k);
 }
 
 static void parse_api(struct ctx *c, struct config *cfg, yaml_node_t *n, unsigned flags)
@@ -1707,7 +1659,6 @@ static yaml_node_t *parse_state_dir(struct ctx *c, struct config *cfg, yaml_node
 static void config_set_defaults(struct config *cfg)
 {
 	cfg->api.base_url = strdup("https://api.resend.com");
-	cfg->api.api_key_env = strdup("RESEND_API_KEY");
 	cfg->api.max_in_flight = 4;
 	cfg->api.requests_per_second = 2;
 	cfg->api.connect_timeout_s = 10;

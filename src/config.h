@@ -107,7 +107,7 @@ struct config_folder {
 
 struct config_api {
 	char *base_url; /* without a trailing slash */
-	char *api_key_env;
+	char *api_key_env;  /* NULL: neither this nor api_key_file, the default chain (apikey.h) */
 	char *api_key_file;
 	char *user_agent_suffix;
 	uint64_t max_in_flight;
@@ -153,8 +153,10 @@ struct config {
 	uint64_t ledger_keep_days; /* ledger rows older than this are pruned; 0: kept forever */
 	struct config_folder *folders;
 	size_t n_folders;
-	/* The API key read from api_key_env or api_key_file. Never logged; wiped on free. */
+	/* The API key, from where api_key_env or api_key_file say, else from the default chain
+	 * (apikey.h). Never logged; wiped on free. Where it came from, for the start-up line. */
 	char *api_key;
+	char api_key_source[600];
 };
 
 /* Every problem found in one load, in file order, each "file:line:column: key: message". */

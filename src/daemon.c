@@ -745,10 +745,11 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		}
 	} else {
 		log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STARTED},
-			  "resend-dropd %s started: %zu folder%s%s%s", RDD_VERSION, cfg->n_folders,
-			  cfg->n_folders == 1 ? "" : "s", (flags & DAEMON_ONCE) ? ", --once" : "",
-			  (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)"
-						   : "");
+			  "resend-dropd %s started: %zu folder%s%s%s; the API key is from %s",
+			  RDD_VERSION, cfg->n_folders, cfg->n_folders == 1 ? "" : "s",
+			  (flags & DAEMON_ONCE) ? ", --once" : "",
+			  (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "",
+			  cfg->api_key_source);
 		daemon_once_schedule(&d);
 		/* The folders are watched (watch_new added the inotify watches): a file dropped
 		 * from now on is seen. */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "apikey.h"
 #include "config.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -14,7 +15,11 @@
 #include "ledger.h"
 #include "log.h"
 
-#define DEFAULT_CONFIG "/etc/resend-dropd/resend-dropd.yaml"
+/* This build's: /etc/... for the package, /usr/local/etc/... for a plain cmake --install. */
+#ifndef RDD_DEFAULT_CONFIG
+#define RDD_DEFAULT_CONFIG "/etc/resend-dropd/resend-dropd.yaml"
+#endif
+#define DEFAULT_CONFIG RDD_DEFAULT_CONFIG
 
 /* Prints every configuration error, then how many there were; frees them. Exit status 1. */
 static int config_errors_print(struct config_errors *errs, const char *config_path)
@@ -65,8 +70,9 @@ static void usage(FILE *out)
 		"3 with --once when any file failed. Commands: 0 done; 1 usage error, or refused\n"
 		"(unknown folder or file); 2 the daemon is not running or cannot be reached\n"
 		"(history: the ledger cannot be read).\n"
-		"The API key comes from the environment variable named by api.api_key_env\n"
-		"(default RESEND_API_KEY) or from api.api_key_file; never from the YAML.\n");
+		"The API key is never in the YAML: it comes from api.api_key_env or\n"
+		"api.api_key_file when one is set; else from RESEND_API_KEY, else from the systemd\n"
+		"credential 'api_key', else from " APIKEY_DEFAULT_FILE ".\n");
 }
 
 /* One line, whatever the paths contain: scripts read it. */

@@ -375,7 +375,7 @@ static void check_config(const struct config *cfg, unsigned flags)
 	len = strlen(api->base_url);
 	FUZZ_CHECK(len > 0 && api->base_url[len - 1] != '/');
 	check_base_url(api->base_url);
-	FUZZ_CHECK(api->api_key_env && is_env_name(api->api_key_env));
+	FUZZ_CHECK(!api->api_key_env || is_env_name(api->api_key_env));
 	FUZZ_CHECK(!api->api_key_file || api->api_key_file[0] == '/');
 	FUZZ_CHECK(!api->user_agent_suffix ||
 		   fuzz_one_line(api->user_agent_suffix, strlen(api->user_agent_suffix) + 1));

@@ -224,13 +224,38 @@ def test_check_without_api_key(rdd_binary, rdd_fixtures, tree):
     rc, out, err = run(rdd_binary, "-c", path, "--check", env=clean_env(RDD_TEST_API_KEY=None))
     assert rc == 1
     assert_lines(err, [f"{path}:4:16: api.api_key_env: no API key: environment variable "
-                       "RDD_TEST_API_KEY is not set (set it, or set api.api_key_file)",
+                       "RDD_TEST_API_KEY is not set (set it, or set api.api_key_file, or neither)",
                        count_line(1, path)], "no key")
+    # Neither api_key_env nor api_key_file: RESEND_API_KEY, the credential, the key file.
+    key_file = default_key_file(rdd_binary)
     path = render(rdd_fixtures, "good/minimal.yaml", tree)
-    rc, out, err = run(rdd_binary, "-c", path, "--check", env=clean_env(RESEND_API_KEY=None))
+    creds = tree / "credentials"
+    creds.mkdir()
+    rc, out, err = run(rdd_binary, "-c", path, "--check",
+                       env=clean_env(RESEND_API_KEY=None, CREDENTIALS_DIRECTORY=str(creds)))
     assert rc == 1
-    assert_lines(err, [f"{path}:1:1: api: no API key: environment variable RESEND_API_KEY is "
-                       "not set (set it, or set api.api_key_file)", count_line(1, path)], "no key")
+    assert_lines(err, [f"{path}:1:1: api: no API key: '{key_file}' does not exist (the unit "
+                       "loads it as the credential 'api_key' when it starts: write the key there, "
+                       "readable by root only, then systemctl restart resend-dropd), and "
+                       "RESEND_API_KEY is not set", count_line(1, path)], "no credential")
+    (creds / "api_key").write_text(API_KEY + "\n")
+    rc, out, err = run(rdd_binary, "-c", path, "--check",
+                       env=clean_env(RESEND_API_KEY=None, CREDENTIALS_DIRECTORY=str(creds)))
+    assert rc == 0, err
+    if not os.path.exists(key_file):
+        # By hand (no credentials): the key file itself is what --check reads.
+        rc, out, err = run(rdd_binary, "-c", path, "--check", env=clean_env(RESEND_API_KEY=None))
+        assert rc == 1
+        assert_lines(err, [f"{path}:1:1: api: no API key: RESEND_API_KEY is not set, and "
+                           f"'{key_file}' does not exist (write the key there, readable by root "
+                           "only; or set RESEND_API_KEY; or set api.api_key_env or "
+                           "api.api_key_file)", count_line(1, path)], "no key file")
+
+
+def default_key_file(binary):
+    """The key file this build reads by default, as its --help names it."""
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10).stdout
+    return re.search(r"else from (/\S+api_key)\.", out.replace("\n", " ")).group(1)
 
 
 def test_check_api_key_file(rdd_binary, tree):

@@ -4,6 +4,7 @@
  * failed/ each, a regular file "notadir" and a readable "ca.pem". YAML text may say @TMP@ for that
  * directory; expected errors may say @FILE@ for the configuration's path and @TMP@ as well.
  * Fixtures under $RDD_FIXTURES/config/ follow the same convention (see its README.md). */
+#include "apikey.h"
 #include "config.h"
 
 #include <ctype.h>
@@ -745,7 +746,7 @@ static void test_builtin_defaults(void **state)
 	const struct config *c = E.cfg;
 
 	assert_string_equal(c->api.base_url, "https://api.resend.com");
-	assert_string_equal(c->api.api_key_env, "RESEND_API_KEY");
+	assert_null(c->api.api_key_env); /* neither: the default chain (apikey.h) */
 	assert_null(c->api.api_key_file);
 	assert_null(c->api.user_agent_suffix);
 	assert_int_equal(c->api.max_in_flight, 4);
@@ -1011,21 +1012,63 @@ static void test_api_key_env_unset(void **state)
 	(void)state;
 	load_with_key("api:\n  api_key_env: RDD_UNSET_API_KEY\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:2:16: api.api_key_env: no API key: environment variable "
-		      "RDD_UNSET_API_KEY is not set (set it, or set api.api_key_file)");
+		      "RDD_UNSET_API_KEY is not set (set it, or set api.api_key_file, or neither)");
 
 	setenv("RDD_UNSET_API_KEY", "", 1);
 	load_with_key("api:\n  api_key_env: RDD_UNSET_API_KEY\nfolders:\n" FOLDER_A);
 	unsetenv("RDD_UNSET_API_KEY");
 	EXPECT_ERRORS("@FILE@:2:16: api.api_key_env: no API key: environment variable "
-		      "RDD_UNSET_API_KEY is not set (set it, or set api.api_key_file)");
+		      "RDD_UNSET_API_KEY is not set (set it, or set api.api_key_file, or neither)");
+}
 
+/* Neither api_key_env nor api_key_file: RESEND_API_KEY, else the systemd credential, else
+ * the key file; the error says where it looked, at the api: section (or the file's start). */
+static void test_api_key_default_chain(void **state)
+{
+	char dir[] = "/tmp/rdd-creds-XXXXXX", path[64];
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
 	unsetenv("RESEND_API_KEY");
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
 	load_with_key("api:\n  max_in_flight: 2\nfolders:\n" FOLDER_A);
-	EXPECT_ERRORS("@FILE@:2:3: api: no API key: environment variable RESEND_API_KEY is not set "
-		      "(set it, or set api.api_key_file)");
+	EXPECT_ERRORS("@FILE@:2:3: api: no API key: '" APIKEY_DEFAULT_FILE "' does not exist (the "
+		      "unit loads it as the credential 'api_key' when it starts: write the key "
+		      "there, readable by root only, then systemctl restart resend-dropd), and "
+		      "RESEND_API_KEY is not set");
 	load_with_key("folders:\n" FOLDER_A);
-	EXPECT_ERRORS("@FILE@:1:1: api: no API key: environment variable RESEND_API_KEY is not set "
-		      "(set it, or set api.api_key_file)");
+	assert_int_equal(E.errs.count, 1);
+	assert_non_null(strstr(E.errs.items[0], ":1:1: api: no API key: '"));
+
+	/* The unit's placeholder is no key either. */
+	snprintf(path, sizeof(path), "%s/api_key", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(APIKEY_CREDENTIAL_PLACEHOLDER, f);
+	fclose(f);
+	load_with_key("folders:\n" FOLDER_A);
+	assert_int_equal(E.errs.count, 1);
+
+	/* The credential... */
+	f = fopen(path, "w");
+	fputs("re_from_credential\n", f);
+	fclose(f);
+	load_with_key("folders:\n" FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->api_key, "re_from_credential");
+	assert_string_equal(E.cfg->api_key_source, "the systemd credential 'api_key'");
+
+	/* ... which the environment variable beats. */
+	setenv("RESEND_API_KEY", KEY_DEFAULT, 1);
+	load_with_key("folders:\n" FOLDER_A);
+	assert_loaded();
+	assert_string_equal(E.cfg->api_key, KEY_DEFAULT);
+	assert_string_equal(E.cfg->api_key_source, "environment variable RESEND_API_KEY");
+
+	unsetenv("CREDENTIALS_DIRECTORY");
+	unlink(path);
+	rmdir(dir);
 }
 
 static void test_api_key_env_bad_value_not_echoed(void **state)
@@ -1120,7 +1163,8 @@ static void test_api_key_both_sources(void **state)
 		      "  api_key_file: @TMP@/key\n"
 		      "folders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:3:17: api.api_key_file: set either api_key_env or api_key_file, not "
-		      "both");
+		      "both (or neither: then the key is RESEND_API_KEY, else the systemd "
+		      "credential 'api_key', else the key file)");
 }
 
 /* A relative api_key_file is one clear error (in a child: it used to crash). */
@@ -2764,6 +2808,7 @@ int main(void)
 		T(test_api_key_from_default_env_without_api_section),
 		T(test_api_key_from_named_env),
 		T(test_api_key_env_unset),
+		T(test_api_key_default_chain),
 		T(test_api_key_env_bad_value_not_echoed),
 		T(test_api_key_env_name_invalid),
 		T(test_api_key_file_trailing_newline_trimmed),
