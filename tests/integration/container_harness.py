@@ -51,7 +51,7 @@ SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname
 BOOT_TIMEOUT = 30.0          # nspawn start to 'running' (about 2 s here)
 SHUTDOWN_TIMEOUT = 20.0      # poweroff to nspawn's exit (about 1.5 s here)
 RUN_TIMEOUT = 60.0           # default bound of one command in the container
-BUILD_TIMEOUT = 900
+BUILD_TIMEOUT = 600          # CTest gives the whole module 900 s
 OVERLAY_FAILED = 91          # the mount script's exit status when its mounts fail
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "TERM": "dumb",
        "SYSTEMD_PAGER": "", "PAGER": "cat", "SYSTEMD_COLORS": "0", "SYSTEMD_LOG_COLOR": "0",
@@ -176,6 +176,7 @@ class Container:
         self.deadline = None
         self.budget = None
         self.explain_units = [UNIT]  # whose journal a failure message shows
+        self.folders = {}            # name: Folder, as make_folder made them
 
     # --- time ------------------------------------------------------------------------------
 
@@ -315,6 +316,7 @@ class Container:
         folder = Folder(self, name)
         self.run(["install", "-d", "-o", USER, "-g", USER, "-m", "0750",
                   folder.inbox, folder.done, folder.failed])
+        self.folders[name] = folder
         return folder
 
     def write_api_key(self, key=API_KEY):
@@ -322,10 +324,13 @@ class Container:
         os.makedirs(os.path.dirname(self.path(API_KEY_PATH)), exist_ok=True)
         self.write_file(API_KEY_PATH, key + "\n", mode=0o600)
 
-    def write_config(self, base_url, folders, **sections):
+    def write_config(self, base_url, folders=None, **sections):
         """/etc/resend-dropd/resend-dropd.yaml: the API at base_url, the key as the unit
-        passes it, the test defaults (CONFIG_DEFAULTS), `folders` (Folder objects or dicts);
-        keyword arguments add to or override top-level sections (dicts merge one level)."""
+        passes it, the test defaults (CONFIG_DEFAULTS), `folders` (Folder objects or dicts;
+        default: every folder make_folder made); keyword arguments add to or override
+        top-level sections (dicts merge one level)."""
+        if folders is None:
+            folders = list(self.folders.values())
         config = {k: dict(v) for k, v in CONFIG_DEFAULTS.items()}
         config["api"].update({"base_url": base_url, **API_KEY_SETTINGS})
         for key, value in sections.items():
@@ -368,8 +373,8 @@ class Folder:
 
     def drop_as(self, user, name, content):
         """The same, done by `user` inside the container (its umask, its process)."""
-        script = f'cat >"$1/.{name}.part" && mv "$1/.{name}.part" "$1/{name}"'
-        self.ctr.run(["sh", "-c", script, "sh", self.inbox], user=user, input=content)
+        script = 'cat >"$1/.$2.part" && mv "$1/.$2.part" "$1/$2"'
+        self.ctr.run(["sh", "-c", script, "sh", self.inbox, name], user=user, input=content)
 
     def where(self, name):
         """Where `name` is: a list of 'inbox', 'processing', 'done', 'failed' (exactly one
@@ -541,9 +546,22 @@ def build_deb(out_dir, timeout=BUILD_TIMEOUT):
     for tool in ("dpkg-buildpackage", "dh", "lintian", "dpkg-deb"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} missing: scripts/install-deps --tests installs it")
-    p = subprocess.run([os.path.join(SOURCE_DIR, "scripts/package"), "-o", str(out_dir)],
-                       capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, f"scripts/package failed:\n{p.stdout}\n{p.stderr}"
+    # A session of its own, so that a build out of time is stopped whole (dpkg-buildpackage,
+    # make, the compilers), not only the script.
+    p = subprocess.Popen([os.path.join(SOURCE_DIR, "scripts/package"), "-o", str(out_dir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"scripts/package: not done after {timeout} s\n{out}\n{err}")
+    finally:
+        if p.poll() is None:     # interrupted
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, f"scripts/package failed:\n{out}\n{err}"
     debs = [f for f in os.listdir(out_dir) if re.fullmatch(r"resend-dropd_[^_]+_[^_]+\.deb", f)]
     assert len(debs) == 1, os.listdir(out_dir)
     return os.path.join(str(out_dir), debs[0])
