@@ -19,13 +19,14 @@ container shares the host's network (a fake API on the host's 127.0.0.1 is reach
 nothing else: whatever it writes (packages, users, journal) lands in the tmpfs. The mounts exist
 only in that namespace, so they go when nspawn exits, whatever becomes of the test; nspawn gets
 SIGTERM when the test process dies (PR_SET_PDEATHSIG), which powers the container off. In the
-copy, before the boot: a machine id of its own (journald refuses to link one equal to the
-host's), every unit the host enabled is masked (only systemd's own units run, not the host's
+copy, before the boot: a machine id of its own (with the host's, nspawn refuses to link the
+journals and the container's journal would be the host's), every unit the host enabled is masked (only systemd's own units run, not the host's
 SSH server, database or Prometheus on the shared network), and Docker's policy-rc.d is removed
 so that maintainer scripts start and stop services as on a real machine.
 
 Commands run in the container with `nsenter -a` on its PID 1, as root, with a clean
-environment. Every wait is bounded, and so is the whole life of a container when set_budget()
+environment; its files are reached from the host through /proc/<its PID 1>/root (ctr.path),
+which sees what the container sees, its own /run and /tmp included. Every wait is bounded, and so is the whole life of a container when set_budget()
 is called; a failure's message carries the journal of the units named in `explain_units`.
 """
 
