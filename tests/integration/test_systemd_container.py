@@ -1,0 +1,302 @@
+"""The Debian package under a real systemd: a container (systemd-nspawn, systemd as PID 1, see
+container_harness.py) on a copy of this host, the package built by scripts/package and installed
+with dpkg -i, a fake Resend API on the host's loopback.
+
+One container for the module, booted once; the package is built once (about a minute;
+RDD_TEST_DEB=path/to.deb uses one built before), then every test leaves the service running on
+the module's configuration, with the fake's fault queue empty. The purge runs last. Skips,
+saying why, where a container cannot boot (not root, no systemd-nspawn, no overlay of /, no
+'running' within 30 s). CTest runs it alone (RUN_SERIAL): it builds the package.
+"""
+
+import hashlib
+import os
+import re
+import sys
+import time
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from container_harness import (API_KEY_PATH, CONFIG, UNIT, USER, boot, build_deb,  # noqa: E402
+                               host_state, log_ids, skip_unless_possible)
+
+SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+FAKE_DIR = os.path.join(SOURCE_DIR, "tests", "fake_resend")
+if FAKE_DIR not in sys.path:
+    sys.path.insert(0, FAKE_DIR)
+from fakeapi import FakeResend  # noqa: E402
+
+BUDGET = 240                 # seconds, from the package's install to the end of the module
+WAIT = 30                    # a file to done/, a unit to a state
+WATCHDOG_WAIT = 65           # WatchdogSec=30s, then RestartSec=5s: about 35 s at worst
+IDS = log_ids()
+STATUS_TEXT = re.compile(r"^(\d+) folders?, (\d+) waiting, (\d+) uploading, (\d+) following")
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    skip_unless_possible()
+    return build_deb(tmp_path_factory.mktemp("package"))
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeResend(import_seconds=0.2) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def ctr(deb, fake):
+    """The container with the package installed and configured: two folders (news, crm), the
+    key, the configuration pointing at the fake. Not started: the first test starts it."""
+    before = host_state()
+    with boot("rdd-svc") as c:
+        c.set_budget(BUDGET)
+        c.install_deb(deb)
+        for name in ("news", "crm"):
+            c.make_folder(name)
+        c.write_api_key()
+        c.write_config(fake.url)
+        yield c
+    assert host_state() == before, "the container changed the host"
+
+
+@pytest.fixture
+def running(ctr, fake):
+    """The service running (whatever the test before did to it), the fake without faults."""
+    fake.clear_faults()
+    if ctr.service("ActiveState")["ActiveState"] != "active":
+        ctr.systemctl("start", UNIT)
+    yield ctr
+    fake.clear_faults()
+
+
+def unique_csv(rows=2):
+    tag = uuid.uuid4().hex[:12]
+    body = "".join(f"user{i}-{tag}@example.com,User {i}\n" for i in range(rows))
+    return f"c-{tag}.csv", "email,first_name\n" + body
+
+
+def timespan(text):
+    """Seconds of a systemd time span as `systemctl show` prints it ("1min 30s", "45s")."""
+    units = {"h": 3600, "min": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(h|min|ms|us|s)", text))
+
+
+def wait_done(ctr, folder, name):
+    """The file in done/ with its report (and nowhere else); the report."""
+    ctr.wait_for(lambda: folder.where(name) == ["done"] and folder.report(name),
+                 WAIT, f"{folder.name}/{name} in done/ with its report")
+    return folder.report(name)
+
+
+def upload_of(fake, content):
+    """The fake's record of the upload of `content` (by its sha256), or None."""
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    for record in fake.requests():
+        if record["method"] == "POST" and (record.get("file") or {}).get("sha256") == digest:
+            return record
+    return None
+
+
+def test_the_unit_starts_and_reports_ready_and_its_status(ctr):
+    # Installed, neither enabled nor started: the configuration and the key come first.
+    assert ctr.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "disabled"
+    assert ctr.service("ActiveState")["ActiveState"] == "inactive"
+    mark = ctr.mark()
+
+    # Type=notify: start returns once the daemon sent READY=1.
+    ctr.systemctl("start", UNIT, timeout=30)
+    assert ctr.systemctl("is-active", UNIT, check=False).stdout.strip() == "active"
+    state = ctr.service()
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    match = STATUS_TEXT.match(state["StatusText"])
+    assert match and match.group(1) == "2", f"StatusText={state['StatusText']!r}{ctr.explain()}"
+
+    def logged():
+        # journald may write the daemon's entries a moment after systemd's "Started".
+        entries = ctr.journal(UNIT, after=mark)
+        started = [e for e in entries if e.get("MESSAGE_ID") == IDS["STARTED"]]
+        checked = [e for e in entries if "configuration OK" in e.get("MESSAGE", "")]
+        return (started, checked) if started and checked else None
+
+    # The daemon said it started (its MESSAGE_ID), after ExecStartPre='s --check, which ran
+    # as the service user, with the credential.
+    started, checked = ctr.wait_for(logged, 10, "the --check and 'started' entries")
+    assert [e["_PID"] for e in started] == [state["MainPID"]], ctr.explain()
+    assert checked[0]["_UID"] == str(ctr.uid(USER)[0]), checked
+
+
+def test_a_dropped_file_is_imported(running, fake):
+    ctr = running
+    news, crm = ctr.folders["news"], ctr.folders["crm"]
+    # One written by root from outside, one by the service user inside; both under a
+    # temporary name, then renamed.
+    name1, content1 = unique_csv()
+    news.drop(name1, content1)
+    name2, content2 = unique_csv(rows=3)
+    crm.drop_as(USER, name2, content2)
+
+    for folder, name, content, rows in ((news, name1, content1, 2), (crm, name2, content2, 3)):
+        report = wait_done(ctr, folder, name)
+        upload = upload_of(fake, content)
+        assert upload and upload["status"] == 201, f"no upload of {name}:{ctr.explain()}"
+        import_id = upload["answer"]["id"]
+        why = f"{report}{ctr.explain()}"
+        assert report["folder"] == folder.name and report["file"] == name, why
+        assert report["outcome"] == "done" and report["import_id"] == import_id, why
+        assert report["sha256"] == hashlib.sha256(content.encode()).hexdigest(), why
+        assert report["import"]["status"] == "completed", why
+        assert report["import"]["counts"]["total"] == rows, why
+        assert folder.where(name) == ["done"]
+    # The report is the service user's, readable by its group only (UMask=0027).
+    st = os.stat(news.host(news.done, name1 + ".json"))
+    assert (st.st_uid, st.st_mode & 0o777) == (ctr.uid(USER)[0], 0o640)
+
+
+def test_journal_fields_find_a_file(running, fake):
+    ctr = running
+    news, crm = ctr.folders["news"], ctr.folders["crm"]
+    name, content = unique_csv()
+    other, other_content = unique_csv()
+    news.drop(name, content)
+    crm.drop(other, other_content)
+    wait_done(ctr, news, name)
+    wait_done(ctr, crm, other)
+    import_id = upload_of(fake, content)["answer"]["id"]
+
+    def entries():
+        return [e for e in ctr.journal(UNIT, RDD_FOLDER="news") if e.get("RDD_FILE") == name]
+
+    found = ctr.wait_for(entries, 10, f"journal entries with RDD_FOLDER=news RDD_FILE={name}")
+    done = [e for e in found if e.get("MESSAGE_ID") == IDS["FILE_DONE"]]
+    assert len(done) == 1, f"{found}{ctr.explain()}"
+    entry = done[0]
+    why = f"{entry}{ctr.explain()}"
+    assert entry["RDD_IMPORT_ID"] == import_id, why
+    assert entry["RDD_OUTCOME"] == "done", why
+    assert entry["_SYSTEMD_UNIT"] == f"{UNIT}.service", why
+    assert name in entry["MESSAGE"] and import_id in entry["MESSAGE"], why
+    # The folder's field selects: the other folder's file is not among news's entries.
+    assert not [e for e in ctr.journal(UNIT, RDD_FOLDER="news") if e.get("RDD_FILE") == other]
+    assert [e for e in ctr.journal(UNIT, RDD_FOLDER="crm") if e.get("RDD_FILE") == other], \
+        ctr.explain()
+
+
+def test_status_command_shows_the_folders(running):
+    ctr = running
+    pid = ctr.service("MainPID")["MainPID"]
+    p = ctr.run(["resend-dropd", "status"])
+    why = f"{p.stdout}{ctr.explain()}"
+    assert f"(pid {pid}), running" in p.stdout, why
+    table = {line.split()[0]: line.split() for line in p.stdout.splitlines() if line.strip()}
+    for name in ("news", "crm"):
+        assert name in table and table[name][-1] == "running", why
+    # The same with the configuration named, as the README writes it.
+    assert ctr.run(["resend-dropd", "-c", CONFIG, "status"]).stdout.count("running") >= 3
+
+
+def test_watchdog_restarts_a_stopped_daemon(running):
+    ctr = running
+    before = ctr.service()
+    mark = ctr.mark()
+    ctr.run(["kill", "-STOP", before["MainPID"]])
+
+    def restarted():
+        s = ctr.service()
+        return s if (int(s["NRestarts"]) > int(before["NRestarts"]) and
+                     s["ActiveState"] == "active" and s["SubState"] == "running" and
+                     s["MainPID"] not in ("0", before["MainPID"])) else None
+
+    t0 = time.monotonic()
+    try:
+        after = ctr.wait_for(restarted, WATCHDOG_WAIT, "a restart by the watchdog")
+    finally:
+        # A daemon left stopped would hold the folders' locks for the tests after this one.
+        ctr.run(["kill", "-CONT", before["MainPID"]], check=False)
+    elapsed = time.monotonic() - t0
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1, \
+        f"{before} {after}{ctr.explain()}"
+    messages = [e["MESSAGE"] for e in ctr.journal(UNIT, after=mark)]
+    assert any("Watchdog timeout" in m for m in messages), ctr.explain()
+    assert any("result 'watchdog'" in m for m in messages), ctr.explain()
+    print(f"watchdog: restarted {elapsed:.1f} s after SIGSTOP")
+
+    # And it works again.
+    news = ctr.folders["news"]
+    name, content = unique_csv()
+    news.drop(name, content)
+    wait_done(ctr, news, name)
+
+
+def test_stop_during_an_upload_loses_no_file(running, fake):
+    ctr = running
+    news = ctr.folders["news"]
+    timeout_stop = timespan(ctr.service("TimeoutStopUSec")["TimeoutStopUSec"])
+    fake.faults([{"delay": 120, "method": "POST", "path_prefix": "/contacts/imports"}])
+    name, content = unique_csv()
+    news.drop(name, content)
+    ctr.wait_for(lambda: re.search(r", 1 uploading,", ctr.service()["StatusText"]),
+                 WAIT, "the upload in flight (StatusText)")
+    assert fake.stats()["current_uploads"] == 1, ctr.explain()
+
+    t0 = time.monotonic()
+    ctr.systemctl("stop", UNIT, timeout=timeout_stop + 15)
+    elapsed = time.monotonic() - t0
+    state = ctr.service("ActiveState", "Result", "ExecMainStatus")
+    assert elapsed < timeout_stop, f"stop took {elapsed:.1f} s{ctr.explain()}"
+    assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, \
+        f"{state}{ctr.explain()}"
+    places = news.where(name)
+    assert places in (["processing"], ["done"]), f"{name} in {places}{ctr.explain()}"
+    print(f"stop during an upload: {elapsed:.1f} s; the file in {places[0]}")
+
+    fake.clear_faults()
+    ctr.systemctl("start", UNIT)
+    report = wait_done(ctr, news, name)
+    assert report["import"]["status"] == "completed", f"{report}{ctr.explain()}"
+    assert news.where(name) == ["done"]
+
+
+def test_security_exposure(running, record_property):
+    p = running.run(["systemd-analyze", "security", "--no-pager", UNIT])
+    match = re.search(r"Overall exposure level for resend-dropd\.service: (\d+\.\d+)", p.stdout)
+    assert match, p.stdout
+    exposure = float(match.group(1))
+    record_property("exposure", exposure)
+    print(f"systemd-analyze security: exposure {exposure}")
+    assert exposure <= 2.0, p.stdout  # README says 1.4
+
+
+def test_purge_removes_config_and_state_and_keeps_folders_key_and_user(running):
+    ctr = running
+    news = ctr.folders["news"]
+    done_files = sorted(os.listdir(news.host(news.done)))
+    assert done_files
+    ctr.systemctl("enable", UNIT)
+    wants = "/etc/systemd/system/multi-user.target.wants/resend-dropd.service"
+    assert os.path.lexists(ctr.path(wants))
+
+    mark = ctr.mark()
+    ctr.run(["dpkg", "--purge", UNIT], timeout=120)
+
+    state = ctr.service("ActiveState", "LoadState", "MainPID")
+    assert state == {"ActiveState": "inactive", "LoadState": "not-found", "MainPID": "0"}, \
+        f"{state}{ctr.explain()}"
+    assert ctr.run(["pgrep", "-u", USER], check=False).returncode == 1, \
+        f"a daemon is left{ctr.explain()}"
+    # Stopped in order by the package's prerm (SIGTERM, the daemon's own "stopped").
+    ctr.wait_for(lambda: ctr.journal(UNIT, after=mark, MESSAGE_ID=IDS["STOPPED"]), 10,
+                 "the daemon's 'stopped' entry")
+    for gone in (CONFIG, "/var/lib/resend-dropd", wants, "/usr/sbin/resend-dropd",
+                 "/lib/systemd/system/resend-dropd.service"):
+        assert not os.path.lexists(ctr.path(gone)), f"{gone} is still there after the purge"
+    assert os.path.isfile(ctr.path(API_KEY_PATH)), "the purge removed the key"
+    assert ctr.run(["getent", "passwd", USER], check=False).returncode == 0, "user removed"
+    for folder in ctr.folders.values():
+        for directory in (folder.inbox, folder.done, folder.failed):
+            assert os.path.isdir(folder.host(directory)), f"{directory} removed"
+    assert sorted(os.listdir(news.host(news.done))) == done_files
