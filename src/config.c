@@ -34,6 +34,7 @@ struct error_entry {
 
 struct ctx {
 	const char *file;
+	unsigned flags; /* enum config_load_flags */
 	yaml_document_t *doc;
 	struct error_entry *errors;
 	size_t n_errors;
@@ -131,6 +132,27 @@ void config_errors_clear(struct config_errors *errs)
 	free(errs->items);
 	errs->items = NULL;
 	errs->count = 0;
+}
+
+int config_errors_add(struct config_errors *errs, const char *fmt, ...)
+{
+	char **v, *text;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	v = realloc(errs->items, (errs->count + 1) * sizeof(*v));
+	if (!v) {
+		free(text);
+		return -ENOMEM;
+	}
+	errs->items = v;
+	errs->items[errs->count++] = text;
+	return 0;
 }
 
 /* ---- names ----------------------------------------------------------------------------- */
@@ -1420,6 +1442,10 @@ static bool dir_check(struct ctx *c, yaml_node_t *n, const char *keypath, const 
 	ret->node = n;
 	snprintf(ret->key, sizeof(ret->key), "%s", keypath);
 	if (stat(path, &ret->st) != 0) {
+		/* Not there yet (a share mounted later, say): the daemon says so when it sets the
+		 * folder up, and waits for it, serving the others. */
+		if (c->flags & CONFIG_LOAD_DIRS_LATER)
+			return false;
 		if (errno == ENOENT)
 			node_error(c, n, keypath,
 				   "directory '%s' does not exist (create it, or correct the path)",
@@ -1684,7 +1710,6 @@ static void config_set_defaults(struct config *cfg)
 	cfg->ledger_keep_days = 365;
 	cfg->log_level = CONFIG_LOG_INFO;
 	cfg->log_format = CONFIG_LOG_TEXT;
-	cfg->control.socket = strdup(CONFIG_CONTROL_SOCKET_DEFAULT);
 }
 
 static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, unsigned flags)
@@ -1875,7 +1900,7 @@ fail:
 int config_load(const char *path, unsigned flags, struct config **ret_config,
 		struct config_errors *errs)
 {
-	struct ctx c = {.file = path};
+	struct ctx c = {.file = path, .flags = flags};
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	struct config *cfg = NULL;
@@ -1936,6 +1961,10 @@ out:
 	free(buf);
 	if (c.n_errors > 0 || r < 0) {
 		ctx_flush_errors(&c, errs);
+		if (r == 0 && (flags & CONFIG_LOAD_KEEP_ON_ERROR)) {
+			*ret_config = cfg;
+			return -EINVAL;
+		}
 		config_free(cfg);
 		return r < 0 ? r : -EINVAL;
 	}

@@ -128,7 +128,7 @@ struct config_retry {
 #define CONFIG_CONTROL_SOCKET_DIR "/run/resend-dropd"
 #define CONFIG_CONTROL_SOCKET_DEFAULT CONFIG_CONTROL_SOCKET_DIR "/control.sock"
 struct config_control {
-	char *socket; /* absolute path of the AF_UNIX socket */
+	char *socket; /* absolute path of the AF_UNIX socket; NULL: where controlpath.h says */
 };
 struct config_metrics {
 	char *listen_host; /* NULL: no TCP listener; else a numeric address or "localhost" */
@@ -168,6 +168,14 @@ struct config_errors {
 enum config_load_flags {
 	/* Skip the API key source check (used by tests of unrelated rules). */
 	CONFIG_LOAD_NO_API_KEY = 1 << 0,
+	/* A folder directory that cannot be looked at (missing, say) is no error here: the daemon
+	 * sets each folder up itself, and one that cannot be is "unavailable", the others served
+	 * (folder.h). --check reports it. */
+	CONFIG_LOAD_DIRS_LATER = 1 << 1,
+	/* A configuration with errors is returned all the same (-EINVAL and *ret_config), with
+	 * what could be read and defaults for the rest: only to find where a running daemon is
+	 * (its control socket, state_dir, folders), never to run one. */
+	CONFIG_LOAD_KEEP_ON_ERROR = 1 << 2,
 };
 
 /* Parses and validates PATH. On success returns 0 and *ret_config, and errs is untouched.
@@ -178,6 +186,9 @@ int config_load(const char *path, unsigned flags, struct config **ret_config,
 void config_free(struct config *config);
 
 void config_errors_clear(struct config_errors *errs);
+/* Adds one more (a problem found beyond the file itself: a folder a reload cannot set up). */
+int config_errors_add(struct config_errors *errs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 const char *config_on_conflict_name(enum config_on_conflict v);
 const char *config_prop_type_name(enum config_prop_type v);

@@ -15,6 +15,8 @@
 
 #include "log.h"
 
+#include <utlist.h>
+
 /* Limits on what a local client can make the daemon hold. */
 #define CONTROL_MAX_CONNECTIONS 32
 #define CONTROL_CONNECTION_TIMEOUT_S 10
@@ -28,7 +30,11 @@ struct control_srv {
 	bool commands; /* the socket: everything; TCP: GET /metrics only */
 };
 
+struct control_req;
+
 struct control {
+	uv_loop_t *loop;
+	struct control_req *pending; /* suspended until the daemon answers (utlist DL) */
 	struct control_srv srv[2];
 	size_t n_srv;
 	struct control_handlers h;
@@ -104,30 +110,56 @@ static enum MHD_Result control_error(struct MHD_Connection *conn, unsigned code,
 	return control_respond(conn, code, body, body ? strlen(body) : 0, "application/json");
 }
 
+/* One request, from its headers to the end of its answer (freed in control_completed_cb). A
+ * request that waits for the daemon (reload) is suspended in PENDING until control_reply. */
+struct control_req {
+	struct control_srv *srv;
+	struct MHD_Connection *conn;
+	struct control_req *prev, *next; /* the control's pending requests */
+	bool waiting, answered;
+	unsigned code;
+	char *body;
+};
+
 static enum MHD_Result control_access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 					 const char *method, const char *version,
 					 const char *upload_data, size_t *upload_data_size,
 					 void **req_cls)
 {
-	static int first_call;
 	struct control_srv *s = cls;
-	const struct control_handlers *h = &s->ctl->h;
+	struct control *c = s->ctl;
+	const struct control_handlers *h = &c->h;
 	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
 	bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	struct control_req *req = *req_cls;
 	char *body = NULL;
 	size_t len = 0;
 
 	(void)version;
 	(void)upload_data;
-	if (!*req_cls) {
+	if (!req) {
 		/* The headers only: answer once the (ignored) body has been read. */
-		*req_cls = &first_call;
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return MHD_NO;
+		req->srv = s;
+		req->conn = conn;
+		*req_cls = req;
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (req->answered) {
+		/* Resumed: the daemon's answer is there. */
+		body = req->body;
+		req->body = NULL;
+		return control_respond(conn, req->code, body, body ? strlen(body) : 0,
+				       "application/json");
+	}
+	if (req->waiting)
+		return MHD_YES;
 	if (strcmp(url, "/metrics") == 0) {
 		if (!get)
 			return control_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
@@ -145,6 +177,21 @@ static enum MHD_Result control_access_cb(void *cls, struct MHD_Connection *conn,
 		return control_respond(conn, MHD_HTTP_OK, body, body ? strlen(body) : 0,
 				       "application/json");
 	}
+	if (strcmp(url, "/reload") == 0) {
+		unsigned code;
+
+		if (!post)
+			return control_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST");
+		code = h->reload(h->data, req, &body);
+		if (code)
+			return control_respond(conn, code, body, body ? strlen(body) : 0,
+					       "application/json");
+		/* The answer comes once the reload has ended: control_reply. */
+		req->waiting = true;
+		DL_APPEND(c->pending, req);
+		MHD_suspend_connection(conn);
+		return MHD_YES;
+	}
 	if (strcmp(url, "/pause") == 0 || strcmp(url, "/resume") == 0 ||
 	    strcmp(url, "/retry") == 0) {
 		unsigned code;
@@ -159,6 +206,39 @@ static enum MHD_Result control_access_cb(void *cls, struct MHD_Connection *conn,
 				       "application/json");
 	}
 	return control_error(conn, MHD_HTTP_NOT_FOUND, "no such resource");
+}
+
+static void control_completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
+				 enum MHD_RequestTerminationCode how)
+{
+	struct control_req *req = *req_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)how;
+	if (!req)
+		return;
+	if (req->waiting && !req->answered)
+		DL_DELETE(req->srv->ctl->pending, req);
+	free(req->body);
+	free(req);
+	*req_cls = NULL;
+}
+
+void control_reply(struct control *c, void *waiter, unsigned code, char *body)
+{
+	struct control_req *req = waiter;
+
+	if (!c || !req) {
+		free(body);
+		return;
+	}
+	DL_DELETE(c->pending, req);
+	req->answered = true;
+	req->code = code;
+	req->body = body;
+	MHD_resume_connection(req->conn);
+	control_run(req->srv);
 }
 
 static void control_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -195,8 +275,9 @@ static int control_srv_start(struct control *c, uv_loop_t *loop, int listen_fd, 
 	s->ctl = c;
 	s->commands = commands;
 	s->mhd = MHD_start_daemon(
-		MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, control_access_cb, s,
-		MHD_OPTION_EXTERNAL_LOGGER, control_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+		MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
+		control_access_cb, s, MHD_OPTION_EXTERNAL_LOGGER, control_mhd_log, NULL,
+		MHD_OPTION_NOTIFY_COMPLETED, control_completed_cb, NULL, MHD_OPTION_LISTEN_SOCKET,
 		(MHD_socket)listen_fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONTROL_MAX_CONNECTIONS,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONTROL_CONNECTION_TIMEOUT_S,
 		MHD_OPTION_END);
@@ -339,39 +420,51 @@ static int control_listen_tcp(const char *host, uint16_t port, int *ret_fd)
 	return 0;
 }
 
-int control_new(uv_loop_t *loop, const char *socket_path, const char *metrics_host,
-		uint16_t metrics_port, const struct control_handlers *h, struct control **ret)
+int control_new(uv_loop_t *loop, const struct control_handlers *h, struct control **ret)
 {
 	struct control *c = calloc(1, sizeof(*c));
-	int fd = -1, r;
 
-	if (!c || !(c->socket_path = strdup(socket_path))) {
-		free(c);
+	if (!c)
 		return -ENOMEM;
-	}
+	c->loop = loop;
 	c->h = *h;
-	r = control_listen_unix(c, socket_path, &fd);
-	if (r < 0) {
-		control_free(c);
-		return r;
-	}
-	r = control_srv_start(c, loop, fd, true);
-	if (r == 0 && metrics_host) {
-		r = control_listen_tcp(metrics_host, metrics_port, &fd);
-		if (r == 0)
-			r = control_srv_start(c, loop, fd, false);
-	}
-	if (r < 0) {
-		if (r == -EIO)
-			log_error("cannot start the control server on '%s'", socket_path);
-		control_close(c);
-		return r;
-	}
-	if (metrics_host)
-		log_info("serving metrics on http://%s%s%s:%u/metrics", strchr(metrics_host, ':') ? "[" : "",
-			 metrics_host, strchr(metrics_host, ':') ? "]" : "", (unsigned)metrics_port);
 	*ret = c;
 	return 0;
+}
+
+int control_listen_socket(struct control *c, const char *socket_path)
+{
+	int fd = -1, r;
+
+	if (c->socket_path)
+		return -EALREADY;
+	c->socket_path = strdup(socket_path);
+	if (!c->socket_path)
+		return -ENOMEM;
+	r = control_listen_unix(c, socket_path, &fd);
+	if (r == 0)
+		r = control_srv_start(c, c->loop, fd, true);
+	if (r == -EIO)
+		log_error("cannot start the control server on '%s'", socket_path);
+	if (r < 0 && !c->sock_ino) {
+		free(c->socket_path);
+		c->socket_path = NULL;
+	}
+	return r;
+}
+
+int control_listen_metrics(struct control *c, const char *host, uint16_t port)
+{
+	int fd = -1, r = control_listen_tcp(host, port, &fd);
+
+	if (r == 0)
+		r = control_srv_start(c, c->loop, fd, false);
+	if (r == -EIO)
+		log_error("cannot start the metrics server on %s:%u", host, (unsigned)port);
+	if (r == 0)
+		log_info("serving metrics on http://%s%s%s:%u/metrics", strchr(host, ':') ? "[" : "",
+			 host, strchr(host, ':') ? "]" : "", (unsigned)port);
+	return r;
 }
 
 void control_close(struct control *c)
@@ -381,9 +474,16 @@ void control_close(struct control *c)
 	if (!c)
 		return;
 	/* Only our own socket file: a path that names another one now is not ours to remove. */
-	if (c->sock_ino && lstat(c->socket_path, &st) == 0 && st.st_dev == c->sock_dev &&
+	if (c->sock_ino && c->socket_path && lstat(c->socket_path, &st) == 0 &&
+	    st.st_dev == c->sock_dev &&
 	    st.st_ino == c->sock_ino)
 		unlink(c->socket_path);
+	/* MHD may not stop with a connection suspended: whoever still waits is told. */
+	while (c->pending) {
+		char *body = strdup("{\"error\":\"the daemon is stopping\"}");
+
+		control_reply(c, c->pending, 503, body);
+	}
 	for (size_t i = 0; i < c->n_srv; i++) {
 		struct control_srv *s = &c->srv[i];
 

@@ -19,16 +19,27 @@ struct control_handlers {
 	/* POST /pause, /resume, /retry (socket only): the HTTP status, a JSON body (malloc'd). */
 	unsigned (*command)(void *data, const char *cmd, const char *folder, const char *file,
 			    char **ret_body);
+	/* POST /reload (socket only): the HTTP status and a JSON body (malloc'd) when it is
+	 * answered at once (refused); 0 when the answer comes later, by control_reply(WAITER). */
+	unsigned (*reload)(void *data, void *waiter, char **ret_body);
 	void *data;
 };
 
-/* Listens on SOCKET_PATH (mode 0660; a stale socket that nobody answers on is replaced) and,
- * when METRICS_HOST is not NULL, on METRICS_HOST:METRICS_PORT for GET /metrics only. Logs what
- * went wrong, once: -EADDRINUSE when a live daemon answers on SOCKET_PATH. */
-int control_new(uv_loop_t *loop, const char *socket_path, const char *metrics_host,
-		uint16_t metrics_port, const struct control_handlers *h, struct control **ret);
+/* A control server with nothing to serve yet. -ENOMEM. */
+int control_new(uv_loop_t *loop, const struct control_handlers *h, struct control **ret);
 
-/* Closes every connection and handle, removes the socket file, and frees C in the last close
+/* Serves everything on SOCKET_PATH (mode 0660; a stale socket that nobody answers on is
+ * replaced). Logs what went wrong, once: -EADDRINUSE when a live daemon answers there. */
+int control_listen_socket(struct control *c, const char *socket_path);
+
+/* Serves GET /metrics only on HOST:PORT (TCP). Logs what went wrong, once. */
+int control_listen_metrics(struct control *c, const char *host, uint16_t port);
+
+/* Answers the request WAITER (from the reload handler) with CODE and BODY (malloc'd, taken).
+ * C NULL or WAITER NULL: BODY is freed, nothing else. */
+void control_reply(struct control *c, void *waiter, unsigned code, char *body);
+
+/* Answers whoever still waits (503), closes every connection and handle, removes the socket file, and frees C in the last close
  * callback. NULL is fine. */
 void control_close(struct control *c);
 

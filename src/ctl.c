@@ -6,14 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "fsops.h"
 #include "log.h"
 
 #define CTL_TIMEOUT_S 10
 #define CTL_MAX_ANSWER (16u * 1024 * 1024)
 
-static const char *const commands[] = {"status", "retry", "pause", "resume", NULL};
+static const char *const commands[] = {"status", "reload", "retry", "pause", "resume", NULL};
 
 bool ctl_is_command(const char *name)
 {
@@ -47,35 +51,125 @@ static size_t ctl_write_cb(char *ptr, size_t size, size_t n, void *userdata)
 	return add;
 }
 
-static int ctl_unreachable(const char *sock, int err)
+/* Whether anything answers on SOCK: 0, or the errno connect gave (ENOENT: no socket file). */
+static int ctl_probe(const char *sock)
 {
-	char q[512];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd, r = 0;
 
-	log_escape(q, sizeof(q), sock);
-	if (err == ENOENT)
-		fprintf(stderr, "resend-dropd is not running (no socket at %s)\n", q);
-	else if (err == ECONNREFUSED)
-		fprintf(stderr, "resend-dropd is not running (nothing answers on %s)\n", q);
+	/* stat first: it tells "no socket" from "no permission" before connect says
+	 * ECONNREFUSED or EACCES for both. */
+	if (stat(sock, &st) < 0)
+		return errno;
+	if (strlen(sock) >= sizeof(sa.sun_path))
+		return ENAMETOOLONG;
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	if (connect(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0)
+		r = errno;
+	close(fd);
+	return r;
+}
+
+/* "no socket at A; nothing answers on B" for the places tried, into BUF. */
+static void ctl_tried(char *buf, size_t size, const struct ctl_target *t, const int *errs)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < t->n_sockets && n + 1 < size; i++) {
+		char q[512];
+		int k;
+
+		log_escape(q, sizeof(q), t->sockets[i]);
+		if (errs[i] == ENOENT)
+			k = snprintf(buf + n, size - n, "%sno socket at %s", i ? "; " : "", q);
+		else if (errs[i] == ECONNREFUSED)
+			k = snprintf(buf + n, size - n, "%snothing answers on %s", i ? "; " : "", q);
+		else
+			k = snprintf(buf + n, size - n, "%s%s: %s", i ? "; " : "", q,
+				     strerror(errs[i]));
+		if (k < 0)
+			break;
+		n += (size_t)k < size - n ? (size_t)k : size - n - 1;
+	}
+}
+
+/* Nothing answered on any place: "not running" only when no process holds the folders either
+ * (their processing directories' locks, seen in /proc/locks). Says it; the exit status. */
+static int ctl_unreachable(const struct ctl_target *t, const int *errs)
+{
+	char tried[2048], q[512], why[256] = "";
+	const struct config *cfg = t->cfg;
+
+	for (size_t i = 0; i < t->n_sockets; i++) {
+		/* A socket there that we may not use: that is the answer. */
+		if (errs[i] == EACCES || errs[i] == EPERM) {
+			log_escape(q, sizeof(q), t->sockets[i]);
+			fprintf(stderr, "cannot connect to %s: %s\n", q, strerror(errs[i]));
+			return CTL_EXIT_UNREACHABLE;
+		}
+	}
+	ctl_tried(tried, sizeof(tried), t, errs);
+	for (size_t i = 0; cfg && i < cfg->n_folders; i++) {
+		long pid = 0;
+		int r;
+
+		if (!cfg->folders[i].inbox || !cfg->folders[i].name)
+			continue; /* a configuration with errors (reload) */
+		r = fsops_lock_holder(cfg->folders[i].inbox, &pid);
+
+		if (r == -EWOULDBLOCK) {
+			fprintf(stderr,
+				"resend-dropd is running (pid %ld serves folder '%s') but does not "
+				"answer on a control socket (%s): a --once run has none, and a daemon "
+				"run by hand without state_dir's directory or with control.socket "
+				"elsewhere listens elsewhere\n",
+				pid, cfg->folders[i].name, tried);
+			return CTL_EXIT_UNREACHABLE;
+		}
+		if (r < 0 && !why[0])
+			snprintf(why, sizeof(why), "folder '%s': %s", cfg->folders[i].name,
+				 strerror(-r));
+	}
+	if (why[0])
+		fprintf(stderr,
+			"resend-dropd does not answer (%s), and whether a daemon serves the folders "
+			"cannot be told (%s)\n",
+			tried, why);
 	else
-		fprintf(stderr, "cannot connect to %s: %s\n", q, strerror(err));
+		fprintf(stderr, "resend-dropd is not running (%s)\n", tried);
 	return CTL_EXIT_UNREACHABLE;
 }
 
-/* One request; 0 with the status and the body, or the exit status (said here). */
-static int ctl_request(const char *sock, bool post, const char *path, long *ret_code,
-		       char **ret_body)
+/* The first place where something answers, in *RET; else says why and returns the exit
+ * status. */
+static int ctl_find(const struct ctl_target *t, const char **ret)
+{
+	int errs[CTL_MAX_SOCKETS];
+
+	for (size_t i = 0; i < t->n_sockets && i < CTL_MAX_SOCKETS; i++) {
+		errs[i] = ctl_probe(t->sockets[i]);
+		if (errs[i] == 0) {
+			*ret = t->sockets[i];
+			return 0;
+		}
+	}
+	return ctl_unreachable(t, errs);
+}
+
+/* One request to SOCK; 0 with the status and the body, or the exit status (said here). */
+static int ctl_request(const char *sock, bool post, const char *path, long timeout_s,
+		       long *ret_code, char **ret_body)
 {
 	struct ctl_buf b = {0};
-	struct stat st;
 	char url[2048];
 	CURL *h;
 	CURLcode cr;
-	long os_errno = 0;
 
-	/* stat first: it tells "no socket" from "no permission" before curl says "couldn't
-	 * connect" for both. */
-	if (stat(sock, &st) < 0)
-		return ctl_unreachable(sock, errno);
 	snprintf(url, sizeof(url), "http://localhost%s", path);
 	h = curl_easy_init();
 	if (!h) {
@@ -84,7 +178,7 @@ static int ctl_request(const char *sock, bool post, const char *path, long *ret_
 	}
 	curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
 	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)CTL_TIMEOUT_S);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_PROXY, "");
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ctl_write_cb);
@@ -92,16 +186,9 @@ static int ctl_request(const char *sock, bool post, const char *path, long *ret_
 	if (post)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
 	cr = curl_easy_perform(h);
-	if (cr == CURLE_OK) {
+	if (cr == CURLE_OK)
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, ret_code);
-	} else {
-		curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
-	}
 	curl_easy_cleanup(h);
-	if (cr == CURLE_COULDNT_CONNECT) {
-		free(b.data);
-		return ctl_unreachable(sock, os_errno ? (int)os_errno : ECONNREFUSED);
-	}
 	if (cr != CURLE_OK) {
 		char q[512];
 		log_escape(q, sizeof(q), sock);
@@ -234,31 +321,66 @@ static int ctl_usage(const char *cmd)
 {
 	if (strcmp(cmd, "retry") == 0)
 		fprintf(stderr, "Usage: resend-dropd [-c FILE] retry FOLDER FILE\n");
-	else if (strcmp(cmd, "status") == 0)
-		fprintf(stderr, "Usage: resend-dropd [-c FILE] status\n");
+	else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0)
+		fprintf(stderr, "Usage: resend-dropd [-c FILE] %s\n", cmd);
 	else
 		fprintf(stderr, "Usage: resend-dropd [-c FILE] %s [FOLDER]\n", cmd);
 	return CTL_EXIT_REFUSED;
 }
 
-static int ctl_command(const char *socket_path, int argc, char **argv)
+/* reload: the daemon answers once the new configuration is in force, or with every reason it
+ * was refused (the running configuration stays). */
+static int ctl_reload_print(long code, const char *body)
 {
-	const char *cmd = argv[0];
+	cJSON *o = cJSON_Parse(body);
+	const cJSON *errors = cJSON_GetObjectItemCaseSensitive(o, "errors"), *e;
+	int r = 0;
+
+	if (code == 200) {
+		printf("%s\n", str(o, "message") ?: "reloaded");
+	} else {
+		cJSON_ArrayForEach(e, errors)
+		{
+			if (cJSON_IsString(e))
+				fprintf(stderr, "%s\n", e->valuestring);
+		}
+		fprintf(stderr, "resend-dropd: %s\n",
+			str(o, "error") ?: "the daemon refused the reload");
+		r = code >= 500 ? CTL_EXIT_UNREACHABLE : CTL_EXIT_REFUSED;
+	}
+	cJSON_Delete(o);
+	return r;
+}
+
+static int ctl_command(const struct ctl_target *t, int argc, char **argv)
+{
+	const char *cmd = argv[0], *sock = NULL;
 	char path[4096], *body = NULL, *ef = NULL, *en = NULL;
 	long code = 0;
 	int r;
 
+	if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0) && argc != 1)
+		return ctl_usage(cmd);
+	if (strcmp(cmd, "retry") == 0 ? argc != 3 : argc > 2)
+		return ctl_usage(cmd);
+	r = ctl_find(t, &sock);
+	if (r != 0)
+		return r;
 	if (strcmp(cmd, "status") == 0) {
-		if (argc != 1)
-			return ctl_usage(cmd);
-		r = ctl_request(socket_path, false, "/status", &code, &body);
+		r = ctl_request(sock, false, "/status", CTL_TIMEOUT_S, &code, &body);
 		if (r == 0)
 			r = code == 200 ? ctl_status_print(body) : ctl_refused(code, body);
 		free(body);
 		return r;
 	}
-	if (strcmp(cmd, "retry") == 0 ? argc != 3 : argc > 2)
-		return ctl_usage(cmd);
+	if (strcmp(cmd, "reload") == 0) {
+		/* Uploads in flight finish first (shutdown_timeout_s): wait that long, and more. */
+		r = ctl_request(sock, true, "/reload", t->reload_timeout_s, &code, &body);
+		if (r == 0)
+			r = ctl_reload_print(code, body);
+		free(body);
+		return r;
+	}
 	if (argc > 1)
 		ef = curl_easy_escape(NULL, argv[1], 0);
 	if (argc > 2)
@@ -273,7 +395,7 @@ static int ctl_command(const char *socket_path, int argc, char **argv)
 		 en ? "&file=" : "", en ? en : "");
 	curl_free(ef);
 	curl_free(en);
-	r = ctl_request(socket_path, true, path, &code, &body);
+	r = ctl_request(sock, true, path, CTL_TIMEOUT_S, &code, &body);
 	if (r != 0)
 		return r;
 	if (code != 200) {
@@ -308,7 +430,7 @@ static int ctl_command(const char *socket_path, int argc, char **argv)
 	return 0;
 }
 
-int ctl_run(const char *socket_path, int argc, char **argv)
+int ctl_run(const struct ctl_target *t, int argc, char **argv)
 {
 	int r;
 
@@ -316,7 +438,7 @@ int ctl_run(const char *socket_path, int argc, char **argv)
 		fprintf(stderr, "resend-dropd: cannot initialise libcurl\n");
 		return CTL_EXIT_UNREACHABLE;
 	}
-	r = ctl_command(socket_path, argc, argv);
+	r = ctl_command(t, argc, argv);
 	curl_global_cleanup();
 	return r;
 }

@@ -1,9 +1,12 @@
-/* The control commands (status, retry, pause, resume): a client of the running daemon's
+/* The control commands (status, reload, retry, pause, resume): a client of the running daemon's
  * control socket, over HTTP with libcurl's unix-socket support. */
 #ifndef RDD_CTL_H
 #define RDD_CTL_H
 
 #include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
 
 /* Exit statuses: 0 done; 1 a usage error, or the daemon refused (unknown folder or file);
  * 2 the daemon is not running or cannot be reached. */
@@ -13,7 +16,19 @@
 /* Whether NAME is one of the commands. */
 bool ctl_is_command(const char *name);
 
-/* Runs command ARGV[0] with its ARGC - 1 arguments against SOCKET_PATH; the exit status. */
-int ctl_run(const char *socket_path, int argc, char **argv);
+#define CTL_MAX_SOCKETS 4
+
+/* Where the daemon may be: the control sockets to try, in order (the first that answers is
+ * used), and the configuration whose folders' locks tell "not running" from "not answering"
+ * (NULL: none could be read). */
+struct ctl_target {
+	const char *sockets[CTL_MAX_SOCKETS];
+	size_t n_sockets;
+	const struct config *cfg;
+	long reload_timeout_s; /* how long `reload` waits for its answer */
+};
+
+/* Runs command ARGV[0] with its ARGC - 1 arguments; the exit status. */
+int ctl_run(const struct ctl_target *t, int argc, char **argv);
 
 #endif

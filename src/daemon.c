@@ -3,6 +3,7 @@
  * watchers first (no new claims), then drain the jobs, then close the HTTP glue. */
 #include "daemon.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -17,6 +18,8 @@
 #include "api.h"
 #include "http.h"
 #include "control.h"
+#include "folder.h"
+#include "controlpath.h"
 #include "job.h"
 #include "ledger.h"
 #include "ledgerq.h"
@@ -36,12 +39,28 @@ struct pipeline {
 	struct watch **watches;
 };
 
+/* What a reload sets up before it drains the running pipeline: the new configuration, its
+ * folders (those it keeps are the running ones, the others opened now), and the done and failed
+ * directories of the kept ones opened afresh (-1: none), swapped in once drained. */
+struct reload {
+	struct config *cfg;
+	struct folder **folders;
+	int (*finish_fds)[2];
+	void *waiter; /* the control request to answer, or NULL (SIGHUP) */
+};
+
 struct daemon {
 	uv_loop_t loop;
 	const char *config_path;
 	unsigned flags;
 	struct pipeline pl;
-	struct config *next_cfg; /* set while a reload drains the old pipeline */
+	/* Each configured folder's directories, in the running configuration's order: they
+	 * outlive pipelines (folder.h). The unavailable ones are tried again on a timer. */
+	struct folder **folders;
+	size_t n_folders;
+	uv_timer_t folder_timer;
+	uint64_t folder_delay_ms;
+	struct reload next; /* next.cfg set while a reload drains the old pipeline */
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t once_check; /* --once: "are we done?", asked after the events that may say so */
 	size_t offer_next;     /* the folder whose parked files are offered first */
@@ -71,6 +90,7 @@ static void daemon_capacity_cb(void *data);
 static void daemon_idle_cb(void *data);
 static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
+static unsigned daemon_reload(struct daemon *d, const char *how, void *waiter, char **ret_body);
 
 /* ---- the control socket (control.c serves, status.c answers) ------------------------------ */
 
@@ -80,9 +100,10 @@ static void daemon_status_src(struct daemon *d, struct status_src *s)
 		.cfg = d->pl.cfg,
 		.jobs = d->pl.jobs,
 		.watches = d->pl.watches,
+		.folders = d->folders,
 		.metrics = d->metrics,
 		.pauses = d->pauses,
-		.state = d->stopping ? "stopping" : d->next_cfg ? "reloading" : "running",
+		.state = d->stopping ? "stopping" : d->next.cfg ? "reloading" : "running",
 		.started_ms = d->started_ms,
 		.loop_now_ms = uv_now(&d->loop),
 		.resumed = daemon_capacity_cb,
@@ -115,6 +136,11 @@ static unsigned daemon_ctl_command(void *data, const char *cmd, const char *fold
 	return status_command(&s, cmd, folder, file, ret_body);
 }
 
+static unsigned daemon_ctl_reload(void *data, void *waiter, char **ret_body)
+{
+	return daemon_reload(data, "reload", waiter, ret_body);
+}
+
 /* Before the first pipeline: what it counts into. */
 static int daemon_control_prepare(struct daemon *d)
 {
@@ -129,7 +155,9 @@ static int daemon_control_prepare(struct daemon *d)
 
 /* Once the first pipeline holds its folders' locks (so that a second daemon on the same folders
  * is told so first); not for --once, which may run beside a daemon. A live daemon on the socket
- * is a refusal (-EWOULDBLOCK), like another daemon's folder. */
+ * is a refusal (-EWOULDBLOCK), like another daemon's folder. Where: controlpath.h. A socket
+ * the configuration names must work; the default place failing leaves the daemon doing its job
+ * without one, said once. */
 static int daemon_control_listen(struct daemon *d)
 {
 	const struct config *cfg = d->pl.cfg;
@@ -137,26 +165,42 @@ static int daemon_control_listen(struct daemon *d)
 		.status = daemon_ctl_status,
 		.metrics = daemon_ctl_metrics,
 		.command = daemon_ctl_command,
+		.reload = daemon_ctl_reload,
 		.data = d,
 	};
+	char path[CONTROLPATH_MAX * 8];
 	int r;
 
 	if (d->flags & DAEMON_ONCE)
 		return 0;
-	/* The default place is systemd's RuntimeDirectory: run by hand, without it, the daemon
-	 * does its job without a control socket rather than not at all. A socket configured
-	 * elsewhere must work. */
-	if (strcmp(cfg->control.socket, CONFIG_CONTROL_SOCKET_DEFAULT) == 0 &&
-	    access(CONFIG_CONTROL_SOCKET_DIR, F_OK) != 0) {
-		log_warning("no control socket: '%s' does not exist (systemd makes it for the "
-			    "service); set control.socket to serve status, metrics and commands%s",
-			    CONFIG_CONTROL_SOCKET_DIR,
-			    cfg->metrics.listen_host ? ", and metrics.listen with it" : "");
-		return 0;
+	r = controlpath_daemon(cfg, path);
+	if (r < 0) {
+		log_warning("no control socket: '%s' is too long for a socket address (at most %d "
+			    "bytes); set control.socket to serve status, metrics and commands",
+			    path, CONTROLPATH_MAX - 1);
+		path[0] = '\0';
 	}
-	r = control_new(&d->loop, cfg->control.socket, cfg->metrics.listen_host,
-			cfg->metrics.listen_port, &h, &d->control);
-	return r == -EADDRINUSE ? -EWOULDBLOCK : r;
+	/* By hand, the default place is state_dir, which a dry run (no ledger) may not have made
+	 * yet. */
+	if (!cfg->control.socket && !getenv("RUNTIME_DIRECTORY") && mkdir(cfg->state_dir, 0750) < 0 &&
+	    errno != EEXIST)
+		log_warning("cannot make state_dir '%s' for the control socket: %s",
+			    cfg->state_dir, strerror(errno));
+	r = control_new(&d->loop, &h, &d->control);
+	if (r < 0)
+		return r;
+	r = path[0] ? control_listen_socket(d->control, path) : -ENAMETOOLONG;
+	if (r == -EADDRINUSE)
+		return -EWOULDBLOCK;
+	if (r < 0 && cfg->control.socket)
+		return r;
+	if (r < 0 && path[0])
+		log_warning("the daemon goes on without a control socket (above); set control.socket "
+			    "to serve status, metrics and commands");
+	if (cfg->metrics.listen_host)
+		return control_listen_metrics(d->control, cfg->metrics.listen_host,
+					      cfg->metrics.listen_port);
+	return 0;
 }
 
 /* A new pipeline's jobs count into the daemon's metrics and keep its paused folders. */
@@ -172,6 +216,19 @@ static void daemon_control_attach(struct daemon *d)
 static void daemon_http_closed_cb(void *data)
 {
 	(void)data;
+}
+
+/* Folder I's directories are open: its work starts (what an earlier run left in processing,
+ * then the inbox's watch). */
+static int pipeline_folder_start(struct daemon *d, size_t i)
+{
+	struct pipeline *pl = &d->pl;
+
+	if (!(d->flags & DAEMON_DRY_RUN))
+		jobs_resume(pl->jobs, i);
+	return watch_new(&d->loop, &pl->cfg->folders[i],
+			 (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
+			 daemon_watch_idle_cb, daemon_inbox_replaced_cb, d, &pl->watches[i]);
 }
 
 static int pipeline_start(struct daemon *d)
@@ -196,7 +253,7 @@ static int pipeline_start(struct daemon *d)
 		return r;
 	if (d->flags & DAEMON_DRY_RUN)
 		jflags |= JOBS_DRY_RUN;
-	r = jobs_new(&d->loop, pl->cfg, pl->api, jflags, &events, &pl->jobs);
+	r = jobs_new(&d->loop, pl->cfg, d->folders, pl->api, jflags, &events, &pl->jobs);
 	if (r < 0)
 		return r;
 	jobs_set_ledger(pl->jobs, d->lq);
@@ -204,21 +261,259 @@ static int pipeline_start(struct daemon *d)
 		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",
 			    pl->cfg->state_dir, d->state_dir);
 	daemon_control_attach(d);
-	if (!(d->flags & DAEMON_DRY_RUN)) {
-		for (size_t i = 0; i < pl->cfg->n_folders; i++)
-			jobs_resume(pl->jobs, i);
-	}
 	pl->watches = calloc(pl->cfg->n_folders, sizeof(*pl->watches));
 	if (!pl->watches)
 		return -ENOMEM;
 	for (size_t i = 0; i < pl->cfg->n_folders; i++) {
-		r = watch_new(&d->loop, &pl->cfg->folders[i],
-			      (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
-			      daemon_watch_idle_cb, daemon_inbox_replaced_cb, d, &pl->watches[i]);
+		if (!folder_is_open(d->folders[i]))
+			continue; /* tried again on the folder timer */
+		r = pipeline_folder_start(d, i);
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+/* ---- folders: set up at start and by reloads, tried again while they cannot be --------- */
+
+#define DAEMON_FOLDER_RETRY_FIRST_MS 5000
+#define DAEMON_FOLDER_RETRY_MAX_MS (5 * 60 * 1000)
+
+static void daemon_folders_free(struct folder **folders, size_t n)
+{
+	for (size_t i = 0; folders && i < n; i++)
+		folder_free(folders[i]);
+	free(folders);
+}
+
+static void daemon_folder_said_unavailable(const struct config_folder *c, const struct folder *f,
+					   uint64_t retry_ms, bool once)
+{
+	char when[64] = "; it is not served in this run";
+
+	if (!once)
+		snprintf(when, sizeof(when), "; it is tried again in %llu s",
+			 (unsigned long long)(retry_ms / 1000));
+	log_event(LOG_LEVEL_ERROR,
+		  &(struct log_fields){LOG_ID_FOLDER_UNAVAILABLE, c->name, NULL, NULL, NULL},
+		  "%s: the folder cannot be served: %s; the other folders are%s", c->name, f->reason,
+		  when);
+}
+
+static bool daemon_folders_all_open(const struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_folders; i++) {
+		if (!folder_is_open(d->folders[i]))
+			return false;
+	}
+	return true;
+}
+
+static void daemon_folder_timer_cb(uv_timer_t *t);
+
+static void daemon_folder_timer_arm(struct daemon *d)
+{
+	if (d->stopping || (d->flags & DAEMON_ONCE) || daemon_folders_all_open(d)) {
+		uv_timer_stop(&d->folder_timer);
+		d->folder_delay_ms = 0;
+		return;
+	}
+	if (uv_is_active((uv_handle_t *)&d->folder_timer))
+		return;
+	if (!d->folder_delay_ms)
+		d->folder_delay_ms = DAEMON_FOLDER_RETRY_FIRST_MS;
+	uv_timer_start(&d->folder_timer, daemon_folder_timer_cb, d->folder_delay_ms, 0);
+}
+
+/* The folders that could not be set up are tried again; a reason that changed is said again. */
+static void daemon_folder_timer_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	const struct config *cfg = d->pl.cfg;
+
+	if (d->stopping || d->next.cfg || !d->pl.jobs)
+		return;
+	d->folder_delay_ms = d->folder_delay_ms * 2 > DAEMON_FOLDER_RETRY_MAX_MS
+				     ? DAEMON_FOLDER_RETRY_MAX_MS
+				     : d->folder_delay_ms * 2;
+	for (size_t i = 0; i < cfg->n_folders; i++) {
+		struct folder *f = d->folders[i];
+		char before[FOLDER_REASON_LEN];
+
+		if (folder_is_open(f))
+			continue;
+		memcpy(before, f->reason, sizeof(before));
+		if (folder_open(f, &cfg->folders[i]) < 0) {
+			if (strcmp(before, f->reason) != 0)
+				daemon_folder_said_unavailable(&cfg->folders[i], f, d->folder_delay_ms,
+							       false);
+			else
+				log_debug("%s: still cannot be served: %s", cfg->folders[i].name,
+					  f->reason);
+			continue;
+		}
+		log_event(LOG_LEVEL_INFO,
+			  &(struct log_fields){LOG_ID_FOLDER_AVAILABLE, cfg->folders[i].name, NULL,
+					       NULL, NULL},
+			  "%s: the folder can be served now", cfg->folders[i].name);
+		if (pipeline_folder_start(d, i) < 0)
+			log_error("%s: cannot watch the inbox '%s'", cfg->folders[i].name,
+				  cfg->folders[i].inbox);
+	}
+	daemon_folder_timer_arm(d);
+}
+
+/* At start: each folder's directories. Another daemon's folder stops the start (-EWOULDBLOCK,
+ * said); any other folder that cannot be set up is said, and left unavailable. */
+static int daemon_folders_open(struct daemon *d)
+{
+	const struct config *cfg = d->pl.cfg;
+	bool refused = false;
+
+	d->folders = calloc(cfg->n_folders, sizeof(*d->folders));
+	if (!d->folders)
+		return -ENOMEM;
+	d->n_folders = cfg->n_folders;
+	for (size_t i = 0; i < cfg->n_folders; i++) {
+		const struct config_folder *c = &cfg->folders[i];
+		int r = folder_new(c, d->flags & DAEMON_DRY_RUN, &d->folders[i]);
+
+		if (r < 0)
+			return r;
+		r = folder_open(d->folders[i], c);
+		if (r == -EWOULDBLOCK) {
+			log_error("%s: %s", c->name, d->folders[i]->reason);
+			refused = true;
+		} else if (r < 0) {
+			daemon_folder_said_unavailable(c, d->folders[i], DAEMON_FOLDER_RETRY_FIRST_MS,
+						       d->flags & DAEMON_ONCE);
+		}
+	}
+	return refused ? -EWOULDBLOCK : 0;
+}
+
+/* A reload's folders, before anything stops: those the running configuration has (by inbox)
+ * are kept, with their done and failed directories opened afresh (they may be others now);
+ * the new ones are opened. Every reason one cannot be set up goes to ERRS (a refusal); a kept
+ * folder that could not be set up before is no reason: it stays with the folder timer. */
+static int daemon_reload_prepare(struct daemon *d, struct reload *rl, struct config_errors *errs)
+{
+	const struct config *next = rl->cfg;
+	bool *fresh;
+	int r = 0;
+
+	rl->folders = calloc(next->n_folders, sizeof(*rl->folders));
+	rl->finish_fds = calloc(next->n_folders, sizeof(*rl->finish_fds));
+	fresh = calloc(next->n_folders, sizeof(*fresh));
+	if (!rl->folders || !rl->finish_fds || !fresh) {
+		free(fresh);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < next->n_folders; i++) {
+		const struct config_folder *c = &next->folders[i];
+		struct folder *kept = NULL;
+		char why[FOLDER_REASON_LEN];
+
+		rl->finish_fds[i][0] = rl->finish_fds[i][1] = -1;
+		for (size_t j = 0; j < d->n_folders && !kept; j++) {
+			if (d->folders[j] && strcmp(d->folders[j]->inbox, c->inbox) == 0)
+				kept = d->folders[j];
+		}
+		if (kept) {
+			/* One that could not be set up stays with the folder timer. */
+			rl->folders[i] = kept;
+			if (folder_is_open(kept) && !kept->dry_run &&
+			    folder_open_finish_dirs(c, &rl->finish_fds[i][0], &rl->finish_fds[i][1],
+						    why, sizeof(why)) < 0) {
+				config_errors_add(errs, "%s: %s", c->name, why);
+				r = -EINVAL;
+			}
+			continue;
+		}
+		fresh[i] = true;
+		if (folder_new(c, d->flags & DAEMON_DRY_RUN, &rl->folders[i]) < 0) {
+			free(fresh);
+			return -ENOMEM;
+		}
+		if (folder_open(rl->folders[i], c) < 0) {
+			config_errors_add(errs, "%s: %s", c->name, rl->folders[i]->reason);
+			r = -EINVAL;
+		}
+	}
+	/* Refused: what was opened for it goes again; the kept folders are the running ones. */
+	for (size_t i = 0; r < 0 && i < next->n_folders; i++) {
+		if (fresh[i])
+			folder_free(rl->folders[i]);
+		for (int k = 0; k < 2; k++) {
+			if (rl->finish_fds[i][k] >= 0)
+				close(rl->finish_fds[i][k]);
+		}
+	}
+	if (r < 0) {
+		free(rl->folders);
+		free(rl->finish_fds);
+		rl->folders = NULL;
+		rl->finish_fds = NULL;
+	}
+	free(fresh);
+	return r;
+}
+
+/* Drained: the reload's folders take the running ones' place. Those the new configuration
+ * does not have are closed (their locks go). */
+static void daemon_reload_commit(struct daemon *d)
+{
+	struct reload *rl = &d->next;
+
+	for (size_t j = 0; j < d->n_folders; j++) {
+		bool kept = false;
+
+		for (size_t i = 0; i < rl->cfg->n_folders && !kept; i++)
+			kept = rl->folders[i] == d->folders[j];
+		if (!kept)
+			folder_free(d->folders[j]);
+	}
+	for (size_t i = 0; i < rl->cfg->n_folders; i++) {
+		int r;
+
+		if (rl->finish_fds[i][0] < 0)
+			continue;
+		r = folder_swap_finish_dirs(rl->folders[i], rl->finish_fds[i][0],
+					    rl->finish_fds[i][1]);
+		if (r < 0)
+			log_error("%s: cannot take the reloaded done and failed directories: %s; the "
+				  "earlier ones stay in use",
+				  rl->cfg->folders[i].name, strerror(-r));
+	}
+	free(d->folders);
+	free(rl->finish_fds);
+	d->folders = rl->folders;
+	d->n_folders = rl->cfg->n_folders;
+	rl->folders = NULL;
+	rl->finish_fds = NULL;
+}
+
+/* A reload that does not happen after all (the daemon stops first): what it set up goes. */
+static void daemon_reload_abandon(struct daemon *d)
+{
+	struct reload *rl = &d->next;
+
+	for (size_t i = 0; rl->folders && i < rl->cfg->n_folders; i++) {
+		bool running = false;
+
+		for (size_t j = 0; j < d->n_folders && !running; j++)
+			running = d->folders[j] == rl->folders[i];
+		if (!running)
+			folder_free(rl->folders[i]);
+		for (int k = 0; rl->finish_fds && k < 2; k++) {
+			if (rl->finish_fds[i][k] >= 0)
+				close(rl->finish_fds[i][k]);
+		}
+	}
+	free(rl->folders);
+	free(rl->finish_fds);
+	config_free(rl->cfg);
+	*rl = (struct reload){.waiter = rl->waiter};
 }
 
 /* Frees what a pipeline holds once its jobs are drained (or were never created). */
@@ -313,32 +608,75 @@ static void daemon_close_signals(struct daemon *d)
 	d->notify = NULL;
 	uv_close((uv_handle_t *)&d->once_check, NULL);
 	uv_close((uv_handle_t *)&d->prune_timer, NULL);
+	uv_close((uv_handle_t *)&d->folder_timer, NULL);
 	/* Last: the records of the files that just finished are written first. */
 	ledgerq_close(d->lq);
 	d->lq = NULL;
 }
 
+/* The answer to a `reload` command (JSON), NULL when out of memory: MESSAGE, and ERRS (each
+ * reason the reload was refused) when not NULL. */
+static char *daemon_reload_answer(const char *key, const char *message,
+				  const struct config_errors *errs)
+{
+	cJSON *o = cJSON_CreateObject(), *a;
+	char *text;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, key, message);
+	a = errs ? cJSON_AddArrayToObject(o, "errors") : NULL;
+	for (size_t i = 0; a && i < errs->count; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(errs->items[i]));
+	text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return text;
+}
+
+/* Answers the `reload` command that waits for this reload, if one does. */
+static void daemon_reload_reply(struct daemon *d, unsigned code, const char *key,
+				const char *message)
+{
+	if (!d->next.waiter)
+		return;
+	control_reply(d->control, d->next.waiter, code, daemon_reload_answer(key, message, NULL));
+	d->next.waiter = NULL;
+}
+
 static void daemon_drained_cb(void *data)
 {
 	struct daemon *d = data;
+	char msg[512];
 
 	notify_drained(d->notify);
+	if (d->next.cfg && d->stopping) {
+		daemon_reload_reply(d, 503, "error", "the daemon stopped before the reload was done");
+		daemon_reload_abandon(d);
+	}
 	pipeline_teardown(d);
-	if (d->next_cfg && !d->stopping) {
-		d->pl.cfg = d->next_cfg;
-		d->next_cfg = NULL;
+	if (d->next.cfg && !d->stopping) {
+		daemon_reload_commit(d);
+		d->pl.cfg = d->next.cfg;
+		d->next.cfg = NULL;
 		log_configure((enum log_level)d->pl.cfg->log_level,
 			      (enum log_format)d->pl.cfg->log_format);
 		int r = pipeline_start(d);
 		if (r == 0) {
+			snprintf(msg, sizeof(msg), "configuration %s reloaded: %zu folder%s",
+				 d->config_path, d->pl.cfg->n_folders,
+				 d->pl.cfg->n_folders == 1 ? "" : "s");
 			log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_RELOADED},
-				  "configuration %s reloaded: %zu folder%s", d->config_path,
-				  d->pl.cfg->n_folders, d->pl.cfg->n_folders == 1 ? "" : "s");
+				  "%s", msg);
+			daemon_folder_timer_arm(d);
 			notify_ready(d->notify);
+			/* Last: once the command returns, the new configuration is in force. */
+			daemon_reload_reply(d, 200, "message", msg);
 			return;
 		}
+		snprintf(msg, sizeof(msg), "reload failed: %s; stopping", strerror(-r));
 		log_event(LOG_LEVEL_ERROR, &(struct log_fields){.message_id = LOG_ID_RELOAD_FAILED},
-			  "reload failed: %s; stopping", strerror(-r));
+			  "%s", msg);
+		daemon_reload_reply(d, 500, "error", msg);
 		d->stopping = true;
 		d->exit_status = 2;
 		if (d->pl.jobs) {
@@ -347,8 +685,6 @@ static void daemon_drained_cb(void *data)
 		}
 		pipeline_teardown(d);
 	}
-	config_free(d->next_cfg);
-	d->next_cfg = NULL;
 	daemon_close_signals(d);
 }
 
@@ -362,13 +698,14 @@ static void daemon_drain(struct daemon *d)
 			watch_close(pl->watches[i]);
 		pl->watches[i] = NULL;
 	}
+	uv_timer_stop(&d->folder_timer);
 	notify_draining(d->notify, pl->cfg->api.shutdown_timeout_s);
 	jobs_drain(pl->jobs, pl->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
 }
 
 static void daemon_stop(struct daemon *d, int exit_status)
 {
-	bool draining = d->next_cfg != NULL;
+	bool draining = d->next.cfg != NULL;
 
 	if (d->stopping)
 		return;
@@ -376,70 +713,75 @@ static void daemon_stop(struct daemon *d, int exit_status)
 	d->exit_status = exit_status;
 	notify_stopping(d->notify);
 	uv_timer_stop(&d->once_check);
+	uv_timer_stop(&d->folder_timer);
 	/* A reload already drains: its callback sees `stopping` and does not start again. */
 	if (!draining)
 		daemon_drain(d);
 }
 
-/* Before a reload: a folder that NEXT adds must not be another daemon's. (The running ones are
- * ours; their locks pass from the old pipeline to the new one.) Says each one that is. */
-static int daemon_locks_free(const struct daemon *d, const struct config *next)
+/* A reload refused: said (each reason with the same MESSAGE_ID, so that `journalctl
+ * MESSAGE_ID=...` shows why) and answered; the running configuration stays. */
+static unsigned daemon_reload_refused(const char *how, const struct config_errors *errs,
+				      const char *what, char **ret_body)
 {
-	const struct config *cur = d->pl.cfg;
-	int r = 0;
+	const struct log_fields id = {.message_id = LOG_ID_RELOAD_REJECTED};
+	char msg[640];
 
-	if (d->flags & DAEMON_DRY_RUN)
-		return 0;
-	for (size_t i = 0; i < next->n_folders; i++) {
-		const struct config_folder *f = &next->folders[i];
-		bool running = false;
-		long pid;
-
-		for (size_t j = 0; j < cur->n_folders && !running; j++)
-			running = strcmp(cur->folders[j].inbox, f->inbox) == 0;
-		if (running || fsops_lock_probe(f->inbox, &pid) == 0)
-			continue;
-		jobs_log_folder_locked(f, pid);
-		r = -EWOULDBLOCK;
-	}
-	return r;
+	snprintf(msg, sizeof(msg), "%s: %s; keeping the running configuration", how, what);
+	log_event(LOG_LEVEL_ERROR, &id, "%s", msg);
+	for (size_t i = 0; i < errs->count; i++)
+		log_event(LOG_LEVEL_ERROR, &id, "%s", errs->items[i]);
+	if (ret_body)
+		*ret_body = daemon_reload_answer("error", msg, errs);
+	return 422;
 }
 
-static void daemon_reload(struct daemon *d)
+/* SIGHUP, or `resend-dropd reload` (WAITER: its request, answered once the new configuration
+ * is in force). The new configuration is loaded and every folder it adds is set up before
+ * anything stops: a reload that cannot be done is refused whole, with every reason. Returns
+ * the HTTP status of an answer given at once (in *RET_BODY), or 0 when it comes later. */
+static unsigned daemon_reload(struct daemon *d, const char *how, void *waiter, char **ret_body)
 {
-	struct config *next = NULL;
+	struct reload rl = {.waiter = waiter};
 	struct config_errors errs = {0};
+	char what[640];
+	unsigned code;
+	int r;
 
-	if (d->stopping || d->next_cfg) {
-		log_warning("SIGHUP ignored: already %s", d->stopping ? "stopping" : "reloading");
-		return;
+	if (d->stopping || d->next.cfg) {
+		log_warning("%s ignored: already %s", how, d->stopping ? "stopping" : "reloading");
+		if (ret_body)
+			*ret_body = daemon_reload_answer(
+				"error", d->stopping ? "the daemon is stopping" : "a reload is under way",
+				NULL);
+		return d->stopping ? 503 : 409;
 	}
-	if (config_load(d->config_path, 0, &next, &errs) < 0) {
-		log_event(LOG_LEVEL_ERROR,
-			  &(struct log_fields){.message_id = LOG_ID_RELOAD_REJECTED},
-			  "SIGHUP: configuration %s has %zu error%s; keeping the running "
-			  "configuration",
-			  d->config_path, errs.count, errs.count == 1 ? "" : "s");
-		for (size_t i = 0; i < errs.count; i++)
-			log_error("%s", errs.items[i]);
+	if (config_load(d->config_path, CONFIG_LOAD_DIRS_LATER, &rl.cfg, &errs) < 0) {
+		snprintf(what, sizeof(what), "configuration %s has %zu error%s", d->config_path,
+			 errs.count, errs.count == 1 ? "" : "s");
+		code = daemon_reload_refused(how, &errs, what, ret_body);
 		config_errors_clear(&errs);
-		return;
+		return code;
 	}
-	if (daemon_locks_free(d, next) < 0) {
-		log_event(LOG_LEVEL_ERROR,
-			  &(struct log_fields){.message_id = LOG_ID_RELOAD_REJECTED},
-			  "SIGHUP: keeping the running configuration");
-		config_free(next);
-		return;
+	r = daemon_reload_prepare(d, &rl, &errs);
+	if (r < 0) {
+		snprintf(what, sizeof(what), "configuration %s is valid, but %s",
+			 d->config_path,
+			 r == -ENOMEM ? "out of memory" : "a folder it adds cannot be set up");
+		code = daemon_reload_refused(how, &errs, what, ret_body);
+		config_errors_clear(&errs);
+		config_free(rl.cfg);
+		return code;
 	}
 	/* Uploads in flight finish (within shutdown_timeout_s) before the new folders start;
 	 * whatever is left in processing is resumed by the new pipeline. */
 	log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_RELOADING},
-		  "SIGHUP: configuration %s is valid; reloading after uploads in flight finish",
+		  "%s: configuration %s is valid; reloading after uploads in flight finish", how,
 		  d->config_path);
 	notify_reloading(d->notify);
-	d->next_cfg = next;
+	d->next = rl;
 	daemon_drain(d);
+	return 0;
 }
 
 /* STATUS=, asked by notify at the end of loop turns: O(folders). Waiting counts what the
@@ -451,10 +793,12 @@ static void daemon_status_cb(void *data, struct notify_status *ret)
 	const struct pipeline *pl = &d->pl;
 	struct jobs_counts jc;
 
-	ret->phase = d->stopping ? "stopping" : d->next_cfg ? "reloading" : NULL;
+	ret->phase = d->stopping ? "stopping" : d->next.cfg ? "reloading" : NULL;
 	if (!pl->cfg || !pl->jobs)
 		return;
 	ret->folders = pl->cfg->n_folders;
+	for (size_t i = 0; i < d->n_folders; i++)
+		ret->unavailable += !folder_is_open(d->folders[i]);
 	for (size_t i = 0; pl->watches && i < pl->cfg->n_folders; i++) {
 		struct watch_counts c;
 
@@ -498,6 +842,12 @@ static void daemon_log_status(const struct daemon *d)
 				    pl->cfg->folders[i].name, pl->cfg->folders[i].inbox,
 				    fsops_dir_check_reason(c.lost_reason));
 	}
+	for (size_t i = 0; i < d->n_folders; i++) {
+		if (!folder_is_open(d->folders[i]))
+			log_warning("status: %s: STUCK: the folder cannot be served: %s%s",
+				    pl->cfg->folders[i].name, d->folders[i]->reason,
+				    (d->flags & DAEMON_ONCE) ? "" : "; it is tried again");
+	}
 }
 
 static void daemon_signal_cb(uv_signal_t *sig, int signum)
@@ -518,7 +868,7 @@ static void daemon_signal_cb(uv_signal_t *sig, int signum)
 		daemon_log_status(d);
 		break;
 	case SIGHUP:
-		daemon_reload(d);
+		(void)daemon_reload(d, "SIGHUP", NULL, NULL);
 		break;
 	}
 }
@@ -616,8 +966,11 @@ static void daemon_once_check_cb(uv_timer_t *timer)
 	if (jobs_active(d->pl.jobs) > 0)
 		return;
 	unsigned failed = jobs_failed_total(d->pl.jobs);
-	log_info("--once: inboxes processed%s", failed ? "; some files failed" : "");
-	daemon_stop(d, failed ? 3 : 0);
+	bool all = daemon_folders_all_open(d);
+	log_info("--once: inboxes processed%s%s", failed ? "; some files failed" : "",
+		 all ? "" : "; some folders could not be served (said above)");
+	/* A folder not served is the run's failure (2), before a file's (3). */
+	daemon_stop(d, !all ? 2 : failed ? 3 : 0);
 }
 
 /* Asks once the current callbacks are over, never inside them. */
@@ -720,12 +1073,16 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	daemon_start_signals(&d);
 	uv_timer_init(&d.loop, &d.prune_timer);
 	d.prune_timer.data = &d;
+	uv_timer_init(&d.loop, &d.folder_timer);
+	d.folder_timer.data = &d;
 	r = notify_new(&d.loop, daemon_status_cb, &d, &d.notify);
 	if (r < 0)
 		log_warning("cannot set up notifications to the service manager: %s", strerror(-r));
 	r = daemon_control_prepare(&d);
 	if (r == 0)
 		r = daemon_ledger_open(&d);
+	if (r == 0)
+		r = daemon_folders_open(&d);
 	if (r == 0)
 		r = pipeline_start(&d);
 	if (r == 0)
@@ -751,6 +1108,7 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 			  (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "",
 			  cfg->api_key_source);
 		daemon_once_schedule(&d);
+		daemon_folder_timer_arm(&d);
 		/* The folders are watched (watch_new added the inotify watches): a file dropped
 		 * from now on is seen. */
 		notify_ready(d.notify);
@@ -761,6 +1119,7 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 		log_error("event loop closed with handles still open: %s", uv_strerror(r));
 	curl_global_cleanup();
 	ledger_close(d.ledger);
+	daemon_folders_free(d.folders, d.n_folders);
 	free(d.state_dir);
 	metrics_free(d.metrics);
 	status_pauses_free(d.pauses);

@@ -112,27 +112,62 @@ fsops_dir_check_reason(int r)
 	}
 }
 
-/* The pid that holds a flock on the directory open on FD, from /proc/locks (as lslocks reads
- * it); 0 when it cannot be told. */
+/* The pid that holds a flock on the file ST describes, from /proc/locks (as lslocks reads it);
+ * 0 when none is listed, -errno when the list cannot be read. */
 static long
-lock_holder(int fd)
+lock_holder_of(const struct stat *st)
 {
 	unsigned maj, min;
 	unsigned long ino;
 	char line[256];
-	struct stat st;
 	long pid, found = 0;
-	FILE *f;
+	FILE *f = fopen("/proc/locks", "re");
 
-	if (fstat(fd, &st) < 0 || !(f = fopen("/proc/locks", "re")))
-		return 0;
+	if (!f)
+		return -errno;
 	while (!found && fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "%*d: FLOCK %*s %*s %ld %x:%x:%lu", &pid, &maj, &min, &ino) == 4 &&
-		    maj == major(st.st_dev) && min == minor(st.st_dev) && ino == st.st_ino)
+		    maj == major(st->st_dev) && min == minor(st->st_dev) && ino == st->st_ino)
 			found = pid;
 	}
 	fclose(f);
 	return found;
+}
+
+/* The same for the directory open on FD; 0 when it cannot be told. */
+static long
+lock_holder(int fd)
+{
+	struct stat st;
+	long pid;
+
+	if (fstat(fd, &st) < 0)
+		return 0;
+	pid = lock_holder_of(&st);
+	return pid > 0 ? pid : 0;
+}
+
+int
+fsops_lock_holder(const char *inbox, long *ret_pid)
+{
+	struct stat st;
+	char path[PATH_MAX];
+	long pid;
+
+	*ret_pid = 0;
+	if (snprintf(path, sizeof(path), "%s/" FSOPS_PROCESSING_DIR, inbox) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	pid = lock_holder_of(&st);
+	if (pid < 0)
+		return (int)pid;
+	if (pid == 0)
+		return 0;
+	*ret_pid = pid;
+	return -EWOULDBLOCK;
 }
 
 /* The lock is the directory's own flock: no file to create (a full disk cannot stop a start)
@@ -339,6 +374,17 @@ fsops_open_checked(int dir_fd, const char *name, uint64_t max_bytes, int *ret_fd
 		if (fstatat(dir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(lst.st_mode)) {
 			errbuf_set(errbuf, errsz, "%s", file_type_reason(lst.st_mode));
 			return S_ISLNK(lst.st_mode) ? -ELOOP : -EINVAL;
+		}
+		/* Unreadable for the daemon's user: say whose it is and its mode, which is what
+		 * an operator mends (a group both share, see "Giving uploaders access"). */
+		if (e == EACCES && fstatat(dir_fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+			errbuf_set(errbuf, errsz,
+				   "cannot be opened: Permission denied (it belongs to uid %u, gid %u, "
+				   "mode %04o; the daemon runs as uid %u: give its group read access, "
+				   "see \"Giving uploaders access\" in resend-dropd(8))",
+				   (unsigned)lst.st_uid, (unsigned)lst.st_gid,
+				   (unsigned)(lst.st_mode & 07777), (unsigned)geteuid());
+			return -e;
 		}
 		errbuf_set(errbuf, errsz, "cannot be opened: %s", strerror(e));
 		return -e;

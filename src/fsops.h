@@ -50,6 +50,12 @@ int fsops_lock_dir(int proc_fd, int *ret_fd, long *ret_pid);
  * hold itself (a flock taken twice by one process conflicts with itself). */
 int fsops_lock_probe(const char *inbox, long *ret_pid);
 
+/* Whether a process holds the lock of INBOX's processing directory, seen from /proc/locks,
+ * without opening the directory (it is the daemon's, mode 0700: anyone who can reach the inbox
+ * can ask): -EWOULDBLOCK and *ret_pid when one does, 0 when none does or there is no processing
+ * directory, another -errno when it cannot be told (the inbox cannot be searched, say). */
+int fsops_lock_holder(const char *inbox, long *ret_pid);
+
 /* Creates (mode 0700) or checks INBOX_FD/.resend-dropd, opened without following a symlink: it
  * must be a real directory owned by the effective uid; a looser or tighter mode is set back to
  * 0700. *ret_fd is open on it. A new one is made durable (the inbox is fsynced). */

@@ -298,24 +298,24 @@ static void job_claim_work(struct diskq_op *op)
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
 	struct folder_rt *f = job->folder;
 
-	op->result = fsops_claim(f->inbox_fd, f->proc_fd, job->name,
+	op->result = fsops_claim(f->dir->inbox_fd, f->dir->proc_fd, job->name,
 				 job->has_seen ? &job->seen : NULL);
 	if (op->result < 0)
 		return;
-	op->sync_gained = f->proc_fd;
-	op->sync_lost = f->inbox_fd;
+	op->sync_gained = f->dir->proc_fd;
+	op->sync_lost = f->dir->inbox_fd;
 	/* The record that counts the first upload comes with the claim: one trip to the disk
 	 * less per file. (Its sha256 is not known yet; a record is only compared with the
 	 * content when it was there before the claim, and this one overwrites any such.) */
 	job->record_result = job_prepare_record(job, true)
-				     ? fsops_write_record(f->proc_fd, job->record_name,
+				     ? fsops_write_record(f->dir->proc_fd, job->record_name,
 							  job->record_text, strlen(job->record_text),
 							  false)
 				     : -ENOMEM;
 	/* A small file is checked here too: hashing it costs less than a trip through the
 	 * thread pool and back. */
 	if (job->has_seen && job->seen.size <= JOB_INLINE_CHECK_BYTES) {
-		job->check_result = precheck_run(f->proc_fd, job->name, f->conf, f->proc_fd,
+		job->check_result = precheck_run(f->dir->proc_fd, job->name, f->conf, f->dir->proc_fd,
 						 job->rejects_name, &job->cancel, &job->check);
 		job->checked = true;
 	}
@@ -401,19 +401,19 @@ static void job_check_work(uv_work_t *req)
 {
 	struct job *job = req->data;
 	struct folder_rt *f = job->folder;
-	int dir_fd = job->dry_run ? f->inbox_fd : f->proc_fd;
+	int dir_fd = job->dry_run ? f->dir->inbox_fd : f->dir->proc_fd;
 
 	if (job->resumed) {
 		char *text = NULL;
 		size_t len;
 
 		staterec_clear(&job->record);
-		if (fsops_read_small(f->proc_fd, job->record_name, STATEREC_MAX_BYTES, &text, &len) ==
+		if (fsops_read_small(f->dir->proc_fd, job->record_name, STATEREC_MAX_BYTES, &text, &len) ==
 		    0)
 			job->record_found = staterec_decode(text, len, &job->record) == 0;
 		free(text);
 	}
-	job->check_result = precheck_run(dir_fd, job->name, f->conf, f->proc_fd,
+	job->check_result = precheck_run(dir_fd, job->name, f->conf, f->dir->proc_fd,
 					 job->dry_run ? NULL : job->rejects_name, &job->cancel,
 					 &job->check);
 }
@@ -846,7 +846,7 @@ static void job_check_done(uv_work_t *req, int status)
 static void job_record_work(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
-	int dir_fd = job->folder->proc_fd;
+	int dir_fd = job->folder->dir->proc_fd;
 
 	op->result = fsops_write_record(dir_fd, job->record_name, job->record_text,
 					strlen(job->record_text), job->record_durable);
@@ -991,7 +991,7 @@ static bool job_file_intact(struct job *job, const char *when, char *why, size_t
 
 	/* The name first: a rename over it or an unlink changes the old inode's ctime too,
 	 * which the descriptor would report as a mere change. */
-	if (fstatat(job->folder->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+	if (fstatat(job->folder->dir->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			snprintf(why, whysz, "the file was removed from processing %s", when);
 		else
@@ -1309,18 +1309,23 @@ static int job_finish_dir(struct job *job, int *ret_fd)
 {
 	struct folder_rt *f = job->folder;
 	const char *path = job->rep.failed ? f->conf->failed : f->conf->done;
-	int fd = job->rep.failed ? f->failed_fd : f->done_fd, nfd, r;
+	int fd = job->rep.failed ? f->dir->failed_fd : f->dir->done_fd, nfd, r;
 
 	r = fsops_dir_check(fd, path);
 	if (r == -ESTALE) {
 		struct stat st;
+		uint64_t ino;
 
 		r = folder_open_owned_dir(path, &nfd);
 		if (r < 0)
 			return r;
-		dup2(nfd, fd);
-		job->finish_adopted = fstat(nfd, &st) == 0 ? (uint64_t)st.st_ino : 1;
-		close(nfd);
+		ino = fstat(nfd, &st) == 0 ? (uint64_t)st.st_ino : 1;
+		r = folder_adopt(job->rep.failed ? &f->dir->failed_fd : &f->dir->done_fd, nfd);
+		if (r < 0) {
+			close(nfd);
+			return r;
+		}
+		job->finish_adopted = ino;
 	}
 	*ret_fd = fd;
 	return r;
@@ -1369,30 +1374,30 @@ static void job_finish_work(struct diskq_op *op)
 		snprintf(stage, sizeof(stage), ".report-%s", job->record_name + strlen(".state-"));
 	else
 		snprintf(stage, sizeof(stage), "%s", job->record_name);
-	op->result = fsops_finish(f->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
+	op->result = fsops_finish(f->dir->proc_fd, job->name, dst_fd, job->finished_ms / 1000,
 				  job->report_text, stage, rejects ? job->rejects_name : NULL,
 				  &job->final_name);
 	if (op->result == -ENOENT &&
-	    fstatat(f->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+	    fstatat(f->dir->proc_fd, job->name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
 		/* Not a problem of the destination: the file itself left processing (removed
 		 * by hand, or with its inbox). Its record and staged report go too. */
 		job->finish_src_gone = true;
-		(void)unlinkat(f->proc_fd, stage, 0);
-		(void)unlinkat(f->proc_fd, job->record_name, 0);
-		(void)unlinkat(f->proc_fd, job->rejects_name, 0);
+		(void)unlinkat(f->dir->proc_fd, stage, 0);
+		(void)unlinkat(f->dir->proc_fd, job->record_name, 0);
+		(void)unlinkat(f->dir->proc_fd, job->rejects_name, 0);
 		return;
 	}
 	if (op->result < 0)
 		return;
 	/* A rejects file that an earlier run staged for a namesake is not this file's. */
 	if (!rejects && job->resumed)
-		(void)unlinkat(f->proc_fd, job->rejects_name, 0);
+		(void)unlinkat(f->dir->proc_fd, job->rejects_name, 0);
 	/* The record goes after the file: a crash in between leaves a record without a file,
 	 * or beside a new file of the name, which its sha256 tells apart. */
 	if (job->import_recorded)
-		(void)unlinkat(f->proc_fd, job->record_name, 0);
+		(void)unlinkat(f->dir->proc_fd, job->record_name, 0);
 	op->sync_gained = dst_fd;
-	op->sync_lost = f->proc_fd;
+	op->sync_lost = f->dir->proc_fd;
 }
 
 /* A finished file's directory (done or failed) could not be used: said once per folder and

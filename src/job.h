@@ -49,10 +49,13 @@ enum jobs_flags {
 	JOBS_DRY_RUN = 1 << 0, /* check and log; claim, upload and move nothing */
 };
 
-/* CFG and API must outlive JOBS. Opens each folder's directories (and creates its processing
- * directory) and starts the disk thread. */
-int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
-	     const struct jobs_events *events, struct jobs **ret);
+/* CFG, DIRS (each folder's directories, cfg->n_folders of them, in the configuration's order)
+ * and API must outlive JOBS. Starts the disk thread. A folder whose directories are not open
+ * (folder_is_open false) is left alone until the daemon says otherwise: nothing is submitted
+ * or resumed for it. */
+struct folder;
+int jobs_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
+	     struct api *api, unsigned flags, const struct jobs_events *events, struct jobs **ret);
 
 /* The daemon's ledger (it outlives JOBS; NULL: none): files are recorded there, duplicates
  * looked up. jobs_ledger_health says that writing to it fails (FAILING), or works again: no new
@@ -73,9 +76,6 @@ void jobs_resume(struct jobs *js, size_t folder);
  * directory and lock again, and swaps them in. 0, or the error (logged here). Files still in
  * the old processing directory went with it. */
 int jobs_folder_reopen(struct jobs *js, size_t folder);
-
-/* Says that folder F's lock is held by process PID: the one wording for start and reload. */
-void jobs_log_folder_locked(const struct config_folder *f, long pid);
 
 /* Files known to jobs: claimed or being claimed, plus the resume backlog. */
 size_t jobs_active(const struct jobs *js);

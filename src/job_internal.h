@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "diskq.h"
+#include "folder.h"
 #include "job.h"
 #include "ledgerq.h"
 #include "metrics.h"
@@ -54,9 +55,6 @@ struct job_state_info {
 	unsigned next;
 };
 
-/* Opens a folder's done or failed directory (jobs.c): real, at its path, the daemon's own. */
-int folder_open_owned_dir(const char *path, int *ret_fd);
-
 /* The states' table (job.c). */
 const struct job_state_info *job_state_info(enum job_state state);
 
@@ -93,8 +91,9 @@ struct folder_rt {
 	const struct config_folder *conf;
 	char settings_hash[65]; /* config_import_settings_hash: duplicates share it */
 	struct inflight *inflight;
-	/* Open once; a directory found replaced is swapped in place (dup2), see job.c. */
-	int inbox_fd, proc_fd, lock_fd, done_fd, failed_fd;
+	/* Its directories (the daemon's: they outlive this engine); a directory found replaced is
+	 * swapped in place (folder_adopt), see job.c. */
+	struct folder *dir;
 	struct resend_fields fields;
 	struct claimed *names;
 	unsigned done, failed;

@@ -96,10 +96,11 @@ void jobs_pause(struct jobs *js, enum resend_class cls, const struct resend_erro
 
 	if (!js->paused || auth != js->auth_paused)
 		log_event(LOG_LEVEL_ERROR, &(struct log_fields){.message_id = LOG_ID_API_PAUSED},
-			  "all uploads paused for %llu s: %s%s%s%s (HTTP %ld)%s",
+			  "all uploads paused for %llu s: %s%s%s%s (HTTP %ld)%s%s",
 			  (unsigned long long)(ms / 1000), e->message, e->name[0] ? " [" : "",
 			  e->name, e->name[0] ? "]" : "", e->status,
-			  auth ? "; check the API key (api.api_key_env / api.api_key_file)" : "");
+			  auth ? "; check the API key, which is from " : "",
+			  auth ? js->cfg->api_key_source : "");
 	js->paused = true;
 	js->auth_paused = auth;
 	pacer_pause(&js->pacer, ms);
@@ -338,7 +339,7 @@ static void jobs_list_work(struct diskq_op *op)
 {
 	struct jobs_list *l = (struct jobs_list *)op;
 
-	op->result = fsops_list(l->js->folders[l->folder].proc_fd, &l->names, &l->n);
+	op->result = fsops_list(l->js->folders[l->folder].dir->proc_fd, &l->names, &l->n);
 }
 
 static void jobs_list_done(struct diskq_op *op)
@@ -404,176 +405,29 @@ static unsigned jobs_max_holding(const struct config *cfg)
 
 static void folder_rt_close(struct folder_rt *f)
 {
-	int *fds[] = {&f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->done_fd, &f->failed_fd};
-
-	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
-		if (*fds[i] >= 0)
-			close(*fds[i]);
-		*fds[i] = -1;
-	}
 	resend_fields_free(&f->fields);
 }
 
-/* Opens one of a folder's own directories (done, failed): a real directory at the configured
- * path, which the daemon's user or root owns. */
-int folder_open_owned_dir(const char *path, int *ret_fd)
+/* What the engine keeps of a folder beside its directories (the daemon's). */
+static int folder_rt_open(struct folder_rt *f)
 {
-	int fd, r = fsops_open_dir(path, &fd);
+	int r = resend_fields_build(f->conf, &f->fields);
 
 	if (r < 0)
 		return r;
-	r = fsops_dir_owned(fd);
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	*ret_fd = fd;
+	config_import_settings_hash(f->conf, f->settings_hash);
 	return 0;
-}
-
-void jobs_log_folder_locked(const struct config_folder *c, long pid)
-{
-	char holder[32] = "pid unknown";
-
-	if (pid > 0)
-		snprintf(holder, sizeof(holder), "pid %ld", pid);
-	log_error("%s: inbox '%s' is served by another resend-dropd (%s holds the lock on "
-		  "'%s/%s'); only one daemon may serve a folder",
-		  c->name, c->inbox, holder, c->inbox, FSOPS_PROCESSING_DIR);
-}
-
-/* The inbox, its processing directory and the processing directory's lock, opened afresh:
- * at start, and when the inbox was re-created. Logs what is wrong, once, here. */
-static int folder_open_inbox(const struct config_folder *c, bool quiet, int *ret_inbox,
-			     int *ret_proc, int *ret_lock)
-{
-	int in_fd = -1, proc_fd = -1, lock_fd = -1, r;
-	long pid = 0;
-
-	r = fsops_open_dir(c->inbox, &in_fd);
-	if (r < 0) {
-		if (!quiet)
-			log_error("%s: cannot open inbox '%s': %s", c->name, c->inbox,
-				  r == -ELOOP ? "it is a symbolic link, which is not followed"
-					      : strerror(-r));
-		return r;
-	}
-	r = fsops_processing_dir(in_fd, &proc_fd);
-	if (r < 0) {
-		if (!quiet)
-			log_error("%s: cannot set up the processing directory '%s/%s': %s",
-				  c->name, c->inbox, FSOPS_PROCESSING_DIR,
-				  r == -EPERM ? "it belongs to another user" : strerror(-r));
-		goto fail;
-	}
-	r = fsops_lock_dir(proc_fd, &lock_fd, &pid);
-	if (r == -EWOULDBLOCK) {
-		if (!quiet)
-			jobs_log_folder_locked(c, pid);
-		goto fail;
-	}
-	if (r < 0) {
-		if (!quiet)
-			log_error("%s: cannot lock '%s/%s': %s", c->name, c->inbox,
-				  FSOPS_PROCESSING_DIR, strerror(-r));
-		goto fail;
-	}
-	*ret_inbox = in_fd;
-	*ret_proc = proc_fd;
-	*ret_lock = lock_fd;
-	return 0;
-fail:
-	close(in_fd);
-	if (proc_fd >= 0)
-		close(proc_fd);
-	return r;
-}
-
-/* Opens the folder's directories once; everything after uses the descriptors. A dry run
- * touches nothing but the inbox. */
-static int folder_rt_open(struct folder_rt *f, bool dry_run)
-{
-	const struct config_folder *c = f->conf;
-	const char *paths[2] = {c->done, c->failed}, *what[2] = {"done", "failed"};
-	int *fds[2] = {&f->done_fd, &f->failed_fd};
-	int r;
-
-	r = resend_fields_build(c, &f->fields);
-	if (r < 0)
-		return r;
-	config_import_settings_hash(c, f->settings_hash);
-	if (dry_run) {
-		r = fsops_open_dir(c->inbox, &f->inbox_fd);
-		if (r < 0)
-			log_error("%s: cannot open inbox '%s': %s", c->name, c->inbox, strerror(-r));
-		return r;
-	}
-	r = folder_open_inbox(c, false, &f->inbox_fd, &f->proc_fd, &f->lock_fd);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < 2; i++) {
-		r = folder_open_owned_dir(paths[i], fds[i]);
-		if (r < 0) {
-			log_error("%s: cannot open %s directory '%s': %s", c->name, what[i],
-				  paths[i],
-				  r == -ELOOP	? "it is a symbolic link, which is not followed"
-				  : r == -EPERM ? "it belongs to another user than the daemon's"
-						: strerror(-r));
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* Whether descriptors A and B are open on the same file. */
-static bool same_file(int a, int b)
-{
-	struct stat sa, sb;
-
-	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-	       sa.st_ino == sb.st_ino;
 }
 
 int jobs_folder_reopen(struct jobs *js, size_t folder)
 {
 	struct folder_rt *f = &js->folders[folder];
-	int in_fd, proc_fd, lock_fd, r;
+	int r = folder_reopen_inbox(f->dir, f->conf);
 
-	r = fsops_open_dir(f->conf->inbox, &in_fd);
-	if (r < 0)
-		return r;
-	if (js->flags & JOBS_DRY_RUN) {
-		dup2(in_fd, f->inbox_fd);
-		close(in_fd);
-		return 0;
-	}
-	r = fsops_processing_dir(in_fd, &proc_fd);
-	if (r == 0 && same_file(proc_fd, f->proc_fd)) {
-		/* The inbox came back with its processing directory, which is locked already. */
-		dup2(in_fd, f->inbox_fd);
-		close(in_fd);
-		close(proc_fd);
-		return 0;
-	}
-	close(in_fd);
-	if (r < 0)
-		return r;
-	close(proc_fd);
-	r = folder_open_inbox(f->conf, true, &in_fd, &proc_fd, &lock_fd);
-	if (r < 0)
-		return r;
-	/* dup2 swaps each in one step, under the disk threads' feet: an operation in flight
-	 * uses the old directory or the new one, never a closed descriptor. Files still in the
-	 * old processing directory went with it. */
-	dup2(in_fd, f->inbox_fd);
-	dup2(proc_fd, f->proc_fd);
-	dup2(lock_fd, f->lock_fd);
-	close(in_fd);
-	close(proc_fd);
-	close(lock_fd);
-	log_info("%s: the processing directory '%s/%s' is set up again", f->conf->name,
-		 f->conf->inbox, FSOPS_PROCESSING_DIR);
-	return 0;
+	if (r == 0 && !(js->flags & JOBS_DRY_RUN))
+		log_info("%s: the processing directory '%s/%s' is set up again", f->conf->name,
+			 f->conf->inbox, FSOPS_PROCESSING_DIR);
+	return r;
 }
 
 static void jobs_free(struct jobs *js)
@@ -603,8 +457,8 @@ static void jobs_part_closed(void *data)
 
 static void jobs_drain_timeout_cb(uv_timer_t *timer);
 
-int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigned flags,
-	     const struct jobs_events *events, struct jobs **ret)
+int jobs_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
+	     struct api *api, unsigned flags, const struct jobs_events *events, struct jobs **ret)
 {
 	const struct pacer_events sev = {
 		.due = job_pacer_due,
@@ -630,12 +484,11 @@ int jobs_new(uv_loop_t *loop, const struct config *cfg, struct api *api, unsigne
 	}
 	js->n_folders = cfg->n_folders;
 	for (size_t i = 0; i < cfg->n_folders; i++) {
-		struct folder_rt *f = &js->folders[i];
-		f->conf = &cfg->folders[i];
-		f->inbox_fd = f->proc_fd = f->lock_fd = f->done_fd = f->failed_fd = -1;
+		js->folders[i].conf = &cfg->folders[i];
+		js->folders[i].dir = dirs[i];
 	}
 	for (size_t i = 0; i < cfg->n_folders; i++) {
-		r = folder_rt_open(&js->folders[i], flags & JOBS_DRY_RUN);
+		r = folder_rt_open(&js->folders[i]);
 		if (r < 0)
 			goto fail;
 	}
@@ -684,12 +537,21 @@ void jobs_log_status(const struct jobs *js)
 			n += (size_t)snprintf(states + n, sizeof(states) - n, "%s%u %s",
 					      n ? ", " : "", js->n_state[s], job_state_info((enum job_state)s)->name);
 	}
-	log_info("status: %zu files in hand%s%s; %zu waiting in processing to be resumed; %u done, "
-		 "%u failed since start%s; disk: %llu batches, %llu operations, %llu directory "
-		 "fsyncs",
-		 js->n_jobs, n ? ": " : "", states, js->backlog, js->done_total, js->failed_total,
-		 js->paused ? "; uploads paused" : "", (unsigned long long)ds.batches,
-		 (unsigned long long)ds.ops, (unsigned long long)ds.dir_fsyncs);
+	uint64_t done = 0, failed = 0;
+
+	/* The daemon's counters (they survive reloads, as status and /metrics show them); without
+	 * them, this engine's own. */
+	if (js->metrics)
+		metrics_totals(js->metrics, &done, &failed);
+	else
+		done = js->done_total, failed = js->failed_total;
+	log_info("status: %zu files in hand%s%s; %zu waiting in processing to be resumed; %llu "
+		 "done, %llu failed since start%s; disk: %llu batches, %llu operations, %llu "
+		 "directory fsyncs",
+		 js->n_jobs, n ? ": " : "", states, js->backlog, (unsigned long long)done,
+		 (unsigned long long)failed, js->paused ? "; uploads paused" : "",
+		 (unsigned long long)ds.batches, (unsigned long long)ds.ops,
+		 (unsigned long long)ds.dir_fsyncs);
 	if (js->ledger_failing)
 		log_warning("status: STUCK: the ledger cannot be written: no new file is taken from "
 			    "the inboxes until it can");
@@ -697,7 +559,10 @@ void jobs_log_status(const struct jobs *js)
 		const struct folder_rt *f = &js->folders[i];
 		const struct config_folder *c = f->conf;
 
-		log_info("status: %s: %u done, %u failed", c->name, f->done, f->failed);
+		log_info("status: %s: %llu done, %llu failed", c->name,
+			 (unsigned long long)(f->metrics ? metrics_folder_done(f->metrics) : f->done),
+			 (unsigned long long)(f->metrics ? metrics_folder_failed(f->metrics)
+							 : f->failed));
 		if (f->save_error)
 			log_warning("status: %s: STUCK: state records cannot be written in '%s/%s', "
 				    "so nothing is uploaded: %s",
@@ -773,13 +638,7 @@ void jobs_drain(struct jobs *js, uint64_t timeout_ms, void (*done_cb)(void *data
 
 void jobs_close(struct jobs *js)
 {
-	/* Drained: nothing uses the folders any more. Their locks go now, not when the last
-	 * handle has closed: a reload's new pipeline takes them at once. */
-	for (size_t i = 0; i < js->n_folders; i++) {
-		if (js->folders[i].lock_fd >= 0)
-			close(js->folders[i].lock_fd);
-		js->folders[i].lock_fd = -1;
-	}
+	/* Drained: nothing uses the folders' directories any more (they are the daemon's). */
 	js->closing = true;
 	pacer_close(&js->pacer, jobs_part_closed, js);
 	uv_close((uv_handle_t *)&js->drain_timer, jobs_closed_cb);

@@ -96,12 +96,13 @@ int jobs_control_unfail(struct jobs *js, size_t folder, const char *name, char *
 {
 	const struct folder_rt *f = &js->folders[folder];
 
-	if (f->failed_fd < 0 || f->inbox_fd < 0)
-		return -EBADF; /* a dry run opens no failed directory */
+	if (f->dir->failed_fd < 0 || f->dir->inbox_fd < 0)
+		return -EBADF; /* a dry run opens no failed directory; an unavailable folder none */
 	/* Two renames on the loop thread: metadata the kernel holds, like the watch's fstatat. No
 	 * fsync: should the machine crash before the directories are written, the file is still
 	 * in exactly one place (failed/, or the inbox), and the operator retries it again. */
-	return fsops_unfail(f->failed_fd, f->inbox_fd, name, jobs_now_wall_ms() / 1000, ret_report);
+	return fsops_unfail(f->dir->failed_fd, f->dir->inbox_fd, name, jobs_now_wall_ms() / 1000,
+			    ret_report);
 }
 
 void jobs_control_set_metrics(struct jobs *js, struct metrics *m)

@@ -39,6 +39,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define LOG_ID_API_PAUSED "4abcb436d98b4625b9cdf0a4bd7b9897"
 #define LOG_ID_LEDGER_FAILED "261065674df043c49fdfe9f5ee13e8f7"
 #define LOG_ID_RATE_LIMITED "e6331f9322a74055904e1d912aa7b232"
+#define LOG_ID_FOLDER_UNAVAILABLE "37c9fb008e474ce08d198e3e38f721fc"
+#define LOG_ID_FOLDER_AVAILABLE "0269fcc2a75847b4a8ee35ada29a6a5b"
 
 /* What an event is about. Every member may be NULL. In the journal each becomes a field
  * (MESSAGE_ID, RDD_FOLDER, RDD_FILE, RDD_IMPORT_ID, RDD_OUTCOME) holding the bytes as they

@@ -9,6 +9,7 @@
 
 #include "apikey.h"
 #include "config.h"
+#include "controlpath.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "history.h"
@@ -36,8 +37,8 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: resend-dropd [-c FILE] [--check | --once | --dry-run]\n"
-		"       resend-dropd [-c FILE] [--socket PATH] status | retry FOLDER FILE |\n"
-		"                    pause [FOLDER] | resume [FOLDER]\n"
+		"       resend-dropd [-c FILE] [--socket PATH] status | reload |\n"
+		"                    retry FOLDER FILE | pause [FOLDER] | resume [FOLDER]\n"
 		"       resend-dropd [-c FILE] history [--folder F] [--since DURATION] [--failed]\n"
 		"                    [--json] [--limit N]\n"
 		"       resend-dropd --version | --help\n"
@@ -50,12 +51,17 @@ static void usage(FILE *out)
 		"      --once         process what is in the inboxes now, then exit\n"
 		"      --dry-run      check and log what would be sent; upload and move nothing\n"
 		"      --socket PATH  the running daemon's control socket (default: control.socket\n"
-		"                     of the configuration)\n"
+		"                     of the configuration, else the service's\n"
+		"                     " CONFIG_CONTROL_SOCKET_DEFAULT ", else\n"
+		"                     control.sock in state_dir, where a daemon run by hand\n"
+		"                     listens)\n"
 
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"		"\n"
 		"Commands, to the running daemon:\n"
 		"  status             what each folder is doing\n"
+		"  reload             load the configuration again; returns once it is in force,\n"
+		"                     or exits 1 with every reason it was refused\n"
 		"  retry FOLDER FILE  put FILE from FOLDER's failed directory back into its inbox\n"
 		"  pause [FOLDER]     take no new files and start no uploads (every folder by default)\n"
 		"  resume [FOLDER]    undo pause\n"
@@ -90,25 +96,44 @@ static void print_summary(const struct config *cfg)
 	printf("\n");
 }
 
-/* A command to the running daemon: the socket is --socket, else the configuration's (the
- * default one's, or the default path when the default configuration cannot be read). */
+/* A command to the running daemon: at --socket, else where controlpath.h says for the
+ * configuration (the default one's; the service's place when it cannot be read). */
 static int main_ctl(const char *config_path, bool config_given, const char *socket_path,
 		    int argc, char **argv)
 {
+	char places[CONTROLPATH_MAX_CANDIDATES][CONTROLPATH_MAX * 8];
+	struct ctl_target t = {.reload_timeout_s = 30 + 60};
 	struct config *cfg = NULL;
 	struct config_errors errs = {0};
 	int r;
 
-	if (socket_path)
-		return ctl_run(socket_path, argc, argv);
-	if (config_load(config_path, CONFIG_LOAD_NO_API_KEY, &cfg, &errs) < 0) {
-		if (!config_given) {
-			config_errors_clear(&errs);
-			return ctl_run(CONFIG_CONTROL_SOCKET_DEFAULT, argc, argv);
-		}
-		return config_errors_print(&errs, config_path);
+	if (socket_path) {
+		t.sockets[t.n_sockets++] = socket_path;
+		return ctl_run(&t, argc, argv);
 	}
-	r = ctl_run(cfg->control.socket, argc, argv);
+	bool reload = strcmp(argv[0], "reload") == 0;
+
+	/* A configuration with errors still says where the daemon is: its answer to `reload`
+	 * says what is wrong. */
+	if (config_load(config_path,
+			CONFIG_LOAD_NO_API_KEY | CONFIG_LOAD_DIRS_LATER |
+				(reload ? CONFIG_LOAD_KEEP_ON_ERROR : 0),
+			&cfg, &errs) < 0 &&
+	    !cfg) {
+		if (config_given)
+			return config_errors_print(&errs, config_path);
+		config_errors_clear(&errs);
+	}
+	t.n_sockets = controlpath_candidates(cfg, places);
+	for (size_t i = 0; i < t.n_sockets; i++)
+		t.sockets[i] = places[i];
+	t.cfg = cfg;
+	if (cfg)
+		t.reload_timeout_s = (long)cfg->api.shutdown_timeout_s + 60;
+	r = ctl_run(&t, argc, argv);
+	if (errs.count && r == CTL_EXIT_UNREACHABLE)
+		r = config_errors_print(&errs, config_path);
+	config_errors_clear(&errs);
 	config_free(cfg);
 	return r;
 }
@@ -219,7 +244,8 @@ static int main_history(const char *config_path, int argc, char **argv)
 	if (!limit_given && !since)
 		o.query.limit = HISTORY_DEFAULT_LIMIT;
 
-	if (config_load(config_path, CONFIG_LOAD_NO_API_KEY, &cfg, &errs) < 0)
+	if (config_load(config_path, CONFIG_LOAD_NO_API_KEY | CONFIG_LOAD_DIRS_LATER, &cfg, &errs) <
+	    0)
 		return config_errors_print(&errs, config_path);
 	if (o.query.folder) {
 		size_t i = 0;
@@ -332,7 +358,7 @@ int main(int argc, char **argv)
 		return main_ctl(config_path, config_given, socket_path, argc - optind, argv + optind);
 	}
 	if (socket_path) {
-		fprintf(stderr, "resend-dropd: --socket goes with a command (status, retry, pause, "
+		fprintf(stderr, "resend-dropd: --socket goes with a command (status, reload, retry, pause, "
 				"resume)\n");
 		return 1;
 	}
@@ -347,7 +373,7 @@ int main(int argc, char **argv)
 	}
 
 	log_init();
-	if (config_load(config_path, 0, &cfg, &errs) < 0)
+	if (config_load(config_path, check ? 0 : CONFIG_LOAD_DIRS_LATER, &cfg, &errs) < 0)
 		return config_errors_print(&errs, config_path);
 	if (check) {
 		print_summary(cfg);

@@ -132,6 +132,15 @@ void metrics_api_request(struct metrics *m, enum metrics_endpoint ep, long code)
 	m->requests[ep][code]++;
 }
 
+void metrics_totals(const struct metrics *m, uint64_t *ret_done, uint64_t *ret_failed)
+{
+	*ret_done = *ret_failed = 0;
+	for (size_t i = 0; i < m->n_folders; i++) {
+		*ret_done += m->folders[i]->done;
+		*ret_failed += m->folders[i]->failed;
+	}
+}
+
 uint64_t metrics_folder_done(const struct metrics_folder *f)
 {
 	return f ? f->done : 0;
@@ -274,6 +283,12 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 	for (size_t i = 0; i < g->n_folders; i++)
 		sample_folder(out, "resend_dropd_paused", g->folders[i].name, NULL,
 			      g->folders[i].paused ? 1 : 0);
+	family(out, "resend_dropd_folder_up", "gauge",
+	       "1 when the folder's directories are set up and it is served; 0 when it cannot be "
+	       "(the log and status say why; it is tried again).");
+	for (size_t i = 0; i < g->n_folders; i++)
+		sample_folder(out, "resend_dropd_folder_up", g->folders[i].name, NULL,
+			      g->folders[i].unavailable ? 0 : 1);
 	family(out, "resend_dropd_api_paused", "gauge",
 	       "1 while every request waits because the API key or the quota was refused.");
 	fprintf(out, "resend_dropd_api_paused %d\n", g->api_paused ? 1 : 0);

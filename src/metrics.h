@@ -38,6 +38,8 @@ void metrics_imported(struct metrics_folder *f, double seconds);
  * timeout). */
 void metrics_api_request(struct metrics *m, enum metrics_endpoint ep, long code);
 
+/* Files done and failed since the daemon started, every folder it ever had together. */
+void metrics_totals(const struct metrics *m, uint64_t *ret_done, uint64_t *ret_failed);
 uint64_t metrics_folder_done(const struct metrics_folder *f);
 uint64_t metrics_folder_failed(const struct metrics_folder *f);
 
@@ -48,6 +50,7 @@ struct metrics_folder_gauges {
 	double oldest_waiting_s; /* < 0: nothing waiting */
 	uint64_t processing, uploading, retrying, following;
 	bool paused;
+	bool unavailable; /* its directories cannot be set up: nothing of it is served */
 };
 
 struct metrics_gauges {

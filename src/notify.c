@@ -68,21 +68,24 @@ static bool status_equal(const struct notify_status *a, const struct notify_stat
 	return same_str(a->phase, b->phase) && a->folders == b->folders &&
 	       a->waiting == b->waiting && a->uploading == b->uploading &&
 	       a->following == b->following && a->finishing == b->finishing &&
-	       a->paused == b->paused && same_str(a->pause_reason, b->pause_reason);
+	       a->paused == b->paused && same_str(a->pause_reason, b->pause_reason) &&
+	       a->unavailable == b->unavailable;
 }
 
 void notify_format_status(char *buf, size_t size, const struct notify_status *s)
 {
-	char finishing[48] = "";
+	char finishing[48] = "", unavailable[64] = "";
 
 	if (s->finishing)
 		snprintf(finishing, sizeof(finishing), ", %zu finishing", s->finishing);
+	if (s->unavailable)
+		snprintf(unavailable, sizeof(unavailable), " (%zu cannot be served)", s->unavailable);
 	snprintf(buf, size,
-		 "%s%s%zu folder%s, %zu waiting, %zu uploading, %zu following%s, %zu paused%s%s%s",
+		 "%s%s%zu folder%s%s, %zu waiting, %zu uploading, %zu following%s, %zu paused%s%s%s",
 		 s->phase ? s->phase : "", s->phase ? ": " : "", s->folders,
-		 s->folders == 1 ? "" : "s", s->waiting, s->uploading, s->following, finishing,
-		 s->paused, s->pause_reason ? " (" : "", s->pause_reason ? s->pause_reason : "",
-		 s->pause_reason ? ")" : "");
+		 s->folders == 1 ? "" : "s", unavailable, s->waiting, s->uploading, s->following,
+		 finishing, s->paused, s->pause_reason ? " (" : "",
+		 s->pause_reason ? s->pause_reason : "", s->pause_reason ? ")" : "");
 }
 
 static void notify_current(struct notify *n, struct notify_status *ret)

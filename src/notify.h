@@ -29,6 +29,7 @@
 struct notify_status {
 	const char *phase; /* "stopping", "reloading" or NULL; a string literal */
 	size_t folders, waiting, uploading, following, finishing, paused;
+	size_t unavailable; /* folders that cannot be set up (said apart: an operator must act) */
 	const char *pause_reason; /* a string literal, or NULL */
 };
 

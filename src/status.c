@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "folder.h"
 #include "fsops.h"
 #include "jobs_control.h"
 #include "log.h"
@@ -184,7 +185,7 @@ char *status_json(const struct status_src *s)
 		struct status_folder f;
 		cJSON *o = cJSON_CreateObject();
 		const char *why = NULL, *err = NULL;
-		char lost[320];
+		char lost[FOLDER_REASON_LEN + 64];
 
 		if (!o)
 			break;
@@ -211,7 +212,14 @@ char *status_json(const struct status_src *s)
 		cJSON_AddItemToObject(o, "paused_reason", json_str_or_null(why));
 		cJSON_AddItemToObject(o, "paused_until",
 				      json_time(!f.jv.paused && av.paused ? av.paused_until_ms : 0));
-		if (f.wc.lost_reason) {
+		bool up = !s->folders || folder_is_open(s->folders[i]);
+
+		cJSON_AddBoolToObject(o, "available", up);
+		if (!up) {
+			snprintf(lost, sizeof(lost), "the folder cannot be served: %s",
+				 s->folders[i]->reason);
+			err = lost;
+		} else if (f.wc.lost_reason) {
 			snprintf(lost, sizeof(lost), "inbox '%s' is lost: %s", c->inbox,
 				 fsops_dir_check_reason(f.wc.lost_reason));
 			err = lost;
@@ -251,6 +259,7 @@ int status_metrics(const struct status_src *s, char **ret, size_t *ret_len)
 			.retrying = f.jv.retrying,
 			.following = f.jv.following,
 			.paused = f.jv.paused,
+			.unavailable = s->folders && !folder_is_open(s->folders[i]),
 		};
 	}
 	r = metrics_render(s->metrics, &mg, RDD_VERSION, ret, ret_len);

@@ -20,6 +20,7 @@ struct status_src {
 	const struct config *cfg;
 	struct jobs *jobs;            /* NULL: no pipeline (between two) */
 	struct watch *const *watches; /* cfg->n_folders entries, any NULL */
+	struct folder *const *folders; /* cfg->n_folders entries: their directories (folder.h) */
 	struct metrics *metrics;
 	struct status_pauses *pauses;
 	const char *state; /* "running", "reloading", "stopping" */

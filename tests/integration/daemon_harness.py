@@ -18,11 +18,13 @@ Fixture names start with `pipe_` so that they cannot clash with a conftest.py.
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,9 +91,15 @@ def daemon_version(binary):
     return match.group(1)
 
 
+# What systemd gives a service: a test that runs under a unit (a CI runner, say) must not
+# hand them to a daemon run by hand.
+SERVICE_VARS = {"INVOCATION_ID", "RUNTIME_DIRECTORY", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY",
+                "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"}
+
+
 def daemon_environment(api_key=API_KEY, extra=None):
     env = {key: value for key, value in os.environ.items()
-           if key not in PROXY_VARS and key != "RESEND_API_KEY"}
+           if key not in PROXY_VARS and key not in SERVICE_VARS and key != "RESEND_API_KEY"}
     if api_key is not None:
         env["RESEND_API_KEY"] = api_key
     # A leak or memory error at exit becomes exit status 86, which every stop() assertion
@@ -101,6 +109,42 @@ def daemon_environment(api_key=API_KEY, extra=None):
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.update(extra or {})
     return env
+
+
+# --- the control socket ----------------------------------------------------------------------
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=10):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def control_request(path, method="GET", url="/status", timeout=10):
+    """(status, Content-Type, body text) of one request on the control socket at PATH."""
+    conn = UnixHTTPConnection(path, timeout)
+    try:
+        conn.request(method, url)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read().decode()
+    finally:
+        conn.close()
+
+
+def control_status(path):
+    code, ctype, body = control_request(path)
+    assert code == 200 and ctype == "application/json", (code, ctype, body)
+    return json.loads(body)
+
+
+def control_metrics(path):
+    code, ctype, body = control_request(path, url="/metrics")
+    assert code == 200 and ctype.startswith("text/plain; version=0.0.4"), (code, ctype)
+    return body
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -358,10 +402,13 @@ class Harness:
             "retry": merged(self.RETRY, retry),
             "defaults": merged(self.DEFAULTS, defaults),
             "log": merged({"level": "debug", "format": "text"}, log),
-            # Each configuration's control socket in the test's tree, never the system's.
-            "control": merged({"socket": self.control_socket(name)}, control),
+            # Each configuration's control socket in the test's tree, never the system's
+            # (control=False: none configured, the daemon's own choice, see controlpath.h).
+            "control": merged({"socket": self.control_socket(name)}, control or None),
             "folders": [folder.config() for folder in folders],
         }
+        if control is False:
+            del document["control"]
         if metrics is not None:
             document["metrics"] = metrics
         path = os.path.join(self.root, name)

@@ -14,38 +14,16 @@ import time
 
 import pytest
 
-from daemon_harness import (daemon_environment, pipe_env, pipe_fake,  # noqa: F401
+from daemon_harness import (control_metrics, control_request, control_status,  # noqa: F401
+                            daemon_environment, pipe_env, pipe_fake,
                             tail)
 
 CSV = b"email,first_name\nada@example.com,Ada\nbob@example.com,Bob\n"
 TIMEOUT = 30
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=10):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.socket_path)
-
-
-def request(path, method="GET", url="/status"):
-    conn = UnixHTTPConnection(path)
-    try:
-        conn.request(method, url)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type"), response.read().decode()
-    finally:
-        conn.close()
-
-
-def status(path):
-    code, ctype, body = request(path)
-    assert code == 200 and ctype == "application/json", (code, ctype, body)
-    return json.loads(body)
+request = control_request
+status = control_status
 
 
 def folder_status(path, name):
@@ -53,10 +31,7 @@ def folder_status(path, name):
     return folder
 
 
-def metrics_text(path):
-    code, ctype, body = request(path, url="/metrics")
-    assert code == 200 and ctype.startswith("text/plain; version=0.0.4"), (code, ctype)
-    return body
+metrics_text = control_metrics
 
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
@@ -439,18 +414,69 @@ def test_commands_say_when_the_socket_cannot_be_accessed(pipe_env):
     assert_clean_exit(daemon)
 
 
-def test_without_the_default_socket_directory_the_daemon_runs_without_a_socket(pipe_env):
-    """Run by hand, without systemd's RuntimeDirectory, the default socket's directory is not
-    there: the daemon says so once and does its job (a socket configured elsewhere must work,
-    see above)."""
-    if os.path.exists("/run/resend-dropd"):
-        pytest.skip("/run/resend-dropd exists on this machine")
+def test_by_hand_the_socket_is_in_state_dir_and_the_commands_find_it(pipe_env):
+    """Without control.socket, a daemon run by hand (no systemd) listens in state_dir, and the
+    commands, given the same configuration, look there (after the service's place)."""
     env = pipe_env
     box = env.folder("box", follow_import=False)
-    daemon = env.start(env.config([box], control={"socket": "/run/resend-dropd/control.sock"}))
-    [line] = daemon.log_lines("no control socket")
-    assert "'/run/resend-dropd' does not exist" in line, line
+    config = env.config([box], control=False)
+    daemon = env.start(config)
+    sock = os.path.join(env.state_dir, "control.sock")
+    env.wait_for(lambda: os.path.exists(sock), "the socket in state_dir")
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+    assert not daemon.log_lines("no control socket")
+    code, out, err = ctl(env, config, "status")
+    assert code == 0, err
+    assert re.search(r"^box\s", out, re.M), out
     box.drop("plain.csv", "email\nplain@example.com\n")
     env.wait_outcomes(box, done=1)
-    assert not os.path.exists("/run/resend-dropd")
     daemon.stop()
+    assert not os.path.exists(sock), "the socket outlived the daemon"
+    code, out, err = ctl(env, config, "status")
+    assert code == 2 and err.startswith("resend-dropd is not running (") and sock in err, err
+
+
+def test_under_systemd_the_socket_is_in_the_runtime_directory(pipe_env):
+    """With systemd's RuntimeDirectory= ($RUNTIME_DIRECTORY), the socket is there; a command run
+    beside it (ExecReload=, say) finds it through the same variable."""
+    env = pipe_env
+    box = env.folder("box", follow_import=False)
+    config = env.config([box], control=False)
+    runtime = os.path.join(env.root, "run")
+    os.mkdir(runtime, 0o750)
+    daemon = env.start(config, env={"RUNTIME_DIRECTORY": runtime})
+    sock = os.path.join(runtime, "control.sock")
+    env.wait_for(lambda: os.path.exists(sock), "the socket in RUNTIME_DIRECTORY")
+    assert not os.path.exists(os.path.join(env.state_dir, "control.sock"))
+    code, out, err = ctl(env, config, "status", extra_env={"RUNTIME_DIRECTORY": runtime})
+    assert code == 0, err
+    daemon.stop()
+
+
+def test_a_daemon_that_answers_on_no_socket_is_not_called_not_running(pipe_env):
+    """"Not running" only when nothing answers and no process holds the folders: a --once run
+    (which has no socket) busy with a slow upload, and a daemon whose socket was removed, are
+    named with their pid."""
+    env = pipe_env
+    box = env.folder("box", follow_import=False)
+    config = env.config([box])
+    sock = env.control_socket()
+    env.fake.faults([{"delay": 4, "count": 1, "method": "POST",
+                      "path_prefix": "/contacts/imports"}])
+    box.drop("slow.csv", CSV)
+    once = env.start(config, "--once", check_started=False)
+    env.wait_for(lambda: env.fake.stats()["current_uploads"] >= 1, "the slow upload")
+    code, out, err = ctl(env, config, "status")
+    assert code == 2, (code, out, err)
+    assert err.startswith(f"resend-dropd is running (pid {once.pid} serves folder 'box') but "
+                          f"does not answer on a control socket (no socket at {sock})"), err
+    once.wait_exit(30)
+    assert once.returncode == 0, once.log()
+
+    daemon = env.start(config)
+    os.unlink(sock)
+    code, out, err = ctl(env, config, "pause")
+    assert code == 2 and f"(pid {daemon.pid} serves folder 'box')" in err, err
+    daemon.stop()
+    code, out, err = ctl(env, config, "status")
+    assert code == 2 and err.strip() == f"resend-dropd is not running (no socket at {sock})", err

@@ -224,7 +224,7 @@ def test_a_refused_api_key_pauses_uploads_and_fails_nothing(pipe_env):
     assert sorted(box.processing_files()) == names
     assert [e for e in box.inbox_entries() if e != ".resend-dropd"] == []
     # One loud line, not one per file.
-    loud = daemon.log_lines(r"API key")
+    loud = daemon.log_lines(r"API key is invalid")
     assert len(loud) == 1, loud
     assert re.search(r"\berror: .*paused", loud[0]), loud
     assert "re_wrong_key" not in daemon.log(), "the API key was logged"

@@ -6,7 +6,7 @@ top (faults), as another app of the same team spending the budget would cause.""
 
 import re
 
-from daemon_harness import pipe_env, pipe_fake  # noqa: F401
+from daemon_harness import control_metrics, pipe_env, pipe_fake  # noqa: F401
 
 CSV = b"email,first_name\n%s@example.com,Someone\n"
 
@@ -37,7 +37,7 @@ def test_a_limit_below_the_daemons_ceiling_fails_no_file(pipe_env):
     said = daemon.log_lines(r"Resend's rate limit was reached")
     assert 1 <= len(said) <= len(refused)
     assert not daemon.log_lines(r"upload attempt \d+ failed")
-    metrics = env_metrics(env, daemon)
+    metrics = control_metrics(env.control_socket())
     assert re.search(r'resend_dropd_rate_limited_total\{folder="box"\} %d\b' % len(refused),
                      metrics), metrics
     daemon.stop()
@@ -74,17 +74,3 @@ def test_injected_429s_never_fail_a_file(pipe_env):
             gap = min(q["started"] for q in later) - r["finished"]
             assert gap >= 0.9, f"a request {gap:.2f} s after a 429 with retry-after 1"
     daemon.stop()
-
-
-def env_metrics(env, daemon):
-    import socket
-
-    path = env.control_socket()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data.decode()

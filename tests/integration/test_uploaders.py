@@ -570,18 +570,23 @@ def test_the_daemon_makes_its_processing_directory_private_in_the_inbox(site):
     daemon.stop()
 
 
-def test_an_uploader_who_makes_the_processing_directory_first_stops_the_daemon(site):
+def test_an_uploader_who_makes_the_processing_directory_first_leaves_the_folder_unserved(site):
     """Why the README makes .resend-dropd: an uploader can take the name in a new inbox, and
-    the daemon then refuses the folder (exit 2) until root removes it."""
+    the daemon then cannot serve the folder (it says whose the directory is, and tries again)
+    until root removes it."""
     site.make_service_user()
     site.recipe(skip=[PROCESSING_DIR])
     news = site.newsletter
     assert site.as_uploader([["mkdir", news.processing]]) == ["ok"]
     daemon = site.start([news], check_started=False)
-    assert daemon.wait_exit(20) == 2
-    # Today: "cannot set up the processing directory '<inbox>/.resend-dropd': it belongs to
-    # another user".
-    assert news.processing in daemon.log(), daemon.log()
+    site.harness.wait_for(lambda: daemon.log_lines("the folder cannot be served"),
+                          "the folder said unavailable", timeout=20)
+    assert daemon.alive(), daemon.log()
+    [line] = daemon.log_lines("the folder cannot be served")
+    uid = os.stat(news.processing).st_uid
+    assert (f"cannot set up the processing directory '{news.processing}': it belongs to uid "
+            f"{uid}, not to the daemon's uid") in line, line
+    daemon.stop()
 
 
 def test_an_sftp_upload_of_a_0600_file_is_imported_when_the_client_sets_0640(site):

@@ -19,6 +19,7 @@
  *
  * Not covered: illegal transitions of the state machine (job_states[]): no sequence of public
  * calls reaches one. Every test does check that the engine never logged one ("internal error"). */
+#include "folder.h"
 #include "job.h"
 
 #include <cjson/cJSON.h>
@@ -179,6 +180,7 @@ static struct fixture {
 	bool loop_stuck; /* a handle stayed open: the loop is abandoned */
 	struct api api;
 	struct jobs *js;
+	struct folder *dirs[4]; /* the folders' directories, as the daemon holds them */
 	bool draining, drained;
 
 	/* Events, in order; idle and capacity only counted (they come at most turns). */
@@ -1142,7 +1144,16 @@ static void start(unsigned flags)
 	int r;
 
 	F.draining = F.drained = false;
-	r = jobs_new(&F.loop, F.cfg, &F.api, flags, &events, &F.js);
+	/* As daemon.c: the folders' directories first (their locks: one daemon per folder). */
+	assert_true(F.cfg->n_folders <= 4);
+	for (size_t i = 0; i < F.cfg->n_folders; i++) {
+		assert_int_equal(folder_new(&F.cfg->folders[i], flags & JOBS_DRY_RUN, &F.dirs[i]), 0);
+		if (folder_open(F.dirs[i], &F.cfg->folders[i]) < 0) {
+			dump_log();
+			fail_msg("folder_open: %s", F.dirs[i]->reason);
+		}
+	}
+	r = jobs_new(&F.loop, F.cfg, F.dirs, &F.api, flags, &events, &F.js);
 	if (r < 0) {
 		dump_log();
 		fail_msg("jobs_new: %s", strerror(-r));
@@ -1159,6 +1170,11 @@ static void drained_cb(void *data)
 	F.drained = true;
 	jobs_close(F.js);
 	F.js = NULL;
+	/* As daemon.c: a stop closes the folders (their locks go). */
+	for (size_t i = 0; i < 4; i++) {
+		folder_free(F.dirs[i]);
+		F.dirs[i] = NULL;
+	}
 	wake();
 }
 
@@ -1353,6 +1369,10 @@ static int teardown(void **state)
 			      F.immutable_path, F.immutable_path);
 	if (F.nofile_lowered && setrlimit(RLIMIT_NOFILE, &F.nofile) != 0)
 		print_message("teardown: cannot restore RLIMIT_NOFILE\n");
+	for (size_t i = 0; i < 4; i++) {
+		folder_free(F.dirs[i]);
+		F.dirs[i] = NULL;
+	}
 	log_set_stream(NULL);
 	if (F.log)
 		fclose(F.log);

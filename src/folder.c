@@ -1,0 +1,346 @@
+#include "folder.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsops.h"
+#include "log.h"
+
+int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret)
+{
+	struct folder *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->inbox = strdup(c->inbox))) {
+		free(f);
+		return -ENOMEM;
+	}
+	f->dry_run = dry_run;
+	f->inbox_fd = f->proc_fd = f->lock_fd = f->done_fd = f->failed_fd = -1;
+	*ret = f;
+	return 0;
+}
+
+static void folder_close_fds(struct folder *f)
+{
+	int *fds[] = {&f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->done_fd, &f->failed_fd};
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+void folder_free(struct folder *f)
+{
+	if (!f)
+		return;
+	folder_close_fds(f);
+	free(f->inbox);
+	free(f);
+}
+
+bool folder_is_open(const struct folder *f)
+{
+	return f->inbox_fd >= 0 && f->error == 0;
+}
+
+int folder_adopt(int *fd, int new_fd)
+{
+	if (dup2(new_fd, *fd) < 0)
+		return -errno;
+	close(new_fd);
+	return 0;
+}
+
+void folder_locked_reason(const struct config_folder *c, long pid, char *buf, size_t size)
+{
+	char holder[32] = "pid unknown";
+
+	if (pid > 0)
+		snprintf(holder, sizeof(holder), "pid %ld", pid);
+	snprintf(buf, size,
+		 "inbox '%s' is served by another resend-dropd (%s holds the lock on '%s/%s'); "
+		 "only one daemon may serve a folder",
+		 c->inbox, holder, c->inbox, FSOPS_PROCESSING_DIR);
+}
+
+/* Why R happened to PATH, said so that an operator can act: systemd's sandbox is named when it
+ * is the likely cause (ProtectSystem=strict makes everything but ReadWritePaths= read-only;
+ * ProtectHome=yes hides /home, /root and /run/user). */
+static const char *folder_hint(const struct config_folder *c, const char *path, int r, char *buf,
+			       size_t size)
+{
+	bool under_systemd = getenv("INVOCATION_ID") != NULL;
+
+	buf[0] = '\0';
+	if (!under_systemd)
+		return buf;
+	if (r == -EROFS)
+		snprintf(buf, size,
+			 " (outside the unit's ReadWritePaths=, everything is read-only: run "
+			 "'systemctl edit resend-dropd', add [Service] ReadWritePaths=%s %s %s, then "
+			 "'systemctl restart resend-dropd')",
+			 c->inbox, c->done, c->failed);
+	else if ((r == -ENOENT || r == -EACCES) &&
+		 (strncmp(path, "/home/", 6) == 0 || strncmp(path, "/root/", 6) == 0 ||
+		  strncmp(path, "/run/user/", 10) == 0))
+		snprintf(buf, size,
+			 " (the unit's ProtectHome=yes hides /home, /root and /run/user from the "
+			 "service: keep drop folders elsewhere, such as under /srv/drop)");
+	return buf;
+}
+
+static const char *folder_dir_reason(int r)
+{
+	return r == -ELOOP   ? "it is a symbolic link, which is not followed"
+	       : r == -EPERM ? "it belongs to another user than the daemon's"
+			     : strerror(-r);
+}
+
+int folder_open_owned_dir(const char *path, int *ret_fd)
+{
+	int fd, r = fsops_open_dir(path, &fd);
+
+	if (r < 0)
+		return r;
+	r = fsops_dir_owned(fd);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int folder_open_finish_dirs(const struct config_folder *c, int *ret_done, int *ret_failed,
+			    char *why, size_t whysz)
+{
+	const char *paths[2] = {c->done, c->failed}, *what[2] = {"done", "failed"};
+	int fds[2] = {-1, -1}, r = 0;
+	char hint[FOLDER_REASON_LEN];
+
+	for (size_t i = 0; i < 2; i++) {
+		r = folder_open_owned_dir(paths[i], &fds[i]);
+		if (r < 0) {
+			snprintf(why, whysz, "cannot open %s directory '%s': %s%s", what[i], paths[i],
+				 folder_dir_reason(r), folder_hint(c, paths[i], r, hint, sizeof(hint)));
+			if (fds[0] >= 0)
+				close(fds[0]);
+			return r;
+		}
+	}
+	*ret_done = fds[0];
+	*ret_failed = fds[1];
+	return 0;
+}
+
+int folder_swap_finish_dirs(struct folder *f, int done_fd, int failed_fd)
+{
+	int r = 0;
+
+	if (f->done_fd < 0) {
+		f->done_fd = done_fd;
+	} else if ((r = folder_adopt(&f->done_fd, done_fd)) < 0) {
+		close(done_fd);
+		close(failed_fd);
+		return r;
+	}
+	if (f->failed_fd < 0) {
+		f->failed_fd = failed_fd;
+	} else if ((r = folder_adopt(&f->failed_fd, failed_fd)) < 0) {
+		close(failed_fd);
+		return r;
+	}
+	return 0;
+}
+
+/* The processing directory's problem, said with who owns it when that is the cause: a
+ * directory of another user may not even be opened (EACCES). */
+static void folder_proc_reason(const struct config_folder *c, int inbox_fd, int r, char *buf,
+			       size_t size)
+{
+	char hint[FOLDER_REASON_LEN], owner[64] = "";
+	struct stat st;
+
+	if ((r == -EPERM || r == -EACCES) &&
+	    fstatat(inbox_fd, FSOPS_PROCESSING_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    st.st_uid != geteuid() && st.st_uid != 0) {
+		snprintf(owner, sizeof(owner), "it belongs to uid %u, not to the daemon's uid %u",
+			 (unsigned)st.st_uid, (unsigned)geteuid());
+	}
+	snprintf(buf, size, "cannot set up the processing directory '%s/%s': %s%s", c->inbox,
+		 FSOPS_PROCESSING_DIR, owner[0] ? owner : r == -EPERM ? "it belongs to another user"
+								 : strerror(-r),
+		 folder_hint(c, c->inbox, r, hint, sizeof(hint)));
+}
+
+/* The inbox, its processing directory and that directory's lock, opened afresh: at start,
+ * and when the inbox was re-created. On failure, WHY says what is wrong and *RET_PID who holds
+ * the lock (-EWOULDBLOCK). */
+static int folder_open_inbox(const struct config_folder *c, int *ret_inbox, int *ret_proc,
+			     int *ret_lock, long *ret_pid, char *why, size_t whysz)
+{
+	int in_fd = -1, proc_fd = -1, lock_fd = -1, r;
+	char hint[FOLDER_REASON_LEN];
+
+	*ret_pid = 0;
+	r = fsops_open_dir(c->inbox, &in_fd);
+	if (r < 0) {
+		snprintf(why, whysz, "cannot open inbox '%s': %s%s", c->inbox,
+			 r == -ELOOP ? "it is a symbolic link, which is not followed" : strerror(-r),
+			 folder_hint(c, c->inbox, r, hint, sizeof(hint)));
+		return r;
+	}
+	r = fsops_processing_dir(in_fd, &proc_fd);
+	if (r < 0) {
+		folder_proc_reason(c, in_fd, r, why, whysz);
+		goto fail;
+	}
+	r = fsops_lock_dir(proc_fd, &lock_fd, ret_pid);
+	if (r == -EWOULDBLOCK) {
+		folder_locked_reason(c, *ret_pid, why, whysz);
+		goto fail;
+	}
+	if (r < 0) {
+		snprintf(why, whysz, "cannot lock '%s/%s': %s", c->inbox, FSOPS_PROCESSING_DIR,
+			 strerror(-r));
+		goto fail;
+	}
+	*ret_inbox = in_fd;
+	*ret_proc = proc_fd;
+	*ret_lock = lock_fd;
+	return 0;
+fail:
+	close(in_fd);
+	if (proc_fd >= 0)
+		close(proc_fd);
+	return r;
+}
+
+/* What --check says of the directories by path, said again of what was opened (a directory
+ * that did not exist at the check may have come since): the inbox, done and failed are three
+ * directories on one filesystem (files move by rename). */
+static int folder_check_dirs(struct folder *f, const struct config_folder *c)
+{
+	struct stat in, done, failed;
+
+	if (fstat(f->inbox_fd, &in) < 0 || fstat(f->done_fd, &done) < 0 ||
+	    fstat(f->failed_fd, &failed) < 0) {
+		snprintf(f->reason, sizeof(f->reason), "cannot examine its directories: %s",
+			 strerror(errno));
+		return -errno;
+	}
+	if ((done.st_dev == in.st_dev && done.st_ino == in.st_ino) ||
+	    (failed.st_dev == in.st_dev && failed.st_ino == in.st_ino)) {
+		snprintf(f->reason, sizeof(f->reason),
+			 "'%s' is its inbox and its %s directory: finished files would be taken "
+			 "again", c->inbox,
+			 done.st_ino == in.st_ino && done.st_dev == in.st_dev ? "done" : "failed");
+		return -EINVAL;
+	}
+	if (done.st_dev == failed.st_dev && done.st_ino == failed.st_ino) {
+		snprintf(f->reason, sizeof(f->reason),
+			 "'%s' is both its done and its failed directory", c->done);
+		return -EINVAL;
+	}
+	if (done.st_dev != in.st_dev || failed.st_dev != in.st_dev) {
+		snprintf(f->reason, sizeof(f->reason),
+			 "%s directory '%s' is on another filesystem than the inbox '%s': files are "
+			 "moved by rename, which cannot cross filesystems",
+			 done.st_dev != in.st_dev ? "done" : "failed",
+			 done.st_dev != in.st_dev ? c->done : c->failed, c->inbox);
+		return -EXDEV;
+	}
+	return 0;
+}
+
+static int folder_failed(struct folder *f, int r)
+{
+	folder_close_fds(f);
+	f->error = r;
+	return r;
+}
+
+int folder_open(struct folder *f, const struct config_folder *c)
+{
+	char hint[FOLDER_REASON_LEN];
+	int r;
+
+	folder_close_fds(f);
+	f->error = 0;
+	f->lock_pid = 0;
+	f->reason[0] = '\0';
+	if (f->dry_run) {
+		r = fsops_open_dir(c->inbox, &f->inbox_fd);
+		if (r < 0)
+			snprintf(f->reason, sizeof(f->reason), "cannot open inbox '%s': %s%s",
+				 c->inbox, folder_dir_reason(r),
+				 folder_hint(c, c->inbox, r, hint, sizeof(hint)));
+		return r < 0 ? folder_failed(f, r) : 0;
+	}
+	r = folder_open_inbox(c, &f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->lock_pid, f->reason,
+			      sizeof(f->reason));
+	if (r == 0)
+		r = folder_open_finish_dirs(c, &f->done_fd, &f->failed_fd, f->reason,
+					    sizeof(f->reason));
+	if (r == 0)
+		r = folder_check_dirs(f, c);
+	return r < 0 ? folder_failed(f, r) : 0;
+}
+
+/* Whether descriptors A and B are open on the same file. */
+static bool folder_same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+int folder_reopen_inbox(struct folder *f, const struct config_folder *c)
+{
+	int in_fd, proc_fd, lock_fd, r;
+	long pid;
+
+	r = fsops_open_dir(c->inbox, &in_fd);
+	if (r < 0)
+		return r;
+	if (f->dry_run)
+		return folder_adopt(&f->inbox_fd, in_fd);
+	r = fsops_processing_dir(in_fd, &proc_fd);
+	if (r == 0 && folder_same_file(proc_fd, f->proc_fd)) {
+		/* The inbox came back with its processing directory, which is locked already. */
+		close(proc_fd);
+		return folder_adopt(&f->inbox_fd, in_fd);
+	}
+	close(in_fd);
+	if (r < 0)
+		return r;
+	close(proc_fd);
+	r = folder_open_inbox(c, &in_fd, &proc_fd, &lock_fd, &pid, f->reason, sizeof(f->reason));
+	if (r < 0)
+		return r;
+	/* Each swapped in one step, under the disk threads' feet. The lock first: were the
+	 * others to fail, the new processing directory is locked already. */
+	int *dst[3] = {&f->lock_fd, &f->proc_fd, &f->inbox_fd};
+	int src[3] = {lock_fd, proc_fd, in_fd};
+
+	for (size_t i = 0; i < 3; i++) {
+		r = folder_adopt(dst[i], src[i]);
+		if (r < 0) {
+			snprintf(f->reason, sizeof(f->reason),
+				 "cannot take the re-created inbox '%s': %s", c->inbox, strerror(-r));
+			for (size_t k = i; k < 3; k++)
+				close(src[k]);
+			return r;
+		}
+	}
+	f->reason[0] = '\0';
+	return 0;
+}

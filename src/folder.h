@@ -1,0 +1,66 @@
+/* A folder's directories, opened once and then used by descriptor: the inbox, its processing
+ * directory and that directory's lock (one daemon per folder), done and failed.
+ *
+ * They outlive a pipeline: the daemon holds one `struct folder` per configured inbox, and a
+ * reload passes the folders it keeps (by inbox path) to the next pipeline with their locks.
+ * What a reload adds is opened before anything stops, so that a reload that cannot set up a
+ * folder is refused whole; a folder that cannot be set up at start is "unavailable" (with the
+ * reason an operator reads, naming ReadWritePaths= when systemd's sandbox is the cause) while
+ * the others are served, and the daemon tries it again.
+ *
+ * A descriptor never changes its number once open: a directory replaced under the daemon and
+ * adopted again is swapped in with dup2, so that disk work in flight uses the old directory or
+ * the new one, never a closed descriptor. Pure POSIX; logs nothing. */
+#ifndef RDD_FOLDER_H
+#define RDD_FOLDER_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+#define FOLDER_REASON_LEN 768
+
+struct folder {
+	char *inbox;  /* the configured path: the folder's identity across reloads */
+	bool dry_run; /* only the inbox is opened: nothing is claimed or moved */
+	int inbox_fd, proc_fd, lock_fd, done_fd, failed_fd; /* -1: not open */
+	/* Why it could not be set up (0 and "" when it is): -EWOULDBLOCK when another process
+	 * holds its lock (LOCK_PID, 0 when it cannot be told). */
+	int error;
+	long lock_pid;
+	char reason[FOLDER_REASON_LEN];
+};
+
+/* A folder for C's inbox, nothing open yet. -ENOMEM. */
+int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret);
+/* Closes what it holds (its lock goes with it) and frees it. NULL is fine. */
+void folder_free(struct folder *f);
+
+/* Opens all of C's directories (only the inbox for a dry run): 0, or the error with F->error
+ * and F->reason set, and nothing left open. */
+int folder_open(struct folder *f, const struct config_folder *c);
+bool folder_is_open(const struct folder *f);
+
+/* Opens C's done and failed directories afresh (a reload may name others): 0, or the error
+ * with WHY. folder_swap_finish_dirs then puts them in place of F's (dup2: same numbers). */
+int folder_open_finish_dirs(const struct config_folder *c, int *ret_done, int *ret_failed,
+			    char *why, size_t whysz);
+int folder_swap_finish_dirs(struct folder *f, int done_fd, int failed_fd);
+
+/* Opens one of a folder's own directories (done, failed): a real directory at PATH, which
+ * the daemon's user or root owns. */
+int folder_open_owned_dir(const char *path, int *ret_fd);
+
+/* Puts NEW_FD in place of the descriptor *FD (dup2, checked) and closes NEW_FD: *FD keeps its
+ * number. 0, or -errno with nothing changed. */
+int folder_adopt(int *fd, int new_fd);
+
+/* The inbox was re-created at its path: opens it, sets up its processing directory and lock
+ * again, and swaps them in. 0, or the error (F->reason says it). Files still in the old
+ * processing directory went with it. */
+int folder_reopen_inbox(struct folder *f, const struct config_folder *c);
+
+/* The one wording for a folder whose lock another process holds (start, reload, status). */
+void folder_locked_reason(const struct config_folder *c, long pid, char *buf, size_t size);
+
+#endif
