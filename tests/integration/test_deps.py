@@ -548,8 +548,10 @@ class Overlay:
                 time.sleep(0.05)
 
     def ns_run(self, *command, timeout=TIMEOUT, **kw):
-        return run([find_tool("nsenter"), f"--target={self.holder}", "--mount", "--pid", "--",
-                    *command], timeout=timeout, **kw)
+        # --root --wd: the holder's, which setns() alone would leave for the namespace's own (not
+        # the same when this runs in a chroot).
+        return run([find_tool("nsenter"), f"--target={self.holder}", "--mount", "--pid", "--root",
+                    "--wd", "--", *command], timeout=timeout, **kw)
 
     def mount(self, *args):
         target = args[-1]
