@@ -86,9 +86,9 @@ API_KEY_PATH = "/etc/resend-dropd/api_key"
 API_KEY = "re_test_key"
 USER = "resend-dropd"
 DROP_ROOT = "/srv/drop"      # the unit's ReadWritePaths=
-# How the configuration names the key: the one place to change when the daemon takes the
-# unit's credential by itself (then: {}).
-API_KEY_SETTINGS = {"api_key_file": "/run/credentials/resend-dropd.service/api_key"}
+# How the configuration names the key: not at all. With neither api_key_env nor api_key_file,
+# the daemon takes the unit's credential (LoadCredential= of /etc/resend-dropd/api_key).
+API_KEY_SETTINGS = {}
 # Fast for tests: no client-side rate limit, short retries and settling, a quick stop.
 CONFIG_DEFAULTS = {
     "api": {"requests_per_second": 0, "shutdown_timeout_s": 5},

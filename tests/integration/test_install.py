@@ -30,13 +30,15 @@ HOST_PATHS = ["/etc/resend-dropd", "/usr/sbin/resend-dropd", "/usr/local/sbin/re
               "/usr/lib/systemd/system/resend-dropd.service",
               "/usr/local/lib/systemd/system/resend-dropd.service",
               "/usr/lib/sysusers.d/resend-dropd.conf", "/usr/lib/tmpfiles.d/resend-dropd.conf",
+              "/usr/lib/systemd/catalog/resend-dropd.catalog",
+              "/usr/local/lib/systemd/catalog/resend-dropd.catalog",
               "/usr/share/man/man8/resend-dropd.8", "/usr/share/doc/resend-dropd",
               "/usr/local/etc/resend-dropd", "/var/lib/resend-dropd"]
 
 # What every install holds, relative to the prefix (the configuration: to sysconfdir).
 LAYOUT = ["sbin/resend-dropd", "lib/systemd/system/resend-dropd.service",
           "lib/sysusers.d/resend-dropd.conf", "lib/tmpfiles.d/resend-dropd.conf",
-          "share/man/man8/resend-dropd.8", "share/man/man5/resend-dropd.yaml.5",
+          "lib/systemd/catalog/resend-dropd.catalog", "share/man/man8/resend-dropd.8", "share/man/man5/resend-dropd.yaml.5",
           "share/doc/resend-dropd/examples/resend-dropd.yaml"]
 
 
@@ -125,6 +127,8 @@ def test_staged_install_with_prefix_usr_stays_in_destdir(build, tmp_path):
     unit = unit_text(root / "usr/lib/systemd/system/resend-dropd.service")
     assert "ExecStart=/usr/sbin/resend-dropd -c /etc/resend-dropd/resend-dropd.yaml\n" in unit
     assert "LoadCredential=api_key:/etc/resend-dropd/api_key\n" in unit
+    assert "ExecReload=/usr/sbin/resend-dropd -c /etc/resend-dropd/resend-dropd.yaml reload\n" \
+        in unit
     assert not re.search(r"@[A-Z_]+@", unit), "unsubstituted @VAR@ in the unit"
 
 
