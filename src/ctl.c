@@ -295,7 +295,11 @@ static int ctl_status_print(const char *body)
 			       num(f, cols[i]));
 		if (cJSON_IsNumber(oldest))
 			ctl_duration(age, sizeof(age), oldest->valuedouble);
-		printf("  %6s  %s", age, paused ? "paused" : "running");
+		const cJSON *avail = cJSON_GetObjectItemCaseSensitive(f, "available");
+
+		printf("  %6s  %s", age, cJSON_IsFalse(avail) ? "unavailable"
+					 : paused		 ? "paused"
+								 : "running");
 		if (paused) {
 			printf(" (%s", str(f, "paused_reason") ?: "?");
 			if (str(f, "paused_until"))

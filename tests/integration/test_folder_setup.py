@@ -72,6 +72,11 @@ def test_a_folder_that_cannot_be_set_up_waits_and_the_others_are_served(pipe_env
     state = folder_of(env, "bad")
     assert state["available"] is False and "belongs to another user" in state["last_error"]
     assert folder_of(env, "good")["available"] is True
+    code, out, err = ctl(env, config, "status")
+    assert code == 0, err
+    assert re.search(r"^bad\s.*\sunavailable$", out, re.M), out
+    assert re.search(r"^good\s.*\srunning$", out, re.M), out
+    assert "bad: last error: the folder cannot be served: cannot open done directory" in out
     metrics = control_metrics(env.control_socket())
     assert 'resend_dropd_folder_up{folder="bad"} 0' in metrics
     assert 'resend_dropd_folder_up{folder="good"} 1' in metrics
