@@ -12,6 +12,8 @@ saying why, where a container cannot boot (not root, no systemd-nspawn, no overl
 import hashlib
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -20,8 +22,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from container_harness import (API_KEY_PATH, CONFIG, DROP_ROOT, UNIT, USER, boot,  # noqa: E402
-                               build_deb, host_state, log_ids, skip_unless_possible)
+from container_harness import (API_KEY, API_KEY_PATH, CONFIG, DROP_ROOT, UNIT,  # noqa: E402
+                               USER, boot, build_deb, host_state, log_ids,
+                               skip_unless_possible)
 
 SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 FAKE_DIR = os.path.join(SOURCE_DIR, "tests", "fake_resend")
@@ -29,7 +32,7 @@ if FAKE_DIR not in sys.path:
     sys.path.insert(0, FAKE_DIR)
 from fakeapi import FakeResend  # noqa: E402
 
-BUDGET = 420                 # seconds, from the package's install to the end of the module
+BUDGET = 600                 # seconds, from the package's install to the end of the module
 WAIT = 30                    # a file to done/, a unit to a state
 WATCHDOG_WAIT = 70           # WatchdogSec=30s, then RestartSec=10s: about 40 s at worst
 IDS = log_ids()
@@ -48,25 +51,71 @@ def fake():
         yield f
 
 
+README = os.path.join(SOURCE_DIR, "README.md")
+CHECKOUT = "/root/resend-dropd"   # where the README's commands run in the container
+
+
+def readme_service_block():
+    """The README's "As a service" commands: the first sh block of that section, continuation
+    lines joined."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("\n## As a service\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def ctr(deb, fake):
-    """The container with the package installed and configured: two folders (news, crm), the
-    key, the configuration pointing at the fake. Not started: the first test starts it."""
+    """The container with the package where the README's `./scripts/package` leaves it; not
+    installed (the README's commands install it)."""
     before = host_state()
     with boot("rdd-svc") as c:
         c.set_budget(BUDGET)
-        c.install_deb(deb)
-        for name in ("news", "crm"):
-            c.make_folder(name)
-        c.write_api_key()
-        c.write_config(fake.url)
+        inside = f"{CHECKOUT}/build/package/{os.path.basename(deb)}"
+        os.makedirs(c.path(os.path.dirname(inside)), exist_ok=True)
+        shutil.copyfile(deb, c.path(inside))
         yield c
     assert host_state() == before, "the container changed the host"
 
 
+@pytest.fixture(scope="module")
+def installed(ctr):
+    """The README's "As a service" block run as written, command by command, in a shell in the
+    checkout: all but `./scripts/package` (the fixture built the package and put it where that
+    command leaves it) and the key, which is the fake's. What each printed, and the state of
+    the unit between the install and the start, for the test below."""
+    steps = []
+    for command in readme_service_block():
+        if command.split("#")[0].strip() == "./scripts/package":
+            steps.append((command, None))
+            continue
+        if command.startswith("systemctl enable"):
+            steps.append(("(before it)", ctr.service("ActiveState", "UnitFileState")))
+        run = command.replace("'re_...'", f"'{API_KEY}'")
+        p = ctr.run(["bash", "-c", f"cd {CHECKOUT} && {run}"], check=False, timeout=120)
+        assert p.returncode == 0, (f"README step failed: {command}\n{p.stdout}{p.stderr}"
+                                   f"{ctr.explain()}")
+        steps.append((command, p))
+    return steps
+
+
+@pytest.fixture(scope="module")
+def configured(ctr, installed, fake):
+    """After the README's steps: two folders of the tests' own (news, crm) and a configuration
+    pointing at the fake, in force (restarted)."""
+    for name in ("news", "crm"):
+        ctr.make_folder(name)
+    ctr.write_config(fake.url)
+    ctr.systemctl("reset-failed", UNIT, check=False)
+    ctr.systemctl("restart", UNIT, timeout=30)
+    return ctr
+
+
 @pytest.fixture
-def running(ctr, fake):
+def running(configured, fake):
     """The service running (whatever the test before did to it), the fake without faults."""
+    ctr = configured
     fake.clear_faults()
     if ctr.service("ActiveState")["ActiveState"] != "active":
         ctr.systemctl("reset-failed", UNIT, check=False)
@@ -103,9 +152,34 @@ def upload_of(fake, content):
     return None
 
 
-def test_the_unit_starts_and_reports_ready_and_its_status(ctr):
-    # Installed, neither enabled nor started: the configuration and the key come first.
-    assert ctr.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "disabled"
+def test_the_readmes_service_block_works_as_written(ctr, installed):
+    commands = [c for c, _ in installed if c != "(before it)"]
+    assert commands[0].startswith("./scripts/package"), commands
+    assert any(c.startswith("apt-get install -y ./build/package/resend-dropd_") for c in commands)
+    # Installed, neither enabled nor started before `systemctl enable --now`: the
+    # configuration and the key come first.
+    [before] = [p for c, p in installed if c == "(before it)"]
+    assert before == {"ActiveState": "inactive", "UnitFileState": "disabled"}, before
+    # `resend-dropd --check` as root, with the example configuration and the key file.
+    [check] = [p for c, p in installed if c.startswith("resend-dropd --check")]
+    assert "configuration OK: 2 folders: newsletter" in check.stdout, check.stdout
+    state = ctr.service("ActiveState", "UnitFileState")
+    assert state == {"ActiveState": "active", "UnitFileState": "enabled"}, ctr.explain()
+    [status] = [p for c, p in installed if c.startswith("resend-dropd status")]
+    rows = {line.split()[0]: line.split()[-1] for line in status.stdout.splitlines()[3:]
+            if line.strip() and not line.startswith("FOLDER")}
+    assert rows == {"newsletter": "running", "crm-export": "running"}, status.stdout
+    # The README's later examples: the ledger's backup and query, the history as JSON for jq.
+    ctr.run(["bash", "-c", "apt-get install -y sqlite3 jq >/dev/null && sqlite3 "
+             "/var/lib/resend-dropd/ledger.sqlite \".backup /var/backups/resend-dropd-ledger-"
+             "$(date +%F).sqlite\" && ls /var/backups/resend-dropd-ledger-*.sqlite"])
+    ctr.run(["bash", "-c", "resend-dropd history --json --failed | jq -r '.file + \": \" + "
+             ".error'"])
+
+
+def test_the_unit_starts_and_reports_ready_and_its_status(configured):
+    ctr = configured
+    ctr.systemctl("stop", UNIT)
     assert ctr.service("ActiveState")["ActiveState"] == "inactive"
     mark = ctr.mark()
 
@@ -541,3 +615,55 @@ def test_purge_removes_config_and_state_and_keeps_folders_key_and_user(running):
         for directory in (folder.inbox, folder.done, folder.failed):
             assert os.path.isdir(folder.host(directory)), f"{directory} removed"
     assert sorted(os.listdir(news.host(news.done))) == done_files
+
+
+def readme_build_block():
+    """The README's "Building and installing" commands (its first sh block)."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("\n## Building and installing\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def copy_tree(ctr, dest):
+    """The checkout's files (git's list: a fresh clone's, with their current content) into the
+    container at DEST."""
+    files = subprocess.run(["git", "-C", SOURCE_DIR, "ls-files", "-z"], capture_output=True,
+                           check=True, timeout=60).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = os.path.join(SOURCE_DIR, rel)
+        if not os.path.isfile(src):
+            continue  # deleted in the working tree
+        target = ctr.path(os.path.join(dest, rel))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def test_the_readmes_build_block_works_as_written(ctr, installed, fake):
+    """After the package is gone (the purge above): the README's build-and-install block, word
+    for word, in a copy of the checkout; then the /usr/local install runs under systemd, with
+    its configuration where the binary looks by default."""
+    if ctr.run(["dpkg", "-s", UNIT], check=False).returncode == 0:
+        ctr.run(["dpkg", "--purge", UNIT], timeout=120)
+    src = "/root/build-from-readme"
+    copy_tree(ctr, src)
+    for command in readme_build_block():
+        p = ctr.run(["bash", "-c", f"cd {src} && {command}"], check=False, timeout=400)
+        assert p.returncode == 0, f"README step failed: {command}\n{p.stdout[-3000:]}{p.stderr}"
+    helptext = ctr.run(["/usr/local/sbin/resend-dropd", "--help"]).stdout
+    assert "(default /usr/local/etc/resend-dropd/resend-dropd.yaml)" in helptext, helptext
+    assert ctr.run(["getent", "passwd", USER], check=False).returncode == 0
+    assert os.path.isdir(ctr.path("/var/lib/resend-dropd"))
+    # The example configuration's folders are there (the service block made them); the key
+    # goes beside the configuration, as the README says.
+    ctr.write_file("/usr/local/etc/resend-dropd/api_key", API_KEY + "\n", mode=0o600)
+    check = ctr.run(["/usr/local/sbin/resend-dropd", "--check"], check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    ctr.systemctl("daemon-reload")
+    ctr.systemctl("reset-failed", UNIT, check=False)
+    ctr.systemctl("start", UNIT, timeout=30)
+    unit = ctr.show(UNIT, "FragmentPath", "ActiveState")
+    assert unit == {"FragmentPath": "/usr/local/lib/systemd/system/resend-dropd.service",
+                    "ActiveState": "active"}, f"{unit}{ctr.explain()}"
+    ctr.systemctl("stop", UNIT, timeout=30)
