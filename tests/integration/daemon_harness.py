@@ -111,6 +111,27 @@ def daemon_environment(api_key=API_KEY, extra=None):
     return env
 
 
+# --- loopback ports -----------------------------------------------------------------------------
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, what="the server"):
+    """Until something listens on 127.0.0.1:PORT; AssertionError after TIMEOUT s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not listen on {port} within {timeout} s")
+
+
 # --- the control socket ----------------------------------------------------------------------
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -184,14 +205,15 @@ def read_json(path):
 class Folder:
     """One drop folder: inbox, done and failed directories, and its per-folder settings."""
 
-    def __init__(self, root, name, settings):
+    def __init__(self, root, name, settings, make=True):
+        """MAKE: create the three directories (else the test makes them its own way)."""
         self.name = name
         self.root = root
         self.inbox = os.path.join(root, "in")
         self.done = os.path.join(root, "done")
         self.failed = os.path.join(root, "failed")
         self.settings = settings
-        for path in (self.inbox, self.done, self.failed):
+        for path in (self.inbox, self.done, self.failed) if make else ():
             os.makedirs(path)
 
     @property

@@ -12,10 +12,8 @@ import stat
 import subprocess
 import time
 
-import pytest
-
 from daemon_harness import (control_metrics, control_request, control_status,  # noqa: F401
-                            daemon_environment, pipe_env, pipe_fake,
+                            daemon_environment, free_port, pipe_env, pipe_fake,
                             tail)
 
 CSV = b"email,first_name\nada@example.com,Ada\nbob@example.com,Bob\n"
@@ -189,11 +187,6 @@ def test_metrics_pass_promtool_and_counters_survive_a_reload(pipe_env):
 def s_version(sock):
     return status(sock)["version"]
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_metrics_on_a_loopback_tcp_address(pipe_env):

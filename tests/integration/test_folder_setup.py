@@ -160,6 +160,11 @@ def test_reload_returns_once_the_new_configuration_is_in_force(pipe_env):
     assert one.files("done") == ["slow.csv"]
     two.drop("b.csv", CSV)
     env.wait_outcomes(two, done=1)
+    # SIGUSR1's summary counts since the start, across the reload, as status and /metrics do.
+    daemon.process.send_signal(signal.SIGUSR1)
+    env.wait_for(lambda: daemon.log_lines("status: two: 1 done"), "SIGUSR1's summary")
+    assert daemon.log_lines("status: one: 1 done, 0 failed"), tail(daemon.log())
+    assert daemon.log_lines(r"status: .*; 2 done, 0 failed since start"), tail(daemon.log())
     daemon.stop()
 
 

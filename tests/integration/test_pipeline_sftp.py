@@ -5,14 +5,13 @@ writer holds the file open under its final name while data trickles in."""
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from daemon_harness import pipe_env, pipe_fake, read_bytes  # noqa: F401
+from daemon_harness import free_port, pipe_env, pipe_fake, read_bytes, wait_port  # noqa: F401
 
 SSHD = "/usr/sbin/sshd"
 SFTP = shutil.which("sftp")
@@ -21,21 +20,6 @@ pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and SFTP),
                                        "(scripts/install-deps installs them)")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"sshd did not listen on {port} within {timeout} s")
 
 
 @pytest.fixture
@@ -66,7 +50,7 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 """)
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.PIPE)
-        wait_port(port)
+        wait_port(port, what="sshd")
         yield {"port": port, "key": os.path.join(root, "client"), "root": root}
     finally:
         if proc:

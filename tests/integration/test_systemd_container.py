@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -627,17 +626,21 @@ def readme_build_block():
 
 
 def copy_tree(ctr, dest):
-    """The checkout's files (git's list: a fresh clone's, with their current content) into the
-    container at DEST."""
-    files = subprocess.run(["git", "-C", SOURCE_DIR, "ls-files", "-z"], capture_output=True,
-                           check=True, timeout=60).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = os.path.join(SOURCE_DIR, rel)
-        if not os.path.isfile(src):
-            continue  # deleted in the working tree
-        target = ctr.path(os.path.join(dest, rel))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copy2(src, target)
+    """The checkout as it is (committed or not) into the container at DEST, without builds,
+    VCS data or Python caches: what scripts/package copies too."""
+    for top, dirs, files in os.walk(SOURCE_DIR):
+        rel_top = os.path.relpath(top, SOURCE_DIR)
+        dirs[:] = [d for d in dirs if not (rel_top == "." and d in ("build", ".git"))
+                   and d != "__pycache__"]
+        for name in files:
+            if name.endswith(".pyc"):
+                continue
+            src = os.path.join(top, name)
+            if not os.path.isfile(src) or os.path.islink(src):
+                continue
+            target = ctr.path(os.path.normpath(os.path.join(dest, rel_top, name)))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(src, target)
 
 
 def test_the_readmes_build_block_works_as_written(ctr, installed, fake):

@@ -20,7 +20,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -29,7 +28,8 @@ import time
 import pytest
 
 from daemon_harness import (SOURCE_DIR, Daemon, Folder, Harness, binary_path,  # noqa: F401
-                            daemon_environment, pipe_fake, read_bytes, tail)
+                            daemon_environment, free_port, pipe_fake, read_bytes, tail,
+                            wait_port)
 
 SSHD = "/usr/sbin/sshd"
 PYTHON = "/usr/bin/python3"
@@ -126,21 +126,6 @@ def run_account_tool(argv):
         time.sleep(0.2)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"sshd did not listen on {port} within {timeout} s")
 
 
 def mode_of(path):
@@ -193,13 +178,8 @@ print(json.dumps(out))
 class RecipeFolder(Folder):
     """A Folder whose directories are made by the README's commands, not by the harness."""
 
-    def __init__(self, root, name, settings):  # pylint: disable=super-init-not-called
-        self.name = name
-        self.root = root
-        self.inbox = os.path.join(root, "in")
-        self.done = os.path.join(root, "done")
-        self.failed = os.path.join(root, "failed")
-        self.settings = settings
+    def __init__(self, root, name, settings):
+        super().__init__(root, name, settings, make=False)
 
 
 class ServiceDaemon(Daemon):
@@ -376,7 +356,7 @@ class Site:
         with open(self.sshd_log, "wb") as log:
             self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", config],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        wait_port(self.port)
+        wait_port(self.port, what="sshd")
 
     def _ssh_options(self):
         return ["-i", self.key, "-P", str(self.port), "-o", "StrictHostKeyChecking=no",

@@ -382,6 +382,33 @@ static void test_log_done_with_counts(void **state)
 	free(line);
 }
 
+/* One row is "1 row"; the waits for the rate limit are said apart from the attempts. */
+static void test_log_done_one_row_and_waits(void **state)
+{
+	struct report r;
+	char *line;
+	cJSON *o;
+
+	(void)state;
+	report_done(&r);
+	r.file = "a.csv";
+	r.folder = "news";
+	r.attempts = 1;
+	r.rate_limited = 3;
+	r.import.total = 1;
+	r.import.created = 1;
+	r.import.updated = r.import.skipped = r.import.failed = 0;
+	line = outcome_line(&r, "/srv/done", "a.csv", "info");
+	assert_string_equal(line, "news: 'a.csv' imported, import " IMPORT_ID
+				  ", 1 row (1 created, 0 updated, 0 skipped, 0 failed), 1 attempt, 3 "
+				  "waits for the rate limit");
+	free(line);
+	o = parse_report(&r, 1764129662000);
+	assert_num(o, "attempts", 1);
+	assert_num(o, "rate_limited", 3);
+	cJSON_Delete(o);
+}
+
 static void test_log_done_without_counts(void **state)
 {
 	struct report r;
@@ -1005,6 +1032,7 @@ int main(void)
 		cmocka_unit_test(test_failed_at_import_report),
 		cmocka_unit_test(test_non_utf8_name_is_valid_json),
 		cmocka_unit_test(test_log_done_with_counts),
+		cmocka_unit_test(test_log_done_one_row_and_waits),
 		cmocka_unit_test(test_log_done_without_counts),
 		cmocka_unit_test(test_log_done_partial_counts),
 		cmocka_unit_test(test_log_failed),
