@@ -406,15 +406,16 @@ static int daemon_reload_prepare(struct daemon *d, struct reload *rl, struct con
 	rl->finish_fds = calloc(next->n_folders, sizeof(*rl->finish_fds));
 	fresh = calloc(next->n_folders, sizeof(*fresh));
 	if (!rl->folders || !rl->finish_fds || !fresh) {
-		free(fresh);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto out;
 	}
-	for (size_t i = 0; i < next->n_folders; i++) {
+	for (size_t i = 0; i < next->n_folders; i++)
+		rl->finish_fds[i][0] = rl->finish_fds[i][1] = -1;
+	for (size_t i = 0; i < next->n_folders && r != -ENOMEM; i++) {
 		const struct config_folder *c = &next->folders[i];
 		struct folder *kept = NULL;
 		char why[FOLDER_REASON_LEN];
 
-		rl->finish_fds[i][0] = rl->finish_fds[i][1] = -1;
 		for (size_t j = 0; j < d->n_folders && !kept; j++) {
 			if (d->folders[j] && strcmp(d->folders[j]->inbox, c->inbox) == 0)
 				kept = d->folders[j];
@@ -430,18 +431,20 @@ static int daemon_reload_prepare(struct daemon *d, struct reload *rl, struct con
 			}
 			continue;
 		}
-		fresh[i] = true;
 		if (folder_new(c, d->flags & DAEMON_DRY_RUN, &rl->folders[i]) < 0) {
-			free(fresh);
-			return -ENOMEM;
+			r = -ENOMEM;
+			break;
 		}
+		fresh[i] = true;
 		if (folder_open(rl->folders[i], c) < 0) {
 			config_errors_add(errs, "%s: %s", c->name, rl->folders[i]->reason);
 			r = -EINVAL;
 		}
 	}
+out:
 	/* Refused: what was opened for it goes again; the kept folders are the running ones. */
-	for (size_t i = 0; r < 0 && i < next->n_folders; i++) {
+	for (size_t i = 0; r < 0 && fresh && rl->folders && rl->finish_fds && i < next->n_folders;
+	     i++) {
 		if (fresh[i])
 			folder_free(rl->folders[i]);
 		for (int k = 0; k < 2; k++) {

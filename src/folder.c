@@ -47,7 +47,7 @@ void folder_free(struct folder *f)
 
 bool folder_is_open(const struct folder *f)
 {
-	return f->inbox_fd >= 0 && f->error == 0;
+	return f && f->inbox_fd >= 0 && f->error == 0;
 }
 
 int folder_adopt(int *fd, int new_fd)

@@ -39,6 +39,7 @@ void folder_free(struct folder *f);
 /* Opens all of C's directories (only the inbox for a dry run): 0, or the error with F->error
  * and F->reason set, and nothing left open. */
 int folder_open(struct folder *f, const struct config_folder *c);
+/* Whether F's directories are set up (NULL: no). */
 bool folder_is_open(const struct folder *f);
 
 /* Opens C's done and failed directories afresh (a reload may name others): 0, or the error
