@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "report.h"
+#include "text.h"
 
 #define API_BODY_MAX (256 * 1024) /* answers are small JSON; anything longer is cut */
 #define API_UPLOAD_BUFFER (512 * 1024)
@@ -120,11 +120,11 @@ static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 		/* The file shrank or failed to read after it was checked: never send a short part
 		 * that the server would take for the whole file. (Had it grown, only SIZE bytes
 		 * go: the part's length is announced; the caller notices the growth.) */
-		char done[REPORT_COUNT_LEN], all[REPORT_COUNT_LEN];
+		char done[TEXT_COUNT_LEN], all[TEXT_COUNT_LEN];
 		int e = errno;
 
-		report_format_count(done, call->offset);
-		report_format_count(all, call->size);
+		text_format_count(done, call->offset);
+		text_format_count(all, call->size);
 		if (n == 0)
 			snprintf(call->local_error, sizeof(call->local_error),
 				 "the file shrank while it was being uploaded: read %s of %s bytes",

@@ -2,14 +2,14 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "fsops.h"
+#include "text.h"
 
 void apikey_clear(struct apikey *k)
 {
@@ -44,80 +44,50 @@ static char *apikey_trim(char *s)
 	return s;
 }
 
-/* Reads at most APIKEY_MAX + 1 bytes of PATH into BUF (NUL-terminated): its length, or -errno. */
-static ssize_t apikey_read(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	size_t n = 0;
-
-	if (fd < 0)
-		return -errno;
-	while (n < size - 1) {
-		ssize_t r = read(fd, buf + n, size - 1 - n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int e = errno;
-
-			close(fd);
-			return -e;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	buf[n] = '\0';
-	return (ssize_t)n;
-}
-
 int apikey_from_file(const char *path, struct apikey *ret, char *why, size_t whysz)
 {
-	char buf[APIKEY_MAX + 2], q[512];
-	ssize_t n = apikey_read(path, buf, sizeof(buf));
-	char *k;
-	int r = 0;
+	char q[512], *buf = NULL, *k;
+	size_t len = 0;
+	int r = fsops_read_path(path, APIKEY_MAX, &buf, &len);
 
-	log_escape(q, sizeof(q), path);
-	if (n < 0) {
+	text_escape(q, sizeof(q), path);
+	if (r == -EFBIG) {
+		snprintf(why, whysz, "API key file '%s' is larger than %d bytes: is it the right file?",
+			 q, APIKEY_MAX);
+		return -EBADMSG;
+	}
+	if (r == -EINVAL) {
+		snprintf(why, whysz, "API key file '%s' is not a regular file", q);
+		return -EBADMSG;
+	}
+	if (r < 0) {
 		const char *hint = "";
 
-		if (n == -EACCES && geteuid() != 0)
+		if (r == -EACCES && geteuid() != 0)
 			hint = " (a key file is readable by root only: run this as root)";
-		else if (n == -ENOENT && strncmp(path, "/run/credentials/", 17) == 0)
+		else if (r == -ENOENT && strncmp(path, "/run/credentials/", 17) == 0)
 			hint = " (systemd makes credentials only for the unit's own processes while "
 			       "it runs; leave api_key_file unset and the key is read from the "
 			       "credential under the unit, and from " APIKEY_DEFAULT_FILE
 			       " outside it)";
-		snprintf(why, whysz, "cannot read API key file '%s': %s%s", q, strerror((int)-n),
-			 hint);
-		return (int)n;
+		snprintf(why, whysz, "cannot read API key file '%s': %s%s", q, strerror(-r), hint);
+		return r;
 	}
-	if ((size_t)n > APIKEY_MAX) {
-		snprintf(why, whysz, "API key file '%s' is larger than %d bytes: is it the right file?",
-			 q, APIKEY_MAX);
-		r = -EBADMSG;
-		goto out;
-	}
-	bool has_nul = strlen(buf) != (size_t)n; /* before trimming writes some */
+	bool has_nul = strlen(buf) != len; /* before trimming writes some */
 	k = apikey_trim(buf);
 	if (has_nul || !apikey_is_sane(k)) {
 		snprintf(why, whysz,
 			 "API key file '%s' does not hold one key (printable characters, no spaces)",
 			 q);
 		r = -EBADMSG;
-		goto out;
-	}
-	ret->key = strdup(k);
-	if (!ret->key) {
+	} else if (!(ret->key = strdup(k))) {
 		snprintf(why, whysz, "out of memory");
 		r = -ENOMEM;
-		goto out;
+	} else {
+		snprintf(ret->source, sizeof(ret->source), "file '%s'", q);
 	}
-	snprintf(ret->source, sizeof(ret->source), "file '%s'", q);
-out:
-	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(buf, len);
+	free(buf);
 	return r;
 }
 
@@ -179,7 +149,7 @@ int apikey_default(const char *key_file, struct apikey *ret, char *why, size_t w
 		if (r != -ENOENT)
 			return r;
 		/* Under systemd: the unit found no key file to load. */
-		log_escape(q, sizeof(q), key_file);
+		text_escape(q, sizeof(q), key_file);
 		snprintf(why, whysz,
 			 "no API key: '%s' does not exist (the unit loads it as the credential '%s' "
 			 "when it starts: write the key there, readable by root only, then "
@@ -190,7 +160,7 @@ int apikey_default(const char *key_file, struct apikey *ret, char *why, size_t w
 	r = apikey_from_file(key_file, ret, why, whysz);
 	if (r == 0 || r != -ENOENT)
 		return r;
-	log_escape(q, sizeof(q), key_file);
+	text_escape(q, sizeof(q), key_file);
 	snprintf(why, whysz,
 		 "no API key: %s is not set, and '%s' does not exist (write the key there, "
 		 "readable by root only; or set %s; or set api.api_key_env or api.api_key_file)",

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "utf8.h"
+#include "text.h"
 
 #define CSVSCAN_OUT_BYTES (64 * 1024)
 #define CSVSCAN_PEND_MAX 8
@@ -348,7 +348,7 @@ static int scan_utf8(struct csvscan *s, const unsigned char *b, size_t n, bool l
 			good++;
 			continue;
 		}
-		k = utf8_sequence_len(b + good, n - good);
+		k = text_utf8_len(b + good, n - good);
 		if (k > 1)
 			s->st.multibyte++;
 		if (k == 0) {
@@ -358,7 +358,7 @@ static int scan_utf8(struct csvscan *s, const unsigned char *b, size_t n, bool l
 
 			if (!last && avail < 4) {
 				memcpy(tmp, b + good, avail);
-				if (utf8_sequence_len(tmp, 4) > avail) {
+				if (text_utf8_len(tmp, 4) > avail) {
 					int r = scan_text(s, b, good);
 
 					if (r < 0)

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "fsops.h"
-#include "log.h"
+#include "text.h"
 
 #define CTL_TIMEOUT_S 10
 #define CTL_MAX_ANSWER (16u * 1024 * 1024)
@@ -84,7 +84,7 @@ static void ctl_tried(char *buf, size_t size, const struct ctl_target *t, const 
 		char q[512];
 		int k;
 
-		log_escape(q, sizeof(q), t->sockets[i]);
+		text_escape(q, sizeof(q), t->sockets[i]);
 		if (errs[i] == ENOENT)
 			k = snprintf(buf + n, size - n, "%sno socket at %s", i ? "; " : "", q);
 		else if (errs[i] == ECONNREFUSED)
@@ -108,7 +108,7 @@ static int ctl_unreachable(const struct ctl_target *t, const int *errs)
 	for (size_t i = 0; i < t->n_sockets; i++) {
 		/* A socket there that we may not use: that is the answer. */
 		if (errs[i] == EACCES || errs[i] == EPERM) {
-			log_escape(q, sizeof(q), t->sockets[i]);
+			text_escape(q, sizeof(q), t->sockets[i]);
 			fprintf(stderr, "cannot connect to %s: %s\n", q, strerror(errs[i]));
 			return CTL_EXIT_UNREACHABLE;
 		}
@@ -191,7 +191,7 @@ static int ctl_request(const char *sock, bool post, const char *path, long timeo
 	curl_easy_cleanup(h);
 	if (cr != CURLE_OK) {
 		char q[512];
-		log_escape(q, sizeof(q), sock);
+		text_escape(q, sizeof(q), sock);
 		fprintf(stderr, "resend-dropd: no answer on %s: %s\n", q, curl_easy_strerror(cr));
 		free(b.data);
 		return CTL_EXIT_UNREACHABLE;
@@ -269,7 +269,7 @@ static int ctl_status_print(const char *body)
 	printf("\n\n");
 	cJSON_ArrayForEach(f, folders)
 	{
-		int n = (int)log_escape(name, sizeof(name), str(f, "name") ?: "?");
+		int n = (int)text_escape(name, sizeof(name), str(f, "name") ?: "?");
 		if (n > width)
 			width = n;
 	}
@@ -288,7 +288,7 @@ static int ctl_status_print(const char *body)
 		char age[32] = "-";
 		bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "paused"));
 
-		log_escape(name, sizeof(name), str(f, "name") ?: "?");
+		text_escape(name, sizeof(name), str(f, "name") ?: "?");
 		printf("%-*s", width, name);
 		for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
 			printf("  %*.0f", (int)strlen(cols[i]) < 6 ? 6 : (int)strlen(cols[i]),
@@ -312,8 +312,8 @@ static int ctl_status_print(const char *body)
 	{
 		if (str(f, "last_error")) {
 			char err[1024];
-			log_escape(name, sizeof(name), str(f, "name") ?: "?");
-			log_escape(err, sizeof(err), str(f, "last_error"));
+			text_escape(name, sizeof(name), str(f, "name") ?: "?");
+			text_escape(err, sizeof(err), str(f, "last_error"));
 			printf("%s: last error: %s\n", name, err);
 		}
 	}
@@ -411,9 +411,9 @@ static int ctl_command(const struct ctl_target *t, int argc, char **argv)
 	if (strcmp(cmd, "retry") == 0) {
 		const char *kept = str(o, "old_report");
 		char qf[256], qn[1024], qk[1024];
-		log_escape(qf, sizeof(qf), argv[1]);
-		log_escape(qn, sizeof(qn), argv[2]);
-		log_escape(qk, sizeof(qk), kept ? kept : "");
+		text_escape(qf, sizeof(qf), argv[1]);
+		text_escape(qn, sizeof(qn), argv[2]);
+		text_escape(qk, sizeof(qk), kept ? kept : "");
 		printf("%s: '%s' is back in the inbox%s%s%s\n", qf, qn,
 		       kept ? "; its old report is now '" : "", kept ? qk : "", kept ? "'" : "");
 	} else {
@@ -424,7 +424,7 @@ static int ctl_command(const struct ctl_target *t, int argc, char **argv)
 		cJSON_ArrayForEach(item, list)
 		{
 			char q[256];
-			log_escape(q, sizeof(q), cJSON_IsString(item) ? item->valuestring : "?");
+			text_escape(q, sizeof(q), cJSON_IsString(item) ? item->valuestring : "?");
 			printf(" %s", q);
 		}
 		printf("\n");

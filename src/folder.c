@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "fsops.h"
-#include "log.h"
 
 int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret)
 {

@@ -767,17 +767,15 @@ fsops_open_tmpfile(int dir_fd, int *ret_fd)
 	return -EEXIST;
 }
 
-int
-fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len)
+/* Reads the file open on FD (closed here) whole; see fsops_read_small. */
+static int
+read_small_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
 {
 	struct stat st;
 	char *buf = NULL;
 	size_t cap, len = 0;
-	int fd, r;
+	int r;
 
-	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		goto fail;
@@ -841,8 +839,27 @@ fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_
 
 fail:
 	close(fd);
+	if (buf)
+		explicit_bzero(buf, len); /* it may have been a key */
 	free(buf);
 	return r;
+}
+
+int
+fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+	return fd < 0 ? -errno : read_small_fd(fd, max, ret_buf, ret_len);
+}
+
+int
+fsops_read_path(const char *path, size_t max, char **ret_buf, size_t *ret_len)
+{
+	/* O_NONBLOCK: a FIFO named there must not hang the reader before fstat refuses it. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+	return fd < 0 ? -errno : read_small_fd(fd, max, ret_buf, ret_len);
 }
 
 void
@@ -915,26 +932,6 @@ fail:
 	closedir(dir);
 	fsops_names_free(names, n);
 	return r;
-}
-
-void
-fsops_format_utc(char buf[32], int64_t t, int ms)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	size_t n;
-
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    (n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
-		snprintf(buf, 32, "invalid-time");
-		return;
-	}
-	if (ms > 999)
-		ms = 999;
-	if (ms >= 0)
-		snprintf(buf + n, 32 - n, ".%03dZ", ms);
-	else
-		snprintf(buf + n, 32 - n, "Z");
 }
 
 int

@@ -110,8 +110,12 @@ int fsops_write_record(int dir_fd, const char *name, const char *content, size_t
  * descriptor, even after a crash. */
 int fsops_open_tmpfile(int dir_fd, int *ret_fd);
 
-/* Reads a small file (at most MAX bytes) into a malloc'd NUL-terminated buffer. */
+/* Reads a small regular file (at most MAX bytes) into a malloc'd NUL-terminated buffer:
+ * -EFBIG when it is larger, -EINVAL when it is not a regular file. fsops_read_small reads NAME
+ * in DIR_FD, never through a symbolic link (the daemon's own files); fsops_read_path reads a
+ * PATH an operator named (links followed, as for any configuration file). */
 int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len);
+int fsops_read_path(const char *path, size_t max, char **ret_buf, size_t *ret_len);
 
 /* The names in DIR_FD that do not start with a dot, in directory order: a malloc'd array of
  * malloc'd strings (free with fsops_names_free). For a processing directory, listed before
@@ -130,9 +134,5 @@ int fsops_unfail(int failed_fd, int inbox_fd, const char *name, int64_t now, cha
 
 /* fsync of a directory; filesystems that cannot (EINVAL) count as success. */
 int fsops_fsync_dir(int dir_fd);
-
-/* Formats T (seconds since the epoch) as ISO 8601 UTC with milliseconds when MS >= 0:
- * "2026-11-26T04:01:02Z" or "2026-11-26T04:01:02.123Z". BUF must hold 32 bytes. */
-void fsops_format_utc(char buf[32], int64_t t, int ms);
 
 #endif

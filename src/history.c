@@ -6,9 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fsops.h"
-#include "log.h"
-#include "report.h"
+#include "text.h"
 
 enum history_column {
 	COL_CLAIMED,
@@ -58,12 +56,12 @@ static size_t unit_len(const char *s)
 
 char *history_cell(const char *src, size_t max)
 {
-	size_t need = log_escape(NULL, 0, src ? src : ""), used = 0, w = 0;
+	size_t need = text_escape(NULL, 0, src ? src : ""), used = 0, w = 0;
 	char *esc = malloc(need + 1);
 
 	if (!esc)
 		return NULL;
-	log_escape(esc, need + 1, src ? src : "");
+	text_escape(esc, need + 1, src ? src : "");
 	if (max == 0 || history_width(esc) <= max)
 		return esc;
 	/* Room for the ellipsis, and no more than MAX - 1 characters before it. Escapes are
@@ -121,7 +119,7 @@ static void table_time(char buf[32], int64_t ms)
 {
 	int64_t s = ms / 1000 - (ms % 1000 < 0);
 
-	fsops_format_utc(buf, s, -1);
+	text_format_utc(buf, s, -1);
 	if (strlen(buf) == 20) {
 		buf[10] = ' ';
 		buf[19] = '\0';
@@ -270,14 +268,14 @@ static void add_time(cJSON *o, const char *key, int64_t ms)
 		cJSON_AddNullToObject(o, key);
 		return;
 	}
-	fsops_format_utc(ts, s, (int)(ms - s * 1000));
+	text_format_utc(ts, s, (int)(ms - s * 1000));
 	cJSON_AddStringToObject(o, key, ts);
 }
 
 static void add_opt_string(cJSON *o, const char *key, const char *v)
 {
 	if (v && *v)
-		report_add_string(o, key, v);
+		text_json_add_string(o, key, v);
 	else
 		cJSON_AddNullToObject(o, key);
 }
@@ -297,8 +295,8 @@ char *history_entry_json(const struct ledger_entry *e)
 
 	if (!o)
 		return NULL;
-	report_add_string(o, "folder", e->folder ? e->folder : "");
-	report_add_string(o, "file", e->file ? e->file : "");
+	text_json_add_string(o, "folder", e->folder ? e->folder : "");
+	text_json_add_string(o, "file", e->file ? e->file : "");
 	add_time(o, "claimed_at", e->claimed_at_ms);
 	cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
 	add_opt_string(o, "sha256", e->sha256);
@@ -345,12 +343,12 @@ void history_empty_message(char *buf, size_t size, const struct history_options 
 
 	if (o->query.folder) {
 		char q[200];
-		log_escape(q, sizeof(q), o->query.folder);
+		text_escape(q, sizeof(q), o->query.folder);
 		snprintf(folder, sizeof(folder), " in folder '%s'", q);
 	}
 	if (o->since_text) {
 		char q[40];
-		log_escape(q, sizeof(q), o->since_text);
+		text_escape(q, sizeof(q), o->since_text);
 		snprintf(since, sizeof(since), " claimed in the last %s", q);
 	}
 	snprintf(buf, size, "no %sfiles%s%s%s", o->query.failed_only ? "failed " : "", folder,

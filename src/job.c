@@ -81,6 +81,7 @@
 
 #include "log.h"
 #include "scrub.h"
+#include "text.h"
 
 #define JOB_FOLLOW_FIRST_MS 500
 #define JOB_FOLLOW_MAX_MS 30000
@@ -623,7 +624,7 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 		    ledger_entry_copy(&job->duplicate, &res->imported) == 0) {
 			char when[32];
 
-			fsops_format_utc(when, job->duplicate.finished_at_ms / 1000, -1);
+			text_format_utc(when, job->duplicate.finished_at_ms / 1000, -1);
 			job->rep.duplicate_of = &job->duplicate;
 			if (policy == CONFIG_ON_DUPLICATE_FAIL)
 				report_fail(&job->rep, REPORT_STAGE_CHECK, 0, NULL,

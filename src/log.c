@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "utf8.h"
+#include "text.h"
 
 #define LOG_LINE_MAX 4096
 
@@ -64,51 +64,6 @@ void log_set_stream(FILE *stream)
 	log_stream = stream;
 }
 
-size_t log_escape(char *dst, size_t dstsz, const char *src)
-{
-	const unsigned char *s = (const unsigned char *)src;
-	size_t avail = strlen(src);
-	size_t out = 0;
-
-	while (*s) {
-		char esc[8];
-		size_t n = utf8_sequence_len(s, avail);
-		const char *piece;
-		size_t plen;
-
-		if (n == 1 && (*s < 0x20 || *s == 0x7f || *s == '\\')) {
-			switch (*s) {
-			case '\n': piece = "\\n"; break;
-			case '\r': piece = "\\r"; break;
-			case '\t': piece = "\\t"; break;
-			case '\\': piece = "\\\\"; break;
-			default:
-				snprintf(esc, sizeof(esc), "\\x%02x", *s);
-				piece = esc;
-			}
-			plen = strlen(piece);
-			n = 1;
-		} else if (n == 0) {
-			snprintf(esc, sizeof(esc), "\\x%02x", *s);
-			piece = esc;
-			plen = 4;
-			n = 1;
-		} else {
-			piece = (const char *)s;
-			plen = n;
-		}
-		if (out + plen < dstsz)
-			memcpy(dst + out, piece, plen);
-		else if (out < dstsz)
-			dstsz = out + 1; /* stop writing, keep counting; no half escapes */
-		out += plen;
-		s += n;
-		avail -= n;
-	}
-	if (dstsz > 0)
-		dst[out < dstsz ? out : dstsz - 1] = '\0';
-	return out;
-}
 
 static void format_timestamp(char buf[40])
 {
@@ -129,8 +84,8 @@ static void json_add_field(cJSON *obj, const char *key, const char *value)
 		return;
 	/* A name that is not UTF-8 would make the line invalid JSON: the escaped form, as the
 	 * message has it. */
-	if (!utf8_valid(value)) {
-		log_escape(buf, sizeof(buf), value);
+	if (!text_utf8_valid(value)) {
+		text_escape(buf, sizeof(buf), value);
 		value = buf;
 	}
 	cJSON_AddStringToObject(obj, key, value);
@@ -234,7 +189,7 @@ static void log_vevent(enum log_level level, const struct log_fields *f, const c
 	if (level > log_level)
 		return;
 	vsnprintf(raw, sizeof(raw), fmt, ap);
-	log_escape(msg, LOG_LINE_MAX, raw);
+	text_escape(msg, LOG_LINE_MAX, raw);
 
 	/* Native entries carry the fields; the plain message is MESSAGE whatever log.format
 	 * says (the journal is structured already). Should the journal refuse it, the line goes

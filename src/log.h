@@ -59,11 +59,6 @@ void log_event(enum log_level level, const struct log_fields *fields, const char
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 
-/* Writes SRC to DST (size DSTSZ, always NUL-terminated) with control characters as \n, \t, \r or
- * \xNN, a backslash as \\, and bytes that are not valid UTF-8 as \xNN. Returns the length the
- * full escape needs, like snprintf. */
-size_t log_escape(char *dst, size_t dstsz, const char *src);
-
 /* Where output goes; tests redirect it. NULL restores stderr. */
 void log_set_stream(FILE *stream);
 

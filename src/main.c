@@ -15,6 +15,7 @@
 #include "history.h"
 #include "ledger.h"
 #include "log.h"
+#include "text.h"
 
 /* This build's: /etc/... for the package, /usr/local/etc/... for a plain cmake --install. */
 #ifndef RDD_DEFAULT_CONFIG
@@ -86,11 +87,11 @@ static void print_summary(const struct config *cfg)
 {
 	char buf[PATH_MAX * 4];
 
-	log_escape(buf, sizeof(buf), cfg->path);
+	text_escape(buf, sizeof(buf), cfg->path);
 	printf("%s: configuration OK: %zu folder%s:", buf, cfg->n_folders,
 	       cfg->n_folders == 1 ? "" : "s");
 	for (size_t i = 0; i < cfg->n_folders; i++) {
-		log_escape(buf, sizeof(buf), cfg->folders[i].inbox);
+		text_escape(buf, sizeof(buf), cfg->folders[i].inbox);
 		printf("%s %s (inbox %s)", i ? "," : "", cfg->folders[i].name, buf);
 	}
 	printf("\n");
@@ -147,8 +148,8 @@ static int history_unknown_folder(const struct config *cfg, const char *name)
 {
 	char q[256], path[PATH_MAX * 4];
 
-	log_escape(q, sizeof(q), name);
-	log_escape(path, sizeof(path), cfg->path);
+	text_escape(q, sizeof(q), name);
+	text_escape(path, sizeof(path), cfg->path);
 	fprintf(stderr, "resend-dropd: history: no folder '%s' in %s; the folders are:", q, path);
 	for (size_t i = 0; i < cfg->n_folders; i++)
 		fprintf(stderr, "%s %s", i ? "," : "", cfg->folders[i].name);

@@ -16,7 +16,7 @@
 #include "csvscan.h"
 #include "emailset.h"
 #include "fsops.h"
-#include "utf8.h"
+#include "text.h"
 
 #define NORMALIZE_READ_BYTES (256 * 1024)
 #define NORMALIZE_WRITE_BYTES (256 * 1024)
@@ -326,7 +326,7 @@ static bool sample_is_utf8(const unsigned char *b, size_t len, bool complete)
 			i++;
 			continue;
 		}
-		k = utf8_sequence_len(b + i, len - i);
+		k = text_utf8_len(b + i, len - i);
 		if (k == 0)
 			return multibyte || (!complete && len - i < 4);
 		multibyte = true;

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "fsops.h"
-#include "report.h"
+#include "text.h"
 
 /* sha256 of the whole file: identifies the content in reports, records and keys. The same
  * reads feed the normalizer's first pass (N, made from the first read), so that a clean file is
@@ -87,8 +87,7 @@ static int precheck_hash(int fd, uint64_t size, const struct config_folder *fold
 		r = -EIO;
 		goto out;
 	}
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	text_hex(hex, md, 32);
 out:
 	EVP_MD_CTX_free(ctx);
 	free(buf);
@@ -103,21 +102,21 @@ static bool precheck_same_time(struct timespec a, struct timespec b)
 bool precheck_same_file(const struct precheck *pc, const struct stat *st, char *what,
 			size_t whatsz)
 {
-	char was[REPORT_COUNT_LEN], now[REPORT_COUNT_LEN];
+	char was[TEXT_COUNT_LEN], now[TEXT_COUNT_LEN];
 	uint64_t size = (uint64_t)st->st_size;
 
 	if ((uint64_t)st->st_dev != pc->dev || (uint64_t)st->st_ino != pc->ino)
 		snprintf(what, whatsz, "it is another file (inode %" PRIu64 ", was %" PRIu64 ")",
 			 (uint64_t)st->st_ino, pc->ino);
 	else if (size != pc->bytes)
-		snprintf(what, whatsz, "%s \u2192 %s bytes", report_format_count(was, pc->bytes),
-			 report_format_count(now, size));
+		snprintf(what, whatsz, "%s \u2192 %s bytes", text_format_count(was, pc->bytes),
+			 text_format_count(now, size));
 	else if (!precheck_same_time(st->st_mtim, pc->mtime))
 		snprintf(what, whatsz, "rewritten in place, %s bytes as before (its mtime changed)",
-			 report_format_count(now, size));
+			 text_format_count(now, size));
 	else if (!precheck_same_time(st->st_ctim, pc->ctime))
 		snprintf(what, whatsz, "%s bytes as before, but its inode changed (ctime: written, "
-			 "linked, or its owner or mode changed)", report_format_count(now, size));
+			 "linked, or its owner or mode changed)", text_format_count(now, size));
 	else
 		return true;
 	return false;

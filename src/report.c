@@ -8,30 +8,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fsops.h"
 #include "log.h"
-#include "utf8.h"
+#include "text.h"
 
 static const char *const stage_names[] = {"check", "upload", "import"};
 
 const char *report_stage_name(enum report_stage stage)
 {
 	return stage_names[stage];
-}
-
-const char *report_format_count(char buf[REPORT_COUNT_LEN], uint64_t n)
-{
-	char digits[21];
-	int len = snprintf(digits, sizeof(digits), "%" PRIu64, n);
-	size_t o = 0;
-
-	for (int i = 0; i < len; i++) {
-		if (i > 0 && (len - i) % 3 == 0)
-			buf[o++] = ',';
-		buf[o++] = digits[i];
-	}
-	buf[o] = '\0';
-	return buf;
 }
 
 void report_fail(struct report *r, enum report_stage stage, long status, const char *name,
@@ -48,20 +32,6 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
 	va_end(ap);
 }
 
-void report_add_string(void *o, const char *key, const char *value)
-{
-	char buf[2048];
-
-	if (utf8_valid(value)) {
-		cJSON_AddStringToObject(o, key, value);
-		return;
-	}
-	/* The escaped form the logs use, where a backslash is doubled, so the two cannot be
-	 * confused. */
-	log_escape(buf, sizeof(buf), value);
-	cJSON_AddStringToObject(o, key, buf);
-}
-
 static void add_time(cJSON *o, const char *key, int64_t ms)
 {
 	char ts[32];
@@ -70,7 +40,7 @@ static void add_time(cJSON *o, const char *key, int64_t ms)
 		cJSON_AddNullToObject(o, key);
 		return;
 	}
-	fsops_format_utc(ts, ms / 1000, (int)(ms % 1000));
+	text_format_utc(ts, ms / 1000, (int)(ms % 1000));
 	cJSON_AddStringToObject(o, key, ts);
 }
 
@@ -85,7 +55,7 @@ static void add_import(cJSON *o, const struct resend_import *imp)
 		return;
 	}
 	io = cJSON_AddObjectToObject(o, "import");
-	report_add_string(io, "status", imp->status);
+	text_json_add_string(io, "status", imp->status);
 	if (imp->has_counts) {
 		cJSON *c = cJSON_AddObjectToObject(io, "counts");
 		for (size_t i = 0; i < 5; i++) {
@@ -94,7 +64,7 @@ static void add_import(cJSON *o, const struct resend_import *imp)
 		}
 	}
 	if (imp->completed_at[0])
-		report_add_string(io, "completed_at", imp->completed_at);
+		text_json_add_string(io, "completed_at", imp->completed_at);
 }
 
 static void add_error(cJSON *o, const struct report *r)
@@ -112,10 +82,10 @@ static void add_error(cJSON *o, const struct report *r)
 	else
 		cJSON_AddNullToObject(e, "http_status");
 	if (r->error.name[0])
-		report_add_string(e, "name", r->error.name);
+		text_json_add_string(e, "name", r->error.name);
 	else
 		cJSON_AddNullToObject(e, "name");
-	report_add_string(e, "message", r->error.message);
+	text_json_add_string(e, "message", r->error.message);
 }
 
 static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_file)
@@ -142,7 +112,7 @@ static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_fil
 	cJSON_AddStringToObject(c, "header", config_header_name(n->header));
 	x = cJSON_AddObjectToObject(c, "renamed_columns");
 	for (size_t i = 0; i < n->n_renamed; i++)
-		report_add_string(x, n->renamed_from[i], n->renamed_to[i]);
+		text_json_add_string(x, n->renamed_from[i], n->renamed_to[i]);
 	cJSON_AddBoolToObject(c, "normalized", n->normalized);
 	cJSON_AddNumberToObject(c, "rows", (double)n->rows);
 	cJSON_AddNumberToObject(c, "rows_uploaded", (double)n->rows_uploaded);
@@ -152,7 +122,7 @@ static void add_csv(cJSON *o, const struct normalize *n, const char *rejects_fil
 		cJSON_AddNumberToObject(x, normalize_reason_key(i), (double)n->rejected[i]);
 	cJSON_AddStringToObject(c, "invalid_rows", config_invalid_rows_name(n->invalid_rows));
 	if (rejects_file)
-		report_add_string(c, "rejects_file", rejects_file);
+		text_json_add_string(c, "rejects_file", rejects_file);
 	else
 		cJSON_AddNullToObject(c, "rejects_file");
 	cJSON_AddNumberToObject(c, "bytes_before", (double)n->bytes_before);
@@ -170,7 +140,7 @@ static void add_duplicate(cJSON *o, const struct ledger_entry *d)
 		return;
 	}
 	x = cJSON_AddObjectToObject(o, "duplicate_of");
-	report_add_string(x, "file", d->file ? d->file : "");
+	text_json_add_string(x, "file", d->file ? d->file : "");
 	add_time(x, "claimed_at", d->claimed_at_ms);
 	add_time(x, "imported_at", d->finished_at_ms);
 	ids = cJSON_AddArrayToObject(x, "import_ids");
@@ -248,7 +218,7 @@ char *report_json(const struct report *r, int64_t finished_ms)
 		return NULL;
 	cJSON_AddStringToObject(o, "outcome", r->failed ? "failed" : "done");
 	cJSON_AddStringToObject(o, "folder", r->folder);
-	report_add_string(o, "file", r->file);
+	text_json_add_string(o, "file", r->file);
 	cJSON_AddNumberToObject(o, "bytes", (double)r->bytes);
 	if (r->sha256[0])
 		cJSON_AddStringToObject(o, "sha256", r->sha256);
@@ -354,7 +324,7 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 		const struct ledger_entry *d = r->duplicate_of;
 		char when[32];
 
-		fsops_format_utc(when, d->finished_at_ms / 1000, -1);
+		text_format_utc(when, d->finished_at_ms / 1000, -1);
 		log_event(LOG_LEVEL_INFO,
 			  &(struct log_fields){LOG_ID_FILE_DONE, r->folder, r->file, NULL, "skipped"},
 			  "%s: '%s' skipped: the same content was imported from '%s' at %s as import "

@@ -49,10 +49,6 @@ struct report {
 
 const char *report_stage_name(enum report_stage stage);
 
-/* N with thousands separators ("17,377,790"), as messages give byte counts; BUF, which it
- * returns, holds the largest uint64_t so written. */
-#define REPORT_COUNT_LEN 27
-const char *report_format_count(char buf[REPORT_COUNT_LEN], uint64_t n);
 
 /* Records a failure at STAGE with an HTTP status (0: none), Resend's error name (NULL: none)
  * and a message. */
@@ -64,9 +60,6 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
  * bytes) are written in the logs' escaped form. NULL when out of memory. */
 char *report_json(const struct report *r, int64_t finished_ms);
 
-/* Adds KEY: VALUE to a cJSON object O in the same way: valid UTF-8 as it is, anything else
- * escaped. (A void * so that this header needs no cJSON.) */
-void report_add_string(void *o, const char *key, const char *value);
 
 /* The sum of the parts' import results, with status "completed" when they all completed,
  * "failed" when one failed; the counts each part gave. */

@@ -4,7 +4,7 @@
 #include "resend.h"
 
 #include "scrub.h"
-#include "utf8.h"
+#include "text.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +76,7 @@ static void resend_copy_text(char *dst, size_t dstsz, const char *src, size_t le
 			i++;
 			continue;
 		}
-		n = utf8_sequence_len(p + i, len - i);
+		n = text_utf8_len(p + i, len - i);
 		w = (n == 0 || (ascii_only && n > 1)) ? 1 : n;
 		if (out + (space ? 1 : 0) + w > dstsz - 1)
 			break;
@@ -107,7 +107,7 @@ static int resend_print(cJSON *item, char **ret)
  * reject the whole request as malformed JSON, so refuse it here where the cause is clear. */
 static int resend_add_string(cJSON *obj, const char *key, const char *value)
 {
-	if (!utf8_valid(value))
+	if (!text_utf8_valid(value))
 		return -EILSEQ;
 	return cJSON_AddStringToObject(obj, key, value) ? 0 : -ENOMEM;
 }
@@ -159,7 +159,7 @@ static int resend_build_column_map(const struct config_column_map *map, char **r
 				r = -EINVAL;
 				goto out;
 			}
-			if (!utf8_valid(p->key)) {
+			if (!text_utf8_valid(p->key)) {
 				r = -EILSEQ;
 				goto out;
 			}
@@ -335,7 +335,7 @@ char *resend_sanitize_filename(const char *name)
 	unsigned char *p = (unsigned char *)out;
 	size_t left = strlen(out);
 	while (left > 0) {
-		size_t n = utf8_sequence_len(p, left);
+		size_t n = text_utf8_len(p, left);
 		if (n == 0 || *p == '"' || *p == '\\' || *p < 0x20 || *p == 0x7f) {
 			*p = '_';
 			n = 1;
@@ -344,16 +344,6 @@ char *resend_sanitize_filename(const char *name)
 		left -= n;
 	}
 	return out;
-}
-
-static void resend_hex(char *dst, const unsigned char *src, size_t n)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		dst[2 * i] = digits[src[i] >> 4];
-		dst[2 * i + 1] = digits[src[i] & 0x0f];
-	}
 }
 
 void resend_idempotency_key(char buf[37], const char *folder, const char *sha256_hex)
@@ -379,7 +369,7 @@ void resend_idempotency_key(char buf[37], const char *folder, const char *sha256
 	}
 	memcpy(buf, "rdd-", 4);
 	if (ok) {
-		resend_hex(buf + 4, md, 16);
+		text_hex(buf + 4, md, 16);
 	} else {
 		/* Only out of memory gets here, and the signature has no way to say so. A key that
 		 * is unique to this attempt loses the server-side de-duplication, which the daemon
@@ -397,7 +387,7 @@ void resend_idempotency_key(char buf[37], const char *folder, const char *sha256
 			raw[i] = (unsigned char)(a >> (8 * i));
 			raw[8 + i] = (unsigned char)(b >> (8 * i));
 		}
-		resend_hex(buf + 4, raw, sizeof(raw));
+		text_hex(buf + 4, raw, sizeof(raw));
 	}
 	buf[36] = '\0';
 }

@@ -7,20 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fsops.h"
-#include "report.h"
+#include "text.h"
 
 void staterec_name(char buf[STATEREC_NAME_LEN + 1], const char *file)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned char md[EVP_MAX_MD_SIZE] = {0};
 	unsigned int mdlen = 0;
-	int n = snprintf(buf, STATEREC_NAME_LEN + 1, ".state-");
 
-	if (!EVP_Digest(file, strlen(file), md, &mdlen, EVP_sha256(), NULL))
-		mdlen = 0;
-	for (unsigned i = 0; i < 16; i++)
-		n += snprintf(buf + n, STATEREC_NAME_LEN + 1 - (size_t)n, "%02x",
-			      i < mdlen ? md[i] : 0);
+	if (!EVP_Digest(file, strlen(file), md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
+		memset(md, 0, 16);
+	memcpy(buf, ".state-", 7);
+	text_hex(buf + 7, md, 16);
 }
 
 char *staterec_encode(const char *file, const struct staterec *s)
@@ -32,11 +29,11 @@ char *staterec_encode(const char *file, const struct staterec *s)
 	if (!o)
 		return NULL;
 	/* The name only helps a human: the record is found by the name's hash. */
-	report_add_string(o, "file", file);
+	text_json_add_string(o, "file", file);
 	if (s->sha256[0])
 		cJSON_AddStringToObject(o, "sha256", s->sha256);
 	cJSON_AddNumberToObject(o, "attempts", s->attempts);
-	fsops_format_utc(claimed, s->claimed_at_ms / 1000, (int)(s->claimed_at_ms % 1000));
+	text_format_utc(claimed, s->claimed_at_ms / 1000, (int)(s->claimed_at_ms % 1000));
 	cJSON_AddStringToObject(o, "claimed_at", claimed);
 	cJSON_AddNumberToObject(o, "claimed_at_ms", (double)s->claimed_at_ms);
 	if (s->import_id[0])

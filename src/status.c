@@ -14,6 +14,7 @@
 #include "fsops.h"
 #include "jobs_control.h"
 #include "log.h"
+#include "text.h"
 
 /* Folder names paused by `resend-dropd pause`; few, so a list. */
 struct status_pauses {
@@ -137,7 +138,7 @@ static cJSON *json_time(int64_t ms)
 
 	if (ms <= 0)
 		return cJSON_CreateNull();
-	fsops_format_utc(buf, ms / 1000, (int)(ms % 1000));
+	text_format_utc(buf, ms / 1000, (int)(ms % 1000));
 	return cJSON_CreateString(buf);
 }
 
@@ -310,7 +311,7 @@ static unsigned status_pause(const struct status_src *s, bool pause, const char 
 	if (folder) {
 		only = folder_index(s->cfg, folder);
 		if (only < 0) {
-			log_escape(q, sizeof(q), folder);
+			text_escape(q, sizeof(q), folder);
 			return reply_error(ret_body, 404, "no folder named '%s'", q);
 		}
 	}
@@ -349,8 +350,8 @@ static unsigned status_retry(const struct status_src *s, const char *folder, con
 
 	if (!folder || !file)
 		return reply_error(ret_body, 400, "retry needs folder= and file=");
-	log_escape(qf, sizeof(qf), folder);
-	log_escape(qn, sizeof(qn), file);
+	text_escape(qf, sizeof(qf), folder);
+	text_escape(qn, sizeof(qn), file);
 	i = folder_index(s->cfg, folder);
 	if (i < 0)
 		return reply_error(ret_body, 404, "no folder named '%s'", qf);

@@ -40,7 +40,7 @@
  * FUZZ_NORMALIZE_DEBUG set in the environment: what came out is printed on stderr (to read a
  * crash: build/fuzz/tests/fuzz/fuzz_normalize FILE). */
 #include "normalize.h"
-#include "utf8.h"
+#include "text.h"
 
 #include "fuzz.h"
 
@@ -166,7 +166,7 @@ static bool valid_utf8(const unsigned char *s, size_t len)
 			i++;
 			continue;
 		}
-		k = utf8_sequence_len(s + i, len - i);
+		k = text_utf8_len(s + i, len - i);
 		if (k == 0)
 			return false;
 		i += k;
@@ -499,7 +499,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(fuzz_one_line(reason, sizeof(reason)));
 		FUZZ_CHECK(reason[0] != '\0');
 		/* It goes to the log and into the JSON report. */
-		FUZZ_CHECK(utf8_valid(reason));
+		FUZZ_CHECK(text_utf8_valid(reason));
 		FUZZ_CHECK(res.fd == -1);
 		FUZZ_CHECK(!res.temporary);
 	} else {

@@ -12,7 +12,7 @@
 #include "resend.h"
 
 #include "fuzz.h"
-#include "utf8.h"
+#include "text.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -31,7 +31,7 @@ static void check_text(const char *s, size_t size, bool ascii_only)
 
 	FUZZ_CHECK(fuzz_one_line(s, size));
 	n = strlen(s);
-	FUZZ_CHECK(utf8_valid(s));
+	FUZZ_CHECK(text_utf8_valid(s));
 	if (n > 0)
 		FUZZ_CHECK(s[0] != ' ');
 	FUZZ_CHECK(!strstr(s, "  "));

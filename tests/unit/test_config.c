@@ -1128,8 +1128,8 @@ static void test_api_key_file_bad(void **state)
 	EXPECT_ERRORS("@FILE@:2:17: api.api_key_file: cannot read API key file '@TMP@/missing': No "
 		      "such file or directory");
 	load_with_key("api:\n  api_key_file: @TMP@/a\nfolders:\n" FOLDER_A);
-	EXPECT_ERRORS("@FILE@:2:17: api.api_key_file: cannot read API key file '@TMP@/a': Is a "
-		      "directory");
+	EXPECT_ERRORS("@FILE@:2:17: api.api_key_file: API key file '@TMP@/a' is not a regular "
+		      "file");
 
 	write_str("key", "two SECRET_words\n");
 	load_with_key("api:\n  api_key_file: @TMP@/key\nfolders:\n" FOLDER_A);

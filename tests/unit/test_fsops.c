@@ -1,6 +1,7 @@
 /* fsops: claims, refusals and moves as a user of the drop folders would see them, by directory
  * descriptor. */
 #include "fsops.h"
+#include "text.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1992,23 +1993,6 @@ test_fsync_dir(void **state)
 	assert_int_equal(fsops_fsync_dir(-1), -EBADF);
 }
 
-static void
-test_format_utc(void **state)
-{
-	char buf[32];
-
-	(void)state;
-	fsops_format_utc(buf, NOW, -1);
-	assert_string_equal(buf, "2026-11-26T04:01:02Z");
-	fsops_format_utc(buf, NOW, 123);
-	assert_string_equal(buf, "2026-11-26T04:01:02.123Z");
-	fsops_format_utc(buf, NOW, 5);
-	assert_string_equal(buf, "2026-11-26T04:01:02.005Z");
-	fsops_format_utc(buf, 0, 0);
-	assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
-	fsops_format_utc(buf, 951782400, -1); /* a leap day */
-	assert_string_equal(buf, "2000-02-29T00:00:00Z");
-}
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_tmp, teardown_tmp)
 
@@ -2127,7 +2111,6 @@ main(void)
 		T(test_list_skips_dot_names),
 		T(test_list_many),
 		T(test_fsync_dir),
-		T(test_format_utc),
 	};
 
 	return cmocka_run_group_tests_name("fsops", tests, NULL, NULL);

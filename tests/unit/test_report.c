@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "report.h"
+#include "text.h"
 
 #define SHA "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 #define IMPORT_ID "479e3145-dd38-476b-932c-529ceb705947"
@@ -505,19 +506,6 @@ static void test_failed_after_import_keeps_its_id(void **state)
 		   "the file changed while it was being uploaded: 17,377,790 \u2192 17,390,180 "
 		   "bytes; Resend made import " IMPORT_ID " from what was sent");
 	cJSON_Delete(o);
-}
-
-static void test_format_count(void **state)
-{
-	char buf[REPORT_COUNT_LEN];
-
-	(void)state;
-	assert_string_equal(report_format_count(buf, 0), "0");
-	assert_string_equal(report_format_count(buf, 999), "999");
-	assert_string_equal(report_format_count(buf, 1000), "1,000");
-	assert_string_equal(report_format_count(buf, 123456), "123,456");
-	assert_string_equal(report_format_count(buf, 17377790), "17,377,790");
-	assert_string_equal(report_format_count(buf, UINT64_MAX), "18,446,744,073,709,551,615");
 }
 
 /* ---- the CSV: what it was found to be, what was made of it --------------------------------- */
@@ -1037,7 +1025,6 @@ int main(void)
 		cmocka_unit_test(test_log_done_partial_counts),
 		cmocka_unit_test(test_log_failed),
 		cmocka_unit_test(test_failed_after_import_keeps_its_id),
-		cmocka_unit_test(test_format_count),
 		cmocka_unit_test(test_csv_report),
 		cmocka_unit_test(test_csv_report_renamed_columns),
 		cmocka_unit_test(test_csv_null_when_not_read),
