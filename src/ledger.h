@@ -1,9 +1,10 @@
 /* The import ledger: what became of every file the daemon took, kept for duplicates, for
  * recovery after a crash, and for `resend-dropd history`. A narrow, synchronous interface:
  * record, look up, list, prune. The daemon calls it from one thread of its own (ledgerq.h),
- * never from the loop; the history command calls it directly. SQLite (ledger_sqlite.c) is the
- * embedded backend; another (a database server shared by several hosts) is another
- * struct ledger_ops behind ledger_open, and nothing else changes. */
+ * never from the loop; the history command calls it directly. The interface's own code is
+ * ledger.c; SQLite (ledger_sqlite.c) is the embedded backend; another (a database server shared
+ * by several hosts) is another file with its struct ledger_ops and one line in ledger.c's table,
+ * and nothing else changes. */
 #ifndef RDD_LEDGER_H
 #define RDD_LEDGER_H
 
@@ -91,6 +92,10 @@ struct ledger {
  * version knows, or what the open or the directory failed with. */
 int ledger_open(const char *state_dir, bool read_only, struct ledger **ret, char *errbuf,
 		size_t errsz);
+/* The same with the backend named (ledger.c lists them; ledger_open takes the first, SQLite)
+ * and WHERE what that backend takes (SQLite: the state directory). -EINVAL: no such backend. */
+int ledger_open_backend(const char *backend, const char *where, bool read_only,
+			struct ledger **ret, char *errbuf, size_t errsz);
 
 static inline int ledger_record(struct ledger *l, const struct ledger_entry *e)
 {
@@ -144,8 +149,11 @@ int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src);
  * safe; *RET_NAME its name then. */
 bool ledger_fs_is_network(long f_type, const char **ret_name);
 
-/* The SQLite backend (ledger_open's default). */
+/* The SQLite backend (ledger_sqlite.c), ledger_open's default: the file PATH, or the ledger of
+ * STATE_DIR (its file there, refused on a network filesystem). */
 int ledger_sqlite_open(const char *path, bool read_only, struct ledger **ret, char *errbuf,
 		       size_t errsz);
+int ledger_sqlite_open_dir(const char *state_dir, bool read_only, struct ledger **ret,
+			   char *errbuf, size_t errsz);
 
 #endif

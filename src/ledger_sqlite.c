@@ -89,78 +89,6 @@ struct ledger_sqlite {
 	sqlite3_stmt *stmt[STMT_N];
 };
 
-static const char *const status_names[LEDGER_N_STATUSES] = {"claimed", "uploaded", "done",
-							      "failed", "skipped"};
-
-const char *ledger_status_name(enum ledger_status s)
-{
-	return s < LEDGER_N_STATUSES ? status_names[s] : "unknown";
-}
-
-int ledger_status_parse(const char *s, enum ledger_status *ret)
-{
-	for (int i = 0; i < LEDGER_N_STATUSES; i++)
-		if (s && strcmp(s, status_names[i]) == 0) {
-			*ret = (enum ledger_status)i;
-			return 0;
-		}
-	return -EINVAL;
-}
-
-void ledger_entry_clear(struct ledger_entry *e)
-{
-	free(e->folder);
-	free(e->file);
-	free(e->import_ids);
-	free(e->error);
-	free(e->duplicate_of);
-	memset(e, 0, sizeof(*e));
-}
-
-static int dup_opt(char **dst, const char *src)
-{
-	*dst = NULL;
-	if (!src)
-		return 0;
-	*dst = strdup(src);
-	return *dst ? 0 : -ENOMEM;
-}
-
-int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src)
-{
-	*dst = *src;
-	dst->folder = dst->file = dst->import_ids = dst->error = dst->duplicate_of = NULL;
-	if (dup_opt(&dst->folder, src->folder) < 0 || dup_opt(&dst->file, src->file) < 0 ||
-	    dup_opt(&dst->import_ids, src->import_ids) < 0 || dup_opt(&dst->error, src->error) < 0 ||
-	    dup_opt(&dst->duplicate_of, src->duplicate_of) < 0) {
-		ledger_entry_clear(dst);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-bool ledger_fs_is_network(long f_type, const char **ret_name)
-{
-	static const struct {
-		unsigned long magic;
-		const char *name;
-	} nets[] = {
-		{0x6969, "nfs"},	    {0x517b, "smb"},       {0xff534d42, "cifs"},
-		{0xfe534d42, "smb2"},	    {0x65735546, "fuse"},  {0x00c36400, "ceph"},
-		{0x5346414f, "afs"},	    {0x6b414653, "kafs"},  {0x01021997, "9p"},
-		{0x73757245, "coda"},	    {0x47504653, "gpfs"},  {0x0bd00bd0, "lustre"},
-		{0x564c, "ncp"},	    {0x7461636f, "ocfs2"}, {0x01161970, "gfs2"},
-	};
-
-	for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++)
-		if ((unsigned long)(unsigned int)f_type == nets[i].magic) {
-			if (ret_name)
-				*ret_name = nets[i].name;
-			return true;
-		}
-	return false;
-}
-
 /* The error of the last call on DB, as an errno and a sentence in L->error. */
 static int db_fail(struct ledger_sqlite *l, const char *what)
 {
@@ -605,8 +533,9 @@ fail:
 	return r;
 }
 
-int ledger_open(const char *state_dir, bool read_only, struct ledger **ret, char *errbuf,
-		size_t errsz)
+/* The ledger of STATE_DIR: its file there, on a local disk. */
+int ledger_sqlite_open_dir(const char *state_dir, bool read_only, struct ledger **ret,
+			    char *errbuf, size_t errsz)
 {
 	struct statfs fs;
 	const char *net;

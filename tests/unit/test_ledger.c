@@ -917,6 +917,25 @@ static void test_read_only_refuses_writes(void **state)
 }
 
 /* SQLite's WAL is not safe on a network filesystem: those are recognised by their magic. */
+/* The backends are named in one table: SQLite by name (what ledger_open takes), and an
+ * unknown name refused with a sentence. */
+static void test_backends_by_name(void **state)
+{
+	char dir[] = "/tmp/rdd-ledger-backend-XXXXXX", err[256];
+	struct ledger *l = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(ledger_open_backend("nosuch", dir, false, &l, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "no ledger backend named 'nosuch'");
+	assert_null(l);
+	assert_int_equal(ledger_open_backend("sqlite", dir, false, &l, err, sizeof(err)), 0);
+	assert_string_equal(l->ops->name, "sqlite");
+	ledger_close(l);
+	snprintf(err, sizeof(err), "rm -rf %s", dir);
+	assert_int_equal(system(err), 0);
+}
+
 static void test_fs_is_network(void **state)
 {
 	static const struct {
@@ -1041,6 +1060,7 @@ int main(void)
 		T(test_read_only_missing),
 		T(test_read_only_beside_a_writer),
 		T(test_read_only_refuses_writes),
+		cmocka_unit_test(test_backends_by_name),
 		cmocka_unit_test(test_fs_is_network),
 		cmocka_unit_test(test_status_names),
 		cmocka_unit_test(test_entry_copy_is_deep),
