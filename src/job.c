@@ -137,6 +137,8 @@ const struct job_state_info *job_state_info(enum job_state state)
 }
 
 static void job_check_result(struct job *job);
+static int job_ledger_record(struct job *job, enum ledger_status status,
+			     void (*written)(void *data));
 
 /* A wait that doubles from FIRST_MS up to MAX_MS; *D holds the last one (0: none yet). */
 static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
@@ -346,7 +348,7 @@ static void job_claim_done(struct diskq_op *op)
 		job_emit_claimed(job, JOBS_CLAIMED);
 		/* Queued before the file's look-up, and in its transaction: a file is never
 		 * uploaded before the ledger knows it was claimed. */
-		jobs_ledger_record(js, job, LEDGER_CLAIMED);
+		(void)job_ledger_record(job, LEDGER_CLAIMED, NULL);
 		if (job->checked)
 			job_check_result(job);
 		else
@@ -456,6 +458,33 @@ static void job_after_lookup(struct job *job)
 	}
 	/* The claim's record counts the first upload already; a resumed file's does not. */
 	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
+}
+
+/* ---- the ledger ----------------------------------------------------------------------- */
+
+/* Records JOB's state as STATUS in the ledger, and WRITTEN(JOB) once it is committed (WRITTEN
+ * NULL: nothing is waited for); nothing without a ledger or in a dry run. JOB->lookup holds the
+ * operation that WRITTEN waits for. -ENOMEM. */
+static int job_ledger_record(struct job *job, enum ledger_status status,
+			     void (*written)(void *data))
+{
+	struct jobs *js = job->js;
+	struct ledger_entry e;
+	int r;
+
+	if (!js->lq || job->dry_run)
+		return 0;
+	r = report_ledger_entry(&job->rep, job->folder->settings_hash, status,
+				job->finished_ms ? job->finished_ms : jobs_now_wall_ms(), &e);
+	if (r < 0) {
+		log_error("%s: '%s': out of memory recording it in the ledger", job_folder_name(job),
+			  job->name);
+		return r;
+	}
+	r = written ? ledgerq_record_then(js->lq, &e, written, job, &job->lookup)
+		    : ledgerq_record(js->lq, &e);
+	ledger_entry_clear(&e);
+	return r;
 }
 
 /* ---- LOOKING_UP, DUP_WAIT: the ledger on duplicates and recovery --------------------- */
@@ -1064,7 +1093,7 @@ static void job_upload_done(struct api_call *call, void *data)
 			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
 		job->part++;
 		job->import_recorded = false;
-		jobs_ledger_record(js, job, LEDGER_UPLOADED);
+		(void)job_ledger_record(job, LEDGER_UPLOADED, NULL);
 		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
 			/* The import exists, made from whatever was read: the operator decides what
 			 * to do with it, so its id is in the report and the file is not followed. */
@@ -1144,38 +1173,6 @@ static void job_upload_done(struct api_call *call, void *data)
 	}
 }
 
-/* The name the upload carries: the file's, or for a part "x.part-2-of-7.csv". */
-static char *job_part_filename(const struct job *job)
-{
-	char *base = resend_sanitize_filename(job->name), *out;
-	const char *dot;
-
-	if (!base || job->rep.n_parts < 2)
-		return base;
-	dot = strrchr(base, '.');
-	if (!dot || dot == base)
-		dot = base + strlen(base);
-	if (asprintf(&out, "%.*s.part-%zu-of-%zu%s", (int)(dot - base), base, job->part + 1,
-		     job->rep.n_parts, dot) < 0)
-		out = NULL;
-	free(base);
-	return out;
-}
-
-/* Each part is its own import, with its own key. */
-static void job_part_key(struct job *job)
-{
-	char which[96];
-
-	if (job->rep.n_parts < 2) {
-		resend_idempotency_key(job->idempotency_key, job_folder_name(job), job->rep.sha256);
-		return;
-	}
-	snprintf(which, sizeof(which), "%s/%zu/%zu", job->rep.sha256, job->part + 1,
-		 job->rep.n_parts);
-	resend_idempotency_key(job->idempotency_key, job_folder_name(job), which);
-}
-
 static void job_start_upload(struct job *job)
 {
 	struct jobs *js = job->js;
@@ -1197,8 +1194,9 @@ static void job_start_upload(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	filename = job_part_filename(job);
-	job_part_key(job);
+	filename = resend_part_filename(job->name, job->part, job->rep.n_parts);
+	resend_part_key(job->idempotency_key, job_folder_name(job), job->rep.sha256, job->part,
+			job->rep.n_parts);
 	r = filename ? api_create_import(js->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
 					 p->offset, p->bytes, filename, &job->folder->fields,
 					 job->idempotency_key, job_upload_done, job, &job->call)
@@ -1479,9 +1477,11 @@ static void job_finish_done(struct diskq_op *op)
 			 job->finish_failures, job->finish_failures == 1 ? "" : "s");
 	report_log_outcome(&job->rep, dir, job->final_name);
 	if (!job->end_recorded)
-		jobs_ledger_record(js, job,
-				   job->rep.failed ? LEDGER_FAILED
-				   : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE);
+		(void)job_ledger_record(job,
+					job->rep.failed	      ? LEDGER_FAILED
+					: job->rep.duplicate_of ? LEDGER_SKIPPED
+								: LEDGER_DONE,
+					NULL);
 	metrics_file_finished(f->metrics, job->rep.failed);
 	if (job->rep.failed) {
 		f->failed++;
@@ -1609,10 +1609,11 @@ void job_enter(struct job *job, enum job_state to)
 		break;
 	case JOB_LEDGER_WAIT:
 		job_prepare_finish(job);
-		if (jobs_ledger_record_then(js, job,
-					    job->rep.failed ? LEDGER_FAILED
-					    : job->rep.duplicate_of ? LEDGER_SKIPPED : LEDGER_DONE,
-					    job_end_recorded) < 0) {
+		if (job_ledger_record(job,
+				      job->rep.failed	    ? LEDGER_FAILED
+				      : job->rep.duplicate_of ? LEDGER_SKIPPED
+							      : LEDGER_DONE,
+				      job_end_recorded) < 0) {
 			job->end_recorded = true; /* said by the ledger queue; moved all the same */
 			job_enter(job, JOB_FINISHING);
 		}

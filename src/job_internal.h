@@ -238,11 +238,6 @@ void jobs_submit_disk(struct jobs *js, struct diskq_op *op);
 bool jobs_events_on(const struct jobs *js);
 void jobs_claimed_free(struct jobs *js, struct claimed *c);
 void jobs_backlog_push(struct jobs *js, struct claimed *c);
-/* The ledger (jobs.c): records JOB's state as STATUS; nothing without a ledger or in a dry run. */
-void jobs_ledger_record(struct jobs *js, struct job *job, enum ledger_status status);
-/* The same, and WRITTEN(JOB) once it is committed; -ENOMEM. JOB->lookup holds the op. */
-int jobs_ledger_record_then(struct jobs *js, struct job *job, enum ledger_status status,
-			    void (*written)(void *data));
 /* Whether folder FOLDER's processing directory holds NAME as far as jobs knows (a job's, or
  * one waiting in the resume backlog). */
 bool jobs_knows_name(struct jobs *js, size_t folder, const char *name);

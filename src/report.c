@@ -2,10 +2,12 @@
 #include "report.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -348,4 +350,63 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 			  "%s: '%s' uploaded, import %s%s, %llu bytes, %u attempt%s%s", r->folder,
 			  r->file, r->import_id, parts, (unsigned long long)r->bytes, r->attempts, s,
 			  extra);
+}
+
+/* The import ids of R's parts so far, comma-separated (malloc'd), or NULL. */
+static char *report_import_ids(const struct report *r)
+{
+	size_t len = 0, n = 0;
+	char *ids, *p;
+
+	for (size_t i = 0; i < r->n_parts && r->parts[i].import_id[0]; i++, n++)
+		len += strlen(r->parts[i].import_id) + 1;
+	if (n == 0 && r->import_id[0])
+		return strdup(r->import_id);
+	if (n == 0 || !(ids = malloc(len)))
+		return NULL;
+	p = ids;
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, "%s%s", i ? "," : "", r->parts[i].import_id);
+	return ids;
+}
+
+int report_ledger_entry(const struct report *r, const char *settings_hash,
+			enum ledger_status status, int64_t finished_ms, struct ledger_entry *ret)
+{
+	struct ledger_entry e = {
+		.claimed_at_ms = r->claimed_at_ms,
+		.bytes = r->bytes,
+		.attempts = r->attempts,
+		.uploaded_at_ms = r->uploaded_at_ms,
+		.status = status,
+		.total = -1, .created = -1, .updated = -1, .skipped = -1, .failed = -1,
+	};
+	bool has_ids = r->import_id[0] || (r->n_parts && r->parts[0].import_id[0]);
+
+	memcpy(e.sha256, r->sha256, sizeof(e.sha256));
+	snprintf(e.settings_hash, sizeof(e.settings_hash), "%s", settings_hash ? settings_hash : "");
+	if (status == LEDGER_DONE || status == LEDGER_FAILED || status == LEDGER_SKIPPED)
+		e.finished_at_ms = finished_ms;
+	if (r->import.has_counts) {
+		e.total = r->import.total;
+		e.created = r->import.created;
+		e.updated = r->import.updated;
+		e.skipped = r->import.skipped;
+		e.failed = r->import.failed;
+	}
+	e.folder = strdup(r->folder);
+	e.file = strdup(r->file);
+	e.import_ids = report_import_ids(r);
+	if (r->failed && asprintf(&e.error, "%s: %s", report_stage_name(r->stage),
+				  r->error.message) < 0)
+		e.error = NULL;
+	if (r->duplicate_of && r->duplicate_of->file)
+		e.duplicate_of = strdup(r->duplicate_of->file);
+	if (!e.folder || !e.file || (has_ids && !e.import_ids) || (r->failed && !e.error) ||
+	    (r->duplicate_of && r->duplicate_of->file && !e.duplicate_of)) {
+		ledger_entry_clear(&e);
+		return -ENOMEM;
+	}
+	*ret = e;
+	return 0;
 }

@@ -61,6 +61,11 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
 char *report_json(const struct report *r, int64_t finished_ms);
 
 
+/* What the ledger records of R now (STATUS; FINISHED_MS the file's end for done, failed and
+ * skipped), with the folder's SETTINGS_HASH: every string its own (ledger_entry_clear). -ENOMEM. */
+int report_ledger_entry(const struct report *r, const char *settings_hash,
+			enum ledger_status status, int64_t finished_ms, struct ledger_entry *ret);
+
 /* The sum of the parts' import results, with status "completed" when they all completed,
  * "failed" when one failed; the counts each part gave. */
 void report_sum_parts(struct report *r);

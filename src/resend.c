@@ -624,3 +624,33 @@ const char *resend_import_state_name(enum resend_import_state s)
 	}
 	return "unknown";
 }
+
+char *resend_part_filename(const char *name, size_t part, size_t n_parts)
+{
+	char *base = resend_sanitize_filename(name), *out;
+	const char *dot;
+
+	if (!base || n_parts < 2)
+		return base;
+	dot = strrchr(base, '.');
+	if (!dot || dot == base)
+		dot = base + strlen(base);
+	if (asprintf(&out, "%.*s.part-%zu-of-%zu%s", (int)(dot - base), base, part + 1, n_parts,
+		     dot) < 0)
+		out = NULL;
+	free(base);
+	return out;
+}
+
+void resend_part_key(char buf[37], const char *folder, const char *sha256_hex, size_t part,
+		     size_t n_parts)
+{
+	char which[96];
+
+	if (n_parts < 2) {
+		resend_idempotency_key(buf, folder, sha256_hex);
+		return;
+	}
+	snprintf(which, sizeof(which), "%s/%zu/%zu", sha256_hex, part + 1, n_parts);
+	resend_idempotency_key(buf, folder, which);
+}

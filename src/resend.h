@@ -31,6 +31,13 @@ char *resend_sanitize_filename(const char *name);
 /* "rdd-" + first 32 hex of sha256(folder name + '\n' + file sha256 hex), 36 chars. BUF >= 37. */
 void resend_idempotency_key(char buf[37], const char *folder, const char *sha256_hex);
 
+/* A file split into N_PARTS uploads: part PART (from 0) carries the name
+ * "x.part-2-of-7.csv" (the sanitized name when N_PARTS < 2; malloc'd, NULL when out of memory)
+ * and an Idempotency-Key of its own (the file's when N_PARTS < 2). */
+char *resend_part_filename(const char *name, size_t part, size_t n_parts);
+void resend_part_key(char buf[37], const char *folder, const char *sha256_hex, size_t part,
+		     size_t n_parts);
+
 /* What to do after an answer (or a transport failure: http_status 0). */
 enum resend_class {
 	RESEND_OK,        /* 2xx */

@@ -112,6 +112,58 @@ static void report_done(struct report *r)
 		 "2026-11-26T04:01:09.000Z");
 }
 
+/* What the ledger is told of a file: its key and content, the import ids of every part in
+ * order, the import's counts (-1 when unknown), the error as "stage: message", what a skipped
+ * file duplicated; an end time only once it ended. Every string its own. */
+static void test_ledger_entry(void **state)
+{
+	struct report r;
+	struct report_part parts[3] = {{0}};
+	struct ledger_entry dup = {.file = (char *)"earlier.csv"}, e;
+
+	(void)state;
+	report_done(&r);
+	assert_int_equal(report_ledger_entry(&r, "hash", LEDGER_UPLOADED, 99, &e), 0);
+	assert_string_equal(e.folder, "newsletter");
+	assert_string_equal(e.file, "contacts.csv");
+	assert_true(e.folder != r.folder);
+	assert_string_equal(e.sha256, SHA);
+	assert_string_equal(e.settings_hash, "hash");
+	assert_int_equal(e.claimed_at_ms, CLAIMED_MS);
+	assert_int_equal(e.finished_at_ms, 0); /* not ended */
+	assert_string_equal(e.import_ids, IMPORT_ID);
+	assert_int_equal(e.total, 3);
+	assert_int_equal(e.created, 2);
+	assert_null(e.error);
+	assert_null(e.duplicate_of);
+	ledger_entry_clear(&e);
+
+	/* Split: every part's id so far, in order; failed at upload; counts unknown. */
+	r.n_parts = 3;
+	r.parts = parts;
+	snprintf(parts[0].import_id, sizeof(parts[0].import_id), "id-1");
+	snprintf(parts[1].import_id, sizeof(parts[1].import_id), "id-2");
+	r.import.has_counts = false;
+	report_fail(&r, REPORT_STAGE_UPLOAD, 422, "validation_error", "bad part");
+	assert_int_equal(report_ledger_entry(&r, "hash", LEDGER_FAILED, 1234, &e), 0);
+	assert_string_equal(e.import_ids, "id-1,id-2");
+	assert_int_equal(e.finished_at_ms, 1234);
+	assert_int_equal(e.total, -1);
+	assert_string_equal(e.error, "upload: bad part");
+	assert_int_equal(e.status, LEDGER_FAILED);
+	ledger_entry_clear(&e);
+
+	/* A skipped duplicate: nothing sent, the earlier file named. */
+	report_done(&r);
+	r.import_id[0] = '\0';
+	r.duplicate_of = &dup;
+	assert_int_equal(report_ledger_entry(&r, NULL, LEDGER_SKIPPED, 5, &e), 0);
+	assert_null(e.import_ids);
+	assert_string_equal(e.duplicate_of, "earlier.csv");
+	assert_string_equal(e.settings_hash, "");
+	ledger_entry_clear(&e);
+}
+
 static void test_done_report(void **state)
 {
 	struct report r;
@@ -1012,6 +1064,7 @@ static void test_log_parts(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ledger_entry),
 		cmocka_unit_test(test_done_report),
 		cmocka_unit_test(test_done_without_import),
 		cmocka_unit_test(test_done_partial_counts),

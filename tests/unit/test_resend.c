@@ -390,6 +390,41 @@ static void test_sanitize_filename_empty(void **state)
 	expect_sanitized(NULL, "upload.csv");
 }
 
+/* ---- a split file's parts: their names and keys ---- */
+
+static void test_part_names_and_keys(void **state)
+{
+	char whole[37], one[37], two[37], again[37];
+	char *n;
+
+	(void)state;
+	n = resend_part_filename("x.csv", 1, 7);
+	assert_string_equal(n, "x.part-2-of-7.csv");
+	free(n);
+	n = resend_part_filename("noext", 0, 2);
+	assert_string_equal(n, "noext.part-1-of-2");
+	free(n);
+	n = resend_part_filename(".hidden", 0, 2); /* a leading dot is no extension */
+	assert_string_equal(n, ".hidden.part-1-of-2");
+	free(n);
+	n = resend_part_filename("a\"b.csv", 0, 1); /* one part: the sanitized name itself */
+	assert_string_equal(n, "a_b.csv");
+	free(n);
+
+	/* One part: the file's own key; parts: one each, stable, all different. */
+	resend_idempotency_key(whole, "news", "abc");
+	resend_part_key(one, "news", "abc", 0, 1);
+	assert_string_equal(one, whole);
+	resend_part_key(one, "news", "abc", 0, 2);
+	resend_part_key(two, "news", "abc", 1, 2);
+	resend_part_key(again, "news", "abc", 1, 2);
+	assert_string_not_equal(one, whole);
+	assert_string_not_equal(one, two);
+	assert_string_equal(two, again);
+	resend_idempotency_key(again, "news", "abc/2/2");
+	assert_string_equal(two, again);
+}
+
 /* ---- resend_idempotency_key ---- */
 
 static void test_idempotency_key_known_value(void **state)
@@ -1056,6 +1091,7 @@ int main(void)
 		cmocka_unit_test(test_sanitize_filename),
 		cmocka_unit_test(test_sanitize_filename_controls),
 		cmocka_unit_test(test_sanitize_filename_empty),
+		cmocka_unit_test(test_part_names_and_keys),
 		cmocka_unit_test(test_idempotency_key_known_value),
 		cmocka_unit_test(test_idempotency_key_shape_and_determinism),
 		cmocka_unit_test(test_idempotency_key_differs),
