@@ -264,33 +264,16 @@ static void job_plan_fingerprint(const struct job *job, char out[17])
 
 static bool job_prepare_record(struct job *job, bool count_next)
 {
-	struct staterec s = {
-		.attempts = job->rep.attempts + (count_next ? 1 : 0),
-		.claimed_at_ms = job->rep.claimed_at_ms,
-		.uploaded_at_ms = job->rep.uploaded_at_ms,
-	};
+	struct staterec s;
+	char plan[17] = "";
 
-	struct staterec_part *done = NULL;
-
-	memcpy(s.sha256, job->rep.sha256, sizeof(s.sha256));
-	memcpy(s.import_id, job->rep.import_id, sizeof(s.import_id));
-	if (job->rep.n_parts > 1) {
-		s.n_parts = (unsigned)job->rep.n_parts;
-		job_plan_fingerprint(job, s.plan);
-		for (size_t i = 0; i < job->rep.n_parts && job->rep.parts[i].import_id[0]; i++)
-			s.n_done++;
-		done = calloc(s.n_done ? s.n_done : 1, sizeof(*done));
-		if (!done)
-			return false;
-		for (size_t i = 0; i < s.n_done; i++) {
-			memcpy(done[i].import_id, job->rep.parts[i].import_id,
-			       sizeof(done[i].import_id));
-			done[i].attempts = job->rep.parts[i].attempts;
-		}
-		s.done = done;
-	}
+	if (job->rep.n_parts > 1)
+		job_plan_fingerprint(job, plan);
+	if (staterec_from_report(&job->rep, job->rep.attempts + (count_next ? 1 : 0), plan, &s) <
+	    0)
+		return false;
 	job->record_text = staterec_encode(job->name, &s);
-	free(done);
+	staterec_clear(&s);
 	return job->record_text != NULL;
 }
 
@@ -734,54 +717,24 @@ static int job_setup_parts(struct job *job)
  * false, and the file is refused with WHY. */
 static bool job_apply_record(struct job *job, char *why, size_t whysz)
 {
-	const struct staterec *s = &job->record;
-	struct report *rep = &job->rep;
-	char plan[17];
-	size_t n_done = 0;
+	char plan[17] = "";
+	size_t done;
+	bool foreign;
 
 	if (!job->record_found)
 		return true;
-	if (s->sha256[0] && strcmp(s->sha256, rep->sha256) != 0) {
+	if (job->rep.n_parts > 1)
+		job_plan_fingerprint(job, plan);
+	if (staterec_apply(&job->record, plan, &job->rep, &done, &foreign, why, whysz) < 0)
+		return false;
+	if (foreign)
 		log_info("%s: '%s': ignoring a state record left by an earlier file of that name",
 			 job_folder_name(job), job->name);
-		return true;
-	}
-	rep->attempts = s->attempts;
-	if (s->claimed_at_ms)
-		rep->claimed_at_ms = s->claimed_at_ms;
-	rep->uploaded_at_ms = s->uploaded_at_ms;
-	snprintf(rep->import_id, sizeof(rep->import_id), "%s", s->import_id);
-	if (rep->n_parts == 0)
-		return true; /* refused by the check: the report says what was imported */
-	if (rep->n_parts > 1)
-		job_plan_fingerprint(job, plan);
-	if (s->n_parts > 1)
-		n_done = s->n_done;
-	else if (s->import_id[0])
-		n_done = 1;
-	if (n_done && (s->n_parts > 1 ? s->n_parts : 1) == rep->n_parts &&
-	    (rep->n_parts == 1 || strcmp(s->plan, plan) == 0)) {
-		for (size_t i = 0; i < n_done && i < rep->n_parts; i++) {
-			const char *id = s->n_parts > 1 ? s->done[i].import_id : s->import_id;
-
-			snprintf(rep->parts[i].import_id, sizeof(rep->parts[i].import_id), "%s", id);
-			rep->parts[i].attempts = s->n_parts > 1 ? s->done[i].attempts : s->attempts;
-		}
-		/* The record's attempts are the next part's. */
-		job->part = n_done < rep->n_parts ? n_done : rep->n_parts;
+	if (done) {
+		job->part = done;
 		job->import_recorded = true;
-		return true;
 	}
-	if (!n_done)
-		return true;
-	snprintf(why, whysz, "it was uploaded in %u part%s before a restart, %zu of them imported "
-		 "(first import %s), and is split into %zu part%s now (were max_upload_bytes or "
-		 "the csv settings changed?): nothing more is uploaded, so that no row is imported "
-		 "twice; 'resend-dropd retry' imports it again whole",
-		 s->n_parts > 1 ? s->n_parts : 1, s->n_parts > 1 ? "s" : "", n_done,
-		 s->n_parts > 1 ? s->done[0].import_id : s->import_id, rep->n_parts,
-		 rep->n_parts == 1 ? "" : "s");
-	return false;
+	return true;
 }
 
 /* The check could not write what it makes (its copy, its rejects file): the machine's fault,

@@ -145,3 +145,76 @@ void staterec_clear(struct staterec *s)
 	s->done = NULL;
 	s->n_done = 0;
 }
+
+int staterec_from_report(const struct report *rep, unsigned attempts, const char *plan,
+			 struct staterec *ret)
+{
+	struct staterec s = {
+		.attempts = attempts,
+		.claimed_at_ms = rep->claimed_at_ms,
+		.uploaded_at_ms = rep->uploaded_at_ms,
+	};
+
+	memcpy(s.sha256, rep->sha256, sizeof(s.sha256));
+	memcpy(s.import_id, rep->import_id, sizeof(s.import_id));
+	if (rep->n_parts > 1) {
+		s.n_parts = (unsigned)rep->n_parts;
+		snprintf(s.plan, sizeof(s.plan), "%s", plan);
+		while (s.n_done < rep->n_parts && rep->parts[s.n_done].import_id[0])
+			s.n_done++;
+		s.done = calloc(s.n_done ? s.n_done : 1, sizeof(*s.done));
+		if (!s.done)
+			return -ENOMEM;
+		for (size_t i = 0; i < s.n_done; i++) {
+			memcpy(s.done[i].import_id, rep->parts[i].import_id,
+			       sizeof(s.done[i].import_id));
+			s.done[i].attempts = rep->parts[i].attempts;
+		}
+	}
+	*ret = s;
+	return 0;
+}
+
+int staterec_apply(const struct staterec *s, const char *plan, struct report *rep,
+		   size_t *ret_done, bool *ret_foreign, char *why, size_t whysz)
+{
+	size_t n_done = 0;
+
+	*ret_done = 0;
+	*ret_foreign = s->sha256[0] && strcmp(s->sha256, rep->sha256) != 0;
+	if (*ret_foreign)
+		return 0;
+	rep->attempts = s->attempts;
+	if (s->claimed_at_ms)
+		rep->claimed_at_ms = s->claimed_at_ms;
+	rep->uploaded_at_ms = s->uploaded_at_ms;
+	snprintf(rep->import_id, sizeof(rep->import_id), "%s", s->import_id);
+	if (rep->n_parts == 0)
+		return 0; /* refused by the check: the report says what was imported */
+	if (s->n_parts > 1)
+		n_done = s->n_done;
+	else if (s->import_id[0])
+		n_done = 1;
+	if (!n_done)
+		return 0;
+	if ((s->n_parts > 1 ? s->n_parts : 1) == rep->n_parts &&
+	    (rep->n_parts == 1 || strcmp(s->plan, plan) == 0)) {
+		for (size_t i = 0; i < n_done && i < rep->n_parts; i++) {
+			const char *id = s->n_parts > 1 ? s->done[i].import_id : s->import_id;
+
+			snprintf(rep->parts[i].import_id, sizeof(rep->parts[i].import_id), "%s", id);
+			rep->parts[i].attempts = s->n_parts > 1 ? s->done[i].attempts : s->attempts;
+		}
+		/* The record's attempts are the next part's. */
+		*ret_done = n_done < rep->n_parts ? n_done : rep->n_parts;
+		return 0;
+	}
+	snprintf(why, whysz, "it was uploaded in %u part%s before a restart, %zu of them imported "
+		 "(first import %s), and is split into %zu part%s now (were max_upload_bytes or "
+		 "the csv settings changed?): nothing more is uploaded, so that no row is imported "
+		 "twice; 'resend-dropd retry' imports it again whole",
+		 s->n_parts > 1 ? s->n_parts : 1, s->n_parts > 1 ? "s" : "", n_done,
+		 s->n_parts > 1 ? s->done[0].import_id : s->import_id, rep->n_parts,
+		 rep->n_parts == 1 ? "" : "s");
+	return -ESTALE;
+}

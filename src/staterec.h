@@ -8,8 +8,11 @@
 #ifndef RDD_STATEREC_H
 #define RDD_STATEREC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "report.h"
 
 /* A record of a file in thousands of parts is long. */
 #define STATEREC_MAX_BYTES (4 * 1024 * 1024)
@@ -50,5 +53,21 @@ char *staterec_encode(const char *file, const struct staterec *s);
 int staterec_decode(const char *text, size_t len, struct staterec *ret);
 
 void staterec_clear(struct staterec *s);
+
+/* The record of what REP says was done, counting ATTEMPTS uploads of the part under way (the
+ * caller counts the one about to start, when the record must), with PLAN the fingerprint of
+ * how the file is split (used when REP has several parts). RET owns its parts
+ * (staterec_clear). -ENOMEM. */
+int staterec_from_report(const struct report *rep, unsigned attempts, const char *plan,
+			 struct staterec *ret);
+
+/* A resumed file, checked again (REP's parts planned), takes what its record S says: the
+ * attempts, times and import ids of the parts imported before; *RET_DONE of them (the part to
+ * upload next; REP->n_parts when all are), 0 when none. *RET_FOREIGN: S is an earlier file's
+ * of that name (another content), and nothing is taken. -ESTALE, with WHY, when parts were
+ * imported but the file is split otherwise now (other settings): none of them can be trusted
+ * to be the same rows, and nothing more may be uploaded. */
+int staterec_apply(const struct staterec *s, const char *plan, struct report *rep,
+		   size_t *ret_done, bool *ret_foreign, char *why, size_t whysz);
 
 #endif

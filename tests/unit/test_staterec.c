@@ -507,6 +507,113 @@ static void test_decode_parts_out_of_range_ignored(void **state)
 
 /* staterec_clear frees what decode made (ASan says if not) and can be called again, or on a
  * record that has nothing. */
+/* ---- a report into a record, and back ---------------------------------------------------- */
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+static void report_of(struct report *r, struct report_part *parts, size_t n_parts)
+{
+	memset(r, 0, sizeof(*r));
+	memset(parts, 0, n_parts * sizeof(*parts));
+	r->folder = "news";
+	r->file = "x.csv";
+	snprintf(r->sha256, sizeof(r->sha256), "%s", SHA_A);
+	r->claimed_at_ms = 1000;
+	r->parts = parts;
+	r->n_parts = n_parts;
+}
+
+/* What a split file uploaded so far survives a restart: the record made from its report,
+ * applied to the same file checked again, gives back the parts done and where to go on. */
+static void test_report_round_trip_parts(void **state)
+{
+	struct report r, again;
+	struct report_part parts[3], parts2[3];
+	struct staterec s, back;
+	char why[512] = "", *text;
+	size_t done;
+	bool foreign;
+
+	(void)state;
+	report_of(&r, parts, 3);
+	snprintf(parts[0].import_id, sizeof(parts[0].import_id), "id-1");
+	parts[0].attempts = 2;
+	snprintf(r.import_id, sizeof(r.import_id), "id-1");
+	r.uploaded_at_ms = 2000;
+	r.attempts = 1; /* the second part's, under way */
+	assert_int_equal(staterec_from_report(&r, r.attempts + 1, "0123456789abcdef", &s), 0);
+	assert_int_equal(s.attempts, 2);
+	assert_int_equal(s.n_parts, 3);
+	assert_int_equal(s.n_done, 1);
+	text = staterec_encode("x.csv", &s);
+	assert_non_null(text);
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	cJSON_free(text);
+
+	report_of(&again, parts2, 3);
+	assert_int_equal(staterec_apply(&back, "0123456789abcdef", &again, &done, &foreign, why,
+					sizeof(why)),
+			 0);
+	assert_false(foreign);
+	assert_int_equal(done, 1); /* the second part is next */
+	assert_string_equal(parts2[0].import_id, "id-1");
+	assert_int_equal(parts2[0].attempts, 2);
+	assert_string_equal(parts2[1].import_id, "");
+	assert_int_equal(again.attempts, 2);
+	assert_int_equal(again.uploaded_at_ms, 2000);
+
+	/* Split otherwise now: nothing can be trusted, and it is said why. */
+	report_of(&again, parts2, 3);
+	assert_int_equal(staterec_apply(&back, "fedcba9876543210", &again, &done, &foreign, why,
+					sizeof(why)),
+			 -ESTALE);
+	assert_non_null(strstr(why, "uploaded in 3 parts before a restart, 1 of them imported "
+				    "(first import id-1), and is split into 3 parts now"));
+	report_of(&again, parts2, 2);
+	assert_int_equal(staterec_apply(&back, "0123456789abcdef", &again, &done, &foreign, why,
+					sizeof(why)),
+			 -ESTALE);
+	staterec_clear(&s);
+	staterec_clear(&back);
+}
+
+/* A record of an earlier file of the name (other content) is never taken; one from before an
+ * upload gives its attempts and nothing done. */
+static void test_report_apply_foreign_and_fresh(void **state)
+{
+	struct report r;
+	struct report_part parts[1];
+	struct staterec s = {.attempts = 3, .claimed_at_ms = 500};
+	char why[64];
+	size_t done = 9;
+	bool foreign;
+
+	(void)state;
+	report_of(&r, parts, 1);
+	snprintf(s.sha256, sizeof(s.sha256), "%s", SHA_B);
+	assert_int_equal(staterec_apply(&s, "", &r, &done, &foreign, why, sizeof(why)), 0);
+	assert_true(foreign);
+	assert_int_equal(done, 0);
+	assert_int_equal(r.attempts, 0);
+	assert_int_equal(r.claimed_at_ms, 1000);
+
+	snprintf(s.sha256, sizeof(s.sha256), "%s", SHA_A);
+	assert_int_equal(staterec_apply(&s, "", &r, &done, &foreign, why, sizeof(why)), 0);
+	assert_false(foreign);
+	assert_int_equal(done, 0);
+	assert_int_equal(r.attempts, 3);
+	assert_int_equal(r.claimed_at_ms, 500);
+
+	/* Uploaded whole before the restart: only followed now. */
+	snprintf(s.import_id, sizeof(s.import_id), "id-9");
+	report_of(&r, parts, 1);
+	assert_int_equal(staterec_apply(&s, "", &r, &done, &foreign, why, sizeof(why)), 0);
+	assert_int_equal(done, 1);
+	assert_string_equal(parts[0].import_id, "id-9");
+	assert_string_equal(r.import_id, "id-9");
+}
+
 static void test_clear(void **state)
 {
 	const char *text = "{\"parts\":{\"total\":3,\"plan\":\"0123456789abcdef\",\"imported\":["
@@ -546,6 +653,8 @@ int main(void)
 		cmocka_unit_test(test_decode_parts_stop_at_entry_without_id),
 		cmocka_unit_test(test_decode_without_parts),
 		cmocka_unit_test(test_decode_parts_out_of_range_ignored),
+		cmocka_unit_test(test_report_round_trip_parts),
+		cmocka_unit_test(test_report_apply_foreign_and_fresh),
 		cmocka_unit_test(test_clear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
