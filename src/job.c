@@ -472,62 +472,29 @@ static int job_ledger_record(struct job *job, enum ledger_status status,
 
 /* ---- LOOKING_UP, DUP_WAIT: the ledger on duplicates and recovery --------------------- */
 
-/* The content JOB is importing now: files of the same content wait for it. */
-static struct inflight *job_inflight_find(struct folder_rt *f, const char *sha256)
-{
-	struct inflight *in;
-
-	HASH_FIND_STR(f->inflight, sha256, in);
-	return in;
-}
-
 #define JOB_DUP_RECHECK_MS 10000
-
-static struct inflight *job_inflight_get(struct folder_rt *f, const char *sha256)
-{
-	struct inflight *in = job_inflight_find(f, sha256);
-
-	if (!in && (in = calloc(1, sizeof(*in)))) {
-		memcpy(in->sha256, sha256, sizeof(in->sha256));
-		HASH_ADD_STR(f->inflight, sha256, in);
-	}
-	return in;
-}
-
-/* IN goes once nobody holds it or waits for it. */
-static void job_inflight_drop_unused(struct folder_rt *f, struct inflight *in)
-{
-	if (!in->owner && !in->n_uploaded && !in->waiters) {
-		HASH_DEL(f->inflight, in);
-		free(in);
-	}
-}
+#define JOB_FROM_WAITER(w) ((struct job *)((char *)(w) - offsetof(struct job, wait)))
 
 /* JOB waits no longer (it ends, or asks the ledger again). */
 static void job_inflight_unwait(struct job *job)
 {
-	struct inflight *in = job->waits_on;
-
-	if (!in)
-		return;
-	DL_DELETE2(in->waiters, job, dup_prev, dup_next);
-	job->waits_on = NULL;
-	job_inflight_drop_unused(job->folder, in);
+	inflight_unwait(&job->folder->inflight, &job->wait);
 }
 
 /* Something changed for content IN: its waiters ask the ledger again (the first to hear that
  * nothing was imported takes it over, the others wait in turn); an entry nobody holds goes. */
 static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
 {
-	struct job *w, *tmp;
+	struct inflight_waiter *w = inflight_take_waiters(in), *next;
 
-	DL_FOREACH_SAFE2(in->waiters, w, tmp, dup_next) {
-		DL_DELETE2(in->waiters, w, dup_prev, dup_next);
-		w->waits_on = NULL;
-		pacer_cancel(&w->js->pacer, &w->se);
-		job_enter(w, JOB_LOOKING_UP);
+	for (; w; w = next) {
+		struct job *job = JOB_FROM_WAITER(w);
+
+		next = inflight_next(w); /* before it may wait again */
+		pacer_cancel(&job->js->pacer, &job->se);
+		job_enter(job, JOB_LOOKING_UP);
 	}
-	job_inflight_drop_unused(f, in);
+	inflight_drop_unused(&f->inflight, in);
 }
 
 /* JOB waits for the outcome of the other files of its content. */
@@ -538,8 +505,7 @@ static void job_dup_wait(struct job *job, struct inflight *in, const char *other
 		log_info("%s: '%s' waits: '%s', of the same content, is being imported",
 			 job_folder_name(job), job->name, other);
 	}
-	DL_APPEND2(in->waiters, job, dup_prev, dup_next);
-	job->waits_on = in;
+	inflight_wait(in, &job->wait);
 	job_enter(job, JOB_DUP_WAIT);
 }
 
@@ -626,7 +592,7 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 	if (policy != CONFIG_ON_DUPLICATE_IMPORT && job->part > 0) {
 		/* Its import exists: it holds the content, so that no copy is uploaded before
 		 * its outcome is known. */
-		if ((in = job_inflight_get(f, job->rep.sha256))) {
+		if ((in = inflight_get(&f->inflight, job->rep.sha256))) {
 			in->n_uploaded++;
 			job->holds = in;
 			job->holds_uploaded = true;
@@ -647,7 +613,7 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
-		in = job_inflight_find(f, job->rep.sha256);
+		in = inflight_find(&f->inflight, job->rep.sha256);
 		/* Another file of it, uploaded and in this daemon's hands (resumed, or waiting to
 		 * be), whose outcome is not known yet. */
 		bool uploaded_here = res->uploaded_result == 0 && res->uploaded.file &&
@@ -655,16 +621,16 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 		if ((in && ((in->owner && in->owner != job) || in->n_uploaded > 0)) ||
 		    uploaded_here) {
 			if (!in)
-				in = job_inflight_get(f, job->rep.sha256);
+				in = inflight_get(&f->inflight, job->rep.sha256);
 			if (in) {
 				job_dup_wait(job, in,
-					     in->owner ? in->owner->name
+					     in->owner ? ((const struct job *)in->owner)->name
 					     : uploaded_here ? res->uploaded.file
 							     : "a file resumed with its import");
 				return;
 			}
 		}
-		if ((in = job_inflight_get(f, job->rep.sha256))) {
+		if ((in = inflight_get(&f->inflight, job->rep.sha256))) {
 			in->owner = job;
 			job->holds = in;
 		}

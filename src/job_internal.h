@@ -13,6 +13,7 @@
 
 #include "diskq.h"
 #include "folder.h"
+#include "inflight.h"
 #include "job.h"
 #include "ledgerq.h"
 #include "metrics.h"
@@ -76,21 +77,10 @@ struct claimed {
 	char name[];
 };
 
-/* Content of a folder being imported now: later files of the same content wait for its
- * outcome (on_duplicate skip or fail), so that two copies dropped together are not both
- * imported. Keyed by the content's sha256 in folder_rt.inflight. */
-struct inflight {
-	UT_hash_handle hh;
-	struct job *owner;     /* the file that may upload it, or NULL */
-	unsigned n_uploaded;   /* files of it resumed with their import made: they go first */
-	struct job *waiters;   /* utlist DL, by job.dup_prev/dup_next */
-	char sha256[65];
-};
-
 struct folder_rt {
 	const struct config_folder *conf;
 	char settings_hash[65]; /* config_import_settings_hash: duplicates share it */
-	struct inflight *inflight;
+	struct inflight_set inflight; /* contents being imported now: their copies wait */
 	/* Its directories (the daemon's: they outlive this engine); a directory found replaced is
 	 * swapped in place (folder_adopt), see job.c. */
 	struct folder *dir;
@@ -144,12 +134,12 @@ struct job {
 	/* LOOKING_UP: the ledger's look-up (ledgerq_lookup); DUP_WAIT: the content it waits for.
 	 * DUPLICATE: the earlier import of the same content, once found. */
 	void *lookup;
-	struct inflight *holds, *waits_on;
+	struct inflight *holds;      /* its content, as the owner or among the uploaded */
+	struct inflight_waiter wait; /* DUP_WAIT: the content it waits for */
 	bool holds_uploaded; /* HOLDS counts it among the uploaded */
 	bool end_recorded;   /* the ledger has its end (LEDGER_WAIT), before it is moved */
 	bool dup_said;       /* its wait was said */
 	struct ledger_entry duplicate;
-	struct job *dup_prev, *dup_next;
 	bool save_durable; /* SAVING: the record holds a part's new import id */
 	unsigned recheck_failures;
 	char *record_text; /* SAVING, RECORDING: what the disk thread writes */

@@ -331,6 +331,7 @@ static unsigned jobs_max_holding(const struct config *cfg)
 static void folder_rt_close(struct folder_rt *f)
 {
 	resend_fields_free(&f->fields);
+	inflight_clear(&f->inflight); /* empty once every job ended; a safety net */
 }
 
 /* What the engine keeps of a folder beside its directories (the daemon's). */
