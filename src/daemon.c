@@ -1,6 +1,6 @@
-/* Start-up and shutdown order, signals and the service manager. Start: HTTP glue, jobs (which
- * create the processing directories), resume what a previous run left, then the watchers. Stop:
- * watchers first (no new claims), then drain the jobs, then close the HTTP glue. */
+/* Start-up and shutdown order, signals and the service manager. Start: HTTP glue, the engine
+ * (which creates the processing directories), resume what a previous run left, then the watchers. Stop:
+ * watchers first (no new claims), then drain the engine, then close the HTTP glue. */
 #include "daemon.h"
 
 #include <cjson/cJSON.h>
@@ -20,10 +20,9 @@
 #include "control.h"
 #include "folder.h"
 #include "controlpath.h"
-#include "job.h"
 #include "ledger.h"
 #include "ledgerq.h"
-#include "jobs_control.h"
+#include "engine.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -35,7 +34,7 @@ struct pipeline {
 	struct config *cfg;
 	struct http *http;
 	struct api *api;
-	struct jobs *jobs;
+	struct engine *engine;
 	struct watch **watches;
 };
 
@@ -84,7 +83,7 @@ static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
 					  const struct fsops_seen *seen, void *data);
 static void daemon_watch_idle_cb(struct watch *w, void *data);
 static int daemon_inbox_replaced_cb(struct watch *w, void *data);
-static void daemon_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data);
+static void daemon_claimed_cb(size_t folder, const char *name, enum engine_claim how, void *data);
 static void daemon_left_cb(size_t folder, const char *name, void *data);
 static void daemon_capacity_cb(void *data);
 static void daemon_idle_cb(void *data);
@@ -98,7 +97,7 @@ static void daemon_status_src(struct daemon *d, struct status_src *s)
 {
 	*s = (struct status_src){
 		.cfg = d->pl.cfg,
-		.jobs = d->pl.jobs,
+		.engine = d->pl.engine,
 		.watches = d->pl.watches,
 		.folders = d->folders,
 		.metrics = d->metrics,
@@ -203,12 +202,12 @@ static int daemon_control_listen(struct daemon *d)
 	return 0;
 }
 
-/* A new pipeline's jobs count into the daemon's metrics and keep its paused folders. */
+/* A new pipeline's engine counts into the daemon's metrics and keep its paused folders. */
 static void daemon_control_attach(struct daemon *d)
 {
 	struct status_src s;
 
-	jobs_control_set_metrics(d->pl.jobs, d->metrics);
+	engine_set_metrics(d->pl.engine, d->metrics);
 	daemon_status_src(d, &s);
 	status_apply_pauses(&s);
 }
@@ -225,7 +224,7 @@ static int pipeline_folder_start(struct daemon *d, size_t i)
 	struct pipeline *pl = &d->pl;
 
 	if (!(d->flags & DAEMON_DRY_RUN))
-		jobs_resume(pl->jobs, i);
+		engine_resume(pl->engine, i);
 	return watch_new(&d->loop, &pl->cfg->folders[i],
 			 (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
 			 daemon_watch_idle_cb, daemon_inbox_replaced_cb, d, &pl->watches[i]);
@@ -234,7 +233,7 @@ static int pipeline_folder_start(struct daemon *d, size_t i)
 static int pipeline_start(struct daemon *d)
 {
 	struct pipeline *pl = &d->pl;
-	struct jobs_events events = {
+	struct engine_events events = {
 		.claimed = daemon_claimed_cb,
 		.left = daemon_left_cb,
 		.capacity = daemon_capacity_cb,
@@ -252,11 +251,11 @@ static int pipeline_start(struct daemon *d)
 	if (r < 0)
 		return r;
 	if (d->flags & DAEMON_DRY_RUN)
-		jflags |= JOBS_DRY_RUN;
-	r = jobs_new(&d->loop, pl->cfg, d->folders, pl->api, jflags, &events, &pl->jobs);
+		jflags |= ENGINE_DRY_RUN;
+	r = engine_new(&d->loop, pl->cfg, d->folders, pl->api, jflags, &events, &pl->engine);
 	if (r < 0)
 		return r;
-	jobs_set_ledger(pl->jobs, d->lq);
+	engine_set_ledger(pl->engine, d->lq);
 	if (d->state_dir && strcmp(d->state_dir, pl->cfg->state_dir) != 0)
 		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",
 			    pl->cfg->state_dir, d->state_dir);
@@ -331,7 +330,7 @@ static void daemon_folder_timer_cb(uv_timer_t *t)
 	struct daemon *d = t->data;
 	const struct config *cfg = d->pl.cfg;
 
-	if (d->stopping || d->next.cfg || !d->pl.jobs)
+	if (d->stopping || d->next.cfg || !d->pl.engine)
 		return;
 	d->folder_delay_ms = d->folder_delay_ms * 2 > DAEMON_FOLDER_RETRY_MAX_MS
 				     ? DAEMON_FOLDER_RETRY_MAX_MS
@@ -519,7 +518,7 @@ static void daemon_reload_abandon(struct daemon *d)
 	*rl = (struct reload){.waiter = rl->waiter};
 }
 
-/* Frees what a pipeline holds once its jobs are drained (or were never created). */
+/* Frees what a pipeline holds once its engine is drained (or were never created). */
 static void pipeline_teardown(struct daemon *d)
 {
 	struct pipeline *pl = &d->pl;
@@ -529,8 +528,8 @@ static void pipeline_teardown(struct daemon *d)
 			watch_close(pl->watches[i]);
 	}
 	free(pl->watches);
-	if (pl->jobs)
-		jobs_close(pl->jobs);
+	if (pl->engine)
+		engine_close(pl->engine);
 	api_free(pl->api);
 	if (pl->http)
 		http_close(pl->http, daemon_http_closed_cb, d);
@@ -548,8 +547,8 @@ static void daemon_ledger_health(bool failing, const char *error, void *data)
 {
 	struct daemon *d = data;
 
-	if (d->pl.jobs)
-		jobs_ledger_health(d->pl.jobs, failing, error);
+	if (d->pl.engine)
+		engine_ledger_health(d->pl.engine, failing, error);
 	else if (failing)
 		log_error("%s", error);
 }
@@ -682,8 +681,8 @@ static void daemon_drained_cb(void *data)
 		daemon_reload_reply(d, 500, "error", msg);
 		d->stopping = true;
 		d->exit_status = 2;
-		if (d->pl.jobs) {
-			jobs_drain(d->pl.jobs, 0, daemon_drained_cb, d);
+		if (d->pl.engine) {
+			engine_drain(d->pl.engine, 0, daemon_drained_cb, d);
 			return;
 		}
 		pipeline_teardown(d);
@@ -703,7 +702,7 @@ static void daemon_drain(struct daemon *d)
 	}
 	uv_timer_stop(&d->folder_timer);
 	notify_draining(d->notify, pl->cfg->api.shutdown_timeout_s);
-	jobs_drain(pl->jobs, pl->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
+	engine_drain(pl->engine, pl->cfg->api.shutdown_timeout_s * 1000, daemon_drained_cb, d);
 }
 
 static void daemon_stop(struct daemon *d, int exit_status)
@@ -794,10 +793,10 @@ static void daemon_status_cb(void *data, struct notify_status *ret)
 {
 	const struct daemon *d = data;
 	const struct pipeline *pl = &d->pl;
-	struct jobs_counts jc;
+	struct engine_counts jc;
 
 	ret->phase = d->stopping ? "stopping" : d->next.cfg ? "reloading" : NULL;
-	if (!pl->cfg || !pl->jobs)
+	if (!pl->cfg || !pl->engine)
 		return;
 	ret->folders = pl->cfg->n_folders;
 	for (size_t i = 0; i < d->n_folders; i++)
@@ -810,7 +809,7 @@ static void daemon_status_cb(void *data, struct notify_status *ret)
 		watch_counts(pl->watches[i], &c);
 		ret->waiting += c.settling + c.parked + c.busy + c.retrying;
 	}
-	jobs_counts(pl->jobs, &jc);
+	engine_counts(pl->engine, &jc);
 	ret->waiting += jc.waiting;
 	ret->uploading = jc.uploading;
 	ret->following = jc.following;
@@ -821,16 +820,16 @@ static void daemon_status_cb(void *data, struct notify_status *ret)
 		ret->pause_reason = jc.auth_paused ? "the API key was refused" : "API quota";
 	}
 	for (size_t i = 0; !jc.paused && i < pl->cfg->n_folders; i++)
-		ret->paused += jobs_control_paused(pl->jobs, i);
+		ret->paused += engine_folder_paused(pl->engine, i);
 }
 
 static void daemon_log_status(const struct daemon *d)
 {
 	const struct pipeline *pl = &d->pl;
 
-	if (!pl->jobs)
+	if (!pl->engine)
 		return;
-	jobs_log_status(pl->jobs);
+	engine_log_status(pl->engine);
 	for (size_t i = 0; pl->watches && i < pl->cfg->n_folders; i++) {
 		struct watch_counts c;
 
@@ -892,17 +891,17 @@ static enum watch_verdict daemon_ready_cb(struct watch *w, const char *name,
 	size_t folder = daemon_folder_of(d, w);
 
 	if (folder == d->pl.cfg->n_folders || d->stopping ||
-	    jobs_control_paused(d->pl.jobs, folder))
+	    engine_folder_paused(d->pl.engine, folder))
 		return WATCH_LATER;
-	switch (jobs_submit(d->pl.jobs, folder, name, seen)) {
-	case JOBS_CLAIMING:
+	switch (engine_submit(d->pl.engine, folder, name, seen)) {
+	case ENGINE_CLAIMING:
 		return WATCH_TAKEN;
-	case JOBS_CHECKING_IN_PLACE:
+	case ENGINE_CHECKING_IN_PLACE:
 		return WATCH_KEEP;
-	case JOBS_NAME_BUSY:
+	case ENGINE_NAME_BUSY:
 		return WATCH_BUSY;
-	case JOBS_LATER:
-	case JOBS_STOPPING:
+	case ENGINE_LATER:
+	case ENGINE_STOPPING:
 		break;
 	}
 	return WATCH_LATER;
@@ -913,12 +912,12 @@ static struct watch *daemon_watch(const struct daemon *d, size_t folder)
 	return d->pl.watches && folder < d->pl.cfg->n_folders ? d->pl.watches[folder] : NULL;
 }
 
-static void daemon_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data)
+static void daemon_claimed_cb(size_t folder, const char *name, enum engine_claim how, void *data)
 {
 	static const enum watch_claim to_watch[] = {
-		[JOBS_CLAIMED] = WATCH_CLAIM_LEFT,       [JOBS_GONE] = WATCH_CLAIM_LEFT,
-		[JOBS_CHANGED] = WATCH_CLAIM_CHANGED,    [JOBS_BUSY] = WATCH_CLAIM_BUSY,
-		[JOBS_CLAIM_FAILED] = WATCH_CLAIM_FAILED,
+		[ENGINE_CLAIMED] = WATCH_CLAIM_LEFT,       [ENGINE_GONE] = WATCH_CLAIM_LEFT,
+		[ENGINE_CHANGED] = WATCH_CLAIM_CHANGED,    [ENGINE_BUSY] = WATCH_CLAIM_BUSY,
+		[ENGINE_CLAIM_FAILED] = WATCH_CLAIM_FAILED,
 	};
 	struct watch *w = daemon_watch(data, folder);
 
@@ -934,8 +933,8 @@ static void daemon_left_cb(size_t folder, const char *name, void *data)
 		watch_poke(w, name);
 }
 
-/* Slots are free: parked files are offered folder by folder in turn, one at a time, until jobs
- * has no room left or nothing is parked. */
+/* Slots are free: parked files are offered folder by folder in turn, one at a time, until the
+ * engine has no room left or nothing is parked. */
 static void daemon_capacity_cb(void *data)
 {
 	struct daemon *d = data;
@@ -944,7 +943,7 @@ static void daemon_capacity_cb(void *data)
 	while (without < n && !d->stopping) {
 		struct watch *w = daemon_watch(d, d->offer_next);
 		/* A paused folder's files stay parked; the others go on. */
-		enum watch_offer r = w && !jobs_control_paused(d->pl.jobs, d->offer_next)
+		enum watch_offer r = w && !engine_folder_paused(d->pl.engine, d->offer_next)
 					     ? watch_offer(w)
 					     : WATCH_OFFER_NONE;
 
@@ -955,7 +954,7 @@ static void daemon_capacity_cb(void *data)
 	}
 }
 
-/* --once: done when no watch has a file left and jobs holds nothing. */
+/* --once: done when no watch has a file left and the engine holds nothing. */
 static void daemon_once_check_cb(uv_timer_t *timer)
 {
 	struct daemon *d = timer->data;
@@ -966,9 +965,9 @@ static void daemon_once_check_cb(uv_timer_t *timer)
 		if (d->pl.watches[i] && !watch_idle(d->pl.watches[i]))
 			return;
 	}
-	if (jobs_active(d->pl.jobs) > 0)
+	if (engine_active(d->pl.engine) > 0)
 		return;
-	unsigned failed = jobs_failed_total(d->pl.jobs);
+	unsigned failed = engine_failed_total(d->pl.engine);
 	bool all = daemon_folders_all_open(d);
 	log_info("--once: inboxes processed%s%s", failed ? "; some files failed" : "",
 		 all ? "" : "; some folders could not be served (said above)");
@@ -996,7 +995,7 @@ static int daemon_inbox_replaced_cb(struct watch *w, void *data)
 
 	if (folder == d->pl.cfg->n_folders || d->stopping)
 		return -ECANCELED;
-	return jobs_folder_reopen(d->pl.jobs, folder);
+	return engine_folder_reopen(d->pl.engine, folder);
 }
 
 static void daemon_idle_cb(void *data)
@@ -1091,14 +1090,14 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	if (r == 0)
 		r = daemon_control_listen(&d);
 	if (r < 0) {
-		/* Another daemon's folder is a refusal, like a configuration error (said by jobs);
+		/* Another daemon's folder is a refusal, like a configuration error (said by the engine);
 		 * the rest a failure. */
 		if (r != -EWOULDBLOCK && !d.ledger_refused)
 			log_error("start-up failed: %s", strerror(-r));
 		d.stopping = true;
 		d.exit_status = r == -EWOULDBLOCK ? 1 : 2;
-		if (d.pl.jobs) {
-			jobs_drain(d.pl.jobs, 0, daemon_drained_cb, &d);
+		if (d.pl.engine) {
+			engine_drain(d.pl.engine, 0, daemon_drained_cb, &d);
 		} else {
 			pipeline_teardown(&d);
 			daemon_close_signals(&d);

@@ -15,10 +15,22 @@
 #define RDD_FOLDER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 
 #define FOLDER_REASON_LEN 768
+
+/* What is wrong with a set-up folder now, as its files found it (loop thread only): each said
+ * once when it begins and once when it ends, however many files meet it; 0 when fine. */
+struct folder_trouble {
+	int claim_error;       /* why the last claim failed */
+	int save_error;        /* why the last state record before an upload could not be saved */
+	int stuck_error;       /* why the last move to done/ or failed/ failed */
+	bool stuck_failed_dir; /* that move was to failed/ (else done/) */
+	int dir_problem[2];    /* done's [0] and failed's [1] (fsops_dir_check) */
+	uint64_t dir_adopted[2]; /* the inode last adopted in their place (and said), per directory */
+};
 
 struct folder {
 	char *inbox;  /* the configured path: the folder's identity across reloads */
@@ -29,6 +41,7 @@ struct folder {
 	int error;
 	long lock_pid;
 	char reason[FOLDER_REASON_LEN];
+	struct folder_trouble trouble;
 };
 
 /* A folder for C's inbox, nothing open yet. -ENOMEM. */

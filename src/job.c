@@ -5,7 +5,7 @@
  * (A) the API, (S) the pacer's queues and its one timer, (L) the ledger's thread.
  *
  *   inbox                                    processing (found there at start)
- *     | jobs_submit                            |
+ *     | engine_submit                          |
  *     v                                        v
  *   CLAIMING (D) ---------------------->  CHECKING (P) ------------- bad file ----------+
  *     | lease test, rename,                |   |   |                                     |
@@ -65,7 +65,7 @@
  * one API call, and at most one piece of work in the disk thread or the thread pool. It owns no
  * libuv handle, so it is freed as soon as it ends, which happens only when none of its work is
  * outstanding. */
-#include "job_internal.h"
+#include "job.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -79,6 +79,7 @@
 #include <utlist.h>
 #include <xxhash.h>
 
+#include "api.h"
 #include "log.h"
 #include "scrub.h"
 #include "text.h"
@@ -137,6 +138,7 @@ const struct job_state_info *job_state_info(enum job_state state)
 }
 
 static void job_check_result(struct job *job);
+static void job_end(struct job *job, enum job_end how);
 static int job_ledger_record(struct job *job, enum ledger_status status,
 			     void (*written)(void *data));
 
@@ -155,85 +157,82 @@ static const char *job_folder_name(const struct job *job)
 	return job->folder->conf->name;
 }
 
-static void job_emit_claimed(struct job *job, enum jobs_claim how)
+static void job_emit_claimed(struct job *job, enum engine_claim how)
 {
-	struct jobs *js = job->js;
-
-	if (jobs_events_on(js) && js->events.claimed)
-		js->events.claimed(job->folder_index, job->name, how, js->events.data);
+	job->env->host->claimed(job->env->data, job, how);
 }
 
 /* ---- the state machine ----------------------------------------------------------------- */
 
-struct job *job_new(struct jobs *js, struct claimed *c)
+struct job *job_new(struct job_env *env, struct job_folder *f, struct claimed *c,
+		    const char *name)
 {
 	struct job *job = calloc(1, sizeof(*job));
 
 	if (!job)
 		return NULL;
-	job->js = js;
-	job->folder_index = c->folder;
-	job->folder = &js->folders[c->folder];
+	job->env = env;
+	job->folder = f;
 	job->claimed = c;
-	job->name = c->name;
-	c->job = job;
+	job->name = name;
 	job->state = JOB_NEW;
 	job->fd = -1;
 	job->check.fd = -1;
+	job->dry_run = env->dry_run;
 	atomic_init(&job->cancel, false);
-	pacer_entry_init(&job->se, c->folder);
-	job->rep.folder = job->folder->conf->name;
+	pacer_entry_init(&job->se, f->index);
+	job->rep.folder = f->conf->name;
 	job->rep.file = job->name;
 	staterec_name(job->record_name, job->name);
 	snprintf(job->rejects_name, sizeof(job->rejects_name), ".rejects-%s",
 		 job->record_name + strlen(".state-"));
 	job->check.norm.fd = -1;
-	if (js->jobs)
-		js->jobs->prev = job;
-	job->next = js->jobs;
-	js->jobs = job;
-	js->n_jobs++;
-	js->n_state[JOB_NEW]++;
-	job->folder->n_state[JOB_NEW]++;
 	return job;
 }
 
+void job_start(struct job *job, const struct fsops_seen *seen)
+{
+	if (seen) {
+		job->seen = *seen;
+		job->has_seen = true;
+	}
+	job_enter(job, job->dry_run ? JOB_CHECKING : JOB_CLAIMING);
+}
+
+void job_resume(struct job *job)
+{
+	job->resumed = true;
+	job->rep.claimed_at_ms = job_now_wall_ms();
+	job_enter(job, JOB_CHECKING);
+}
+
 /* The only place a state changes. Refuses what the table does not allow (a bug: logged, and
- * the job is left where it was), and keeps the counters and what the states hold. */
+ * the job is left where it was); lets go of what the old state held that the new one does not
+ * (the descriptor, the upload slot) and tells the engine, which keeps the counters. */
 static bool job_set_state(struct job *job, enum job_state to)
 {
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	const struct job_state_info *from = &job_states[job->state], *next = &job_states[to];
+	enum job_state was = job->state;
 
 	if (!(from->next & (1u << to))) {
 		log_error("%s: '%s': internal error: no way from %s to %s", job_folder_name(job),
 			  job->name, from->name, next->name);
 		return false;
 	}
-	js->n_state[job->state]--;
-	js->n_state[to]++;
-	job->folder->n_state[job->state]--;
-	job->folder->n_state[to]++;
-	if (job->state == JOB_FINISH_WAIT)
-		job->folder->n_stuck--;
-	else if (to == JOB_FINISH_WAIT)
-		job->folder->n_stuck++;
 	job->state = to;
 	if (from->holding && !next->holding) {
-		/* Uploaded, finished or gone: the descriptor and the slot go to a waiting file. */
+		/* Uploaded, finished or gone: the descriptor goes. */
 		if (job->fd >= 0)
 			close(job->fd);
 		job->fd = -1;
 		if (job->check.norm.fd >= 0)
 			close(job->check.norm.fd);
 		job->check.norm.fd = -1;
-		js->holding--;
-		jobs_defer(js);
-	} else if (!from->holding && next->holding) {
-		js->holding++;
 	}
 	if (from->upload_slot && !next->upload_slot)
-		pacer_slot_free(&js->pacer);
+		pacer_slot_free(env->pacer);
+	env->host->moved(env->data, job, was, to);
 	return true;
 }
 
@@ -282,7 +281,7 @@ static bool job_prepare_record(struct job *job, bool count_next)
 static void job_claim_work(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 
 	op->result = fsops_claim(f->dir->inbox_fd, f->dir->proc_fd, job->name,
 				 job->has_seen ? &job->seen : NULL);
@@ -310,15 +309,14 @@ static void job_claim_work(struct diskq_op *op)
 static void job_claim_done(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
-	struct jobs *js = job->js;
 	int r = op->result;
 
 	cJSON_free(job->record_text);
 	job->record_text = NULL;
-	if (r == 0 && job->folder->claim_error) {
+	if (r == 0 && job->folder->dir->trouble.claim_error) {
 		log_info("%s: files can be claimed from '%s' again", job_folder_name(job),
 			 job->folder->conf->inbox);
-		job->folder->claim_error = 0;
+		job->folder->dir->trouble.claim_error = 0;
 	}
 	switch (r) {
 	case 0:
@@ -328,7 +326,7 @@ static void job_claim_done(struct diskq_op *op)
 				    job_folder_name(job), job->name, strerror(-op->sync_result));
 		/* Without it, the record is written again before the upload (SAVING). */
 		job->record_counts_next = job->record_result == 0;
-		job_emit_claimed(job, JOBS_CLAIMED);
+		job_emit_claimed(job, ENGINE_CLAIMED);
 		/* Queued before the file's look-up, and in its transaction: a file is never
 		 * uploaded before the ledger knows it was claimed. */
 		(void)job_ledger_record(job, LEDGER_CLAIMED, NULL);
@@ -338,32 +336,25 @@ static void job_claim_done(struct diskq_op *op)
 			job_enter(job, JOB_CHECKING);
 		return;
 	case -ENOENT:
-		job_emit_claimed(job, JOBS_GONE);
+		job_emit_claimed(job, ENGINE_GONE);
 		break;
 	case -EAGAIN:
 		log_debug("%s: '%s' changed or is still open for writing; waiting for it to settle",
 			  job_folder_name(job), job->name);
-		job_emit_claimed(job, JOBS_CHANGED);
+		job_emit_claimed(job, ENGINE_CHANGED);
 		break;
-	case -EEXIST: {
-		/* A namesake nobody knew of is in processing (put there by hand, say): resume it
-		 * like anything an earlier run left, and take this one after it. */
-		struct claimed *c = job->claimed;
+	case -EEXIST:
+		/* A namesake nobody knew of is in processing (put there by hand, say): the engine
+		 * resumes it like anything an earlier run left, and takes this one after it. */
 		log_info("%s: '%s' waits: a file of that name is in processing",
 			 job_folder_name(job), job->name);
-		job_emit_claimed(job, JOBS_BUSY);
-		job->claimed = NULL;
-		c->job = NULL;
-		if (!js->draining)
-			jobs_backlog_push(js, c);
-		else
-			jobs_claimed_free(js, c);
-		break;
-	}
+		job_emit_claimed(job, ENGINE_BUSY);
+		job_end(job, JOB_END_BUSY);
+		return;
 	default:
 		/* Said once for the folder, not for every file and try: the cause (an inbox or a
 		 * processing directory that cannot be written) is the folder's. */
-		if (job->folder->claim_error != r)
+		if (job->folder->dir->trouble.claim_error != r)
 			log_event(LOG_LEVEL_ERROR,
 				  &(struct log_fields){LOG_ID_CLAIM_FAILED, job_folder_name(job),
 						       job->name, NULL, NULL},
@@ -374,8 +365,8 @@ static void job_claim_done(struct diskq_op *op)
 		else
 			log_debug("%s: cannot claim '%s' yet: %s", job_folder_name(job), job->name,
 				  strerror(-r));
-		job->folder->claim_error = r;
-		job_emit_claimed(job, JOBS_CLAIM_FAILED);
+		job->folder->dir->trouble.claim_error = r;
+		job_emit_claimed(job, ENGINE_CLAIM_FAILED);
 		break;
 	}
 	job_end(job, JOB_END_UNCLAIMED);
@@ -386,7 +377,7 @@ static void job_claim_done(struct diskq_op *op)
 static void job_check_work(uv_work_t *req)
 {
 	struct job *job = req->data;
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	int dir_fd = job->dry_run ? f->dir->inbox_fd : f->dir->proc_fd;
 
 	if (job->resumed) {
@@ -411,7 +402,6 @@ static void job_dry_run_log(struct job *job)
 	if (job->rep.failed) {
 		log_warning("%s: dry run: '%s' would fail at %s: %s", job_folder_name(job),
 			    job->name, report_stage_name(job->rep.stage), job->rep.error.message);
-		job->js->failed_total++;
 		return;
 	}
 	const struct normalize *n = &job->check.norm;
@@ -424,7 +414,7 @@ static void job_dry_run_log(struct job *job)
 		 job_folder_name(job), job->name, (unsigned long long)job->rep.bytes,
 		 job->rep.sha256, n->encoding_from, delim, (unsigned long long)n->rows,
 		 n->rows == 1 ? "" : "s", (unsigned long long)n->rows_rejected, n->normalized ? "normalized" : "as it is",
-		 n->n_parts, n->n_parts == 1 ? "" : "s", job->js->cfg->api.base_url,
+		 n->n_parts, n->n_parts == 1 ? "" : "s", job->env->cfg->api.base_url,
 		 fl->column_map ? fl->column_map : "(none)", fl->on_conflict,
 		 fl->segments ? fl->segments : "(none)", fl->topics ? fl->topics : "(none)");
 }
@@ -451,21 +441,21 @@ static void job_after_lookup(struct job *job)
 static int job_ledger_record(struct job *job, enum ledger_status status,
 			     void (*written)(void *data))
 {
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	struct ledger_entry e;
 	int r;
 
-	if (!js->lq || job->dry_run)
+	if (!env->lq || job->dry_run)
 		return 0;
 	r = report_ledger_entry(&job->rep, job->folder->settings_hash, status,
-				job->finished_ms ? job->finished_ms : jobs_now_wall_ms(), &e);
+				job->finished_ms ? job->finished_ms : job_now_wall_ms(), &e);
 	if (r < 0) {
 		log_error("%s: '%s': out of memory recording it in the ledger", job_folder_name(job),
 			  job->name);
 		return r;
 	}
-	r = written ? ledgerq_record_then(js->lq, &e, written, job, &job->lookup)
-		    : ledgerq_record(js->lq, &e);
+	r = written ? ledgerq_record_then(env->lq, &e, written, job, &job->lookup)
+		    : ledgerq_record(env->lq, &e);
 	ledger_entry_clear(&e);
 	return r;
 }
@@ -483,7 +473,7 @@ static void job_inflight_unwait(struct job *job)
 
 /* Something changed for content IN: its waiters ask the ledger again (the first to hear that
  * nothing was imported takes it over, the others wait in turn); an entry nobody holds goes. */
-static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
+static void job_inflight_wake(struct job_folder *f, struct inflight *in)
 {
 	struct inflight_waiter *w = inflight_take_waiters(in), *next;
 
@@ -491,7 +481,7 @@ static void job_inflight_wake(struct folder_rt *f, struct inflight *in)
 		struct job *job = JOB_FROM_WAITER(w);
 
 		next = inflight_next(w); /* before it may wait again */
-		pacer_cancel(&job->js->pacer, &job->se);
+		pacer_cancel(job->env->pacer, &job->se);
 		job_enter(job, JOB_LOOKING_UP);
 	}
 	inflight_drop_unused(&f->inflight, in);
@@ -572,7 +562,7 @@ static void job_adopt_ledger_entry(struct job *job, const struct ledger_entry *e
 static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 {
 	struct job *job = data;
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	enum config_on_duplicate policy = f->conf->settings.on_duplicate;
 	struct inflight *in;
 
@@ -617,7 +607,7 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 		/* Another file of it, uploaded and in this daemon's hands (resumed, or waiting to
 		 * be), whose outcome is not known yet. */
 		bool uploaded_here = res->uploaded_result == 0 && res->uploaded.file &&
-				     jobs_knows_name(job->js, job->folder_index, res->uploaded.file);
+				     job->env->host->knows(job->env->data, job->folder->index, res->uploaded.file);
 		if ((in && ((in->owner && in->owner != job) || in->n_uploaded > 0)) ||
 		    uploaded_here) {
 			if (!in)
@@ -640,15 +630,15 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 
 static void job_start_lookup(struct job *job)
 {
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	const struct config_settings *st = &job->folder->conf->settings;
 	int64_t since = 0;
 	int r;
 
 	if (st->duplicate_window_s)
-		since = jobs_now_wall_ms() - (int64_t)st->duplicate_window_s * 1000;
+		since = job_now_wall_ms() - (int64_t)st->duplicate_window_s * 1000;
 	/* Asked even with on_duplicate import: the row found may be this file's own. */
-	r = ledgerq_lookup(js->lq, job_folder_name(job), job->name, job->rep.sha256,
+	r = ledgerq_lookup(env->lq, job_folder_name(job), job->name, job->rep.sha256,
 			   job->folder->settings_hash, since, job->part == 0, job_lookup_done, job,
 			   &job->lookup);
 	if (r < 0) {
@@ -772,7 +762,7 @@ static void job_check_result(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	if (job->js->lq) {
+	if (job->env->lq) {
 		job_enter(job, JOB_LOOKING_UP);
 		return;
 	}
@@ -820,7 +810,7 @@ static void job_record_done(struct diskq_op *op)
 					  "uploaded before it can, and saving is retried",
 					  job_folder_name(job), job->name, job->folder->conf->inbox,
 					  FSOPS_PROCESSING_DIR, strerror(-r));
-			job->folder->save_error = r;
+			job->folder->dir->trouble.save_error = r;
 			job->record_counts_next = false;
 			job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
 							     JOB_FINISH_MAX_MS);
@@ -834,7 +824,7 @@ static void job_record_done(struct diskq_op *op)
 			job->save_failures = 0;
 			job->save_delay_ms = 0;
 		}
-		job->folder->save_error = 0;
+		job->folder->dir->trouble.save_error = 0;
 		if (job->save_durable) {
 			job->import_recorded = true;
 			job->save_durable = false;
@@ -863,7 +853,7 @@ static bool job_start_record(struct job *job, bool durable)
 	job->record_durable = durable;
 	job->op.work = job_record_work;
 	job->op.done = job_record_done;
-	jobs_submit_disk(job->js, &job->op);
+	job->env->host->disk(job->env->data, &job->op);
 	return true;
 }
 
@@ -883,7 +873,7 @@ static uint64_t job_backoff_ms(const struct config_retry *r, unsigned attempt)
 
 /* What an answer (or its absence) means, for uploads and polls alike. Every answer also feeds
  * the rate limiter, whatever its status. */
-static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call,
+static enum resend_class job_call_outcome(struct job_env *env, struct api_call *call,
 					  struct resend_error *err)
 {
 	const char *terr = api_call_transport_error(call);
@@ -901,10 +891,10 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 		cls = resend_classify(api_call_status(call), body, len, err);
 	}
 	if (cls == RESEND_RATE_LIMITED) {
-		uint64_t ms = pacer_note_refusal(&js->pacer, retry_after, remaining, reset);
+		uint64_t ms = pacer_note_refusal(env->pacer, retry_after, remaining, reset);
 
 		/* Said when a row of refusals begins, not for each request it holds back. */
-		if (js->refusals_in_row++ == 0)
+		if (env->pacer->rl.refusals == 1)
 			log_event(LOG_LEVEL_INFO,
 				  &(struct log_fields){.message_id = LOG_ID_RATE_LIMITED},
 				  "Resend's rate limit was reached (HTTP 429%s%s): no request goes out "
@@ -912,16 +902,17 @@ static enum resend_class job_call_outcome(struct jobs *js, struct api_call *call
 				  retry_after ? ", retry-after " : "", retry_after ? retry_after : "",
 				  (double)ms / 1000);
 	} else {
-		if (js->refusals_in_row > 0)
+		unsigned row = env->pacer->rl.refusals;
+
+		if (row > 0)
 			log_debug("requests are answered again after %u refusal%s for the rate limit",
-				  js->refusals_in_row, js->refusals_in_row == 1 ? "" : "s");
-		js->refusals_in_row = 0;
-		pacer_note_response(&js->pacer, retry_after, remaining, reset);
+				  row, row == 1 ? "" : "s");
+		pacer_note_response(env->pacer, retry_after, remaining, reset);
 	}
 	/* What the far end said goes to log lines and reports from here: a server (or a proxy)
 	 * that echoes the Authorization header must not put the key there. */
-	scrub_secrets(err->name, sizeof(err->name), js->cfg->api_key);
-	scrub_secrets(err->message, sizeof(err->message), js->cfg->api_key);
+	scrub_secrets(err->name, sizeof(err->name), env->cfg->api_key);
+	scrub_secrets(err->message, sizeof(err->message), env->cfg->api_key);
 	return cls;
 }
 
@@ -967,21 +958,21 @@ static bool job_file_intact(struct job *job, const char *when, char *why, size_t
 static void job_upload_done(struct api_call *call, void *data)
 {
 	struct job *job = data;
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	struct resend_error err = {0};
 	size_t len;
 	const char *body = api_call_body(call, &len);
 	long status = api_call_status(call);
-	enum resend_class cls = job_call_outcome(js, call, &err);
+	enum resend_class cls = job_call_outcome(env, call, &err);
 	const char *local = api_call_local_error(call);
-	unsigned max_attempts = (unsigned)js->cfg->retry.max_attempts;
+	unsigned max_attempts = (unsigned)env->cfg->retry.max_attempts;
 	struct report_part *part;
 	char why[320];
 	int r;
 
 	job->call = NULL;
 	job->rep.http_status = status;
-	metrics_api_request(js->metrics, METRICS_CREATE_IMPORT, status);
+	metrics_api_request(env->metrics, METRICS_CREATE_IMPORT, status);
 	if (local) {
 		/* The file could not be read whole: the same file would be read again by a retry,
 		 * so it fails now, with what we found rather than what curl says about it. */
@@ -1005,9 +996,9 @@ static void job_upload_done(struct api_call *call, void *data)
 		part->attempts = job->rep.attempts;
 		if (job->part == 0)
 			memcpy(job->rep.import_id, part->import_id, sizeof(job->rep.import_id));
-		job->rep.uploaded_at_ms = jobs_now_wall_ms();
+		job->rep.uploaded_at_ms = job_now_wall_ms();
 		metrics_uploaded(job->folder->metrics, part->bytes,
-				 (double)(uv_now(js->loop) - job->upload_started_ms) / 1000);
+				 (double)(uv_now(env->loop) - job->upload_started_ms) / 1000);
 		log_debug("%s: '%s' uploaded as import %s (part %zu of %zu)", job_folder_name(job),
 			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
 		job->part++;
@@ -1037,7 +1028,7 @@ static void job_upload_done(struct api_call *call, void *data)
 	case RESEND_AUTH:
 	case RESEND_QUOTA:
 		api_call_free(call);
-		jobs_pause(js, cls, &err);
+		env->host->refused(env->data, cls, &err);
 		/* The key's or the account's fault, not the file's: the attempt does not count, and
 		 * the record forgets it again before the file waits in the queue. */
 		job->rep.attempts--;
@@ -1070,9 +1061,9 @@ static void job_upload_done(struct api_call *call, void *data)
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
-		job->retry_delay_ms = job_backoff_ms(&js->cfg->retry, job->rep.attempts);
+		job->retry_delay_ms = job_backoff_ms(&env->cfg->retry, job->rep.attempts);
 		metrics_upload_retry(job->folder->metrics);
-		if (!js->draining)
+		if (!env->draining)
 			log_event(LOG_LEVEL_WARNING,
 				  &(struct log_fields){LOG_ID_UPLOAD_RETRY, job_folder_name(job),
 						       job->name, NULL, "retry"},
@@ -1094,7 +1085,7 @@ static void job_upload_done(struct api_call *call, void *data)
 
 static void job_start_upload(struct job *job)
 {
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	const struct normalize *n = &job->check.norm;
 	const struct normalize_part *p = &n->parts[job->part];
 	char why[320];
@@ -1116,7 +1107,7 @@ static void job_start_upload(struct job *job)
 	filename = resend_part_filename(job->name, job->part, job->rep.n_parts);
 	resend_part_key(job->idempotency_key, job_folder_name(job), job->rep.sha256, job->part,
 			job->rep.n_parts);
-	r = filename ? api_create_import(js->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
+	r = filename ? api_create_import(env->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
 					 p->offset, p->bytes, filename, &job->folder->fields,
 					 job->idempotency_key, job_upload_done, job, &job->call)
 		     : -ENOMEM;
@@ -1135,21 +1126,21 @@ static void job_start_upload(struct job *job)
 static void job_poll_done(struct api_call *call, void *data)
 {
 	struct job *job = data;
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	struct resend_error err = {0};
 	size_t len;
 	const char *body = api_call_body(call, &len);
-	enum resend_class cls = job_call_outcome(js, call, &err);
+	enum resend_class cls = job_call_outcome(env, call, &err);
 	const char *id = job->rep.parts[job->poll_part].import_id;
 	struct resend_import imp;
 
 	job->call = NULL;
-	metrics_api_request(js->metrics, METRICS_GET_IMPORT, api_call_status(call));
+	metrics_api_request(env->metrics, METRICS_GET_IMPORT, api_call_status(call));
 	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
 		/* Kept as received, for the report: scrubbed like any text from the far end. */
-		scrub_secrets(imp.status, sizeof(imp.status), js->cfg->api_key);
-		scrub_secrets(imp.created_at, sizeof(imp.created_at), js->cfg->api_key);
-		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), js->cfg->api_key);
+		scrub_secrets(imp.status, sizeof(imp.status), env->cfg->api_key);
+		scrub_secrets(imp.created_at, sizeof(imp.created_at), env->cfg->api_key);
+		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), env->cfg->api_key);
 		job->rep.parts[job->poll_part].import = imp;
 		if (job->rep.n_parts == 1)
 			job->rep.import = imp;
@@ -1171,7 +1162,7 @@ static void job_poll_done(struct api_call *call, void *data)
 			report_sum_parts(&job->rep);
 			if (job->rep.uploaded_at_ms > 0)
 				metrics_imported(job->folder->metrics,
-						 (double)(jobs_now_wall_ms() -
+						 (double)(job_now_wall_ms() -
 							  job->rep.uploaded_at_ms) / 1000);
 			job_enter(job, JOB_FINISHING);
 			return;
@@ -1184,7 +1175,7 @@ static void job_poll_done(struct api_call *call, void *data)
 		job_enter(job, JOB_FINISHING);
 		return;
 	} else if (cls == RESEND_AUTH || cls == RESEND_QUOTA) {
-		jobs_pause(js, cls, &err);
+		env->host->refused(env->data, cls, &err);
 	} else if (cls == RESEND_RATE_LIMITED) {
 		/* Asked again once the pacer lets requests go (job_call_outcome). */
 		job->rep.rate_limited++;
@@ -1194,7 +1185,7 @@ static void job_poll_done(struct api_call *call, void *data)
 			  job_folder_name(job), job->name, id, err.message);
 	}
 	api_call_free(call);
-	if (uv_now(js->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
+	if (uv_now(env->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
 			    "import %s did not finish within 24 hours", job->rep.import_id);
 		job_enter(job, JOB_FINISHING);
@@ -1208,7 +1199,7 @@ static void job_poll_done(struct api_call *call, void *data)
 static void job_start_poll(struct job *job)
 {
 	const char *id = job->rep.parts[job->poll_part].import_id;
-	int r = api_get_import(job->js->api, id, job_poll_done, job, &job->call);
+	int r = api_get_import(job->env->api, id, job_poll_done, job, &job->call);
 
 	if (r < 0) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
@@ -1225,7 +1216,7 @@ static void job_start_poll(struct job *job)
  * another user's directory) is never written to: the file waits. */
 static int job_finish_dir(struct job *job, int *ret_fd)
 {
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	const char *path = job->rep.failed ? f->conf->failed : f->conf->done;
 	int fd = job->rep.failed ? f->dir->failed_fd : f->dir->done_fd, nfd, r;
 
@@ -1252,7 +1243,7 @@ static int job_finish_dir(struct job *job, int *ret_fd)
 static void job_finish_work(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	char stage[STATEREC_NAME_LEN + 2];
 	bool rejects = job->check.norm.rejects_written;
 	struct stat st;
@@ -1322,15 +1313,15 @@ static void job_finish_work(struct diskq_op *op)
  * directory, however many files wait for it; and once when it can be used again. */
 static void job_note_finish_dir(struct job *job, int r)
 {
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	const struct config_folder *conf = f->conf;
 	bool failed = job->rep.failed;
 	const char *path = failed ? conf->failed : conf->done;
-	int *problem = &f->dir_problem[failed];
+	int *problem = &f->dir->trouble.dir_problem[failed];
 
 	/* Two files may find it replaced at once, each in its disk thread: said once. */
-	if (job->finish_adopted && job->finish_adopted != f->dir_adopted[failed]) {
-		f->dir_adopted[failed] = job->finish_adopted;
+	if (job->finish_adopted && job->finish_adopted != f->dir->trouble.dir_adopted[failed]) {
+		f->dir->trouble.dir_adopted[failed] = job->finish_adopted;
 		log_warning("%s: %s directory '%s' was replaced by another directory; files go to "
 			    "the new one",
 			    conf->name, failed ? "failed" : "done", path);
@@ -1351,8 +1342,7 @@ static void job_note_finish_dir(struct job *job, int r)
 static void job_finish_done(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
-	struct jobs *js = job->js;
-	struct folder_rt *f = job->folder;
+	struct job_folder *f = job->folder;
 	const struct config_folder *conf = f->conf;
 	const char *dir = job->rep.failed ? conf->failed : conf->done;
 
@@ -1363,15 +1353,15 @@ static void job_finish_done(struct diskq_op *op)
 			  conf->name, job->name, conf->inbox, FSOPS_PROCESSING_DIR, dir,
 			  job->rep.import_id[0] ? "; it was uploaded as import " : "",
 			  job->rep.import_id);
-		job_end(job, JOB_END_FINISHED); /* the name left processing: a namesake can come */
+		job_end(job, JOB_END_VANISHED); /* the name left processing: a namesake can come */
 		return;
 	}
 	if (op->result < 0) {
 		/* Temporary by nature (a full disk, an I/O error, a directory made read-only or
 		 * replaced): the file stays where it is and the move is tried again, which says
 		 * more than a file failed for a reason of ours. */
-		f->stuck_error = op->result;
-		f->stuck_failed_dir = job->rep.failed;
+		f->dir->trouble.stuck_error = op->result;
+		f->dir->trouble.stuck_failed_dir = job->rep.failed;
 		if (job->finish_failures++ == 0 && job->finish_dir_result == 0)
 			log_event(LOG_LEVEL_ERROR,
 				  &(struct log_fields){LOG_ID_MOVE_FAILED, conf->name, job->name,
@@ -1402,13 +1392,6 @@ static void job_finish_done(struct diskq_op *op)
 								: LEDGER_DONE,
 					NULL);
 	metrics_file_finished(f->metrics, job->rep.failed);
-	if (job->rep.failed) {
-		f->failed++;
-		js->failed_total++;
-	} else {
-		f->done++;
-		js->done_total++;
-	}
 	job_end(job, JOB_END_FINISHED);
 }
 
@@ -1429,7 +1412,7 @@ static void job_prepare_finish(struct job *job)
 		rep->attempts = sum;
 	}
 	if (!job->finished_ms)
-		job->finished_ms = jobs_now_wall_ms();
+		job->finished_ms = job_now_wall_ms();
 }
 
 static void job_end_recorded(void *data)
@@ -1446,7 +1429,7 @@ static void job_start_finish(struct job *job)
 	job_prepare_finish(job);
 	job->op.work = job_finish_work;
 	job->op.done = job_finish_done;
-	jobs_submit_disk(job->js, &job->op);
+	job->env->host->disk(job->env->data, &job->op);
 }
 
 /* ---- entering a state: the one place where states change ------------------------------- */
@@ -1456,16 +1439,16 @@ static void job_start_finish(struct job *job)
  * start new work ends the job instead: its file stays in processing for the next start. */
 void job_enter(struct job *job, enum job_state to)
 {
-	struct jobs *js = job->js;
+	struct job_env *env = job->env;
 	bool ok = true;
 	int r;
 
 	/* The ledger learns how a file ended before the file moves: a crash in between leaves
 	 * the file in processing with its end recorded, never a file in done/ that the ledger
 	 * does not know was imported. */
-	if (to == JOB_FINISHING && js->lq && !job->dry_run && !job->end_recorded)
+	if (to == JOB_FINISHING && env->lq && !job->dry_run && !job->end_recorded)
 		to = JOB_LEDGER_WAIT;
-	if (js->draining && !job_states[to].in_drain) {
+	if (env->draining && !job_states[to].in_drain) {
 		job_release(job);
 		return;
 	}
@@ -1473,15 +1456,15 @@ void job_enter(struct job *job, enum job_state to)
 		return;
 	switch (to) {
 	case JOB_CLAIMING:
-		job->rep.claimed_at_ms = jobs_now_wall_ms();
+		job->rep.claimed_at_ms = job_now_wall_ms();
 		job->op.work = job_claim_work;
 		job->op.done = job_claim_done;
-		jobs_submit_disk(js, &job->op);
+		env->host->disk(env->data, &job->op);
 		break;
 	case JOB_CHECKING:
 		job->recheck = false;
 		job->work.data = job;
-		r = uv_queue_work(js->loop, &job->work, job_check_work, job_check_done);
+		r = uv_queue_work(env->loop, &job->work, job_check_work, job_check_done);
 		if (r < 0) {
 			log_error("%s: '%s': cannot start its check: %s; it stays in processing",
 				  job_folder_name(job), job->name, uv_strerror(r));
@@ -1494,32 +1477,32 @@ void job_enter(struct job *job, enum job_state to)
 	case JOB_DUP_WAIT:
 		/* Asked again now and then too: a file it waits for that never comes back (taken
 		 * out of processing by hand) must not hold it for ever. */
-		ok = pacer_at(&js->pacer, &job->se, JOB_DUP_RECHECK_MS) == 0;
+		ok = pacer_at(env->pacer, &job->se, JOB_DUP_RECHECK_MS) == 0;
 		break;
 	case JOB_QUEUED:
-		pacer_upload(&js->pacer, &job->se, job->requeue_front);
+		pacer_upload(env->pacer, &job->se, job->requeue_front);
 		job->requeue_front = false;
 		break;
 	case JOB_SAVING:
 		ok = job_start_record(job, job->save_durable);
 		break;
 	case JOB_UPLOADING:
-		job->upload_started_ms = uv_now(js->loop);
+		job->upload_started_ms = uv_now(env->loop);
 		job->rep.attempts++;
 		job->record_counts_next = false; /* it counts one that is made now */
 		job_start_upload(job);
 		break;
 	case JOB_RETRY_WAIT:
 		job->requeue_front = true;
-		ok = pacer_at(&js->pacer, &job->se, job->retry_delay_ms) == 0;
+		ok = pacer_at(env->pacer, &job->se, job->retry_delay_ms) == 0;
 		break;
 	case JOB_RECORDING:
 		ok = job_start_record(job, true);
 		break;
 	case JOB_FOLLOW_WAIT:
 		if (!job->follow_started_ms)
-			job->follow_started_ms = uv_now(js->loop);
-		ok = pacer_at(&js->pacer, &job->se,
+			job->follow_started_ms = uv_now(env->loop);
+		ok = pacer_at(env->pacer, &job->se,
 			      job_next_delay(&job->follow_delay_ms, JOB_FOLLOW_FIRST_MS,
 					     JOB_FOLLOW_MAX_MS)) == 0;
 		break;
@@ -1541,7 +1524,7 @@ void job_enter(struct job *job, enum job_state to)
 		job_start_finish(job);
 		break;
 	case JOB_FINISH_WAIT:
-		ok = pacer_at(&js->pacer, &job->se,
+		ok = pacer_at(env->pacer, &job->se,
 			      job_next_delay(&job->finish_delay_ms, JOB_FINISH_FIRST_MS,
 					     JOB_FINISH_MAX_MS)) == 0;
 		break;
@@ -1559,9 +1542,9 @@ void job_enter(struct job *job, enum job_state to)
 
 void job_release(struct job *job)
 {
-	pacer_cancel(&job->js->pacer, &job->se);
+	pacer_cancel(job->env->pacer, &job->se);
 	if (job->lookup) {
-		ledgerq_cancel(job->js->lq, job->lookup);
+		ledgerq_cancel(job->env->lq, job->lookup);
 		job->lookup = NULL;
 	}
 	if (job->record_counts_next) {
@@ -1573,36 +1556,44 @@ void job_release(struct job *job)
 	job_end(job, JOB_END_RELEASED);
 }
 
-/* Frees JOB; none of its work may be outstanding. */
-void job_end(struct job *job, enum job_end how)
+void job_drain(struct job *job)
 {
-	struct jobs *js = job->js;
-	struct claimed *c = job->claimed;
+	if (job_states[job->state].waits) {
+		job_release(job);
+	} else if (job->state == JOB_CHECKING) {
+		/* A check not yet started is cancelled; one hashing stops at its next read. */
+		atomic_store(&job->cancel, true);
+		uv_cancel((uv_req_t *)&job->work);
+	}
+}
+
+void job_abort(struct job *job)
+{
+	if (job->state != JOB_UPLOADING && job->state != JOB_POLLING)
+		return;
+	log_warning("%s: '%s': %s aborted at shutdown; it stays in processing for the next start",
+		    job_folder_name(job), job->name,
+		    job->state == JOB_UPLOADING ? "upload" : "import check");
+	job_end(job, JOB_END_RELEASED);
+}
+
+/* Frees JOB; none of its work may be outstanding. The engine hears of it first. */
+static void job_end(struct job *job, enum job_end how)
+{
+	struct job_env *env = job->env;
 
 	if (job->state != JOB_ENDED)
 		job_set_state(job, JOB_ENDED);
-	pacer_cancel(&js->pacer, &job->se);
+	pacer_cancel(env->pacer, &job->se);
 	if (job->lookup)
-		ledgerq_cancel(js->lq, job->lookup);
+		ledgerq_cancel(env->lq, job->lookup);
 	job->lookup = NULL;
 	job_inflight_release(job);
 	if (job->call)
 		api_call_free(job->call);
 	if (job->check.fd >= 0)
 		close(job->check.fd);
-	if (how == JOB_END_FINISHED && c && js->events.left && jobs_events_on(js))
-		js->events.left(job->folder_index, job->name, js->events.data);
-	if (c)
-		jobs_claimed_free(js, c);
-	if (job->prev)
-		job->prev->next = job->next;
-	else
-		js->jobs = job->next;
-	if (job->next)
-		job->next->prev = job->prev;
-	js->n_jobs--;
-	js->n_state[JOB_ENDED]--;
-	job->folder->n_state[JOB_ENDED]--;
+	env->host->ended(env->data, job, how);
 	cJSON_free(job->record_text);
 	cJSON_free(job->report_text);
 	free(job->final_name);
@@ -1612,7 +1603,6 @@ void job_end(struct job *job, enum job_end how)
 	normalize_clear(&job->check.norm);
 	staterec_clear(&job->record);
 	free(job);
-	jobs_defer(js);
 }
 
 /* ---- the pacer's events ------------------------------------------------------------ */
@@ -1630,7 +1620,7 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 		break;
 	case JOB_FOLLOW_WAIT:
 		/* Due: now it waits for a request token. */
-		pacer_poll(&job->js->pacer, e);
+		pacer_poll(job->env->pacer, e);
 		break;
 	case JOB_FINISH_WAIT:
 		job_enter(job, JOB_FINISHING);

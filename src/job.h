@@ -1,105 +1,221 @@
-/* Files from claim to done/failed: each file's state machine (job.c), and the engine around it:
- * the name index of everything in processing, the slots, the resume backlog, pauses, drain. */
+/* A file's life after it settled, as one state machine (job.c), and what the engine (engine.c)
+ * and a job share: the states' table, the job, a folder as its jobs see it, and the one small
+ * interface through which a job tells the engine what became of it. The engine calls into a
+ * job (job_new, job_start, job_resume, job_enter, job_drain, job_abort, job_release, the
+ * pacer's events); a job calls nothing of the engine's but through struct job_host. Not for
+ * other modules: they use engine.h. */
 #ifndef RDD_JOB_H
 #define RDD_JOB_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
-#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
-#include "api.h"
-#include "config.h"
-#include "fsops.h"
+#include "diskq.h"
+#include "engine.h"
+#include "folder.h"
+#include "inflight.h"
+#include "ledgerq.h"
+#include "metrics.h"
+#include "pacer.h"
+#include "precheck.h"
+#include "report.h"
+#include "resend.h"
+#include "staterec.h"
 
-struct jobs;
+struct api;
+struct api_call;
 
-/* What jobs_submit did with a settled inbox file. */
-enum jobs_submit {
-	JOBS_CLAIMING,          /* taken: being claimed; a `claimed` event tells how it went */
-	JOBS_CHECKING_IN_PLACE, /* dry run: checked where it is, never claimed */
-	JOBS_LATER,             /* no slot free: a `capacity` event comes when one is */
-	JOBS_NAME_BUSY,         /* a file of that name is in processing: `left` comes when it goes */
-	JOBS_STOPPING,          /* draining: nothing more comes */
+enum job_state {
+	JOB_NEW,
+	JOB_CLAIMING,
+	JOB_CHECKING,
+	JOB_LOOKING_UP,
+	JOB_DUP_WAIT,
+	JOB_QUEUED,
+	JOB_SAVING,
+	JOB_UPLOADING,
+	JOB_RETRY_WAIT,
+	JOB_RECORDING,
+	JOB_FOLLOW_WAIT,
+	JOB_POLLING,
+	JOB_LEDGER_WAIT,
+	JOB_FINISHING,
+	JOB_FINISH_WAIT,
+	JOB_ENDED,
+	JOB_N_STATES
 };
 
-/* How a claim ended. */
-enum jobs_claim {
-	JOBS_CLAIMED,      /* it is in processing */
-	JOBS_GONE,         /* it had left the inbox */
-	JOBS_CHANGED,      /* it changed since it settled, or a writer still has it open */
-	JOBS_BUSY,         /* a file of that name was found in processing: `left` comes */
-	JOBS_CLAIM_FAILED, /* an error (logged); it stays in the inbox */
+struct job_state_info {
+	const char *name;
+	/* Counts against max_holding: claimed, not yet uploaded; may hold the descriptor. */
+	bool holding;
+	/* Holds one of the max_in_flight upload slots. */
+	bool upload_slot;
+	/* Only waits for a queue or a timer: a drain ends it at once. */
+	bool waits;
+	/* May be entered while draining (the rest ends the job instead). */
+	bool in_drain;
+	unsigned next;
 };
 
-/* Events to the daemon. None comes from inside jobs_submit, and none while draining. */
-struct jobs_events {
-	void (*claimed)(size_t folder, const char *name, enum jobs_claim how, void *data);
-	/* NAME left folder FOLDER's processing directory: a namesake in the inbox can go. */
-	void (*left)(size_t folder, const char *name, void *data);
-	/* Slots are free: submit parked files until jobs_submit says JOBS_LATER. */
-	void (*capacity)(void *data);
-	/* Nothing is claimed, waiting or in flight (for --once). */
-	void (*idle)(void *data);
-	/* The API key was refused; with --once the daemon gives up instead of pausing. */
-	void (*auth_failed)(void *data);
+/* The states' table (job.c). */
+/* How a job ends. */
+enum job_end {
+	JOB_END_FINISHED,  /* moved to done or failed; counted */
+	JOB_END_VANISHED,  /* it left processing behind the daemon's back: its name is free */
+	JOB_END_RELEASED,  /* left in processing for the next start (drain) */
+	JOB_END_UNCLAIMED, /* never reached processing (or a dry run) */
+	JOB_END_BUSY,      /* a namesake nobody knew of is in processing: this name waits for it */
+};
+
+/* The engine's name for a file in a processing directory (its index entry); opaque here. */
+struct claimed;
+
+/* A folder as its jobs see it (the engine owns it, one per configured folder). */
+struct job_folder {
+	const struct config_folder *conf;
+	size_t index;                 /* in the configuration */
+	struct folder *dir;           /* its directories, and what is wrong with them (folder.h) */
+	char settings_hash[65];       /* config_import_settings_hash: duplicates share it */
+	struct inflight_set inflight; /* contents being imported now: their copies wait */
+	struct resend_fields fields;
+	struct metrics_folder *metrics; /* NULL: not counted */
+	/* Counted by the engine: jobs per state, and those waiting for their move. */
+	unsigned n_state[JOB_N_STATES];
+	unsigned n_stuck;
+	unsigned done, failed; /* this engine's own; the daemon's counters are in metrics */
+	bool paused;           /* resend-dropd pause: no uploads start */
+	struct claimed *names; /* the engine's index of what is in processing (uthash) */
+};
+
+struct job;
+
+/* What a job tells the engine; DATA is the engine. */
+struct job_host {
+	/* JOB moved from FROM to TO (the table allowed it): the counters, slots and holding. */
+	void (*moved)(void *data, struct job *job, enum job_state from, enum job_state to);
+	/* JOB ends HOW and is freed right after: its name, events, counts. */
+	void (*ended)(void *data, struct job *job, enum job_end how);
+	/* JOB's claim ended HOW (CLAIMED: it is in processing). */
+	void (*claimed)(void *data, struct job *job, enum engine_claim how);
+	/* OP goes to the disk thread with this turn's batch. */
+	void (*disk)(void *data, struct diskq_op *op);
+	/* Whether folder FOLDER's processing directory holds NAME, as far as the engine knows. */
+	bool (*knows)(void *data, size_t folder, const char *name);
+	/* Resend refused the key (RESEND_AUTH) or the quota (RESEND_QUOTA): every request waits. */
+	void (*refused)(void *data, enum resend_class cls, const struct resend_error *e);
+};
+
+/* What a job works with: the engine's services (not the job's) and its way back. */
+struct job_env {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	struct api *api;
+	struct pacer *pacer;
+	struct ledgerq *lq;      /* NULL: none (duplicates are not looked for) */
+	struct metrics *metrics; /* NULL: not counted */
+	bool dry_run;
+	bool draining; /* a state that would only wait, or start new work, ends the job instead */
+	const struct job_host *host;
 	void *data;
 };
 
-enum jobs_flags {
-	JOBS_DRY_RUN = 1 << 0, /* check and log; claim, upload and move nothing */
+struct job {
+	struct job_env *env;
+	struct job_folder *folder;
+	struct claimed *claimed; /* the engine's */
+	const char *name;        /* the claimed name (the engine's memory) */
+	enum job_state state;
+	struct job *prev, *next; /* the engine's list */
+	struct pacer_entry se;
+	struct diskq_op op;
+	uv_work_t work;
+	struct api_call *call;
+	atomic_bool cancel; /* the check stops hashing: a drain */
+	int fd;
+	bool dry_run, resumed, requeue_front, record_durable, has_seen;
+	bool checked; /* the claim's disk work checked the file too */
+	/* SAVING writes the attempts made, not the coming one: after a refusal, or a drain. */
+	bool record_exact;
+	bool record_counts_next; /* the record on disk counts an upload not yet started */
+	int record_result;       /* CLAIMING: writing the claim's record */
+	bool import_recorded; /* the record on disk holds the import id */
+	unsigned record_failures, save_failures; /* said once each */
+	struct fsops_seen seen;
+	char record_name[STATEREC_NAME_LEN + 1];
+	/* ".rejects-" and the record name's hash: the rejects file until it moves with the file */
+	char rejects_name[STATEREC_NAME_LEN + 3];
+	/* The uploads: rep.parts[part] is the one uploading or next (n_parts when all are);
+	 * poll_part the one followed. */
+	size_t part, poll_part;
+	bool recheck;      /* RETRY_WAIT: the check could not write its copy; check again */
+	/* LOOKING_UP: the ledger's look-up (ledgerq_lookup); DUP_WAIT: the content it waits for.
+	 * DUPLICATE: the earlier import of the same content, once found. */
+	void *lookup;
+	struct inflight *holds;      /* its content, as the owner or among the uploaded */
+	struct inflight_waiter wait; /* DUP_WAIT: the content it waits for */
+	bool holds_uploaded; /* HOLDS counts it among the uploaded */
+	bool end_recorded;   /* the ledger has its end (LEDGER_WAIT), before it is moved */
+	bool dup_said;       /* its wait was said */
+	struct ledger_entry duplicate;
+	bool save_durable; /* SAVING: the record holds a part's new import id */
+	unsigned recheck_failures;
+	char *record_text; /* SAVING, RECORDING: what the disk thread writes */
+	/* CHECKING: written by the worker, read after it returned. */
+	struct precheck check;
+	int check_result;
+	struct staterec record;
+	bool record_found;
+	/* FINISHING */
+	char *report_text;
+	char *final_name;
+	char *rejects_final; /* the rejects file's name beside the report */
+	int64_t finished_ms;
+	unsigned finish_failures;
+	int finish_dir_result; /* job_finish_dir's answer, for the loop */
+	uint64_t finish_adopted; /* the directory was re-created: the inode adopted, else 0 */
+	bool finish_src_gone;  /* the file left processing behind the daemon's back */
+	char idempotency_key[37];
+	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
+	uint64_t upload_started_ms; /* loop ms */
+	struct report rep;
 };
 
-/* CFG, DIRS (each folder's directories, cfg->n_folders of them, in the configuration's order)
- * and API must outlive JOBS. Starts the disk thread. A folder whose directories are not open
- * (folder_is_open false) is left alone until the daemon says otherwise: nothing is submitted
- * or resumed for it. */
-struct folder;
-int jobs_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
-	     struct api *api, unsigned flags, const struct jobs_events *events, struct jobs **ret);
+/* The states' table. */
+const struct job_state_info *job_state_info(enum job_state state);
 
-/* The daemon's ledger (it outlives JOBS; NULL: none): files are recorded there, duplicates
- * looked up. jobs_ledger_health says that writing to it fails (FAILING), or works again: no new
- * file is claimed while it fails. */
-struct ledgerq;
-void jobs_set_ledger(struct jobs *js, struct ledgerq *lq);
-void jobs_ledger_health(struct jobs *js, bool failing, const char *error);
+/* A job for the file the engine calls C (its NAME), in folder F; JOB_NEW. NULL when out of
+ * memory. */
+struct job *job_new(struct job_env *env, struct job_folder *f, struct claimed *c,
+		    const char *name);
+/* A settled inbox file (SEEN: as it was then, or NULL): claimed, or checked in place in a dry
+ * run. */
+void job_start(struct job *job, const struct fsops_seen *seen);
+/* A file an earlier run left in processing: checked, then taken on from its record. */
+void job_resume(struct job *job);
+/* Puts JOB in state TO and starts what TO does; the only place a state changes. */
+void job_enter(struct job *job, enum job_state to);
+/* The engine drains: a job that only waits is released (its file stays in processing, with a
+ * record that says what was done); a check stops hashing; the rest goes on. */
+void job_drain(struct job *job);
+/* The drain's time is up: an upload or a poll in flight is aborted (the file stays). */
+void job_abort(struct job *job);
+/* Lets go of JOB, which only waits: its file stays in processing, with its record. */
+void job_release(struct job *job);
+/* The pacer's events for a job: its time has come; it may upload; it may poll. */
+void job_pacer_due(struct pacer_entry *e, void *data);
+void job_pacer_upload(struct pacer_entry *e, void *data);
+void job_pacer_poll(struct pacer_entry *e, void *data);
 
-/* Offers inbox file NAME of folder FOLDER, as it was when it settled (SEEN): O(1). */
-enum jobs_submit jobs_submit(struct jobs *js, size_t folder, const char *name,
-			     const struct fsops_seen *seen);
+static inline int64_t job_now_wall_ms(void)
+{
+	struct timespec ts;
 
-/* Resumes whatever an earlier run left in folder FOLDER's processing directory (listed in the
- * disk thread; those files go before new ones). */
-void jobs_resume(struct jobs *js, size_t folder);
-
-/* Folder FOLDER's inbox was re-created (the watch saw it): opens it, sets up its processing
- * directory and lock again, and swaps them in. 0, or the error (logged here). Files still in
- * the old processing directory went with it. */
-int jobs_folder_reopen(struct jobs *js, size_t folder);
-
-/* Files known to jobs: claimed or being claimed, plus the resume backlog. */
-size_t jobs_active(const struct jobs *js);
-unsigned jobs_failed_total(const struct jobs *js);
-void jobs_log_status(const struct jobs *js);
-
-/* Stops taking files. What only waits is released at once (it stays in processing, with its
- * record, for the next start); disk work and checks run to their end; uploads and polls in
- * flight get at most TIMEOUT_MS, then are aborted. DONE_CB(DATA) once nothing is left; the
- * caller then frees JOBS with jobs_close. */
-void jobs_drain(struct jobs *js, uint64_t timeout_ms, void (*done_cb)(void *data), void *data);
-
-/* Closes a drained JOBS: its handles and the disk thread; frees it in the last close callback. */
-void jobs_close(struct jobs *js);
-
-/* What jobs holds, by what a service manager's status line says of it (notify.c). */
-struct jobs_counts {
-	size_t waiting;   /* claimed, not yet uploaded (checks, queue, retry waits, the backlog) */
-	size_t uploading; /* an upload in flight */
-	size_t following; /* uploaded: its import id recorded, followed until it ends */
-	size_t finishing; /* being moved to done/failed, or waiting to be */
-	bool paused, auth_paused;
-};
-/* O(1): from the state counters. */
-void jobs_counts(const struct jobs *js, struct jobs_counts *ret);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "folder.h"
 #include "fsops.h"
-#include "jobs_control.h"
+#include "engine.h"
 #include "log.h"
 #include "text.h"
 
@@ -77,9 +77,9 @@ static int pauses_set(struct status_pauses *p, const char *name, bool paused)
 
 void status_apply_pauses(const struct status_src *s)
 {
-	for (size_t i = 0; s->jobs && i < s->cfg->n_folders; i++) {
+	for (size_t i = 0; s->engine && i < s->cfg->n_folders; i++) {
 		if (pauses_find(s->pauses, s->cfg->folders[i].name) >= 0)
-			jobs_control_pause(s->jobs, i, true);
+			engine_pause_folder(s->engine, i, true);
 	}
 }
 
@@ -87,7 +87,7 @@ static int64_t wall_ms(void);
 
 /* One folder, as both answers show it. */
 struct status_folder {
-	struct jobs_folder_view jv;
+	struct engine_folder_view jv;
 	struct watch_counts wc;
 	unsigned waiting;
 	double oldest_s; /* < 0: none */
@@ -101,8 +101,8 @@ static void status_folder(const struct status_src *s, size_t i, struct status_fo
 
 	memset(ret, 0, sizeof(*ret));
 	ret->oldest_s = -1;
-	if (s->jobs)
-		jobs_control_folder(s->jobs, i, &ret->jv);
+	if (s->engine)
+		engine_folder_view(s->engine, i, &ret->jv);
 	if (w) {
 		watch_counts(w, &ret->wc);
 		if (ret->wc.oldest_seen_ms)
@@ -149,15 +149,15 @@ static cJSON *json_str_or_null(const char *s)
 
 char *status_json(const struct status_src *s)
 {
-	struct jobs_api_view av = {0};
+	struct engine_api_view av = {0};
 	cJSON *root = cJSON_CreateObject(), *api, *rl, *folders;
 	int64_t now = wall_ms();
 	char *text = NULL;
 
 	if (!root)
 		return NULL;
-	if (s->jobs)
-		jobs_control_api(s->jobs, &av);
+	if (s->engine)
+		engine_api_view(s->engine, &av);
 	cJSON_AddStringToObject(root, "version", RDD_VERSION);
 	cJSON_AddNumberToObject(root, "pid", (double)getpid());
 	cJSON_AddStringToObject(root, "state", s->state);
@@ -236,15 +236,15 @@ char *status_json(const struct status_src *s)
 
 int status_metrics(const struct status_src *s, char **ret, size_t *ret_len)
 {
-	struct jobs_api_view av = {0};
+	struct engine_api_view av = {0};
 	struct metrics_folder_gauges *g = calloc(s->cfg->n_folders + 1, sizeof(*g));
 	struct metrics_gauges mg = {.folders = g, .n_folders = s->cfg->n_folders};
 	int r;
 
 	if (!g)
 		return -ENOMEM;
-	if (s->jobs)
-		jobs_control_api(s->jobs, &av);
+	if (s->engine)
+		engine_api_view(s->engine, &av);
 	mg.uploads_in_flight = av.in_flight;
 	mg.api_paused = av.paused;
 	for (size_t i = 0; i < s->cfg->n_folders; i++) {
@@ -326,8 +326,8 @@ static unsigned status_pause(const struct status_src *s, bool pause, const char 
 			cJSON_Delete(o);
 			return reply_error(ret_body, 500, "out of memory");
 		}
-		if (s->jobs && jobs_control_paused(s->jobs, i) != pause) {
-			jobs_control_pause(s->jobs, i, pause);
+		if (s->engine && engine_folder_paused(s->engine, i) != pause) {
+			engine_pause_folder(s->engine, i, pause);
 			log_info(pause ? "%s: paused (resend-dropd pause): no new files, no new uploads"
 				       : "%s: resumed (resend-dropd resume)",
 				 name);
@@ -355,9 +355,9 @@ static unsigned status_retry(const struct status_src *s, const char *folder, con
 	i = folder_index(s->cfg, folder);
 	if (i < 0)
 		return reply_error(ret_body, 404, "no folder named '%s'", qf);
-	if (!s->jobs)
+	if (!s->engine)
 		return reply_error(ret_body, 503, "the daemon is between two configurations");
-	r = jobs_control_unfail(s->jobs, (size_t)i, file, &kept);
+	r = engine_unfail(s->engine, (size_t)i, file, &kept);
 	switch (r) {
 	case 0:
 		break;

@@ -10,15 +10,15 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "job.h"
 #include "metrics.h"
 #include "watch.h"
 
+struct engine;
 struct status_pauses;
 
 struct status_src {
 	const struct config *cfg;
-	struct jobs *jobs;            /* NULL: no pipeline (between two) */
+	struct engine *engine;         /* NULL: no pipeline (between two) */
 	struct watch *const *watches; /* cfg->n_folders entries, any NULL */
 	struct folder *const *folders; /* cfg->n_folders entries: their directories (folder.h) */
 	struct metrics *metrics;

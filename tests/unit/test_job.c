@@ -1,12 +1,12 @@
-/* job: the engine itself, from jobs_submit to done/ or failed/, driven as daemon.c drives it,
+/* job: the engine itself, from engine_submit to done/ or failed/, driven as daemon.c drives it,
  * against a stand-in for the API module.
  *
  * The stand-in: rddcore is a static archive, so the api_* functions defined below are the ones
- * the engine (job.c, jobs.c) links against and src/api.c is never pulled in (every function of
- * api.h is defined here, so that nothing can pull it in by accident). It records every call (what it would have sent:
- * file name, size, the bytes read through the descriptor with pread as api.c reads them (a
- * part: its head bytes from offset 0, then its rows from its offset), idempotency key, form
- * fields) and answers as the test scripted it, always from a uv_timer, never from inside
+ * the engine (job.c, engine.c) links against and src/api.c is never pulled in (every function
+ * of api.h is defined here, so that nothing can pull it in by accident). It records every call
+ * (what it would have sent: file name, size, the bytes read through the descriptor with pread
+ * as api.c reads them (a part: its head bytes from offset 0, then its rows from its offset),
+ * idempotency key, form fields) and answers as the test scripted it, always from a uv_timer, never from inside
  * api_create_import/api_get_import. An answer may be held back until the test releases it, or
  * for ever (the engine then frees the call, which must cancel it).
  *
@@ -20,7 +20,7 @@
  * Not covered: illegal transitions of the state machine (job_states[]): no sequence of public
  * calls reaches one. Every test does check that the engine never logged one ("internal error"). */
 #include "folder.h"
-#include "job.h"
+#include "engine.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -45,6 +45,7 @@
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "config.h"
 #include "fsops.h"
 #include "log.h"
@@ -163,7 +164,7 @@ enum ev_kind { EV_CLAIMED, EV_LEFT, EV_AUTH_FAILED };
 struct event {
 	enum ev_kind kind;
 	char name[128];
-	enum jobs_claim how;
+	enum engine_claim how;
 	unsigned seq;
 	/* EV_LEFT: where the file was when the event came. */
 	bool in_processing, in_done, in_failed;
@@ -179,7 +180,7 @@ static struct fixture {
 	bool hung, slept;
 	bool loop_stuck; /* a handle stayed open: the loop is abandoned */
 	struct api api;
-	struct jobs *js;
+	struct engine *js;
 	struct folder *dirs[4]; /* the folders' directories, as the daemon holds them */
 	bool draining, drained;
 
@@ -190,7 +191,7 @@ static struct fixture {
 	bool in_submit;
 	unsigned events_in_submit, events_after_drain;
 
-	/* Files the watch would hold back after JOBS_LATER, offered again at `capacity`. */
+	/* Files the watch would hold back after ENGINE_LATER, offered again at `capacity`. */
 	char *parked[MAX_PARKED];
 	size_t n_parked;
 	int successes_at_first_capacity; /* -1: no capacity event while something was parked */
@@ -988,7 +989,7 @@ static const struct event *event_of(enum ev_kind kind, const char *name, size_t 
 	return NULL;
 }
 
-static void ev_claimed_cb(size_t folder, const char *name, enum jobs_claim how, void *data)
+static void ev_claimed_cb(size_t folder, const char *name, enum engine_claim how, void *data)
 {
 	struct event *e = ev_add(EV_CLAIMED, name);
 
@@ -1013,9 +1014,9 @@ static void ev_left_cb(size_t folder, const char *name, void *data)
 	}
 }
 
-static enum jobs_submit submit(const char *name);
+static enum engine_submit submit(const char *name);
 
-/* As daemon_capacity_cb and the watch: parked files are offered until JOBS_LATER. */
+/* As daemon_capacity_cb and the watch: parked files are offered until ENGINE_LATER. */
 static void ev_capacity_cb(void *data)
 {
 	(void)data;
@@ -1029,8 +1030,8 @@ static void ev_capacity_cb(void *data)
 	if (F.n_parked > 0 && F.successes_at_first_capacity < 0)
 		F.successes_at_first_capacity = (int)successful_uploads();
 	while (F.n_parked > 0) {
-		enum jobs_submit r = submit(F.parked[0]);
-		if (r != JOBS_CLAIMING)
+		enum engine_submit r = submit(F.parked[0]);
+		if (r != ENGINE_CLAIMING)
 			break;
 		free(F.parked[0]);
 		memmove(F.parked, F.parked + 1, --F.n_parked * sizeof(F.parked[0]));
@@ -1058,22 +1059,22 @@ static void ev_auth_failed_cb(void *data)
 }
 
 /* As the watch offers a settled file: with its size and mtime from stat. */
-static enum jobs_submit submit(const char *name)
+static enum engine_submit submit(const char *name)
 {
 	char path[PATH_MAX];
 	struct fsops_seen seen;
 	struct stat st;
-	enum jobs_submit r;
+	enum engine_submit r;
 
 	path_of(path, sizeof(path), F.inbox, name);
 	if (stat(path, &st) != 0) {
 		F.stub_errors++;
-		return JOBS_LATER;
+		return ENGINE_LATER;
 	}
 	seen.size = st.st_size;
 	seen.mtime = st.st_mtim;
 	F.in_submit = true;
-	r = jobs_submit(F.js, 0, name, &seen);
+	r = engine_submit(F.js, 0, name, &seen);
 	F.in_submit = false;
 	return r;
 }
@@ -1134,7 +1135,7 @@ static void run_for(uint64_t ms)
 
 static void start(unsigned flags)
 {
-	const struct jobs_events events = {
+	const struct engine_events events = {
 		.claimed = ev_claimed_cb,
 		.left = ev_left_cb,
 		.capacity = ev_capacity_cb,
@@ -1147,20 +1148,20 @@ static void start(unsigned flags)
 	/* As daemon.c: the folders' directories first (their locks: one daemon per folder). */
 	assert_true(F.cfg->n_folders <= 4);
 	for (size_t i = 0; i < F.cfg->n_folders; i++) {
-		assert_int_equal(folder_new(&F.cfg->folders[i], flags & JOBS_DRY_RUN, &F.dirs[i]), 0);
+		assert_int_equal(folder_new(&F.cfg->folders[i], flags & ENGINE_DRY_RUN, &F.dirs[i]), 0);
 		if (folder_open(F.dirs[i], &F.cfg->folders[i]) < 0) {
 			dump_log();
 			fail_msg("folder_open: %s", F.dirs[i]->reason);
 		}
 	}
-	r = jobs_new(&F.loop, F.cfg, F.dirs, &F.api, flags, &events, &F.js);
+	r = engine_new(&F.loop, F.cfg, F.dirs, &F.api, flags, &events, &F.js);
 	if (r < 0) {
 		dump_log();
-		fail_msg("jobs_new: %s", strerror(-r));
+		fail_msg("engine_new: %s", strerror(-r));
 	}
 	/* daemon.c resumes every folder, except in a dry run. */
-	if (!(flags & JOBS_DRY_RUN))
-		jobs_resume(F.js, 0);
+	if (!(flags & ENGINE_DRY_RUN))
+		engine_resume(F.js, 0);
 }
 
 /* As daemon_drained_cb: the engine is closed from inside its own callback. */
@@ -1168,7 +1169,7 @@ static void drained_cb(void *data)
 {
 	(void)data;
 	F.drained = true;
-	jobs_close(F.js);
+	engine_close(F.js);
 	F.js = NULL;
 	/* As daemon.c: a stop closes the folders (their locks go). */
 	for (size_t i = 0; i < 4; i++) {
@@ -1181,7 +1182,7 @@ static void drained_cb(void *data)
 static void drain(uint64_t timeout_ms)
 {
 	F.draining = true;
-	jobs_drain(F.js, timeout_ms, drained_cb, NULL);
+	engine_drain(F.js, timeout_ms, drained_cb, NULL);
 }
 
 static void print_handle_cb(uv_handle_t *h, void *arg)
@@ -1210,7 +1211,7 @@ static void stop_and_close_loop(void)
 	if (F.hung) {
 		F.loop_stuck = true;
 		uv_walk(&F.loop, print_handle_cb, NULL);
-		fail_msg("the loop did not end after jobs_close: a handle is still open");
+		fail_msg("the loop did not end after engine_close: a handle is still open");
 	}
 	uv_close((uv_handle_t *)&F.guard, NULL);
 	uv_run(&F.loop, UV_RUN_DEFAULT);
@@ -1403,11 +1404,11 @@ static void test_good_file(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	text_sha256(CSV_GOOD, sha);
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 
 	claimed = event_of(EV_CLAIMED, "x.csv", 0);
-	assert_int_equal(claimed->how, JOBS_CLAIMED);
+	assert_int_equal(claimed->how, ENGINE_CLAIMED);
 	assert_int_equal(count_events(EV_CLAIMED, NULL), 1);
 
 	assert_int_equal(F.n_calls, 1);
@@ -1442,8 +1443,8 @@ static void test_good_file(void **state)
 	assert_int_equal(count_entries(F.failed, "", ""), 0);
 
 	RUN_UNTIL(F.last_idle_seq > left->seq);
-	assert_int_equal(jobs_active(F.js), 0);
-	assert_int_equal(jobs_failed_total(F.js), 0);
+	assert_int_equal(engine_active(F.js), 0);
+	assert_int_equal(engine_failed_total(F.js), 0);
 	assert_int_equal(log_count("'x.csv' uploaded, import "), 1);
 	finish();
 }
@@ -1464,7 +1465,7 @@ static void test_follow_import(void **state)
 	script_poll((struct answer){.status = 200, .import_status = "in_progress"});
 	script_poll((struct answer){.status = 200, .import_status = "completed"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 
 	/* While it is followed, the record beside it says which import it became. */
 	RUN_UNTIL(n_polls() >= 1);
@@ -1509,7 +1510,7 @@ static void test_follow_import_failed(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	script_poll((struct answer){.status = 200, .import_status = "failed"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 1);
 	assert_int_equal(n_polls(), 1);
@@ -1521,7 +1522,7 @@ static void test_follow_import_failed(void **state)
 	err = jobj(rep, "error");
 	assert_string_equal(jstr(err, "stage"), "import");
 	assert_non_null(strstr(jstr(err, "message"), upload(0)->import_id));
-	assert_int_equal(jobs_failed_total(F.js), 1);
+	assert_int_equal(engine_failed_total(F.js), 1);
 	finish();
 }
 
@@ -1536,7 +1537,7 @@ static void test_header_lacks_mapped_column(void **state)
 	put_csv("x.csv", CSV_NO_EMAIL);
 	text_sha256(CSV_NO_EMAIL, sha);
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(F.n_calls, 0);
 	assert_only_in("x.csv", IN_FAILED);
@@ -1552,7 +1553,7 @@ static void test_header_lacks_mapped_column(void **state)
 	assert_true(jnull(err, "http_status"));
 	assert_non_null(strstr(jstr(err, "message"), "'Email'"));
 	assert_int_equal(count_entries(F.proc, "", ""), 0);
-	assert_int_equal(jobs_failed_total(F.js), 1);
+	assert_int_equal(engine_failed_total(F.js), 1);
 	finish();
 }
 
@@ -1568,7 +1569,7 @@ static void test_retry_then_success(void **state)
 				      .body = "{\"statusCode\":500,\"name\":\"application_error\","
 					      "\"message\":\"Internal server error\"}"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 2);
 	assert_upload_of(upload(0), F.done, "x.csv", "x.csv");
@@ -1601,7 +1602,7 @@ static void test_retries_spent(void **state)
 		.status = 0,
 		.transport = "Failed to connect to 127.0.0.1 port 9: Connection refused"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 3);
 	assert_true(upload(1)->made_ms >= upload(0)->answered_ms + 1000);
@@ -1639,7 +1640,7 @@ static void test_rate_limit_is_a_wait(void **state)
 					      .headers = {{"retry-after", "0.2"},
 							  {"ratelimit-remaining", "0"}}});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 6);
 	for (size_t i = 1; i < 6; i++)
@@ -1666,7 +1667,7 @@ static void test_rate_limit_without_headers_backs_off(void **state)
 	script_upload((struct answer){.status = 429, .body = "Too Many Requests"});
 	script_upload((struct answer){.status = 429, .body = "Too Many Requests"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 3);
 	assert_true(upload(1)->made_ms >= upload(0)->answered_ms + 1000);
@@ -1692,7 +1693,7 @@ static void test_rate_limit_between_attempts(void **state)
 					      .headers = {{"retry-after", "0.05"}}});
 	script_upload((struct answer){.status = 500, .body = "{\"name\":\"application_error\"}"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 6);
 	assert_only_in("x.csv", IN_DONE);
@@ -1715,7 +1716,7 @@ static void test_rate_limit_on_poll(void **state)
 				    .headers = {{"retry-after", "0.3"}}});
 	script_poll((struct answer){.status = 200, .import_status = "completed"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_polls(), 2);
 	assert_only_in("x.csv", IN_DONE);
@@ -1739,7 +1740,7 @@ static void test_permanent_refusal(void **state)
 		.body = "{\"statusCode\":422,\"name\":\"validation_error\",\"message\":\"Invalid "
 			"`column_map`: column `Email` not found in the CSV header.\"}"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 1);
 	assert_only_in("x.csv", IN_FAILED);
@@ -1771,8 +1772,8 @@ static void test_key_refused_pauses(void **state)
 		.status = 401,
 		.body = "{\"name\":\"validation_error\",\"message\":\"API key is invalid\"}"});
 	start(0);
-	assert_int_equal(submit("a.csv"), JOBS_CLAIMING);
-	assert_int_equal(submit("b.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_AUTH_FAILED, NULL) == 1);
 	first = upload(0)->filename;
 	/* The refused attempt is not the file's fault: its record forgets it again. */
@@ -1789,7 +1790,7 @@ static void test_key_refused_pauses(void **state)
 	assert_true(read_record(first, &rec));
 	assert_int_equal(rec.attempts, 0);
 	assert_int_equal(log_count("all uploads paused"), 1);
-	assert_int_equal(jobs_failed_total(F.js), 0);
+	assert_int_equal(engine_failed_total(F.js), 0);
 
 	/* A drain releases both at once: they wait in processing for the next start. */
 	drain(60000);
@@ -1819,12 +1820,12 @@ static void test_name_busy(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 
 	/* A new x.csv lands in the inbox while the first is being uploaded. */
 	put_csv("x.csv", CSV_GOOD_2);
-	assert_int_equal(submit("x.csv"), JOBS_NAME_BUSY);
+	assert_int_equal(submit("x.csv"), ENGINE_NAME_BUSY);
 	assert_int_equal(count_events(EV_LEFT, "x.csv"), 0);
 	release_call(0, (struct answer){.status = 201});
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
@@ -1832,7 +1833,7 @@ static void test_name_busy(void **state)
 	assert_string_equal(slurp(F.inbox, "x.csv", NULL), CSV_GOOD_2);
 
 	/* Now it may go; done/ already has an x.csv, so it gets a timestamped name. */
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 2);
 	second = the_entry(F.done, "x.2", ".csv");
 	assert_int_equal(n_uploads(), 2);
@@ -1847,7 +1848,7 @@ static void test_name_busy(void **state)
 }
 
 /* A namesake nobody knew of is found in processing at the claim (left there by an earlier run,
- * say): the claim says JOBS_BUSY, the one in processing goes first, then `left`. */
+ * say): the claim says ENGINE_BUSY, the one in processing goes first, then `left`. */
 static void test_namesake_found_at_claim(void **state)
 {
 	const char *second;
@@ -1858,17 +1859,17 @@ static void test_namesake_found_at_claim(void **state)
 	put_csv("y.csv", CSV_GOOD_2);
 	start(0);
 	/* Offered before the resume has listed processing. */
-	assert_int_equal(submit("y.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("y.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_CLAIMED, "y.csv") == 1);
-	assert_int_equal(event_of(EV_CLAIMED, "y.csv", 0)->how, JOBS_BUSY);
+	assert_int_equal(event_of(EV_CLAIMED, "y.csv", 0)->how, ENGINE_BUSY);
 	RUN_UNTIL(count_events(EV_LEFT, "y.csv") == 1);
 	assert_int_equal(n_uploads(), 1);
 	assert_string_equal(slurp(F.done, "y.csv", NULL), CSV_GOOD);
 	assert_string_equal(slurp(F.inbox, "y.csv", NULL), CSV_GOOD_2);
 
-	assert_int_equal(submit("y.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("y.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "y.csv") == 2);
-	assert_int_equal(event_of(EV_CLAIMED, "y.csv", 1)->how, JOBS_CLAIMED);
+	assert_int_equal(event_of(EV_CLAIMED, "y.csv", 1)->how, ENGINE_CLAIMED);
 	second = the_entry(F.done, "y.2", ".csv");
 	assert_string_equal(slurp(F.done, second, NULL), CSV_GOOD_2);
 	assert_int_equal(n_uploads(), 2);
@@ -1886,7 +1887,7 @@ static void test_capacity(void **state)
 	char name[32];
 
 	(void)state;
-	/* jobs_max_holding(): 256, lowered to the soft RLIMIT_NOFILE minus a reserve of
+	/* the engine's max_holding: 256, lowered to the soft RLIMIT_NOFILE minus a reserve of
 	 * 32 + 5 per folder + 2 per upload in flight, never below 4. */
 	F.cfg->api.max_in_flight = 1;
 	reserve = 32 + 5 * 1 + 2 * 1;
@@ -1909,12 +1910,12 @@ static void test_capacity(void **state)
 	for (int i = 0; i < N_FILES; i++) {
 		snprintf(name, sizeof(name), "f%02d.csv", i);
 		if (F.n_parked == 0) {
-			enum jobs_submit r = submit(name);
-			if (r == JOBS_CLAIMING) {
+			enum engine_submit r = submit(name);
+			if (r == ENGINE_CLAIMING) {
 				accepted++;
 				continue;
 			}
-			assert_int_equal(r, JOBS_LATER);
+			assert_int_equal(r, ENGINE_LATER);
 		}
 		park(name); /* the watch holds it back until `capacity` */
 	}
@@ -2013,7 +2014,7 @@ static void test_drain_aborts_upload(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 	drain(200);
 	RUN_UNTIL(F.drained);
@@ -2055,7 +2056,7 @@ static void test_drain_releases_waiting(void **state)
 	script_upload((struct answer){.hold = true});
 	start(0);
 	for (size_t i = 0; i < 3; i++)
-		assert_int_equal(submit(names[i]), JOBS_CLAIMING);
+		assert_int_equal(submit(names[i]), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 2);
 	retried = upload(0)->filename;
 	held = upload(1)->filename;
@@ -2064,10 +2065,10 @@ static void test_drain_releases_waiting(void **state)
 			queued = names[i];
 	}
 	assert_non_null(queued);
-	assert_int_equal(jobs_active(F.js), 3);
+	assert_int_equal(engine_active(F.js), 3);
 
 	drain(60000);
-	RUN_UNTIL(jobs_active(F.js) == 1);
+	RUN_UNTIL(engine_active(F.js) == 1);
 	assert_false(upload(1)->answered); /* released before the upload in flight ended */
 	run_for(100);
 	assert_int_equal(F.n_calls, 2);
@@ -2098,13 +2099,13 @@ static void test_drain_released_queued_keeps_attempts(void **state)
 	put_csv("b.csv", CSV_GOOD_2);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("a.csv"), JOBS_CLAIMING);
-	assert_int_equal(submit("b.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 	queued = strcmp(upload(0)->filename, "a.csv") == 0 ? "b.csv" : "a.csv";
 	RUN_UNTIL(read_record(queued, &rec)); /* it waits in the queue now */
 	drain(60000);
-	RUN_UNTIL(jobs_active(F.js) == 1);
+	RUN_UNTIL(engine_active(F.js) == 1);
 	release_call(0, (struct answer){.status = 201});
 	RUN_UNTIL(F.drained);
 	assert_only_in(queued, IN_PROCESSING);
@@ -2150,7 +2151,7 @@ static void test_drain_during_checks(void **state)
 	start(0);
 	for (int i = 0; i < N_FILES; i++) {
 		snprintf(name, sizeof(name), "big%02d.csv", i);
-		assert_int_equal(submit(name), JOBS_CLAIMING);
+		assert_int_equal(submit(name), ENGINE_CLAIMING);
 	}
 	/* The first check has ended; the others are hashing or waiting for a thread. */
 	RUN_UNTIL(n_uploads() >= 1);
@@ -2196,7 +2197,7 @@ static void test_move_to_done_retried(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	start(0);
 	make_immutable(F.done);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(log_count("'x.csv' could not be moved to") == 1);
 	assert_only_in("x.csv", IN_PROCESSING);
 	/* Still refused for a while: the move is tried again, logged once. */
@@ -2233,7 +2234,7 @@ static void test_move_retried_across_restart(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	start(0);
 	make_immutable(F.done);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(log_count("'x.csv' could not be moved to") == 1);
 	assert_int_equal(n_uploads(), 1);
 	assert_only_in("x.csv", IN_PROCESSING);
@@ -2260,10 +2261,10 @@ static void test_dry_run(void **state)
 	(void)state;
 	put_csv("x.csv", CSV_GOOD);
 	put_csv("bad.csv", CSV_NO_EMAIL);
-	start(JOBS_DRY_RUN);
-	assert_int_equal(submit("x.csv"), JOBS_CHECKING_IN_PLACE);
-	assert_int_equal(submit("bad.csv"), JOBS_CHECKING_IN_PLACE);
-	RUN_UNTIL(log_count("dry run:") == 2 && F.n_idle > 0 && jobs_active(F.js) == 0);
+	start(ENGINE_DRY_RUN);
+	assert_int_equal(submit("x.csv"), ENGINE_CHECKING_IN_PLACE);
+	assert_int_equal(submit("bad.csv"), ENGINE_CHECKING_IN_PLACE);
+	RUN_UNTIL(log_count("dry run:") == 2 && F.n_idle > 0 && engine_active(F.js) == 0);
 	assert_int_equal(F.n_calls, 0);
 	assert_only_in("x.csv", IN_INBOX);
 	assert_only_in("bad.csv", IN_INBOX);
@@ -2275,9 +2276,9 @@ static void test_dry_run(void **state)
 	assert_int_equal(count_events(EV_LEFT, NULL), 0);
 	assert_int_equal(log_count("dry run: would upload 'x.csv'"), 1);
 	assert_int_equal(log_count("dry run: 'bad.csv' would fail at check"), 1);
-	assert_int_equal(jobs_failed_total(F.js), 1);
+	assert_int_equal(engine_failed_total(F.js), 1);
 	/* A dry run may check the same name again: nothing is ever in processing. */
-	assert_int_equal(submit("x.csv"), JOBS_CHECKING_IN_PLACE);
+	assert_int_equal(submit("x.csv"), ENGINE_CHECKING_IN_PLACE);
 	RUN_UNTIL(log_count("dry run: would upload 'x.csv'") == 2);
 	finish();
 }
@@ -2321,7 +2322,7 @@ static void test_grown_during_upload(void **state)
 	text_sha256(CSV_GOOD, sha);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 	append_to(F.proc, "x.csv", more);
 	release_call(0, (struct answer){.status = 201});
@@ -2364,7 +2365,7 @@ static void test_replaced_during_upload(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 	put_file(F.proc, "x.csv.new", CSV_GOOD_2, strlen(CSV_GOOD_2));
 	path_of(tmp, sizeof(tmp), F.proc, "x.csv.new");
@@ -2394,7 +2395,7 @@ static void test_changed_before_upload(void **state)
 	put_csv("x.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
 	release_call(0, (struct answer){.status = 503, .body = "busy"});
 	assert_int_equal(truncate_in(F.proc, "x.csv", 20), 0);
@@ -2426,7 +2427,7 @@ static void test_local_read_error_not_retried(void **state)
 				      .transport = "Operation was aborted by an application callback",
 				      .local = msg});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	run_for(100); /* retries would come within 20 ms */
 	assert_int_equal(n_uploads(), 1);
@@ -2545,7 +2546,7 @@ static void test_split_into_parts(void **state)
 	put_file(F.inbox, "x.csv", text, len);
 	text_sha256(text, sha);
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 
 	if (places_of("x.csv") != IN_DONE) {
@@ -2655,7 +2656,7 @@ static void test_split_resume(void **state)
 	script_upload((struct answer){.status = 201});
 	script_upload((struct answer){.hold = true});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 2);
 	assert_true(read_record("x.csv", &rec));
 	assert_int_equal(rec.n_parts, 3);
@@ -2786,7 +2787,7 @@ static void test_split_record_of_another_plan(void **state)
 	if (!strstr(msg, "1 of them imported") || !strstr(msg, id_b) || !strstr(msg, "3 parts now"))
 		fail_msg("y.csv: message '%s'", msg);
 	assert_int_equal(count_entries(F.proc, "", ""), 0);
-	assert_int_equal(jobs_failed_total(F.js), 2);
+	assert_int_equal(engine_failed_total(F.js), 2);
 	finish();
 }
 
@@ -2807,7 +2808,7 @@ static void test_rejects_file_beside_report(void **state)
 	put_file(F.done, "x.csv.json", "{}", 2);
 	put_csv("x.csv", csv_bad);
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 1);
 	assert_non_null(upload(0)->sent);
@@ -2861,7 +2862,7 @@ static void test_split_part_refused(void **state)
 		.body = "{\"statusCode\":422,\"name\":\"validation_error\","
 			"\"message\":\"bad part\"}"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 3);
 	assert_part_upload(upload(0), text, 1, 3);
@@ -2906,7 +2907,7 @@ static void test_split_part_import_failed(void **state)
 	script_poll((struct answer){.status = 200, .import_status = "failed"});
 	script_poll((struct answer){.status = 200, .import_status = "completed"});
 	start(0);
-	assert_int_equal(submit("x.csv"), JOBS_CLAIMING);
+	assert_int_equal(submit("x.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(count_events(EV_LEFT, "x.csv") == 1);
 	assert_int_equal(n_uploads(), 3);
 	assert_int_equal(n_polls(), 3);
