@@ -921,6 +921,21 @@ void run_for(uint64_t ms)
 	RUN_UNTIL(F.slept);
 }
 
+/* As daemon_ledger_health: the engine hears when the ledger's writes fail and work again. */
+static void ledger_health_cb(bool failing, const char *error, void *data)
+{
+	(void)data;
+	if (failing)
+		F.n_ledger_failing++;
+	else
+		F.n_ledger_recovered++;
+	if (F.js)
+		jobs_ledger_health(F.js, failing, error);
+	else if (failing)
+		log_error("%s", error);
+	wake();
+}
+
 void start(unsigned flags)
 {
 	const struct jobs_events events = {
@@ -942,11 +957,19 @@ void start(unsigned flags)
 			fail_msg("folder_open: %s", F.dirs[i]->reason);
 		}
 	}
+	/* As daemon_ledger_open: the ledger's thread before the engine, none in a dry run. */
+	if (F.ledger && !(flags & JOBS_DRY_RUN)) {
+		r = ledgerq_new(&F.loop, F.ledger, ledger_health_cb, NULL, &F.lq);
+		if (r < 0)
+			fail_msg("ledgerq_new: %s", strerror(-r));
+	}
 	r = jobs_new(&F.loop, F.cfg, F.dirs, &F.api, flags, &events, &F.js);
 	if (r < 0) {
 		dump_log();
 		fail_msg("jobs_new: %s", strerror(-r));
 	}
+	if (F.lq)
+		jobs_set_ledger(F.js, F.lq);
 	/* daemon.c resumes every folder, except in a dry run. */
 	if (!(flags & JOBS_DRY_RUN))
 		jobs_resume(F.js, 0);
@@ -964,6 +987,10 @@ static void drained_cb(void *data)
 		folder_free(F.dirs[i]);
 		F.dirs[i] = NULL;
 	}
+	/* As daemon_close_signals, last: the records of the files that just finished are written
+	 * first (the thread gives up after a few seconds if the ledger still fails). */
+	ledgerq_close(F.lq);
+	F.lq = NULL;
 	wake();
 }
 

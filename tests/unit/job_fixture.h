@@ -38,6 +38,8 @@
 #include "config.h"
 #include "fsops.h"
 #include "job.h"
+#include "ledger.h"
+#include "ledgerq.h"
 #include "staterec.h"
 
 #define GUARD_MS 20000
@@ -170,6 +172,12 @@ struct fixture {
 	struct api api;
 	struct jobs *js;
 	struct folder *dirs[4]; /* the folders' directories, as the daemon holds them */
+	/* The ledger: a test sets LEDGER (a backend of its own) before start(), which runs its
+	 * thread (LQ) as daemon.c does, and gives it to the engine; a drain closes the thread
+	 * once the engine is closed, so that every record queued is written (or given up). */
+	struct ledger *ledger;
+	struct ledgerq *lq;
+	unsigned n_ledger_failing, n_ledger_recovered; /* what the thread told the loop */
 	bool draining, drained;
 
 	/* Events, in order; idle and capacity only counted (they come at most turns). */
@@ -299,7 +307,8 @@ void run_once_or_fail(const char *file, int line, const char *what);
 
 /* Lets the loop run for MS (loop time). */
 void run_for(uint64_t ms);
-/* The folders' directories and the engine, as daemon.c starts them; FLAGS: enum jobs_flags. */
+/* The folders' directories and the engine (with F.ledger's thread, when there is one), as
+ * daemon.c starts them; FLAGS: enum jobs_flags. */
 void start(unsigned flags);
 /* As daemon.c stops: the engine drains within TIMEOUT_MS, then is closed with the folders. */
 void drain(uint64_t timeout_ms);
