@@ -60,6 +60,8 @@ struct engine {
 	/* End of the loop turn: admission, capacity and idle events, then the disk batch. */
 	uv_prepare_t turn;
 	struct job *jobs;
+	/* engine_each_job: the job it visits next (a job that ends moves it on). */
+	struct job *cursor;
 	size_t n_jobs;
 	unsigned n_state[JOB_N_STATES];
 	unsigned holding, max_holding;
@@ -71,12 +73,25 @@ struct engine {
 	void *drained_data;
 	unsigned failed_total, done_total;
 	struct metrics *metrics; /* the daemon's, NULL: not counted */
-	bool ledger_failing;     /* writes fail: no new claims until they work again */
 	unsigned open_handles;
 	bool closing;
 };
 
 static void engine_defer(struct engine *e);
+
+/* FN on every job. A job that ends meanwhile (this one, or another it wakes as its content is
+ * let go) is unlinked safely: the cursor moves past it. Jobs made meanwhile are not visited.
+ * Not reentrant: FN never comes back here. */
+static void engine_each_job(struct engine *e, void (*fn)(struct job *job))
+{
+	struct job *j = e->jobs;
+
+	for (; j; j = e->cursor) {
+		e->cursor = j->next;
+		fn(j);
+	}
+	e->cursor = NULL;
+}
 
 /* ---- the name index and the backlog ---------------------------------------------------- */
 
@@ -218,6 +233,8 @@ static void engine_job_ended(void *data, struct job *job, enum job_end how)
 	}
 	if (c)
 		claimed_free(e, c);
+	if (e->cursor == job)
+		e->cursor = job->next;
 	if (job->prev)
 		job->prev->next = job->next;
 	else
@@ -329,7 +346,7 @@ static void engine_turn_cb(uv_prepare_t *prepare)
 	if (!e->env.draining) {
 		engine_admit(e);
 		/* The daemon submits parked files from inside this call. */
-		if (e->holding < e->max_holding && e->backlog == 0 && !e->ledger_failing &&
+		if (e->holding < e->max_holding && e->backlog == 0 && !e->env.ledger_failing &&
 		    e->events.capacity)
 			e->events.capacity(e->events.data);
 		if (engine_active(e) == 0 && e->events.idle)
@@ -370,7 +387,7 @@ enum engine_submit engine_submit(struct engine *e, size_t folder, const char *na
 			 f->conf->name, name);
 		return ENGINE_NAME_BUSY;
 	}
-	if (e->holding >= e->max_holding || e->backlog > 0 || e->ledger_failing)
+	if (e->holding >= e->max_holding || e->backlog > 0 || e->env.ledger_failing)
 		return ENGINE_LATER;
 	c = claimed_new(folder, name);
 	job = c ? engine_job_new(e, c) : NULL;
@@ -388,14 +405,14 @@ enum engine_submit engine_submit(struct engine *e, size_t folder, const char *na
 void engine_set_ledger(struct engine *e, struct ledgerq *lq)
 {
 	e->env.lq = lq;
-	e->ledger_failing = lq && ledgerq_failing(lq);
+	e->env.ledger_failing = lq && ledgerq_failing(lq);
 }
 
 void engine_ledger_health(struct engine *e, bool failing, const char *error)
 {
-	if (failing == e->ledger_failing)
+	if (failing == e->env.ledger_failing)
 		return;
-	e->ledger_failing = failing;
+	e->env.ledger_failing = failing;
 	if (failing)
 		log_event(LOG_LEVEL_ERROR,
 			  &(struct log_fields){LOG_ID_LEDGER_FAILED, NULL, NULL, NULL, NULL},
@@ -404,17 +421,11 @@ void engine_ledger_health(struct engine *e, bool failing, const char *error)
 			  error);
 	else
 		log_info("the ledger can be written again: files are taken from the inboxes again");
-	/* Stopping with a ledger that fails: files waiting for it to record their end stay in
-	 * processing for the next start, instead of holding the stop up. */
-	if (failing && e->env.draining) {
-		struct job *j, *next;
-
-		for (j = e->jobs; j; j = next) {
-			next = j->next;
-			if (j->state == JOB_LEDGER_WAIT)
-				job_release(j);
-		}
-	}
+	/* Files waiting for it to record their end: their imports go into their records (a
+	 * crash meanwhile must not upload them again), and a drain lets them go instead of
+	 * waiting for it. */
+	if (failing)
+		engine_each_job(e, job_ledger_failing);
 	engine_defer(e);
 }
 
@@ -647,7 +658,7 @@ void engine_log_status(const struct engine *e)
 		 (unsigned long long)failed, e->paused ? "; uploads paused" : "",
 		 (unsigned long long)ds.batches, (unsigned long long)ds.ops,
 		 (unsigned long long)ds.dir_fsyncs);
-	if (e->ledger_failing)
+	if (e->env.ledger_failing)
 		log_warning("status: STUCK: the ledger cannot be written: no new file is taken from "
 			    "the inboxes until it can");
 	for (size_t i = 0; i < e->n_folders; i++) {
@@ -687,18 +698,11 @@ void engine_log_status(const struct engine *e)
 
 static void engine_drain_timeout_cb(uv_timer_t *timer)
 {
-	struct engine *e = timer->data;
-	struct job *j, *next;
-
-	for (j = e->jobs; j; j = next) {
-		next = j->next;
-		job_abort(j);
-	}
+	engine_each_job(timer->data, job_abort);
 }
 
 void engine_drain(struct engine *e, uint64_t timeout_ms, void (*done_cb)(void *data), void *data)
 {
-	struct job *j, *next;
 	struct claimed *c;
 	unsigned calls;
 
@@ -708,10 +712,7 @@ void engine_drain(struct engine *e, uint64_t timeout_ms, void (*done_cb)(void *d
 	pacer_stop(&e->pacer);
 	while ((c = backlog_pop(e)))
 		claimed_free(e, c);
-	for (j = e->jobs; j; j = next) {
-		next = j->next;
-		job_drain(j);
-	}
+	engine_each_job(e, job_drain);
 	calls = e->n_state[JOB_UPLOADING] + e->n_state[JOB_POLLING];
 	if (calls)
 		log_info("waiting up to %llu s for %u upload%s in flight",

@@ -45,17 +45,27 @@
  *    moves. It counts against max_holding: a ledger slower than the uploads holds new claims
  *    back instead of letting finished files pile up in memory.
  *
+ * RECORDING, SAVING and RETRY_WAIT each serve several purposes: each is entered with its
+ * continuation (job->then), which the table's last column lists and job_set_state checks, so
+ * "SAVING then QUEUED" and "SAVING then ENDED" are two legal paths the table shows, not a flag.
+ * What the state record on disk says is one field, job->rec (job.h: current, ahead of the
+ * attempts made by the coming upload, or behind an import made); SAVING and RECORDING act on
+ * it, and it decides whether a file let go is saved or recorded first.
+ *
  * More moves than the diagram shows:
- *  - a record that cannot be saved before an upload (a full disk) is tried again from
- *    RETRY_WAIT (SAVING -> RETRY_WAIT): nothing is uploaded before it is down;
+ *  - a record that cannot be saved before an upload (a full disk) is tried again:
+ *    SAVING -> RETRY_WAIT then SAVING; nothing is uploaded before it is down;
+ *  - a check that could not write its copy runs again: RETRY_WAIT then CHECKING;
  *  - a file of at most 256 KiB is checked by the claim's own disk work, and goes from CLAIMING
  *    where CHECKING would have sent it (QUEUED, or FINISHING when it is refused);
- *  - a file whose move failed goes through RECORDING first (FINISHING -> RECORDING ->
+ *  - a file whose move failed goes through RECORDING first (FINISHING -> RECORDING then
  *    FINISH_WAIT) when its import is not on disk yet, and a followed file whose import could
- *    not be recorded tries again between polls (POLLING -> RECORDING);
- *  - a drain lets a file whose record counts the upload it was waiting for go through SAVING
- *    once more (from CLAIMING, CHECKING, SAVING or QUEUED), so that its record does not count
- *    an upload never made.
+ *    not be recorded tries again between polls (POLLING -> RECORDING then FOLLOW_WAIT);
+ *  - while the ledger fails, a file whose end waits for it has its import recorded first
+ *    (RECORDING then LEDGER_WAIT), and a drain does not wait for that ledger;
+ *  - a drain lets a file go (ENDED, its file stays in processing) through SAVING when its
+ *    record counts the upload it was waiting for (SAVING then ENDED: the record says what was
+ *    made), and through RECORDING when its record lacks an import (RECORDING then ENDED).
  *
  * In a drain, a state that would only wait, or start new work, ends the job instead: its file
  * stays in processing with its record for the next start. Disk work and checks run to their end
@@ -94,43 +104,59 @@
 #define JOB_INLINE_CHECK_BYTES (256 * 1024)
 
 #define S(x) (1u << JOB_##x)
+#define S1(state) (1u << (state))
 
 /* Columns: name; holding (counts against max_holding); upload_slot; waits (a drain ends it at
- * once); in_drain (may be entered while draining); the states it may become. */
+ * once); in_drain (may be entered while draining); the states it may become; for a state entered
+ * with a continuation (job->then), the continuations it may have. */
 static const struct job_state_info job_states[JOB_N_STATES] = {
-	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED)},
+	[JOB_NEW] = {"new", false, false, false, false, S(CLAIMING) | S(CHECKING) | S(ENDED), 0},
 	[JOB_CLAIMING] = {"claiming", true, false, false, false,
 			  S(CHECKING) | S(LOOKING_UP) | S(QUEUED) | S(SAVING) | S(RETRY_WAIT) |
-				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
+				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED),
+			  0},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
 			  S(LOOKING_UP) | S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) |
-				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
+				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED),
+			  0},
 	[JOB_LOOKING_UP] = {"looking up", true, false, true, false,
-			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(LEDGER_WAIT) | S(DUP_WAIT) |
-				    S(ENDED)},
+			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(LEDGER_WAIT) |
+				    S(DUP_WAIT) | S(RECORDING) | S(ENDED),
+			    0},
 	[JOB_DUP_WAIT] = {"waiting for its duplicate", true, false, true, false,
-			  S(LOOKING_UP) | S(SAVING) | S(ENDED)},
+			  S(LOOKING_UP) | S(SAVING) | S(ENDED), 0},
+	/* The record before an upload (it counts that upload; durable when it holds a part's new
+	 * import), or the attempts made when a file is let go or refused: then queued, or let go. */
 	[JOB_SAVING] = {"saving", true, false, false, true,
-			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED)},
-	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED)},
+			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED), S(QUEUED) | S(ENDED)},
+	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED), 0},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
 			   S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(RETRY_WAIT) | S(SAVING) |
-				   S(QUEUED) | S(DUP_WAIT) | S(ENDED)},
+				   S(QUEUED) | S(DUP_WAIT) | S(ENDED),
+			   0},
+	/* A failed upload or save is saved again; a check that could not write is run again. */
 	[JOB_RETRY_WAIT] = {"waiting to retry", true, false, true, false,
-			    S(SAVING) | S(CHECKING) | S(ENDED)},
+			    S(SAVING) | S(CHECKING) | S(RECORDING) | S(ENDED), S(SAVING) | S(CHECKING)},
+	/* An import made durable in the record: before it is followed, while its move waits, before
+	 * its end waits for a ledger that fails, or before the file is let go. */
 	[JOB_RECORDING] = {"recording", false, false, false, true,
-			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(ENDED)},
-	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false, S(POLLING) | S(ENDED)},
+			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(LEDGER_WAIT) | S(ENDED),
+			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(LEDGER_WAIT) | S(ENDED)},
+	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false,
+			     S(POLLING) | S(RECORDING) | S(ENDED), 0},
 	[JOB_POLLING] = {"polling", false, false, false, false,
-			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
+			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(ENDED), 0},
 	[JOB_LEDGER_WAIT] = {"recording its end", true, false, false, true,
-			     S(FINISHING) | S(ENDED)},
+			     S(FINISHING) | S(RECORDING) | S(ENDED), 0},
 	[JOB_FINISHING] = {"finishing", false, false, false, true,
-			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED)},
+			   S(FINISH_WAIT) | S(RECORDING) | S(ENDED), 0},
 	[JOB_FINISH_WAIT] = {"waiting to move", false, false, true, false,
-			     S(FINISHING) | S(LEDGER_WAIT) | S(ENDED)},
-	[JOB_ENDED] = {"ended", false, false, false, true, 0},
+			     S(FINISHING) | S(LEDGER_WAIT) | S(RECORDING) | S(ENDED), 0},
+	[JOB_ENDED] = {"ended", false, false, false, true, 0, 0},
 };
+
+/* job_enter: a state entered without a continuation. */
+#define JOB_NO_THEN JOB_N_STATES
 
 const struct job_state_info *job_state_info(enum job_state state)
 {
@@ -138,6 +164,9 @@ const struct job_state_info *job_state_info(enum job_state state)
 }
 
 static void job_check_result(struct job *job);
+static void job_enter_then(struct job *job, enum job_state to, enum job_state then);
+static void job_continue(struct job *job);
+static void job_follow_on(struct job *job);
 static void job_end(struct job *job, enum job_end how);
 static int job_ledger_record(struct job *job, enum ledger_status status,
 			     void (*written)(void *data));
@@ -155,6 +184,20 @@ static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
 static const char *job_folder_name(const struct job *job)
 {
 	return job->folder->conf->name;
+}
+
+/* JOB holds an import its state record lacks, and did not just try to write it there (a
+ * RECORDING that failed goes on to its continuation all the same). */
+static bool job_import_unrecorded(const struct job *job)
+{
+	return job->rec == JOB_RECORD_BEHIND && job->state != JOB_RECORDING;
+}
+
+/* The record says which parts were imported (some were, and it is not behind): it stays until
+ * the file is moved, and the report is staged beside it. */
+static bool job_record_holds_import(const struct job *job)
+{
+	return job->rec != JOB_RECORD_BEHIND && job->part > 0;
 }
 
 static void job_emit_claimed(struct job *job, enum engine_claim how)
@@ -207,20 +250,33 @@ void job_resume(struct job *job)
 }
 
 /* The only place a state changes. Refuses what the table does not allow (a bug: logged, and
- * the job is left where it was); lets go of what the old state held that the new one does not
- * (the descriptor, the upload slot) and tells the engine, which keeps the counters. */
-static bool job_set_state(struct job *job, enum job_state to)
+ * the job is left where it was): a move the state's row does not list, a state that takes a
+ * continuation entered without one of its own (THEN), and a state left for one of its
+ * continuations other than the one it was given (ENDED is always a way out). Lets go of what
+ * the old state held that the new one does not (the descriptor, the upload slot) and tells the
+ * engine, which keeps the counters. */
+static bool job_set_state(struct job *job, enum job_state to, enum job_state then)
 {
 	struct job_env *env = job->env;
 	const struct job_state_info *from = &job_states[job->state], *next = &job_states[to];
 	enum job_state was = job->state;
+	bool ok = from->next & S1(to);
 
-	if (!(from->next & (1u << to))) {
-		log_error("%s: '%s': internal error: no way from %s to %s", job_folder_name(job),
-			  job->name, from->name, next->name);
+	if (next->then)
+		ok = ok && then < JOB_N_STATES && (next->then & S1(then));
+	if (from->then && (from->then & S1(to)) && to != JOB_ENDED)
+		ok = ok && to == job->then;
+	if (!ok) {
+		log_error("%s: '%s': internal error: no way from %s%s%s to %s%s%s",
+			  job_folder_name(job), job->name, from->name,
+			  from->then ? " then " : "",
+			  from->then && job->then < JOB_N_STATES ? job_states[job->then].name : "",
+			  next->name, next->then ? " then " : "",
+			  next->then && then < JOB_N_STATES ? job_states[then].name : "");
 		return false;
 	}
 	job->state = to;
+	job->then = next->then ? then : JOB_NO_THEN;
 	if (from->holding && !next->holding) {
 		/* Uploaded, finished or gone: the descriptor goes. */
 		if (job->fd >= 0)
@@ -236,12 +292,6 @@ static bool job_set_state(struct job *job, enum job_state to)
 	return true;
 }
 
-/* The state record's text. Before a file waits for its next upload (the claim's record, and
- * SAVING) it counts that upload as made already: a crash during it must count it, so that a
- * file that kills every upload cannot retry for ever (a crash while it still waits counts one
- * too many, which is harmless). Otherwise (COUNT_NEXT false: after a refusal, when a drain
- * releases a queued file, once an import exists) it says what was made. False when out of
- * memory. */
 /* How the file was split, in 16 hex digits: a restart that splits it otherwise (other
  * settings) must not take the parts recorded for parts of the same number. */
 static void job_plan_fingerprint(const struct job *job, char out[17])
@@ -261,6 +311,12 @@ static void job_plan_fingerprint(const struct job *job, char out[17])
 	snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
+/* The state record's text. Before a file waits for its next upload (the claim's record, and
+ * SAVING) it counts that upload as made already: a crash during it must count it, so that a
+ * file that kills every upload cannot retry for ever (a crash while it still waits counts one
+ * too many, which is harmless). Otherwise (COUNT_NEXT false: after a refusal, when a drain
+ * releases a queued file, once an import exists) it says what was made. False when out of
+ * memory. */
 static bool job_prepare_record(struct job *job, bool count_next)
 {
 	struct staterec s;
@@ -325,7 +381,7 @@ static void job_claim_done(struct diskq_op *op)
 				    "synced: %s",
 				    job_folder_name(job), job->name, strerror(-op->sync_result));
 		/* Without it, the record is written again before the upload (SAVING). */
-		job->record_counts_next = job->record_result == 0;
+		job->rec = job->record_result == 0 ? JOB_RECORD_AHEAD : JOB_RECORD_CURRENT;
 		job_emit_claimed(job, ENGINE_CLAIMED);
 		/* Queued before the file's look-up, and in its transaction: a file is never
 		 * uploaded before the ledger knows it was claimed. */
@@ -430,7 +486,10 @@ static void job_after_lookup(struct job *job)
 		return;
 	}
 	/* The claim's record counts the first upload already; a resumed file's does not. */
-	job_enter(job, job->record_counts_next ? JOB_QUEUED : JOB_SAVING);
+	if (job->rec == JOB_RECORD_AHEAD)
+		job_enter(job, JOB_QUEUED);
+	else
+		job_enter_then(job, JOB_SAVING, JOB_QUEUED);
 }
 
 /* ---- the ledger ----------------------------------------------------------------------- */
@@ -553,6 +612,7 @@ static void job_adopt_ledger_entry(struct job *job, const struct ledger_entry *e
 	if (n == 0)
 		return;
 	job->part = n;
+	job->rec = JOB_RECORD_BEHIND;
 	memcpy(job->rep.import_id, job->rep.parts[0].import_id, sizeof(job->rep.import_id));
 	log_info("%s: '%s': the ledger has %zu import%s of it from before the restart (%s); "
 		 "what was imported is not uploaded again",
@@ -686,10 +746,8 @@ static bool job_apply_record(struct job *job, char *why, size_t whysz)
 	if (foreign)
 		log_info("%s: '%s': ignoring a state record left by an earlier file of that name",
 			 job_folder_name(job), job->name);
-	if (done) {
-		job->part = done;
-		job->import_recorded = true;
-	}
+	if (done)
+		job->part = done; /* and the record holds them: JOB_RECORD_CURRENT */
 	return true;
 }
 
@@ -700,14 +758,13 @@ static void job_check_later(struct job *job)
 	if (job->recheck_failures++ == 0)
 		log_error("%s: '%s' cannot be checked now: %s; it stays in processing and the check "
 			  "is tried again", job_folder_name(job), job->name, job->check.reason);
-	job->recheck = true;
 	normalize_clear(&job->check.norm);
 	if (job->fd >= 0)
 		close(job->fd);
 	job->fd = -1;
 	job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
 					     JOB_FINISH_MAX_MS);
-	job_enter(job, JOB_RETRY_WAIT);
+	job_enter_then(job, JOB_RETRY_WAIT, JOB_CHECKING);
 }
 
 /* What the check found decides what comes next, whether it ran in the pool (CHECKING) or with
@@ -804,17 +861,22 @@ static void job_record_done(struct diskq_op *op)
 		if (r < 0) {
 			/* No upload before its record is on disk: with a record there, the import
 			 * it makes can be recorded (in the same file, in place) even on a full
-			 * disk; without one, a restart could not tell that it was uploaded. */
+			 * disk; without one, a restart could not tell that it was uploaded. The
+			 * record on disk is the one before (JOB->rec unchanged). */
 			if (job->save_failures++ == 0)
 				log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not "
 					  "uploaded before it can, and saving is retried",
 					  job_folder_name(job), job->name, job->folder->conf->inbox,
 					  FSOPS_PROCESSING_DIR, strerror(-r));
 			job->folder->dir->trouble.save_error = r;
-			job->record_counts_next = false;
+			if (job->then == JOB_ENDED) {
+				/* Let go: it stays with the record it has. */
+				job_continue(job);
+				return;
+			}
 			job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
 							     JOB_FINISH_MAX_MS);
-			job_enter(job, JOB_RETRY_WAIT);
+			job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
 			return;
 		}
 		if (job->save_failures) {
@@ -825,30 +887,31 @@ static void job_record_done(struct diskq_op *op)
 			job->save_delay_ms = 0;
 		}
 		job->folder->dir->trouble.save_error = 0;
-		if (job->save_durable) {
-			job->import_recorded = true;
-			job->save_durable = false;
-		}
-		job->record_counts_next = !job->record_exact;
-		job->record_exact = false;
-		job_enter(job, JOB_QUEUED);
+		/* An ahead record was brought back to the attempts made; any other now counts the
+		 * coming upload (and holds every import: it was durable if one was new). */
+		job->rec = job->rec == JOB_RECORD_AHEAD ? JOB_RECORD_CURRENT : JOB_RECORD_AHEAD;
+		job_continue(job);
 		return;
 	}
 	if (r == 0)
-		job->import_recorded = true;
+		job->rec = JOB_RECORD_CURRENT;
 	else if (job->record_failures++ == 0)
 		log_warning("%s: '%s': cannot record import %s in '%s': %s; were the daemon to stop "
 			    "before the file is done, the next start would upload it again",
 			    job_folder_name(job), job->name, job->rep.import_id,
 			    job->folder->conf->inbox, strerror(-r));
-	/* Recorded because its move failed, or to be followed. */
-	job_enter(job, job->finish_failures ? JOB_FINISH_WAIT : JOB_FOLLOW_WAIT);
+	job_continue(job);
 }
 
-/* Writes the record in the disk thread: DURABLE once an import exists (RECORDING). */
-static bool job_start_record(struct job *job, bool durable)
+/* Writes the record in the disk thread. SAVING: the attempts made when the record on disk
+ * counts one more (it is brought back), else the coming upload too; durable when it holds an
+ * import that is new. RECORDING: the attempts made, durable. */
+static bool job_start_record(struct job *job)
 {
-	if (!job_prepare_record(job, job->state == JOB_SAVING && !job->record_exact))
+	bool saving = job->state == JOB_SAVING;
+	bool durable = !saving || job->rec == JOB_RECORD_BEHIND;
+
+	if (!job_prepare_record(job, saving && job->rec != JOB_RECORD_AHEAD))
 		return false;
 	job->record_durable = durable;
 	job->op.work = job_record_work;
@@ -1002,7 +1065,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		log_debug("%s: '%s' uploaded as import %s (part %zu of %zu)", job_folder_name(job),
 			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
 		job->part++;
-		job->import_recorded = false;
+		job->rec = JOB_RECORD_BEHIND;
 		(void)job_ledger_record(job, LEDGER_UPLOADED, NULL);
 		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
 			/* The import exists, made from whatever was read: the operator decides what
@@ -1017,24 +1080,26 @@ static void job_upload_done(struct api_call *call, void *data)
 			/* The next part waits until this one's import id is on disk: after a
 			 * crash, what was imported is never uploaded again. */
 			job->rep.attempts = 0;
-			job->save_durable = true;
-			job_enter(job, JOB_SAVING);
+			job_enter_then(job, JOB_SAVING, JOB_QUEUED);
 			return;
 		}
 		/* Following: from the record on, a restart only follows the import. */
-		job_enter(job, job->folder->conf->settings.follow_import ? JOB_RECORDING
-									 : JOB_FINISHING);
+		if (job->folder->conf->settings.follow_import)
+			job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
+		else
+			job_enter(job, JOB_FINISHING);
 		return;
 	case RESEND_AUTH:
 	case RESEND_QUOTA:
 		api_call_free(call);
 		env->host->refused(env->data, cls, &err);
-		/* The key's or the account's fault, not the file's: the attempt does not count, and
-		 * the record forgets it again before the file waits in the queue. */
+		/* The key's or the account's fault, not the file's: the attempt does not count (the
+		 * record on disk counts it: ahead), and the record forgets it again before the file
+		 * waits in the queue. */
 		job->rep.attempts--;
-		job->record_exact = true;
+		job->rec = JOB_RECORD_AHEAD;
 		job->requeue_front = true;
-		job_enter(job, JOB_SAVING);
+		job_enter_then(job, JOB_SAVING, JOB_QUEUED);
 		return;
 	case RESEND_RATE_LIMITED:
 		/* The team's limit said "later": a wait, not an attempt. The record on disk counts
@@ -1044,7 +1109,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		api_call_free(call);
 		job->rep.attempts--;
 		job->rep.rate_limited++;
-		job->record_counts_next = true;
+		job->rec = JOB_RECORD_AHEAD;
 		job->requeue_front = true;
 		metrics_rate_limited(job->folder->metrics);
 		job_enter(job, JOB_QUEUED);
@@ -1071,7 +1136,7 @@ static void job_upload_done(struct api_call *call, void *data)
 				  job_folder_name(job), job->name, job->rep.attempts, err.message,
 				  err.name[0] ? " [" : "", err.name, err.name[0] ? "]" : "",
 				  (double)job->retry_delay_ms / 1000);
-		job_enter(job, JOB_RETRY_WAIT);
+		job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
 		return;
 	case RESEND_PERMANENT:
 		api_call_free(call);
@@ -1156,7 +1221,7 @@ static void job_poll_done(struct api_call *call, void *data)
 			/* Every part is followed to its end, for the report. */
 			if (++job->poll_part < job->rep.n_parts) {
 				job->follow_delay_ms = 0;
-				job_enter(job, job->import_recorded ? JOB_FOLLOW_WAIT : JOB_RECORDING);
+				job_follow_on(job);
 				return;
 			}
 			report_sum_parts(&job->rep);
@@ -1191,9 +1256,17 @@ static void job_poll_done(struct api_call *call, void *data)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	/* An import id that could not be recorded yet is tried again between polls: until it
-	 * is down, a restart would upload the file again. */
-	job_enter(job, job->import_recorded ? JOB_FOLLOW_WAIT : JOB_RECORDING);
+	job_follow_on(job);
+}
+
+/* Polled, and followed further. An import id that could not be recorded yet is tried again
+ * between polls: until it is down, a restart would upload the file again. */
+static void job_follow_on(struct job *job)
+{
+	if (job->rec == JOB_RECORD_BEHIND)
+		job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
+	else
+		job_enter(job, JOB_FOLLOW_WAIT);
 }
 
 static void job_start_poll(struct job *job)
@@ -1279,7 +1352,7 @@ static void job_finish_work(struct diskq_op *op)
 	/* The report is staged in the record's own file when the record holds nothing a restart
 	 * needs (the report says all it says, and more): it becomes the report, and no inode is
 	 * made and deleted per file. A record with an import id stays until the file is moved. */
-	if (job->import_recorded)
+	if (job_record_holds_import(job))
 		snprintf(stage, sizeof(stage), ".report-%s", job->record_name + strlen(".state-"));
 	else
 		snprintf(stage, sizeof(stage), "%s", job->record_name);
@@ -1303,7 +1376,7 @@ static void job_finish_work(struct diskq_op *op)
 		(void)unlinkat(f->dir->proc_fd, job->rejects_name, 0);
 	/* The record goes after the file: a crash in between leaves a record without a file,
 	 * or beside a new file of the name, which its sha256 tells apart. */
-	if (job->import_recorded)
+	if (job_record_holds_import(job))
 		(void)unlinkat(f->dir->proc_fd, job->record_name, 0);
 	op->sync_gained = dst_fd;
 	op->sync_lost = f->dir->proc_fd;
@@ -1374,8 +1447,10 @@ static void job_finish_done(struct diskq_op *op)
 				  FSOPS_PROCESSING_DIR);
 		/* While it waits, a stop or a crash must not make the next start upload it again:
 		 * an import that only this job knows of is recorded first. */
-		job_enter(job, job->rep.import_id[0] && !job->import_recorded ? JOB_RECORDING
-									      : JOB_FINISH_WAIT);
+		if (job->rec == JOB_RECORD_BEHIND)
+			job_enter_then(job, JOB_RECORDING, JOB_FINISH_WAIT);
+		else
+			job_enter(job, JOB_FINISH_WAIT);
 		return;
 	}
 	if (op->sync_result < 0)
@@ -1421,7 +1496,9 @@ static void job_end_recorded(void *data)
 
 	job->lookup = NULL;
 	job->end_recorded = true;
-	job_enter(job, JOB_FINISHING);
+	/* Else it is in RECORDING (job_ledger_failing): back in LEDGER_WAIT, it goes on. */
+	if (job->state == JOB_LEDGER_WAIT)
+		job_enter(job, JOB_FINISHING);
 }
 
 static void job_start_finish(struct job *job)
@@ -1435,9 +1512,10 @@ static void job_start_finish(struct job *job)
 /* ---- entering a state: the one place where states change ------------------------------- */
 
 
-/* Puts JOB in state TO and starts what TO does. During a drain, a state that would wait or
- * start new work ends the job instead: its file stays in processing for the next start. */
-void job_enter(struct job *job, enum job_state to)
+/* Puts JOB in state TO, to go on to THEN after it (RECORDING, SAVING, RETRY_WAIT; JOB_NO_THEN
+ * for the others), and starts what TO does. During a drain, a state that would wait or start
+ * new work ends the job instead: its file stays in processing for the next start. */
+static void job_enter_then(struct job *job, enum job_state to, enum job_state then)
 {
 	struct job_env *env = job->env;
 	bool ok = true;
@@ -1448,11 +1526,20 @@ void job_enter(struct job *job, enum job_state to)
 	 * does not know was imported. */
 	if (to == JOB_FINISHING && env->lq && !job->dry_run && !job->end_recorded)
 		to = JOB_LEDGER_WAIT;
-	if (env->draining && !job_states[to].in_drain) {
+	/* A ledger that fails may not record that end for a long time: a drain does not wait for
+	 * it. */
+	if (env->draining &&
+	    (!job_states[to].in_drain || (to == JOB_LEDGER_WAIT && env->ledger_failing))) {
 		job_release(job);
 		return;
 	}
-	if (!job_set_state(job, to))
+	/* Nor does a crash meanwhile upload the file again: its import goes into its record
+	 * first. */
+	if (to == JOB_LEDGER_WAIT && env->ledger_failing && job_import_unrecorded(job)) {
+		to = JOB_RECORDING;
+		then = JOB_LEDGER_WAIT;
+	}
+	if (!job_set_state(job, to, then))
 		return;
 	switch (to) {
 	case JOB_CLAIMING:
@@ -1462,7 +1549,6 @@ void job_enter(struct job *job, enum job_state to)
 		env->host->disk(env->data, &job->op);
 		break;
 	case JOB_CHECKING:
-		job->recheck = false;
 		job->work.data = job;
 		r = uv_queue_work(env->loop, &job->work, job_check_work, job_check_done);
 		if (r < 0) {
@@ -1484,12 +1570,13 @@ void job_enter(struct job *job, enum job_state to)
 		job->requeue_front = false;
 		break;
 	case JOB_SAVING:
-		ok = job_start_record(job, job->save_durable);
+		ok = job_start_record(job);
 		break;
 	case JOB_UPLOADING:
 		job->upload_started_ms = uv_now(env->loop);
 		job->rep.attempts++;
-		job->record_counts_next = false; /* it counts one that is made now */
+		if (job->rec == JOB_RECORD_AHEAD)
+			job->rec = JOB_RECORD_CURRENT; /* it counts the one made now */
 		job_start_upload(job);
 		break;
 	case JOB_RETRY_WAIT:
@@ -1497,7 +1584,7 @@ void job_enter(struct job *job, enum job_state to)
 		ok = pacer_at(env->pacer, &job->se, job->retry_delay_ms) == 0;
 		break;
 	case JOB_RECORDING:
-		ok = job_start_record(job, true);
+		ok = job_start_record(job);
 		break;
 	case JOB_FOLLOW_WAIT:
 		if (!job->follow_started_ms)
@@ -1511,6 +1598,13 @@ void job_enter(struct job *job, enum job_state to)
 		break;
 	case JOB_LEDGER_WAIT:
 		job_prepare_finish(job);
+		/* Back from RECORDING (job_ledger_failing): its end was queued before. */
+		if (job->end_recorded) {
+			job_enter(job, JOB_FINISHING);
+			break;
+		}
+		if (job->lookup)
+			break;
 		if (job_ledger_record(job,
 				      job->rep.failed	    ? LEDGER_FAILED
 				      : job->rep.duplicate_of ? LEDGER_SKIPPED
@@ -1540,6 +1634,28 @@ void job_enter(struct job *job, enum job_state to)
 	}
 }
 
+void job_enter(struct job *job, enum job_state to)
+{
+	job_enter_then(job, to, JOB_NO_THEN);
+}
+
+/* Leaves RECORDING, SAVING or RETRY_WAIT for the continuation it was entered with. */
+static void job_continue(struct job *job)
+{
+	switch (job->then) {
+	case JOB_ENDED:
+		job_end(job, JOB_END_RELEASED);
+		break;
+	case JOB_SAVING:
+		/* RETRY_WAIT's: a file is saved before it is queued again. */
+		job_enter_then(job, JOB_SAVING, JOB_QUEUED);
+		break;
+	default:
+		job_enter(job, job->then);
+		break;
+	}
+}
+
 void job_release(struct job *job)
 {
 	pacer_cancel(job->env->pacer, &job->se);
@@ -1547,18 +1663,38 @@ void job_release(struct job *job)
 		ledgerq_cancel(job->env->lq, job->lookup);
 		job->lookup = NULL;
 	}
-	if (job->record_counts_next) {
+	if (job->rec == JOB_RECORD_AHEAD) {
 		/* Its record counts the upload it was waiting for: say what was made first. */
-		job->record_exact = true;
-		job_enter(job, JOB_SAVING);
+		job_enter_then(job, JOB_SAVING, JOB_ENDED);
+		return;
+	}
+	if (job_import_unrecorded(job)) {
+		/* An import only memory and the ledger's queue know: the next start must find it
+		 * in the record, not upload the file again. */
+		job_enter_then(job, JOB_RECORDING, JOB_ENDED);
 		return;
 	}
 	job_end(job, JOB_END_RELEASED);
 }
 
+void job_ledger_failing(struct job *job)
+{
+	if (job->state != JOB_LEDGER_WAIT)
+		return;
+	if (job->env->draining) {
+		job_release(job);
+		return;
+	}
+	/* Its end stays queued for the ledger, and waited for (job_end_recorded) from
+	 * RECORDING and back in LEDGER_WAIT. */
+	if (job_import_unrecorded(job))
+		job_enter_then(job, JOB_RECORDING, JOB_LEDGER_WAIT);
+}
+
 void job_drain(struct job *job)
 {
-	if (job_states[job->state].waits) {
+	if (job_states[job->state].waits ||
+	    (job->state == JOB_LEDGER_WAIT && job->env->ledger_failing)) {
 		job_release(job);
 	} else if (job->state == JOB_CHECKING) {
 		/* A check not yet started is cancelled; one hashing stops at its next read. */
@@ -1583,7 +1719,7 @@ static void job_end(struct job *job, enum job_end how)
 	struct job_env *env = job->env;
 
 	if (job->state != JOB_ENDED)
-		job_set_state(job, JOB_ENDED);
+		job_set_state(job, JOB_ENDED, JOB_NO_THEN);
 	pacer_cancel(env->pacer, &job->se);
 	if (job->lookup)
 		ledgerq_cancel(env->lq, job->lookup);
@@ -1616,7 +1752,7 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 	(void)data;
 	switch (job->state) {
 	case JOB_RETRY_WAIT:
-		job_enter(job, job->recheck ? JOB_CHECKING : JOB_SAVING);
+		job_continue(job);
 		break;
 	case JOB_FOLLOW_WAIT:
 		/* Due: now it waits for a request token. */

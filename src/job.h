@@ -58,10 +58,26 @@ struct job_state_info {
 	bool waits;
 	/* May be entered while draining (the rest ends the job instead). */
 	bool in_drain;
+	/* The states it may become (a bit per state). */
 	unsigned next;
+	/* A state that does one thing for several purposes (RECORDING, SAVING, RETRY_WAIT) is
+	 * entered with its continuation, job->then: the states that may be (a bit per state; 0:
+	 * the state has none). ENDED as a continuation: the file is let go, for the next start. */
+	unsigned then;
 };
 
-/* The states' table (job.c). */
+/* What the file's state record on disk says, against what the job knows. */
+enum job_record {
+	/* Every import made is in it (or none was made, or there is no record yet), and it
+	 * counts the uploads made: SAVING comes before the next upload. */
+	JOB_RECORD_CURRENT,
+	/* The same, and it counts the coming upload as made already (the claim's record, and
+	 * SAVING's): the file may upload at once; a file let go before it did is saved again. */
+	JOB_RECORD_AHEAD,
+	/* An import made is not in it yet: the next write is durable (it holds the import id). */
+	JOB_RECORD_BEHIND,
+};
+
 /* How a job ends. */
 enum job_end {
 	JOB_END_FINISHED,  /* moved to done or failed; counted */
@@ -116,6 +132,7 @@ struct job_env {
 	struct api *api;
 	struct pacer *pacer;
 	struct ledgerq *lq;      /* NULL: none (duplicates are not looked for) */
+	bool ledger_failing;     /* writing to it fails (its thread retries) */
 	struct metrics *metrics; /* NULL: not counted */
 	bool dry_run;
 	bool draining; /* a state that would only wait, or start new work, ends the job instead */
@@ -136,13 +153,12 @@ struct job {
 	struct api_call *call;
 	atomic_bool cancel; /* the check stops hashing: a drain */
 	int fd;
+	/* RECORDING, SAVING, RETRY_WAIT: the state that comes next (job_states[].then). */
+	enum job_state then;
 	bool dry_run, resumed, requeue_front, record_durable, has_seen;
 	bool checked; /* the claim's disk work checked the file too */
-	/* SAVING writes the attempts made, not the coming one: after a refusal, or a drain. */
-	bool record_exact;
-	bool record_counts_next; /* the record on disk counts an upload not yet started */
-	int record_result;       /* CLAIMING: writing the claim's record */
-	bool import_recorded; /* the record on disk holds the import id */
+	enum job_record rec;
+	int record_result; /* CLAIMING: writing the claim's record */
 	unsigned record_failures, save_failures; /* said once each */
 	struct fsops_seen seen;
 	char record_name[STATEREC_NAME_LEN + 1];
@@ -151,9 +167,10 @@ struct job {
 	/* The uploads: rep.parts[part] is the one uploading or next (n_parts when all are);
 	 * poll_part the one followed. */
 	size_t part, poll_part;
-	bool recheck;      /* RETRY_WAIT: the check could not write its copy; check again */
-	/* LOOKING_UP: the ledger's look-up (ledgerq_lookup); DUP_WAIT: the content it waits for.
-	 * DUPLICATE: the earlier import of the same content, once found. */
+	/* The ledger's operation the job waits for: LOOKING_UP, the look-up (ledgerq_lookup);
+	 * LEDGER_WAIT, and RECORDING on its way back there (job_ledger_failing), its end's record
+	 * (ledgerq_record_then). DUPLICATE: the earlier import of the same content, once found;
+	 * WAIT: in DUP_WAIT, the content it waits for. */
 	void *lookup;
 	struct inflight *holds;      /* its content, as the owner or among the uploaded */
 	struct inflight_waiter wait; /* DUP_WAIT: the content it waits for */
@@ -161,7 +178,6 @@ struct job {
 	bool end_recorded;   /* the ledger has its end (LEDGER_WAIT), before it is moved */
 	bool dup_said;       /* its wait was said */
 	struct ledger_entry duplicate;
-	bool save_durable; /* SAVING: the record holds a part's new import id */
 	unsigned recheck_failures;
 	char *record_text; /* SAVING, RECORDING: what the disk thread writes */
 	/* CHECKING: written by the worker, read after it returned. */
@@ -205,6 +221,10 @@ void job_drain(struct job *job);
 void job_abort(struct job *job);
 /* Lets go of JOB, which only waits: its file stays in processing, with its record. */
 void job_release(struct job *job);
+/* The ledger started failing (env->ledger_failing): a job waiting for it to record its end is
+ * let go in a drain; otherwise, if its state record lacks its import, that is written first,
+ * so that a crash while the ledger fails does not upload the file again. */
+void job_ledger_failing(struct job *job);
 /* The pacer's events for a job: its time has come; it may upload; it may poll. */
 void job_pacer_due(struct pacer_entry *e, void *data);
 void job_pacer_upload(struct pacer_entry *e, void *data);

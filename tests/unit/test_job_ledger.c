@@ -619,19 +619,6 @@ static void ledger_finish(void)
 
 #define TL(f) cmocka_unit_test_setup_teardown(f, ledger_setup, ledger_teardown)
 
-/* A test of what the engine promises and does not do yet (said in the lead's report): skipped,
- * unless RDD_TEST_KNOWN_GAPS is set, so that it can be run to see it fail, and once the engine
- * is fixed, left to run by removing the call. */
-static void known_gap(const char *what)
-{
-	if (getenv("RDD_TEST_KNOWN_GAPS"))
-		return;
-	print_message("skipped: a known gap in the engine: %s (RDD_TEST_KNOWN_GAPS=1 runs it)\n",
-		      what);
-	F.skipped = true;
-	skip();
-}
-
 /* ---- 1. LOOKING_UP: content never imported ------------------------------------------------ */
 
 /* The ledger is asked, finds nothing, and learns of the file at each step: claimed, uploaded
@@ -1098,10 +1085,10 @@ static void test_ledger_full_holds_claims_back(void **state)
 }
 
 /* A stop while the ledger starts failing: the file waiting for it to record its end is let go
- * at once (it stays in processing with its record, for the next start) instead of holding the
- * stop up. The disk is freed as the daemon stops: the ledger's thread writes what was queued
- * (its end among it) before it ends, and the next start only moves the file, never uploads it
- * again. */
+ * (it stays in processing, its import written into its record first, for the next start)
+ * instead of holding the stop up. The disk is freed as the daemon stops: the ledger's thread
+ * writes what was queued (its end among it) before it ends, and the next start only moves the
+ * file, never uploads it again. */
 static void test_drain_when_ledger_starts_failing(void **state)
 {
 	const cJSON *rep;
@@ -1128,8 +1115,8 @@ static void test_drain_when_ledger_starts_failing(void **state)
 	restart();
 	RUN_UNTIL(count_events(EV_LEFT, "a.csv") == 1);
 	assert_int_equal(n_uploads(), 1);
-	assert_int_equal(log_count("'a.csv': the ledger has 1 import of it from before the restart"),
-			 1);
+	/* Its import went into its record as it was let go: the record says so. */
+	assert_int_equal(log_count("resuming 'a.csv' left in processing (uploaded as import "), 1);
 	assert_only_in("a.csv", IN_DONE);
 	rep = report(F.done, "a.csv");
 	assert_string_equal(jstr(rep, "outcome"), "done");
@@ -1142,9 +1129,6 @@ static void test_drain_when_ledger_starts_failing(void **state)
 static void test_drain_while_ledger_fails(void **state)
 {
 	(void)state;
-	known_gap("engine_drain does not let go of files in LEDGER_WAIT (only engine_ledger_health "
-		  "does, when the ledger starts failing during the drain): a stop or a reload "
-		  "waits until the ledger works again");
 	put_csv("a.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
@@ -1172,9 +1156,6 @@ static void test_drain_while_ledger_fails(void **state)
 static void test_restart_after_end_not_recorded(void **state)
 {
 	(void)state;
-	known_gap("a file let go from LEDGER_WAIT has its import id in no state record (the move's "
-		  "failure path records it first: job_finish_done, RECORDING; this path does not), "
-		  "so the next start uploads it again (with the same idempotency key)");
 	put_csv("a.csv", CSV_GOOD);
 	script_upload((struct answer){.hold = true});
 	start(0);
