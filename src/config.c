@@ -1,18 +1,21 @@
-/* Configuration loading: libyaml's document API gives us a node tree with positions; we walk it
- * against a fixed schema and collect every problem (with file:line:column and the key path)
- * before giving up, so that an operator fixes the whole file in one go. */
+/* Configuration loading: the schema of resend-dropd's YAML file. Each mapping is a table of
+ * fields (a key, its type and range, where its value goes, what else to check) that the YAML
+ * layer walks (yamlconf.h), every problem collected with file:line:column and the key path
+ * before giving up, so that an operator fixes the whole file in one go. Here too: the values
+ * with a grammar of their own (UUIDs, durations, csv.delimiter, column_map's properties), the
+ * checks that span keys (the API key's source, retry's delays, the metrics listener, every
+ * folder's directories against the others'), and the hash of a folder's import settings. */
 #include "config.h"
 
 #include "apikey.h"
 #include "fsops.h"
+#include "yamlconf.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,106 +25,26 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #define CONFIG_MAX_ERRORS 200
 #define CONFIG_MAX_FOLDERS 256
+/* libyaml's loader costs time quadratic in nesting depth and in the number of anchors; a
+ * configuration needs neither much. */
+#define CONFIG_MAX_DEPTH 64
+#define CONFIG_MAX_ANCHORS 1000
 
-struct error_entry {
-	size_t line, column, seq;
-	char *text;
+static const struct yamlconf_limits config_limits = {
+	.max_bytes = CONFIG_MAX_FILE_SIZE,
+	.max_depth = CONFIG_MAX_DEPTH,
+	.max_anchors = CONFIG_MAX_ANCHORS,
+	.max_errors = CONFIG_MAX_ERRORS,
+	.noun = "configuration",
+	.kind = "a resend-dropd configuration",
 };
 
-struct ctx {
-	const char *file;
-	unsigned flags; /* enum config_load_flags */
-	yaml_document_t *doc;
-	struct error_entry *errors;
-	size_t n_errors;
-	bool truncated;
-};
+#define QUOTED YAMLCONF_QUOTED
 
-/* ---- error collection ------------------------------------------------------------------ */
-
-static void ctx_error_at(struct ctx *c, size_t line, size_t column, const char *path,
-			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static void ctx_error_at(struct ctx *c, size_t line, size_t column, const char *path,
-			 const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	if (c->n_errors >= CONFIG_MAX_ERRORS) {
-		c->truncated = true;
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-
-	struct error_entry *e = realloc(c->errors, (c->n_errors + 1) * sizeof(*e));
-	if (!e)
-		return;
-	c->errors = e;
-	e = &c->errors[c->n_errors];
-	e->line = line;
-	e->column = column;
-	e->seq = c->n_errors;
-	/* Line 0: a problem with the file as a whole, which has no position. */
-	int n;
-	if (line == 0)
-		n = asprintf(&e->text, "%s: %s", c->file, msg);
-	else if (path && *path)
-		n = asprintf(&e->text, "%s:%zu:%zu: %s: %s", c->file, line, column, path, msg);
-	else
-		n = asprintf(&e->text, "%s:%zu:%zu: %s", c->file, line, column, msg);
-	if (n < 0)
-		return;
-	c->n_errors++;
-}
-
-#define node_error(c, n, path, ...)                                                            \
-	ctx_error_at((c), (n)->start_mark.line + 1, (n)->start_mark.column + 1, (path), __VA_ARGS__)
-
-static int error_entry_cmp(const void *a, const void *b)
-{
-	const struct error_entry *x = a, *y = b;
-
-	if (x->line != y->line)
-		return x->line < y->line ? -1 : 1;
-	if (x->column != y->column)
-		return x->column < y->column ? -1 : 1;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-/* Sections are validated in dependency order (defaults before folders), but operators read a
- * file top to bottom: report in file order. */
-static void ctx_flush_errors(struct ctx *c, struct config_errors *errs)
-{
-	qsort(c->errors, c->n_errors, sizeof(*c->errors), error_entry_cmp);
-	for (size_t i = 0; i < c->n_errors; i++) {
-		char **items = realloc(errs->items, (errs->count + 1) * sizeof(*items));
-		if (!items) {
-			free(c->errors[i].text);
-			continue;
-		}
-		errs->items = items;
-		errs->items[errs->count++] = c->errors[i].text;
-	}
-	if (c->truncated) {
-		char **items = realloc(errs->items, (errs->count + 1) * sizeof(*items));
-		if (items) {
-			errs->items = items;
-			if (asprintf(&errs->items[errs->count], "%s: too many errors, stopped after %d",
-				     c->file, CONFIG_MAX_ERRORS) >= 0)
-				errs->count++;
-		}
-	}
-	free(c->errors);
-	c->errors = NULL;
-	c->n_errors = 0;
-}
+/* ---- errors ---------------------------------------------------------------------------- */
 
 void config_errors_clear(struct config_errors *errs)
 {
@@ -180,6 +103,18 @@ _Static_assert(sizeof(invalid_rows_names) / sizeof(*invalid_rows_names) ==
 _Static_assert(sizeof(on_duplicate_names) / sizeof(*on_duplicate_names) ==
 		       CONFIG_ON_DUPLICATE_FAIL + 2,
 	       "on_duplicate_names");
+
+/* The walk stores an enum as an int. */
+#define INT_SIZED(e) _Static_assert(sizeof(enum e) == sizeof(int), #e " is not int-sized")
+INT_SIZED(config_on_conflict);
+INT_SIZED(config_prop_type);
+INT_SIZED(config_subscription);
+INT_SIZED(config_log_level);
+INT_SIZED(config_log_format);
+INT_SIZED(config_encoding);
+INT_SIZED(config_header);
+INT_SIZED(config_invalid_rows);
+INT_SIZED(config_on_duplicate);
 
 const char *config_on_conflict_name(enum config_on_conflict v)
 {
@@ -318,257 +253,28 @@ bool config_url_host_is_loopback(const char *url)
 	return loopback;
 }
 
-/* ---- node helpers ---------------------------------------------------------------------- */
-
-static const char *node_type_name(const yaml_node_t *n)
-{
-	switch (n->type) {
-	case YAML_SCALAR_NODE:
-		return n->data.scalar.length == 0 && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
-			       ? "an empty value"
-			       : "a scalar";
-	case YAML_SEQUENCE_NODE:
-		return "a list";
-	case YAML_MAPPING_NODE:
-		return "a mapping";
-	default:
-		return "nothing";
-	}
-}
-
-static const char *scalar(const yaml_node_t *n)
-{
-	return (const char *)n->data.scalar.value;
-}
-
-static bool scalar_is_plain(const yaml_node_t *n)
-{
-	return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-}
-
-/* A plain empty scalar (`key:` with nothing after it) means "not set". */
-static bool node_is_null(const yaml_node_t *n)
-{
-	if (n->type != YAML_SCALAR_NODE || !scalar_is_plain(n))
-		return false;
-	const char *s = scalar(n);
-	return *s == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0;
-}
-
-/* Scalars reach us as NUL-terminated strings; a NUL inside one would silently cut it short. */
-static bool scalar_has_nul(const yaml_node_t *n)
-{
-	return strlen(scalar(n)) != n->data.scalar.length;
-}
-
-static void quote_for_message(char *buf, size_t sz, const char *s)
-{
-	size_t o = 0;
-
-	for (; *s && o + 5 < sz; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch < 0x20 || ch == 0x7f)
-			o += (size_t)snprintf(buf + o, sz - o, "\\x%02x", ch);
-		else
-			buf[o++] = (char)ch;
-	}
-	if (*s && o + 4 <= sz) {
-		memcpy(buf + o, "...", 3);
-		o += 3;
-	}
-	buf[o] = '\0';
-}
-
-#define QUOTED(buf, s) (quote_for_message((buf), sizeof(buf), (s)), (buf))
-
-/* ---- typed value parsers: each reports its own error and returns false on a bad value --- */
-
-static bool get_string(struct ctx *c, yaml_node_t *n, const char *path, bool allow_empty,
-		       char **ret)
-{
-	if (n->type != YAML_SCALAR_NODE) {
-		node_error(c, n, path, "expected a string, got %s", node_type_name(n));
-		return false;
-	}
-	if (scalar_has_nul(n)) {
-		node_error(c, n, path, "expected a string without NUL characters");
-		return false;
-	}
-	if (!allow_empty && n->data.scalar.length == 0) {
-		node_error(c, n, path, "expected a non-empty string");
-		return false;
-	}
-	char *s = strdup(scalar(n));
-	if (!s) {
-		node_error(c, n, path, "out of memory");
-		return false;
-	}
-	free(*ret);
-	*ret = s;
-	return true;
-}
-
-static bool get_uint(struct ctx *c, yaml_node_t *n, const char *path, uint64_t min, uint64_t max,
-		     uint64_t *ret)
-{
-	char q[80];
-
-	if (n->type != YAML_SCALAR_NODE || !scalar_is_plain(n) || n->data.scalar.length == 0) {
-		node_error(c, n, path, "expected an integer from %" PRIu64 " to %" PRIu64 ", got %s",
-			   min, max,
-			   n->type == YAML_SCALAR_NODE && n->data.scalar.length
-				   ? "a quoted string"
-				   : node_type_name(n));
-		return false;
-	}
-	const char *s = scalar(n);
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (!isdigit((unsigned char)*s) || *end != '\0' || errno == ERANGE) {
-		node_error(c, n, path, "expected an integer from %" PRIu64 " to %" PRIu64 ", got '%s'",
-			   min, max, QUOTED(q, s));
-		return false;
-	}
-	if (v < min || v > max) {
-		node_error(c, n, path, "%llu is out of range: expected %" PRIu64 " to %" PRIu64, v, min,
-			   max);
-		return false;
-	}
-	*ret = v;
-	return true;
-}
-
-static bool get_double(struct ctx *c, yaml_node_t *n, const char *path, double min, double max,
-		       double *ret)
-{
-	char q[80];
-
-	if (n->type != YAML_SCALAR_NODE || !scalar_is_plain(n) || n->data.scalar.length == 0) {
-		node_error(c, n, path, "expected a number from %g to %g, got %s", min, max,
-			   n->type == YAML_SCALAR_NODE && n->data.scalar.length ? "a quoted string"
-									: node_type_name(n));
-		return false;
-	}
-	const char *s = scalar(n);
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (*end != '\0' || errno == ERANGE || !isfinite(v) ||
-	    !(isdigit((unsigned char)*s) || *s == '.')) {
-		node_error(c, n, path, "expected a number from %g to %g, got '%s'", min, max,
-			   QUOTED(q, s));
-		return false;
-	}
-	if (v < min || v > max) {
-		node_error(c, n, path, "%g is out of range: expected %g to %g", v, min, max);
-		return false;
-	}
-	*ret = v;
-	return true;
-}
-
-static bool get_bool(struct ctx *c, yaml_node_t *n, const char *path, bool *ret)
-{
-	char q[80];
-
-	if (n->type == YAML_SCALAR_NODE && scalar_is_plain(n)) {
-		if (strcasecmp(scalar(n), "true") == 0) {
-			*ret = true;
-			return true;
-		}
-		if (strcasecmp(scalar(n), "false") == 0) {
-			*ret = false;
-			return true;
-		}
-		node_error(c, n, path, "expected true or false, got '%s'", QUOTED(q, scalar(n)));
-		return false;
-	}
-	node_error(c, n, path, "expected true or false, got %s",
-		   n->type == YAML_SCALAR_NODE ? "a quoted string" : node_type_name(n));
-	return false;
-}
-
-static void join_names(char *buf, size_t sz, const char *const *names)
-{
-	size_t o = 0;
-
-	buf[0] = '\0';
-	for (size_t i = 0; names[i] && o < sz; i++)
-		o += (size_t)snprintf(buf + o, sz - o, "%s%s", i ? ", " : "", names[i]);
-}
-
-static bool get_enum(struct ctx *c, yaml_node_t *n, const char *path, const char *const *names,
-		     int *ret)
-{
-	char list[160], q[80];
-
-	join_names(list, sizeof(list), names);
-	if (n->type != YAML_SCALAR_NODE) {
-		node_error(c, n, path, "expected one of %s, got %s", list, node_type_name(n));
-		return false;
-	}
-	for (int i = 0; names[i] && !scalar_has_nul(n); i++) {
-		if (strcmp(scalar(n), names[i]) == 0) {
-			*ret = i;
-			return true;
-		}
-	}
-	node_error(c, n, path, "expected one of %s, got '%s'", list, QUOTED(q, scalar(n)));
-	return false;
-}
-
-struct enum_alias {
-	const char *name;
-	int value;
-};
-
-/* As get_enum, ignoring ASCII case and taking ALIASES too (names people also write, such as
- * "latin1"); the message lists the canonical NAMES only. */
-static bool get_enum_icase(struct ctx *c, yaml_node_t *n, const char *path,
-			   const char *const *names, const struct enum_alias *aliases, int *ret)
-{
-	char list[160], q[80];
-
-	join_names(list, sizeof(list), names);
-	if (n->type != YAML_SCALAR_NODE) {
-		node_error(c, n, path, "expected one of %s, got %s", list, node_type_name(n));
-		return false;
-	}
-	for (int i = 0; names[i] && !scalar_has_nul(n); i++) {
-		if (strcasecmp(scalar(n), names[i]) == 0) {
-			*ret = i;
-			return true;
-		}
-	}
-	for (size_t i = 0; aliases[i].name && !scalar_has_nul(n); i++) {
-		if (strcasecmp(scalar(n), aliases[i].name) == 0) {
-			*ret = aliases[i].value;
-			return true;
-		}
-	}
-	node_error(c, n, path, "expected one of %s, got '%s'", list, QUOTED(q, scalar(n)));
-	return false;
-}
+/* ---- values with a grammar of their own: parsers for custom fields ------------------------ */
 
 /* csv.delimiter: '\0' for auto. A TAB may be "\t" (YAML makes it the character itself), '\t'
  * or plain \t (a backslash and a t, which YAML leaves as they are), or the word tab. */
-static bool get_delimiter(struct ctx *c, yaml_node_t *n, const char *path, char *ret)
+static bool parse_delimiter(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			    void *value)
 {
 	static const char list[] = "auto, \",\", \";\", \"\\t\", \"|\"";
-	char q[80];
+	char *ret = value, q[80];
 
-	if (n->type != YAML_SCALAR_NODE || (n->data.scalar.length == 0 && scalar_is_plain(n))) {
-		node_error(c, n, path, "must be one of %s, got %s", list, node_type_name(n));
+	if (n->type != YAML_SCALAR_NODE || yamlconf_is_empty(n)) {
+		yamlconf_error(yc, n, path, "must be one of %s, got %s", list,
+			       yamlconf_type_name(n));
 		return false;
 	}
-	const char *s = scalar(n);
+	const char *s = yamlconf_scalar(n);
 	size_t len = n->data.scalar.length;
 	if (len == 1 && s[0] && strchr(",;\t|", s[0])) {
 		*ret = s[0];
 		return true;
 	}
-	if (!scalar_has_nul(n)) {
+	if (!yamlconf_has_nul(n)) {
 		if (strcmp(s, "auto") == 0) {
 			*ret = '\0';
 			return true;
@@ -580,137 +286,73 @@ static bool get_delimiter(struct ctx *c, yaml_node_t *n, const char *path, char 
 	}
 	/* `delimiter: |` unquoted starts a block scalar, which is empty here. */
 	if (len == 0 && n->data.scalar.style == YAML_LITERAL_SCALAR_STYLE) {
-		node_error(c, n, path, "must be one of %s, got an empty block scalar (write \"|\" in "
-				       "quotes)",
-			   list);
+		yamlconf_error(
+			yc, n, path,
+			"must be one of %s, got an empty block scalar (write \"|\" in quotes)",
+			list);
 		return false;
 	}
-	node_error(c, n, path, "must be one of %s, got '%s'", list, QUOTED(q, s));
+	yamlconf_error(yc, n, path, "must be one of %s, got '%s'", list, QUOTED(q, s));
 	return false;
 }
 
-static bool get_uuid(struct ctx *c, yaml_node_t *n, const char *path,
-		     char ret[CONFIG_UUID_LEN + 1])
+/* VALUE: char[CONFIG_UUID_LEN + 1]. */
+static bool parse_uuid(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
 	char q[80];
 
 	if (n->type != YAML_SCALAR_NODE) {
-		node_error(c, n, path, "expected a UUID, got %s", node_type_name(n));
+		yamlconf_error(yc, n, path, "expected a UUID, got %s", yamlconf_type_name(n));
 		return false;
 	}
-	if (scalar_has_nul(n) || !config_is_uuid(scalar(n))) {
-		node_error(c, n, path,
-			   "expected a UUID (8-4-4-4-12 hexadecimal digits, as shown in the Resend "
-			   "dashboard), got '%s'",
-			   QUOTED(q, scalar(n)));
+	if (yamlconf_has_nul(n) || !config_is_uuid(yamlconf_scalar(n))) {
+		yamlconf_error(yc, n, path,
+			       "expected a UUID (8-4-4-4-12 hexadecimal digits, as shown in the "
+			       "Resend dashboard), got '%s'",
+			       QUOTED(q, yamlconf_scalar(n)));
 		return false;
 	}
-	memcpy(ret, scalar(n), CONFIG_UUID_LEN + 1);
+	memcpy(value, yamlconf_scalar(n), CONFIG_UUID_LEN + 1);
 	return true;
 }
 
-/* duplicate_window: a plain or quoted scalar ("30d" is a string to YAML either way). */
-static bool get_duration(struct ctx *c, yaml_node_t *n, const char *path, uint64_t *ret)
+/* duplicate_window: a plain or quoted scalar ("30d" is a string to YAML either way). VALUE:
+ * uint64_t seconds. */
+static bool parse_duration(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
 	char q[80];
 
-	if (n->type != YAML_SCALAR_NODE || (n->data.scalar.length == 0 && scalar_is_plain(n))) {
-		node_error(c, n, path, "must be " CONFIG_DURATION_EXPECTED ", got %s",
-			   node_type_name(n));
+	if (n->type != YAML_SCALAR_NODE || yamlconf_is_empty(n)) {
+		yamlconf_error(yc, n, path, "must be " CONFIG_DURATION_EXPECTED ", got %s",
+			       yamlconf_type_name(n));
 		return false;
 	}
-	if (scalar_has_nul(n) || config_parse_duration(scalar(n), ret) < 0) {
-		node_error(c, n, path, "must be " CONFIG_DURATION_EXPECTED ", got '%s'",
-			   QUOTED(q, scalar(n)));
+	if (yamlconf_has_nul(n) || config_parse_duration(yamlconf_scalar(n), value) < 0) {
+		yamlconf_error(yc, n, path, "must be " CONFIG_DURATION_EXPECTED ", got '%s'",
+			       QUOTED(q, yamlconf_scalar(n)));
 		return false;
 	}
 	return true;
 }
 
-/* ---- mapping walker -------------------------------------------------------------------- */
+/* ---- checks of a value just stored -------------------------------------------------------- */
 
-/* Calls back for each key of a mapping, after rejecting non-scalar keys, unknown keys and
- * duplicate keys (libyaml accepts duplicates silently; the later one would win unnoticed). */
-struct key_visit {
-	const char *key;
-	yaml_node_t *key_node;
-	yaml_node_t *value;
-	char path[256];
-};
-
-typedef void (*key_cb)(struct ctx *c, struct key_visit *kv, void *target);
-
-static bool expect_mapping(struct ctx *c, yaml_node_t *n, const char *path)
+static bool check_absolute(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	if (n->type == YAML_MAPPING_NODE)
+	const char *s = *(char **)value;
+	char q[80];
+
+	if (s[0] == '/')
 		return true;
-	node_error(c, n, path, "expected a mapping, got %s", node_type_name(n));
+	yamlconf_error(yc, n, path, "expected an absolute path, got '%s'", QUOTED(q, s));
 	return false;
 }
 
-static int key_index(const char *const *keys, const char *key)
-{
-	for (int i = 0; keys[i]; i++) {
-		if (strcmp(keys[i], key) == 0)
-			return i;
-	}
-	return -1;
-}
+/* ---- api --------------------------------------------------------------------------------- */
 
-#define MAX_KEYS 32
-
-static void walk_mapping(struct ctx *c, yaml_node_t *map, const char *path,
-			 const char *const *keys, key_cb cb, void *target)
-{
-	yaml_node_t *seen[MAX_KEYS] = {0};
-	char list[512], q[80];
-
-	join_names(list, sizeof(list), keys);
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-	     p++) {
-		struct key_visit kv;
-		kv.key_node = yaml_document_get_node(c->doc, p->key);
-		kv.value = yaml_document_get_node(c->doc, p->value);
-		if (kv.key_node->type != YAML_SCALAR_NODE) {
-			node_error(c, kv.key_node, path, "expected a plain key, got %s",
-				   node_type_name(kv.key_node));
-			continue;
-		}
-		kv.key = scalar(kv.key_node);
-		snprintf(kv.path, sizeof(kv.path), "%s%s%s", path, *path ? "." : "", kv.key);
-		int i = key_index(keys, kv.key);
-		if (i < 0) {
-			node_error(c, kv.key_node, path[0] ? path : NULL,
-				   "unknown key '%s' (expected one of: %s)", QUOTED(q, kv.key), list);
-			continue;
-		}
-		if (seen[i]) {
-			node_error(c, kv.key_node, kv.path, "duplicate key (first set at line %zu)",
-				   seen[i]->start_mark.line + 1);
-			continue;
-		}
-		seen[i] = kv.key_node;
-		cb(c, &kv, target);
-	}
-}
-
-/* ---- sections -------------------------------------------------------------------------- */
-
-static const char *const api_keys[] = {"base_url",
-				       "api_key_env",
-				       "api_key_file",
-				       "user_agent_suffix",
-				       "max_in_flight",
-				       "requests_per_second",
-				       "connect_timeout_s",
-				       "request_timeout_s",
-				       "ca_file",
-				       "shutdown_timeout_s",
-				       NULL};
-
-struct api_target {
-	struct config_api *api;
-	yaml_node_t *base_url, *key_env, *key_file, *ca_file;
+/* Where the keys that the checks after the walk need were found with good values. */
+struct api_found {
+	struct yamlconf_at base_url, key_env, key_file, ca_file;
 };
 
 static bool is_env_name(const char *s)
@@ -724,88 +366,83 @@ static bool is_env_name(const char *s)
 	return true;
 }
 
-static void api_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+static bool check_env_name(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	struct api_target *t = target;
-	struct config_api *api = t->api;
+	const char *s = *(char **)value;
 	char q[80];
 
-	if (strcmp(kv->key, "base_url") == 0) {
-		if (get_string(c, kv->value, kv->path, false, &api->base_url))
-			t->base_url = kv->value;
-	} else if (strcmp(kv->key, "api_key_env") == 0) {
-		if (!get_string(c, kv->value, kv->path, false, &api->api_key_env))
-			return;
-		if (!is_env_name(api->api_key_env))
-			node_error(c, kv->value, kv->path,
-				   "expected an environment variable name (letters, digits, "
-				   "underscore), got '%s'",
-				   QUOTED(q, api->api_key_env));
-		else
-			t->key_env = kv->value;
-	} else if (strcmp(kv->key, "api_key_file") == 0) {
-		if (node_is_null(kv->value))
-			return;
-		if (!get_string(c, kv->value, kv->path, false, &api->api_key_file))
-			return;
-		if (api->api_key_file[0] != '/')
-			node_error(c, kv->value, kv->path, "expected an absolute path, got '%s'",
-				   QUOTED(q, api->api_key_file));
-		else
-			t->key_file = kv->value;
-	} else if (strcmp(kv->key, "user_agent_suffix") == 0) {
-		if (node_is_null(kv->value))
-			return;
-		if (!get_string(c, kv->value, kv->path, true, &api->user_agent_suffix))
-			return;
-		for (const char *s = api->user_agent_suffix; *s; s++) {
-			if ((unsigned char)*s < 0x20 || *s == 0x7f) {
-				node_error(c, kv->value, kv->path,
-					   "control characters are not allowed in a header value");
-				break;
-			}
-		}
-	} else if (strcmp(kv->key, "max_in_flight") == 0) {
-		get_uint(c, kv->value, kv->path, 1, 64, &api->max_in_flight);
-	} else if (strcmp(kv->key, "requests_per_second") == 0) {
-		/* 0: no client-side ceiling (a local sink, a benchmark); the server's rate-limit
-		 * headers are still obeyed. */
-		get_double(c, kv->value, kv->path, 0, 1000, &api->requests_per_second);
-	} else if (strcmp(kv->key, "connect_timeout_s") == 0) {
-		get_uint(c, kv->value, kv->path, 1, 300, &api->connect_timeout_s);
-	} else if (strcmp(kv->key, "request_timeout_s") == 0) {
-		get_uint(c, kv->value, kv->path, 1, 86400, &api->request_timeout_s);
-	} else if (strcmp(kv->key, "ca_file") == 0) {
-		if (node_is_null(kv->value))
-			return;
-		if (get_string(c, kv->value, kv->path, false, &api->ca_file))
-			t->ca_file = kv->value;
-	} else if (strcmp(kv->key, "shutdown_timeout_s") == 0) {
-		get_uint(c, kv->value, kv->path, 0, 3600, &api->shutdown_timeout_s);
-	}
+	if (is_env_name(s))
+		return true;
+	yamlconf_error(yc, n, path,
+		       "expected an environment variable name (letters, digits, underscore), "
+		       "got '%s'",
+		       QUOTED(q, s));
+	return false;
 }
 
-static void check_base_url(struct ctx *c, struct config_api *api, yaml_node_t *n)
+static bool check_header_value(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			       void *value)
+{
+	for (const char *s = *(char **)value; *s; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+			yamlconf_error(yc, n, path,
+				       "control characters are not allowed in a header value");
+			return false;
+		}
+	}
+	return true;
+}
+
+#define API(member) offsetof(struct config_api, member)
+#define API_FOUND(member) YAMLCONF_AT(struct api_found, member)
+static const struct yamlconf_field api_fields[] = {
+	{"base_url", YAMLCONF_STRING, .offset = API(base_url), .at = API_FOUND(base_url)},
+	{"api_key_env", YAMLCONF_STRING, .offset = API(api_key_env), .check = check_env_name,
+	 .at = API_FOUND(key_env)},
+	{"api_key_file", YAMLCONF_STRING, .offset = API(api_key_file), .flags = YAMLCONF_NULL_OK,
+	 .check = check_absolute, .at = API_FOUND(key_file)},
+	{"user_agent_suffix", YAMLCONF_STRING, .offset = API(user_agent_suffix),
+	 .flags = YAMLCONF_NULL_OK | YAMLCONF_EMPTY_OK, .check = check_header_value},
+	{"max_in_flight", YAMLCONF_UINT, .offset = API(max_in_flight), .min = 1, .max = 64},
+	/* 0: no client-side ceiling (a local sink, a benchmark); the server's rate-limit
+	 * headers are still obeyed. */
+	{"requests_per_second", YAMLCONF_DOUBLE, .offset = API(requests_per_second), .dmin = 0,
+	 .dmax = 1000},
+	{"connect_timeout_s", YAMLCONF_UINT, .offset = API(connect_timeout_s), .min = 1,
+	 .max = 300},
+	{"request_timeout_s", YAMLCONF_UINT, .offset = API(request_timeout_s), .min = 1,
+	 .max = 86400},
+	{"ca_file", YAMLCONF_STRING, .offset = API(ca_file), .flags = YAMLCONF_NULL_OK,
+	 .at = API_FOUND(ca_file)},
+	{"shutdown_timeout_s", YAMLCONF_UINT, .offset = API(shutdown_timeout_s), .min = 0,
+	 .max = 3600},
+	{0},
+};
+
+static void check_base_url(struct yamlconf *yc, struct config_api *api,
+			   const struct yamlconf_at *at)
 {
 	CURLU *u = curl_url();
 	char *scheme = NULL, *host = NULL, *query = NULL, *fragment = NULL;
 	char q[80];
-	const char *path = "api.base_url";
+	const yaml_node_t *n = at->node;
+	const char *path = at->path;
 
 	if (!u) {
-		node_error(c, n, path, "out of memory");
+		yamlconf_error(yc, n, path, "out of memory");
 		return;
 	}
 	CURLUcode rc = curl_url_set(u, CURLUPART_URL, api->base_url, 0);
 	if (rc != CURLUE_OK) {
-		node_error(c, n, path, "'%s' is not a valid URL: %s", QUOTED(q, api->base_url),
-			   curl_url_strerror(rc));
+		yamlconf_error(yc, n, path, "'%s' is not a valid URL: %s", QUOTED(q, api->base_url),
+			       curl_url_strerror(rc));
 		goto out;
 	}
 	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
 	curl_url_get(u, CURLUPART_HOST, &host, 0);
 	if (!scheme || (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0)) {
-		node_error(c, n, path, "expected an https:// URL, got '%s'", QUOTED(q, api->base_url));
+		yamlconf_error(yc, n, path, "expected an https:// URL, got '%s'",
+			       QUOTED(q, api->base_url));
 		goto out;
 	}
 	/* curl reports an empty fragment ("#") as none, but the endpoint appended after it would
@@ -813,15 +450,16 @@ static void check_base_url(struct ctx *c, struct config_api *api, yaml_node_t *n
 	if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0) == CURLUE_OK ||
 	    strchr(api->base_url, '#')) {
-		node_error(c, n, path, "a base URL takes no query or fragment, got '%s'",
-			   QUOTED(q, api->base_url));
+		yamlconf_error(yc, n, path, "a base URL takes no query or fragment, got '%s'",
+			       QUOTED(q, api->base_url));
 		goto out;
 	}
 	if (strcmp(scheme, "http") == 0 && (!host || !host_is_loopback(host))) {
-		node_error(c, n, path,
-			   "http:// would send the API key unencrypted; use https:// (plain http is "
-			   "allowed only for loopback hosts such as 127.0.0.1, got '%s')",
-			   QUOTED(q, host ? host : ""));
+		yamlconf_error(
+			yc, n, path,
+			"http:// would send the API key unencrypted; use https:// (plain http is "
+			"allowed only for loopback hosts such as 127.0.0.1, got '%s')",
+			QUOTED(q, host ? host : ""));
 		goto out;
 	}
 	/* Endpoints are appended as "/contacts/imports": keep one slash between. */
@@ -838,32 +476,31 @@ out:
 
 /* Reads the key from where the configuration says (apikey.h): an error names the key that
  * says where, or the api: section (the file's start without one) for the default chain. */
-static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_node,
-			 struct api_target *t)
+static void load_api_key(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *api_at,
+			 const struct api_found *found)
 {
 	struct config_api *api = &cfg->api;
 	struct apikey k = {0};
 	char why[1024];
-	yaml_node_t *where;
-	const char *keypath;
+	const struct yamlconf_at *where;
 	int r;
 
-	if (t->key_env && t->key_file) {
-		node_error(c, t->key_file, "api.api_key_file",
-			   "set either api_key_env or api_key_file, not both (or neither: then the "
-			   "key is " APIKEY_DEFAULT_ENV ", else the systemd credential '"
-			   APIKEY_CREDENTIAL "', else the key file)");
+	if (found->key_env.node && found->key_file.node) {
+		yamlconf_error(yc, found->key_file.node, found->key_file.path,
+			       "set either api_key_env or api_key_file, not both (or neither: then "
+			       "the key is " APIKEY_DEFAULT_ENV ", else the systemd credential '"
+			       APIKEY_CREDENTIAL "', else the key file)");
 		return;
 	}
-	if ((api->api_key_file && !t->key_file) || (api->api_key_env && !t->key_env))
+	if ((api->api_key_file && !found->key_file.node) ||
+	    (api->api_key_env && !found->key_env.node))
 		return; /* already reported as invalid */
 	/* An invalid name was reported where it is set; looking it up would print it unquoted. */
 	if (api->api_key_env && !is_env_name(api->api_key_env))
 		return;
 	if (api->api_key_file) {
 		r = apikey_from_file(api->api_key_file, &k, why, sizeof(why));
-		where = t->key_file;
-		keypath = "api.api_key_file";
+		where = &found->key_file;
 	} else if (api->api_key_env) {
 		r = apikey_from_env(api->api_key_env, &k, why, sizeof(why));
 		if (r == -ENOENT)
@@ -871,16 +508,15 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 				 "no API key: environment variable %s is not set (set it, or set "
 				 "api.api_key_file, or neither)",
 				 api->api_key_env);
-		where = t->key_env;
-		keypath = "api.api_key_env";
+		where = &found->key_env;
 	} else {
 		r = apikey_default(APIKEY_DEFAULT_FILE, &k, why, sizeof(why));
-		where = api_node;
-		keypath = "api";
+		where = api_at;
 	}
 	if (r < 0) {
-		ctx_error_at(c, where ? where->start_mark.line + 1 : 1,
-			     where ? where->start_mark.column + 1 : 1, keypath, "%s", why);
+		yamlconf_error_at(yc, where->node ? where->node->start_mark.line + 1 : 1,
+				  where->node ? where->node->start_mark.column + 1 : 1, where->path,
+				  "%s", why);
 		return;
 	}
 	cfg->api_key = k.key;
@@ -889,70 +525,61 @@ static void load_api_key(struct ctx *c, struct config *cfg, yaml_node_t *api_nod
 	apikey_clear(&k);
 }
 
-static void parse_api(struct ctx *c, struct config *cfg, yaml_node_t *n, unsigned flags)
+static void parse_api(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at,
+		      unsigned flags)
 {
-	struct api_target t = {.api = &cfg->api};
+	struct api_found found = {0};
 	char q[80];
 
-	if (n && expect_mapping(c, n, "api"))
-		walk_mapping(c, n, "api", api_keys, api_key_cb, &t);
-	if (t.base_url)
-		check_base_url(c, &cfg->api, t.base_url);
-	if (t.ca_file && access(cfg->api.ca_file, R_OK) != 0)
-		node_error(c, t.ca_file, "api.ca_file", "cannot read CA file '%s': %s",
-			   QUOTED(q, cfg->api.ca_file), strerror(errno));
+	if (at->node)
+		yamlconf_walk(yc, at->node, at->path, api_fields, &cfg->api, &found);
+	if (found.base_url.node)
+		check_base_url(yc, &cfg->api, &found.base_url);
+	if (found.ca_file.node && access(cfg->api.ca_file, R_OK) != 0)
+		yamlconf_error(yc, found.ca_file.node, found.ca_file.path,
+			       "cannot read CA file '%s': %s", QUOTED(q, cfg->api.ca_file),
+			       strerror(errno));
 	if (!(flags & CONFIG_LOAD_NO_API_KEY))
-		load_api_key(c, cfg, n, &t);
+		load_api_key(yc, cfg, at, &found);
 }
 
-static const char *const retry_keys[] = {"max_attempts", "initial_delay_ms", "max_delay_ms",
-					 NULL};
+/* ---- retry ------------------------------------------------------------------------------- */
 
-struct retry_target {
-	struct config_retry *retry;
-	yaml_node_t *max_delay;
+struct retry_found {
+	struct yamlconf_at max_delay;
 };
 
-static void retry_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+#define RETRY(member) offsetof(struct config_retry, member)
+static const struct yamlconf_field retry_fields[] = {
+	{"max_attempts", YAMLCONF_UINT, .offset = RETRY(max_attempts), .min = 1, .max = 100},
+	{"initial_delay_ms", YAMLCONF_UINT, .offset = RETRY(initial_delay_ms), .min = 1,
+	 .max = 3600000},
+	{"max_delay_ms", YAMLCONF_UINT, .offset = RETRY(max_delay_ms), .min = 1, .max = 86400000,
+	 .at = YAMLCONF_AT(struct retry_found, max_delay)},
+	{0},
+};
+
+static void parse_retry(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
 {
-	struct retry_target *t = target;
+	struct retry_found found = {0};
 
-	if (strcmp(kv->key, "max_attempts") == 0)
-		get_uint(c, kv->value, kv->path, 1, 100, &t->retry->max_attempts);
-	else if (strcmp(kv->key, "initial_delay_ms") == 0)
-		get_uint(c, kv->value, kv->path, 1, 3600000, &t->retry->initial_delay_ms);
-	else if (strcmp(kv->key, "max_delay_ms") == 0 &&
-		 get_uint(c, kv->value, kv->path, 1, 86400000, &t->retry->max_delay_ms))
-		t->max_delay = kv->value;
-}
-
-static void parse_retry(struct ctx *c, struct config *cfg, yaml_node_t *n)
-{
-	struct retry_target t = {.retry = &cfg->retry};
-
-	if (!n || !expect_mapping(c, n, "retry"))
+	if (!at->node)
 		return;
-	walk_mapping(c, n, "retry", retry_keys, retry_key_cb, &t);
-	if (t.max_delay && cfg->retry.max_delay_ms < cfg->retry.initial_delay_ms)
-		node_error(c, t.max_delay, "retry.max_delay_ms",
-			   "must be at least initial_delay_ms (%" PRIu64 ")",
-			   cfg->retry.initial_delay_ms);
+	yamlconf_walk(yc, at->node, at->path, retry_fields, &cfg->retry, &found);
+	if (found.max_delay.node && cfg->retry.max_delay_ms < cfg->retry.initial_delay_ms)
+		yamlconf_error(yc, found.max_delay.node, found.max_delay.path,
+			       "must be at least initial_delay_ms (%" PRIu64 ")",
+			       cfg->retry.initial_delay_ms);
 }
 
-/* The settings keys, valid under `defaults:` and in each folder. */
-static const char *const settings_keys[] = {
-	"settle_ms",	    "rescan_s",	  "pattern",	    "max_file_bytes",
-	"on_conflict",	    "follow_import", "max_upload_bytes", "invalid_rows",
-	"csv",		    "on_duplicate",  "duplicate_window", NULL};
+/* ---- settings: under `defaults:`, and in each folder --------------------------------------- */
 
 /* A part holds the header and at least some rows; below this, splitting would mostly send
  * headers. Above Resend's own limit (200 MiB) every part would be refused. */
 #define CONFIG_UPLOAD_BYTES_MIN UINT64_C(65536)
 #define CONFIG_UPLOAD_BYTES_MAX UINT64_C(209715200)
 
-static const char *const csv_keys[] = {"delimiter", "encoding", "header", NULL};
-
-static const struct enum_alias encoding_aliases[] = {
+static const struct yamlconf_alias encoding_aliases[] = {
 	{"utf8", CONFIG_ENCODING_UTF8},
 	{"utf16", CONFIG_ENCODING_UTF16},
 	{"cp1252", CONFIG_ENCODING_WINDOWS_1252},
@@ -962,119 +589,78 @@ static const struct enum_alias encoding_aliases[] = {
 
 /* A folder's settings start as a copy of the defaults, so that its csv: overrides only the
  * keys it names. */
-static void csv_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	struct config_csv *csv = target;
-	int e;
+#define CSV(member) offsetof(struct config_csv, member)
+static const struct yamlconf_field csv_fields[] = {
+	{"delimiter", YAMLCONF_CUSTOM, .offset = CSV(delimiter), .parse = parse_delimiter},
+	{"encoding", YAMLCONF_ENUM, .offset = CSV(encoding), .flags = YAMLCONF_ICASE,
+	 .names = encoding_names, .aliases = encoding_aliases},
+	{"header", YAMLCONF_ENUM, .offset = CSV(header), .names = header_names},
+	{0},
+};
 
-	if (strcmp(kv->key, "delimiter") == 0) {
-		get_delimiter(c, kv->value, kv->path, &csv->delimiter);
-	} else if (strcmp(kv->key, "encoding") == 0) {
-		if (get_enum_icase(c, kv->value, kv->path, encoding_names, encoding_aliases, &e))
-			csv->encoding = (enum config_encoding)e;
-	} else if (strcmp(kv->key, "header") == 0) {
-		if (get_enum(c, kv->value, kv->path, header_names, &e))
-			csv->header = (enum config_header)e;
+/* A pattern matches file names. One refused leaves the one before it (the default's). */
+static bool parse_pattern(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
+{
+	char **pattern = value, *p = NULL, q[80];
+
+	if (!yamlconf_get_string(yc, n, path, 0, &p))
+		return false;
+	if (strchr(p, '/')) {
+		yamlconf_error(
+			yc, n, path,
+			"a pattern matches file names, not paths: '/' is not allowed in '%s'",
+			QUOTED(q, p));
+		free(p);
+		return false;
 	}
+	free(*pattern);
+	*pattern = p;
+	return true;
 }
 
-static bool is_settings_key(const char *key)
+#define SET(member) offsetof(struct config_settings, member)
+static const struct yamlconf_field settings_fields[] = {
+	{"settle_ms", YAMLCONF_UINT, .offset = SET(settle_ms), .min = 0, .max = 3600000},
+	{"rescan_s", YAMLCONF_UINT, .offset = SET(rescan_s), .min = 1, .max = 86400},
+	{"pattern", YAMLCONF_CUSTOM, .offset = SET(pattern), .parse = parse_pattern},
+	{"max_file_bytes", YAMLCONF_UINT, .offset = SET(max_file_bytes), .min = 1,
+	 .max = UINT64_C(1) << 40},
+	{"on_conflict", YAMLCONF_ENUM, .offset = SET(on_conflict), .names = on_conflict_names},
+	{"follow_import", YAMLCONF_BOOL, .offset = SET(follow_import)},
+	{"max_upload_bytes", YAMLCONF_UINT, .offset = SET(max_upload_bytes),
+	 .min = CONFIG_UPLOAD_BYTES_MIN, .max = CONFIG_UPLOAD_BYTES_MAX},
+	{"invalid_rows", YAMLCONF_ENUM, .offset = SET(invalid_rows), .names = invalid_rows_names},
+	{"csv", YAMLCONF_MAPPING, .offset = SET(csv), .fields = csv_fields},
+	{"on_duplicate", YAMLCONF_ENUM, .offset = SET(on_duplicate), .names = on_duplicate_names},
+	{"duplicate_window", YAMLCONF_CUSTOM, .offset = SET(duplicate_window_s),
+	 .parse = parse_duration},
+	{0},
+};
+
+/* ---- log, control socket and metrics ------------------------------------------------------- */
+
+static const struct yamlconf_field log_fields[] = {
+	{"level", YAMLCONF_ENUM, .offset = offsetof(struct config, log_level),
+	 .names = log_level_names},
+	{"format", YAMLCONF_ENUM, .offset = offsetof(struct config, log_format),
+	 .names = log_format_names},
+	{0},
+};
+
+static bool check_socket(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	return key_index(settings_keys, key) >= 0;
+	if (!check_absolute(yc, n, path, value))
+		return false;
+	if (strlen(*(char **)value) < 108) /* sizeof(sun_path) */
+		return true;
+	yamlconf_error(yc, n, path, "a socket path is at most 107 bytes long");
+	return false;
 }
 
-static void parse_setting(struct ctx *c, struct key_visit *kv, struct config_settings *s)
-{
-	char q[80];
-	int e;
-
-	if (strcmp(kv->key, "settle_ms") == 0) {
-		get_uint(c, kv->value, kv->path, 0, 3600000, &s->settle_ms);
-	} else if (strcmp(kv->key, "rescan_s") == 0) {
-		get_uint(c, kv->value, kv->path, 1, 86400, &s->rescan_s);
-	} else if (strcmp(kv->key, "pattern") == 0) {
-		char *p = NULL;
-		if (!get_string(c, kv->value, kv->path, false, &p))
-			return;
-		if (strchr(p, '/')) {
-			node_error(c, kv->value, kv->path,
-				   "a pattern matches file names, not paths: '/' is not allowed in "
-				   "'%s'",
-				   QUOTED(q, p));
-			free(p);
-			return;
-		}
-		free(s->pattern);
-		s->pattern = p;
-	} else if (strcmp(kv->key, "max_file_bytes") == 0) {
-		get_uint(c, kv->value, kv->path, 1, UINT64_C(1) << 40, &s->max_file_bytes);
-	} else if (strcmp(kv->key, "on_conflict") == 0) {
-		if (get_enum(c, kv->value, kv->path, on_conflict_names, &e))
-			s->on_conflict = (enum config_on_conflict)e;
-	} else if (strcmp(kv->key, "follow_import") == 0) {
-		get_bool(c, kv->value, kv->path, &s->follow_import);
-	} else if (strcmp(kv->key, "max_upload_bytes") == 0) {
-		get_uint(c, kv->value, kv->path, CONFIG_UPLOAD_BYTES_MIN, CONFIG_UPLOAD_BYTES_MAX,
-			 &s->max_upload_bytes);
-	} else if (strcmp(kv->key, "invalid_rows") == 0) {
-		if (get_enum(c, kv->value, kv->path, invalid_rows_names, &e))
-			s->invalid_rows = (enum config_invalid_rows)e;
-	} else if (strcmp(kv->key, "csv") == 0) {
-		if (expect_mapping(c, kv->value, kv->path))
-			walk_mapping(c, kv->value, kv->path, csv_keys, csv_key_cb, &s->csv);
-	} else if (strcmp(kv->key, "on_duplicate") == 0) {
-		if (get_enum(c, kv->value, kv->path, on_duplicate_names, &e))
-			s->on_duplicate = (enum config_on_duplicate)e;
-	} else if (strcmp(kv->key, "duplicate_window") == 0) {
-		get_duration(c, kv->value, kv->path, &s->duplicate_window_s);
-	}
-}
-
-static void defaults_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	parse_setting(c, kv, target);
-}
-
-static const char *const log_keys[] = {"level", "format", NULL};
-
-static void log_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	struct config *cfg = target;
-	int e;
-
-	if (strcmp(kv->key, "level") == 0) {
-		if (get_enum(c, kv->value, kv->path, log_level_names, &e))
-			cfg->log_level = (enum config_log_level)e;
-	} else if (strcmp(kv->key, "format") == 0) {
-		if (get_enum(c, kv->value, kv->path, log_format_names, &e))
-			cfg->log_format = (enum config_log_format)e;
-	}
-}
-
-/* ---- control socket and metrics ---------------------------------------------------------- */
-
-static const char *const control_keys[] = {"socket", NULL};
-
-static void control_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	struct config *cfg = target;
-	char q[80], *s = NULL;
-
-	if (strcmp(kv->key, "socket") != 0 || !get_string(c, kv->value, kv->path, false, &s))
-		return;
-	if (s[0] != '/')
-		node_error(c, kv->value, kv->path, "expected an absolute path, got '%s'", QUOTED(q, s));
-	else if (strlen(s) >= 108) /* sizeof(sun_path) */
-		node_error(c, kv->value, kv->path, "a socket path is at most 107 bytes long");
-	free(cfg->control.socket);
-	cfg->control.socket = s;
-}
-
-static const char *const metrics_keys[] = {"listen", "allow_remote", NULL};
-
-struct metrics_target {
-	struct config *cfg;
-	yaml_node_t *listen;
+static const struct yamlconf_field control_fields[] = {
+	{"socket", YAMLCONF_STRING, .offset = offsetof(struct config_control, socket),
+	 .check = check_socket},
+	{0},
 };
 
 /* "HOST:PORT", with an IPv6 address in brackets. */
@@ -1104,266 +690,214 @@ static bool parse_listen(const char *s, char **ret_host, uint16_t *ret_port)
 	return *ret_host != NULL;
 }
 
-static void metrics_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+/* metrics.listen. VALUE: struct config_metrics (host and port). */
+static bool read_listen(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	struct metrics_target *t = target;
-	struct config_metrics *m = &t->cfg->metrics;
+	struct config_metrics *m = value;
 	char q[80], *s = NULL;
+	bool ok;
 
-	if (strcmp(kv->key, "allow_remote") == 0) {
-		get_bool(c, kv->value, kv->path, &m->allow_remote);
-		return;
-	}
-	if (node_is_null(kv->value) || !get_string(c, kv->value, kv->path, false, &s))
-		return;
+	if (!yamlconf_get_string(yc, n, path, 0, &s))
+		return false;
 	free(m->listen_host);
 	m->listen_host = NULL;
-	if (!parse_listen(s, &m->listen_host, &m->listen_port))
-		node_error(c, kv->value, kv->path,
-			   "expected HOST:PORT (an IPv6 address in brackets), got '%s'", QUOTED(q, s));
-	else
-		t->listen = kv->value;
+	ok = parse_listen(s, &m->listen_host, &m->listen_port);
+	if (!ok)
+		yamlconf_error(yc, n, path,
+			       "expected HOST:PORT (an IPv6 address in brackets), got '%s'",
+			       QUOTED(q, s));
 	free(s);
+	return ok;
 }
 
-static void parse_metrics(struct ctx *c, struct config *cfg, yaml_node_t *n)
+struct metrics_found {
+	struct yamlconf_at listen;
+};
+
+static const struct yamlconf_field metrics_fields[] = {
+	{"listen", YAMLCONF_CUSTOM, .flags = YAMLCONF_NULL_OK, .parse = read_listen,
+	 .at = YAMLCONF_AT(struct metrics_found, listen)},
+	{"allow_remote", YAMLCONF_BOOL, .offset = offsetof(struct config_metrics, allow_remote)},
+	{0},
+};
+
+static void parse_metrics(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
 {
-	struct metrics_target t = {.cfg = cfg};
+	struct metrics_found found = {0};
 	char q[80];
 
-	if (!n || !expect_mapping(c, n, "metrics"))
+	if (!at->node)
 		return;
-	walk_mapping(c, n, "metrics", metrics_keys, metrics_key_cb, &t);
-	if (t.listen && !cfg->metrics.allow_remote && !host_is_loopback(cfg->metrics.listen_host))
-		node_error(c, t.listen, "metrics.listen",
-			   "'%s' is not a loopback address: metrics are served to this host only "
-			   "unless metrics.allow_remote is true",
-			   QUOTED(q, cfg->metrics.listen_host));
+	yamlconf_walk(yc, at->node, at->path, metrics_fields, &cfg->metrics, &found);
+	if (found.listen.node && !cfg->metrics.allow_remote &&
+	    !host_is_loopback(cfg->metrics.listen_host))
+		yamlconf_error(
+			yc, found.listen.node, found.listen.path,
+			"'%s' is not a loopback address: metrics are served to this host only "
+			"unless metrics.allow_remote is true",
+			QUOTED(q, cfg->metrics.listen_host));
 }
 
-/* ---- folders --------------------------------------------------------------------------- */
+/* ---- folders ------------------------------------------------------------------------------- */
 
-static const char *const folder_keys[] = {
-	"name",		  "inbox",	  "done",	   "failed",	      "column_map",
-	"segments",	  "topics",	  "settle_ms",	   "rescan_s",	      "pattern",
-	"max_file_bytes", "on_conflict", "follow_import", "max_upload_bytes", "invalid_rows",
-	"csv",		  "on_duplicate", "duplicate_window", NULL};
-
-static const char *const column_map_keys[] = {"email",	      "first_name", "last_name",
-					      "unsubscribed", "properties", NULL};
-static const char *const property_keys[] = {"column", "type", NULL};
-static const char *const topic_keys[] = {"id", "subscription", NULL};
-static const char *const segment_keys[] = {"id", NULL};
-
-struct folder_target {
-	struct config_folder *f;
-	yaml_node_t *name, *inbox, *done, *failed; /* set when the value passed its checks */
-	unsigned seen_required;                    /* bit per folder_required key, even if bad */
+#define PROPERTY(member) offsetof(struct config_property, member)
+static const struct yamlconf_field property_fields[] = {
+	{"column", YAMLCONF_STRING, .offset = PROPERTY(column), .flags = YAMLCONF_REQUIRED_QUIET},
+	{"type", YAMLCONF_ENUM, .offset = PROPERTY(type), .names = prop_type_names},
+	{0},
 };
 
-static const char *const folder_required[] = {"name", "inbox", "done", "failed", NULL};
-
-static void property_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+/* column_map.properties: keys of the user's choosing. VALUE: struct config_column_map. */
+static bool parse_properties(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			     void *value)
 {
-	struct config_property *p = target;
-	int e;
-
-	if (strcmp(kv->key, "column") == 0) {
-		get_string(c, kv->value, kv->path, false, &p->column);
-	} else if (strcmp(kv->key, "type") == 0) {
-		if (get_enum(c, kv->value, kv->path, prop_type_names, &e))
-			p->type = (enum config_prop_type)e;
-	}
-}
-
-static void parse_properties(struct ctx *c, struct config_column_map *m, yaml_node_t *n,
-			     const char *path)
-{
-	char q[80], ppath[256];
+	struct config_column_map *m = value;
+	char q[80], ppath[YAMLCONF_PATH_MAX];
 	size_t count;
 
-	if (!expect_mapping(c, n, path))
-		return;
-	count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE, "a mapping"))
+		return false;
+	count = yamlconf_count(n);
 	m->properties = calloc(count ? count : 1, sizeof(*m->properties));
 	if (!m->properties) {
-		node_error(c, n, path, "out of memory");
-		return;
+		yamlconf_error(yc, n, path, "out of memory");
+		return false;
 	}
-	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top;
-	     pr++) {
-		yaml_node_t *k = yaml_document_get_node(c->doc, pr->key);
-		yaml_node_t *v = yaml_document_get_node(c->doc, pr->value);
-		if (k->type != YAML_SCALAR_NODE) {
-			node_error(c, k, path, "expected a property key, got %s", node_type_name(k));
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *k = yamlconf_pair_key(yc, n, i);
+		const yaml_node_t *v = yamlconf_pair_value(yc, n, i);
+		if (!yamlconf_expect(yc, k, path, YAML_SCALAR_NODE, "a property key"))
 			continue;
-		}
-		snprintf(ppath, sizeof(ppath), "%s.%s", path, QUOTED(q, scalar(k)));
-		if (scalar_has_nul(k) || !config_is_property_key(scalar(k))) {
-			node_error(c, k, ppath,
-				   "invalid property key '%s': use letters, digits and underscore, at "
-				   "most %d characters",
-				   QUOTED(q, scalar(k)), CONFIG_PROPERTY_KEY_MAX);
+		const char *key = yamlconf_scalar(k);
+		snprintf(ppath, sizeof(ppath), "%s.%s", path, QUOTED(q, key));
+		if (yamlconf_has_nul(k) || !config_is_property_key(key)) {
+			yamlconf_error(
+				yc, k, ppath,
+				"invalid property key '%s': use letters, digits and underscore, "
+				"at most %d characters",
+				QUOTED(q, key), CONFIG_PROPERTY_KEY_MAX);
 			continue;
 		}
 		bool dup = false;
-		for (size_t i = 0; i < m->n_properties; i++)
-			dup |= strcmp(m->properties[i].key, scalar(k)) == 0;
+		for (size_t j = 0; j < m->n_properties; j++)
+			dup |= strcmp(m->properties[j].key, key) == 0;
 		if (dup) {
-			node_error(c, k, ppath, "duplicate property key");
+			yamlconf_error(yc, k, ppath, "duplicate property key");
 			continue;
 		}
-		if (!expect_mapping(c, v, ppath))
-			continue;
 		struct config_property *p = &m->properties[m->n_properties];
 		p->type = CONFIG_PROP_STRING;
-		size_t before = c->n_errors;
-		walk_mapping(c, v, ppath, property_keys, property_key_cb, p);
-		if (!p->column) {
-			/* A present but bad `column` was reported already. */
-			if (c->n_errors == before)
-				node_error(c, v, ppath, "missing required key 'column'");
-			continue;
-		}
-		p->key = strdup(scalar(k));
+		yamlconf_walk(yc, v, ppath, property_fields, p, NULL);
+		if (!p->column)
+			continue; /* said why */
+		p->key = strdup(key);
 		m->n_properties++;
 	}
+	return true;
 }
 
-static void column_map_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+static bool mark_present(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	struct config_column_map *m = target;
-
-	if (strcmp(kv->key, "email") == 0)
-		get_string(c, kv->value, kv->path, false, &m->email);
-	else if (strcmp(kv->key, "first_name") == 0)
-		get_string(c, kv->value, kv->path, false, &m->first_name);
-	else if (strcmp(kv->key, "last_name") == 0)
-		get_string(c, kv->value, kv->path, false, &m->last_name);
-	else if (strcmp(kv->key, "unsubscribed") == 0)
-		get_string(c, kv->value, kv->path, false, &m->unsubscribed);
-	else if (strcmp(kv->key, "properties") == 0)
-		parse_properties(c, m, kv->value, kv->path);
+	(void)yc;
+	(void)n;
+	(void)path;
+	((struct config_column_map *)value)->present = true;
+	return true;
 }
 
-static void parse_column_map(struct ctx *c, struct config_column_map *m, yaml_node_t *n,
-			     const char *path)
-{
-	if (!expect_mapping(c, n, path))
-		return;
-	m->present = true;
-	size_t before = c->n_errors;
-	walk_mapping(c, n, path, column_map_keys, column_map_key_cb, m);
-	if (!m->email && c->n_errors == before)
-		node_error(c, n, path,
-			   "missing required key 'email': name the CSV column that holds the email "
-			   "address");
-}
-
-static void segment_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	get_uuid(c, kv->value, kv->path, target);
-}
-
-static void parse_segments(struct ctx *c, struct config_folder *f, yaml_node_t *n,
-			   const char *path)
-{
-	char ipath[300];
-
-	if (n->type != YAML_SEQUENCE_NODE) {
-		node_error(c, n, path, "expected a list of segment ids, got %s", node_type_name(n));
-		return;
-	}
-	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-	f->segments = calloc(count ? count : 1, sizeof(*f->segments));
-	if (!f->segments)
-		return;
-	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
-		char id[CONFIG_UUID_LEN + 1] = "";
-		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
-		if (item->type == YAML_MAPPING_NODE) {
-			size_t before = c->n_errors;
-			walk_mapping(c, item, ipath, segment_keys, segment_key_cb, id);
-			if (!id[0]) {
-				if (c->n_errors == before)
-					node_error(c, item, ipath, "missing required key 'id'");
-				continue;
-			}
-		} else if (!get_uuid(c, item, ipath, id)) {
-			continue;
-		}
-		bool dup = false;
-		for (size_t j = 0; j < f->n_segments; j++)
-			dup |= strcasecmp(f->segments[j], id) == 0;
-		if (dup) {
-			node_error(c, item, ipath, "segment %s is listed twice", id);
-			continue;
-		}
-		memcpy(f->segments[f->n_segments++], id, sizeof(id));
-	}
-}
-
-struct topic_parse {
-	struct config_topic t;
-	bool has_id, has_sub;
+#define COLUMN(member) offsetof(struct config_column_map, member)
+static const struct yamlconf_field column_map_fields[] = {
+	{"email", YAMLCONF_STRING, .offset = COLUMN(email), .flags = YAMLCONF_REQUIRED_QUIET,
+	 .missing = "name the CSV column that holds the email address"},
+	{"first_name", YAMLCONF_STRING, .offset = COLUMN(first_name)},
+	{"last_name", YAMLCONF_STRING, .offset = COLUMN(last_name)},
+	{"unsubscribed", YAMLCONF_STRING, .offset = COLUMN(unsubscribed)},
+	/* the whole column_map: properties and n_properties */
+	{"properties", YAMLCONF_CUSTOM, .parse = parse_properties},
+	{0},
 };
 
-static void topic_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	struct topic_parse *tp = target;
-	int e;
+static const struct yamlconf_field segment_fields[] = {
+	{"id", YAMLCONF_CUSTOM, .flags = YAMLCONF_REQUIRED_QUIET, .parse = parse_uuid},
+	{0},
+};
 
-	if (strcmp(kv->key, "id") == 0) {
-		tp->has_id = get_uuid(c, kv->value, kv->path, tp->t.id);
-	} else if (strcmp(kv->key, "subscription") == 0) {
-		tp->has_sub = get_enum(c, kv->value, kv->path, subscription_names, &e);
-		tp->t.subscription = (enum config_subscription)e;
+/* A segment is an id, or a mapping {id: ...}. */
+static bool segment_item(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *items,
+			 size_t count)
+{
+	char(*segments)[CONFIG_UUID_LEN + 1] = items;
+	char id[CONFIG_UUID_LEN + 1] = "";
+
+	if (n->type == YAML_MAPPING_NODE) {
+		yamlconf_walk(yc, n, path, segment_fields, id, NULL);
+		if (!id[0])
+			return false;
+	} else if (!parse_uuid(yc, n, path, id)) {
+		return false;
 	}
+	for (size_t j = 0; j < count; j++) {
+		if (strcasecmp(segments[j], id) == 0) {
+			yamlconf_error(yc, n, path, "segment %s is listed twice", id);
+			return false;
+		}
+	}
+	memcpy(segments[count], id, sizeof(id));
+	return true;
 }
 
-static void parse_topics(struct ctx *c, struct config_folder *f, yaml_node_t *n, const char *path)
+/* VALUE: the folder (segments and n_segments). */
+static bool parse_segments(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
 {
-	char ipath[300];
+	struct config_folder *f = value;
+	void *items;
 
-	if (n->type != YAML_SEQUENCE_NODE) {
-		node_error(c, n, path, "expected a list of {id, subscription} mappings, got %s",
-			   node_type_name(n));
-		return;
+	if (!yamlconf_get_list(yc, n, path, "a list of segment ids", sizeof(*f->segments),
+			       segment_item, &items, &f->n_segments))
+		return false;
+	f->segments = items;
+	return true;
+}
+
+#define TOPIC(member) offsetof(struct config_topic, member)
+static const struct yamlconf_field topic_fields[] = {
+	{"id", YAMLCONF_CUSTOM, .offset = TOPIC(id), .flags = YAMLCONF_REQUIRED_QUIET,
+	 .parse = parse_uuid},
+	{"subscription", YAMLCONF_ENUM, .offset = TOPIC(subscription),
+	 .flags = YAMLCONF_REQUIRED_QUIET, .names = subscription_names},
+	{0},
+};
+
+static bool topic_item(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *items,
+		       size_t count)
+{
+	struct config_topic *topics = items, t = {0};
+
+	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE,
+			     "a mapping {id: <uuid>, subscription: opt_in|opt_out}") ||
+	    !yamlconf_walk(yc, n, path, topic_fields, &t, NULL))
+		return false;
+	for (size_t j = 0; j < count; j++) {
+		if (strcasecmp(topics[j].id, t.id) == 0) {
+			yamlconf_error(yc, n, path, "topic %s is listed twice", t.id);
+			return false;
+		}
 	}
-	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-	f->topics = calloc(count ? count : 1, sizeof(*f->topics));
-	if (!f->topics)
-		return;
-	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
-		struct topic_parse tp = {0};
-		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
-		if (item->type != YAML_MAPPING_NODE) {
-			node_error(c, item, ipath,
-				   "expected a mapping {id: <uuid>, subscription: opt_in|opt_out}, got "
-				   "%s",
-				   node_type_name(item));
-			continue;
-		}
-		size_t before = c->n_errors;
-		walk_mapping(c, item, ipath, topic_keys, topic_key_cb, &tp);
-		if (c->n_errors != before)
-			continue;
-		if (!tp.has_id || !tp.has_sub) {
-			node_error(c, item, ipath, "missing required key '%s'",
-				   tp.has_id ? "subscription" : "id");
-			continue;
-		}
-		bool dup = false;
-		for (size_t j = 0; j < f->n_topics; j++)
-			dup |= strcasecmp(f->topics[j].id, tp.t.id) == 0;
-		if (dup) {
-			node_error(c, item, ipath, "topic %s is listed twice", tp.t.id);
-			continue;
-		}
-		f->topics[f->n_topics++] = tp.t;
-	}
+	topics[count] = t;
+	return true;
+}
+
+/* VALUE: the folder (topics and n_topics). */
+static bool parse_topics(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
+{
+	struct config_folder *f = value;
+	void *items;
+
+	if (!yamlconf_get_list(yc, n, path, "a list of {id, subscription} mappings",
+			       sizeof(*f->topics), topic_item, &items, &f->n_topics))
+		return false;
+	f->topics = items;
+	return true;
 }
 
 static bool is_folder_name(const char *s)
@@ -1379,62 +913,65 @@ static bool is_folder_name(const char *s)
 	return true;
 }
 
-static void folder_key_cb(struct ctx *c, struct key_visit *kv, void *target)
+static bool check_folder_name(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			      void *value)
 {
-	struct folder_target *t = target;
-	struct config_folder *f = t->f;
+	const char *name = *(char **)value;
 	char q[80];
-	int req = key_index(folder_required, kv->key);
 
-	if (req >= 0)
-		t->seen_required |= 1u << req;
-	if (strcmp(kv->key, "name") == 0) {
-		if (!get_string(c, kv->value, kv->path, false, &f->name))
-			return;
-		if (!is_folder_name(f->name)) {
-			node_error(c, kv->value, kv->path,
-				   "invalid folder name '%s': use letters, digits, '_', '.' and '-' "
-				   "(at most 64, not starting with '.' or '-')",
-				   QUOTED(q, f->name));
-			return;
-		}
-		t->name = kv->value;
-	} else if (strcmp(kv->key, "inbox") == 0) {
-		if (get_string(c, kv->value, kv->path, false, &f->inbox))
-			t->inbox = kv->value;
-	} else if (strcmp(kv->key, "done") == 0) {
-		if (get_string(c, kv->value, kv->path, false, &f->done))
-			t->done = kv->value;
-	} else if (strcmp(kv->key, "failed") == 0) {
-		if (get_string(c, kv->value, kv->path, false, &f->failed))
-			t->failed = kv->value;
-	} else if (strcmp(kv->key, "column_map") == 0) {
-		parse_column_map(c, &f->column_map, kv->value, kv->path);
-	} else if (strcmp(kv->key, "segments") == 0) {
-		parse_segments(c, f, kv->value, kv->path);
-	} else if (strcmp(kv->key, "topics") == 0) {
-		parse_topics(c, f, kv->value, kv->path);
-	} else if (is_settings_key(kv->key)) {
-		parse_setting(c, kv, &f->settings);
-	}
+	if (is_folder_name(name))
+		return true;
+	yamlconf_error(
+		yc, n, path,
+		"invalid folder name '%s': use letters, digits, '_', '.' and '-' (at most 64, "
+		"not starting with '.' or '-')",
+		QUOTED(q, name));
+	return false;
 }
+
+/* inbox, done and failed, where found good, for the directory checks. */
+struct folder_found {
+	struct yamlconf_at dirs[3];
+};
+
+#define FOLDER(member) offsetof(struct config_folder, member)
+#define FOLDER_DIR(i) YAMLCONF_AT(struct folder_found, dirs[i])
+static const struct yamlconf_field folder_fields[] = {
+	{"name", YAMLCONF_STRING, .offset = FOLDER(name), .flags = YAMLCONF_REQUIRED,
+	 .check = check_folder_name},
+	{"inbox", YAMLCONF_STRING, .offset = FOLDER(inbox), .flags = YAMLCONF_REQUIRED,
+	 .at = FOLDER_DIR(0)},
+	{"done", YAMLCONF_STRING, .offset = FOLDER(done), .flags = YAMLCONF_REQUIRED,
+	 .at = FOLDER_DIR(1)},
+	{"failed", YAMLCONF_STRING, .offset = FOLDER(failed), .flags = YAMLCONF_REQUIRED,
+	 .at = FOLDER_DIR(2)},
+	{"column_map", YAMLCONF_MAPPING, .offset = FOLDER(column_map), .fields = column_map_fields,
+	 .check = mark_present},
+	/* the whole folder: segments and n_segments, topics and n_topics */
+	{"segments", YAMLCONF_CUSTOM, .parse = parse_segments},
+	{"topics", YAMLCONF_CUSTOM, .parse = parse_topics},
+	/* the settings of defaults:, each of which a folder may override */
+	{.type = YAMLCONF_INCLUDE, .offset = FOLDER(settings), .fields = settings_fields},
+	{0},
+};
 
 /* A folder directory that passed its own checks, for the cross-folder checks. */
 struct dir_ref {
 	const char *path;
-	yaml_node_t *node;
+	const yaml_node_t *node;
 	char key[128];
 	bool exists;
 	struct stat st;
 };
 
-static bool dir_check(struct ctx *c, yaml_node_t *n, const char *keypath, const char *path,
-		      struct dir_ref *ret)
+static bool dir_check(struct yamlconf *yc, unsigned flags, const yaml_node_t *n,
+		      const char *keypath, const char *path, struct dir_ref *ret)
 {
 	char q[200];
 
 	if (path[0] != '/') {
-		node_error(c, n, keypath, "expected an absolute path, got '%s'", QUOTED(q, path));
+		yamlconf_error(yc, n, keypath, "expected an absolute path, got '%s'",
+			       QUOTED(q, path));
 		return false;
 	}
 	memset(ret, 0, sizeof(*ret));
@@ -1444,19 +981,20 @@ static bool dir_check(struct ctx *c, yaml_node_t *n, const char *keypath, const 
 	if (stat(path, &ret->st) != 0) {
 		/* Not there yet (a share mounted later, say): the daemon says so when it sets the
 		 * folder up, and waits for it, serving the others. */
-		if (c->flags & CONFIG_LOAD_DIRS_LATER)
+		if (flags & CONFIG_LOAD_DIRS_LATER)
 			return false;
 		if (errno == ENOENT)
-			node_error(c, n, keypath,
-				   "directory '%s' does not exist (create it, or correct the path)",
-				   QUOTED(q, path));
+			yamlconf_error(
+				yc, n, keypath,
+				"directory '%s' does not exist (create it, or correct the path)",
+				QUOTED(q, path));
 		else
-			node_error(c, n, keypath, "cannot access '%s': %s", QUOTED(q, path),
-				   strerror(errno));
+			yamlconf_error(yc, n, keypath, "cannot access '%s': %s", QUOTED(q, path),
+				       strerror(errno));
 		return false;
 	}
 	if (!S_ISDIR(ret->st.st_mode)) {
-		node_error(c, n, keypath, "'%s' is not a directory", QUOTED(q, path));
+		yamlconf_error(yc, n, keypath, "'%s' is not a directory", QUOTED(q, path));
 		return false;
 	}
 	/* The daemon opens its folders without following a link (one swapped in later could
@@ -1465,11 +1003,12 @@ static bool dir_check(struct ctx *c, yaml_node_t *n, const char *keypath, const 
 	if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
 		char *real = realpath(path, NULL);
 		char q2[200];
-		node_error(c, n, keypath,
-			   "'%s' is a symbolic link, which resend-dropd does not follow: name the "
-			   "directory itself%s%s%s",
-			   QUOTED(q, path), real ? " ('" : "", real ? QUOTED(q2, real) : "",
-			   real ? "')" : "");
+		yamlconf_error(
+			yc, n, keypath,
+			"'%s' is a symbolic link, which resend-dropd does not follow: name the "
+			"directory itself%s%s%s",
+			QUOTED(q, path), real ? " ('" : "", real ? QUOTED(q2, real) : "",
+			real ? "')" : "");
 		free(real);
 		return false;
 	}
@@ -1482,103 +1021,101 @@ static bool same_dir(const struct dir_ref *a, const struct dir_ref *b)
 	return a->st.st_dev == b->st.st_dev && a->st.st_ino == b->st.st_ino;
 }
 
-static void parse_folder(struct ctx *c, struct config *cfg, yaml_node_t *n, size_t index,
+static void parse_folder(struct yamlconf *yc, unsigned flags, struct config *cfg,
+			 const yaml_node_t *n, const char *path, size_t index,
 			 struct dir_ref refs[3])
 {
 	struct config_folder *f = &cfg->folders[index];
-	struct folder_target t = {.f = f};
-	char path[64], kp[128], q[200];
+	struct folder_found found = {0};
+	char q[200];
 
-	snprintf(path, sizeof(path), "folders[%zu]", index);
 	f->settings = cfg->defaults;
 	f->settings.pattern = strdup(cfg->defaults.pattern);
-	if (!expect_mapping(c, n, path))
-		return;
-	walk_mapping(c, n, path, folder_keys, folder_key_cb, &t);
+	yamlconf_walk(yc, n, path, folder_fields, f, &found);
 
-	for (unsigned i = 0; folder_required[i]; i++) {
-		if (!(t.seen_required & (1u << i)))
-			node_error(c, n, path, "missing required key '%s'", folder_required[i]);
-	}
-
-	yaml_node_t *dn[3] = {t.inbox, t.done, t.failed};
 	const char *dp[3] = {f->inbox, f->done, f->failed};
-	static const char *const dk[3] = {"inbox", "done", "failed"};
 	for (size_t i = 0; i < 3; i++) {
-		snprintf(kp, sizeof(kp), "%s.%s", path, dk[i]);
-		if (dn[i])
-			dir_check(c, dn[i], kp, dp[i], &refs[i]);
+		if (found.dirs[i].node)
+			dir_check(yc, flags, found.dirs[i].node, found.dirs[i].path, dp[i],
+				  &refs[i]);
 	}
 	for (size_t i = 1; i < 3; i++) {
 		if (!refs[0].exists || !refs[i].exists)
 			continue;
 		if (same_dir(&refs[0], &refs[i])) {
-			node_error(c, refs[i].node, refs[i].key,
-				   "is the same directory as the inbox: finished files would be "
-				   "picked up again");
+			yamlconf_error(
+				yc, refs[i].node, refs[i].key,
+				"is the same directory as the inbox: finished files would be "
+				"picked up again");
 		} else if (refs[0].st.st_dev != refs[i].st.st_dev) {
-			node_error(c, refs[i].node, refs[i].key,
-				   "is on another filesystem than the inbox '%s': files are moved by "
-				   "rename, which cannot cross filesystems",
-				   QUOTED(q, f->inbox));
+			yamlconf_error(
+				yc, refs[i].node, refs[i].key,
+				"is on another filesystem than the inbox '%s': files are moved by "
+				"rename, which cannot cross filesystems",
+				QUOTED(q, f->inbox));
 		}
 	}
 	if (refs[1].exists && refs[2].exists && same_dir(&refs[1], &refs[2]))
-		node_error(c, refs[2].node, refs[2].key,
-			   "is the same directory as done: success and failure would be "
-			   "indistinguishable");
+		yamlconf_error(yc, refs[2].node, refs[2].key,
+			       "is the same directory as done: success and failure would be "
+			       "indistinguishable");
 }
 
 /* The ledger's directory must be nobody's inbox, done or failed: its files would be claimed
  * (pattern: "*") or reported as if they were finished exports. A state_dir that does not
  * exist yet is fine: systemd's StateDirectory= or the daemon creates it. */
-static void check_state_dir(struct ctx *c, const struct config *cfg, yaml_node_t *state_node,
-			    struct dir_ref (*refs)[3], size_t count)
+static void check_state_dir(struct yamlconf *yc, const struct config *cfg,
+			    const struct yamlconf_at *state, struct dir_ref (*refs)[3],
+			    size_t count)
 {
 	struct dir_ref sd = {0};
 	char q[200];
 
-	if (!state_node || stat(cfg->state_dir, &sd.st) != 0 || !S_ISDIR(sd.st.st_mode))
+	if (!state || stat(cfg->state_dir, &sd.st) != 0 || !S_ISDIR(sd.st.st_mode))
 		return;
 	for (size_t i = 0; i < count; i++) {
 		for (size_t k = 0; k < 3; k++) {
 			if (!refs[i][k].exists || !same_dir(&sd, &refs[i][k]))
 				continue;
-			node_error(c, state_node, "state_dir",
-				   "'%s' is also used by %s: the ledger needs a directory of its own",
-				   QUOTED(q, cfg->state_dir), refs[i][k].key);
+			yamlconf_error(
+				yc, state->node, state->path,
+				"'%s' is also used by %s: the ledger needs a directory of its own",
+				QUOTED(q, cfg->state_dir), refs[i][k].key);
 		}
 	}
 }
 
-static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n,
-			  yaml_node_t *state_node)
+/* STATE: where state_dir is, when it is good. */
+static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cfg,
+			  const struct yamlconf_at *at, const struct yamlconf_at *state)
 {
-	if (n->type != YAML_SEQUENCE_NODE) {
-		node_error(c, n, "folders", "expected a list of folders, got %s", node_type_name(n));
+	const yaml_node_t *n = at->node;
+	char fpath[YAMLCONF_PATH_MAX + 24];
+
+	if (!yamlconf_expect(yc, n, at->path, YAML_SEQUENCE_NODE, "a list of folders"))
 		return;
-	}
-	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	size_t count = yamlconf_count(n);
 	if (count == 0) {
-		node_error(c, n, "folders", "expected at least one folder");
+		yamlconf_error(yc, n, at->path, "expected at least one folder");
 		return;
 	}
 	if (count > CONFIG_MAX_FOLDERS) {
-		node_error(c, n, "folders", "%zu folders is more than the limit of %d", count,
-			   CONFIG_MAX_FOLDERS);
+		yamlconf_error(yc, n, at->path, "%zu folders is more than the limit of %d", count,
+			       CONFIG_MAX_FOLDERS);
 		return;
 	}
 	cfg->folders = calloc(count, sizeof(*cfg->folders));
 	struct dir_ref(*refs)[3] = calloc(count, sizeof(*refs));
 	if (!cfg->folders || !refs) {
 		free(refs);
-		node_error(c, n, "folders", "out of memory");
+		yamlconf_error(yc, n, at->path, "out of memory");
 		return;
 	}
 	cfg->n_folders = count;
-	for (size_t i = 0; i < count; i++)
-		parse_folder(c, cfg, yaml_document_get_node(c->doc, n->data.sequence.items.start[i]),
-			     i, refs[i]);
+	for (size_t i = 0; i < count; i++) {
+		snprintf(fpath, sizeof(fpath), "%s[%zu]", at->path, i);
+		parse_folder(yc, flags, cfg, yamlconf_item(yc, n, i), fpath, i, refs[i]);
+	}
 
 	/* A processing directory is the daemon's alone: no folder's inbox, done or failed may be
 	 * one (a file finished there would be resumed, or claimed twice). Only one that exists can
@@ -1597,10 +1134,11 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n,
 				if (!refs[j][k].exists || !same_dir(&proc, &refs[j][k]))
 					continue;
 				char q[200];
-				node_error(c, refs[j][k].node, refs[j][k].key,
-					   "'%s' is the processing directory of %s: it belongs to the "
-					   "daemon",
-					   QUOTED(q, refs[j][k].path), refs[i][0].key);
+				yamlconf_error(
+					yc, refs[j][k].node, refs[j][k].key,
+					"'%s' is the processing directory of %s: it belongs to the "
+					"daemon",
+					QUOTED(q, refs[j][k].path), refs[i][0].key);
 			}
 		}
 	}
@@ -1611,12 +1149,10 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n,
 		for (size_t j = 0; j < i; j++) {
 			const char *a = cfg->folders[i].name, *b = cfg->folders[j].name;
 			if (a && b && strcmp(a, b) == 0) {
-				yaml_node_t *fn = yaml_document_get_node(
-					c->doc, n->data.sequence.items.start[i]);
 				char q[80];
-				node_error(c, fn, "folders",
-					   "folder name '%s' is used twice (also folders[%zu])",
-					   QUOTED(q, a), j);
+				yamlconf_error(yc, yamlconf_item(yc, n, i), at->path,
+					       "folder name '%s' is used twice (also %s[%zu])",
+					       QUOTED(q, a), at->path, j);
 			}
 		}
 		for (size_t k = 0; k < 3; k++) {
@@ -1627,59 +1163,66 @@ static void parse_folders(struct ctx *c, struct config *cfg, yaml_node_t *n,
 					if (!refs[j][l].exists || !same_dir(&refs[i][k], &refs[j][l]))
 						continue;
 					char q[200];
-					node_error(c, refs[i][k].node, refs[i][k].key,
-						   "'%s' is also used by %s: each folder needs its own "
-						   "directories",
-						   QUOTED(q, refs[i][k].path), refs[j][l].key);
+					yamlconf_error(yc, refs[i][k].node, refs[i][k].key,
+						       "'%s' is also used by %s: each folder "
+						       "needs its own directories",
+						       QUOTED(q, refs[i][k].path), refs[j][l].key);
 				}
 			}
 		}
 	}
-	check_state_dir(c, cfg, state_node, refs, count);
+	check_state_dir(yc, cfg, state, refs, count);
 	free(refs);
 }
 
 /* ---- top level ------------------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"api",     "retry",   "defaults",  "log",
-				       "folders", "control", "metrics",   "state_dir",
-				       "ledger_keep_days", NULL};
-
-struct top_target {
-	yaml_node_t *nodes[9];
+/* Sections are read in the order of what depends on what (defaults before folders, folders
+ * before the state_dir check), whatever the file's order: the walk only notes them. */
+struct top_found {
+	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
+		ledger_keep_days;
 };
 
-static void top_key_cb(struct ctx *c, struct key_visit *kv, void *target)
-{
-	(void)c;
-	struct top_target *t = target;
-	t->nodes[key_index(top_keys, kv->key)] = kv->value;
-}
+#define TOP(member) YAMLCONF_AT(struct top_found, member)
+static const struct yamlconf_field top_fields[] = {
+	{"api", YAMLCONF_NODE, .at = TOP(api)},
+	{"retry", YAMLCONF_NODE, .at = TOP(retry)},
+	{"defaults", YAMLCONF_NODE, .at = TOP(defaults)},
+	{"log", YAMLCONF_NODE, .at = TOP(log)},
+	{"folders", YAMLCONF_NODE, .at = TOP(folders)},
+	{"control", YAMLCONF_NODE, .at = TOP(control)},
+	{"metrics", YAMLCONF_NODE, .at = TOP(metrics)},
+	{"state_dir", YAMLCONF_NODE, .at = TOP(state_dir)},
+	{"ledger_keep_days", YAMLCONF_NODE, .at = TOP(ledger_keep_days)},
+	{0},
+};
 
-/* Returns N when it is a valid state_dir, else NULL (and has said why). */
-static yaml_node_t *parse_state_dir(struct ctx *c, struct config *cfg, yaml_node_t *n)
+/* Whether state_dir is set and good (else it has said why). */
+static bool parse_state_dir(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
 {
 	char q[80], *s = NULL;
 
-	if (!n || !get_string(c, n, "state_dir", false, &s))
-		return NULL;
+	if (!at->node || !yamlconf_get_string(yc, at->node, at->path, 0, &s))
+		return false;
 	if (s[0] != '/') {
-		node_error(c, n, "state_dir", "expected an absolute path, got '%s'", QUOTED(q, s));
+		yamlconf_error(yc, at->node, at->path, "expected an absolute path, got '%s'",
+			       QUOTED(q, s));
 		free(s);
-		return NULL;
+		return false;
 	}
 	size_t len = strlen(s);
 	if (len > CONFIG_STATE_DIR_MAX) {
-		node_error(c, n, "state_dir", "a path is at most %d bytes long, got %zu",
-			   CONFIG_STATE_DIR_MAX, len);
+		yamlconf_error(yc, at->node, at->path, "a path is at most %d bytes long, got %zu",
+			       CONFIG_STATE_DIR_MAX, len);
 		free(s);
-		return NULL;
+		return false;
 	}
 	while (len > 1 && s[len - 1] == '/')
 		s[--len] = '\0';
 	free(cfg->state_dir);
 	cfg->state_dir = s;
-	return n;
+	return true;
 }
 
 static void config_set_defaults(struct config *cfg)
@@ -1712,262 +1255,80 @@ static void config_set_defaults(struct config *cfg)
 	cfg->log_format = CONFIG_LOG_TEXT;
 }
 
-static void parse_root(struct ctx *c, struct config *cfg, yaml_node_t *root, unsigned flags)
+static void walk_section(struct yamlconf *yc, const struct yamlconf_at *at,
+			 const struct yamlconf_field *fields, void *target)
 {
-	struct top_target t = {0};
+	if (at->node)
+		yamlconf_walk(yc, at->node, at->path, fields, target, NULL);
+}
 
-	if (!expect_mapping(c, root, "configuration"))
+static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_t *root,
+		       unsigned flags)
+{
+	struct top_found top;
+
+	if (!yamlconf_expect(yc, root, "configuration", YAML_MAPPING_NODE, "a mapping"))
 		return;
-	walk_mapping(c, root, "", top_keys, top_key_cb, &t);
-	parse_api(c, cfg, t.nodes[0], flags);
-	parse_retry(c, cfg, t.nodes[1]);
-	if (t.nodes[2] && expect_mapping(c, t.nodes[2], "defaults")) {
-		walk_mapping(c, t.nodes[2], "defaults", settings_keys, defaults_key_cb,
-			     &cfg->defaults);
-	}
-	if (t.nodes[3] && expect_mapping(c, t.nodes[3], "log"))
-		walk_mapping(c, t.nodes[3], "log", log_keys, log_key_cb, cfg);
-	if (t.nodes[5] && expect_mapping(c, t.nodes[5], "control"))
-		walk_mapping(c, t.nodes[5], "control", control_keys, control_key_cb, cfg);
-	parse_metrics(c, cfg, t.nodes[6]);
-	yaml_node_t *state_node = parse_state_dir(c, cfg, t.nodes[7]);
-	if (t.nodes[8])
-		get_uint(c, t.nodes[8], "ledger_keep_days", 0, 36500, &cfg->ledger_keep_days);
-	if (t.nodes[4])
-		parse_folders(c, cfg, t.nodes[4], state_node);
+	yamlconf_walk(yc, root, "", top_fields, NULL, &top);
+	parse_api(yc, cfg, &top.api, flags);
+	parse_retry(yc, cfg, &top.retry);
+	walk_section(yc, &top.defaults, settings_fields, &cfg->defaults);
+	walk_section(yc, &top.log, log_fields, cfg);
+	walk_section(yc, &top.control, control_fields, &cfg->control);
+	parse_metrics(yc, cfg, &top.metrics);
+	bool state_ok = parse_state_dir(yc, cfg, &top.state_dir);
+	if (top.ledger_keep_days.node)
+		yamlconf_get_uint(yc, top.ledger_keep_days.node, top.ledger_keep_days.path, 0,
+				  36500, &cfg->ledger_keep_days);
+	if (top.folders.node)
+		parse_folders(yc, flags, cfg, &top.folders, state_ok ? &top.state_dir : NULL);
 	else
-		ctx_error_at(c, root->start_mark.line + 1, root->start_mark.column + 1, NULL,
-			     "missing required key 'folders': nothing to watch");
-}
-
-/* libyaml's loader costs time quadratic in nesting depth and in the number of anchors; a
- * configuration needs neither much. One pass over the events refuses such input, with its
- * position, in milliseconds instead of minutes. Syntax errors are left to the loader, which
- * reports them the same way. */
-#define CONFIG_MAX_DEPTH 64
-#define CONFIG_MAX_ANCHORS 1000
-
-static bool event_has_anchor(const yaml_event_t *ev)
-{
-	switch (ev->type) {
-	case YAML_SCALAR_EVENT:
-		return ev->data.scalar.anchor != NULL;
-	case YAML_SEQUENCE_START_EVENT:
-		return ev->data.sequence_start.anchor != NULL;
-	case YAML_MAPPING_START_EVENT:
-		return ev->data.mapping_start.anchor != NULL;
-	default:
-		return false;
-	}
-}
-
-static bool config_prescan(struct ctx *c, const char *buf, size_t len)
-{
-	yaml_parser_t p;
-	yaml_event_t ev;
-	int depth = 0, anchors = 0;
-	bool ok = true;
-
-	if (!yaml_parser_initialize(&p))
-		return false;
-	yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-	while (yaml_parser_parse(&p, &ev)) {
-		yaml_event_type_t type = ev.type;
-		if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT)
-			depth++;
-		else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT)
-			depth--;
-		if (event_has_anchor(&ev))
-			anchors++;
-		if (depth > CONFIG_MAX_DEPTH || anchors > CONFIG_MAX_ANCHORS) {
-			ctx_error_at(c, ev.start_mark.line + 1, ev.start_mark.column + 1, NULL,
-				     depth > CONFIG_MAX_DEPTH
-					     ? "nested more than %d levels deep: not a resend-dropd "
-					       "configuration"
-					     : "more than %d anchors: not a resend-dropd configuration",
-				     depth > CONFIG_MAX_DEPTH ? CONFIG_MAX_DEPTH : CONFIG_MAX_ANCHORS);
-			ok = false;
-		}
-		yaml_event_delete(&ev);
-		if (!ok || type == YAML_STREAM_END_EVENT)
-			break;
-	}
-	yaml_parser_delete(&p);
-	return ok;
-}
-
-/* libyaml reports reader errors (bad encoding) by byte offset only. */
-static void offset_to_position(const char *buf, size_t len, size_t offset, size_t *line,
-			       size_t *column)
-{
-	*line = 1;
-	*column = 1;
-	for (size_t i = 0; i < offset && i < len; i++) {
-		if (buf[i] == '\n') {
-			(*line)++;
-			*column = 1;
-		} else {
-			(*column)++;
-		}
-	}
-}
-
-static void report_yaml_error(struct ctx *c, const yaml_parser_t *p, const char *buf, size_t len)
-{
-	size_t line, column;
-	const char *problem = p->problem ? p->problem : "unknown error";
-
-	if (p->error == YAML_READER_ERROR) {
-		offset_to_position(buf, len, p->problem_offset, &line, &column);
-		/* problem_value is -1 for a truncated sequence: show the byte itself. */
-		unsigned byte = p->problem_offset < len ? (unsigned char)buf[p->problem_offset] : 0;
-		ctx_error_at(c, line, column, NULL,
-			     "invalid text: %s (byte 0x%02x); the file must be UTF-8 YAML", problem,
-			     byte);
-		return;
-	}
-	line = p->problem_mark.line + 1;
-	column = p->problem_mark.column + 1;
-	if (p->context)
-		ctx_error_at(c, line, column, NULL, "YAML syntax error: %s %s (line %zu, column %zu)",
-			     problem, p->context, p->context_mark.line + 1,
-			     p->context_mark.column + 1);
-	else
-		ctx_error_at(c, line, column, NULL, "YAML syntax error: %s", problem);
-}
-
-static int read_whole_file(struct ctx *c, const char *path, char **ret_buf, size_t *ret_len)
-{
-	/* O_NONBLOCK: a FIFO given as the configuration must not hang us before fstat refuses it. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	int r;
-
-	if (fd < 0) {
-		r = -errno;
-		ctx_error_at(c, 0, 0, NULL, "cannot open configuration: %s", strerror(errno));
-		return r;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		ctx_error_at(c, 0, 0, NULL, "not a regular file");
-		goto fail;
-	}
-	if ((uint64_t)st.st_size > CONFIG_MAX_FILE_SIZE) {
-		r = -EFBIG;
-		ctx_error_at(c, 0, 0, NULL,
-			     "configuration is %jd bytes, over the limit of %u bytes: is it the right "
-			     "file?",
-			     (intmax_t)st.st_size, CONFIG_MAX_FILE_SIZE);
-		goto fail;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	while (len <= (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			ctx_error_at(c, 0, 0, NULL, "cannot read configuration: %s", strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (len > (size_t)st.st_size) {
-		r = -EFBIG;
-		ctx_error_at(c, 0, 0, NULL, "configuration changed while being read");
-		goto fail;
-	}
-	buf[len] = '\0';
-	close(fd);
-	*ret_buf = buf;
-	*ret_len = len;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return r;
+		yamlconf_missing(yc, root, NULL, top.folders.key, "nothing to watch");
 }
 
 int config_load(const char *path, unsigned flags, struct config **ret_config,
 		struct config_errors *errs)
 {
-	struct ctx c = {.file = path, .flags = flags};
-	yaml_parser_t parser;
-	yaml_document_t doc;
-	struct config *cfg = NULL;
-	char *buf = NULL;
-	size_t len = 0;
+	struct yamlconf *yc = NULL;
+	const yaml_node_t *root = NULL;
+	struct config *cfg;
 	int r;
 
-	r = read_whole_file(&c, path, &buf, &len);
+	r = yamlconf_open(path, &config_limits, &yc);
 	if (r < 0) {
-		ctx_flush_errors(&c, errs);
+		if (yc)
+			yamlconf_flush_errors(yc, &errs->items, &errs->count);
+		yamlconf_free(yc);
 		return r;
 	}
 	cfg = calloc(1, sizeof(*cfg));
 	if (!cfg || !(cfg->path = strdup(path))) {
 		free(cfg);
-		free(buf);
+		yamlconf_free(yc);
 		return -ENOMEM;
 	}
 	config_set_defaults(cfg);
 
-	if (!yaml_parser_initialize(&parser)) {
-		r = -ENOMEM;
-		goto out;
+	r = yamlconf_load(yc, &root);
+	if (r == 0 && !root) {
+		yamlconf_error_at(yc, 1, 1, NULL,
+				  "configuration is empty: expected a mapping with at least "
+				  "'folders'");
+	} else if (r == 0) {
+		parse_root(yc, cfg, root, flags);
+		yamlconf_expect_end(yc);
 	}
-	if (!config_prescan(&c, buf, len)) {
-		yaml_parser_delete(&parser);
-		goto out;
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		report_yaml_error(&c, &parser, buf, len);
-		yaml_parser_delete(&parser);
-		goto out;
-	}
-	c.doc = &doc;
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	if (!root) {
-		ctx_error_at(&c, 1, 1, NULL,
-			     "configuration is empty: expected a mapping with at least 'folders'");
-	} else {
-		parse_root(&c, cfg, root, flags);
-		/* A second document would be ignored silently: refuse it instead. */
-		yaml_document_t extra;
-		if (!yaml_parser_load(&parser, &extra)) {
-			report_yaml_error(&c, &parser, buf, len);
-		} else {
-			yaml_node_t *x = yaml_document_get_root_node(&extra);
-			if (x)
-				ctx_error_at(&c, x->start_mark.line + 1, x->start_mark.column + 1, NULL,
-					     "a second YAML document is not allowed here");
-			yaml_document_delete(&extra);
-		}
-	}
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&parser);
-
-out:
-	free(buf);
-	if (c.n_errors > 0 || r < 0) {
-		ctx_flush_errors(&c, errs);
-		if (r == 0 && (flags & CONFIG_LOAD_KEEP_ON_ERROR)) {
+	if (r < 0 || yamlconf_error_count(yc) > 0) {
+		yamlconf_flush_errors(yc, &errs->items, &errs->count);
+		yamlconf_free(yc);
+		if (r != -ENOMEM && (flags & CONFIG_LOAD_KEEP_ON_ERROR)) {
 			*ret_config = cfg;
 			return -EINVAL;
 		}
 		config_free(cfg);
-		return r < 0 ? r : -EINVAL;
+		return r == -ENOMEM ? r : -EINVAL;
 	}
+	yamlconf_free(yc);
 	*ret_config = cfg;
 	return 0;
 }

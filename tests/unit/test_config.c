@@ -2749,6 +2749,50 @@ static void test_import_settings_hash(void **state)
 	assert_string_equal(hash_b, IMPORT_NONE_HASH);
 }
 
+/* The canonical text must not change while config.c does (existing ledgers would stop
+ * matching): two folders' hashes, pinned as the code computed them before the YAML layer left
+ * config.c, and as Python's hashlib computes them over the canonical text documented there.
+ * Folder a: columns with a colon, spaces and UTF-8, a property with no type, ids in upper case
+ * and as {id:}, a topic opted out, on_conflict overridden; folder b: a column_map with nothing
+ * but email, on_conflict inherited. */
+#define IMPORT_PINNED_A_HASH "4bb16411cde3a3aa08b258ddd19f860c5c30732057cc46e412105604cdf39e4a"
+#define IMPORT_PINNED_B_HASH "149a828d64ba600b141f560f742b483df904ffc6747a0004ad8f3f5a5567286b"
+
+static void test_import_settings_hash_pinned(void **state)
+{
+	char hash[65];
+
+	(void)state;
+	load("defaults:\n"
+	     "  on_conflict: skip\n"
+	     "folders:\n" FOLDER_A
+	     "    on_conflict: upsert\n"
+	     "    column_map:\n"
+	     "      email: \"E-mail: address\"\n"
+	     "      last_name: Nom de famille\n"
+	     "      properties:\n"
+	     "        trial: { column: Trial?, type: boolean }\n"
+	     "        region: { column: \"R\\u00e9gion\" }\n"
+	     "        seats: { column: Seats, type: number }\n"
+	     "    segments:\n"
+	     "      - { id: 0B1C2D3E-4F50-6172-8394-A5B6C7D8E9F0 }\n"
+	     "      - 78e7a5c6-9a91-4c63-9d1f-3b9c0b5b9ab6\n"
+	     "    topics:\n"
+	     "      - id: 159AC693-2FC8-4C13-8B27-01350D638A17\n"
+	     "        subscription: opt_out\n"
+	     "      - { id: 059ac693-2fc8-4c13-8b27-01350d638a17, subscription: opt_in }\n"
+	     "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n"
+	     "    column_map: { email: email }\n");
+	assert_loaded();
+	config_import_settings_hash(&E.cfg->folders[0], hash);
+	assert_string_equal(hash, IMPORT_PINNED_A_HASH);
+	config_import_settings_hash(&E.cfg->folders[1], hash);
+	assert_string_equal(hash, IMPORT_PINNED_B_HASH);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 static int cmp_str(const void *a, const void *b)
@@ -2863,6 +2907,7 @@ int main(void)
 		T(test_state_dir_and_ledger_keep_days),
 		T(test_state_dir_not_a_folder_directory),
 		T(test_import_settings_hash),
+		T(test_import_settings_hash_pinned),
 	};
 	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
 	char **good, **bad;
