@@ -199,12 +199,27 @@ static void thread_main(void *arg)
 			q->tail = NULL;
 			break;
 		}
-		/* The whole wait, whatever is queued meanwhile: only a stop cuts it short. */
+		/* The whole wait, whatever is queued meanwhile. A stop, set before the wait or during
+		 * it, ends it at the give-up moment when that comes first (so that the close gives up
+		 * on time), or at once when the close left nothing to write; it never ends it sooner:
+		 * a ledger that still fails at a stop is tried a few times, not one try after
+		 * another (a full core for LEDGERQ_CLOSE_GIVE_UP_MS). One clock reading per turn:
+		 * two could wrap the timeout past UNTIL. */
 		{
 			uint64_t until = uv_hrtime() + delay_ms * 1000000;
+			uint64_t give_up = (failing_since + LEDGERQ_CLOSE_GIVE_UP_MS) * 1000000;
 
-			while (!q->stop && uv_hrtime() < until)
-				(void)uv_cond_timedwait(&q->cond, &q->lock, until - uv_hrtime());
+			for (;;) {
+				uint64_t now = uv_hrtime(), end = until;
+
+				if (q->stop && !q->head)
+					break;
+				if (q->stop && give_up < end)
+					end = give_up;
+				if (now >= end)
+					break;
+				(void)uv_cond_timedwait(&q->cond, &q->lock, end - now);
+			}
 		}
 	}
 	uv_mutex_unlock(&q->lock);

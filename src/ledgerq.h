@@ -12,8 +12,11 @@
 
 struct ledgerq;
 
-/* A look-up's answers: the file's own unfinished entry (recovery) and the latest import of the
- * same content under the same settings (duplicates); each result 0, -ENOENT, or an error. */
+/* A look-up's answers: the file's own unfinished entry (recovery), the latest import of the
+ * same content under the same settings (duplicates) and another file of the content uploaded;
+ * each result 0 or -ENOENT, never an error. A read that fails is a failure of the ledger like a
+ * write's: the look-up is tried again with its batch, in order, while HEALTH says the ledger
+ * fails, and is answered only once its reads work. */
 struct ledgerq_lookup {
 	int unfinished_result, imported_result, uploaded_result;
 	struct ledger_entry unfinished, imported;

@@ -5,8 +5,8 @@
  * writes what is queued, or gives up in bounded time and says what it lost.
  *
  * The ledger under the queue is a wrapper (its own struct ledger_ops, which is what the table
- * is for) around the SQLite one: it passes every call through, and can fail records on demand
- * or hold a look-up in the thread. */
+ * is for) around the SQLite one: it passes every call through, and can fail records, reads or
+ * commits on demand, hold a look-up in the thread, and count the batches tried. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -39,10 +39,16 @@
 
 /* ---- the wrapping ledger ------------------------------------------------------------------ */
 
+enum { FAIL_UNFINISHED = 1, FAIL_IMPORTED = 2, FAIL_UPLOADED = 4 };
+
 struct fake {
 	struct ledger base;
 	struct ledger *real;
 	atomic_bool fail_records;
+	atomic_bool fail_commits;
+	atomic_int fail_reads; /* FAIL_* bits: these reads fail (EIO) */
+	atomic_int failed_reads;
+	atomic_int batches; /* begin calls: batches tried */
 	/* When set, find_unfinished posts ENTERED and waits for RELEASE. */
 	atomic_bool hold_lookups;
 	uv_sem_t entered, release;
@@ -67,6 +73,17 @@ static int fake_pass(struct fake *f, int r)
 	return r;
 }
 
+/* True (the ledger's error set) when the read WHICH is to fail. */
+static bool fake_read_fails(struct fake *f, int which)
+{
+	if (!(atomic_load(&f->fail_reads) & which))
+		return false;
+	atomic_fetch_add(&f->failed_reads, 1);
+	snprintf(f->base.error, sizeof(f->base.error),
+		 "ledger 'fake': cannot look a file up: disk I/O error");
+	return true;
+}
+
 static int fake_record(struct ledger *l, const struct ledger_entry *e)
 {
 	struct fake *f = (struct fake *)l;
@@ -86,6 +103,8 @@ static int fake_find_imported(struct ledger *l, const char *folder, const char *
 {
 	struct fake *f = (struct fake *)l;
 
+	if (fake_read_fails(f, FAIL_IMPORTED))
+		return -EIO;
 	return fake_pass(f, ledger_find_imported(f->real, folder, sha256, settings_hash, since_ms,
 						 ret));
 }
@@ -99,6 +118,8 @@ static int fake_find_unfinished(struct ledger *l, const char *folder, const char
 		uv_sem_post(&f->entered);
 		uv_sem_wait(&f->release);
 	}
+	if (fake_read_fails(f, FAIL_UNFINISHED))
+		return -EIO;
 	return fake_pass(f, ledger_find_unfinished(f->real, folder, file, sha256, ret));
 }
 
@@ -121,6 +142,7 @@ static int fake_begin(struct ledger *l)
 {
 	struct fake *f = (struct fake *)l;
 
+	atomic_fetch_add(&f->batches, 1);
 	return fake_pass(f, f->real->ops->begin(f->real));
 }
 
@@ -128,6 +150,11 @@ static int fake_commit(struct ledger *l)
 {
 	struct fake *f = (struct fake *)l;
 
+	if (atomic_load(&f->fail_commits)) {
+		snprintf(f->base.error, sizeof(f->base.error),
+			 "ledger 'fake': cannot commit: disk I/O error");
+		return -EIO; /* the queue rolls back */
+	}
 	return fake_pass(f, f->real->ops->commit(f->real));
 }
 
@@ -149,6 +176,8 @@ static int fake_find_uploaded(struct ledger *l, const char *folder, const char *
 {
 	struct fake *f = (struct fake *)l;
 
+	if (fake_read_fails(f, FAIL_UPLOADED))
+		return -EIO;
 	return fake_pass(f, ledger_find_uploaded(f->real, folder, file, sha256, settings_hash,
 						 ret));
 }
@@ -172,7 +201,7 @@ static const struct ledger_ops fake_ops = {
 struct answer {
 	int id;
 	bool on_loop;
-	int unfinished_result, imported_result;
+	int unfinished_result, imported_result, uploaded_result;
 	int64_t unfinished_claim;
 	char imported_file[64];
 };
@@ -283,6 +312,8 @@ static void close_queue(struct fixture *fx)
 	if (!fx->q)
 		return;
 	atomic_store(&fx->fake.fail_records, false);
+	atomic_store(&fx->fake.fail_commits, false);
+	atomic_store(&fx->fake.fail_reads, 0);
 	ledgerq_close(fx->q);
 	fx->q = NULL;
 }
@@ -348,6 +379,7 @@ static void lookup_cb(const struct ledgerq_lookup *res, void *data)
 	a->on_loop = uv_thread_equal(&self, &fx->loop_thread);
 	a->unfinished_result = res->unfinished_result;
 	a->imported_result = res->imported_result;
+	a->uploaded_result = res->uploaded_result;
 	a->unfinished_claim = res->unfinished_result == 0 ? res->unfinished.claimed_at_ms : -1;
 	if (res->imported_result == 0)
 		snprintf(a->imported_file, sizeof(a->imported_file), "%s", res->imported.file);
@@ -639,6 +671,75 @@ static void test_failing_ledger_recovers(void **state)
 	assert_int_equal(fx->n_recovered, 1);
 }
 
+static int want_failed_reads;
+
+/* The reads failed as often as wanted, or (wrongly) the look-up is answered. */
+static bool reads_failed(struct fixture *fx)
+{
+	return atomic_load(&fx->fake.failed_reads) >= want_failed_reads ||
+	       fx->n_answers >= want_answers;
+}
+
+static int want_recovered;
+
+static bool recovered_again(struct fixture *fx)
+{
+	return fx->n_recovered >= want_recovered;
+}
+
+/* A look-up whose read fails is not answered with the error (the header: each result 0 or
+ * -ENOENT; the engine takes anything but 0 for "none"): the read fails the ledger like a write
+ * (the daemon is told, the look-up waits with its batch and is tried again after the backoff),
+ * and the look-up is answered, once and right, when the ledger works again. Each of its three
+ * reads in turn. */
+static void test_failing_read_waits(void **state)
+{
+	static const int which[] = {FAIL_UNFINISHED, FAIL_IMPORTED, FAIL_UPLOADED};
+	struct fixture *fx = *state;
+	struct ledger_entry e;
+	int n = (int)(sizeof(which) / sizeof(which[0]));
+
+	e = entry("1.csv", 10, SHA_A, LEDGER_DONE, 15);
+	record(fx, &e);
+	e = entry("2.csv", 20, SHA_A, LEDGER_UPLOADED, 0);
+	record(fx, &e);
+	for (int i = 0; i < n; i++) {
+		/* Tried (the first time, and tried again after the backoff): no answer. */
+		want_failed_reads = atomic_load(&fx->fake.failed_reads) + (i == 0 ? 2 : 1);
+		atomic_store(&fx->fake.fail_reads, which[i]);
+		lookup(fx, i, "2.csv", SHA_A);
+		want_answers = i + 1;
+		run_until(fx, reads_failed);
+		run_for(fx, 20);
+		if (fx->n_answers > i)
+			fail_msg("look-up %d answered while its read fails: unfinished %d, imported %d, "
+				 "uploaded %d",
+				 i, fx->answers[i].unfinished_result, fx->answers[i].imported_result,
+				 fx->answers[i].uploaded_result);
+		assert_int_equal(fx->n_failing, i + 1);
+		assert_true(ledgerq_failing(fx->q));
+		assert_non_null(strstr(fx->health_error, "cannot look a file up"));
+
+		atomic_store(&fx->fake.fail_reads, 0);
+		run_until_answers(fx, i + 1);
+		want_recovered = i + 1;
+		run_until(fx, recovered_again);
+		assert_false(ledgerq_failing(fx->q));
+		assert_int_equal(fx->answers[i].id, i);
+		assert_true(fx->answers[i].on_loop);
+		assert_int_equal(fx->answers[i].unfinished_result, 0);
+		assert_int_equal(fx->answers[i].unfinished_claim, 20);
+		assert_int_equal(fx->answers[i].imported_result, 0);
+		assert_string_equal(fx->answers[i].imported_file, "1.csv");
+		assert_int_equal(fx->answers[i].uploaded_result, -ENOENT);
+	}
+	/* Each answered once. */
+	run_for(fx, 50);
+	assert_int_equal(fx->n_answers, n);
+	assert_int_equal(fx->n_failing, n);
+	assert_int_equal(fx->n_recovered, n);
+}
+
 static int n_calls(struct fixture *fx)
 {
 	int n;
@@ -753,8 +854,8 @@ static void test_close_gives_up(void **state)
 	took_ms = (uv_hrtime() - t0) / 1000000;
 	fx->q = NULL;
 	print_message("ledgerq_close gave up after %llu ms\n", (unsigned long long)took_ms);
-	/* "A few seconds" (LEDGERQ_CLOSE_GIVE_UP_MS is 5 s, counted from the first failure and
-	 * rounded up to the next retry). */
+	/* "A few seconds" (LEDGERQ_CLOSE_GIVE_UP_MS is 5 s, counted from the first failure; the
+	 * last wait is cut short to end then, and one more try is made). */
 	assert_true(took_ms >= 3000);
 	assert_true(took_ms < 9000);
 	assert_non_null(strstr(log_text(fx), "3 file records could not be written"));
@@ -763,6 +864,37 @@ static void test_close_gives_up(void **state)
 	assert_int_equal(rows, 0);
 	uv_run(&fx->loop, UV_RUN_NOWAIT);
 	assert_int_equal(fx->n_answers, 0);
+}
+
+/* Stopping while the ledger still fails backs off between tries as before the stop, until it
+ * gives up: a handful of tries (at 0.5, 1.5, 3.5 and 5 s from the first failure), not one try
+ * after another for the whole 5 s (a core spent on it at every stop: thousands of tries, 4.7 s
+ * of CPU). Counted, not timed: a machine however busy makes fewer tries, never more. */
+static void test_close_backs_off(void **state)
+{
+	struct fixture *fx = *state;
+	struct ledger_entry e;
+	int before, tries, rows;
+
+	atomic_store(&fx->fake.fail_commits, true);
+	e = entry("1.csv", 10, SHA_A, LEDGER_CLAIMED, 0);
+	record(fx, &e);
+	run_until(fx, told_failing);
+	assert_non_null(strstr(fx->health_error, "disk I/O error"));
+
+	before = atomic_load(&fx->fake.batches);
+	ledgerq_close(fx->q);
+	fx->q = NULL;
+	tries = atomic_load(&fx->fake.batches) - before;
+	print_message("%d batch tries between ledgerq_close and its giving up\n", tries);
+	assert_true(tries >= 1);
+	if (tries > 20)
+		fail_msg("%d tries while stopping with a failing ledger: it did not back off", tries);
+	/* It still gave up, and said so as before. */
+	assert_non_null(strstr(log_text(fx), "1 file record could not be written"));
+	assert_non_null(strstr(log_text(fx), "disk I/O error"));
+	seen(fx, &rows);
+	assert_int_equal(rows, 0);
 }
 
 /* A queue that never did anything closes cleanly too (teardown checks the loop). */
@@ -779,9 +911,11 @@ int main(void)
 		T(test_lookup_sees_records_on_loop),
 		T(test_cancel),
 		T(test_failing_ledger_recovers),
+		T(test_failing_read_waits),
 		T(test_brief_failure_is_told),
 		T(test_close_writes_queued),
 		T(test_close_gives_up),
+		T(test_close_backs_off),
 		T(test_idle_close),
 	};
 
