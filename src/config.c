@@ -16,9 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1334,110 +1332,6 @@ int config_load(const char *path, unsigned flags, struct config **ret_config,
 }
 
 /* ---- import settings hash ---------------------------------------------------------------- */
-
-/* The canonical text is, line by line (each ending in "\n"):
- *
- *   rdd-import-settings 1
- *   column_map 0|1                        (1: the folder has a column_map)
- *   email V
- *   first_name V
- *   last_name V
- *   unsubscribed V
- *   properties N                          (then N lines, in the file's order:)
- *   property V V TYPE                     (key, column, string|number|boolean)
- *   segments N                            (then N lines, in the file's order:)
- *   segment UUID
- *   topics N                              (then N lines, in the file's order:)
- *   topic UUID opt_in|opt_out
- *   on_conflict upsert|skip
- *
- * where V is a string as LENGTH:BYTES (so that no column name can pass for the text around
- * it) or "-" when unset, and UUID is in lowercase (Resend ignores its case; the configuration
- * refuses two that differ only in case). Order is kept rather than sorted: a list merely
- * reordered hashes differently, which can only cost one more import, never skip one that
- * should have run. The "1" is the version of this text. */
-static bool hash_add(EVP_MD_CTX *md, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool hash_add(EVP_MD_CTX *md, const char *fmt, ...)
-{
-	char *line = NULL;
-	va_list ap;
-
-	va_start(ap, fmt);
-	int n = vasprintf(&line, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return false;
-	bool ok = EVP_DigestUpdate(md, line, (size_t)n) == 1;
-	free(line);
-	return ok;
-}
-
-static bool hash_add_value(EVP_MD_CTX *md, const char *name, const char *v)
-{
-	if (!v)
-		return hash_add(md, "%s -\n", name);
-	return hash_add(md, "%s %zu:%s\n", name, strlen(v), v);
-}
-
-static bool hash_add_uuid(EVP_MD_CTX *md, const char *name, const char *id, const char *tail)
-{
-	char lower[CONFIG_UUID_LEN + 1];
-	size_t i;
-
-	for (i = 0; i < CONFIG_UUID_LEN && id[i]; i++)
-		lower[i] = (char)tolower((unsigned char)id[i]);
-	lower[i] = '\0';
-	return hash_add(md, "%s %s%s%s\n", name, lower, tail ? " " : "", tail ? tail : "");
-}
-
-void config_import_settings_hash(const struct config_folder *f, char out[65])
-{
-	static const char hex[] = "0123456789abcdef";
-	const struct config_column_map *m = &f->column_map;
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-
-	ok = ok && hash_add(md, "rdd-import-settings 1\ncolumn_map %d\n", m->present ? 1 : 0);
-	ok = ok && hash_add_value(md, "email", m->email);
-	ok = ok && hash_add_value(md, "first_name", m->first_name);
-	ok = ok && hash_add_value(md, "last_name", m->last_name);
-	ok = ok && hash_add_value(md, "unsubscribed", m->unsubscribed);
-	ok = ok && hash_add(md, "properties %zu\n", m->n_properties);
-	for (size_t i = 0; ok && i < m->n_properties; i++) {
-		const struct config_property *p = &m->properties[i];
-		ok = hash_add(md, "property %zu:%s %zu:%s %s\n", strlen(p->key), p->key,
-			      strlen(p->column), p->column, config_prop_type_name(p->type));
-	}
-	ok = ok && hash_add(md, "segments %zu\n", f->n_segments);
-	for (size_t i = 0; ok && i < f->n_segments; i++)
-		ok = hash_add_uuid(md, "segment", f->segments[i], NULL);
-	ok = ok && hash_add(md, "topics %zu\n", f->n_topics);
-	for (size_t i = 0; ok && i < f->n_topics; i++)
-		ok = hash_add_uuid(md, "topic", f->topics[i].id,
-				   config_subscription_name(f->topics[i].subscription));
-	ok = ok && hash_add(md, "on_conflict %s\n",
-			    config_on_conflict_name(f->settings.on_conflict));
-	ok = ok && EVP_DigestFinal_ex(md, digest, &len) == 1 && len == 32;
-	EVP_MD_CTX_free(md);
-
-	if (ok) {
-		for (unsigned i = 0; i < 32; i++) {
-			out[2 * i] = hex[digest[i] >> 4];
-			out[2 * i + 1] = hex[digest[i] & 0x0f];
-		}
-		out[64] = '\0';
-		return;
-	}
-	/* Only out of memory gets here, and the signature has no way to say so. A value that is
-	 * not hex, and unique to this call, matches no import in the ledger: the file is taken
-	 * for new and imported, rather than skipped as a duplicate of something it may not be. */
-	static atomic_ulong counter;
-	snprintf(out, 65, "!unhashed-%ld-%lu-%lld", (long)getpid(), atomic_fetch_add(&counter, 1),
-		 (long long)time(NULL));
-}
 
 static void column_map_free(struct config_column_map *m)
 {

@@ -35,7 +35,7 @@ enum config_invalid_rows {
 	CONFIG_INVALID_ROWS_FAIL_FILE /* any such row fails the whole file at check */
 };
 /* on_duplicate: what becomes of a file whose content (sha256) and import settings (see
- * config_import_settings_hash) match a file already imported in the same folder within
+ * resend_settings_hash) match a file already imported in the same folder within
  * duplicate_window. */
 enum config_on_duplicate {
 	CONFIG_ON_DUPLICATE_SKIP,   /* to done with a report naming the earlier import; no API call */
@@ -207,15 +207,6 @@ const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "im
 int config_parse_duration(const char *s, uint64_t *ret_seconds);
 /* What an error message says is expected, for callers that report a bad duration. */
 #define CONFIG_DURATION_EXPECTED "a duration like 30d, 12h or 0 (forever)"
-
-/* The hash of what decides what an import of a file does in Resend: the folder's column_map,
- * segments, topics and on_conflict, and nothing else (not the folder's name or directories,
- * not csv, invalid_rows or any other setting). The ledger keeps it beside each file's sha256:
- * the same content imported with other settings is not a duplicate. OUT receives 64
- * lowercase hex digits and a NUL. The canonical text it is the SHA-256 of is described in
- * config.c; changing that text changes every hash, so that every earlier import stops
- * counting as a duplicate (files would be imported once more). */
-void config_import_settings_hash(const struct config_folder *f, char out[65]);
 
 /* Validators shared with other modules. */
 bool config_is_uuid(const char *s);

@@ -517,7 +517,7 @@ static int job_folder_open(struct job_folder *f)
 
 	if (r < 0)
 		return r;
-	config_import_settings_hash(f->conf, f->settings_hash);
+	resend_settings_hash(f->conf, f->settings_hash);
 	return 0;
 }
 

@@ -95,7 +95,7 @@ struct job_folder {
 	const struct config_folder *conf;
 	size_t index;                 /* in the configuration */
 	struct folder *dir;           /* its directories, and what is wrong with them (folder.h) */
-	char settings_hash[65];       /* config_import_settings_hash: duplicates share it */
+	char settings_hash[65];       /* resend_settings_hash: duplicates share it */
 	struct inflight_set inflight; /* contents being imported now: their copies wait */
 	struct resend_fields fields;
 	struct metrics_folder *metrics; /* NULL: not counted */

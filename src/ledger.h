@@ -31,7 +31,7 @@ struct ledger_entry {
 	int64_t claimed_at_ms;
 	uint64_t bytes;
 	char sha256[65];        /* "" when not known (a file refused before it was read) */
-	char settings_hash[65]; /* config_import_settings_hash of the folder, "" when unknown */
+	char settings_hash[65]; /* resend_settings_hash of the folder, "" when unknown */
 	unsigned attempts;
 	int64_t uploaded_at_ms, finished_at_ms; /* 0: not yet */
 	char *import_ids;       /* in part order, comma-separated; NULL: none */

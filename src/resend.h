@@ -24,6 +24,15 @@ struct resend_fields {
 int resend_fields_build(const struct config_folder *folder, struct resend_fields *ret);
 void resend_fields_free(struct resend_fields *f);
 
+/* The hash of what decides what an import of a file does in Resend: the folder's column_map,
+ * segments, topics and on_conflict, and nothing else (not the folder's name or directories,
+ * not csv, invalid_rows or any other setting). The ledger keeps it beside each file's sha256:
+ * the same content imported with other settings is not a duplicate. OUT receives 64
+ * lowercase hex digits and a NUL. The canonical text it is the SHA-256 of is described in
+ * resend.c; changing that text changes every hash, so that every earlier import stops
+ * counting as a duplicate (files would be imported once more). */
+void resend_settings_hash(const struct config_folder *f, char out[65]);
+
 /* A file name safe for the Content-Disposition filename: the base name with '"', '\\', CR, LF
  * and other control characters replaced by '_'; never empty ("upload.csv" then). malloc'd. */
 char *resend_sanitize_filename(const char *name);

@@ -6,6 +6,7 @@
  * Fixtures under $RDD_FIXTURES/config/ follow the same convention (see its README.md). */
 #include "apikey.h"
 #include "config.h"
+#include "resend.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -2729,8 +2730,8 @@ static void test_import_settings_hash(void **state)
 		if (E.r != 0)
 			print_message("case: %s\n", cases[i].what);
 		assert_loaded();
-		config_import_settings_hash(&E.cfg->folders[0], hash_a);
-		config_import_settings_hash(&E.cfg->folders[1], hash_b);
+		resend_settings_hash(&E.cfg->folders[0], hash_a);
+		resend_settings_hash(&E.cfg->folders[1], hash_b);
 		assert_hex64(hash_a);
 		assert_hex64(hash_b);
 		assert_string_equal(hash_a, IMPORT_A_HASH);
@@ -2743,8 +2744,8 @@ static void test_import_settings_hash(void **state)
 	/* No import settings at all; and the same folder hashed twice. */
 	load("folders:\n" FOLDER_A);
 	assert_loaded();
-	config_import_settings_hash(&E.cfg->folders[0], hash_a);
-	config_import_settings_hash(&E.cfg->folders[0], hash_b);
+	resend_settings_hash(&E.cfg->folders[0], hash_a);
+	resend_settings_hash(&E.cfg->folders[0], hash_b);
 	assert_string_equal(hash_a, IMPORT_NONE_HASH);
 	assert_string_equal(hash_b, IMPORT_NONE_HASH);
 }
@@ -2787,9 +2788,9 @@ static void test_import_settings_hash_pinned(void **state)
 	     "    failed: @TMP@/b/failed\n"
 	     "    column_map: { email: email }\n");
 	assert_loaded();
-	config_import_settings_hash(&E.cfg->folders[0], hash);
+	resend_settings_hash(&E.cfg->folders[0], hash);
 	assert_string_equal(hash, IMPORT_PINNED_A_HASH);
-	config_import_settings_hash(&E.cfg->folders[1], hash);
+	resend_settings_hash(&E.cfg->folders[1], hash);
 	assert_string_equal(hash, IMPORT_PINNED_B_HASH);
 }
 

@@ -366,7 +366,7 @@ static int64_t now_ms(void)
 
 static void settings_hash(char out[65])
 {
-	config_import_settings_hash(&F.cfg->folders[0], out);
+	resend_settings_hash(&F.cfg->folders[0], out);
 }
 
 /* A row an earlier run left: FILE of content CSV in FOLDER_NAME, with STATUS. */
