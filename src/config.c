@@ -114,39 +114,47 @@ INT_SIZED(config_header);
 INT_SIZED(config_invalid_rows);
 INT_SIZED(config_on_duplicate);
 
+/* NAMES[V], or NULL when V is not one of its enum's values (the table ends with NULL). */
+static const char *name_of(const char *const *names, size_t n, int v)
+{
+	return v >= 0 && (size_t)v < n - 1 ? names[v] : NULL;
+}
+
+#define NAME_OF(names, v) name_of((names), sizeof(names) / sizeof(*(names)), (int)(v))
+
 const char *config_on_conflict_name(enum config_on_conflict v)
 {
-	return on_conflict_names[v];
+	return NAME_OF(on_conflict_names, v);
 }
 
 const char *config_prop_type_name(enum config_prop_type v)
 {
-	return prop_type_names[v];
+	return NAME_OF(prop_type_names, v);
 }
 
 const char *config_subscription_name(enum config_subscription v)
 {
-	return subscription_names[v];
+	return NAME_OF(subscription_names, v);
 }
 
 const char *config_encoding_name(enum config_encoding v)
 {
-	return encoding_names[v];
+	return NAME_OF(encoding_names, v);
 }
 
 const char *config_header_name(enum config_header v)
 {
-	return header_names[v];
+	return NAME_OF(header_names, v);
 }
 
 const char *config_invalid_rows_name(enum config_invalid_rows v)
 {
-	return invalid_rows_names[v];
+	return NAME_OF(invalid_rows_names, v);
 }
 
 const char *config_on_duplicate_name(enum config_on_duplicate v)
 {
-	return on_duplicate_names[v];
+	return NAME_OF(on_duplicate_names, v);
 }
 
 /* ---- shared validators ----------------------------------------------------------------- */

@@ -190,6 +190,7 @@ void config_errors_clear(struct config_errors *errs);
 int config_errors_add(struct config_errors *errs, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* A value's name as the configuration writes it; NULL for a value not of its enum. */
 const char *config_on_conflict_name(enum config_on_conflict v);
 const char *config_prop_type_name(enum config_prop_type v);
 const char *config_subscription_name(enum config_subscription v);

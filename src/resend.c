@@ -22,42 +22,6 @@
  * report, short enough not to flood a log line. */
 #define RESEND_EXCERPT_MAX 200
 
-/* Own name tables rather than config_*_name(), so that this module links without config.c. */
-static const char *resend_on_conflict_name(enum config_on_conflict v)
-{
-	switch (v) {
-	case CONFIG_ON_CONFLICT_UPSERT:
-		return "upsert";
-	case CONFIG_ON_CONFLICT_SKIP:
-		return "skip";
-	}
-	return NULL;
-}
-
-static const char *resend_prop_type_name(enum config_prop_type v)
-{
-	switch (v) {
-	case CONFIG_PROP_STRING:
-		return "string";
-	case CONFIG_PROP_NUMBER:
-		return "number";
-	case CONFIG_PROP_BOOLEAN:
-		return "boolean";
-	}
-	return NULL;
-}
-
-static const char *resend_subscription_name(enum config_subscription v)
-{
-	switch (v) {
-	case CONFIG_SUB_OPT_IN:
-		return "opt_in";
-	case CONFIG_SUB_OPT_OUT:
-		return "opt_out";
-	}
-	return NULL;
-}
-
 /* Copies untrusted text into DST (DSTSZ bytes, always NUL-terminated) as one safe line: runs of
  * whitespace and control characters become one space (and are trimmed at both ends), so a body
  * cannot forge log lines; bytes that are not UTF-8 become '?'. With ASCII_ONLY every non-ASCII
@@ -149,7 +113,7 @@ static int resend_build_column_map(const struct config_column_map *map, char **r
 		}
 		for (size_t i = 0; i < map->n_properties; i++) {
 			const struct config_property *p = &map->properties[i];
-			const char *type = resend_prop_type_name(p->type);
+			const char *type = config_prop_type_name(p->type);
 			cJSON *prop;
 
 			if (!p->key || !p->column || !type) {
@@ -240,7 +204,7 @@ static int resend_build_topics(const struct config_folder *folder, char **ret)
 		return -ENOMEM;
 	for (size_t i = 0; i < folder->n_topics; i++) {
 		const struct config_topic *t = &folder->topics[i];
-		const char *sub = resend_subscription_name(t->subscription);
+		const char *sub = config_subscription_name(t->subscription);
 		cJSON *topic;
 
 		if (!resend_id_ok(t->id) || !sub) {
@@ -278,7 +242,7 @@ int resend_fields_build(const struct config_folder *folder, struct resend_fields
 	if (!folder || !ret)
 		return -EINVAL;
 	/* Sources disagree on the server's default, so on_conflict is always sent. */
-	f.on_conflict = resend_on_conflict_name(folder->settings.on_conflict);
+	f.on_conflict = config_on_conflict_name(folder->settings.on_conflict);
 	if (!f.on_conflict)
 		return -EINVAL;
 	if (folder->column_map.present) {
