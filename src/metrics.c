@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,21 @@ struct metrics {
 };
 
 static const char *const endpoint_names[METRICS_N_ENDPOINTS] = {"create_import", "get_import"};
+
+/* The folders' plain counters, as /metrics names them. */
+static const struct folder_counter {
+	const char *name, *help;
+	size_t offset; /* of a uint64_t in struct metrics_folder */
+} folder_counters[] = {
+	{"resend_dropd_upload_retries_total", "Uploads that failed and are tried again.",
+	 offsetof(struct metrics_folder, retries)},
+	{"resend_dropd_rate_limited_total",
+	 "Requests for the folder's files that Resend refused for its rate limit (HTTP 429): "
+	 "waits, not attempts.",
+	 offsetof(struct metrics_folder, rate_limited)},
+	{"resend_dropd_uploaded_bytes_total", "Bytes of files that Resend accepted.",
+	 offsetof(struct metrics_folder, uploaded_bytes)},
+};
 
 int metrics_new(struct metrics **ret)
 {
@@ -305,22 +321,15 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 					(unsigned long long)m->requests[ep][code]);
 		}
 	}
-	family(out, "resend_dropd_upload_retries_total", "counter",
-	       "Uploads that failed and are tried again.");
-	for (size_t i = 0; i < m->n_folders; i++)
-		sample_folder(out, "resend_dropd_upload_retries_total", m->folders[i]->name, NULL,
-			      (double)m->folders[i]->retries);
-	family(out, "resend_dropd_rate_limited_total", "counter",
-	       "Requests for the folder's files that Resend refused for its rate limit (HTTP 429): "
-	       "waits, not attempts.");
-	for (size_t i = 0; i < m->n_folders; i++)
-		sample_folder(out, "resend_dropd_rate_limited_total", m->folders[i]->name, NULL,
-			      (double)m->folders[i]->rate_limited);
-	family(out, "resend_dropd_uploaded_bytes_total", "counter",
-	       "Bytes of files that Resend accepted.");
-	for (size_t i = 0; i < m->n_folders; i++)
-		sample_folder(out, "resend_dropd_uploaded_bytes_total", m->folders[i]->name, NULL,
-			      (double)m->folders[i]->uploaded_bytes);
+	for (size_t k = 0; k < sizeof(folder_counters) / sizeof(*folder_counters); k++) {
+		const struct folder_counter *c = &folder_counters[k];
+
+		family(out, c->name, "counter", c->help);
+		for (size_t i = 0; i < m->n_folders; i++)
+			sample_folder(out, c->name, m->folders[i]->name, NULL,
+				      (double)*(const uint64_t *)((const char *)m->folders[i] +
+								  c->offset));
+	}
 	family(out, "resend_dropd_upload_duration_seconds", "histogram",
 	       "Time from the start of an accepted upload to Resend's answer.");
 	for (size_t i = 0; i < m->n_folders; i++)
