@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -984,31 +985,39 @@ static bool dir_check(struct yamlconf *yc, unsigned flags, const yaml_node_t *n,
 	ret->path = path;
 	ret->node = n;
 	snprintf(ret->key, sizeof(ret->key), "%s", keypath);
-	if (stat(path, &ret->st) != 0) {
+	/* The rule the daemon applies when it opens the folder (fsops_path_dir). */
+	int r = fsops_path_dir(AT_FDCWD, path, &ret->st);
+	if (r == -ENOTDIR) {
+		yamlconf_error(yc, n, keypath, "'%s' is not a directory", QUOTED(q, path));
+		return false;
+	}
+	if (r < 0 && r != -ELOOP) {
 		/* Not there yet (a share mounted later, say): the daemon says so when it sets the
 		 * folder up, and waits for it, serving the others. */
 		if (flags & CONFIG_LOAD_DIRS_LATER)
 			return false;
-		if (errno == ENOENT)
+		if (r == -ENOENT)
 			yamlconf_error(
 				yc, n, keypath,
 				"directory '%s' does not exist (create it, or correct the path)",
 				QUOTED(q, path));
 		else
 			yamlconf_error(yc, n, keypath, "cannot access '%s': %s", QUOTED(q, path),
-				       strerror(errno));
-		return false;
-	}
-	if (!S_ISDIR(ret->st.st_mode)) {
-		yamlconf_error(yc, n, keypath, "'%s' is not a directory", QUOTED(q, path));
+				       strerror(-r));
 		return false;
 	}
 	/* The daemon opens its folders without following a link (one swapped in later could
 	 * send files anywhere); say so now rather than at the start. */
-	struct stat lst;
-	if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+	if (r == -ELOOP) {
 		char *real = realpath(path, NULL);
 		char q2[200];
+		struct stat rst;
+
+		/* Named as the directory to use only when it is one. */
+		if (real && (stat(real, &rst) != 0 || !S_ISDIR(rst.st_mode))) {
+			free(real);
+			real = NULL;
+		}
 		yamlconf_error(
 			yc, n, keypath,
 			"'%s' is a symbolic link, which resend-dropd does not follow: name the "
@@ -1133,7 +1142,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
 		if (!refs[i][0].exists ||
 		    snprintf(path, sizeof(path), "%s/" FSOPS_PROCESSING_DIR, refs[i][0].path) >=
 			    (int)sizeof(path) ||
-		    lstat(path, &proc.st) != 0 || !S_ISDIR(proc.st.st_mode))
+		    fsops_path_dir(AT_FDCWD, path, &proc.st) < 0)
 			continue;
 		for (size_t j = 0; j < count; j++) {
 			for (size_t k = 0; k < 3; k++) {

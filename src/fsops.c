@@ -39,15 +39,26 @@ errbuf_set(char *errbuf, size_t errsz, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* With O_DIRECTORY a symlink fails as ENOTDIR; say what it is. */
+int
+fsops_path_dir(int at_fd, const char *path, struct stat *ret)
+{
+	if (fstatat(at_fd, path, ret, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISLNK(ret->st_mode))
+		return -ELOOP;
+	if (!S_ISDIR(ret->st_mode))
+		return -ENOTDIR;
+	return 0;
+}
+
+/* With O_DIRECTORY a symlink fails as ENOTDIR; say what it is, by the one rule. */
 static int
 open_dir_error(int at_fd, const char *path)
 {
 	struct stat st;
 	int r = -errno;
 
-	if (r == -ENOTDIR && fstatat(at_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISLNK(st.st_mode))
+	if (r == -ENOTDIR && fsops_path_dir(at_fd, path, &st) == -ELOOP)
 		r = -ELOOP;
 	return r;
 }
@@ -74,21 +85,25 @@ fsops_dir_owned(int dir_fd)
 }
 
 int
-fsops_dir_check(int dir_fd, const char *path)
+fsops_dir_check_at(int dir_fd, int at_fd, const char *path)
 {
 	struct stat held, now;
+	int r;
 
 	if (fstat(dir_fd, &held) < 0)
 		return -errno;
-	if (lstat(path, &now) < 0)
-		return -errno;
-	if (S_ISLNK(now.st_mode))
-		return -ELOOP;
-	if (!S_ISDIR(now.st_mode))
-		return -ENOTDIR;
+	r = fsops_path_dir(at_fd, path, &now);
+	if (r < 0)
+		return r;
 	if (now.st_dev != held.st_dev || now.st_ino != held.st_ino)
 		return -ESTALE;
 	return 0;
+}
+
+int
+fsops_dir_check(int dir_fd, const char *path)
+{
+	return fsops_dir_check_at(dir_fd, AT_FDCWD, path);
 }
 
 const char *
@@ -153,14 +168,16 @@ fsops_lock_holder(const char *inbox, long *ret_pid)
 	struct stat st;
 	char path[PATH_MAX];
 	long pid;
+	int r;
 
 	*ret_pid = 0;
 	if (snprintf(path, sizeof(path), "%s/" FSOPS_PROCESSING_DIR, inbox) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return 0;
+	r = fsops_path_dir(AT_FDCWD, path, &st);
+	if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+		return 0; /* no processing directory: nobody's lock */
+	if (r < 0)
+		return r;
 	pid = lock_holder_of(&st);
 	if (pid < 0)
 		return (int)pid;

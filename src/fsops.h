@@ -23,6 +23,12 @@ struct fsops_seen {
 	struct timespec mtime;
 };
 
+/* The one rule for "a directory at PATH" (relative to AT_FD, or AT_FDCWD), which the running
+ * daemon and `--check` both apply: a real directory, its last component never followed. 0 and
+ * its stat in *RET; -ENOENT nothing there; -ELOOP a symbolic link (wherever it points);
+ * -ENOTDIR something else; another -errno when it cannot be looked at. */
+int fsops_path_dir(int at_fd, const char *path, struct stat *ret);
+
 /* Opens PATH as a real directory for *at calls and fsync (O_DIRECTORY|O_NOFOLLOW, close-on-exec):
  * -ELOOP when its last component is a symbolic link, which is never followed. */
 int fsops_open_dir(const char *path, int *ret_fd);
@@ -31,9 +37,10 @@ int fsops_open_dir(const char *path, int *ret_fd);
  * someone else could put what they like in it (or take what the daemon put there). */
 int fsops_dir_owned(int dir_fd);
 
-/* Whether PATH still names the directory open on DIR_FD (its last component not followed): 0;
- * -ENOENT nothing there; -ELOOP a symbolic link; -ENOTDIR something else; -ESTALE another
- * directory (re-created, or swapped). */
+/* Whether PATH (relative to AT_FD, or AT_FDCWD) still names the directory open on DIR_FD, by
+ * fsops_path_dir's rule: 0; its errors; -ESTALE another directory (re-created, or swapped).
+ * fsops_dir_check: PATH from the working directory. */
+int fsops_dir_check_at(int dir_fd, int at_fd, const char *path);
 int fsops_dir_check(int dir_fd, const char *path);
 /* What fsops_dir_check's (or fsops_dir_owned's) answer means, for a log line: "it is a
  * symbolic link now". */

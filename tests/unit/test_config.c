@@ -1316,6 +1316,28 @@ static void test_folders_share_a_directory(void **state)
 		      "folders[0].inbox: each folder needs its own directories");
 }
 
+/* --check applies the daemon's rule (fsops_path_dir): a link is refused whatever it points
+ * to, even one that points nowhere yet, which the daemon could never open either. */
+static void test_folder_links_refused_whatever_they_point_to(void **state)
+{
+	char path[PATH_MAX + 32];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/nowhere", E.dir);
+	assert_int_equal(symlink("/nonexistent/resend-dropd-test", path), 0);
+	write_str("a-file", "x");
+	snprintf(path, sizeof(path), "%s/to-file", E.dir);
+	assert_int_equal(symlink("a-file", path), 0);
+	load("folders:\n" FOLDER_A "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/nowhere\n"
+	     "    failed: @TMP@/to-file\n");
+	EXPECT_ERRORS("@FILE@:8:11: folders[1].done: '@TMP@/nowhere' is a symbolic link, "
+		      "which resend-dropd does not follow: name the directory itself",
+		      "@FILE@:9:13: folders[1].failed: '@TMP@/to-file' is a symbolic link, "
+		      "which resend-dropd does not follow: name the directory itself");
+}
+
 /* A folder's processing directory is the daemon's: no folder may use it as a directory. */
 static void test_a_processing_directory_is_nobodys_folder(void **state)
 {
@@ -2868,6 +2890,7 @@ int main(void)
 		T(test_folder_names),
 		T(test_duplicate_folder_names),
 		T(test_folders_share_a_directory),
+		T(test_folder_links_refused_whatever_they_point_to),
 		T(test_a_processing_directory_is_nobodys_folder),
 		T(test_inbox_equal_to_done_or_failed),
 		T(test_directory_missing_or_not_a_directory),

@@ -431,6 +431,34 @@ test_open_dir_refuses_symlink(void **state)
 	assert_string_equal(fsops_dir_check_reason(-ELOOP), "it is a symbolic link now");
 }
 
+/* fsops_path_dir, the one rule for a directory at a path: a link is a link wherever it points
+ * (to a directory, to a file, to nothing), never what it points to. */
+static void
+test_path_dir(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat st, held;
+
+	assert_int_equal(fsops_path_dir(AT_FDCWD, tpath(state, "done"), &st), 0);
+	assert_int_equal(fstat(t->done, &held), 0);
+	assert_int_equal(st.st_ino, held.st_ino);
+	assert_int_equal(fsops_path_dir(t->root, "done", &st), 0);
+	assert_int_equal(fsops_path_dir(t->root, "missing", &st), -ENOENT);
+	write_file(tpath(state, "file"), "x");
+	assert_int_equal(fsops_path_dir(t->root, "file", &st), -ENOTDIR);
+	assert_int_equal(symlinkat("done", t->root, "to-dir"), 0);
+	assert_int_equal(symlinkat("file", t->root, "to-file"), 0);
+	assert_int_equal(symlinkat("nothing", t->root, "to-nothing"), 0);
+	assert_int_equal(fsops_path_dir(t->root, "to-dir", &st), -ELOOP);
+	assert_int_equal(fsops_path_dir(t->root, "to-file", &st), -ELOOP);
+	assert_int_equal(fsops_path_dir(t->root, "to-nothing", &st), -ELOOP);
+	/* The open and the check say what the rule says. */
+	int fd = -2;
+	assert_int_equal(fsops_open_dir(tpath(state, "to-nothing"), &fd), -ELOOP);
+	assert_int_equal(fsops_dir_check_at(t->done, t->root, "to-dir"), -ELOOP);
+	assert_int_equal(fsops_dir_check_at(t->done, t->root, "done"), 0);
+}
+
 /* fsops_dir_check: the path still names the directory held, or says what is there instead. */
 static void
 test_dir_check(void **state)
@@ -2050,6 +2078,7 @@ main(void)
 		T(test_open_dir),
 		T(test_unfail),
 		T(test_open_dir_refuses_symlink),
+		T(test_path_dir),
 		T(test_dir_check),
 		T(test_dir_owned),
 		T(test_lock_dir),
