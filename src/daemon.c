@@ -225,7 +225,7 @@ static int pipeline_folder_start(struct daemon *d, size_t i)
 
 	if (!(d->flags & DAEMON_DRY_RUN))
 		engine_resume(pl->engine, i);
-	return watch_new(&d->loop, &pl->cfg->folders[i],
+	return watch_new(&d->loop, &pl->cfg->folders[i], d->folders[i],
 			 (d->flags & DAEMON_ONCE) ? WATCH_NO_EVENTS : 0, daemon_ready_cb,
 			 daemon_watch_idle_cb, daemon_inbox_replaced_cb, d, &pl->watches[i]);
 }

@@ -49,6 +49,13 @@ bool folder_is_open(const struct folder *f)
 	return f && f->inbox_fd >= 0 && f->error == 0;
 }
 
+int folder_processing_check(const struct folder *f)
+{
+	if (!folder_is_open(f) || f->proc_fd < 0)
+		return 0;
+	return fsops_dir_check_at(f->proc_fd, f->inbox_fd, FSOPS_PROCESSING_DIR);
+}
+
 int folder_adopt(int *fd, int new_fd)
 {
 	if (dup2(new_fd, *fd) < 0)

@@ -54,6 +54,10 @@ void folder_free(struct folder *f);
 int folder_open(struct folder *f, const struct config_folder *c);
 /* Whether F's directories are set up (NULL: no). */
 bool folder_is_open(const struct folder *f);
+/* Whether the processing directory held is still the one at the inbox's FSOPS_PROCESSING_DIR
+ * (fsops_dir_check_at): 0, or -ESTALE (another there), -ENOENT (none: removed or renamed),
+ * -ELOOP, -ENOTDIR, another error. 0 when F holds none (a dry run). */
+int folder_processing_check(const struct folder *f);
 
 /* Opens C's done and failed directories afresh (a reload may name others): 0, or the error
  * with WHY. folder_swap_finish_dirs then puts them in place of F's (dup2: same numbers). */

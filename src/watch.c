@@ -18,6 +18,7 @@
 #include <uthash.h>
 #include <utlist.h>
 
+#include "folder.h"
 #include "log.h"
 
 /* After a claim found the file changed or still open for writing: how long at least before it
@@ -59,7 +60,7 @@ struct watch {
 	watch_idle_cb idle_cb;
 	watch_replaced_cb replaced_cb;
 	void *data;
-	int dir_fd;
+	struct folder *dir; /* the folder's directories: the inbox is read through dir->inbox_fd */
 	int inotify_fd;
 	int wd; /* the inbox's inotify watch, -1 when none */
 	uv_poll_t poll;
@@ -213,7 +214,7 @@ static int watch_stat(struct watch *w, const char *name, struct fsops_seen *ret)
 {
 	struct stat st;
 
-	if (fstatat(w->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+	if (fstatat(w->dir->inbox_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
 		return -errno;
 	if (S_ISDIR(st.st_mode))
 		return -ENOENT;
@@ -419,6 +420,7 @@ void watch_poke(struct watch *w, const char *name)
 }
 
 static void watch_inbox_lost(struct watch *w, int reason);
+static void watch_processing_gone(struct watch *w, const char *what);
 
 /* Lists the inbox: new names are observed, known ones marked, and those no longer listed are
  * forgotten. O(files in the inbox), on the loop thread, once at start and every rescan_s; known
@@ -433,13 +435,22 @@ static void watch_scan(struct watch *w)
 	if (w->lost_reason)
 		return;
 	if (!(w->flags & WATCH_NO_EVENTS)) {
-		int r = fsops_dir_check(w->dir_fd, w->folder->inbox);
+		int r = fsops_dir_check(w->dir->inbox_fd, w->folder->inbox);
 		if (r < 0 && r != -EACCES) {
 			watch_inbox_lost(w, r);
 			return;
 		}
+		/* Where inotify is blind, or missed it: the processing directory renamed, or
+		 * another put in its place. */
+		r = folder_processing_check(w->dir);
+		if (r == -ESTALE)
+			watch_processing_gone(w, "was replaced by another directory");
+		else if (r == -ENOENT || r == -ELOOP || r == -ENOTDIR)
+			watch_processing_gone(w, "is gone (removed or renamed)");
+		if (w->lost_reason)
+			return;
 	}
-	fd = openat(w->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(w->dir->inbox_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd >= 0 && !(dir = fdopendir(fd)))
 		close(fd);
 	if (!dir) {
@@ -484,19 +495,19 @@ static void watch_rescan_cb(uv_timer_t *timer)
 	watch_scan(timer->data);
 }
 
-/* The processing directory was removed: with the inbox (lost, then), or alone (the daemon
- * sets it up again, as for a re-created inbox). */
-static void watch_processing_removed(struct watch *w)
+/* The processing directory went (WHAT: removed, renamed, replaced): with the inbox (lost, then),
+ * or alone (the daemon sets it up again, as for a re-created inbox). */
+static void watch_processing_gone(struct watch *w, const char *what)
 {
-	int r = fsops_dir_check(w->dir_fd, w->folder->inbox);
+	int r = fsops_dir_check(w->dir->inbox_fd, w->folder->inbox);
 
 	if (r < 0) {
 		watch_inbox_lost(w, r);
 		return;
 	}
-	log_error("%s: the processing directory '%s/%s' was removed; setting it up again",
-		  w->folder->name, w->folder->inbox, FSOPS_PROCESSING_DIR);
-	r = w->replaced_cb ? w->replaced_cb(w, w->data) : 0;
+	log_error("%s: the processing directory '%s/%s' %s; setting it up again", w->folder->name,
+		  w->folder->inbox, FSOPS_PROCESSING_DIR, what);
+	r = w->replaced_cb(w, w->data);
 	if (r < 0)
 		watch_inbox_lost(w, r);
 }
@@ -534,12 +545,15 @@ static void watch_inotify_cb(uv_poll_t *poll, int status, int events)
 						w->wd = -1;
 					watch_inbox_lost(w, -ENOENT);
 				}
-			} else if ((ev->mask & IN_DELETE) && (ev->mask & IN_ISDIR)) {
+			} else if ((ev->mask & (IN_DELETE | IN_MOVED_FROM)) &&
+				   (ev->mask & IN_ISDIR)) {
 				/* The inbox removed while the daemon holds it open says
 				 * IN_DELETE_SELF only once the last descriptor is closed; the
 				 * processing directory in it goes first, which says it at once. */
 				if (ev->wd == w->wd && strcmp(ev->name, FSOPS_PROCESSING_DIR) == 0)
-					watch_processing_removed(w);
+					watch_processing_gone(w, ev->mask & IN_DELETE
+									 ? "was removed"
+									 : "was renamed");
 			} else if (ev->len > 0 && !(ev->mask & IN_ISDIR)) {
 				watch_observe(w, ev->name);
 			}
@@ -547,12 +561,13 @@ static void watch_inotify_cb(uv_poll_t *poll, int status, int events)
 	}
 }
 
-/* The inotify watch on the inbox, by path, for the directory that W->dir_fd is open on. */
+/* The inotify watch on the inbox, by path, for the directory W->dir->inbox_fd is open on. */
 static int watch_add_inotify(struct watch *w)
 {
 	w->wd = inotify_add_watch(w->inotify_fd, w->folder->inbox,
-				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB | IN_DELETE |
-					  IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW);
+				  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_ATTRIB |
+					  IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |
+					  IN_DONT_FOLLOW);
 	return w->wd < 0 ? -errno : 0;
 }
 
@@ -594,19 +609,13 @@ static void watch_mend_cb(uv_timer_t *timer)
 	struct watch *w = timer->data;
 	const struct config_folder *f = w->folder;
 	uint64_t max_ms = f->settings.rescan_s * 1000;
-	int r = fsops_dir_check(w->dir_fd, f->inbox), fd;
+	int r = fsops_dir_check(w->dir->inbox_fd, f->inbox);
 
-	if (r == 0 || r == -ESTALE) {
-		/* The same directory back, or another: ours, if jobs can use it too (its
-		 * processing directory may be new either way). */
-		r = fsops_open_dir(f->inbox, &fd);
-		if (r == 0) {
-			r = w->replaced_cb ? w->replaced_cb(w, w->data) : 0;
-			if (r == 0)
-				dup2(fd, w->dir_fd);
-			close(fd);
-		}
-	}
+	/* The same directory back, or another: the folder's, if its processing directory can be
+	 * set up there (it may be new either way); the folder swaps it in under the same
+	 * descriptor, which the watch reads through. */
+	if (r == 0 || r == -ESTALE)
+		r = w->replaced_cb(w, w->data);
 	if (r == 0)
 		r = watch_add_inotify(w);
 	if (r < 0) {
@@ -653,8 +662,6 @@ static void watch_closed_cb(uv_handle_t *handle)
 		return;
 	if (w->inotify_fd >= 0)
 		close(w->inotify_fd);
-	if (w->dir_fd >= 0)
-		close(w->dir_fd);
 	HASH_ITER(hh, w->by_name, c, tmp)
 	{
 		HASH_DELETE(hh, w->by_name, c);
@@ -674,17 +681,21 @@ void watch_close(struct watch *w)
 		uv_close((uv_handle_t *)&w->poll, watch_closed_cb);
 }
 
-int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, watch_replaced_cb replaced_cb,
-	      void *data, struct watch **ret)
+int watch_new(uv_loop_t *loop, const struct config_folder *folder, struct folder *dir,
+	      unsigned flags, watch_ready_cb ready_cb, watch_idle_cb idle_cb,
+	      watch_replaced_cb replaced_cb, void *data, struct watch **ret)
 {
-	struct watch *w = calloc(1, sizeof(*w));
+	struct watch *w;
 	int r;
 
+	if (!folder_is_open(dir) || !replaced_cb)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	w->loop = loop;
 	w->folder = folder;
+	w->dir = dir;
 	w->flags = flags;
 	w->ready_cb = ready_cb;
 	w->idle_cb = idle_cb;
@@ -699,14 +710,6 @@ int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flag
 	w->tick.data = w->rescan.data = w->mend.data = w->retry.data = w;
 	w->open_handles = 4;
 
-	r = fsops_open_dir(folder->inbox, &w->dir_fd);
-	if (r < 0) {
-		w->dir_fd = -1;
-		log_error("%s: cannot open inbox '%s': %s", folder->name, folder->inbox,
-			  fsops_dir_check_reason(r));
-		watch_close(w);
-		return r;
-	}
 	if (!(flags & WATCH_NO_EVENTS)) {
 		r = watch_start_inotify(w);
 		if (r < 0) {

@@ -23,6 +23,7 @@
 #include "fsops.h"
 
 struct watch;
+struct folder;
 
 /* What the daemon did with a settled file. */
 enum watch_verdict {
@@ -37,9 +38,10 @@ typedef enum watch_verdict (*watch_ready_cb)(struct watch *w, const char *name,
 					     const struct fsops_seen *seen, void *data);
 /* Nothing is settling, parked, busy or being claimed any more. */
 typedef void (*watch_idle_cb)(struct watch *w, void *data);
-/* The inbox was lost (removed, moved, replaced) and a real directory is at its path again: 0
- * if the daemon can take it (its processing directory is set up there), else an error, and
- * the watch asks again later. */
+/* The inbox was lost (removed, moved, replaced) and a real directory is at its path again, or
+ * the processing directory went: the folder takes what is at the path now (folder_reopen_inbox,
+ * which swaps it in under the descriptors the watch reads through): 0, or an error, and the
+ * watch asks again later. */
 typedef int (*watch_replaced_cb)(struct watch *w, void *data);
 
 /* How a claim went, for the watch. */
@@ -54,10 +56,12 @@ enum watch_flags {
 	WATCH_NO_EVENTS = 1 << 0, /* scan once at start only: no inotify, no rescans (--once) */
 };
 
-/* FOLDER (name, inbox, settings) must outlive the watch. The start-up scan runs at once. */
-int watch_new(uv_loop_t *loop, const struct config_folder *folder, unsigned flags,
-	      watch_ready_cb ready_cb, watch_idle_cb idle_cb, watch_replaced_cb replaced_cb,
-	      void *data, struct watch **ret);
+/* FOLDER (name, inbox, settings) and DIR, its directories (folder.h, open), must outlive the
+ * watch; the inbox is read through DIR's descriptor, held once for the watch and the engine.
+ * REPLACED_CB is required. The start-up scan runs at once. -EINVAL: DIR is not open. */
+int watch_new(uv_loop_t *loop, const struct config_folder *folder, struct folder *dir,
+	      unsigned flags, watch_ready_cb ready_cb, watch_idle_cb idle_cb,
+	      watch_replaced_cb replaced_cb, void *data, struct watch **ret);
 
 enum watch_offer {
 	WATCH_OFFER_NONE,  /* nothing parked */

@@ -204,6 +204,31 @@ def test_inbox_recreated_is_watched_again(pipe_env):
     daemon.stop()
 
 
+def test_processing_directory_renamed_is_set_up_again(pipe_env):
+    """An operator renames the processing directory away (to look at it, say): the daemon sees
+    it at once, sets up a new one with its lock, and goes on importing."""
+    env = pipe_env
+    box = env.folder("box", follow_import=False)
+    daemon = env.start(env.config([box]))
+    box.drop("before.csv", DATA)
+    env.wait_outcomes(box, done=1)
+
+    moved = box.processing + ".looked-at"
+    os.rename(box.processing, moved)
+    try:
+        env.wait_for(lambda: daemon.log_lines("was renamed; setting it up again"),
+                     "the renamed processing directory said")
+        assert os.path.isdir(box.processing), "the processing directory is set up again"
+        box.drop("after.csv", DATA.replace(b"fault@", b"after@"))
+        env.wait_outcomes(box, done=2)
+        assert len(env.uploads()) == 2
+        assert not daemon.log_lines("is lost")
+        assert box.processing_files() == []
+    finally:
+        shutil.rmtree(moved, ignore_errors=True)
+    daemon.stop()
+
+
 # --- a second daemon on the same folders ----------------------------------------------------------
 
 def test_second_daemon_refuses_to_start_naming_the_holder(pipe_env):

@@ -2,7 +2,9 @@
  * offered, that nothing is offered before it has settled, and the protocol between the watch and
  * the daemon (taken / kept / later / busy, and how a claim went). Offers are counted rather
  * than timed; every run has a hang guard. */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "folder.h"
+#include "fsops.h"
 #include "log.h"
 #include "watch.h"
 
@@ -43,9 +47,15 @@ struct offer {
 };
 
 struct fixture {
-	char dir[64];
+	char root[64];            /* the test's directory: the inbox, done and failed in it */
+	char dir[96];             /* the inbox */
+	char done[96], failed[96];
 	uv_loop_t loop;
 	struct config_folder folder;
+	struct folder *dirs;      /* the folder's descriptors, which the watch reads through */
+	bool with_processing;     /* open the folder as the daemon does (else as a dry run) */
+	unsigned replaced_calls;  /* the folder took what is at the inbox's path again */
+	int replaced_result;      /* what the last take said */
 	struct watch *watch;
 	struct offer offers[MAX_OFFERS];
 	size_t n_offers;
@@ -92,6 +102,17 @@ static void idle_cb(struct watch *w, void *data)
 	fx->idle_calls++;
 }
 
+/* As the daemon does through the engine: the folder takes what is at the inbox's path. */
+static int replaced_cb(struct watch *w, void *data)
+{
+	struct fixture *fx = data;
+
+	assert_ptr_equal(w, fx->watch);
+	fx->replaced_calls++;
+	fx->replaced_result = folder_reopen_inbox(fx->dirs, &fx->folder);
+	return fx->replaced_result;
+}
+
 static const char *path_in(const struct fixture *fx, const char *name)
 {
 	static char bufs[4][256];
@@ -124,11 +145,19 @@ static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
 
-	strcpy(fx->dir, "/tmp/rdd-watch-XXXXXX");
-	assert_non_null(mkdtemp(fx->dir));
+	strcpy(fx->root, "/tmp/rdd-watch-XXXXXX");
+	assert_non_null(mkdtemp(fx->root));
+	snprintf(fx->dir, sizeof(fx->dir), "%s/in", fx->root);
+	snprintf(fx->done, sizeof(fx->done), "%s/done", fx->root);
+	snprintf(fx->failed, sizeof(fx->failed), "%s/failed", fx->root);
+	assert_int_equal(mkdir(fx->dir, 0700), 0);
+	assert_int_equal(mkdir(fx->done, 0700), 0);
+	assert_int_equal(mkdir(fx->failed, 0700), 0);
 	assert_int_equal(uv_loop_init(&fx->loop), 0);
 	fx->folder.name = "test";
 	fx->folder.inbox = fx->dir;
+	fx->folder.done = fx->done;
+	fx->folder.failed = fx->failed;
 	fx->folder.settings.settle_ms = SETTLE_MS;
 	fx->folder.settings.rescan_s = 3600;
 	fx->folder.settings.pattern = "*.csv";
@@ -161,7 +190,8 @@ static int teardown(void **state)
 	uv_run(&fx->loop, UV_RUN_DEFAULT);
 	/* Every handle closed: a leaked one would make this fail. */
 	assert_int_equal(uv_loop_close(&fx->loop), 0);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+	folder_free(fx->dirs);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->root);
 	assert_int_equal(system(cmd), 0);
 	free(fx);
 	return 0;
@@ -223,9 +253,13 @@ static void assert_counts(const struct fixture *fx, size_t settling, size_t park
 	assert_int_equal(watch_idle(fx->watch), settling + parked + busy + claiming == 0);
 }
 
+/* Opens the folder (as a dry run opens it, unless FX->with_processing) and watches it. */
 static void start(struct fixture *fx, unsigned flags)
 {
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, flags, ready_cb, idle_cb, NULL, fx, &fx->watch),
+	assert_int_equal(folder_new(&fx->folder, !fx->with_processing, &fx->dirs), 0);
+	assert_int_equal(folder_open(fx->dirs, &fx->folder), 0);
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, fx->dirs, flags, ready_cb, idle_cb,
+				   replaced_cb, fx, &fx->watch),
 			 0);
 }
 
@@ -826,33 +860,98 @@ static void test_settling_file_deleted_is_forgotten(void **state)
 	assert_true(fx->idle_calls >= 1);
 }
 
-/* An inbox that cannot be opened: watch_new says so (once, naming folder and inbox), returns
- * the error, writes no watch, and leaves no handle open on the loop (teardown checks). */
-static void test_missing_inbox_fails_cleanly(void **state)
+/* A folder whose directories are not open (the daemon said why when it tried): no watch, the
+ * error, nothing written, no handle left open on the loop (teardown checks). */
+static void test_folder_not_open_is_refused(void **state)
 {
 	struct fixture *fx = *state;
 	struct watch *w = (struct watch *)fx;
-	char missing[128], *log = NULL;
-	size_t log_len = 0;
-	FILE *f = open_memstream(&log, &log_len);
 
-	assert_non_null(f);
-	snprintf(missing, sizeof(missing), "%s/missing", fx->dir);
-	fx->folder.inbox = missing;
-	log_set_stream(f);
-	assert_int_equal(watch_new(&fx->loop, &fx->folder, 0, ready_cb, idle_cb, NULL, fx, &w), -ENOENT);
-	log_set_stream(NULL);
-	fclose(f);
+	assert_int_equal(folder_new(&fx->folder, true, &fx->dirs), 0);
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, fx->dirs, 0, ready_cb, idle_cb,
+				   replaced_cb, fx, &w),
+			 -EINVAL);
 	assert_ptr_equal(w, (struct watch *)fx);
-	assert_non_null(strstr(log, "test: "));
-	assert_non_null(strstr(log, missing));
-	/* One line. */
-	size_t lines = 0;
-	for (size_t i = 0; i < log_len; i++)
-		lines += log[i] == '\n';
-	assert_int_equal(lines, 1);
-	free(log);
 	assert_int_equal(fx->idle_calls, 0);
+}
+
+/* The watch reads the inbox through the folder's own descriptor: one inbox held, not two. */
+static void test_inbox_held_once(void **state)
+{
+	struct fixture *fx = *state;
+	char link[300], target[PATH_MAX];
+	unsigned n = 0;
+	struct stat in, st;
+	DIR *d;
+	struct dirent *de;
+
+	fx->with_processing = true;
+	start(fx, 0);
+	assert_int_equal(stat(fx->dir, &in), 0);
+	assert_non_null(d = opendir("/proc/self/fd"));
+	while ((de = readdir(d))) {
+		ssize_t len;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+		len = readlink(link, target, sizeof(target) - 1);
+		if (len < 0)
+			continue;
+		target[len] = '\0';
+		if (stat(link, &st) == 0 && S_ISDIR(st.st_mode) && st.st_dev == in.st_dev &&
+		    st.st_ino == in.st_ino)
+			n++;
+	}
+	closedir(d);
+	/* The folder's, and the directory stream opendir had open on /proc is not it. */
+	assert_int_equal(n, 1);
+}
+
+/* The processing directory renamed under the daemon (inotify's IN_MOVED_FROM): said, and set
+ * up again at its path, once; the watch goes on offering what is dropped. */
+static void test_processing_renamed_is_set_up_again(void **state)
+{
+	struct fixture *fx = *state;
+	char proc[128], moved[128];
+	struct stat st;
+
+	fx->with_processing = true;
+	start(fx, 0);
+	snprintf(proc, sizeof(proc), "%s/" FSOPS_PROCESSING_DIR, fx->dir);
+	snprintf(moved, sizeof(moved), "%s/processing-moved-away", fx->root);
+	assert_int_equal(rename(proc, moved), 0);
+	run_for(fx, 100);
+	assert_int_equal(fx->replaced_calls, 1);
+	assert_int_equal(fx->replaced_result, 0);
+	assert_int_equal(stat(proc, &st), 0);
+	assert_int_equal(folder_processing_check(fx->dirs), 0);
+	write_file(fx, "after.csv", "email\n");
+	run_until_offers(fx, 1);
+	assert_string_equal(fx->offers[0].name, "after.csv");
+	assert_int_equal(fx->replaced_calls, 1);
+}
+
+/* Another directory put in the processing directory's place where inotify did not say so
+ * (before the watch started, here; a network filesystem, in life): the scan finds it and the
+ * folder sets up the processing directory again, with its lock. */
+static void test_processing_replaced_found_by_scan(void **state)
+{
+	struct fixture *fx = *state;
+	char proc[128], moved[128];
+
+	fx->with_processing = true;
+	assert_int_equal(folder_new(&fx->folder, false, &fx->dirs), 0);
+	assert_int_equal(folder_open(fx->dirs, &fx->folder), 0);
+	snprintf(proc, sizeof(proc), "%s/" FSOPS_PROCESSING_DIR, fx->dir);
+	snprintf(moved, sizeof(moved), "%s/processing-moved-away", fx->root);
+	assert_int_equal(rename(proc, moved), 0);
+	assert_int_equal(mkdir(proc, 0700), 0);
+	assert_int_equal(folder_processing_check(fx->dirs), -ESTALE);
+	assert_int_equal(watch_new(&fx->loop, &fx->folder, fx->dirs, 0, ready_cb, idle_cb,
+				   replaced_cb, fx, &fx->watch),
+			 0);
+	assert_int_equal(fx->replaced_calls, 1);
+	assert_int_equal(fx->replaced_result, 0);
+	assert_int_equal(folder_processing_check(fx->dirs), 0);
 }
 
 int main(void)
@@ -883,7 +982,10 @@ int main(void)
 		T(test_parked_file_deleted_dropped_by_rescan),
 		T(test_inbox_replaced_is_taken_again),
 		T(test_settling_file_deleted_is_forgotten),
-		T(test_missing_inbox_fails_cleanly),
+		T(test_folder_not_open_is_refused),
+		T(test_inbox_held_once),
+		T(test_processing_renamed_is_set_up_again),
+		T(test_processing_replaced_found_by_scan),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
