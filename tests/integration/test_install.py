@@ -348,12 +348,13 @@ def test_man_pages_are_installed_and_render_without_warnings(build, tmp_path):
     assert "resend-dropd.yaml - configuration of resend-dropd" in page5
 
 
-def c_string_lists(source, pattern):
+def c_string_lists(source, pattern, item=r'"([^"]*)"'):
+    """The strings (item's group) inside every block of source that pattern's group matches."""
     with open(os.path.join(SOURCE_DIR, source)) as f:
         text = f.read()
     out = []
     for m in re.finditer(pattern, text, re.S):
-        out += re.findall(r'"([^"]*)"', m.group(1))
+        out += re.findall(item, m.group(1))
     return out
 
 
@@ -369,7 +370,9 @@ def test_man_pages_name_every_option_and_key():
     assert options
     missing = [o for o in options if f"--{o}" not in page8]
     assert not missing, f"options missing from man/resend-dropd.8: {missing}"
-    keys = c_string_lists("src/config.c", r"static const char \*const \w+_keys\[\] = \{(.*?)\};")
+    keys = c_string_lists("src/config.c",
+                          r"static const struct yamlconf_field \w+_fields\[\] = \{(.*?)\n\};",
+                          r'\{"([^"]+)", YAMLCONF_')
     assert "base_url" in keys and "folders" in keys
     missing = [k for k in keys
                if not re.search(rf"^\.(?:B|BR|BI|IR|RB)\b.*\b{re.escape(k)}\b", page5, re.M)]
