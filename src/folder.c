@@ -64,6 +64,31 @@ int folder_adopt(int *fd, int new_fd)
 	return 0;
 }
 
+int folder_finish_dir(struct folder *f, const struct config_folder *c, bool failed, int *ret_fd,
+		      uint64_t *ret_adopted)
+{
+	const char *path = failed ? c->failed : c->done;
+	int *fd = failed ? &f->failed_fd : &f->done_fd, nfd, r;
+	struct stat st;
+
+	*ret_adopted = 0;
+	r = fsops_dir_check(*fd, path);
+	if (r == -ESTALE) {
+		r = folder_open_owned_dir(path, &nfd);
+		if (r < 0)
+			return r;
+		*ret_adopted = fstat(nfd, &st) == 0 ? (uint64_t)st.st_ino : 1;
+		r = folder_adopt(fd, nfd);
+		if (r < 0) {
+			close(nfd);
+			*ret_adopted = 0;
+			return r;
+		}
+	}
+	*ret_fd = *fd;
+	return r;
+}
+
 void folder_locked_reason(const struct config_folder *c, long pid, char *buf, size_t size)
 {
 	char holder[32] = "pid unknown";

@@ -73,6 +73,14 @@ int folder_open_owned_dir(const char *path, int *ret_fd);
  * number. 0, or -errno with nothing changed. */
 int folder_adopt(int *fd, int new_fd);
 
+/* The directory a finished file goes to (FAILED: failed/, else done/), checked just before it
+ * is written: C's path must still name the directory F holds. A real directory of the daemon's
+ * that took its place (re-created, say) is adopted (folder_adopt; *RET_ADOPTED its inode, else
+ * 0); anything else (a symbolic link, nothing, another user's directory) is never written to:
+ * the error. 0 and *RET_FD. For the disk thread. */
+int folder_finish_dir(struct folder *f, const struct config_folder *c, bool failed, int *ret_fd,
+		      uint64_t *ret_adopted);
+
 /* The inbox was re-created at its path: opens it, sets up its processing directory and lock
  * again, and swaps them in. 0, or the error (F->reason says it). Files still in the old
  * processing directory went with it. */

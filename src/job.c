@@ -1283,36 +1283,6 @@ static void job_start_poll(struct job *job)
 
 /* ---- FINISHING: report, move to done/failed, in the disk thread ------------------------ */
 
-/* The directory a finished file goes to, checked just before it is written: the path must
- * still name the directory the daemon opened. A real directory of ours that took its place
- * (re-created, say) is adopted, swapped in with dup2; anything else (a symbolic link, nothing,
- * another user's directory) is never written to: the file waits. */
-static int job_finish_dir(struct job *job, int *ret_fd)
-{
-	struct job_folder *f = job->folder;
-	const char *path = job->rep.failed ? f->conf->failed : f->conf->done;
-	int fd = job->rep.failed ? f->dir->failed_fd : f->dir->done_fd, nfd, r;
-
-	r = fsops_dir_check(fd, path);
-	if (r == -ESTALE) {
-		struct stat st;
-		uint64_t ino;
-
-		r = folder_open_owned_dir(path, &nfd);
-		if (r < 0)
-			return r;
-		ino = fstat(nfd, &st) == 0 ? (uint64_t)st.st_ino : 1;
-		r = folder_adopt(job->rep.failed ? &f->dir->failed_fd : &f->dir->done_fd, nfd);
-		if (r < 0) {
-			close(nfd);
-			return r;
-		}
-		job->finish_adopted = ino;
-	}
-	*ret_fd = fd;
-	return r;
-}
-
 static void job_finish_work(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
@@ -1322,7 +1292,8 @@ static void job_finish_work(struct diskq_op *op)
 	struct stat st;
 	int dst_fd;
 
-	job->finish_dir_result = job_finish_dir(job, &dst_fd);
+	job->finish_dir_result = folder_finish_dir(f->dir, f->conf, job->rep.failed, &dst_fd,
+						   &job->finish_adopted);
 	if (job->finish_dir_result < 0) {
 		op->result = job->finish_dir_result;
 		return;
