@@ -15,14 +15,18 @@
  * (the API stand-in's calls), the log lines, and what the ledger was told. */
 #include "job_fixture.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "job.h"
 #include "ledger.h"
 
 #define MAX_ROWS 64
@@ -558,6 +562,104 @@ static const struct written *assert_end_recorded(const char *file, enum ledger_s
 	settings_hash(h);
 	assert_string_equal(w->e.settings_hash, h);
 	return w;
+}
+
+/* ---- what the engine and the processing directory say ------------------------------------ */
+
+/* Jobs in RECORDING, FOLLOW_WAIT or POLLING (engine_counts' "following"): with follow_import
+ * off, those in RECORDING. */
+static size_t n_following(void)
+{
+	struct engine_counts c;
+
+	engine_counts(F.js, &c);
+	return c.following;
+}
+
+/* Jobs in LEDGER_WAIT, FINISHING or FINISH_WAIT: while the ledger fails, in LEDGER_WAIT. */
+static size_t n_finishing(void)
+{
+	struct engine_counts c;
+
+	engine_counts(F.js, &c);
+	return c.finishing;
+}
+
+/* The import id the state record of processing/NAME holds ("" for none); fails the test when
+ * there is no whole record. Read between loop turns, with no write of it under way. */
+static const char *recorded_import(const char *name)
+{
+	struct staterec rec;
+	char *id;
+
+	if (!read_record(name, &rec))
+		fail_msg("no whole state record of '%s' in processing", name);
+	id = keep(strdup(rec.import_id));
+	staterec_clear(&rec);
+	return id;
+}
+
+/* Copies every regular file of FROM (dotfiles too) into TO, made when missing. */
+static void copy_files(const char *from, const char *to)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+
+	if (mkdir(to, 0700) != 0 && errno != EEXIST)
+		fail_msg("cannot make %s: %s", to, strerror(errno));
+	d = opendir(from);
+	if (!d)
+		fail_msg("cannot open %s: %s", from, strerror(errno));
+	while ((de = readdir(d))) {
+		size_t len;
+		char *text;
+
+		path_of(path, sizeof(path), from, de->d_name);
+		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;
+		text = read_whole(from, de->d_name, &len);
+		if (!text)
+			fail_msg("cannot read %s", path);
+		put_file(to, de->d_name, text, len);
+		free(text);
+	}
+	closedir(d);
+}
+
+/* The files of processing (no dotfiles) in the order readdir gives them, which is the order in
+ * which the engine lists them (fsops_list) and starts them: *RET_N of them, at most MAX. */
+static void list_processing(char (*names)[NAME_MAX + 1], size_t max, size_t *ret_n)
+{
+	struct dirent *de;
+	size_t n = 0;
+	DIR *d = opendir(F.proc);
+
+	if (!d)
+		fail_msg("cannot open %s: %s", F.proc, strerror(errno));
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == max) {
+			closedir(d);
+			fail_msg("more than %zu files in processing", max);
+		}
+		snprintf(names[n++], NAME_MAX + 1, "%s", de->d_name);
+	}
+	closedir(d);
+	*ret_n = n;
+}
+
+/* The ledger as a crash would leave it: FILE's row back to the entry committed with STATUS
+ * (what was queued after it never reached the disk). The journal keeps what was committed. */
+static void ledger_back_to(const char *file, enum ledger_status status)
+{
+	const struct written *w = written_as(file, status);
+
+	uv_mutex_lock(&fake.lock);
+	fake_put_row(&w->e);
+	uv_mutex_unlock(&fake.lock);
 }
 
 /* ---- setup and teardown ------------------------------------------------------------------ */
@@ -1257,6 +1359,275 @@ static void test_drain_while_lookup_fails(void **state)
 	ledger_finish();
 }
 
+/* ---- 7. the state record while the ledger fails --------------------------------------------- */
+
+/* A file already waiting for the ledger to record its end (not followed: its import id only in
+ * memory and in the ledger's queue) when the ledger starts failing: its import goes into its
+ * state record then (RECORDING, and back to LEDGER_WAIT), before the ledger works again. Once it
+ * does, the file finishes as usual, its end recorded once. Then the crash the record is for,
+ * replayed: processing and the ledger as they were while it failed, and a fresh start on them,
+ * which must only move the file, never upload it again. */
+static void test_ledger_fails_while_end_waits(void **state)
+{
+	char crash[PATH_MAX], path[PATH_MAX];
+	const struct written *w;
+	const char *id;
+
+	(void)state;
+	put_csv("a.csv", CSV_GOOD);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	id = upload(0)->import_id;
+	/* Answered while the ledger works as far as the engine knows: the file goes to
+	 * LEDGER_WAIT, its end to the ledger's thread, which then finds it cannot write. */
+	set_full(true);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(F.n_ledger_failing == 1 && n_following() == 0);
+	assert_int_equal(n_finishing(), 1);
+	assert_only_in("a.csv", IN_PROCESSING);
+	assert_string_equal(statuses_of("a.csv"), "claimed");
+	if (strcmp(recorded_import("a.csv"), id) != 0)
+		fail_msg("the ledger fails while 'a.csv' waits for it, and its state record holds "
+			 "import '%s', not %s: a crash now would upload it again",
+			 recorded_import("a.csv"), id);
+	path_of(crash, sizeof(crash), F.root, "crash");
+	copy_files(F.proc, crash);
+
+	set_full(false);
+	RUN_UNTIL(count_events(EV_LEFT, "a.csv") == 1);
+	assert_int_equal(F.n_ledger_recovered, 1);
+	assert_int_equal(n_uploads(), 1);
+	assert_only_in("a.csv", IN_DONE);
+	assert_string_equal(jstr(report(F.done, "a.csv"), "import_id"), id);
+	assert_string_equal(statuses_of("a.csv"), "claimed uploaded done");
+	w = assert_end_recorded("a.csv", LEDGER_DONE);
+	assert_string_equal(w->e.import_ids, id);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	assert_int_equal(log_count("cannot record import"), 0);
+
+	/* The crash, replayed on a fresh start: the file and its record in processing as they
+	 * were, the ledger with the claim only (what was queued after it never got there). */
+	stop_and_close_loop();
+	path_of(path, sizeof(path), F.done, "a.csv");
+	assert_int_equal(unlink(path), 0);
+	path_of(path, sizeof(path), F.done, "a.csv.json");
+	assert_int_equal(unlink(path), 0);
+	copy_files(crash, F.proc);
+	ledger_back_to("a.csv", LEDGER_CLAIMED);
+	loop_open();
+	start(0);
+	RUN_UNTIL(count_events(EV_LEFT, "a.csv") == 2);
+	if (n_uploads() != 1)
+		fail_msg("uploaded %zu times: the start after the crash did not find the import "
+			 "in the state record",
+			 n_uploads());
+	assert_int_equal(log_count("resuming 'a.csv' left in processing (uploaded as import "), 1);
+	assert_only_in("a.csv", IN_DONE);
+	assert_string_equal(jstr(report(F.done, "a.csv"), "import_id"), id);
+	w = assert_end_recorded("a.csv", LEDGER_DONE);
+	assert_string_equal(w->e.import_ids, id);
+	ledger_finish();
+}
+
+/* A file whose upload is answered once the ledger fails already (another file's end made it
+ * fail): its import goes into its record before it waits for the ledger (RECORDING then
+ * LEDGER_WAIT); once the ledger works it finishes, its end recorded once. */
+static void test_end_reached_while_ledger_fails(void **state)
+{
+	const char *names[2], *second;
+
+	(void)state;
+	put_csv("a.csv", CSV_GOOD);
+	put_csv("b.csv", CSV_GOOD_2);
+	script_upload((struct answer){.hold = true});
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 2);
+	names[0] = upload(0)->filename;
+	second = names[1] = upload(1)->filename;
+	set_full(true);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(F.n_ledger_failing == 1);
+
+	release_call(1, (struct answer){.status = 201});
+	RUN_UNTIL(upload(1)->answered && n_following() == 0);
+	assert_int_equal(n_finishing(), 2);
+	assert_only_in(second, IN_PROCESSING);
+	assert_string_equal(statuses_of(second), "claimed");
+	if (strcmp(recorded_import(second), upload(1)->import_id) != 0)
+		fail_msg("'%s' was answered while the ledger failed and waits for it, and its state "
+			 "record holds import '%s', not %s: a crash now would upload it again",
+			 second, recorded_import(second), upload(1)->import_id);
+
+	set_full(false);
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 2);
+	assert_int_equal(F.n_ledger_recovered, 1);
+	assert_int_equal(n_uploads(), 2);
+	for (size_t i = 0; i < 2; i++) {
+		const struct written *w;
+
+		assert_int_equal(uploads_of(names[i]), 1);
+		assert_only_in(names[i], IN_DONE);
+		assert_string_equal(jstr(report(F.done, names[i]), "import_id"),
+				    upload(i)->import_id);
+		assert_string_equal(statuses_of(names[i]), "claimed uploaded done");
+		w = assert_end_recorded(names[i], LEDGER_DONE);
+		assert_string_equal(w->e.import_ids, upload(i)->import_id);
+	}
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	ledger_finish();
+}
+
+/* The import cannot be written into the record either (processing made immutable: no new
+ * inode there): the file goes on waiting in LEDGER_WAIT all the same, said once, and does not
+ * try again and again; once the directory and the ledger work, it finishes, recorded once. */
+static void test_recording_fails_while_ledger_fails(void **state)
+{
+	(void)state;
+	put_csv("a.csv", CSV_GOOD);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	make_immutable(F.proc);
+	set_full(true);
+	release_call(0, (struct answer){.status = 201});
+	/* Its record written (it failed, said once), or never tried. */
+	RUN_UNTIL(F.n_ledger_failing == 1 &&
+		  (n_following() == 0 || log_count("'a.csv': cannot record import ") > 0));
+	if (log_count("'a.csv': cannot record import ") != 1)
+		fail_msg("'a.csv' waits for a ledger that fails and did not try to write its import "
+			 "into its record (or said it %u times)",
+			 log_count("'a.csv': cannot record import "));
+	run_for(300);
+	if (n_following() != 0)
+		fail_msg("'a.csv' is still, or again, writing its record after it failed once");
+	assert_int_equal(n_finishing(), 1);
+	assert_int_equal(log_count("cannot record import"), 1);
+	assert_string_equal(recorded_import("a.csv"), ""); /* the claim's record, as it was */
+	assert_only_in("a.csv", IN_PROCESSING);
+	assert_string_equal(statuses_of("a.csv"), "claimed");
+
+	clear_immutable();
+	set_full(false);
+	RUN_UNTIL(count_events(EV_LEFT, "a.csv") == 1);
+	assert_int_equal(n_uploads(), 1);
+	assert_only_in("a.csv", IN_DONE);
+	assert_string_equal(jstr(report(F.done, "a.csv"), "import_id"), upload(0)->import_id);
+	assert_string_equal(statuses_of("a.csv"), "claimed uploaded done");
+	assert_end_recorded("a.csv", LEDGER_DONE);
+	assert_int_equal(log_count("cannot record import"), 1);
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	ledger_finish();
+}
+
+/* ---- 8. a job that ends inside another's release ------------------------------------------- */
+
+/* Two files of one content left in processing: the holder uploaded (its import in its record)
+ * and followed, in FOLLOW_WAIT; the waiter never uploaded (its record holds none), in DUP_WAIT
+ * for it. A stop lets the holder go, which wakes the waiter, which the drain lets go at once:
+ * it ends inside the holder's release, while the engine walks its jobs. The holder is visited
+ * first (the newest job is first, and the file listed last is started last), the waiter is the
+ * job after it. Both stay in processing as they were; the next start finishes them, nothing
+ * uploaded. (Under AddressSanitizer a walk that kept a pointer to the waiter is caught.) */
+static void test_drain_release_ends_next_job(void **state)
+{
+	char names[2][NAME_MAX + 1], line[2 * NAME_MAX + 64], h[65];
+	struct staterec rec = {.attempts = 1};
+	int64_t claimed_at = now_ms() - HOUR_MS;
+	struct engine_folder_view v = {0};
+	const char *holder, *waiter;
+	const cJSON *rep;
+	size_t n;
+
+	(void)state;
+	F.cfg->folders[0].settings.follow_import = true;
+	F.polls_in_progress = 1000; /* followed until the stop */
+	assert_int_equal(mkdir(F.proc, 0700), 0);
+	put_file(F.proc, "p.csv", CSV_GOOD, strlen(CSV_GOOD));
+	put_file(F.proc, "q.csv", CSV_GOOD, strlen(CSV_GOOD));
+	list_processing(names, 2, &n);
+	assert_int_equal(n, 2);
+	waiter = names[0];
+	holder = names[1];
+	text_sha256(CSV_GOOD, rec.sha256);
+	rec.claimed_at_ms = claimed_at;
+	write_record(waiter, &rec);
+	rec.uploaded_at_ms = claimed_at + 1000;
+	snprintf(rec.import_id, sizeof(rec.import_id), "%s", RESUMED_ID);
+	write_record(holder, &rec);
+	/* The ledger has the holder as uploaded: the waiter waits for it whichever is looked up
+	 * first. */
+	settings_hash(h);
+	seed(FOLDER, holder, CSV_GOOD, h, LEDGER_UPLOADED, claimed_at, 0, RESUMED_ID);
+	start(0);
+	snprintf(line, sizeof(line), "'%s' waits: '%s', of the same content", waiter, holder);
+	/* No poll in flight: the holder is in FOLLOW_WAIT, not POLLING. */
+	while (log_count(line) == 0 || v.following != 1 || F.live_calls != 0) {
+		run_once_or_fail(__FILE__, __LINE__, "the waiter waiting, the holder followed");
+		engine_folder_view(F.js, 0, &v);
+	}
+	drain(1000);
+	RUN_UNTIL(F.drained);
+	assert_int_equal(n_uploads(), 0);
+	assert_only_in(holder, IN_PROCESSING);
+	assert_only_in(waiter, IN_PROCESSING);
+	assert_string_equal(recorded_import(holder), RESUMED_ID);
+	assert_string_equal(recorded_import(waiter), "");
+
+	F.polls_in_progress = 0;
+	restart();
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 2);
+	assert_int_equal(n_uploads(), 0);
+	assert_only_in(holder, IN_DONE);
+	rep = report(F.done, holder);
+	assert_string_equal(jstr(rep, "import_id"), RESUMED_ID);
+	assert_true(jnull(rep, "duplicate_of"));
+	assert_only_in(waiter, IN_DONE);
+	rep = report(F.done, waiter);
+	assert_string_equal(jstr(jobj(rep, "duplicate_of"), "file"), holder);
+	assert_string_equal(statuses_of(holder), "done");
+	assert_string_equal(statuses_of(waiter), "skipped");
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	ledger_finish();
+}
+
+/* ---- 9. the states' table ------------------------------------------------------------------ */
+
+/* job_states[] as job_set_state relies on it: a continuation is one of the state's next
+ * states; exactly RECORDING, SAVING and RETRY_WAIT take one; ENDED is final, and every other
+ * state may end (a drain, an error). Pure: no engine. */
+static void test_state_table(void **state)
+{
+	const unsigned with_then = 1u << JOB_RECORDING | 1u << JOB_SAVING | 1u << JOB_RETRY_WAIT;
+	const unsigned all = (1u << JOB_N_STATES) - 1;
+
+	(void)state;
+	for (unsigned s = 0; s < JOB_N_STATES; s++) {
+		const struct job_state_info *i = job_state_info((enum job_state)s);
+
+		assert_non_null(i->name);
+		if (i->next & ~all || i->then & ~all)
+			fail_msg("%s: a next state or a continuation that is no state", i->name);
+		if (i->then & ~i->next)
+			fail_msg("%s: a continuation it may not become (then %#x, next %#x)", i->name,
+				 i->then, i->next);
+		if (((with_then >> s) & 1) != (i->then != 0))
+			fail_msg("%s: %s continuation", i->name,
+				 i->then ? "has a" : "has no");
+		if (s == JOB_ENDED) {
+			if (i->next != 0)
+				fail_msg("ended may become something (next %#x)", i->next);
+		} else if (!(i->next & (1u << JOB_ENDED))) {
+			fail_msg("%s may not end", i->name);
+		}
+	}
+}
+
 /* ARGV[1], when given: only the tests whose names match it (cmocka's filter, '*' a wildcard). */
 int main(int argc, char **argv)
 {
@@ -1275,6 +1646,11 @@ int main(int argc, char **argv)
 		TL(test_restart_after_end_not_recorded),
 		TL(test_lookup_fails),
 		TL(test_drain_while_lookup_fails),
+		TL(test_ledger_fails_while_end_waits),
+		TL(test_end_reached_while_ledger_fails),
+		TL(test_recording_fails_while_ledger_fails),
+		TL(test_drain_release_ends_next_job),
+		cmocka_unit_test(test_state_table),
 	};
 
 	if (argc > 1)
