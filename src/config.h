@@ -128,7 +128,7 @@ struct config_retry {
 #define CONFIG_CONTROL_SOCKET_DIR "/run/resend-dropd"
 #define CONFIG_CONTROL_SOCKET_DEFAULT CONFIG_CONTROL_SOCKET_DIR "/control.sock"
 struct config_control {
-	char *socket; /* absolute path of the AF_UNIX socket; NULL: where controlpath.h says */
+	char *socket; /* absolute path of the AF_UNIX socket; NULL: where control_path.h says */
 };
 struct config_metrics {
 	char *listen_host; /* NULL: no TCP listener; else a numeric address or "localhost" */

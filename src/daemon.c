@@ -15,25 +15,25 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "api.h"
-#include "http.h"
 #include "control.h"
+#include "control_path.h"
+#include "control_requests.h"
+#include "engine.h"
 #include "folder.h"
-#include "controlpath.h"
+#include "http.h"
 #include "ledger.h"
 #include "ledgerq.h"
-#include "engine.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
-#include "status.h"
+#include "resend_client.h"
 #include "watch.h"
 
 /* Everything that depends on the configuration; a reload replaces it whole. */
 struct pipeline {
 	struct config *cfg;
 	struct http *http;
-	struct api *api;
+	struct resend_client *api;
 	struct engine *engine;
 	struct watch **watches;
 };
@@ -66,7 +66,7 @@ struct daemon {
 	/* The control socket and what it counts outlive pipelines: a reload keeps them. */
 	struct control *control;
 	struct metrics *metrics;
-	struct status_pauses *pauses;
+	struct control_pauses *pauses;
 	int64_t started_ms;
 	struct notify *notify; /* the service manager; NULL if it could not be set up */
 	/* The ledger outlives pipelines too (state_dir needs a restart); none in a dry run. */
@@ -91,11 +91,11 @@ static void daemon_auth_failed_cb(void *data);
 static void daemon_stop(struct daemon *d, int exit_status);
 static unsigned daemon_reload(struct daemon *d, const char *how, void *waiter, char **ret_body);
 
-/* ---- the control socket (control.c serves, status.c answers) ------------------------------ */
+/* ---- the control socket (control.c serves, control_requests.c answers) ------------------------------ */
 
-static void daemon_status_src(struct daemon *d, struct status_src *s)
+static void daemon_control_view(struct daemon *d, struct control_view *s)
 {
-	*s = (struct status_src){
+	*s = (struct control_view){
 		.cfg = d->pl.cfg,
 		.engine = d->pl.engine,
 		.watches = d->pl.watches,
@@ -112,27 +112,27 @@ static void daemon_status_src(struct daemon *d, struct status_src *s)
 
 static char *daemon_ctl_status(void *data)
 {
-	struct status_src s;
+	struct control_view s;
 
-	daemon_status_src(data, &s);
-	return status_json(&s);
+	daemon_control_view(data, &s);
+	return control_status_json(&s);
 }
 
 static int daemon_ctl_metrics(void *data, char **ret, size_t *ret_len)
 {
-	struct status_src s;
+	struct control_view s;
 
-	daemon_status_src(data, &s);
-	return status_metrics(&s, ret, ret_len);
+	daemon_control_view(data, &s);
+	return control_metrics_text(&s, ret, ret_len);
 }
 
 static unsigned daemon_ctl_command(void *data, const char *cmd, const char *folder,
 				   const char *file, char **ret_body)
 {
-	struct status_src s;
+	struct control_view s;
 
-	daemon_status_src(data, &s);
-	return status_command(&s, cmd, folder, file, ret_body);
+	daemon_control_view(data, &s);
+	return control_command(&s, cmd, folder, file, ret_body);
 }
 
 static unsigned daemon_ctl_reload(void *data, void *waiter, char **ret_body)
@@ -147,14 +147,14 @@ static int daemon_control_prepare(struct daemon *d)
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	d->started_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	if (metrics_new(&d->metrics) < 0 || status_pauses_new(&d->pauses) < 0)
+	if (metrics_new(&d->metrics) < 0 || control_pauses_new(&d->pauses) < 0)
 		return -ENOMEM;
 	return 0;
 }
 
 /* Once the first pipeline holds its folders' locks (so that a second daemon on the same folders
  * is told so first); not for --once, which may run beside a daemon. A live daemon on the socket
- * is a refusal (-EWOULDBLOCK), like another daemon's folder. Where: controlpath.h. A socket
+ * is a refusal (-EWOULDBLOCK), like another daemon's folder. Where: control_path.h. A socket
  * the configuration names must work; the default place failing leaves the daemon doing its job
  * without one, said once. */
 static int daemon_control_listen(struct daemon *d)
@@ -167,16 +167,16 @@ static int daemon_control_listen(struct daemon *d)
 		.reload = daemon_ctl_reload,
 		.data = d,
 	};
-	char path[CONTROLPATH_MAX * 8];
+	char path[CONTROL_PATH_MAX * 8];
 	int r;
 
 	if (d->flags & DAEMON_ONCE)
 		return 0;
-	r = controlpath_daemon(cfg, path);
+	r = control_path_daemon(cfg, path);
 	if (r < 0) {
 		log_warning("no control socket: '%s' is too long for a socket address (at most %d "
 			    "bytes); set control.socket to serve status, metrics and commands",
-			    path, CONTROLPATH_MAX - 1);
+			    path, CONTROL_PATH_MAX - 1);
 		path[0] = '\0';
 	}
 	/* By hand, the default place is state_dir, which a dry run (no ledger) may not have made
@@ -205,11 +205,11 @@ static int daemon_control_listen(struct daemon *d)
 /* A new pipeline's engine counts into the daemon's metrics and keep its paused folders. */
 static void daemon_control_attach(struct daemon *d)
 {
-	struct status_src s;
+	struct control_view s;
 
 	engine_set_metrics(d->pl.engine, d->metrics);
-	daemon_status_src(d, &s);
-	status_apply_pauses(&s);
+	daemon_control_view(d, &s);
+	control_apply_pauses(&s);
 }
 
 static void daemon_http_closed_cb(void *data)
@@ -247,7 +247,7 @@ static int pipeline_start(struct daemon *d)
 	r = http_new(&d->loop, &pl->http);
 	if (r < 0)
 		return r;
-	r = api_new(pl->http, pl->cfg, &pl->api);
+	r = resend_client_new(pl->http, pl->cfg, &pl->api);
 	if (r < 0)
 		return r;
 	if (d->flags & DAEMON_DRY_RUN)
@@ -530,7 +530,7 @@ static void pipeline_teardown(struct daemon *d)
 	free(pl->watches);
 	if (pl->engine)
 		engine_close(pl->engine);
-	api_free(pl->api);
+	resend_client_free(pl->api);
 	if (pl->http)
 		http_close(pl->http, daemon_http_closed_cb, d);
 	/* Drained means no check or disk work of this pipeline is left to read its
@@ -1124,7 +1124,7 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	daemon_folders_free(d.folders, d.n_folders);
 	free(d.state_dir);
 	metrics_free(d.metrics);
-	status_pauses_free(d.pauses);
+	control_pauses_free(d.pauses);
 	log_event(LOG_LEVEL_INFO, &(struct log_fields){.message_id = LOG_ID_STOPPED}, "stopped");
 	return d.exit_status;
 }

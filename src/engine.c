@@ -554,7 +554,7 @@ static void engine_part_closed(void *data)
 }
 
 int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
-	       struct api *api, unsigned flags, const struct engine_events *events,
+	       struct resend_client *api, unsigned flags, const struct engine_events *events,
 	       struct engine **ret)
 {
 	const struct pacer_events sev = {

@@ -16,7 +16,7 @@
 #include "fsops.h"
 
 struct engine;
-struct api;
+struct resend_client;
 struct folder;
 struct ledgerq;
 struct metrics;
@@ -62,7 +62,7 @@ enum engine_flags {
  * open (folder_is_open false) is left alone until the daemon says otherwise: nothing is
  * submitted or resumed for it. */
 int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
-	       struct api *api, unsigned flags, const struct engine_events *events,
+	       struct resend_client *api, unsigned flags, const struct engine_events *events,
 	       struct engine **ret);
 
 /* The daemon's ledger (it outlives the engine; NULL: none): files are recorded there,
@@ -111,7 +111,7 @@ struct engine_counts {
 /* O(1): from the state counters. */
 void engine_counts(const struct engine *e, struct engine_counts *ret);
 
-/* ---- for the control socket (status.c) ---------------------------------------------------- */
+/* ---- for the control socket (control_requests.c) ---------------------------------------------------- */
 
 struct engine_folder_view {
 	unsigned waiting;    /* claimed, waiting for an upload slot; and the resume backlog */

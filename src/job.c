@@ -89,8 +89,8 @@
 #include <utlist.h>
 #include <xxhash.h>
 
-#include "api.h"
 #include "log.h"
+#include "resend_client.h"
 #include "scrub.h"
 #include "text.h"
 
@@ -936,22 +936,22 @@ static uint64_t job_backoff_ms(const struct config_retry *r, unsigned attempt)
 
 /* What an answer (or its absence) means, for uploads and polls alike. Every answer also feeds
  * the rate limiter, whatever its status. */
-static enum resend_class job_call_outcome(struct job_env *env, struct api_call *call,
+static enum resend_class job_call_outcome(struct job_env *env, struct resend_call *call,
 					  struct resend_error *err)
 {
-	const char *terr = api_call_transport_error(call);
+	const char *terr = resend_call_transport_error(call);
 	size_t len;
-	const char *body = api_call_body(call, &len);
-	const char *retry_after = api_call_header(call, "retry-after");
-	const char *remaining = api_call_header(call, "ratelimit-remaining");
-	const char *reset = api_call_header(call, "ratelimit-reset");
+	const char *body = resend_call_body(call, &len);
+	const char *retry_after = resend_call_header(call, "retry-after");
+	const char *remaining = resend_call_header(call, "ratelimit-remaining");
+	const char *reset = resend_call_header(call, "ratelimit-reset");
 	enum resend_class cls = RESEND_RETRY;
 
 	if (terr) {
 		err->status = 0;
 		snprintf(err->message, sizeof(err->message), "%s", terr);
 	} else {
-		cls = resend_classify(api_call_status(call), body, len, err);
+		cls = resend_classify(resend_call_status(call), body, len, err);
 	}
 	if (cls == RESEND_RATE_LIMITED) {
 		uint64_t ms = pacer_note_refusal(env->pacer, retry_after, remaining, reset);
@@ -1018,16 +1018,16 @@ static bool job_file_intact(struct job *job, const char *when, char *why, size_t
 	return true;
 }
 
-static void job_upload_done(struct api_call *call, void *data)
+static void job_upload_done(struct resend_call *call, void *data)
 {
 	struct job *job = data;
 	struct job_env *env = job->env;
 	struct resend_error err = {0};
 	size_t len;
-	const char *body = api_call_body(call, &len);
-	long status = api_call_status(call);
+	const char *body = resend_call_body(call, &len);
+	long status = resend_call_status(call);
 	enum resend_class cls = job_call_outcome(env, call, &err);
-	const char *local = api_call_local_error(call);
+	const char *local = resend_call_local_error(call);
 	unsigned max_attempts = (unsigned)env->cfg->retry.max_attempts;
 	struct report_part *part;
 	char why[320];
@@ -1040,7 +1040,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		/* The file could not be read whole: the same file would be read again by a retry,
 		 * so it fails now, with what we found rather than what curl says about it. */
 		report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL, "%s", local);
-		api_call_free(call);
+		resend_call_free(call);
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
@@ -1048,7 +1048,7 @@ static void job_upload_done(struct api_call *call, void *data)
 	case RESEND_OK:
 		part = &job->rep.parts[job->part];
 		r = resend_parse_created(body, len, part->import_id);
-		api_call_free(call);
+		resend_call_free(call);
 		if (r < 0) {
 			report_fail(&job->rep, REPORT_STAGE_UPLOAD, status, NULL,
 				    "HTTP %ld but the answer holds no import id", status);
@@ -1091,7 +1091,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		return;
 	case RESEND_AUTH:
 	case RESEND_QUOTA:
-		api_call_free(call);
+		resend_call_free(call);
 		env->host->refused(env->data, cls, &err);
 		/* The key's or the account's fault, not the file's: the attempt does not count (the
 		 * record on disk counts it: ahead), and the record forgets it again before the file
@@ -1106,7 +1106,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		 * the upload that comes next already (it counted this one), so the file goes back
 		 * to the head of its queue as it is, and no request leaves before the time the
 		 * answer named. */
-		api_call_free(call);
+		resend_call_free(call);
 		job->rep.attempts--;
 		job->rep.rate_limited++;
 		job->rec = JOB_RECORD_AHEAD;
@@ -1115,7 +1115,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		job_enter(job, JOB_QUEUED);
 		return;
 	case RESEND_RETRY:
-		api_call_free(call);
+		resend_call_free(call);
 		if (job->rep.attempts >= max_attempts) {
 			size_t used = strlen(err.message);
 			snprintf(err.message + used, sizeof(err.message) - used,
@@ -1139,7 +1139,7 @@ static void job_upload_done(struct api_call *call, void *data)
 		job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
 		return;
 	case RESEND_PERMANENT:
-		api_call_free(call);
+		resend_call_free(call);
 		job->rep.failed = true;
 		job->rep.stage = REPORT_STAGE_UPLOAD;
 		job->rep.error = err;
@@ -1172,7 +1172,7 @@ static void job_start_upload(struct job *job)
 	filename = resend_part_filename(job->name, job->part, job->rep.n_parts);
 	resend_part_key(job->idempotency_key, job_folder_name(job), job->rep.sha256, job->part,
 			job->rep.n_parts);
-	r = filename ? api_create_import(env->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
+	r = filename ? resend_client_create_import(env->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
 					 p->offset, p->bytes, filename, &job->folder->fields,
 					 job->idempotency_key, job_upload_done, job, &job->call)
 		     : -ENOMEM;
@@ -1188,19 +1188,19 @@ static void job_start_upload(struct job *job)
 		  job->part + 1, job->rep.n_parts, job->rep.attempts);
 }
 
-static void job_poll_done(struct api_call *call, void *data)
+static void job_poll_done(struct resend_call *call, void *data)
 {
 	struct job *job = data;
 	struct job_env *env = job->env;
 	struct resend_error err = {0};
 	size_t len;
-	const char *body = api_call_body(call, &len);
+	const char *body = resend_call_body(call, &len);
 	enum resend_class cls = job_call_outcome(env, call, &err);
 	const char *id = job->rep.parts[job->poll_part].import_id;
 	struct resend_import imp;
 
 	job->call = NULL;
-	metrics_api_request(env->metrics, METRICS_GET_IMPORT, api_call_status(call));
+	metrics_api_request(env->metrics, METRICS_GET_IMPORT, resend_call_status(call));
 	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
 		/* Kept as received, for the report: scrubbed like any text from the far end. */
 		scrub_secrets(imp.status, sizeof(imp.status), env->cfg->api_key);
@@ -1217,7 +1217,7 @@ static void job_poll_done(struct api_call *call, void *data)
 				    "Resend reports import %s (part %zu of %zu) as failed", id,
 				    job->poll_part + 1, job->rep.n_parts);
 		if (imp.state == RESEND_IMPORT_COMPLETED || imp.state == RESEND_IMPORT_FAILED) {
-			api_call_free(call);
+			resend_call_free(call);
 			/* Every part is followed to its end, for the report. */
 			if (++job->poll_part < job->rep.n_parts) {
 				job->follow_delay_ms = 0;
@@ -1236,7 +1236,7 @@ static void job_poll_done(struct api_call *call, void *data)
 		job->rep.failed = true;
 		job->rep.stage = REPORT_STAGE_IMPORT;
 		job->rep.error = err;
-		api_call_free(call);
+		resend_call_free(call);
 		job_enter(job, JOB_FINISHING);
 		return;
 	} else if (cls == RESEND_AUTH || cls == RESEND_QUOTA) {
@@ -1249,7 +1249,7 @@ static void job_poll_done(struct api_call *call, void *data)
 		log_debug("%s: '%s': reading import %s failed: %s; will ask again",
 			  job_folder_name(job), job->name, id, err.message);
 	}
-	api_call_free(call);
+	resend_call_free(call);
 	if (uv_now(env->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
 			    "import %s did not finish within 24 hours", job->rep.import_id);
@@ -1272,7 +1272,7 @@ static void job_follow_on(struct job *job)
 static void job_start_poll(struct job *job)
 {
 	const char *id = job->rep.parts[job->poll_part].import_id;
-	int r = api_get_import(job->env->api, id, job_poll_done, job, &job->call);
+	int r = resend_client_get_import(job->env->api, id, job_poll_done, job, &job->call);
 
 	if (r < 0) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
@@ -1697,7 +1697,7 @@ static void job_end(struct job *job, enum job_end how)
 	job->lookup = NULL;
 	job_inflight_release(job);
 	if (job->call)
-		api_call_free(job->call);
+		resend_call_free(job->call);
 	if (job->check.fd >= 0)
 		close(job->check.fd);
 	env->host->ended(env->data, job, how);

@@ -25,8 +25,8 @@
 #include "resend.h"
 #include "staterec.h"
 
-struct api;
-struct api_call;
+struct resend_client;
+struct resend_call;
 
 enum job_state {
 	JOB_NEW,
@@ -129,7 +129,7 @@ struct job_host {
 struct job_env {
 	uv_loop_t *loop;
 	const struct config *cfg;
-	struct api *api;
+	struct resend_client *api;
 	struct pacer *pacer;
 	struct ledgerq *lq;      /* NULL: none (duplicates are not looked for) */
 	bool ledger_failing;     /* writing to it fails (its thread retries) */
@@ -150,7 +150,7 @@ struct job {
 	struct pacer_entry se;
 	struct diskq_op op;
 	uv_work_t work;
-	struct api_call *call;
+	struct resend_call *call;
 	atomic_bool cancel; /* the check stops hashing: a drain */
 	int fd;
 	/* RECORDING, SAVING, RETRY_WAIT: the state that comes next (job_states[].then). */

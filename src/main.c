@@ -9,8 +9,8 @@
 
 #include "apikey.h"
 #include "config.h"
-#include "controlpath.h"
-#include "ctl.h"
+#include "control_client.h"
+#include "control_path.h"
 #include "daemon.h"
 #include "history.h"
 #include "ledger.h"
@@ -97,20 +97,20 @@ static void print_summary(const struct config *cfg)
 	printf("\n");
 }
 
-/* A command to the running daemon: at --socket, else where controlpath.h says for the
+/* A command to the running daemon: at --socket, else where control_path.h says for the
  * configuration (the default one's; the service's place when it cannot be read). */
 static int main_ctl(const char *config_path, bool config_given, const char *socket_path,
 		    int argc, char **argv)
 {
-	char places[CONTROLPATH_MAX_CANDIDATES][CONTROLPATH_MAX * 8];
-	struct ctl_target t = {.reload_timeout_s = 30 + 60};
+	char places[CONTROL_PATH_MAX_CANDIDATES][CONTROL_PATH_MAX * 8];
+	struct control_target t = {.reload_timeout_s = 30 + 60};
 	struct config *cfg = NULL;
 	struct config_errors errs = {0};
 	int r;
 
 	if (socket_path) {
 		t.sockets[t.n_sockets++] = socket_path;
-		return ctl_run(&t, argc, argv);
+		return control_client_run(&t, argc, argv);
 	}
 	bool reload = strcmp(argv[0], "reload") == 0;
 
@@ -125,13 +125,13 @@ static int main_ctl(const char *config_path, bool config_given, const char *sock
 			return config_errors_print(&errs, config_path);
 		config_errors_clear(&errs);
 	}
-	t.n_sockets = controlpath_candidates(cfg, places);
+	t.n_sockets = control_path_candidates(cfg, places);
 	for (size_t i = 0; i < t.n_sockets; i++)
 		t.sockets[i] = places[i];
 	t.cfg = cfg;
 	if (cfg)
 		t.reload_timeout_s = (long)cfg->api.shutdown_timeout_s + 60;
-	r = ctl_run(&t, argc, argv);
+	r = control_client_run(&t, argc, argv);
 	if (errs.count && r == CTL_EXIT_UNREACHABLE)
 		r = config_errors_print(&errs, config_path);
 	config_errors_clear(&errs);
@@ -350,7 +350,7 @@ int main(int argc, char **argv)
 		}
 		return main_history(config_path, argc - cmd, argv + cmd);
 	}
-	if (optind < argc && ctl_is_command(argv[optind])) {
+	if (optind < argc && control_client_is_command(argv[optind])) {
 		if (check || flags) {
 			fprintf(stderr, "resend-dropd: '%s' takes none of --check, --once, --dry-run\n",
 				argv[optind]);

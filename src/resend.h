@@ -1,5 +1,5 @@
 /* The Resend contact-import API as data: request fields, response parsing, error classes.
- * No curl and no libuv here: the HTTP transport lives in http.c and upload.c. */
+ * No curl and no libuv here: the HTTP transport lives in http.c, the calls in resend_client.c. */
 #ifndef RDD_RESEND_H
 #define RDD_RESEND_H
 

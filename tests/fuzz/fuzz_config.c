@@ -330,7 +330,7 @@ static bool same_part(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* The URL the daemon calls (api.c: base_url + "/contacts/imports") goes to the host the base
+/* The URL the daemon calls (resend_client.c: base_url + "/contacts/imports") goes to the host the base
  * URL names, over https, or http to a loopback host only; the key travels with every request.
  * (Not a check of the spelling: curl accepts "https:/host" and so does the loader.) */
 static void check_base_url(const char *base)

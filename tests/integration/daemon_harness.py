@@ -425,7 +425,7 @@ class Harness:
             "defaults": merged(self.DEFAULTS, defaults),
             "log": merged({"level": "debug", "format": "text"}, log),
             # Each configuration's control socket in the test's tree, never the system's
-            # (control=False: none configured, the daemon's own choice, see controlpath.h).
+            # (control=False: none configured, the daemon's own choice, see control_path.h).
             "control": merged({"socket": self.control_socket(name)}, control or None),
             "folders": [folder.config() for folder in folders],
         }

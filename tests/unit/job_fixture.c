@@ -57,7 +57,7 @@ void sha256_hex(const void *data, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* A part from FD with pread, as api.c streams it: HEAD bytes from offset 0, then BYTES from
+/* A part from FD with pread, as resend_client.c streams it: HEAD bytes from offset 0, then BYTES from
  * offset FROM (a file not split: HEAD and FROM 0, BYTES the whole). What was read goes to *RET_SENT
  * (malloc'd, NUL-terminated) when RET_SENT is not NULL. */
 static bool read_part_sha256(int fd, uint64_t head, uint64_t from, uint64_t bytes, char out[65],
@@ -446,7 +446,7 @@ static char *make_body(size_t n, const struct answer *ans)
 
 static void stub_answer_cb(uv_timer_t *timer)
 {
-	struct api_call *call = timer->data;
+	struct resend_call *call = timer->data;
 	struct call_log *l = &F.calls[call->n];
 
 	if (l->kind == CALL_UPLOAD)
@@ -462,13 +462,13 @@ static void stub_answer_cb(uv_timer_t *timer)
 
 static void stub_closed_cb(uv_handle_t *handle)
 {
-	struct api_call *call = handle->data;
+	struct resend_call *call = handle->data;
 
 	free(call->body);
 	free(call);
 }
 
-static void stub_arm(struct api_call *call)
+static void stub_arm(struct resend_call *call)
 {
 	free(call->body);
 	call->body = make_body(call->n, &call->ans);
@@ -480,7 +480,7 @@ static void stub_arm(struct api_call *call)
 /* Answers held call N now, with ANS. */
 void release_call(size_t n, struct answer ans)
 {
-	struct api_call *call = F.calls[n].call;
+	struct resend_call *call = F.calls[n].call;
 
 	assert_true(n < F.n_calls);
 	assert_non_null(call);
@@ -489,10 +489,10 @@ void release_call(size_t n, struct answer ans)
 	stub_arm(call);
 }
 
-static struct call_log *stub_new_call(enum call_kind kind, api_done_cb cb, void *data,
-				      struct api_call **ret)
+static struct call_log *stub_new_call(enum call_kind kind, resend_call_cb cb, void *data,
+				      struct resend_call **ret)
 {
-	struct api_call *call;
+	struct resend_call *call;
 	struct call_log *l;
 
 	if (F.n_calls == MAX_CALLS)
@@ -523,7 +523,7 @@ static void copy_field(char *dst, size_t size, bool *present, const char *src)
 	snprintf(dst, size, "%s", src ? src : "");
 }
 
-int api_new(struct http *http, const struct config *cfg, struct api **ret)
+int resend_client_new(struct http *http, const struct config *cfg, struct resend_client **ret)
 {
 	(void)http;
 	(void)cfg;
@@ -531,17 +531,17 @@ int api_new(struct http *http, const struct config *cfg, struct api **ret)
 	return 0;
 }
 
-void api_free(struct api *api)
+void resend_client_free(struct resend_client *api)
 {
 	(void)api;
 }
 
-int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
+int resend_client_create_import(struct resend_client *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
 	       const char *filename, const struct resend_fields *fields,
-	       const char *idempotency_key, api_done_cb cb, void *data,
-	       struct api_call **ret)
+	       const char *idempotency_key, resend_call_cb cb, void *data,
+	       struct resend_call **ret)
 {
-	struct api_call *call;
+	struct resend_call *call;
 	struct call_log *l;
 
 	/* A file not split: the whole of FD. A part: its header, then rows after the header. */
@@ -576,10 +576,10 @@ int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uin
 	return 0;
 }
 
-int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
-	    struct api_call **ret)
+int resend_client_get_import(struct resend_client *api, const char *id, resend_call_cb cb, void *data,
+	    struct resend_call **ret)
 {
-	struct api_call *call;
+	struct resend_call *call;
 	struct call_log *l;
 
 	if (api != &F.api)
@@ -596,12 +596,12 @@ int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
 	return 0;
 }
 
-long api_call_status(const struct api_call *call)
+long resend_call_status(const struct resend_call *call)
 {
 	return call->ans.status;
 }
 
-const char *api_call_body(const struct api_call *call, size_t *ret_len)
+const char *resend_call_body(const struct resend_call *call, size_t *ret_len)
 {
 	const char *b = call->body ? call->body : "";
 
@@ -610,7 +610,7 @@ const char *api_call_body(const struct api_call *call, size_t *ret_len)
 	return b;
 }
 
-const char *api_call_transport_error(const struct api_call *call)
+const char *resend_call_transport_error(const struct resend_call *call)
 {
 	if (call->ans.status != 0)
 		return NULL;
@@ -619,12 +619,12 @@ const char *api_call_transport_error(const struct api_call *call)
 	return call->ans.transport ? call->ans.transport : "no answer";
 }
 
-const char *api_call_local_error(const struct api_call *call)
+const char *resend_call_local_error(const struct resend_call *call)
 {
 	return call->ans.status == 0 ? call->ans.local : NULL;
 }
 
-const char *api_call_header(const struct api_call *call, const char *name)
+const char *resend_call_header(const struct resend_call *call, const char *name)
 {
 	for (size_t i = 0; i < 3 && call->ans.headers[i][0]; i++) {
 		if (strcasecmp(call->ans.headers[i][0], name) == 0)
@@ -633,13 +633,13 @@ const char *api_call_header(const struct api_call *call, const char *name)
 	return NULL;
 }
 
-double api_call_seconds(const struct api_call *call)
+double resend_call_seconds(const struct resend_call *call)
 {
 	(void)call;
 	return 0.001;
 }
 
-void api_call_free(struct api_call *call)
+void resend_call_free(struct resend_call *call)
 {
 	if (!call)
 		return;

@@ -2,12 +2,12 @@
  * job_fixture.c in; tests/CMakeLists.txt).
  *
  * The stand-in for the API module: rddcore is a static archive, so the api_* functions of
- * job_fixture.c are the ones the engine (job.c, engine.c) links against and src/api.c is never
- * pulled in (every function of api.h is defined there, so that nothing can pull it in by
+ * job_fixture.c are the ones the engine (job.c, engine.c) links against and src/resend_client.c is never
+ * pulled in (every function of resend_client.h is defined there, so that nothing can pull it in by
  * accident). It records every call (what it would have sent: file name, size, the bytes read
- * through the descriptor with pread as api.c reads them (a part: its head bytes from offset 0,
+ * through the descriptor with pread as resend_client.c reads them (a part: its head bytes from offset 0,
  * then its rows from its offset), idempotency key, form fields) and answers as the test scripted
- * it, always from a uv_timer, never from inside api_create_import/api_get_import. An answer may
+ * it, always from a uv_timer, never from inside resend_client_create_import/resend_client_get_import. An answer may
  * be held back until the test releases it, or for ever (the engine then frees the call, which
  * must cancel it).
  *
@@ -34,12 +34,12 @@
 
 #include <cmocka.h>
 
-#include "api.h"
 #include "config.h"
-#include "fsops.h"
 #include "engine.h"
+#include "fsops.h"
 #include "ledger.h"
 #include "ledgerq.h"
+#include "resend_client.h"
 #include "staterec.h"
 
 #define GUARD_MS 20000
@@ -88,7 +88,7 @@ static const char CSV_GOOD_2[] = "Email,First Name\n"
 static const char CSV_NO_EMAIL[] = "Name,First Name\n"
 				   "ada@example.com,Ada\n";
 
-/* ---- the stand-in for api.c ------------------------------------------------------------- */
+/* ---- the stand-in for resend_client.c ------------------------------------------------------------- */
 
 enum call_kind { CALL_UPLOAD, CALL_POLL };
 
@@ -122,20 +122,20 @@ struct call_log {
 	uint64_t made_ms, answered_ms;
 	long status; /* as answered */
 	bool answered, freed;
-	struct api_call *call; /* NULL once freed */
+	struct resend_call *call; /* NULL once freed */
 };
 
-struct api {
+struct resend_client {
 	int unused;
 };
 
-struct api_call {
+struct resend_call {
 	size_t n;  /* F.calls[n] */
 	int fd;
 	uint64_t head, from, bytes;
 	struct answer ans;
 	char *body;
-	api_done_cb cb;
+	resend_call_cb cb;
 	void *data;
 	uv_timer_t timer;
 	bool freed;
@@ -169,7 +169,7 @@ struct fixture {
 	uv_timer_t guard, sleeper;
 	bool hung, slept;
 	bool loop_stuck; /* a handle stayed open: the loop is abandoned */
-	struct api api;
+	struct resend_client api;
 	struct engine *js;
 	struct folder *dirs[4]; /* the folders' directories, as the daemon holds them */
 	/* The ledger: a test sets LEDGER (a backend of its own) before start(), which runs its

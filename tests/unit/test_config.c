@@ -1920,7 +1920,7 @@ static void test_control_and_metrics(void **state)
 	(void)state;
 	load("folders:\n" FOLDER_A);
 	assert_loaded();
-	assert_null(E.cfg->control.socket); /* where controlpath.h says */
+	assert_null(E.cfg->control.socket); /* where control_path.h says */
 	assert_null(E.cfg->metrics.listen_host);
 
 	load("control:\n  socket: /tmp/x.sock\nmetrics:\n  listen: \"[::1]:9464\"\nfolders:\n"

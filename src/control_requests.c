@@ -1,4 +1,4 @@
-#include "status.h"
+#include "control_requests.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -10,21 +10,21 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "folder.h"
 #include "fsops.h"
-#include "engine.h"
 #include "log.h"
 #include "text.h"
 
 /* Folder names paused by `resend-dropd pause`; few, so a list. */
-struct status_pauses {
+struct control_pauses {
 	char **names;
 	size_t n;
 };
 
-int status_pauses_new(struct status_pauses **ret)
+int control_pauses_new(struct control_pauses **ret)
 {
-	struct status_pauses *p = calloc(1, sizeof(*p));
+	struct control_pauses *p = calloc(1, sizeof(*p));
 
 	if (!p)
 		return -ENOMEM;
@@ -32,7 +32,7 @@ int status_pauses_new(struct status_pauses **ret)
 	return 0;
 }
 
-void status_pauses_free(struct status_pauses *p)
+void control_pauses_free(struct control_pauses *p)
 {
 	if (!p)
 		return;
@@ -42,7 +42,7 @@ void status_pauses_free(struct status_pauses *p)
 	free(p);
 }
 
-static ssize_t pauses_find(const struct status_pauses *p, const char *name)
+static ssize_t pauses_find(const struct control_pauses *p, const char *name)
 {
 	for (size_t i = 0; i < p->n; i++) {
 		if (strcmp(p->names[i], name) == 0)
@@ -51,7 +51,7 @@ static ssize_t pauses_find(const struct status_pauses *p, const char *name)
 	return -1;
 }
 
-static int pauses_set(struct status_pauses *p, const char *name, bool paused)
+static int pauses_set(struct control_pauses *p, const char *name, bool paused)
 {
 	ssize_t i = pauses_find(p, name);
 	char **v, *dup;
@@ -75,7 +75,7 @@ static int pauses_set(struct status_pauses *p, const char *name, bool paused)
 	return 0;
 }
 
-void status_apply_pauses(const struct status_src *s)
+void control_apply_pauses(const struct control_view *s)
 {
 	for (size_t i = 0; s->engine && i < s->cfg->n_folders; i++) {
 		if (pauses_find(s->pauses, s->cfg->folders[i].name) >= 0)
@@ -94,7 +94,7 @@ struct status_folder {
 	uint64_t done, failed;
 };
 
-static void status_folder(const struct status_src *s, size_t i, struct status_folder *ret)
+static void status_folder(const struct control_view *s, size_t i, struct status_folder *ret)
 {
 	const struct watch *w = s->watches ? s->watches[i] : NULL;
 	struct metrics_folder *mf = metrics_folder(s->metrics, s->cfg->folders[i].name);
@@ -147,7 +147,7 @@ static cJSON *json_str_or_null(const char *s)
 	return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
 }
 
-char *status_json(const struct status_src *s)
+char *control_status_json(const struct control_view *s)
 {
 	struct engine_api_view av = {0};
 	cJSON *root = cJSON_CreateObject(), *api, *rl, *folders;
@@ -234,7 +234,7 @@ char *status_json(const struct status_src *s)
 	return text;
 }
 
-int status_metrics(const struct status_src *s, char **ret, size_t *ret_len)
+int control_metrics_text(const struct control_view *s, char **ret, size_t *ret_len)
 {
 	struct engine_api_view av = {0};
 	struct metrics_folder_gauges *g = calloc(s->cfg->n_folders + 1, sizeof(*g));
@@ -301,7 +301,7 @@ static ssize_t folder_index(const struct config *cfg, const char *name)
 	return -1;
 }
 
-static unsigned status_pause(const struct status_src *s, bool pause, const char *folder,
+static unsigned status_pause(const struct control_view *s, bool pause, const char *folder,
 			     char **ret_body)
 {
 	ssize_t only = -1;
@@ -340,7 +340,7 @@ static unsigned status_pause(const struct status_src *s, bool pause, const char 
 	return reply(ret_body, 200, o);
 }
 
-static unsigned status_retry(const struct status_src *s, const char *folder, const char *file,
+static unsigned status_retry(const struct control_view *s, const char *folder, const char *file,
 			     char **ret_body)
 {
 	char qf[256], qn[1024], *kept = NULL;
@@ -388,7 +388,7 @@ static unsigned status_retry(const struct status_src *s, const char *folder, con
 	return reply(ret_body, 200, o);
 }
 
-unsigned status_command(const struct status_src *s, const char *cmd, const char *folder,
+unsigned control_command(const struct control_view *s, const char *cmd, const char *folder,
 			const char *file, char **ret_body)
 {
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)

@@ -1,7 +1,7 @@
 /* The control commands (status, reload, retry, pause, resume): a client of the running daemon's
  * control socket, over HTTP with libcurl's unix-socket support. */
-#ifndef RDD_CTL_H
-#define RDD_CTL_H
+#ifndef RDD_CONTROL_CLIENT_H
+#define RDD_CONTROL_CLIENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,14 +14,14 @@
 #define CTL_EXIT_UNREACHABLE 2
 
 /* Whether NAME is one of the commands. */
-bool ctl_is_command(const char *name);
+bool control_client_is_command(const char *name);
 
 #define CTL_MAX_SOCKETS 4
 
 /* Where the daemon may be: the control sockets to try, in order (the first that answers is
  * used), and the configuration whose folders' locks tell "not running" from "not answering"
  * (NULL: none could be read). */
-struct ctl_target {
+struct control_target {
 	const char *sockets[CTL_MAX_SOCKETS];
 	size_t n_sockets;
 	const struct config *cfg;
@@ -29,6 +29,6 @@ struct ctl_target {
 };
 
 /* Runs command ARGV[0] with its ARGC - 1 arguments; the exit status. */
-int ctl_run(const struct ctl_target *t, int argc, char **argv);
+int control_client_run(const struct control_target *t, int argc, char **argv);
 
 #endif

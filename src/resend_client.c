@@ -1,7 +1,7 @@
 /* Resend requests as curl easy handles. The create request matches the official SDK's wire
  * format (shared/reference/sdk-capture.txt): parts file, column_map, on_conflict, segments,
  * topics; text parts without a Content-Type; a Content-Length, never chunked; no Expect. */
-#include "api.h"
+#include "resend_client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,20 +9,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "http.h"
+#include "resend.h"
 #include "text.h"
 
 #define API_BODY_MAX (256 * 1024) /* answers are small JSON; anything longer is cut */
 #define API_UPLOAD_BUFFER (512 * 1024)
 
-struct api {
+struct resend_client {
 	struct http *http;
 	const struct config *cfg;
 	char *user_agent;
 	char *auth_header;
 };
 
-struct api_call {
-	struct api *api;
+struct resend_call {
+	struct resend_client *api;
 	CURL *easy;
 	struct curl_slist *headers;
 	curl_mime *mime;
@@ -37,14 +40,14 @@ struct api_call {
 	CURLcode result;
 	char errbuf[CURL_ERROR_SIZE]; /* curl's: it overwrites what a callback put there */
 	char local_error[256];        /* ours: why a callback aborted the transfer */
-	api_done_cb cb;
+	resend_call_cb cb;
 	void *data;
 	bool running;
 };
 
-int api_new(struct http *http, const struct config *cfg, struct api **ret)
+int resend_client_new(struct http *http, const struct config *cfg, struct resend_client **ret)
 {
-	struct api *api = calloc(1, sizeof(*api));
+	struct resend_client *api = calloc(1, sizeof(*api));
 
 	if (!api)
 		return -ENOMEM;
@@ -58,14 +61,14 @@ int api_new(struct http *http, const struct config *cfg, struct api **ret)
 		     cfg->api_key ? cfg->api_key : "") < 0)
 		api->auth_header = NULL;
 	if (!api->user_agent || !api->auth_header) {
-		api_free(api);
+		resend_client_free(api);
 		return -ENOMEM;
 	}
 	*ret = api;
 	return 0;
 }
 
-void api_free(struct api *api)
+void resend_client_free(struct resend_client *api)
 {
 	if (!api)
 		return;
@@ -79,7 +82,7 @@ void api_free(struct api *api)
 
 static size_t api_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-	struct api_call *call = userdata;
+	struct resend_call *call = userdata;
 	size_t n = size * nmemb;
 	size_t keep = n;
 
@@ -100,7 +103,7 @@ static size_t api_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 /* The file part, read on demand: the file is never held in memory. */
 static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 {
-	struct api_call *call = arg;
+	struct resend_call *call = arg;
 	size_t want = size * nitems;
 	uint64_t at;
 	ssize_t n;
@@ -142,7 +145,7 @@ static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 
 static int api_seek_cb(void *arg, curl_off_t offset, int origin)
 {
-	struct api_call *call = arg;
+	struct resend_call *call = arg;
 
 	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > call->size)
 		return CURL_SEEKFUNC_CANTSEEK;
@@ -152,7 +155,7 @@ static int api_seek_cb(void *arg, curl_off_t offset, int origin)
 
 static void api_transfer_done_cb(CURL *easy, CURLcode result, void *data)
 {
-	struct api_call *call = data;
+	struct resend_call *call = data;
 
 	call->running = false;
 	call->result = result;
@@ -163,11 +166,11 @@ static void api_transfer_done_cb(CURL *easy, CURLcode result, void *data)
 	call->cb(call, call->data);
 }
 
-static struct api_call *api_call_new(struct api *api, const char *path, api_done_cb cb,
+static struct resend_call *resend_call_new(struct resend_client *api, const char *path, resend_call_cb cb,
 				     void *data)
 {
 	const struct config_api *c = &api->cfg->api;
-	struct api_call *call = calloc(1, sizeof(*call));
+	struct resend_call *call = calloc(1, sizeof(*call));
 	char *url = NULL;
 
 	if (!call)
@@ -205,16 +208,16 @@ static struct api_call *api_call_new(struct api *api, const char *path, api_done
 	return call;
 fail:
 	free(url);
-	api_call_free(call);
+	resend_call_free(call);
 	return NULL;
 }
 
-static int api_call_start(struct api_call *call, struct api_call **ret)
+static int resend_call_start(struct resend_call *call, struct resend_call **ret)
 {
 	curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->headers);
 	int r = http_start(call->api->http, call->easy, api_transfer_done_cb, call);
 	if (r < 0) {
-		api_call_free(call);
+		resend_call_free(call);
 		return r;
 	}
 	call->running = true;
@@ -233,12 +236,12 @@ static int api_add_text_part(curl_mime *mime, const char *name, const char *valu
 	return 0;
 }
 
-int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
+int resend_client_create_import(struct resend_client *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
 		      const char *filename, const struct resend_fields *fields,
-		      const char *idempotency_key, api_done_cb cb, void *data,
-		      struct api_call **ret)
+		      const char *idempotency_key, resend_call_cb cb, void *data,
+		      struct resend_call **ret)
 {
-	struct api_call *call = api_call_new(api, "/contacts/imports", cb, data);
+	struct resend_call *call = resend_call_new(api, "/contacts/imports", cb, data);
 	uint64_t size = head + bytes;
 	char *idem = NULL;
 	struct curl_slist *h;
@@ -285,17 +288,17 @@ int api_create_import(struct api *api, int fd, uint64_t head, uint64_t from, uin
 	if (!h)
 		goto fail;
 	call->headers = h;
-	return api_call_start(call, ret);
+	return resend_call_start(call, ret);
 fail:
-	api_call_free(call);
+	resend_call_free(call);
 	return -ENOMEM;
 }
 
-int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
-		   struct api_call **ret)
+int resend_client_get_import(struct resend_client *api, const char *id, resend_call_cb cb, void *data,
+		   struct resend_call **ret)
 {
 	char path[128];
-	struct api_call *call;
+	struct resend_call *call;
 
 	/* The id came from the server; refuse anything that could change the path. */
 	for (const char *p = id; *p; p++) {
@@ -306,37 +309,37 @@ int api_get_import(struct api *api, const char *id, api_done_cb cb, void *data,
 	if (!*id || strlen(id) > 64)
 		return -EINVAL;
 	snprintf(path, sizeof(path), "/contacts/imports/%s", id);
-	call = api_call_new(api, path, cb, data);
+	call = resend_call_new(api, path, cb, data);
 	if (!call)
 		return -ENOMEM;
 	curl_easy_setopt(call->easy, CURLOPT_HTTPGET, 1L);
-	return api_call_start(call, ret);
+	return resend_call_start(call, ret);
 }
 
-long api_call_status(const struct api_call *call)
+long resend_call_status(const struct resend_call *call)
 {
 	return call->status;
 }
 
-const char *api_call_body(const struct api_call *call, size_t *ret_len)
+const char *resend_call_body(const struct resend_call *call, size_t *ret_len)
 {
 	*ret_len = call->body_len;
 	return call->body ? call->body : "";
 }
 
-const char *api_call_transport_error(const struct api_call *call)
+const char *resend_call_transport_error(const struct resend_call *call)
 {
 	if (call->result == CURLE_OK)
 		return NULL;
 	return call->local_error[0] ? call->local_error : call->errbuf;
 }
 
-const char *api_call_local_error(const struct api_call *call)
+const char *resend_call_local_error(const struct resend_call *call)
 {
 	return call->result != CURLE_OK && call->local_error[0] ? call->local_error : NULL;
 }
 
-const char *api_call_header(const struct api_call *call, const char *name)
+const char *resend_call_header(const struct resend_call *call, const char *name)
 {
 	struct curl_header *h;
 
@@ -347,7 +350,7 @@ const char *api_call_header(const struct api_call *call, const char *name)
 	return h->value;
 }
 
-double api_call_seconds(const struct api_call *call)
+double resend_call_seconds(const struct resend_call *call)
 {
 	double t = 0;
 
@@ -355,7 +358,7 @@ double api_call_seconds(const struct api_call *call)
 	return t;
 }
 
-void api_call_free(struct api_call *call)
+void resend_call_free(struct resend_call *call)
 {
 	if (!call)
 		return;

@@ -1,4 +1,4 @@
-#include "ctl.h"
+#include "control_client.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -19,7 +19,7 @@
 
 static const char *const commands[] = {"status", "reload", "retry", "pause", "resume", NULL};
 
-bool ctl_is_command(const char *name)
+bool control_client_is_command(const char *name)
 {
 	for (size_t i = 0; commands[i]; i++) {
 		if (strcmp(commands[i], name) == 0)
@@ -75,7 +75,7 @@ static int ctl_probe(const char *sock)
 }
 
 /* "no socket at A; nothing answers on B" for the places tried, into BUF. */
-static void ctl_tried(char *buf, size_t size, const struct ctl_target *t, const int *errs)
+static void ctl_tried(char *buf, size_t size, const struct control_target *t, const int *errs)
 {
 	size_t n = 0;
 
@@ -100,7 +100,7 @@ static void ctl_tried(char *buf, size_t size, const struct ctl_target *t, const 
 
 /* Nothing answered on any place: "not running" only when no process holds the folders either
  * (their processing directories' locks, seen in /proc/locks). Says it; the exit status. */
-static int ctl_unreachable(const struct ctl_target *t, const int *errs)
+static int ctl_unreachable(const struct control_target *t, const int *errs)
 {
 	char tried[2048], q[512], why[256] = "";
 	const struct config *cfg = t->cfg;
@@ -147,7 +147,7 @@ static int ctl_unreachable(const struct ctl_target *t, const int *errs)
 
 /* The first place where something answers, in *RET; else says why and returns the exit
  * status. */
-static int ctl_find(const struct ctl_target *t, const char **ret)
+static int ctl_find(const struct control_target *t, const char **ret)
 {
 	int errs[CTL_MAX_SOCKETS];
 
@@ -356,7 +356,7 @@ static int ctl_reload_print(long code, const char *body)
 	return r;
 }
 
-static int ctl_command(const struct ctl_target *t, int argc, char **argv)
+static int ctl_command(const struct control_target *t, int argc, char **argv)
 {
 	const char *cmd = argv[0], *sock = NULL;
 	char path[4096], *body = NULL, *ef = NULL, *en = NULL;
@@ -434,7 +434,7 @@ static int ctl_command(const struct ctl_target *t, int argc, char **argv)
 	return 0;
 }
 
-int ctl_run(const struct ctl_target *t, int argc, char **argv)
+int control_client_run(const struct control_target *t, int argc, char **argv)
 {
 	int r;
 

@@ -1,0 +1,47 @@
+/* The Resend API's client: its calls over the HTTP glue (http.c): create an import (the file
+ * streamed from a descriptor) and read an import's status. Answers are handed back raw;
+ * resend.c, the API as data, builds the requests' fields and interprets the answers. */
+#ifndef RDD_RESEND_CLIENT_H
+#define RDD_RESEND_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct http;
+struct resend_fields;
+struct resend_client;
+struct resend_call;
+
+typedef void (*resend_call_cb)(struct resend_call *call, void *data);
+
+/* CFG must outlive CLIENT (base URL, key, timeouts, CA file are read at each call). */
+int resend_client_new(struct http *http, const struct config *cfg, struct resend_client **ret);
+void resend_client_free(struct resend_client *client);
+
+/* The file part is read from FD with pread: its first HEAD bytes (a CSV header; 0 for none),
+ * then BYTES from offset FROM. FD stays owned by the caller and must stay open until the
+ * callback. */
+int resend_client_create_import(struct resend_client *client, int fd, uint64_t head, uint64_t from, uint64_t bytes,
+		      const char *filename, const struct resend_fields *fields,
+		      const char *idempotency_key, resend_call_cb cb, void *data,
+		      struct resend_call **ret);
+int resend_client_get_import(struct resend_client *client, const char *id, resend_call_cb cb, void *data,
+		   struct resend_call **ret);
+
+/* Results, valid in the callback and until resend_call_free. status 0: no HTTP answer, see
+ * resend_call_transport_error. Headers are NULL when absent. */
+long resend_call_status(const struct resend_call *call);
+const char *resend_call_body(const struct resend_call *call, size_t *ret_len);
+const char *resend_call_transport_error(const struct resend_call *call);
+/* Non-NULL when the call failed on our side rather than on the wire: the file part could not
+ * be read whole (it shrank, or a read failed). The daemon's own message, which is also what
+ * resend_call_transport_error says then. Sending again would read the same file: not a retry. */
+const char *resend_call_local_error(const struct resend_call *call);
+const char *resend_call_header(const struct resend_call *call, const char *name);
+double resend_call_seconds(const struct resend_call *call);
+
+/* Stops a running call without its callback and frees it; frees a finished one. */
+void resend_call_free(struct resend_call *call);
+
+#endif
