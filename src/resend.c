@@ -60,10 +60,15 @@ static void resend_copy_text(char *dst, size_t dstsz, const char *src, size_t le
 	dst[out] = '\0';
 }
 
-static int resend_print(cJSON *item, char **ret)
+/* The end of a build: when R says it went well, ROOT printed into *RET (malloc'd); ROOT freed
+ * either way. R, or -ENOMEM. */
+static int resend_print_free(cJSON *root, int r, char **ret)
 {
-	char *s = cJSON_PrintUnformatted(item);
+	char *s = r < 0 ? NULL : cJSON_PrintUnformatted(root);
 
+	cJSON_Delete(root);
+	if (r < 0)
+		return r;
 	if (!s)
 		return -ENOMEM;
 	*ret = s;
@@ -77,6 +82,30 @@ static int resend_add_string(cJSON *obj, const char *key, const char *value)
 	if (!text_utf8_valid(value))
 		return -EILSEQ;
 	return cJSON_AddStringToObject(obj, key, value) ? 0 : -ENOMEM;
+}
+
+/* OBJ's K1 and, when K2 is given, K2: in that order, which the wire keeps. */
+static int resend_add_strings(cJSON *obj, const char *k1, const char *v1, const char *k2,
+			      const char *v2)
+{
+	int r = resend_add_string(obj, k1, v1);
+
+	return r < 0 || !k2 ? r : resend_add_string(obj, k2, v2);
+}
+
+/* A new object at the end of ARRAY, which owns it: its strings as resend_add_strings. */
+static int resend_append_object(cJSON *array, const char *k1, const char *v1, const char *k2,
+				const char *v2)
+{
+	cJSON *obj = cJSON_CreateObject();
+
+	if (!obj)
+		return -ENOMEM;
+	if (!cJSON_AddItemToArray(array, obj)) {
+		cJSON_Delete(obj);
+		return -ENOMEM;
+	}
+	return resend_add_strings(obj, k1, v1, k2, v2);
 }
 
 static int resend_build_column_map(const struct config_column_map *map, char **ret)
@@ -135,18 +164,13 @@ static int resend_build_column_map(const struct config_column_map *map, char **r
 				r = -ENOMEM;
 				goto out;
 			}
-			r = resend_add_string(prop, "column", p->column);
-			if (r < 0)
-				goto out;
-			r = resend_add_string(prop, "type", type);
+			r = resend_add_strings(prop, "column", p->column, "type", type);
 			if (r < 0)
 				goto out;
 		}
 	}
-	r = resend_print(root, ret);
 out:
-	cJSON_Delete(root);
-	return r;
+	return resend_print_free(root, r, ret);
 }
 
 /* A fixed-size id array must hold a NUL-terminated string. */
@@ -166,30 +190,16 @@ static int resend_build_segments(const struct config_folder *folder, char **ret)
 	if (!root)
 		return -ENOMEM;
 	for (size_t i = 0; i < folder->n_segments; i++) {
-		cJSON *seg;
-
 		if (!resend_id_ok(folder->segments[i])) {
 			r = -EINVAL;
 			goto out;
 		}
-		seg = cJSON_CreateObject();
-		if (!seg) {
-			r = -ENOMEM;
-			goto out;
-		}
-		if (!cJSON_AddItemToArray(root, seg)) {
-			cJSON_Delete(seg);
-			r = -ENOMEM;
-			goto out;
-		}
-		r = resend_add_string(seg, "id", folder->segments[i]);
+		r = resend_append_object(root, "id", folder->segments[i], NULL, NULL);
 		if (r < 0)
 			goto out;
 	}
-	r = resend_print(root, ret);
 out:
-	cJSON_Delete(root);
-	return r;
+	return resend_print_free(root, r, ret);
 }
 
 static int resend_build_topics(const struct config_folder *folder, char **ret)
@@ -205,33 +215,17 @@ static int resend_build_topics(const struct config_folder *folder, char **ret)
 	for (size_t i = 0; i < folder->n_topics; i++) {
 		const struct config_topic *t = &folder->topics[i];
 		const char *sub = config_subscription_name(t->subscription);
-		cJSON *topic;
 
 		if (!resend_id_ok(t->id) || !sub) {
 			r = -EINVAL;
 			goto out;
 		}
-		topic = cJSON_CreateObject();
-		if (!topic) {
-			r = -ENOMEM;
-			goto out;
-		}
-		if (!cJSON_AddItemToArray(root, topic)) {
-			cJSON_Delete(topic);
-			r = -ENOMEM;
-			goto out;
-		}
-		r = resend_add_string(topic, "id", t->id);
-		if (r < 0)
-			goto out;
-		r = resend_add_string(topic, "subscription", sub);
+		r = resend_append_object(root, "id", t->id, "subscription", sub);
 		if (r < 0)
 			goto out;
 	}
-	r = resend_print(root, ret);
 out:
-	cJSON_Delete(root);
-	return r;
+	return resend_print_free(root, r, ret);
 }
 
 int resend_fields_build(const struct config_folder *folder, struct resend_fields *ret)
