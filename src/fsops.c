@@ -784,9 +784,8 @@ fsops_open_tmpfile(int dir_fd, int *ret_fd)
 	return -EEXIST;
 }
 
-/* Reads the file open on FD (closed here) whole; see fsops_read_small. */
-static int
-read_small_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
+int
+fsops_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
 {
 	struct stat st;
 	char *buf = NULL;
@@ -867,7 +866,7 @@ fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_
 {
 	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
-	return fd < 0 ? -errno : read_small_fd(fd, max, ret_buf, ret_len);
+	return fd < 0 ? -errno : fsops_read_fd(fd, max, ret_buf, ret_len);
 }
 
 int
@@ -876,7 +875,7 @@ fsops_read_path(const char *path, size_t max, char **ret_buf, size_t *ret_len)
 	/* O_NONBLOCK: a FIFO named there must not hang the reader before fstat refuses it. */
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
-	return fd < 0 ? -errno : read_small_fd(fd, max, ret_buf, ret_len);
+	return fd < 0 ? -errno : fsops_read_fd(fd, max, ret_buf, ret_len);
 }
 
 void

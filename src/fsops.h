@@ -123,6 +123,9 @@ int fsops_open_tmpfile(int dir_fd, int *ret_fd);
  * PATH an operator named (links followed, as for any configuration file). */
 int fsops_read_small(int dir_fd, const char *name, size_t max, char **ret_buf, size_t *ret_len);
 int fsops_read_path(const char *path, size_t max, char **ret_buf, size_t *ret_len);
+/* The same for a file open on FD, which is closed here whatever happens (a reader that says
+ * itself why an open failed). */
+int fsops_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
 
 /* The names in DIR_FD that do not start with a dot, in directory order: a malloc'd array of
  * malloc'd strings (free with fsops_names_free). For a processing directory, listed before

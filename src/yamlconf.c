@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsops.h"
+
 struct yamlconf_error {
 	size_t line, column, seq;
 	char *text;
@@ -175,62 +177,32 @@ static int read_whole_file(struct yamlconf *yc)
 {
 	const char *noun = yc->limits.noun;
 	/* O_NONBLOCK: a FIFO given as the file must not hang us before fstat refuses it. */
-	int fd = open(yc->file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int fd = open(yc->file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), r;
 	struct stat st;
-	char *buf = NULL;
-	size_t len = 0;
-	int r;
 
 	if (fd < 0) {
 		r = -errno;
-		yamlconf_error_at(yc, 0, 0, NULL, "cannot open %s: %s", noun, strerror(errno));
+		yamlconf_error_at(yc, 0, 0, NULL, "cannot open %s: %s", noun, strerror(-r));
 		return r;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		yamlconf_error_at(yc, 0, 0, NULL, "not a regular file");
-		goto fail;
-	}
-	if ((uint64_t)st.st_size > yc->limits.max_bytes) {
-		r = -EFBIG;
+	/* fstat first, for the size the message names; fsops_read_fd checks again as it reads. */
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_size > yc->limits.max_bytes) {
+		close(fd);
 		yamlconf_error_at(yc, 0, 0, NULL,
 				  "%s is %jd bytes, over the limit of %zu bytes: is it the right "
 				  "file?",
 				  noun, (intmax_t)st.st_size, yc->limits.max_bytes);
-		goto fail;
+		return -EFBIG;
 	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	while (len <= (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + len, (size_t)st.st_size + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			yamlconf_error_at(yc, 0, 0, NULL, "cannot read %s: %s", noun,
-					  strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (len > (size_t)st.st_size) {
-		r = -EFBIG;
-		yamlconf_error_at(yc, 0, 0, NULL, "%s changed while being read", noun);
-		goto fail;
-	}
-	buf[len] = '\0';
-	close(fd);
-	yc->buf = buf;
-	yc->len = len;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
+	r = fsops_read_fd(fd, yc->limits.max_bytes, &yc->buf, &yc->len);
+	if (r == -EINVAL)
+		yamlconf_error_at(yc, 0, 0, NULL, "not a regular file");
+	else if (r == -EFBIG)
+		yamlconf_error_at(yc, 0, 0, NULL, "%s grew over the limit of %zu bytes while being "
+				  "read", noun, yc->limits.max_bytes);
+	else if (r < 0 && r != -ENOMEM)
+		yamlconf_error_at(yc, 0, 0, NULL, "cannot read %s: %s", noun, strerror(-r));
 	return r;
 }
 
