@@ -8,20 +8,16 @@
 #include <string.h>
 
 /* A second backend is its file and one line here. */
-static const struct ledger_backend {
-	const char *name;
-	int (*open)(const char *where, bool read_only, struct ledger **ret, char *errbuf,
-		    size_t errsz);
-} ledger_backends[] = {
-	{"sqlite", ledger_sqlite_open_dir},
+static const struct ledger_backend *const ledger_backends[] = {
+	&ledger_backend_sqlite,
 };
 
 int ledger_open_backend(const char *backend, const char *where, bool read_only,
 			struct ledger **ret, char *errbuf, size_t errsz)
 {
 	for (size_t i = 0; i < sizeof(ledger_backends) / sizeof(ledger_backends[0]); i++) {
-		if (strcmp(ledger_backends[i].name, backend) == 0)
-			return ledger_backends[i].open(where, read_only, ret, errbuf, errsz);
+		if (strcmp(ledger_backends[i]->name, backend) == 0)
+			return ledger_backends[i]->open(where, read_only, ret, errbuf, errsz);
 	}
 	snprintf(errbuf, errsz, "no ledger backend named '%s'", backend);
 	return -EINVAL;
@@ -30,7 +26,7 @@ int ledger_open_backend(const char *backend, const char *where, bool read_only,
 int ledger_open(const char *state_dir, bool read_only, struct ledger **ret, char *errbuf,
 		size_t errsz)
 {
-	return ledger_open_backend(ledger_backends[0].name, state_dir, read_only, ret, errbuf,
+	return ledger_open_backend(ledger_backends[0]->name, state_dir, read_only, ret, errbuf,
 				   errsz);
 }
 

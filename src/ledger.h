@@ -149,11 +149,18 @@ int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src);
  * safe; *RET_NAME its name then. */
 bool ledger_fs_is_network(long f_type, const char **ret_name);
 
-/* The SQLite backend (ledger_sqlite.c), ledger_open's default: the file PATH, or the ledger of
- * STATE_DIR (its file there, refused on a network filesystem). */
-int ledger_sqlite_open(const char *path, bool read_only, struct ledger **ret, char *errbuf,
-		       size_t errsz);
-int ledger_sqlite_open_dir(const char *state_dir, bool read_only, struct ledger **ret,
-			   char *errbuf, size_t errsz);
+/* A backend: its name and how it opens WHERE (SQLite: a state directory). Each backend file
+ * defines one (ledger_sqlite.c: ledger_backend_sqlite), and ledger.c lists them: the backend
+ * is reached through this and struct ledger_ops only, and calls back nothing but the
+ * helpers above (the smtpd queue_backend.c / queue_fs.c shape). */
+struct ledger_backend {
+	const char *name;
+	int (*open)(const char *where, bool read_only, struct ledger **ret, char *errbuf,
+		    size_t errsz);
+};
+
+/* SQLite, ledger_open's default: the file ledger.sqlite in the state directory, refused on a
+ * network filesystem. */
+extern const struct ledger_backend ledger_backend_sqlite;
 
 #endif

@@ -475,8 +475,8 @@ static void vfs_setup(void)
 		(void)vfs->xSetSystemCall(vfs, "fchown", (sqlite3_syscall_ptr)no_fchown);
 }
 
-int ledger_sqlite_open(const char *path, bool read_only, struct ledger **ret, char *errbuf,
-		       size_t errsz)
+static int ledger_sqlite_open(const char *path, bool read_only, struct ledger **ret,
+			      char *errbuf, size_t errsz)
 {
 	struct ledger_sqlite *l = calloc(1, sizeof(*l));
 	int flags = read_only ? SQLITE_OPEN_READONLY
@@ -534,8 +534,8 @@ fail:
 }
 
 /* The ledger of STATE_DIR: its file there, on a local disk. */
-int ledger_sqlite_open_dir(const char *state_dir, bool read_only, struct ledger **ret,
-			    char *errbuf, size_t errsz)
+static int ledger_sqlite_open_dir(const char *state_dir, bool read_only,
+				  struct ledger **ret, char *errbuf, size_t errsz)
 {
 	struct statfs fs;
 	const char *net;
@@ -568,3 +568,8 @@ int ledger_sqlite_open_dir(const char *state_dir, bool read_only, struct ledger 
 	free(path);
 	return r;
 }
+
+const struct ledger_backend ledger_backend_sqlite = {
+	.name = "sqlite",
+	.open = ledger_sqlite_open_dir,
+};
