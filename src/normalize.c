@@ -573,7 +573,7 @@ int normalizer_new(const struct config_folder *folder, uint64_t size, const void
 	return 0;
 }
 
-/* ---- the passes --------------------------------------------------------------------- */
+/* ---- a row's verdict, the header, the emails seen ----------------------------------- */
 
 /* The row's verdict: a reason, or -1 when it passes (its email, trimmed, in *EMAIL). DETAIL gets
  * the particulars for the rejects file. */
