@@ -180,7 +180,6 @@ static uint64_t job_next_delay(uint64_t *d, uint64_t first_ms, uint64_t max_ms)
 	return *d;
 }
 
-
 static const char *job_folder_name(const struct job *job)
 {
 	return job->folder->conf->name;
@@ -1481,7 +1480,6 @@ static void job_start_finish(struct job *job)
 }
 
 /* ---- entering a state: the one place where states change ------------------------------- */
-
 
 /* Puts JOB in state TO, to go on to THEN after it (RECORDING, SAVING, RETRY_WAIT; JOB_NO_THEN
  * for the others), and starts what TO does. During a drain, a state that would wait or start

@@ -64,7 +64,6 @@ void log_set_stream(FILE *stream)
 	log_stream = stream;
 }
 
-
 static void format_timestamp(char buf[40])
 {
 	struct timespec ts;

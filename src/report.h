@@ -49,7 +49,6 @@ struct report {
 
 const char *report_stage_name(enum report_stage stage);
 
-
 /* Records a failure at STAGE with an HTTP status (0: none), Resend's error name (NULL: none)
  * and a message. */
 void report_fail(struct report *r, enum report_stage stage, long status, const char *name,
@@ -59,7 +58,6 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
  * time the file leaves processing. Strings that are not valid UTF-8 (file names can be any
  * bytes) are written in the logs' escaped form. NULL when out of memory. */
 char *report_json(const struct report *r, int64_t finished_ms);
-
 
 /* What the ledger records of R now (STATUS; FINISHED_MS the file's end for done, failed and
  * skipped), with the folder's SETTINGS_HASH: every string its own (ledger_entry_clear). -ENOMEM. */
