@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "fsops.h"
+#include "log.h"
+#include "staterec.h"
 
 int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret)
 {
@@ -298,6 +300,30 @@ static int folder_failed(struct folder *f, int r)
 	return r;
 }
 
+/* Records (and reports staged beside them) whose file left processing: a stop between a
+ * file's move and their removal leaves them. Removed here, where no job of the folder runs
+ * yet (the disk threads share a batch's work, so a sweep there could meet a record being
+ * written). A folder that cannot be read is left as it is: its files say so when resumed. */
+static void folder_sweep_records(struct folder *f, const struct config_folder *c)
+{
+	size_t n = 0, removed = 0;
+	char **names = NULL;
+	int r = fsops_list(f->proc_fd, &names, &n);
+
+	if (r == 0)
+		r = staterec_sweep(f->proc_fd, names, n, &removed);
+	if (removed)
+		log_info("%s: removed %zu state record%s left in '%s/%s' by a stop between a "
+			 "file's move and %s removal",
+			 c->name, removed, removed == 1 ? "" : "s", c->inbox, FSOPS_PROCESSING_DIR,
+			 removed == 1 ? "its" : "their");
+	if (r < 0)
+		log_warning("%s: cannot look for state records left in '%s/%s': %s", c->name,
+			    c->inbox, FSOPS_PROCESSING_DIR, strerror(-r));
+	if (names)
+		fsops_names_free(names, n);
+}
+
 int folder_open(struct folder *f, const struct config_folder *c)
 {
 	char hint[FOLDER_REASON_LEN];
@@ -322,7 +348,10 @@ int folder_open(struct folder *f, const struct config_folder *c)
 					    sizeof(f->reason));
 	if (r == 0)
 		r = folder_check_dirs(f, c);
-	return r < 0 ? folder_failed(f, r) : 0;
+	if (r < 0)
+		return folder_failed(f, r);
+	folder_sweep_records(f, c);
+	return 0;
 }
 
 /* Whether descriptors A and B are open on the same file. */

@@ -1344,8 +1344,9 @@ static void job_finish_work(struct diskq_op *op)
 	/* A rejects file that an earlier run staged for a namesake is not this file's. */
 	if (!rejects && job->resumed)
 		(void)unlinkat(f->dir->proc_fd, job->rejects_name, 0);
-	/* The record goes after the file: a crash in between leaves a record without a file,
-	 * or beside a new file of the name, which its sha256 tells apart. */
+	/* The record goes after the file: a crash in between leaves a record without a file
+	 * (the folder's next opening removes it), or beside a new file of the name, which its
+	 * sha256 tells apart. */
 	if (job_record_holds_import(job))
 		(void)unlinkat(f->dir->proc_fd, job->record_name, 0);
 	op->sync_gained = dst_fd;

@@ -1,11 +1,14 @@
 #include "staterec.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "text.h"
 
@@ -18,6 +21,67 @@ void staterec_name(char buf[STATEREC_NAME_LEN + 1], const char *file)
 		memset(md, 0, 16);
 	memcpy(buf, ".state-", 7);
 	text_hex(buf + 7, md, 16);
+}
+
+#define STATEREC_KEY_LEN (STATEREC_NAME_LEN - 7) /* the 32 hex digits */
+
+static int staterec_key_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, STATEREC_KEY_LEN);
+}
+
+/* The 32 hex digits of ENTRY when it is a record or a staged report, else NULL. */
+static const char *staterec_entry_key(const char *entry)
+{
+	size_t len = strlen(entry);
+
+	if (len == STATEREC_NAME_LEN && strncmp(entry, ".state-", 7) == 0)
+		return entry + 7;
+	if (len == STATEREC_NAME_LEN + 1 && strncmp(entry, ".report-", 8) == 0)
+		return entry + 8;
+	return NULL;
+}
+
+int staterec_sweep(int dir_fd, char *const *files, size_t n, size_t *ret_removed)
+{
+	char (*keys)[STATEREC_KEY_LEN] = n ? malloc(n * sizeof(*keys)) : NULL;
+	struct dirent *de;
+	DIR *dir = NULL;
+	int fd, r = 0;
+
+	*ret_removed = 0;
+	if (n && !keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		char name[STATEREC_NAME_LEN + 1];
+
+		staterec_name(name, files[i]);
+		memcpy(keys[i], name + 7, STATEREC_KEY_LEN);
+	}
+	qsort(keys, n, sizeof(*keys), staterec_key_cmp);
+	/* fdopendir takes the descriptor over; the caller's stays open. */
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(dir = fdopendir(fd))) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		free(keys);
+		return r;
+	}
+	errno = 0;
+	while ((de = readdir(dir))) {
+		const char *key = staterec_entry_key(de->d_name);
+
+		if (key && !(n && bsearch(key, keys, n, sizeof(*keys), staterec_key_cmp)) &&
+		    unlinkat(dir_fd, de->d_name, 0) == 0)
+			(*ret_removed)++;
+		errno = 0;
+	}
+	if (errno)
+		r = -errno;
+	closedir(dir);
+	free(keys);
+	return r;
 }
 
 char *staterec_encode(const char *file, const struct staterec *s)

@@ -4,7 +4,8 @@
  * It is written before each upload attempt (so that a file whose upload always kills the
  * daemon cannot retry for ever) and, durably, once an import exists (so that a restart only
  * follows it). It carries the content's sha256: a record left behind by a crash between a
- * file's move to done/ and the record's removal never attaches to a new file of that name. */
+ * file's move to done/ and the record's removal never attaches to a new file of that name,
+ * and the folder's next opening removes it (staterec_sweep). */
 #ifndef RDD_STATEREC_H
 #define RDD_STATEREC_H
 
@@ -43,6 +44,14 @@ struct staterec {
 
 /* BUF gets the record's file name for the claimed file FILE. */
 void staterec_name(char buf[STATEREC_NAME_LEN + 1], const char *file);
+
+/* Records in the processing directory DIR_FD, and reports staged beside them (".report-" and
+ * the same 32 hex digits), whose file is none of FILES (the directory's N files, listed just
+ * before, while nothing else writes there: folder_open, before any job of the folder runs):
+ * a crash between a file's move to done/ or failed/ and their removal leaves them, and
+ * nothing else would ever remove them. Removed; *RET_REMOVED how many. 0, or -errno when the
+ * directory cannot be read (what was removed by then stays removed). */
+int staterec_sweep(int dir_fd, char *const *files, size_t n, size_t *ret_removed);
 
 /* The record as compact JSON (malloc'd, cJSON_free); FILE is stored for a human reader only.
  * NULL when out of memory. */

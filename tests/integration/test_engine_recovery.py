@@ -243,3 +243,33 @@ def test_a_leftover_state_record_never_attaches_to_another_content(pipe_env):
 
     for folder in (other, same, orphan):  # the old record went with the file it was kept for
         assert os.listdir(folder.processing) == [], (folder.name, os.listdir(folder.processing))
+
+
+def test_records_of_files_already_moved_are_removed_at_start(pipe_env):
+    """A stop between a file's move to done/ and its record's removal leaves the record (and,
+    for a record that held an import, the report staged beside it) without a file. The next
+    start removes them, says so once, and touches nothing else: a record beside its file is
+    resumed from."""
+    env = pipe_env
+    a_id = create_import_on_fake(env.fake, A)
+    box = env.folder("box")
+    # y.csv was moved with its report; its record and staged report stayed.
+    plant(box, "y.csv", None, {"attempts": 1, "import_id": a_id, "sha256": sha256_bytes(A)})
+    stage = ".report-" + state_file_name("y.csv")[len(".state-"):]
+    with open(os.path.join(box.processing, stage), "w") as file:
+        file.write("{}")
+    # x.csv is still there with its record: it is only followed.
+    plant(box, "x.csv", A, {"attempts": 1, "import_id": a_id, "sha256": sha256_bytes(A)})
+    other = os.path.join(box.processing, ".not-a-record")
+    with open(other, "w") as file:
+        file.write("kept")
+
+    daemon = env.start(env.config([box]))
+    env.wait_outcomes(box, done=1)
+    daemon.stop()
+
+    assert daemon.log_lines(r"box: removed 2 state records left in '[^']*/\.resend-dropd' "
+                            r"by a stop between a file's move and their removal"), daemon.log()
+    assert box.report("done", "x.csv")["import_id"] == a_id
+    assert [u for u in env.uploads() if u["status"] == 201] == []
+    assert sorted(os.listdir(box.processing)) == [".not-a-record"], os.listdir(box.processing)

@@ -1,6 +1,8 @@
 /* staterec: the per-file record a restart resumes from. Its name must fit any file name, and
  * its content must survive a round trip and older or damaged versions. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -636,6 +639,91 @@ static void test_clear(void **state)
 	assert_null(empty.done);
 }
 
+/* ---- leftovers of a stop between a file's move and its record's removal ------------------- */
+
+static void touch_at(int dir_fd, const char *name)
+{
+	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "{}", 2), 2);
+	close(fd);
+}
+
+static bool exists_at(int dir_fd, const char *name)
+{
+	return faccessat(dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* The stage name fsops_finish gets for a record that holds an import: ".report-" and the
+ * record's 32 hex digits. */
+static void stage_name_of(char buf[STATEREC_NAME_LEN + 2], const char *file)
+{
+	char rec[STATEREC_NAME_LEN + 1];
+
+	staterec_name(rec, file);
+	snprintf(buf, STATEREC_NAME_LEN + 2, ".report-%s", rec + 7);
+}
+
+/* The records and staged reports of files still there stay; those of files gone go, and
+ * nothing else is touched: other dot files, names of another length, the files themselves. */
+static void test_sweep_removes_only_records_of_files_gone(void **state)
+{
+	char dir[] = "/tmp/rdd-staterec-XXXXXX", rec[STATEREC_NAME_LEN + 1];
+	char stage[STATEREC_NAME_LEN + 2], gone_rec[STATEREC_NAME_LEN + 1];
+	char gone_stage[STATEREC_NAME_LEN + 2], kept_stage[STATEREC_NAME_LEN + 2];
+	char *files[] = {"a.csv", "b.csv", "c d.csv"};
+	const char *others[] = {".rejects-0123456789abcdef0123456789abcdef", ".state-short",
+				".state-0123456789abcdef0123456789abcdef0", ".lock", "..x.tmp.keep"};
+	size_t removed = 99;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < 3; i++)
+		touch_at(fd, files[i]);
+	staterec_name(rec, "a.csv");
+	touch_at(fd, rec);
+	stage_name_of(kept_stage, "c d.csv");
+	touch_at(fd, kept_stage);
+	staterec_name(gone_rec, "moved.csv");
+	touch_at(fd, gone_rec);
+	stage_name_of(gone_stage, "moved.csv");
+	touch_at(fd, gone_stage);
+	stage_name_of(stage, "other gone.csv");
+	touch_at(fd, stage);
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		touch_at(fd, others[i]);
+
+	assert_int_equal(staterec_sweep(fd, files, 3, &removed), 0);
+	assert_int_equal(removed, 3);
+	assert_false(exists_at(fd, gone_rec));
+	assert_false(exists_at(fd, gone_stage));
+	assert_false(exists_at(fd, stage));
+	assert_true(exists_at(fd, rec));
+	assert_true(exists_at(fd, kept_stage));
+	for (size_t i = 0; i < 3; i++)
+		assert_true(exists_at(fd, files[i]));
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		assert_true(exists_at(fd, others[i]));
+
+	/* Nothing listed: every record goes, the rest stays. */
+	assert_int_equal(staterec_sweep(fd, NULL, 0, &removed), 0);
+	assert_int_equal(removed, 2);
+	assert_false(exists_at(fd, rec));
+	assert_false(exists_at(fd, kept_stage));
+	assert_true(exists_at(fd, "a.csv"));
+
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(unlinkat(fd, files[i], 0), 0);
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		assert_int_equal(unlinkat(fd, others[i], 0), 0);
+	close(fd);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -656,6 +744,7 @@ int main(void)
 		cmocka_unit_test(test_report_round_trip_parts),
 		cmocka_unit_test(test_report_apply_foreign_and_fresh),
 		cmocka_unit_test(test_clear),
+		cmocka_unit_test(test_sweep_removes_only_records_of_files_gone),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
