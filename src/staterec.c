@@ -58,7 +58,8 @@ int staterec_sweep(int dir_fd, char *const *files, size_t n, size_t *ret_removed
 		staterec_name(name, files[i]);
 		memcpy(keys[i], name + 7, STATEREC_KEY_LEN);
 	}
-	qsort(keys, n, sizeof(*keys), staterec_key_cmp);
+	if (n)
+		qsort(keys, n, sizeof(*keys), staterec_key_cmp);
 	/* fdopendir takes the descriptor over; the caller's stays open. */
 	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || !(dir = fdopendir(fd))) {
