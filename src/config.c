@@ -90,6 +90,7 @@ static const char *const encoding_names[] = {"auto",       "utf-8",       "windo
 static const char *const header_names[] = {"exact", "relaxed", NULL};
 static const char *const invalid_rows_names[] = {"drop", "import", "fail_file", NULL};
 static const char *const on_duplicate_names[] = {"skip", "import", "fail", NULL};
+static const char *const coalesce_names[] = {"auto", "off", NULL};
 
 /* The tables are indexed by the enums: keep them in step. */
 _Static_assert(sizeof(encoding_names) / sizeof(*encoding_names) == CONFIG_ENCODING_UTF16 + 2,
@@ -102,6 +103,8 @@ _Static_assert(sizeof(invalid_rows_names) / sizeof(*invalid_rows_names) ==
 _Static_assert(sizeof(on_duplicate_names) / sizeof(*on_duplicate_names) ==
 		       CONFIG_ON_DUPLICATE_FAIL + 2,
 	       "on_duplicate_names");
+_Static_assert(sizeof(coalesce_names) / sizeof(*coalesce_names) == CONFIG_COALESCE_OFF + 2,
+	       "coalesce_names");
 
 /* The walk stores an enum as an int. */
 #define INT_SIZED(e) _Static_assert(sizeof(enum e) == sizeof(int), #e " is not int-sized")
@@ -114,6 +117,7 @@ INT_SIZED(config_encoding);
 INT_SIZED(config_header);
 INT_SIZED(config_invalid_rows);
 INT_SIZED(config_on_duplicate);
+INT_SIZED(config_coalesce);
 
 /* NAMES[V], or NULL when V is not one of its enum's values (the table ends with NULL). */
 static const char *name_of(const char *const *names, size_t n, int v)
@@ -156,6 +160,11 @@ const char *config_invalid_rows_name(enum config_invalid_rows v)
 const char *config_on_duplicate_name(enum config_on_duplicate v)
 {
 	return NAME_OF(on_duplicate_names, v);
+}
+
+const char *config_coalesce_name(enum config_coalesce v)
+{
+	return NAME_OF(coalesce_names, v);
 }
 
 /* ---- shared validators ----------------------------------------------------------------- */
@@ -415,6 +424,7 @@ static const struct yamlconf_field api_fields[] = {
 	 * headers are still obeyed. */
 	{"requests_per_second", YAMLCONF_DOUBLE, .offset = API(requests_per_second), .dmin = 0,
 	 .dmax = 1000},
+	{"rate_share", YAMLCONF_DOUBLE, .offset = API(rate_share), .dmin = 0.01, .dmax = 1},
 	{"connect_timeout_s", YAMLCONF_UINT, .offset = API(connect_timeout_s), .min = 1,
 	 .max = 300},
 	{"request_timeout_s", YAMLCONF_UINT, .offset = API(request_timeout_s), .min = 1,
@@ -641,6 +651,11 @@ static const struct yamlconf_field settings_fields[] = {
 	{"on_duplicate", YAMLCONF_ENUM, .offset = SET(on_duplicate), .names = on_duplicate_names},
 	{"duplicate_window", YAMLCONF_CUSTOM, .offset = SET(duplicate_window_s),
 	 .parse = parse_duration},
+	{"coalesce", YAMLCONF_ENUM, .offset = SET(coalesce), .names = coalesce_names},
+	{"coalesce_max_files", YAMLCONF_UINT, .offset = SET(coalesce_max_files), .min = 1,
+	 .max = 100000},
+	{"coalesce_max_rows", YAMLCONF_UINT, .offset = SET(coalesce_max_rows), .min = 1,
+	 .max = 100000000},
 	{0},
 };
 
@@ -1244,7 +1259,8 @@ static void config_set_defaults(struct config *cfg)
 {
 	cfg->api.base_url = strdup("https://api.resend.com");
 	cfg->api.max_in_flight = 4;
-	cfg->api.requests_per_second = 2;
+	cfg->api.requests_per_second = 10;
+	cfg->api.rate_share = 1;
 	cfg->api.connect_timeout_s = 10;
 	cfg->api.request_timeout_s = 600;
 	cfg->api.shutdown_timeout_s = 30;
@@ -1264,6 +1280,9 @@ static void config_set_defaults(struct config *cfg)
 	cfg->defaults.invalid_rows = CONFIG_INVALID_ROWS_DROP;
 	cfg->defaults.on_duplicate = CONFIG_ON_DUPLICATE_SKIP;
 	cfg->defaults.duplicate_window_s = UINT64_C(30) * 86400; /* 30d */
+	cfg->defaults.coalesce = CONFIG_COALESCE_AUTO;
+	cfg->defaults.coalesce_max_files = 500;
+	cfg->defaults.coalesce_max_rows = 100000;
 	cfg->state_dir = strdup(CONFIG_STATE_DIR_DEFAULT);
 	cfg->ledger_keep_days = 365;
 	cfg->log_level = CONFIG_LOG_INFO;

@@ -42,6 +42,12 @@ enum config_on_duplicate {
 	CONFIG_ON_DUPLICATE_IMPORT, /* imported again all the same */
 	CONFIG_ON_DUPLICATE_FAIL    /* to failed, nothing uploaded */
 };
+/* coalesce: whether files of a folder that wait for the rate budget or an upload slot go out
+ * together, as one import. */
+enum config_coalesce {
+	CONFIG_COALESCE_AUTO, /* they do, within the caps; a lone file goes at once, alone */
+	CONFIG_COALESCE_OFF   /* one import per file (per part) */
+};
 
 /* How a folder's CSV files are read (`csv:`). */
 struct config_csv {
@@ -90,6 +96,11 @@ struct config_settings {
 	/* How far back the ledger is searched for an earlier import of the same content, in
 	 * seconds; 0: forever. */
 	uint64_t duplicate_window_s;
+	/* Files that wait go out together (one CSV, one import), at most this many files and
+	 * rows, and max_upload_bytes. */
+	enum config_coalesce coalesce;
+	uint64_t coalesce_max_files;
+	uint64_t coalesce_max_rows;
 };
 
 struct config_folder {
@@ -111,7 +122,12 @@ struct config_api {
 	char *api_key_file;
 	char *user_agent_suffix;
 	uint64_t max_in_flight;
+	/* The most requests a second the daemon spends, whatever Resend announces (0: no
+	 * ceiling of its own). */
 	double requests_per_second;
+	/* The share of the team's announced limit (ratelimit-limit) the daemon spends: other apps
+	 * of the same team spend the rest. */
+	double rate_share;
 	uint64_t connect_timeout_s;
 	uint64_t request_timeout_s;
 	char *ca_file;
@@ -198,6 +214,7 @@ const char *config_encoding_name(enum config_encoding v);       /* "auto", "utf-
 const char *config_header_name(enum config_header v);           /* "exact", "relaxed" */
 const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
 const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "import", "fail" */
+const char *config_coalesce_name(enum config_coalesce v);         /* "auto", "off" */
 
 /* A duration as the configuration writes it (duplicate_window) and `history --since` takes
  * it: digits followed by one unit, s (seconds), m (minutes), h (hours), d (days) or w (weeks),

@@ -261,6 +261,10 @@ static int ctl_status_print(const char *body)
 	       num(root, "pid"), str(root, "state") ?: "?", up);
 	printf("uploads: %.0f of %.0f in flight; rate limit: %g requests/s", num(api, "uploads_in_flight"),
 	       num(api, "max_in_flight"), num(rl, "requests_per_second"));
+	if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rl, "team_limit")))
+		printf(" (%g%% of the team's %g)", 100 * num(rl, "share"), num(rl, "team_limit"));
+	else
+		printf(" (the team's limit not announced yet)");
 	if (str(rl, "blocked_until"))
 		printf(", blocked by the server until %s", str(rl, "blocked_until"));
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(api, "paused")))

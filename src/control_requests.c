@@ -177,6 +177,13 @@ char *control_status_json(const struct control_view *s)
 		if (rl) {
 			cJSON_AddNumberToObject(rl, "requests_per_second", av.rate);
 			cJSON_AddNumberToObject(rl, "tokens", av.tokens);
+			cJSON_AddItemToObject(rl, "team_limit",
+					      av.announced > 0 ? cJSON_CreateNumber(av.announced)
+							       : cJSON_CreateNull());
+			cJSON_AddNumberToObject(rl, "share", av.share);
+			cJSON_AddItemToObject(rl, "ceiling", av.ceiling > 0
+								     ? cJSON_CreateNumber(av.ceiling)
+								     : cJSON_CreateNull());
 			cJSON_AddItemToObject(rl, "blocked_until", json_time(av.blocked_until_ms));
 		}
 	}

@@ -599,7 +599,7 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 			goto fail;
 	}
 	r = pacer_init(&e->pacer, loop, cfg->n_folders, (unsigned)cfg->api.max_in_flight,
-		       cfg->api.requests_per_second, &sev);
+		       cfg->api.requests_per_second, cfg->api.rate_share, &sev);
 	if (r < 0)
 		goto fail;
 	e->pacer.ev.data = e;
@@ -832,6 +832,9 @@ void engine_api_view(const struct engine *e, struct engine_api_view *ret)
 		ret->paused_until_ms = engine_wall(e, p->paused_until);
 	ret->rate = p->rl.rate;
 	ret->tokens = p->rl.tokens;
+	ret->ceiling = p->rl.ceiling;
+	ret->share = p->rl.share;
+	ret->announced = p->rl.announced;
 	if (p->rl.blocked_until_ms > uv_now(e->loop))
 		ret->blocked_until_ms = engine_wall(e, p->rl.blocked_until_ms);
 	ret->in_flight = p->in_flight;

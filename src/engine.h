@@ -128,7 +128,8 @@ struct engine_api_view {
 	bool paused; /* the key (auth) or the quota was refused: no request goes out */
 	bool auth;
 	int64_t paused_until_ms; /* wall clock; 0: not paused */
-	double rate, tokens;
+	double rate, tokens; /* the rate spent now (ratelimit.h) */
+	double ceiling, share, announced; /* announced: the team's limit, 0: none seen yet */
 	int64_t blocked_until_ms; /* wall clock, from the server's rate-limit headers; 0: none */
 	unsigned in_flight, max_in_flight;
 };

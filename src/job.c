@@ -942,8 +942,12 @@ static enum resend_class job_call_outcome(struct job_env *env, struct resend_cal
 	size_t len;
 	const char *body = resend_call_body(call, &len);
 	const char *retry_after = resend_call_header(call, "retry-after");
-	const char *remaining = resend_call_header(call, "ratelimit-remaining");
-	const char *reset = resend_call_header(call, "ratelimit-reset");
+	const struct ratelimit_headers h = {
+		.limit = resend_call_header(call, "ratelimit-limit"),
+		.remaining = resend_call_header(call, "ratelimit-remaining"),
+		.reset = resend_call_header(call, "ratelimit-reset"),
+		.retry_after = retry_after,
+	};
 	enum resend_class cls = RESEND_RETRY;
 
 	if (terr) {
@@ -953,7 +957,7 @@ static enum resend_class job_call_outcome(struct job_env *env, struct resend_cal
 		cls = resend_classify(resend_call_status(call), body, len, err);
 	}
 	if (cls == RESEND_RATE_LIMITED) {
-		uint64_t ms = pacer_note_refusal(env->pacer, retry_after, remaining, reset);
+		uint64_t ms = pacer_note_refusal(env->pacer, &h);
 
 		/* Said when a row of refusals begins, not for each request it holds back. */
 		if (env->pacer->rl.refusals == 1)
@@ -969,7 +973,7 @@ static enum resend_class job_call_outcome(struct job_env *env, struct resend_cal
 		if (row > 0)
 			log_debug("requests are answered again after %u refusal%s for the rate limit",
 				  row, row == 1 ? "" : "s");
-		pacer_note_response(env->pacer, retry_after, remaining, reset);
+		pacer_note_response(env->pacer, &h);
 	}
 	/* What the far end said goes to log lines and reports from here: a server (or a proxy)
 	 * that echoes the Authorization header must not put the key there. */

@@ -14,7 +14,7 @@ static void pacer_timer_cb(uv_timer_t *timer)
 }
 
 int pacer_init(struct pacer *s, uv_loop_t *loop, size_t n_lanes, unsigned max_in_flight,
-	       double requests_per_second, const struct pacer_events *ev)
+	       double requests_per_second, double rate_share, const struct pacer_events *ev)
 {
 	int r;
 
@@ -23,7 +23,7 @@ int pacer_init(struct pacer *s, uv_loop_t *loop, size_t n_lanes, unsigned max_in
 	r = queue_init(&s->uploads, n_lanes);
 	if (r < 0)
 		return r;
-	ratelimit_init(&s->rl, requests_per_second, uv_now(loop));
+	ratelimit_init(&s->rl, requests_per_second, rate_share, uv_now(loop));
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	return 0;
@@ -168,16 +168,19 @@ void pacer_pause(struct pacer *s, uint64_t ms)
 	pacer_run(s);
 }
 
-void pacer_note_response(struct pacer *s, const char *retry_after, const char *remaining,
-			 const char *reset)
+void pacer_note_response(struct pacer *s, const struct ratelimit_headers *h)
 {
-	ratelimit_note_response(&s->rl, uv_now(s->loop), retry_after, remaining, reset);
+	double rate = s->rl.rate;
+
+	ratelimit_note_response(&s->rl, uv_now(s->loop), h);
+	/* A timer armed for a token at the old rate would be late at a higher one. */
+	if (s->rl.rate != rate && !s->stopped)
+		pacer_run(s);
 }
 
-uint64_t pacer_note_refusal(struct pacer *s, const char *retry_after, const char *remaining,
-			    const char *reset)
+uint64_t pacer_note_refusal(struct pacer *s, const struct ratelimit_headers *h)
 {
-	return ratelimit_note_refusal(&s->rl, uv_now(s->loop), retry_after, remaining, reset);
+	return ratelimit_note_refusal(&s->rl, uv_now(s->loop), h);
 }
 
 void pacer_stop(struct pacer *s)

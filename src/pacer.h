@@ -54,8 +54,10 @@ struct pacer {
 	void *closed_data;
 };
 
+/* REQUESTS_PER_SECOND and RATE_SHARE: api.requests_per_second and api.rate_share
+ * (ratelimit_init). */
 int pacer_init(struct pacer *s, uv_loop_t *loop, size_t n_lanes, unsigned max_in_flight,
-	       double requests_per_second, const struct pacer_events *ev);
+	       double requests_per_second, double rate_share, const struct pacer_events *ev);
 void pacer_entry_init(struct pacer_entry *e, size_t lane);
 
 /* E's `due` event in DELAY_MS. -ENOMEM. */
@@ -72,13 +74,11 @@ void pacer_cancel(struct pacer *s, struct pacer_entry *e);
 void pacer_slot_free(struct pacer *s);
 /* No request goes out for MS (longer pauses win). */
 void pacer_pause(struct pacer *s, uint64_t ms);
-/* Feeds the rate-limit headers of an answer (NULL when absent). */
-void pacer_note_response(struct pacer *s, const char *retry_after, const char *remaining,
-			 const char *reset);
+/* Feeds the rate-limit headers of an answer (ratelimit_note_response). */
+void pacer_note_response(struct pacer *s, const struct ratelimit_headers *h);
 /* The same for an answer that refused the request for the team's rate limit (a 429): no
  * request goes before the time it names (ratelimit_note_refusal). The wait, in ms. */
-uint64_t pacer_note_refusal(struct pacer *s, const char *retry_after, const char *remaining,
-			    const char *reset);
+uint64_t pacer_note_refusal(struct pacer *s, const struct ratelimit_headers *h);
 /* Grants nothing any more (a drain); due events still fire. */
 void pacer_stop(struct pacer *s);
 

@@ -25,12 +25,40 @@ static bool ratelimit_unlimited(const struct ratelimit *rl)
 	return !(rl->rate > 0) || isinf(rl->rate);
 }
 
-void ratelimit_init(struct ratelimit *rl, double rate, uint64_t now_ms)
+/* The rate the limits allow: the share of the announced limit (or of the assumed one, when
+ * there is a ceiling to assume it under), under the ceiling. 0: unlimited. */
+static double ratelimit_target(const struct ratelimit *rl)
 {
-	/* NaN, zero, negative and infinite rates all mean "no client-side ceiling". */
-	rl->rate = (rate > 0 && isfinite(rate)) ? rate : 0;
+	double rate;
+
+	if (rl->announced > 0)
+		rate = rl->announced * rl->share;
+	else if (rl->ceiling > 0)
+		rate = RATELIMIT_ASSUMED_LIMIT * rl->share;
+	else
+		return 0;
+	if (rl->ceiling > 0 && rate > rl->ceiling)
+		rate = rl->ceiling;
+	return rate;
+}
+
+/* Takes the rate the limits allow now; the bucket keeps its tokens, within the new size. */
+static void ratelimit_resize(struct ratelimit *rl)
+{
+	rl->rate = ratelimit_target(rl);
 	rl->burst = rl->rate > 1 ? rl->rate : 1;
-	rl->tokens = rl->burst;
+	if (rl->tokens > rl->burst)
+		rl->tokens = rl->burst;
+}
+
+void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t now_ms)
+{
+	/* NaN, zero, negative and infinite ceilings all mean "no client-side ceiling". */
+	rl->ceiling = (ceiling > 0 && isfinite(ceiling)) ? ceiling : 0;
+	rl->share = (share > 0 && share <= 1) ? share : 1;
+	rl->announced = 0;
+	rl->tokens = 1e300;
+	ratelimit_resize(rl);
 	rl->last_ms = now_ms;
 	rl->blocked_until_ms = 0;
 	rl->refusals = 0;
@@ -152,12 +180,49 @@ static bool ratelimit_is_zero(const char *s)
 	return digit && !*s;
 }
 
-/* The headers of any answer; REFUSED: it was a 429 of the rate limit. */
-static void ratelimit_note(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-			   const char *remaining, const char *reset, bool refused)
+/* A positive request count, "5" or "2.5" (blanks around allowed), at most 100,000; else 0. */
+static double ratelimit_parse_limit(const char *s)
 {
+	double v = 0, scale = 1;
+	unsigned digits = 0;
+
+	if (!s)
+		return 0;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	for (; *s >= '0' && *s <= '9' && digits < 7; s++, digits++)
+		v = v * 10 + (*s - '0');
+	if (!digits)
+		return 0;
+	if (*s == '.') {
+		s++;
+		if (*s < '0' || *s > '9')
+			return 0;
+		for (; *s >= '0' && *s <= '9'; s++)
+			v += (*s - '0') * (scale /= 10);
+	}
+	while (*s == ' ' || *s == '\t')
+		s++;
+	return *s || v > 100000 ? 0 : v;
+}
+
+/* The headers of any answer; REFUSED: it was a 429 of the rate limit. */
+static void ratelimit_note(struct ratelimit *rl, uint64_t now_ms, const struct ratelimit_headers *h,
+			   bool refused)
+{
+	const char *retry_after = h->retry_after, *remaining = h->remaining, *reset = h->reset;
+	double limit = ratelimit_parse_limit(h->limit);
 	uint64_t ms;
 
+	if (limit > 0 && limit != rl->announced) {
+		/* Tokens earned at the old rate are counted at it before the new one applies. */
+		if (!ratelimit_unlimited(rl))
+			ratelimit_refill(rl, now_ms);
+		else
+			rl->last_ms = now_ms;
+		rl->announced = limit;
+		ratelimit_resize(rl);
+	}
 	if (retry_after && ratelimit_parse_ms(retry_after, &ms) == 0)
 		ratelimit_block(rl, now_ms, ms);
 
@@ -175,21 +240,21 @@ static void ratelimit_note(struct ratelimit *rl, uint64_t now_ms, const char *re
 		ratelimit_block(rl, now_ms, ms);
 }
 
-void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-			     const char *remaining, const char *reset)
+void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms,
+			     const struct ratelimit_headers *h)
 {
 	rl->refusals = 0;
-	ratelimit_note(rl, now_ms, retry_after, remaining, reset, false);
+	ratelimit_note(rl, now_ms, h, false);
 }
 
-uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-				const char *remaining, const char *reset)
+uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms,
+				const struct ratelimit_headers *h)
 {
 	uint64_t ms;
 
 	if (rl->refusals < 64) /* enough to reach the cap */
 		rl->refusals++;
-	ratelimit_note(rl, now_ms, retry_after, remaining, reset, true);
+	ratelimit_note(rl, now_ms, h, true);
 	if (rl->blocked_until_ms <= now_ms) {
 		/* Nothing said when: wait anyway, longer each time in a row, so that a limit
 		 * that names no time is not hammered. */

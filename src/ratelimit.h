@@ -5,8 +5,25 @@
 
 #include <stdint.h>
 
+/* Until Resend announces the team's limit (ratelimit-limit), the daemon assumes the lowest it
+ * has documented. */
+#define RATELIMIT_ASSUMED_LIMIT 2.0
+
+/* A response's rate-limit headers, as received (NULL when absent). */
+struct ratelimit_headers {
+	const char *limit;       /* ratelimit-limit: requests per window (a second) */
+	const char *remaining;   /* ratelimit-remaining */
+	const char *reset;       /* ratelimit-reset: seconds until the window resets */
+	const char *retry_after; /* retry-after: seconds */
+};
+
 struct ratelimit {
-	double rate;       /* tokens per second (config api.requests_per_second) */
+	/* The rate spent: SHARE of the team's limit (announced, or RATELIMIT_ASSUMED_LIMIT
+	 * before), never above CEILING (api.requests_per_second; 0: no ceiling of the daemon's
+	 * own: then, until a limit is announced, none at all). 0: unlimited. */
+	double rate;       /* tokens per second */
+	double ceiling, share;
+	double announced;  /* the last ratelimit-limit; 0: none seen */
 	double burst;      /* bucket size: max(1, rate) */
 	double tokens;
 	uint64_t last_ms;
@@ -15,17 +32,18 @@ struct ratelimit {
 				    * header */
 };
 
-void ratelimit_init(struct ratelimit *rl, double rate, uint64_t now_ms);
+/* CEILING: api.requests_per_second (0: none); SHARE: api.rate_share, in (0, 1]. */
+void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t now_ms);
 
 /* Takes a token if one is available now and returns 0; otherwise returns how many milliseconds
  * to wait before asking again (always > 0). */
 uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms);
 
-/* Feeds a response's headers (values as received, NULL when absent): retry-after (seconds),
- * ratelimit-remaining and ratelimit-reset (seconds). When retry-after is given, or remaining is
- * 0, no token is handed out before the indicated time. Unparsable values are ignored. */
-void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-			     const char *remaining, const char *reset);
+/* Feeds a response's headers. When retry-after is given, or remaining is 0, no token is handed
+ * out before the indicated time; a ratelimit-limit resizes the rate (its share, under the
+ * ceiling). Unparsable values are ignored. */
+void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms,
+			     const struct ratelimit_headers *h);
 
 /* A request refused for the rate limit (a 429 that is not a quota): the same headers, and the
  * bucket emptied. No token is handed out before retry-after, else ratelimit-reset, else (a
@@ -34,7 +52,7 @@ void ratelimit_note_response(struct ratelimit *rl, uint64_t now_ms, const char *
  * from NOW_MS (> 0). Any other answer (ratelimit_note_response) ends the row. */
 #define RATELIMIT_REFUSED_FIRST_MS 1000u
 #define RATELIMIT_REFUSED_MAX_MS 60000u
-uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms, const char *retry_after,
-				const char *remaining, const char *reset);
+uint64_t ratelimit_note_refusal(struct ratelimit *rl, uint64_t now_ms,
+				const struct ratelimit_headers *h);
 
 #endif

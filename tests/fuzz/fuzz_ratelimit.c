@@ -162,8 +162,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rate = raw == 0xffff ? INFINITY : raw == 0xfffe ? NAN : fmin(raw / 64.0, 1000.0);
 	step = (uint64_t)data[3] * 10;
 
-	ratelimit_init(&s.rl, rate, now);
+	ratelimit_init(&s.rl, rate, 1, now);
 	s.limited = rate > 0 && isfinite(rate);
+	/* No ratelimit-limit is fed here: the rate spent is the assumed limit under the ceiling. */
+	if (s.limited)
+		rate = fmin(rate, RATELIMIT_ASSUMED_LIMIT);
 	s.refill_ms = s.limited ? (uint64_t)ceil(1000.0 / rate) : 0;
 	s.last_note = now;
 	check_state(&s);
@@ -186,7 +189,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 		}
 
-		ratelimit_note_response(&s.rl, now, v[0], v[1], v[2]);
+		ratelimit_note_response(&s.rl, now,
+					&(struct ratelimit_headers){.retry_after = v[0],
+								    .remaining = v[1],
+								    .reset = v[2]});
 		s.last_note = now;
 		check_state(&s);
 

@@ -751,7 +751,8 @@ static void test_builtin_defaults(void **state)
 	assert_null(c->api.api_key_file);
 	assert_null(c->api.user_agent_suffix);
 	assert_int_equal(c->api.max_in_flight, 4);
-	assert_true(c->api.requests_per_second == 2);
+	assert_true(c->api.requests_per_second == 10);
+	assert_true(c->api.rate_share == 1);
 	assert_int_equal(c->api.connect_timeout_s, 10);
 	assert_int_equal(c->api.request_timeout_s, 600);
 	assert_null(c->api.ca_file);
@@ -768,6 +769,9 @@ static void test_builtin_defaults(void **state)
 			CONFIG_ON_CONFLICT_UPSERT, true);
 	assert_csv_settings(&c->defaults, DEFAULT_CSV_SETTINGS);
 	assert_csv_settings(&c->folders[0].settings, DEFAULT_CSV_SETTINGS);
+	assert_int_equal(c->folders[0].settings.coalesce, CONFIG_COALESCE_AUTO);
+	assert_int_equal(c->folders[0].settings.coalesce_max_files, 500);
+	assert_int_equal(c->folders[0].settings.coalesce_max_rows, 100000);
 	assert_dup_settings(&c->defaults, CONFIG_ON_DUPLICATE_SKIP, WINDOW_DEFAULT);
 	assert_dup_settings(&c->folders[0].settings, CONFIG_ON_DUPLICATE_SKIP, WINDOW_DEFAULT);
 	assert_string_equal(c->state_dir, CONFIG_STATE_DIR_DEFAULT);
@@ -1906,7 +1910,7 @@ static void test_unknown_keys_inline(void **state)
 	EXPECT_ERRORS("@FILE@:6:5: folders[0]: unknown key 'inbox_dir' (expected one of: name, "
 		      "inbox, done, failed, column_map, segments, topics, settle_ms, rescan_s, "
 		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
-		      "invalid_rows, csv, on_duplicate, duplicate_window)",
+		      "invalid_rows, csv, on_duplicate, duplicate_window, coalesce, coalesce_max_files, coalesce_max_rows)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
 		      "log, folders, control, metrics, state_dir, ledger_keep_days)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
@@ -2855,6 +2859,42 @@ static size_t list_fixtures(const char *sub, char ***ret)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* ---- issue 18: coalesce and its caps, rate_share ------------------------------------------ */
+
+static void test_coalesce_settings(void **state)
+{
+	(void)state;
+	load("api:\n"
+	     "  requests_per_second: 5\n"
+	     "  rate_share: 0.5\n"
+	     "defaults:\n"
+	     "  coalesce: off\n"
+	     "  coalesce_max_rows: 2000\n"
+	     "folders:\n" FOLDER_A "    coalesce: auto\n"
+	     "    coalesce_max_files: 3\n"
+	     "  - name: b\n"
+	     "    inbox: @TMP@/b/in\n"
+	     "    done: @TMP@/b/done\n"
+	     "    failed: @TMP@/b/failed\n");
+	assert_loaded();
+	assert_true(E.cfg->api.requests_per_second == 5 && E.cfg->api.rate_share == 0.5);
+	assert_int_equal(E.cfg->folders[0].settings.coalesce, CONFIG_COALESCE_AUTO);
+	assert_int_equal(E.cfg->folders[0].settings.coalesce_max_files, 3);
+	assert_int_equal(E.cfg->folders[0].settings.coalesce_max_rows, 2000);
+	assert_int_equal(E.cfg->folders[1].settings.coalesce, CONFIG_COALESCE_OFF);
+	assert_int_equal(E.cfg->folders[1].settings.coalesce_max_files, 500);
+	assert_string_equal(config_coalesce_name(CONFIG_COALESCE_OFF), "off");
+
+	load("api:\n"
+	     "  rate_share: 0\n"
+	     "folders:\n" FOLDER_A "    coalesce: yes\n"
+	     "    coalesce_max_files: 0\n");
+	EXPECT_ERRORS("@FILE@:2:15: api.rate_share: 0 is out of range: expected 0.01 to 1",
+		      "@FILE@:8:15: folders[0].coalesce: expected one of auto, off, got 'yes'",
+		      "@FILE@:9:25: folders[0].coalesce_max_files: 0 is out of range: expected 1 "
+		      "to 100000");
+}
+
 int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
@@ -2926,6 +2966,7 @@ int main(void)
 		T(test_csv_errors),
 		T(test_enum_value_with_nul_refused),
 		T(test_duplicate_settings_override),
+		T(test_coalesce_settings),
 		T(test_parse_duration),
 		T(test_duplicate_window_values),
 		T(test_state_dir_and_ledger_keep_days),

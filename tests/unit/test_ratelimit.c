@@ -1,5 +1,5 @@
 /* ratelimit.c: token bucket timing on a fake millisecond clock, and the server's rate-limit
- * headers (retry-after, ratelimit-remaining + ratelimit-reset). */
+ * headers (retry-after, ratelimit-remaining + ratelimit-reset, ratelimit-limit). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +18,38 @@
 /* One hour: the most a single header may block (see RATELIMIT_MAX_BLOCK_MS). */
 #define MAX_BLOCK_MS 3600000u
 
+/* A bucket spending RATE a second from a full start: the ceiling RATE, and (above the limit
+ * assumed until one is announced) that limit announced before the first request. */
+static void rl_init(struct ratelimit *rl, double rate, uint64_t now)
+{
+	ratelimit_init(rl, rate, 1, now);
+	if (rate > RATELIMIT_ASSUMED_LIMIT && rate <= 100000) {
+		char limit[32];
+
+		snprintf(limit, sizeof(limit), "%.6f", rate);
+		ratelimit_note_response(rl, now, &(struct ratelimit_headers){.limit = limit});
+		assert_true(rl->rate == rate);
+		rl->tokens = rl->burst;
+	}
+}
+
+static void note_response(struct ratelimit *rl, uint64_t now, const char *retry_after,
+			  const char *remaining, const char *reset)
+{
+	ratelimit_note_response(rl, now, &(struct ratelimit_headers){.retry_after = retry_after,
+								       .remaining = remaining,
+								       .reset = reset});
+}
+
+static uint64_t note_refusal(struct ratelimit *rl, uint64_t now, const char *retry_after,
+			     const char *remaining, const char *reset)
+{
+	return ratelimit_note_refusal(rl, now,
+				      &(struct ratelimit_headers){.retry_after = retry_after,
+								  .remaining = remaining,
+								  .reset = reset});
+}
+
 static void drain(struct ratelimit *rl, uint64_t now, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
@@ -29,7 +61,7 @@ static void test_initial_burst_rate_2(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	assert_true(rl.burst == 2.0);
 	drain(&rl, T0, 2);
 	assert_int_equal(ratelimit_take(&rl, T0), 500);
@@ -42,7 +74,7 @@ static void test_initial_burst_rate_10(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 10, T0);
+	rl_init(&rl, 10, T0);
 	drain(&rl, T0, 10);
 	assert_int_equal(ratelimit_take(&rl, T0), 100);
 }
@@ -52,7 +84,7 @@ static void test_refill_exact_timing(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	drain(&rl, T0, 2);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1), 499);
 	assert_int_equal(ratelimit_take(&rl, T0 + 499), 1);
@@ -71,7 +103,7 @@ static void test_refill_partial_token_waits_for_rest(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	drain(&rl, T0, 2);
 	/* 300 ms give 0.6 of a token: 200 ms more are needed */
 	assert_int_equal(ratelimit_take(&rl, T0 + 300), 200);
@@ -83,7 +115,7 @@ static void test_rate_half(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 0.5, T0);
+	rl_init(&rl, 0.5, T0);
 	assert_true(rl.burst == 1.0); /* burst is never below one request */
 	assert_int_equal(ratelimit_take(&rl, T0), 0);
 	assert_int_equal(ratelimit_take(&rl, T0), 2000);
@@ -97,7 +129,7 @@ static void test_rate_three_rounds_up(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 3, T0);
+	rl_init(&rl, 3, T0);
 	drain(&rl, T0, 3);
 	/* 1000/3 = 333.3 ms: waiting 333 would be too early */
 	assert_int_equal(ratelimit_take(&rl, T0), 334);
@@ -110,7 +142,7 @@ static void test_fractional_rate_burst(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2.5, T0);
+	rl_init(&rl, 2.5, T0);
 	assert_true(rl.burst == 2.5);
 	drain(&rl, T0, 2);
 	/* half a token left: 0.5 more needed at 2.5/s = 200 ms */
@@ -123,7 +155,7 @@ static void test_refill_capped_at_burst(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	drain(&rl, T0, 2);
 	/* an idle hour does not bank 7200 requests */
 	drain(&rl, T0 + 3600000, 2);
@@ -137,11 +169,11 @@ static void test_unlimited(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
-		ratelimit_init(&rl, rates[i], T0);
+		rl_init(&rl, rates[i], T0);
 		for (int n = 0; n < 10000; n++)
 			assert_int_equal(ratelimit_take(&rl, T0), 0);
 		/* a spent window means nothing without a ceiling... */
-		ratelimit_note_response(&rl, T0, NULL, "0", NULL);
+		note_response(&rl, T0, NULL, "0", NULL);
 		assert_int_equal(ratelimit_take(&rl, T0), 0);
 	}
 }
@@ -152,8 +184,8 @@ static void test_unlimited_still_honours_server(void **state)
 
 	(void)state;
 	/* ...but the server's own "wait" is obeyed: it would refuse the request anyway */
-	ratelimit_init(&rl, 0, T0);
-	ratelimit_note_response(&rl, T0, "3", NULL, NULL);
+	rl_init(&rl, 0, T0);
+	note_response(&rl, T0, "3", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), 3000);
 	assert_int_equal(ratelimit_take(&rl, T0 + 3000), 0);
 }
@@ -163,8 +195,8 @@ static void test_retry_after_blocks_exactly(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "2", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "2", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), 2000);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1), 1999);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1999), 1);
@@ -186,8 +218,8 @@ static void test_retry_after_decimal_and_blanks(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		ratelimit_init(&rl, 2, T0);
-		ratelimit_note_response(&rl, T0, cases[i].value, NULL, NULL);
+		rl_init(&rl, 2, T0);
+		note_response(&rl, T0, cases[i].value, NULL, NULL);
 		if (ratelimit_take(&rl, T0) != cases[i].ms)
 			fail_msg("retry-after \"%s\": want %llu ms", cases[i].value,
 				 (unsigned long long)cases[i].ms);
@@ -199,8 +231,8 @@ static void test_retry_after_zero_is_no_block(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "0", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "0", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), 0);
 }
 
@@ -209,8 +241,8 @@ static void test_remaining_zero_with_reset(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, NULL, "0", "5");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, NULL, "0", "5");
 	assert_int_equal(ratelimit_take(&rl, T0), 5000);
 	assert_int_equal(ratelimit_take(&rl, T0 + 4999), 1);
 	/* a new window: a full burst again */
@@ -223,14 +255,14 @@ static void test_remaining_zero_drains_tokens(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	/* no reset given: no block, but the bucket believes the server and is empty */
-	ratelimit_note_response(&rl, T0, NULL, "0", NULL);
+	note_response(&rl, T0, NULL, "0", NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), 500);
 	/* time before the answer is not credited again */
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	drain(&rl, T0, 2);
-	ratelimit_note_response(&rl, T0 + 400, NULL, "0", NULL);
+	note_response(&rl, T0 + 400, NULL, "0", NULL);
 	assert_int_equal(ratelimit_take(&rl, T0 + 400), 500);
 }
 
@@ -239,12 +271,12 @@ static void test_remaining_nonzero_no_effect(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, NULL, "3", "5");
-	ratelimit_note_response(&rl, T0, NULL, "10", "60");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, NULL, "3", "5");
+	note_response(&rl, T0, NULL, "10", "60");
 	drain(&rl, T0, 2);
 	/* reset without remaining == 0 blocks nothing */
-	ratelimit_note_response(&rl, T0, NULL, NULL, "30");
+	note_response(&rl, T0, NULL, NULL, "30");
 	assert_int_equal(ratelimit_take(&rl, T0), 500);
 }
 
@@ -273,8 +305,8 @@ static void test_garbage_retry_after_ignored(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
-		ratelimit_init(&rl, 2, T0);
-		ratelimit_note_response(&rl, T0, garbage[i], NULL, NULL);
+		rl_init(&rl, 2, T0);
+		note_response(&rl, T0, garbage[i], NULL, NULL);
 		if (ratelimit_take(&rl, T0) != 0)
 			fail_msg("retry-after \"%s\" was not ignored", garbage[i]);
 		assert_int_equal(rl.blocked_until_ms, 0);
@@ -289,22 +321,22 @@ static void test_garbage_remaining_and_reset_ignored(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad_remaining) / sizeof(bad_remaining[0]); i++) {
-		ratelimit_init(&rl, 2, T0);
-		ratelimit_note_response(&rl, T0, NULL, bad_remaining[i], "5");
+		rl_init(&rl, 2, T0);
+		note_response(&rl, T0, NULL, bad_remaining[i], "5");
 		if (ratelimit_take(&rl, T0) != 0 || ratelimit_take(&rl, T0) != 0)
 			fail_msg("remaining \"%s\" was not ignored", bad_remaining[i]);
 	}
 	for (size_t i = 0; i < sizeof(bad_reset) / sizeof(bad_reset[0]); i++) {
-		ratelimit_init(&rl, 2, T0);
-		ratelimit_note_response(&rl, T0, NULL, "0", bad_reset[i]);
+		rl_init(&rl, 2, T0);
+		note_response(&rl, T0, NULL, "0", bad_reset[i]);
 		/* remaining 0 still drains, but the bad reset does not block */
 		if (ratelimit_take(&rl, T0) != 500)
 			fail_msg("reset \"%s\" was not ignored", bad_reset[i]);
 		assert_int_equal(rl.blocked_until_ms, 0);
 	}
 	/* "00" and " 0 " are still a plain zero */
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, NULL, " 00 ", "1");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, NULL, " 00 ", "1");
 	assert_int_equal(ratelimit_take(&rl, T0), 1000);
 }
 
@@ -313,8 +345,8 @@ static void test_all_absent_no_effect(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, NULL, NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, NULL, NULL, NULL);
 	drain(&rl, T0, 2);
 	assert_int_equal(ratelimit_take(&rl, T0), 500);
 }
@@ -324,25 +356,25 @@ static void test_clamp_one_hour(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "86400", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "86400", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), MAX_BLOCK_MS);
 
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, NULL, "0", "100000");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, NULL, "0", "100000");
 	assert_int_equal(ratelimit_take(&rl, T0), MAX_BLOCK_MS);
 
 	/* big but within uint64 seconds: clamped, not ignored */
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "18446744073709551615", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "18446744073709551615", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), MAX_BLOCK_MS);
 
 	/* exactly one hour, and just under it, pass unchanged */
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "3599.999", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "3599.999", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), MAX_BLOCK_MS - 1);
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "3600.5", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "3600.5", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0), MAX_BLOCK_MS);
 }
 
@@ -351,13 +383,13 @@ static void test_longest_block_wins(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "10", NULL, NULL);
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "10", NULL, NULL);
 	/* a later, shorter answer (to a concurrent request) does not cut the wait */
-	ratelimit_note_response(&rl, T0 + 100, "1", NULL, NULL);
+	note_response(&rl, T0 + 100, "1", NULL, NULL);
 	assert_int_equal(ratelimit_take(&rl, T0 + 100), 9900);
 	/* a longer one extends it */
-	ratelimit_note_response(&rl, T0 + 100, NULL, "0", "20");
+	note_response(&rl, T0 + 100, NULL, "0", "20");
 	assert_int_equal(ratelimit_take(&rl, T0 + 100), 20000);
 }
 
@@ -366,11 +398,11 @@ static void test_retry_after_and_reset_together(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "2", "0", "7");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "2", "0", "7");
 	assert_int_equal(ratelimit_take(&rl, T0), 7000);
-	ratelimit_init(&rl, 2, T0);
-	ratelimit_note_response(&rl, T0, "9", "0", "7");
+	rl_init(&rl, 2, T0);
+	note_response(&rl, T0, "9", "0", "7");
 	assert_int_equal(ratelimit_take(&rl, T0), 9000);
 }
 
@@ -382,40 +414,40 @@ static void test_refusal_waits(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 5, T0);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0, "3", NULL, NULL), 3000);
+	rl_init(&rl, 5, T0);
+	assert_int_equal(note_refusal(&rl, T0, "3", NULL, NULL), 3000);
 	assert_int_equal(ratelimit_take(&rl, T0 + 2999), 1);
 	assert_int_equal(ratelimit_take(&rl, T0 + 3000), 0);
 
-	ratelimit_init(&rl, 5, T0);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0, NULL, "4", "2"), 2000);
+	rl_init(&rl, 5, T0);
+	assert_int_equal(note_refusal(&rl, T0, NULL, "4", "2"), 2000);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1999), 1);
 
 	/* Nothing named: 1 s, 2 s, 4 s ... up to a minute. */
-	ratelimit_init(&rl, 5, T0);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0, NULL, NULL, NULL), 1000);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 1000, NULL, NULL, NULL), 2000);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 3000, "garbage", NULL, "x"), 4000);
+	rl_init(&rl, 5, T0);
+	assert_int_equal(note_refusal(&rl, T0, NULL, NULL, NULL), 1000);
+	assert_int_equal(note_refusal(&rl, T0 + 1000, NULL, NULL, NULL), 2000);
+	assert_int_equal(note_refusal(&rl, T0 + 3000, "garbage", NULL, "x"), 4000);
 	/* Requests refused together (sent before the first answer) do not lengthen the wait. */
-	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 3000, NULL, NULL, NULL), 4000);
+	assert_int_equal(note_refusal(&rl, T0 + 3000, NULL, NULL, NULL), 4000);
 	uint64_t t = T0 + 7000, w = 0;
 	for (int i = 0; i < 10; i++) {
-		w = ratelimit_note_refusal(&rl, t, NULL, NULL, NULL);
+		w = note_refusal(&rl, t, NULL, NULL, NULL);
 		t += w;
 	}
 	assert_int_equal(w, RATELIMIT_REFUSED_MAX_MS);
 	/* An answer that is not a refusal ends the row. */
-	ratelimit_note_response(&rl, t, NULL, NULL, NULL);
-	assert_int_equal(ratelimit_note_refusal(&rl, t, NULL, NULL, NULL), 1000);
+	note_response(&rl, t, NULL, NULL, NULL);
+	assert_int_equal(note_refusal(&rl, t, NULL, NULL, NULL), 1000);
 
 	/* A refusal while a longer wait is known keeps the longer one. */
-	ratelimit_init(&rl, 5, T0);
-	ratelimit_note_refusal(&rl, T0, "30", NULL, NULL);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0 + 1000, "1", NULL, NULL), 29000);
+	rl_init(&rl, 5, T0);
+	note_refusal(&rl, T0, "30", NULL, NULL);
+	assert_int_equal(note_refusal(&rl, T0 + 1000, "1", NULL, NULL), 29000);
 
 	/* Without a client-side ceiling too: the server's word holds. */
-	ratelimit_init(&rl, 0, T0);
-	assert_int_equal(ratelimit_note_refusal(&rl, T0, "0.5", NULL, NULL), 500);
+	rl_init(&rl, 0, T0);
+	assert_int_equal(note_refusal(&rl, T0, "0.5", NULL, NULL), 500);
 	assert_int_equal(ratelimit_take(&rl, T0 + 100), 400);
 	assert_int_equal(ratelimit_take(&rl, T0 + 500), 0);
 }
@@ -426,8 +458,8 @@ static void test_refusal_empties_the_bucket(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 5, T0);
-	ratelimit_note_refusal(&rl, T0, "1", "3", NULL);
+	rl_init(&rl, 5, T0);
+	note_refusal(&rl, T0, "1", "3", NULL);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1000), 0);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1000), 200);
 	assert_int_equal(ratelimit_take(&rl, T0 + 1200), 0);
@@ -443,7 +475,7 @@ static void test_wait_always_positive(void **state)
 		uint64_t now = T0;
 		unsigned granted = 0;
 
-		ratelimit_init(&rl, rates[i], now);
+		rl_init(&rl, rates[i], now);
 		/* follow the advice given: every promised time must grant a token */
 		for (int n = 0; n < 2000 && now < T0 + 100000000u; n++) {
 			uint64_t w = ratelimit_take(&rl, now);
@@ -468,7 +500,7 @@ static void test_long_run_average_rate(void **state)
 
 	(void)state;
 	/* polling every millisecond for 100 s at 3/s: the burst plus 300 refills, no more */
-	ratelimit_init(&rl, 3, T0);
+	rl_init(&rl, 3, T0);
 	for (uint64_t t = T0; t <= T0 + 100000; t++)
 		while (ratelimit_take(&rl, t) == 0)
 			granted++;
@@ -481,7 +513,7 @@ static void test_tiny_rate_wait_is_bounded(void **state)
 	uint64_t w;
 
 	(void)state;
-	ratelimit_init(&rl, 1e-300, T0);
+	rl_init(&rl, 1e-300, T0);
 	assert_int_equal(ratelimit_take(&rl, T0), 0);
 	w = ratelimit_take(&rl, T0);
 	/* effectively "never", and no undefined double -> integer conversion on the way */
@@ -494,11 +526,62 @@ static void test_clock_backwards_is_harmless(void **state)
 	struct ratelimit rl;
 
 	(void)state;
-	ratelimit_init(&rl, 2, T0);
+	rl_init(&rl, 2, T0);
 	drain(&rl, T0, 2);
 	/* no refill, no underflow into a huge token count */
 	assert_int_equal(ratelimit_take(&rl, T0 - 1000), 500);
 	assert_int_equal(ratelimit_take(&rl, T0 + 500), 0);
+}
+
+/* Until Resend announces the team's limit, the daemon assumes the lowest documented (2/s)
+ * under its ceiling; an announcement resizes the rate to its share, never above the ceiling. */
+static void test_limit_announced_resizes(void **state)
+{
+	struct ratelimit rl;
+
+	(void)state;
+	ratelimit_init(&rl, 10, 1, T0);
+	assert_true(rl.rate == RATELIMIT_ASSUMED_LIMIT && rl.burst == 2);
+	drain(&rl, T0, 2);
+	assert_int_equal(ratelimit_take(&rl, T0), 500);
+	/* 5/s announced: a token every 200 ms from now on. */
+	ratelimit_note_response(&rl, T0, &(struct ratelimit_headers){.limit = "5"});
+	assert_true(rl.rate == 5 && rl.burst == 5);
+	assert_int_equal(ratelimit_take(&rl, T0), 200);
+	assert_int_equal(ratelimit_take(&rl, T0 + 200), 0);
+	/* Above the ceiling: the ceiling. */
+	ratelimit_note_response(&rl, T0 + 200, &(struct ratelimit_headers){.limit = "50"});
+	assert_true(rl.rate == 10);
+	/* Down again: the bucket shrinks with it (no burst of the old size). */
+	rl.tokens = 10;
+	ratelimit_note_response(&rl, T0 + 200, &(struct ratelimit_headers){.limit = " 2 "});
+	assert_true(rl.rate == 2 && rl.tokens == 2);
+	/* Nonsense is ignored. */
+	static const char *const bad[] = {"0", "-5", "abc", "5/s", "", "1e3", "1000000"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		ratelimit_note_response(&rl, T0 + 200, &(struct ratelimit_headers){.limit = bad[i]});
+		assert_true(rl.rate == 2);
+	}
+}
+
+/* rate_share: the daemon spends its share of the team's limit; other apps the rest. */
+static void test_limit_share(void **state)
+{
+	struct ratelimit rl;
+
+	(void)state;
+	ratelimit_init(&rl, 100, 0.5, T0);
+	assert_true(rl.rate == 1); /* half the assumed 2/s */
+	ratelimit_note_response(&rl, T0, &(struct ratelimit_headers){.limit = "5"});
+	assert_true(rl.rate == 2.5);
+	/* No ceiling of its own: unlimited until a limit is announced, then its share. */
+	ratelimit_init(&rl, 0, 0.8, T0);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(ratelimit_take(&rl, T0), 0);
+	ratelimit_note_response(&rl, T0, &(struct ratelimit_headers){.limit = "5"});
+	assert_true(rl.rate == 4);
+	assert_int_equal(ratelimit_take(&rl, T0), 0);
+	assert_int_equal(ratelimit_take(&rl, T0), 250);
 }
 
 int main(void)
@@ -532,6 +615,8 @@ int main(void)
 		cmocka_unit_test(test_long_run_average_rate),
 		cmocka_unit_test(test_tiny_rate_wait_is_bounded),
 		cmocka_unit_test(test_clock_backwards_is_harmless),
+		cmocka_unit_test(test_limit_announced_resizes),
+		cmocka_unit_test(test_limit_share),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
