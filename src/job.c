@@ -1175,9 +1175,12 @@ static void job_start_upload(struct job *job)
 	filename = resend_part_filename(job->name, job->part, job->rep.n_parts);
 	resend_part_key(job->idempotency_key, job_folder_name(job), job->rep.sha256, job->part,
 			job->rep.n_parts);
-	r = filename ? resend_client_create_import(env->api, n->fd >= 0 ? n->fd : job->fd, n->head_bytes,
-					 p->offset, p->bytes, filename, &job->folder->fields,
-					 job->idempotency_key, job_upload_done, job, &job->call)
+	int fd = n->fd >= 0 ? n->fd : job->fd;
+	const struct resend_segment segs[] = {{fd, 0, n->head_bytes}, {fd, p->offset, p->bytes}};
+
+	r = filename ? resend_client_create_import(env->api, segs, 2, filename,
+						   &job->folder->fields, job->idempotency_key,
+						   job_upload_done, job, &job->call)
 		     : -ENOMEM;
 	free(filename);
 	if (r < 0) {

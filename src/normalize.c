@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "csvhead.h"
 #include "csvscan.h"
 #include "emailset.h"
@@ -265,6 +267,10 @@ struct normalizer {
 	struct writer out, rej;
 	struct emailset_repeat *repeats;
 	size_t n_repeats, next_repeat;
+	/* The emails' hashes for coalescing (normalize.h), while COLLECT. */
+	uint64_t *hashes;
+	size_t n_hashes, cap_hashes;
+	bool collect;
 };
 
 static void fail(struct normalizer *n, int err, const char *fmt, ...)
@@ -642,12 +648,37 @@ static int take_header(struct normalizer *n, const struct csvscan_record *rec)
 	return 0;
 }
 
+/* Keeps KEY's hash for coalescing; a file with more rows than a batch may hold keeps none. */
+static void collect_email(struct normalizer *n, const char *key, size_t len)
+{
+	if (n->n_hashes == n->cap_hashes) {
+		size_t cap = n->cap_hashes ? n->cap_hashes * 2 : 256;
+		uint64_t *h = n->n_hashes < n->folder->settings.coalesce_max_rows
+				      ? realloc(n->hashes, cap * sizeof(*h))
+				      : NULL;
+
+		if (!h) {
+			/* Not coalesced: a file of its own is still imported. */
+			free(n->hashes);
+			n->hashes = NULL;
+			n->n_hashes = n->cap_hashes = 0;
+			n->collect = false;
+			return;
+		}
+		n->hashes = h;
+		n->cap_hashes = cap;
+	}
+	n->hashes[n->n_hashes++] = XXH3_64bits(key, len);
+}
+
 static int emails_key(struct normalizer *n, const char *email, size_t len, uint64_t line)
 {
 	char key[256];
 
 	for (size_t i = 0; i < len; i++)
 		key[i] = (email[i] >= 'A' && email[i] <= 'Z') ? (char)(email[i] + 32) : email[i];
+	if (n->collect)
+		collect_email(n, key, len);
 	return emailset_add(n->emails, key, len, line);
 }
 
@@ -927,6 +958,8 @@ static int pass1_start(struct normalizer *n)
 	n->fast = !n->iconv_name && !n->info.bom && !n->info.sep_line && n->dialect.delimiter == ',';
 	n->plan.limit = n->limit;
 	n->plan.head = 0;
+	n->n_hashes = 0;
+	n->collect = n->folder->settings.coalesce == CONFIG_COALESCE_AUTO;
 	r = emailset_new(n->tmp_dir_fd, n->size, &n->emails);
 	if (r < 0) {
 		fail(n, r, "out of memory");
@@ -1227,6 +1260,13 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 		for (size_t i = 0; i < n->plan.n; i++)
 			info->bytes_after += n->plan.head + n->plan.parts[i].bytes;
 	}
+	info->header_len = n->plan.head;
+	if (n->plan.n == 1 && n->collect && n->n_hashes <= n->folder->settings.coalesce_max_rows) {
+		info->emails = n->hashes;
+		info->n_emails = n->n_hashes;
+		n->hashes = NULL;
+		n->n_hashes = n->cap_hashes = 0;
+	}
 	info->parts = n->plan.parts;
 	info->n_parts = n->plan.n;
 	n->plan.parts = NULL;
@@ -1259,6 +1299,7 @@ void normalizer_free(struct normalizer *n)
 	csvhead_match_free(&n->match);
 	plan_reset(&n->plan);
 	free(n->repeats);
+	free(n->hashes);
 	free(n->out.buf);
 	free(n->rej.buf);
 	if (n->rej.fd >= 0)
@@ -1280,6 +1321,9 @@ void normalize_clear(struct normalize *r)
 	free(r->parts);
 	r->parts = NULL;
 	r->n_parts = 0;
+	free(r->emails);
+	r->emails = NULL;
+	r->n_emails = 0;
 	if (r->fd >= 0)
 		close(r->fd);
 	r->fd = -1;

@@ -60,6 +60,16 @@ struct normalize {
 	uint64_t head_bytes;
 	struct normalize_part *parts;
 	size_t n_parts;
+	/* For coalescing (config coalesce), a file uploaded in one part only. HEADER_LEN: the
+	 * uploaded source's header, line end included (parts[0] starts at 0 and holds it).
+	 * EMAILS: the 64-bit XXH3 hashes of its rows' emails, lower-cased (owned; NULL: not
+	 * collected: coalesce off, more than coalesce_max_rows rows, or several parts).
+	 * precheck fills in HEADER_HASH and ENDS_WITH_NEWLINE. */
+	uint64_t header_len;
+	uint64_t *emails;
+	size_t n_emails;
+	uint64_t header_hash;
+	bool ends_with_newline;
 	/* Refused for a reason of the machine's (the copy could not be written: a full disk, an
 	 * I/O error): the file is not at fault, and the check should be tried again. */
 	bool temporary;

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "fsops.h"
 #include "text.h"
 
@@ -122,6 +124,38 @@ bool precheck_same_file(const struct precheck *pc, const struct stat *st, char *
 	return false;
 }
 
+/* What coalescing needs of a file uploaded whole from FD (normalize.h): its header's hash and
+ * whether its last row ends its line. A file that cannot tell is not coalesced. */
+static void precheck_coalescing(struct normalize *norm, int fd)
+{
+	const struct normalize_part *p = &norm->parts[0];
+	char buf[4096], last;
+	XXH3_state_t *st;
+	uint64_t off = 0;
+	bool ok = norm->header_len > 0 && p->bytes > norm->header_len;
+
+	st = ok ? XXH3_createState() : NULL;
+	ok = st && XXH3_64bits_reset(st) == XXH_OK;
+	while (ok && off < norm->header_len) {
+		size_t want = norm->header_len - off < sizeof(buf) ? (size_t)(norm->header_len - off)
+								   : sizeof(buf);
+		ssize_t got = pread(fd, buf, want, (off_t)(p->offset + off));
+
+		ok = got > 0 && XXH3_64bits_update(st, buf, (size_t)got) == XXH_OK;
+		off += ok ? (uint64_t)got : 0;
+	}
+	ok = ok && pread(fd, &last, 1, (off_t)(p->offset + p->bytes - 1)) == 1;
+	if (ok) {
+		norm->header_hash = XXH3_64bits_digest(st);
+		norm->ends_with_newline = last == '\n';
+	} else {
+		free(norm->emails);
+		norm->emails = NULL;
+		norm->n_emails = 0;
+	}
+	XXH3_freeState(st);
+}
+
 int precheck_run(int dir_fd, const char *name, const struct config_folder *folder,
 		 int work_dir_fd, const char *rejects_name, const atomic_bool *cancel,
 		 struct precheck *ret)
@@ -170,6 +204,8 @@ int precheck_run(int dir_fd, const char *name, const struct config_folder *folde
 	if (r == 0)
 		r = normalizer_finish(n, fd, cancel, &ret->norm, ret->reason, sizeof(ret->reason));
 	normalizer_free(n);
+	if (r == 0 && ret->norm.emails)
+		precheck_coalescing(&ret->norm, ret->norm.fd >= 0 ? ret->norm.fd : fd);
 	if (r < 0)
 		goto fail;
 	ret->fd = fd;

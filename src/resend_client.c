@@ -29,11 +29,14 @@ struct resend_call {
 	CURL *easy;
 	struct curl_slist *headers;
 	curl_mime *mime;
-	int fd;
-	uint64_t head;   /* the part: the first HEAD bytes of FD, then SIZE - HEAD from FROM */
-	uint64_t from;
+	/* The file part: the segments one after the other (owned copy), SIZE bytes. */
+	struct resend_segment *segs;
+	size_t n_segs;
+	size_t seg;          /* the segment OFFSET is in */
+	uint64_t seg_start;  /* where it starts in the part */
 	uint64_t size;
-	uint64_t offset; /* how much of the part was read */
+	uint64_t offset;     /* how much of the part was read */
+	size_t failed_seg;   /* the segment whose read failed (local_error) */
 	char *body;
 	size_t body_len;
 	long status;
@@ -100,25 +103,35 @@ static size_t api_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-/* The file part, read on demand: the file is never held in memory. */
+/* The file part, read on demand from its segments: no file is held in memory. */
 static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 {
 	struct resend_call *call = arg;
 	size_t want = size * nitems;
-	uint64_t at;
+	const struct resend_segment *sg;
+	uint64_t in;
 	ssize_t n;
 
 	if (call->offset >= call->size)
 		return 0;
-	if (want > call->size - call->offset)
-		want = (size_t)(call->size - call->offset);
-	/* The header and the rows do not meet in one read. */
-	if (call->offset < call->head && want > call->head - call->offset)
-		want = (size_t)(call->head - call->offset);
-	at = call->offset < call->head ? call->offset : call->from + (call->offset - call->head);
-	do
-		n = pread(call->fd, buffer, want, (off_t)at);
-	while (n < 0 && errno == EINTR);
+	while (call->seg < call->n_segs &&
+	       call->offset >= call->seg_start + call->segs[call->seg].bytes) {
+		call->seg_start += call->segs[call->seg].bytes;
+		call->seg++;
+	}
+	sg = &call->segs[call->seg];
+	in = call->offset - call->seg_start;
+	/* Two segments do not meet in one read. */
+	if (want > sg->bytes - in)
+		want = (size_t)(sg->bytes - in);
+	if (sg->fd < 0) {
+		memset(buffer, '\n', want);
+		n = (ssize_t)want;
+	} else {
+		do
+			n = pread(sg->fd, buffer, want, (off_t)(sg->offset + in));
+		while (n < 0 && errno == EINTR);
+	}
 	if (n <= 0) {
 		/* The file shrank or failed to read after it was checked: never send a short part
 		 * that the server would take for the whole file. (Had it grown, only SIZE bytes
@@ -126,8 +139,9 @@ static size_t api_read_cb(char *buffer, size_t size, size_t nitems, void *arg)
 		char done[TEXT_COUNT_LEN], all[TEXT_COUNT_LEN];
 		int e = errno;
 
-		text_format_count(done, call->offset);
-		text_format_count(all, call->size);
+		text_format_count(done, in);
+		text_format_count(all, sg->offset + sg->bytes);
+		call->failed_seg = call->seg;
 		if (n == 0)
 			snprintf(call->local_error, sizeof(call->local_error),
 				 "the file shrank while it was being uploaded: read %s of %s bytes",
@@ -150,6 +164,8 @@ static int api_seek_cb(void *arg, curl_off_t offset, int origin)
 	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > call->size)
 		return CURL_SEEKFUNC_CANTSEEK;
 	call->offset = (uint64_t)offset;
+	call->seg = 0;
+	call->seg_start = 0;
 	return CURL_SEEKFUNC_OK;
 }
 
@@ -176,7 +192,6 @@ static struct resend_call *resend_call_new(struct resend_client *api, const char
 	if (!call)
 		return NULL;
 	call->api = api;
-	call->fd = -1;
 	call->cb = cb;
 	call->data = data;
 	call->easy = curl_easy_init();
@@ -236,21 +251,28 @@ static int api_add_text_part(curl_mime *mime, const char *name, const char *valu
 	return 0;
 }
 
-int resend_client_create_import(struct resend_client *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
-		      const char *filename, const struct resend_fields *fields,
-		      const char *idempotency_key, resend_call_cb cb, void *data,
-		      struct resend_call **ret)
+int resend_client_create_import(struct resend_client *api, const struct resend_segment *segs,
+				size_t n_segs, const char *filename,
+				const struct resend_fields *fields, const char *idempotency_key,
+				resend_call_cb cb, void *data, struct resend_call **ret)
 {
 	struct resend_call *call = resend_call_new(api, "/contacts/imports", cb, data);
-	uint64_t size = head + bytes;
+	uint64_t size = 0;
 	char *idem = NULL;
 	struct curl_slist *h;
 
 	if (!call)
 		return -ENOMEM;
-	call->fd = fd;
-	call->head = head;
-	call->from = from;
+	call->segs = n_segs ? malloc(n_segs * sizeof(*segs)) : NULL;
+	if (!call->segs)
+		goto fail;
+	/* Empty segments are left out: the read callback never stands on one. */
+	for (size_t i = 0; i < n_segs; i++) {
+		if (segs[i].bytes == 0)
+			continue;
+		call->segs[call->n_segs++] = segs[i];
+		size += segs[i].bytes;
+	}
 	call->size = size;
 	call->mime = curl_mime_init(call->easy);
 	if (!call->mime)
@@ -339,6 +361,11 @@ const char *resend_call_local_error(const struct resend_call *call)
 	return call->result != CURLE_OK && call->local_error[0] ? call->local_error : NULL;
 }
 
+int resend_call_local_error_fd(const struct resend_call *call)
+{
+	return resend_call_local_error(call) ? call->segs[call->failed_seg].fd : -1;
+}
+
 const char *resend_call_header(const struct resend_call *call, const char *name)
 {
 	struct curl_header *h;
@@ -368,6 +395,7 @@ void resend_call_free(struct resend_call *call)
 		curl_easy_cleanup(call->easy);
 	curl_mime_free(call->mime);
 	curl_slist_free_all(call->headers);
+	free(call->segs);
 	free(call->body);
 	free(call);
 }

@@ -19,13 +19,20 @@ typedef void (*resend_call_cb)(struct resend_call *call, void *data);
 int resend_client_new(struct http *http, const struct config *cfg, struct resend_client **ret);
 void resend_client_free(struct resend_client *client);
 
-/* The file part is read from FD with pread: its first HEAD bytes (a CSV header; 0 for none),
- * then BYTES from offset FROM. FD stays owned by the caller and must stay open until the
- * callback. */
-int resend_client_create_import(struct resend_client *client, int fd, uint64_t head, uint64_t from, uint64_t bytes,
-		      const char *filename, const struct resend_fields *fields,
-		      const char *idempotency_key, resend_call_cb cb, void *data,
-		      struct resend_call **ret);
+/* A piece of the file part: BYTES of FD from OFFSET (pread), or, with FD -1, BYTES line ends
+ * ("\n"). */
+struct resend_segment {
+	int fd;
+	uint64_t offset, bytes;
+};
+
+/* The file part is SEGS one after the other (a CSV header, then rows: of one file, or of
+ * several coalesced into one import), read on demand. The descriptors stay owned by the
+ * caller and must stay open until the callback; SEGS itself is copied. */
+int resend_client_create_import(struct resend_client *client, const struct resend_segment *segs,
+				size_t n_segs, const char *filename,
+				const struct resend_fields *fields, const char *idempotency_key,
+				resend_call_cb cb, void *data, struct resend_call **ret);
 int resend_client_get_import(struct resend_client *client, const char *id, resend_call_cb cb, void *data,
 		   struct resend_call **ret);
 
@@ -38,6 +45,8 @@ const char *resend_call_transport_error(const struct resend_call *call);
  * be read whole (it shrank, or a read failed). The daemon's own message, which is also what
  * resend_call_transport_error says then. Sending again would read the same file: not a retry. */
 const char *resend_call_local_error(const struct resend_call *call);
+/* The descriptor whose read failed (resend_call_local_error), -1 when none did. */
+int resend_call_local_error_fd(const struct resend_call *call);
 const char *resend_call_header(const struct resend_call *call, const char *name);
 double resend_call_seconds(const struct resend_call *call);
 

@@ -57,25 +57,40 @@ void sha256_hex(const void *data, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* A part from FD with pread, as resend_client.c streams it: HEAD bytes from offset 0, then BYTES from
- * offset FROM (a file not split: HEAD and FROM 0, BYTES the whole). What was read goes to *RET_SENT
- * (malloc'd, NUL-terminated) when RET_SENT is not NULL. */
-static bool read_part_sha256(int fd, uint64_t head, uint64_t from, uint64_t bytes, char out[65],
+/* A file part from its segments with pread, as resend_client.c streams it (a segment without a
+ * descriptor: line ends). What was read goes to *RET_SENT (malloc'd, NUL-terminated) when
+ * RET_SENT is not NULL. */
+static bool read_part_sha256(const struct resend_segment *segs, size_t n_segs, char out[65],
 			     char **ret_sent)
 {
 	unsigned char md[EVP_MAX_MD_SIZE], buf[65536];
 	unsigned int n = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	uint64_t size = head + bytes, off = 0;
+	uint64_t size = 0, off = 0;
+	size_t seg = 0;
+	uint64_t in = 0; /* read of segment SEG */
+
+	for (size_t i = 0; i < n_segs; i++)
+		size += segs[i].bytes;
 	char *sent = ret_sent ? malloc((size_t)size + 1) : NULL;
 	bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && (!ret_sent || sent);
 
 	out[0] = '\0';
 	while (ok && off < size) {
-		uint64_t left = off < head ? head - off : size - off;
-		uint64_t at = off < head ? off : from + (off - head);
+		while (in == segs[seg].bytes) {
+			seg++;
+			in = 0;
+		}
+		uint64_t left = segs[seg].bytes - in;
 		size_t want = left < sizeof(buf) ? (size_t)left : sizeof(buf);
-		ssize_t r = pread(fd, buf, want, (off_t)at);
+		ssize_t r;
+
+		if (segs[seg].fd < 0) {
+			memset(buf, '\n', want);
+			r = (ssize_t)want;
+		} else {
+			r = pread(segs[seg].fd, buf, want, (off_t)(segs[seg].offset + in));
+		}
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -85,6 +100,7 @@ static bool read_part_sha256(int fd, uint64_t head, uint64_t from, uint64_t byte
 			if (sent)
 				memcpy(sent + off, buf, (size_t)r);
 			off += (uint64_t)r;
+			in += (uint64_t)r;
 		}
 	}
 	if (ok && (!EVP_DigestFinal_ex(ctx, md, &n) || n != 32))
@@ -450,8 +466,8 @@ static void stub_answer_cb(uv_timer_t *timer)
 	struct call_log *l = &F.calls[call->n];
 
 	if (l->kind == CALL_UPLOAD)
-		l->read_ok_at_answer = read_part_sha256(call->fd, call->head, call->from,
-							call->bytes, l->sha256_at_answer, NULL);
+		l->read_ok_at_answer = read_part_sha256(call->segs, call->n_segs,
+							l->sha256_at_answer, NULL);
 	l->answered = true;
 	l->answered_seq = ++F.stub_seq;
 	l->answered_ms = uv_now(timer->loop);
@@ -465,6 +481,7 @@ static void stub_closed_cb(uv_handle_t *handle)
 	struct resend_call *call = handle->data;
 
 	free(call->body);
+	free(call->segs);
 	free(call);
 }
 
@@ -507,7 +524,6 @@ static struct call_log *stub_new_call(enum call_kind kind, resend_call_cb cb, vo
 	l->made_seq = ++F.stub_seq;
 	l->call = call;
 	call->n = F.n_calls++;
-	call->fd = -1;
 	call->cb = cb;
 	call->data = data;
 	uv_timer_init(&F.loop, &call->timer);
@@ -536,20 +552,29 @@ void resend_client_free(struct resend_client *api)
 	(void)api;
 }
 
-int resend_client_create_import(struct resend_client *api, int fd, uint64_t head, uint64_t from, uint64_t bytes,
-	       const char *filename, const struct resend_fields *fields,
-	       const char *idempotency_key, resend_call_cb cb, void *data,
-	       struct resend_call **ret)
+int resend_client_create_import(struct resend_client *api, const struct resend_segment *segs,
+				size_t n_segs, const char *filename,
+				const struct resend_fields *fields, const char *idempotency_key,
+				resend_call_cb cb, void *data, struct resend_call **ret)
 {
 	struct resend_call *call;
 	struct call_log *l;
+	uint64_t head = n_segs >= 2 ? segs[0].bytes : 0, from = n_segs >= 2 ? segs[1].offset : 0;
 
-	/* A file not split: the whole of FD. A part: its header, then rows after the header. */
-	if (api != &F.api || (head == 0 && from != 0) || (head != 0 && from < head))
+	/* One file: its header from 0, then rows after it (a file not split: all of it from 0).
+	 * Several (coalesced): each one's rows after its header. */
+	if (api != &F.api || n_segs < 2 || segs[0].offset != 0 || (head == 0 && from != 0) ||
+	    (head != 0 && from < head))
 		F.stub_errors++;
 	l = stub_new_call(CALL_UPLOAD, cb, data, &call);
 	if (!l)
 		return -ENOMEM;
+	call->segs = malloc(n_segs * sizeof(*segs));
+	if (!call->segs)
+		abort();
+	memcpy(call->segs, segs, n_segs * sizeof(*segs));
+	call->n_segs = n_segs;
+	l->n_segs = n_segs;
 	snprintf(l->filename, sizeof(l->filename), "%s", filename);
 	snprintf(l->key, sizeof(l->key), "%s", idempotency_key ? idempotency_key : "");
 	copy_field(l->column_map, sizeof(l->column_map), &l->has_column_map, fields->column_map);
@@ -557,17 +582,15 @@ int resend_client_create_import(struct resend_client *api, int fd, uint64_t head
 		 fields->on_conflict ? fields->on_conflict : "");
 	copy_field(l->segments, sizeof(l->segments), &l->has_segments, fields->segments);
 	copy_field(l->topics, sizeof(l->topics), &l->has_topics, fields->topics);
-	l->size = head + bytes;
+	l->size = 0;
+	for (size_t i = 0; i < n_segs; i++)
+		l->size += segs[i].bytes;
 	l->head = head;
 	l->from = from;
-	l->read_ok = read_part_sha256(fd, head, from, bytes, l->sha256,
+	l->read_ok = read_part_sha256(segs, n_segs, l->sha256,
 				      l->size <= 4 * 1024 * 1024 ? &l->sent : NULL);
 	snprintf(l->import_id, sizeof(l->import_id), "00000000-0000-4000-8000-%012zx",
 		 call->n + 1);
-	call->fd = fd;
-	call->head = head;
-	call->from = from;
-	call->bytes = bytes;
 	call->ans = F.upload_next < F.n_upload_script ? F.upload_script[F.upload_next++]
 						      : (struct answer){.status = 201};
 	if (!call->ans.hold)
@@ -622,6 +645,11 @@ const char *resend_call_transport_error(const struct resend_call *call)
 const char *resend_call_local_error(const struct resend_call *call)
 {
 	return call->ans.status == 0 ? call->ans.local : NULL;
+}
+
+int resend_call_local_error_fd(const struct resend_call *call)
+{
+	return resend_call_local_error(call) && call->n_segs ? call->segs[call->n_segs - 1].fd : -1;
 }
 
 const char *resend_call_header(const struct resend_call *call, const char *name)

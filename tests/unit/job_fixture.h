@@ -114,6 +114,7 @@ struct call_log {
 	bool has_column_map, has_segments, has_topics;
 	uint64_t size;       /* what was sent: HEAD + the part's bytes */
 	uint64_t head, from; /* the part: HEAD bytes from 0, then the rest from FROM */
+	size_t n_segs;       /* 2: one file; more: coalesced files */
 	/* Read through the descriptor when the call was made and again when it was answered. */
 	bool read_ok, read_ok_at_answer;
 	char sha256[65], sha256_at_answer[65];
@@ -131,8 +132,8 @@ struct resend_client {
 
 struct resend_call {
 	size_t n;  /* F.calls[n] */
-	int fd;
-	uint64_t head, from, bytes;
+	struct resend_segment *segs; /* an upload's, copied */
+	size_t n_segs;
 	struct answer ans;
 	char *body;
 	resend_call_cb cb;
