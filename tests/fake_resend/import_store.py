@@ -131,18 +131,28 @@ class ImportStore:
             contact_import = self._imports.get(import_id)
             return None if contact_import is None else contact_import.to_json(now)
 
-    def list(self, limit, after=None, status=None):
-        """GET /contacts/imports: newest first, starting after the import `after` if given."""
+    def list(self, limit, after=None, before=None, status=None):
+        """GET /contacts/imports, newest first. `after`: the page of older imports that follows
+        the cursor; `before`: the page of newer ones that precedes it (the `limit` nearest the
+        cursor, still newest first). The cursor itself is left out; an unknown one gives an empty
+        page. `has_more`: more imports lie beyond the page, away from the cursor."""
         with self._lock:
             now = self._advance()
             imports = list(reversed(self._imports.values()))
-            if after is not None:
+            cursor = after if after is not None else before
+            if cursor is not None:
                 ids = [contact_import.id for contact_import in imports]
-                imports = imports[ids.index(after) + 1:] if after in ids else []
+                if cursor not in ids:
+                    imports = []
+                elif after is not None:
+                    imports = imports[ids.index(cursor) + 1:]
+                else:
+                    imports = imports[:ids.index(cursor)]
             matching = [contact_import for contact_import in imports
                         if status is None or contact_import.status(now) == status]
+            page = matching[-limit:] if before is not None else matching[:limit]
             return {"object": "list", "has_more": len(matching) > limit,
-                    "data": [contact_import.to_json(now) for contact_import in matching[:limit]]}
+                    "data": [contact_import.to_json(now) for contact_import in page]}
 
     def contacts(self):
         with self._lock:

@@ -345,14 +345,17 @@ def mapped_columns(column_map):
 
 
 def check_list_query(query):
-    """(limit, after, status) of GET /contacts/imports; 422 when out of range."""
+    """(limit, after, before, status) of GET /contacts/imports; 422 when out of range, or when
+    both cursors are given (a page is either the next one or the previous one)."""
     limit = query.get("limit", "10")
     if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= 100:
         raise validation_error("`limit` must be an integer between 1 and 100")
+    if "after" in query and "before" in query:
+        raise validation_error("`after` and `before` cannot be used together")
     status = query.get("status")
     if status is not None and status not in IMPORT_STATUSES:
         raise validation_error(f"`status` must be one of: {', '.join(IMPORT_STATUSES)}")
-    return int(limit), query.get("after"), status
+    return int(limit), query.get("after"), query.get("before"), status
 
 
 def check_import_id(import_id):

@@ -314,6 +314,56 @@ def test_list_is_newest_first_with_limit_and_after(fake, create):
     assert unknown == {"object": "list", "has_more": False, "data": []}
 
 
+def test_list_pages_back_with_before(fake, create):
+    ids = [imported(fake, create, "email\na@x.com\n") for _ in range(12)]
+    newest_first = ids[::-1]
+    page = fake.api("GET", f"/contacts/imports?limit=3&before={newest_first[5]}").json()
+    # The three nearest the cursor, newest first; two newer ones remain beyond them.
+    assert [item["id"] for item in page["data"]] == newest_first[2:5] and page["has_more"]
+    first = fake.api("GET", f"/contacts/imports?limit=5&before={newest_first[3]}").json()
+    assert [item["id"] for item in first["data"]] == newest_first[:3]
+    assert first["has_more"] is False
+    for cursor in (newest_first[0], UNKNOWN_IMPORT):
+        assert fake.api("GET", f"/contacts/imports?before={cursor}").json() == {
+            "object": "list", "has_more": False, "data": []}
+
+
+def test_pages_forward_then_back_come_back_to_the_same_page(fake, create):
+    ids = [imported(fake, create, "email\na@x.com\n") for _ in range(7)]
+    first = fake.api("GET", "/contacts/imports?limit=3").json()["data"]
+    second = fake.api("GET", f"/contacts/imports?limit=3&after={first[-1]['id']}").json()
+    back = fake.api("GET", f"/contacts/imports?limit=3&before={second['data'][0]['id']}").json()
+    assert [item["id"] for item in back["data"]] == [item["id"] for item in first]
+    assert back["has_more"] is False and second["has_more"] is True
+    assert {item["id"] for item in first + second["data"]} < set(ids)
+
+
+def test_list_items_are_the_imports_as_retrieved(fake, create):
+    done = imported(fake, create, "email\na@x.com\nb@x.com\n")
+    fake.configure(import_seconds=60)
+    waiting = imported(fake, create, "email\nc@x.com\n")
+    items = {item["id"]: item for item in fake.api("GET", "/contacts/imports").json()["data"]}
+    assert items == {done: retrieve(fake, done), waiting: retrieve(fake, waiting)}
+    assert set(items[done]) == {"object", "id", "status", "created_at", "completed_at", "counts"}
+    assert items[done]["counts"] == {"total": 2, "created": 2, "updated": 0, "skipped": 0,
+                                     "failed": 0}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", items[done]["completed_at"])
+    assert items[waiting]["status"] == "queued" and items[waiting]["completed_at"] is None
+    assert "counts" not in items[waiting]
+
+
+def test_the_status_filter_applies_after_the_cursor(fake, create):
+    ids = [imported(fake, create, "email\na@x.com\n") for _ in range(3)]
+    fake.configure(fail_imports=True)
+    failed = imported(fake, create, "email\na@x.com\n")
+    fake.configure(fail_imports=False)
+    ids += [imported(fake, create, "email\na@x.com\n") for _ in range(3)]
+    older = fake.api("GET", f"/contacts/imports?status=completed&limit=2&after={ids[4]}").json()
+    assert [item["id"] for item in older["data"]] == [ids[3], ids[2]] and older["has_more"]
+    newer = fake.api("GET", f"/contacts/imports?status=failed&before={ids[0]}").json()
+    assert [item["id"] for item in newer["data"]] == [failed] and newer["has_more"] is False
+
+
 def test_list_filters_by_status(fake, create):
     done = imported(fake, create, "email\na@x.com\n")
     fake.configure(import_seconds=60)
@@ -329,6 +379,9 @@ def test_list_filters_by_status(fake, create):
     ("limit=101", "`limit` must be an integer between 1 and 100"),
     ("limit=ten", "`limit` must be an integer between 1 and 100"),
     ("status=done", "`status` must be one of: queued, in_progress, completed, failed"),
+    (f"after={UNKNOWN_IMPORT}&before={UNKNOWN_IMPORT}",
+     "`after` and `before` cannot be used together"),
+    ("after=&before=", "`after` and `before` cannot be used together"),
 ])
 def test_list_refuses_bad_parameters(fake, query, message):
     assert_error(fake.api("GET", f"/contacts/imports?{query}"), 422, "validation_error", message)

@@ -95,6 +95,15 @@ def test_its_settings_and_keys_come_from_the_command_line(run_server, tmp_path):
     assert os.path.dirname(record["raw_body_path"]) == str(tmp_path / "data")
 
 
+def test_rps_from_the_command_line_is_announced_and_enforced_on_every_endpoint(run_server):
+    _process, port = run_server("--rps", "5")
+    auth = b"Authorization: Bearer re_test_key\r\nUser-Agent: t\r\n"
+    paths = ["/contacts/imports", "/contacts/imports/479e3145-dd38-476b-932c-529ceb705947"] * 3
+    answers = [get(port, path, auth) for path in paths]
+    assert [answer.status for answer in answers] == [200, 404, 200, 404, 200, 429]
+    assert {answer.headers["ratelimit-limit"] for answer in answers} == {"5"}
+
+
 def test_its_own_temporary_data_dir_is_removed_on_exit(run_server):
     process, port = run_server()
     get(port, "/contacts/imports")
