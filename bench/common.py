@@ -497,7 +497,8 @@ class Daemon:
 
     _seq = 0
 
-    def __init__(self, binary, config, log_path, once=False):
+    def __init__(self, binary, config, log_path, once=False, api_key=API_KEY):
+        self.api_key = api_key
         self.binary = binary
         self.config = config
         self.log_path = log_path
@@ -513,7 +514,7 @@ class Daemon:
         name = f"rdd-bench-{os.getpid()}-{Daemon._seq}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind("\0" + name)  # abstract: no path length limit, nothing to clean up
-        env = child_env({"RESEND_API_KEY": API_KEY, "NOTIFY_SOCKET": "@" + name})
+        env = child_env({"RESEND_API_KEY": self.api_key, "NOTIFY_SOCKET": "@" + name})
         argv = [self.binary, "-c", self.config] + (["--once"] if self.once else [])
         log = open(self.log_path, "ab")
         try:

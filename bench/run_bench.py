@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """resend-dropd benchmark suite (GitHub issue 7, "the engine at any scale"). Not part of CI.
 
-    ./scripts/bench [--quick] [--only sink,burst,curl,script,backlog,big,latency,idle,normalize]
+    ./scripts/bench [--quick] [--only sink,burst,curl,script,backlog,big,latency,idle,normalize,
+                               limit]
                     [--timeout S] [--binary PATH] [--workdir DIR] [--results FILE | --no-results]
 
 scripts/bench installs what is needed and builds build/bench (Release) first, then runs this.
@@ -25,6 +26,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import baselines  # noqa: E402
+import limit  # noqa: E402
 import normalize  # noqa: E402
 import sink as sinkmod  # noqa: E402
 from common import (BenchTimeout, CpuMeter, Daemon, DaemonConfig, ScenarioError,  # noqa: E402
@@ -32,7 +34,10 @@ from common import (BenchTimeout, CpuMeter, Daemon, DaemonConfig, ScenarioError,
                     latest_ctime, make_folders, parse_strace_summary, rmtree, small_csv,
                     strace_attach, strace_detach, tail, wait_until, write_big_csv, write_file)
 
-SCENARIOS = ["sink", "burst", "curl", "script", "backlog", "big", "latency", "idle", "normalize"]
+SCENARIOS = ["sink", "burst", "curl", "script", "backlog", "big", "latency", "idle", "normalize",
+             "limit"]
+# Scenarios that bring their own API (the fake Resend) and need neither the sink nor its config.
+OWN_API = ("limit",)
 SETTLE_MS = 200
 RESCAN_S = 30
 RSS_TARGET_KIB = 20 * 1024
@@ -555,6 +560,10 @@ class Bench:
         """Issue 10: legacy-CSV normalization (bench/normalize.py)."""
         return normalize.Normalize(self).run()
 
+    def run_limit(self):
+        """Issue 18: through Resend's rate limit, against the fake API (bench/limit.py)."""
+        return limit.Limit(self).run()
+
     # --- driver ---------------------------------------------------------------------------
 
     def _print_failure(self, name, msg):
@@ -599,20 +608,23 @@ class Bench:
         log(f"work directory {self.workdir} ({fs}); binary {self.binary}")
         if fs.split()[0] in ("tmpfs", "ramfs"):
             log("warning: the work directory is on tmpfs, where fsync costs nothing")
-        self.sink = sinkmod.Sink(self.workdir, self.logdir).start()
+        if any(name not in OWN_API for name in selected):
+            self.sink = sinkmod.Sink(self.workdir, self.logdir).start()
         try:
-            self.sink.verify_reads_body()
-            log(f"sink: nginx on {self.sink.url} (reads the whole body before answering: "
-                "checked)")
-            self.cfg = DaemonConfig(self.binary, self.sink.url, self.logdir)
-            self.cfg.probe(self.workdir)
-            for note in self.cfg.notes:
-                log("config: " + note)
+            if self.sink:
+                self.sink.verify_reads_body()
+                log(f"sink: nginx on {self.sink.url} (reads the whole body before answering: "
+                    "checked)")
+                self.cfg = DaemonConfig(self.binary, self.sink.url, self.logdir)
+                self.cfg.probe(self.workdir)
+                for note in self.cfg.notes:
+                    log("config: " + note)
             for name in SCENARIOS:
                 if name in selected:
                     self.scenario(name)
         finally:
-            self.sink.stop()
+            if self.sink:
+                self.sink.stop()
             if old:
                 rmtree(old)
             if not self.args.keep:
@@ -957,6 +969,14 @@ def report(bench, selected, path):
     if ntbl:
         ntbl = ("Normalization (issue 10; bench/normalize.py):\n\n" if tbl else "") + ntbl
         tbl = (tbl + "\n\n" + ntbl) if tbl else ntbl
+    try:
+        ltbl = limit.limit_table(bench.results.get("limit"))
+    except Exception:  # noqa: BLE001 - the raw numbers still go to the results file
+        traceback.print_exc()
+        ltbl = "(the limit table could not be made: see Details)"
+    if ltbl:
+        ltbl = ("Through the rate limit (issue 18; bench/limit.py):\n\n" if tbl else "") + ltbl
+        tbl = (tbl + "\n\n" + ltbl) if tbl else ltbl
     text = [f"# resend-dropd benchmark, {datetime.date.today().isoformat()} ({mode} run)\n",
             "Produced by `./scripts/bench` (bench/run_bench.py); see bench/README.md for what "
             "each scenario measures.\n",
@@ -964,16 +984,21 @@ def report(bench, selected, path):
     text += [f"- {k}: {v}" for k, v in machine_info(bench)]
     text.append("")
     text.append("## Settings\n")
-    rps = bench.cfg.rps if bench.cfg else "?"
-    text.append(f"- daemon: `max_in_flight: 4`, `requests_per_second: {rps}`, "
-                f"`settle_ms: {SETTLE_MS}`, `rescan_s: {RESCAN_S}`, `follow_import: false`, "
-                "`log.level: warning`")
+    if bench.cfg:  # the sink's scenarios (limit writes its own configuration)
+        text.append(f"- daemon: `max_in_flight: 4`, `requests_per_second: {bench.cfg.rps}`, "
+                    f"`settle_ms: {SETTLE_MS}`, `rescan_s: {RESCAN_S}`, `follow_import: false`, "
+                    "`log.level: warning`")
     for note in (bench.cfg.notes if bench.cfg else []):
         text.append(f"- {note}")
     text.append(f"- every wait is capped at {bench.timeout:.0f} s (`--timeout`)")
     text.append(f"- files: 100-row CSVs (`email,first_name`, {len(bench.small(0)):,} to "
                 f"{len(bench.small(bench.n_burst - 1)):,} bytes, unique rows); big files: "
                 f"{bench.big_bytes / 1e6:.0f} MB of unique rows")
+    if "limit" in bench.results:
+        text.append("- limit: the fake Resend API (`tests/fake_resend`, `--rps 2` or `5`, "
+                    f"`--import-seconds {limit.IMPORT_SECONDS}`) instead of the sink; the daemon "
+                    "with default settings (`coalesce: off` in the second column), "
+                    "`RESEND_API_KEY=re_test_key`")
     if "normalize" in bench.results:
         text.append("- normalize: Excel-style export (`Email;First Name;Last Name`, column_map, "
                     "Windows-1252, CRLF, accented names, a few quoted fields), the same rows as "
@@ -1037,9 +1062,9 @@ def main():
         ap.error("unknown scenario(s): " + ", ".join(unknown))
     if not os.access(args.binary, os.X_OK):
         ap.error(f"{args.binary} is not an executable (build it, or pass --binary)")
-    # A run of the normalize scenario alone gets a file of its own: it must not overwrite the
-    # day's full run.
-    suffix = "-normalize" if selected == ["normalize"] else ""
+    # A run of the normalize or limit scenario alone gets a file of its own: it must not
+    # overwrite the day's full run.
+    suffix = f"-{selected[0]}" if selected in (["normalize"], ["limit"]) else ""
     results_path = None if args.no_results else (args.results or os.path.join(
         HERE, "results", datetime.date.today().isoformat() + suffix + ".md"))
 
