@@ -743,6 +743,7 @@ void engine_counts(const struct engine *e, struct engine_counts *ret)
 		[JOB_NEW] = C_WAITING,         [JOB_CLAIMING] = C_WAITING,
 		[JOB_CHECKING] = C_WAITING,    [JOB_LOOKING_UP] = C_WAITING,
 		[JOB_DUP_WAIT] = C_WAITING,    [JOB_QUEUED] = C_WAITING,
+		[JOB_BATCHING] = C_UPLOADING,  [JOB_BATCHED] = C_UPLOADING,
 		[JOB_SAVING] = C_WAITING,      [JOB_UPLOADING] = C_UPLOADING,
 		[JOB_RETRY_WAIT] = C_WAITING,  [JOB_RECORDING] = C_FOLLOWING,
 		[JOB_FOLLOW_WAIT] = C_FOLLOWING, [JOB_POLLING] = C_FOLLOWING,
@@ -786,7 +787,7 @@ void engine_folder_view(const struct engine *e, size_t folder, struct engine_fol
 	ret->processing = n[JOB_NEW] + n[JOB_CLAIMING] + n[JOB_CHECKING] + n[JOB_LOOKING_UP] +
 			  n[JOB_DUP_WAIT] + n[JOB_SAVING] + n[JOB_RECORDING] + n[JOB_LEDGER_WAIT] +
 			  n[JOB_FINISHING] + n[JOB_FINISH_WAIT];
-	ret->uploading = n[JOB_UPLOADING];
+	ret->uploading = n[JOB_UPLOADING] + n[JOB_BATCHING] + n[JOB_BATCHED];
 	ret->retrying = n[JOB_RETRY_WAIT];
 	ret->following = n[JOB_FOLLOW_WAIT] + n[JOB_POLLING];
 	ret->paused = f->paused;

@@ -129,7 +129,19 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 	 * import), or the attempts made when a file is let go or refused: then queued, or let go. */
 	[JOB_SAVING] = {"saving", true, false, false, true,
 			S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(ENDED), S(QUEUED) | S(ENDED)},
-	[JOB_QUEUED] = {"queued", true, false, true, false, S(UPLOADING) | S(SAVING) | S(ENDED), 0},
+	[JOB_QUEUED] = {"queued", true, false, true, false,
+			S(UPLOADING) | S(BATCHING) | S(BATCHED) | S(SAVING) | S(ENDED), 0},
+	/* Granted an upload, with other waiting files joining it (coalescing): every member's
+	 * record names the batch before the request goes. */
+	[JOB_BATCHING] = {"sending a batch", true, true, false, false,
+			  S(UPLOADING) | S(RETRY_WAIT) | S(SAVING) | S(FINISHING) | S(LEDGER_WAIT) |
+				  S(ENDED),
+			  0},
+	/* In another file's batch: waits for its answer (it reads this file's rows). */
+	[JOB_BATCHED] = {"in a batch", true, false, false, false,
+			 S(QUEUED) | S(SAVING) | S(RETRY_WAIT) | S(RECORDING) | S(FINISHING) |
+				 S(LEDGER_WAIT) | S(ENDED),
+			 0},
 	[JOB_UPLOADING] = {"uploading", true, true, false, false,
 			   S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(RETRY_WAIT) | S(SAVING) |
 				   S(QUEUED) | S(DUP_WAIT) | S(ENDED),
@@ -144,8 +156,12 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 			   S(FOLLOW_WAIT) | S(FINISH_WAIT) | S(LEDGER_WAIT) | S(ENDED)},
 	[JOB_FOLLOW_WAIT] = {"following", false, false, true, false,
 			     S(POLLING) | S(RECORDING) | S(ENDED), 0},
+	/* An import of a batch that failed: its files are checked again and uploaded each alone
+	 * (CHECKING). */
 	[JOB_POLLING] = {"polling", false, false, false, false,
-			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(ENDED), 0},
+			 S(FOLLOW_WAIT) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) | S(CHECKING) |
+				 S(ENDED),
+			 0},
 	[JOB_LEDGER_WAIT] = {"recording its end", true, false, false, true,
 			     S(FINISHING) | S(RECORDING) | S(ENDED), 0},
 	[JOB_FINISHING] = {"finishing", false, false, false, true,
@@ -818,10 +834,13 @@ static void job_check_result(struct job *job)
 		job_enter(job, JOB_FINISHING);
 		return;
 	}
-	if (job->env->lq) {
+	/* Checked again after its batch's import failed: it was looked up before, and holds its
+	 * content still. */
+	if (job->env->lq && !job->rechecked) {
 		job_enter(job, JOB_LOOKING_UP);
 		return;
 	}
+	job->rechecked = false;
 	job_after_lookup(job);
 }
 
@@ -1021,6 +1040,55 @@ static bool job_file_intact(struct job *job, const char *when, char *why, size_t
 	return true;
 }
 
+/* Resend made import ID of JOB's part under way (answered STATUS): recorded, then followed,
+ * finished, or the next part queued. */
+static void job_uploaded(struct job *job, long status, const char *id)
+{
+	struct job_env *env = job->env;
+	struct report_part *part = &job->rep.parts[job->part];
+	char why[320];
+
+	snprintf(part->import_id, sizeof(part->import_id), "%s", id);
+	job->rep.http_status = status;
+	part->http_status = status;
+	part->attempts = job->rep.attempts;
+	if (job->part == 0)
+		memcpy(job->rep.import_id, part->import_id, sizeof(job->rep.import_id));
+	job->rep.uploaded_at_ms = job_now_wall_ms();
+	metrics_uploaded(job->folder->metrics, part->bytes,
+			 (double)(uv_now(env->loop) - job->upload_started_ms) / 1000);
+	log_debug("%s: '%s' uploaded as import %s (part %zu of %zu%s%s)", job_folder_name(job),
+		  job->name, part->import_id, job->part + 1, job->rep.n_parts,
+		  job->rep.batch ? ", batch " : "", job->rep.batch ? job->rep.batch->id : "");
+	job->part++;
+	job->rec = JOB_RECORD_BEHIND;
+	(void)job_ledger_record(job, LEDGER_UPLOADED, NULL);
+	if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
+		/* The import exists, made from whatever was read: the operator decides what to do
+		 * with it, so its id is in the report and the file is not followed. */
+		report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL,
+			    "%s; Resend made import %s from what was sent", why, part->import_id);
+		job_enter(job, JOB_FINISHING);
+		return;
+	}
+	if (job->part < job->rep.n_parts) {
+		/* The next part waits until this one's import id is on disk: after a crash, what
+		 * was imported is never uploaded again. */
+		job->rep.attempts = 0;
+		job_enter_then(job, JOB_SAVING, JOB_QUEUED);
+		return;
+	}
+	/* Following: from the record on, a restart only follows the import. */
+	if (job->folder->conf->settings.follow_import)
+		job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
+	else
+		job_enter(job, JOB_FINISHING);
+}
+
+static void job_batch_answer(struct job *leader, struct resend_call *call, enum resend_class cls,
+			     const struct resend_error *err);
+static void job_start_batch_upload(struct job *leader);
+
 static void job_upload_done(struct resend_call *call, void *data)
 {
 	struct job *job = data;
@@ -1032,13 +1100,16 @@ static void job_upload_done(struct resend_call *call, void *data)
 	enum resend_class cls = job_call_outcome(env, call, &err);
 	const char *local = resend_call_local_error(call);
 	unsigned max_attempts = (unsigned)env->cfg->retry.max_attempts;
-	struct report_part *part;
-	char why[320];
+	char id[sizeof(job->rep.import_id)];
 	int r;
 
 	job->call = NULL;
 	job->rep.http_status = status;
 	metrics_api_request(env->metrics, METRICS_CREATE_IMPORT, status);
+	if (job->batch) {
+		job_batch_answer(job, call, cls, &err);
+		return;
+	}
 	if (local) {
 		/* The file could not be read whole: the same file would be read again by a retry,
 		 * so it fails now, with what we found rather than what curl says about it. */
@@ -1049,8 +1120,7 @@ static void job_upload_done(struct resend_call *call, void *data)
 	}
 	switch (cls) {
 	case RESEND_OK:
-		part = &job->rep.parts[job->part];
-		r = resend_parse_created(body, len, part->import_id);
+		r = resend_parse_created(body, len, id);
 		resend_call_free(call);
 		if (r < 0) {
 			report_fail(&job->rep, REPORT_STAGE_UPLOAD, status, NULL,
@@ -1058,39 +1128,7 @@ static void job_upload_done(struct resend_call *call, void *data)
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
-		part->http_status = status;
-		part->attempts = job->rep.attempts;
-		if (job->part == 0)
-			memcpy(job->rep.import_id, part->import_id, sizeof(job->rep.import_id));
-		job->rep.uploaded_at_ms = job_now_wall_ms();
-		metrics_uploaded(job->folder->metrics, part->bytes,
-				 (double)(uv_now(env->loop) - job->upload_started_ms) / 1000);
-		log_debug("%s: '%s' uploaded as import %s (part %zu of %zu)", job_folder_name(job),
-			  job->name, part->import_id, job->part + 1, job->rep.n_parts);
-		job->part++;
-		job->rec = JOB_RECORD_BEHIND;
-		(void)job_ledger_record(job, LEDGER_UPLOADED, NULL);
-		if (!job_file_intact(job, "while it was being uploaded", why, sizeof(why))) {
-			/* The import exists, made from whatever was read: the operator decides what
-			 * to do with it, so its id is in the report and the file is not followed. */
-			report_fail(&job->rep, REPORT_STAGE_UPLOAD, 0, NULL,
-				    "%s; Resend made import %s from what was sent", why,
-				    part->import_id);
-			job_enter(job, JOB_FINISHING);
-			return;
-		}
-		if (job->part < job->rep.n_parts) {
-			/* The next part waits until this one's import id is on disk: after a
-			 * crash, what was imported is never uploaded again. */
-			job->rep.attempts = 0;
-			job_enter_then(job, JOB_SAVING, JOB_QUEUED);
-			return;
-		}
-		/* Following: from the record on, a restart only follows the import. */
-		if (job->folder->conf->settings.follow_import)
-			job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
-		else
-			job_enter(job, JOB_FINISHING);
+		job_uploaded(job, status, id);
 		return;
 	case RESEND_AUTH:
 	case RESEND_QUOTA:
@@ -1160,6 +1198,10 @@ static void job_start_upload(struct job *job)
 	char *filename;
 	int r;
 
+	if (job->batch) {
+		job_start_batch_upload(job);
+		return;
+	}
 	if (job_dup_yield(job)) {
 		/* Not an attempt: nothing was sent. */
 		job->rep.attempts--;
@@ -1194,6 +1236,487 @@ static void job_start_upload(struct job *job)
 		  job->part + 1, job->rep.n_parts, job->rep.attempts);
 }
 
+/* ---- BATCHING, BATCHED: files that waited go out together (batch.h) --------------------- */
+
+#define JOB_FROM_PE(e) ((struct job *)((char *)(e) - offsetof(struct job, se)))
+
+/* A batch while it is sent: the leader's. */
+struct job_batch {
+	struct batch_info *info; /* as the records name it */
+	/* The leader first, then the others in the order they waited; NULL: one that left
+	 * before the request (its record could not be written, or its file changed). */
+	struct job **members;
+	size_t n;
+	unsigned pending;   /* records being written */
+	bool leader_failed; /* the leader's record could not be written */
+};
+
+/* Whether C, waiting in the queue, may go in a batch as far as the job goes (what its rows
+ * allow is batch.h's): one part, not uploaded yet, not set to go alone, and not about to
+ * yield to a file of its content resumed with its import (job_dup_yield). */
+static bool job_may_join(const struct job *c)
+{
+	const struct inflight *in = c->holds;
+
+	return c->state == JOB_QUEUED && !c->solo && !c->dry_run && c->part == 0 &&
+	       c->rep.n_parts == 1 && !c->rep.batch &&
+	       !(in && !c->holds_uploaded && in->n_uploaded > 0);
+}
+
+/* M leaves the batch of LEADER before its request: it was not sent in it. */
+static void job_batch_drop(struct job *leader, struct job *m)
+{
+	struct job_batch *b = leader->batch;
+
+	for (size_t i = 0; i < b->n; i++)
+		if (b->members[i] == m)
+			b->members[i] = NULL;
+	m->leader = NULL;
+	batch_info_unref(m->rep.batch);
+	m->rep.batch = NULL;
+}
+
+static void job_batch_free(struct job *leader)
+{
+	struct job_batch *b = leader->batch;
+
+	leader->batch = NULL;
+	if (!b)
+		return;
+	batch_info_unref(b->info);
+	free(b->members);
+	free(b);
+}
+
+/* The batch of LEADER is not sent: its other files wait again at the head of the queue, in
+ * their order (RELEASE: they are let go, a drain), their records counting the upload they
+ * wait for. The leader is the caller's to move on. */
+static void job_batch_dissolve(struct job *leader, bool release)
+{
+	struct job_batch *b = leader->batch;
+
+	for (size_t i = b->n; i-- > 1;) {
+		struct job *m = b->members[i];
+
+		if (!m)
+			continue;
+		job_batch_drop(leader, m);
+		if (release) {
+			job_release(m);
+		} else {
+			m->requeue_front = true;
+			job_enter(m, JOB_QUEUED);
+		}
+	}
+	batch_info_unref(leader->rep.batch);
+	leader->rep.batch = NULL;
+	job_batch_free(leader);
+}
+
+/* When JOB's upload is granted: the files of its folder waiting behind it that can share its
+ * import join it (BATCHED), and it sends them all (BATCHING). False: it goes alone. */
+static bool job_batch_form(struct job *job)
+{
+	struct job_env *env = job->env;
+	const struct config_settings *st = &job->folder->conf->settings;
+	struct batch_former bf;
+	struct job **members = NULL, **grown;
+	size_t n = 1, cap = 0;
+	struct pacer_entry *e;
+	struct job_batch *b = NULL;
+	struct batch_info *info = NULL;
+	char id[BATCH_ID_LEN + 1];
+	int64_t now;
+
+	if (st->coalesce != CONFIG_COALESCE_AUTO || !job_may_join(job) ||
+	    !batch_eligible(&job->check.norm))
+		return false;
+	if (batch_former_init(&bf, st, &job->check.norm) < 0)
+		goto none;
+	for (e = pacer_upload_first(env->pacer, job->folder->index); e && !batch_former_done(&bf);
+	     e = pacer_upload_next(env->pacer, e)) {
+		struct job *c = JOB_FROM_PE(e);
+
+		if (!batch_former_offer(&bf, &c->check.norm, job_may_join(c)))
+			continue;
+		if (n + 1 > cap) {
+			cap = cap ? cap * 2 : 16;
+			grown = realloc(members, cap * sizeof(*members));
+			if (!grown)
+				break; /* those found so far */
+			members = grown;
+		}
+		members[n++] = c;
+	}
+	if (n == 1)
+		goto none;
+	members[0] = job;
+	now = job_now_wall_ms();
+	batch_make_id(id, job->rep.sha256, now);
+	info = batch_info_new(id, bf.rows, n, true);
+	b = calloc(1, sizeof(*b));
+	for (size_t i = 0; info && b && i < n; i++)
+		if (batch_info_set(info, i, members[i]->name) < 0)
+			goto none;
+	if (!info || !b)
+		goto none;
+	batch_former_free(&bf);
+	*b = (struct job_batch){.info = info, .members = members, .n = n, .pending = (unsigned)n};
+	job->batch = b;
+	log_debug("%s: '%s' leads batch %s: %zu files, %llu rows", job_folder_name(job), job->name,
+		  id, n, (unsigned long long)info->rows);
+	for (size_t i = 0; i < n; i++) {
+		members[i]->rep.batch = batch_info_ref(info);
+		members[i]->rep.sent_at_ms = now;
+	}
+	for (size_t i = 1; i < n; i++) {
+		pacer_cancel(env->pacer, &members[i]->se);
+		members[i]->leader = job;
+		job_enter(members[i], JOB_BATCHED);
+	}
+	job_enter(job, JOB_BATCHING);
+	return true;
+none:
+	batch_former_free(&bf);
+	batch_info_unref(info);
+	free(b);
+	free(members);
+	return false;
+}
+
+static void job_batch_record_work(struct diskq_op *op)
+{
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+
+	if (!job->record_text) {
+		op->result = -ENOMEM;
+		return;
+	}
+	job_record_work(op);
+}
+
+static void job_batch_send(struct job *leader);
+
+/* A member's record (or the leader's) names the batch, durably, or could not be written. */
+static void job_batch_record_done(struct diskq_op *op)
+{
+	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
+	struct job *leader = job->state == JOB_BATCHING ? job : job->leader;
+	struct job_batch *b = leader->batch;
+	int r = op->result ? op->result : op->sync_result;
+
+	cJSON_free(job->record_text);
+	job->record_text = NULL;
+	if (r < 0) {
+		if (job->save_failures++ == 0)
+			log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not "
+				  "uploaded before it can, and saving is retried",
+				  job_folder_name(job), job->name, job->folder->conf->inbox,
+				  FSOPS_PROCESSING_DIR, strerror(-r));
+		job->folder->dir->trouble.save_error = r;
+		if (job == leader) {
+			b->leader_failed = true;
+		} else {
+			job_batch_drop(leader, job);
+			job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
+							     JOB_FINISH_MAX_MS);
+			job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
+		}
+	} else {
+		if (job->save_failures) {
+			log_info("%s: '%s': its state could be saved after %u failed attempt%s",
+				 job_folder_name(job), job->name, job->save_failures,
+				 job->save_failures == 1 ? "" : "s");
+			job->save_failures = 0;
+			job->save_delay_ms = 0;
+		}
+		job->folder->dir->trouble.save_error = 0;
+		job->rec = JOB_RECORD_AHEAD; /* it counts the batch's request */
+	}
+	if (--b->pending == 0)
+		job_batch_send(leader);
+}
+
+/* BATCHING, BATCHED: the record names the batch (durable: after a crash, a file knows that a
+ * request may have carried it), and counts that request. */
+static void job_batch_start_record(struct job *job)
+{
+	if (!job_prepare_record(job, job->rec != JOB_RECORD_AHEAD))
+		job->record_text = NULL; /* failed in the disk thread, as a full disk would */
+	job->record_durable = true;
+	job->op.work = job_batch_record_work;
+	job->op.done = job_batch_record_done;
+	job->env->host->disk(job->env->data, &job->op);
+}
+
+/* Every record of LEADER's batch is written (or failed): the request goes, with the files
+ * that are still in it and unchanged. */
+static void job_batch_send(struct job *leader)
+{
+	struct job_env *env = leader->env;
+	struct job_batch *b = leader->batch;
+	struct batch_info *info;
+	size_t left = 0, k = 0;
+	uint64_t rows = 0;
+	char why[320];
+
+	if (env->draining || b->leader_failed) {
+		bool failed = b->leader_failed;
+
+		job_batch_dissolve(leader, env->draining);
+		if (env->draining) {
+			job_release(leader);
+		} else if (failed) {
+			leader->retry_delay_ms = job_next_delay(&leader->save_delay_ms,
+								JOB_FINISH_FIRST_MS, JOB_FINISH_MAX_MS);
+			job_enter_then(leader, JOB_RETRY_WAIT, JOB_SAVING);
+		}
+		return;
+	}
+	if (!job_file_intact(leader, "after it was checked", why, sizeof(why))) {
+		/* A refusal like the check's own, and no request was made: the others wait for
+		 * the next grant. */
+		job_batch_dissolve(leader, false);
+		report_fail(&leader->rep, REPORT_STAGE_CHECK, 0, NULL, "%s", why);
+		job_enter(leader, JOB_FINISHING);
+		return;
+	}
+	for (size_t i = 1; i < b->n; i++) {
+		struct job *m = b->members[i];
+
+		if (m && !job_file_intact(m, "after it was checked", why, sizeof(why))) {
+			job_batch_drop(leader, m);
+			report_fail(&m->rep, REPORT_STAGE_CHECK, 0, NULL, "%s", why);
+			job_enter(m, JOB_FINISHING);
+		}
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		left += b->members[i] != NULL;
+		rows += b->members[i] ? b->members[i]->check.norm.rows_uploaded : 0;
+	}
+	if (left == 1) {
+		/* Alone after all: an upload of its own. */
+		job_batch_dissolve(leader, false);
+		job_enter(leader, JOB_UPLOADING);
+		return;
+	}
+	if (left < b->n) {
+		/* The reports name the files that were sent (the records name the batch as it was
+		 * formed). */
+		info = batch_info_new(b->info->id, rows, left, true);
+		for (size_t i = 0; info && i < b->n; i++) {
+			if (b->members[i] && batch_info_set(info, k++, b->members[i]->name) < 0) {
+				batch_info_unref(info);
+				info = NULL;
+			}
+		}
+		for (size_t i = 0; info && i < b->n; i++) {
+			struct job *m = b->members[i];
+
+			if (m) {
+				batch_info_unref(m->rep.batch);
+				m->rep.batch = batch_info_ref(info);
+			}
+		}
+		batch_info_unref(info);
+	}
+	for (size_t i = 1; i < b->n; i++) {
+		struct job *m = b->members[i];
+
+		if (!m)
+			continue;
+		m->upload_started_ms = uv_now(env->loop);
+		m->rep.attempts++;
+		if (m->rec == JOB_RECORD_AHEAD)
+			m->rec = JOB_RECORD_CURRENT;
+	}
+	job_enter(leader, JOB_UPLOADING);
+}
+
+/* UPLOADING a batch: one header, then each file's rows; a file whose last row does not end
+ * its line gets a line end. */
+static void job_start_batch_upload(struct job *leader)
+{
+	struct job_env *env = leader->env;
+	struct job_batch *b = leader->batch;
+	const struct normalize *ln = &leader->check.norm;
+	struct resend_segment *segs = calloc(2 * b->n + 1, sizeof(*segs));
+	char filename[BATCH_ID_LEN + 16];
+	size_t k = 0;
+	int r = -ENOMEM;
+
+	if (segs) {
+		segs[k++] = (struct resend_segment){ln->fd >= 0 ? ln->fd : leader->fd,
+						    ln->parts[0].offset, ln->header_len};
+		for (size_t i = 0; i < b->n; i++) {
+			const struct job *m = b->members[i];
+			const struct normalize *n;
+
+			if (!m)
+				continue;
+			n = &m->check.norm;
+			segs[k++] = (struct resend_segment){n->fd >= 0 ? n->fd : m->fd,
+							    batch_body_offset(n),
+							    batch_body_bytes(n)};
+			if (!n->ends_with_newline)
+				segs[k++] = (struct resend_segment){-1, 0, 1};
+		}
+		snprintf(filename, sizeof(filename), "batch-%s.csv", leader->rep.batch->id);
+		snprintf(leader->idempotency_key, sizeof(leader->idempotency_key), "%s", "");
+		resend_part_key(leader->idempotency_key, job_folder_name(leader),
+				leader->rep.batch->id, 0, 1);
+		r = resend_client_create_import(env->api, segs, k, filename, &leader->folder->fields,
+						leader->idempotency_key, job_upload_done, leader,
+						&leader->call);
+		free(segs);
+	}
+	if (r < 0) {
+		job_batch_dissolve(leader, false);
+		report_fail(&leader->rep, REPORT_STAGE_UPLOAD, 0, NULL, "cannot start the upload: %s",
+			    strerror(-r));
+		job_enter(leader, JOB_FINISHING);
+		return;
+	}
+	log_debug("%s: batch %s uploading (%zu files, %llu rows, attempt %u)",
+		  job_folder_name(leader), leader->rep.batch->id, b->n,
+		  (unsigned long long)leader->rep.batch->rows, leader->rep.attempts);
+}
+
+/* The answer to a batch's request, for each of its files. */
+static void job_batch_answer(struct job *leader, struct resend_call *call, enum resend_class cls,
+			     const struct resend_error *err)
+{
+	struct job_env *env = leader->env;
+	struct job_batch *b = leader->batch;
+	const char *local = resend_call_local_error(call);
+	int bad_fd = resend_call_local_error_fd(call);
+	long status = resend_call_status(call);
+	unsigned max_attempts = (unsigned)env->cfg->retry.max_attempts;
+	char id[sizeof(leader->rep.import_id)], batch_id[BATCH_ID_LEN + 1];
+	size_t len, n = b->n;
+	const char *body = resend_call_body(call, &len);
+	struct job **m = b->members;
+	bool created = cls == RESEND_OK && !local && resend_parse_created(body, len, id) == 0;
+
+	snprintf(batch_id, sizeof(batch_id), "%s", leader->rep.batch->id);
+	b->members = NULL;
+	job_batch_free(leader);
+	for (size_t i = 1; i < n; i++)
+		if (m[i])
+			m[i]->leader = NULL;
+	if (created) {
+		resend_call_free(call);
+		for (size_t i = 0; i < n; i++)
+			if (m[i])
+				job_uploaded(m[i], status, id);
+		free(m);
+		return;
+	}
+	resend_call_free(call);
+	if (cls == RESEND_AUTH || cls == RESEND_QUOTA)
+		env->host->refused(env->data, cls, err);
+	if (cls == RESEND_RATE_LIMITED)
+		metrics_rate_limited(leader->folder->metrics);
+	if (local)
+		log_warning("%s: batch %s could not be sent: %s; its other files wait again",
+			    job_folder_name(leader), batch_id, local);
+	else if (cls == RESEND_OK || cls == RESEND_PERMANENT)
+		log_warning("%s: batch %s (%zu files) was refused: %s%s%s%s; its files are sent "
+			    "again one by one, so that a bad file fails alone",
+			    job_folder_name(leader), batch_id, n, err->message,
+			    err->name[0] ? " [" : "", err->name, err->name[0] ? "]" : "");
+	else if (cls == RESEND_RETRY && !env->draining)
+		log_warning("%s: batch %s (%zu files) upload attempt failed: %s%s%s%s; retrying",
+			    job_folder_name(leader), batch_id, n, err->message,
+			    err->name[0] ? " [" : "", err->name, err->name[0] ? "]" : "");
+	/* Backwards: a file put back at the head of the queue goes before those put back after
+	 * it, so the queue keeps the order they waited in. */
+	for (size_t i = n; i-- > 0;) {
+		struct job *j = m[i];
+
+		if (!j)
+			continue;
+		batch_info_unref(j->rep.batch);
+		j->rep.batch = NULL;
+		j->rep.http_status = status;
+		if (local) {
+			int fd = j->check.norm.fd >= 0 ? j->check.norm.fd : j->fd;
+
+			if (fd == bad_fd || (i == 0 && fd == -1)) {
+				report_fail(&j->rep, REPORT_STAGE_UPLOAD, 0, NULL, "%s", local);
+				job_enter(j, JOB_FINISHING);
+				continue;
+			}
+			/* Not its fault: the wait is not an attempt. */
+			j->rep.attempts--;
+			j->rec = JOB_RECORD_AHEAD;
+			j->requeue_front = true;
+			job_enter(j, JOB_QUEUED);
+			continue;
+		}
+		switch (cls) {
+		case RESEND_RATE_LIMITED:
+			j->rep.attempts--;
+			j->rep.rate_limited++;
+			j->rec = JOB_RECORD_AHEAD;
+			j->requeue_front = true;
+			job_enter(j, JOB_QUEUED);
+			break;
+		case RESEND_AUTH:
+		case RESEND_QUOTA:
+			j->rep.attempts--;
+			j->rec = JOB_RECORD_AHEAD;
+			j->requeue_front = true;
+			job_enter_then(j, JOB_SAVING, JOB_QUEUED);
+			break;
+		case RESEND_RETRY:
+			if (j->rep.attempts >= max_attempts) {
+				j->rep.failed = true;
+				j->rep.stage = REPORT_STAGE_UPLOAD;
+				j->rep.error = *err;
+				snprintf(j->rep.error.message + strlen(j->rep.error.message),
+					 sizeof(j->rep.error.message) - strlen(j->rep.error.message),
+					 " (gave up after %u attempts)", j->rep.attempts);
+				job_enter(j, JOB_FINISHING);
+				break;
+			}
+			j->retry_delay_ms = job_backoff_ms(&env->cfg->retry, j->rep.attempts);
+			metrics_upload_retry(j->folder->metrics);
+			job_enter_then(j, JOB_RETRY_WAIT, JOB_SAVING);
+			break;
+		case RESEND_OK: /* 2xx without an import id: which file made it so is unknown */
+		case RESEND_PERMANENT:
+			/* Maybe one file's fault: each goes alone, and this was not its attempt. */
+			j->rep.attempts--;
+			j->solo = true;
+			j->rec = JOB_RECORD_AHEAD;
+			j->requeue_front = true;
+			job_enter_then(j, JOB_SAVING, JOB_QUEUED);
+			break;
+		}
+	}
+	free(m);
+}
+
+/* A coalesced file whose import ended failed: it is checked again and sent on its own, so
+ * that its neighbours' fault is not its own (and its own is found alone). */
+static void job_batch_import_failed(struct job *job, const char *id)
+{
+	log_warning("%s: '%s': import %s of batch %s failed at Resend; the file is sent again on "
+		    "its own", job_folder_name(job), job->name, id, job->rep.batch->id);
+	batch_info_unref(job->rep.batch);
+	job->rep.batch = NULL;
+	job->solo = true;
+	job->rechecked = true;
+	job->rep.import_id[0] = '\0';
+	job->rep.import = (struct resend_import){0};
+	job->rep.uploaded_at_ms = 0;
+	job->part = job->poll_part = 0;
+	job->follow_started_ms = job->follow_delay_ms = 0;
+	normalize_clear(&job->check.norm);
+	job_enter(job, JOB_CHECKING);
+}
+
 static void job_poll_done(struct resend_call *call, void *data)
 {
 	struct job *job = data;
@@ -1212,6 +1735,11 @@ static void job_poll_done(struct resend_call *call, void *data)
 		scrub_secrets(imp.status, sizeof(imp.status), env->cfg->api_key);
 		scrub_secrets(imp.created_at, sizeof(imp.created_at), env->cfg->api_key);
 		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), env->cfg->api_key);
+		if (imp.state == RESEND_IMPORT_FAILED && job->rep.batch && job->rep.n_parts == 1) {
+			resend_call_free(call);
+			job_batch_import_failed(job, id);
+			return;
+		}
 		job->rep.parts[job->poll_part].import = imp;
 		if (job->rep.n_parts == 1)
 			job->rep.import = imp;
@@ -1546,6 +2074,10 @@ static void job_enter_then(struct job *job, enum job_state to, enum job_state th
 		pacer_upload(env->pacer, &job->se, job->requeue_front);
 		job->requeue_front = false;
 		break;
+	case JOB_BATCHING:
+	case JOB_BATCHED:
+		job_batch_start_record(job);
+		break;
 	case JOB_SAVING:
 		ok = job_start_record(job);
 		break;
@@ -1695,6 +2227,9 @@ static void job_end(struct job *job, enum job_end how)
 {
 	struct job_env *env = job->env;
 
+	/* A leader let go before its batch's answer (a drain, an abort): so are the others. */
+	if (job->batch)
+		job_batch_dissolve(job, true);
 	if (job->state != JOB_ENDED)
 		job_set_state(job, JOB_ENDED, JOB_NO_THEN);
 	pacer_cancel(env->pacer, &job->se);
@@ -1712,6 +2247,7 @@ static void job_end(struct job *job, enum job_end how)
 	free(job->final_name);
 	free(job->rejects_final);
 	free(job->rep.parts);
+	batch_info_unref(job->rep.batch);
 	ledger_entry_clear(&job->duplicate);
 	normalize_clear(&job->check.norm);
 	staterec_clear(&job->record);
@@ -1719,8 +2255,6 @@ static void job_end(struct job *job, enum job_end how)
 }
 
 /* ---- the pacer's events ------------------------------------------------------------ */
-
-#define JOB_FROM_PE(e) ((struct job *)((char *)(e) - offsetof(struct job, se)))
 
 void job_pacer_due(struct pacer_entry *e, void *data)
 {
@@ -1749,8 +2283,11 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 
 void job_pacer_upload(struct pacer_entry *e, void *data)
 {
+	struct job *job = JOB_FROM_PE(e);
+
 	(void)data;
-	job_enter(JOB_FROM_PE(e), JOB_UPLOADING);
+	if (!job_batch_form(job))
+		job_enter(job, JOB_UPLOADING);
 }
 
 void job_pacer_poll(struct pacer_entry *e, void *data)

@@ -27,6 +27,7 @@
 
 struct resend_client;
 struct resend_call;
+struct job_batch;
 
 enum job_state {
 	JOB_NEW,
@@ -35,6 +36,8 @@ enum job_state {
 	JOB_LOOKING_UP,
 	JOB_DUP_WAIT,
 	JOB_QUEUED,
+	JOB_BATCHING,
+	JOB_BATCHED,
 	JOB_SAVING,
 	JOB_UPLOADING,
 	JOB_RETRY_WAIT,
@@ -197,7 +200,14 @@ struct job {
 	char idempotency_key[37];
 	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
 	uint64_t upload_started_ms; /* loop ms */
-	struct report rep;
+	/* Coalescing: BATCH, the batch a leader sends (owned, in BATCHING and UPLOADING);
+	 * LEADER, a member's (BATCHED). SOLO: uploaded on its own from now on (its batch was
+	 * refused, or its import failed). */
+	struct job_batch *batch;
+	struct job *leader;
+	bool solo;
+	bool rechecked; /* checked again after its batch's import failed: no ledger look-up */
+	struct report rep; /* rep.batch: a reference of the job's */
 };
 
 /* The states' table. */

@@ -140,6 +140,19 @@ void pacer_poll(struct pacer *s, struct pacer_entry *e)
 	pacer_run(s);
 }
 
+struct pacer_entry *pacer_upload_first(struct pacer *s, size_t lane)
+{
+	struct queue_entry *q = lane < s->uploads.n_lanes ? s->uploads.lanes[lane].head : NULL;
+
+	return q ? PACER_FROM(q, upload) : NULL;
+}
+
+struct pacer_entry *pacer_upload_next(struct pacer *s, struct pacer_entry *e)
+{
+	(void)s;
+	return e->upload.next ? PACER_FROM(e->upload.next, upload) : NULL;
+}
+
 void pacer_cancel(struct pacer *s, struct pacer_entry *e)
 {
 	dueq_remove(&s->due, &e->due);

@@ -67,6 +67,10 @@ int pacer_at(struct pacer *s, struct pacer_entry *e, uint64_t delay_ms);
 void pacer_upload(struct pacer *s, struct pacer_entry *e, bool front);
 /* E waits for a token to ask about its import. */
 void pacer_poll(struct pacer *s, struct pacer_entry *e);
+/* The uploads waiting in folder LANE's queue, in their order: the first, and the one after E;
+ * NULL at the end. */
+struct pacer_entry *pacer_upload_first(struct pacer *s, size_t lane);
+struct pacer_entry *pacer_upload_next(struct pacer *s, struct pacer_entry *e);
 /* E leaves whatever queue it is in. */
 void pacer_cancel(struct pacer *s, struct pacer_entry *e);
 

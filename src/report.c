@@ -211,6 +211,35 @@ void report_sum_parts(struct report *r)
 	snprintf(sum->status, sizeof(sum->status), "%s", resend_import_state_name(sum->state));
 }
 
+/* The batch a coalesced file was imported in: its id, files and rows, and what its counts are. */
+static void add_batch(cJSON *o, const struct batch_info *b)
+{
+	cJSON *x, *files;
+
+	if (!b)
+		return;
+	x = cJSON_AddObjectToObject(o, "batch");
+	if (!x)
+		return;
+	cJSON_AddStringToObject(x, "id", b->id);
+	cJSON_AddNumberToObject(x, "file_count", (double)b->n_files);
+	if (b->files) {
+		files = cJSON_AddArrayToObject(x, "files");
+		for (size_t i = 0; files && i < b->n_files; i++) {
+			cJSON *name = text_json_string(b->files[i] ? b->files[i] : "");
+
+			if (name && !cJSON_AddItemToArray(files, name))
+				cJSON_Delete(name);
+		}
+	} else {
+		cJSON_AddNullToObject(x, "files"); /* resumed after a restart: only the count */
+	}
+	cJSON_AddNumberToObject(x, "rows", (double)b->rows);
+	cJSON_AddStringToObject(x, "counts",
+				"Resend counts per import: the import's counts cover every file of "
+				"the batch; this file's own rows are csv.rows_uploaded");
+}
+
 char *report_json(const struct report *r, int64_t finished_ms)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -241,6 +270,7 @@ char *report_json(const struct report *r, int64_t finished_ms)
 	else
 		cJSON_AddNullToObject(o, "import_id");
 	add_import(o, &r->import);
+	add_batch(o, r->batch);
 	add_parts(o, r);
 	add_duplicate(o, r->duplicate_of);
 	add_csv(o, r->csv, r->rejects_file);

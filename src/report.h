@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "ledger.h"
 #include "normalize.h"
 #include "resend.h"
@@ -29,6 +30,7 @@ struct report {
 	unsigned attempts;
 	unsigned rate_limited; /* requests refused for the rate limit (429): waits, not attempts */
 	int64_t claimed_at_ms, uploaded_at_ms; /* wall clock; uploaded 0: not uploaded */
+	int64_t sent_at_ms; /* wall clock: when the last upload request began; 0: none */
 	long http_status;   /* the upload's answer, 0 when none */
 	char import_id[64]; /* "" until uploaded */
 	struct resend_import import; /* status[0] == '\0' until read; a split file's: the sum */
@@ -38,6 +40,9 @@ struct report {
 	/* A duplicate (on_duplicate skip or fail): the earlier import of the same content
 	 * (borrowed; NULL: none). Skipped when not failed: moved to done, nothing sent. */
 	const struct ledger_entry *duplicate_of;
+	/* Coalesced with other files into one import (batch.h): a reference the caller holds;
+	 * NULL: imported on its own. */
+	struct batch_info *batch;
 	/* The uploads (owned by the caller); a report lists them when there are several. */
 	struct report_part *parts;
 	size_t n_parts;

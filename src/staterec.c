@@ -105,6 +105,15 @@ char *staterec_encode(const char *file, const struct staterec *s)
 		cJSON_AddStringToObject(o, "import_id", s->import_id);
 	if (s->uploaded_at_ms)
 		cJSON_AddNumberToObject(o, "uploaded_at_ms", (double)s->uploaded_at_ms);
+	if (s->sent_at_ms)
+		cJSON_AddNumberToObject(o, "sent_at_ms", (double)s->sent_at_ms);
+	if (s->batch_id[0]) {
+		cJSON *b = cJSON_AddObjectToObject(o, "batch");
+
+		cJSON_AddStringToObject(b, "id", s->batch_id);
+		cJSON_AddNumberToObject(b, "files", s->batch_files);
+		cJSON_AddNumberToObject(b, "rows", (double)s->batch_rows);
+	}
 	if (s->n_parts > 1) {
 		cJSON *p = cJSON_AddObjectToObject(o, "parts");
 		cJSON *a = cJSON_AddArrayToObject(p, "imported");
@@ -161,7 +170,21 @@ int staterec_decode(const char *text, size_t len, struct staterec *ret)
 		s.attempts = (unsigned)v->valuedouble;
 	s.claimed_at_ms = get_ms(o, "claimed_at_ms");
 	s.uploaded_at_ms = get_ms(o, "uploaded_at_ms");
+	s.sent_at_ms = get_ms(o, "sent_at_ms");
 	copy_string(o, "import_id", s.import_id, sizeof(s.import_id));
+	v = cJSON_GetObjectItemCaseSensitive(o, "batch");
+	if (cJSON_IsObject(v)) {
+		const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, "files");
+		const cJSON *r = cJSON_GetObjectItemCaseSensitive(v, "rows");
+
+		copy_string(v, "id", s.batch_id, sizeof(s.batch_id));
+		if (cJSON_IsNumber(f) && f->valuedouble >= 1 && f->valuedouble < 1e7)
+			s.batch_files = (unsigned)f->valuedouble;
+		if (cJSON_IsNumber(r) && r->valuedouble >= 0 && r->valuedouble < 1e15)
+			s.batch_rows = (uint64_t)r->valuedouble;
+		if (!s.batch_files)
+			s.batch_id[0] = '\0';
+	}
 	/* Absent: a record of version 0.1, taken on trust. Present but not a sha256: it can
 	 * match no content. */
 	v = cJSON_GetObjectItemCaseSensitive(o, "sha256");
@@ -222,6 +245,12 @@ int staterec_from_report(const struct report *rep, unsigned attempts, const char
 
 	memcpy(s.sha256, rep->sha256, sizeof(s.sha256));
 	memcpy(s.import_id, rep->import_id, sizeof(s.import_id));
+	s.sent_at_ms = rep->sent_at_ms;
+	if (rep->batch) {
+		snprintf(s.batch_id, sizeof(s.batch_id), "%s", rep->batch->id);
+		s.batch_files = (unsigned)rep->batch->n_files;
+		s.batch_rows = rep->batch->rows;
+	}
 	if (rep->n_parts > 1) {
 		s.n_parts = (unsigned)rep->n_parts;
 		snprintf(s.plan, sizeof(s.plan), "%s", plan);
@@ -253,7 +282,12 @@ int staterec_apply(const struct staterec *s, const char *plan, struct report *re
 	if (s->claimed_at_ms)
 		rep->claimed_at_ms = s->claimed_at_ms;
 	rep->uploaded_at_ms = s->uploaded_at_ms;
+	rep->sent_at_ms = s->sent_at_ms;
 	snprintf(rep->import_id, sizeof(rep->import_id), "%s", s->import_id);
+	/* The batch it was sent in (its names are not in the record: only how many). Out of
+	 * memory, the report only lacks it. */
+	if (s->batch_id[0] && !rep->batch)
+		rep->batch = batch_info_new(s->batch_id, s->batch_rows, s->batch_files, false);
 	if (rep->n_parts == 0)
 		return 0; /* refused by the check: the report says what was imported */
 	if (s->n_parts > 1)

@@ -40,6 +40,13 @@ struct staterec {
 	char plan[17];
 	struct staterec_part *done;
 	size_t n_done;
+	/* Coalesced (batch.h): the batch it was sent in, written before the batch's request
+	 * ("" when none), its files and rows (the import's), and when that request began (wall
+	 * clock; 0: unknown). */
+	char batch_id[BATCH_ID_LEN + 1];
+	unsigned batch_files;
+	uint64_t batch_rows;
+	int64_t sent_at_ms;
 };
 
 /* BUF gets the record's file name for the claimed file FILE. */

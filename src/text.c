@@ -146,14 +146,20 @@ void text_hex(char *dst, const unsigned char *src, size_t n)
 	dst[2 * n] = '\0';
 }
 
-void text_json_add_string(void *o, const char *key, const char *value)
+void *text_json_string(const char *value)
 {
 	char buf[2048];
 
-	if (text_utf8_valid(value)) {
-		cJSON_AddStringToObject(o, key, value);
-		return;
-	}
+	if (text_utf8_valid(value))
+		return cJSON_CreateString(value);
 	text_escape(buf, sizeof(buf), value);
-	cJSON_AddStringToObject(o, key, buf);
+	return cJSON_CreateString(buf);
+}
+
+void text_json_add_string(void *o, const char *key, const char *value)
+{
+	cJSON *s = text_json_string(value);
+
+	if (s && !cJSON_AddItemToObject(o, key, s))
+		cJSON_Delete(s);
 }

@@ -35,5 +35,7 @@ void text_hex(char *dst, const unsigned char *src, size_t n);
  * form (where a backslash is doubled, so the two cannot be confused). A void * so that this
  * header needs no cJSON. */
 void text_json_add_string(void *o, const char *key, const char *value);
+/* VALUE as a new cJSON string in the same form (a cJSON *; NULL when out of memory). */
+void *text_json_string(const char *value);
 
 #endif

@@ -674,6 +674,8 @@ static void test_drain_releases_waiting(void **state)
 	F.cfg->api.max_in_flight = 1;
 	F.cfg->retry.initial_delay_ms = 60000;
 	F.cfg->retry.max_delay_ms = 60000;
+	/* Each file its own upload (coalesced, the two waiting would go together). */
+	F.cfg->folders[0].settings.coalesce = CONFIG_COALESCE_OFF;
 	put_csv("a.csv", CSV_GOOD);
 	put_csv("b.csv", CSV_GOOD_2);
 	put_csv("c.csv", CSV_GOOD);
