@@ -56,6 +56,7 @@ struct engine {
 	size_t n_folders;
 	struct diskq *dq;
 	struct pacer pacer;
+	struct follower follow; /* every job's import follow-up */
 	uv_timer_t drain_timer;
 	/* End of the loop turn: admission, capacity and idle events, then the disk batch. */
 	uv_prepare_t turn;
@@ -529,6 +530,7 @@ static void job_folder_close(struct job_folder *f)
 
 static void engine_free(struct engine *e)
 {
+	follow_free(&e->follow);
 	for (size_t i = 0; i < e->n_folders; i++)
 		job_folder_close(&e->folders[i]);
 	free(e->folders);
@@ -553,14 +555,33 @@ static void engine_part_closed(void *data)
 	engine_handle_closed(data);
 }
 
+/* The pacer's events: the follower's own entry, or a job's. */
+static void engine_pacer_due(struct pacer_entry *pe, void *data)
+{
+	struct engine *e = data;
+
+	if (follow_owns(&e->follow, pe))
+		follow_pacer_due(&e->follow);
+	else
+		job_pacer_due(pe, data);
+}
+
+static void engine_pacer_poll(struct pacer_entry *pe, void *data)
+{
+	struct engine *e = data;
+
+	if (follow_owns(&e->follow, pe))
+		follow_pacer_poll(&e->follow);
+}
+
 int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
 	       struct resend_client *api, unsigned flags, const struct engine_events *events,
 	       struct engine **ret)
 {
 	const struct pacer_events sev = {
-		.due = job_pacer_due,
+		.due = engine_pacer_due,
 		.upload = job_pacer_upload,
-		.poll = job_pacer_poll,
+		.poll = engine_pacer_poll,
 		.unpaused = engine_unpaused,
 	};
 	struct engine *e = calloc(1, sizeof(*e));
@@ -578,6 +599,7 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 		.cfg = cfg,
 		.api = api,
 		.pacer = &e->pacer,
+		.follow = &e->follow,
 		.dry_run = flags & ENGINE_DRY_RUN,
 		.host = &engine_job_host,
 		.data = e,
@@ -603,6 +625,8 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 	if (r < 0)
 		goto fail;
 	e->pacer.ev.data = e;
+	follow_init(&e->follow, loop, &e->pacer, api, cfg,
+		    &(struct follow_events){job_follow_asked, job_follow_answered, e});
 	r = diskq_new(loop, &e->dq);
 	if (r < 0) {
 		/* The pacer's timer is a handle already: free the engine once it is closed. */
@@ -725,6 +749,7 @@ void engine_close(struct engine *e)
 {
 	/* Drained: nothing uses the folders' directories any more (they are the daemon's). */
 	e->closing = true;
+	follow_stop(&e->follow);
 	pacer_close(&e->pacer, engine_part_closed, e);
 	uv_close((uv_handle_t *)&e->drain_timer, engine_closed_cb);
 	uv_close((uv_handle_t *)&e->turn, engine_closed_cb);
@@ -870,6 +895,7 @@ void engine_set_metrics(struct engine *e, struct metrics *m)
 {
 	e->metrics = m;
 	e->env.metrics = m;
+	e->follow.metrics = m;
 	for (size_t i = 0; i < e->n_folders; i++)
 		e->folders[i].metrics = m ? metrics_folder(m, e->folders[i].conf->name) : NULL;
 }

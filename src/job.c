@@ -89,13 +89,12 @@
 #include <utlist.h>
 #include <xxhash.h>
 
+#include "api_answer.h"
 #include "log.h"
 #include "resend_client.h"
 #include "scrub.h"
 #include "text.h"
 
-#define JOB_FOLLOW_FIRST_MS 500
-#define JOB_FOLLOW_MAX_MS 30000
 #define JOB_FOLLOW_LIMIT_MS (24ull * 60 * 60 * 1000)
 #define JOB_FINISH_FIRST_MS 1000
 #define JOB_FINISH_MAX_MS 60000
@@ -303,6 +302,10 @@ static bool job_set_state(struct job *job, enum job_state to, enum job_state the
 	}
 	if (from->upload_slot && !next->upload_slot)
 		pacer_slot_free(env->pacer);
+	/* Following no more (recording its import between questions is part of following). */
+	if (job->fe.imp && to != JOB_FOLLOW_WAIT && to != JOB_POLLING &&
+	    !(to == JOB_RECORDING && then == JOB_FOLLOW_WAIT))
+		follow_remove(env->follow, &job->fe);
 	env->host->moved(env->data, job, was, to);
 	return true;
 }
@@ -952,55 +955,6 @@ static uint64_t job_backoff_ms(const struct config_retry *r, unsigned attempt)
 	return d / 2 + (uint64_t)((double)(d / 2) * ((double)random() / RAND_MAX));
 }
 
-/* What an answer (or its absence) means, for uploads and polls alike. Every answer also feeds
- * the rate limiter, whatever its status. */
-static enum resend_class job_call_outcome(struct job_env *env, struct resend_call *call,
-					  struct resend_error *err)
-{
-	const char *terr = resend_call_transport_error(call);
-	size_t len;
-	const char *body = resend_call_body(call, &len);
-	const char *retry_after = resend_call_header(call, "retry-after");
-	const struct ratelimit_headers h = {
-		.limit = resend_call_header(call, "ratelimit-limit"),
-		.remaining = resend_call_header(call, "ratelimit-remaining"),
-		.reset = resend_call_header(call, "ratelimit-reset"),
-		.retry_after = retry_after,
-	};
-	enum resend_class cls = RESEND_RETRY;
-
-	if (terr) {
-		err->status = 0;
-		snprintf(err->message, sizeof(err->message), "%s", terr);
-	} else {
-		cls = resend_classify(resend_call_status(call), body, len, err);
-	}
-	if (cls == RESEND_RATE_LIMITED) {
-		uint64_t ms = pacer_note_refusal(env->pacer, &h);
-
-		/* Said when a row of refusals begins, not for each request it holds back. */
-		if (env->pacer->rl.refusals == 1)
-			log_event(LOG_LEVEL_INFO,
-				  &(struct log_fields){.message_id = LOG_ID_RATE_LIMITED},
-				  "Resend's rate limit was reached (HTTP 429%s%s): no request goes out "
-				  "for %.1f s; a wait is not an attempt, and no file fails for it",
-				  retry_after ? ", retry-after " : "", retry_after ? retry_after : "",
-				  (double)ms / 1000);
-	} else {
-		unsigned row = env->pacer->rl.refusals;
-
-		if (row > 0)
-			log_debug("requests are answered again after %u refusal%s for the rate limit",
-				  row, row == 1 ? "" : "s");
-		pacer_note_response(env->pacer, &h);
-	}
-	/* What the far end said goes to log lines and reports from here: a server (or a proxy)
-	 * that echoes the Authorization header must not put the key there. */
-	scrub_secrets(err->name, sizeof(err->name), env->cfg->api_key);
-	scrub_secrets(err->message, sizeof(err->message), env->cfg->api_key);
-	return cls;
-}
-
 /* Whether the file is still the one that was checked and hashed: what is reported (size,
  * sha256) must be what is sent and what goes to done/. Asked before an upload starts (no
  * import is made for a file that changed while it waited) and once Resend accepted it. The
@@ -1097,7 +1051,7 @@ static void job_upload_done(struct resend_call *call, void *data)
 	size_t len;
 	const char *body = resend_call_body(call, &len);
 	long status = resend_call_status(call);
-	enum resend_class cls = job_call_outcome(env, call, &err);
+	enum resend_class cls = api_answer_classify(env->pacer, env->cfg->api_key, call, &err);
 	const char *local = resend_call_local_error(call);
 	unsigned max_attempts = (unsigned)env->cfg->retry.max_attempts;
 	char id[sizeof(job->rep.import_id)];
@@ -1712,31 +1666,26 @@ static void job_batch_import_failed(struct job *job, const char *id)
 	job->rep.import = (struct resend_import){0};
 	job->rep.uploaded_at_ms = 0;
 	job->part = job->poll_part = 0;
-	job->follow_started_ms = job->follow_delay_ms = 0;
+	job->follow_started_ms = 0;
 	normalize_clear(&job->check.norm);
 	job_enter(job, JOB_CHECKING);
 }
 
-static void job_poll_done(struct resend_call *call, void *data)
+/* What the follower learnt of the import JOB follows (POLLING). */
+static void job_poll_result(struct job *job, const struct follow_result *r)
 {
-	struct job *job = data;
 	struct job_env *env = job->env;
-	struct resend_error err = {0};
-	size_t len;
-	const char *body = resend_call_body(call, &len);
-	enum resend_class cls = job_call_outcome(env, call, &err);
 	const char *id = job->rep.parts[job->poll_part].import_id;
-	struct resend_import imp;
+	struct resend_import imp = r->import;
+	enum resend_class cls = r->cls;
 
-	job->call = NULL;
-	metrics_api_request(env->metrics, METRICS_GET_IMPORT, resend_call_status(call));
-	if (cls == RESEND_OK && resend_parse_import(body, len, &imp) == 0) {
+	if (cls == RESEND_OK && r->have) {
 		/* Kept as received, for the report: scrubbed like any text from the far end. */
 		scrub_secrets(imp.status, sizeof(imp.status), env->cfg->api_key);
 		scrub_secrets(imp.created_at, sizeof(imp.created_at), env->cfg->api_key);
 		scrub_secrets(imp.completed_at, sizeof(imp.completed_at), env->cfg->api_key);
 		if (imp.state == RESEND_IMPORT_FAILED && job->rep.batch && job->rep.n_parts == 1) {
-			resend_call_free(call);
+			follow_remove(env->follow, &job->fe);
 			job_batch_import_failed(job, id);
 			return;
 		}
@@ -1751,10 +1700,9 @@ static void job_poll_done(struct resend_call *call, void *data)
 				    "Resend reports import %s (part %zu of %zu) as failed", id,
 				    job->poll_part + 1, job->rep.n_parts);
 		if (imp.state == RESEND_IMPORT_COMPLETED || imp.state == RESEND_IMPORT_FAILED) {
-			resend_call_free(call);
 			/* Every part is followed to its end, for the report. */
 			if (++job->poll_part < job->rep.n_parts) {
-				job->follow_delay_ms = 0;
+				follow_remove(env->follow, &job->fe);
 				job_follow_on(job);
 				return;
 			}
@@ -1769,21 +1717,22 @@ static void job_poll_done(struct resend_call *call, void *data)
 	} else if (cls == RESEND_PERMANENT) {
 		job->rep.failed = true;
 		job->rep.stage = REPORT_STAGE_IMPORT;
-		job->rep.error = err;
-		resend_call_free(call);
+		job->rep.error = r->err;
 		job_enter(job, JOB_FINISHING);
 		return;
 	} else if (cls == RESEND_AUTH || cls == RESEND_QUOTA) {
-		env->host->refused(env->data, cls, &err);
+		if (r->first)
+			env->host->refused(env->data, cls, &r->err);
 	} else if (cls == RESEND_RATE_LIMITED) {
-		/* Asked again once the pacer lets requests go (job_call_outcome). */
+		/* Asked again once the pacer lets requests go (api_answer_classify); the refused
+		 * request is counted once, the wait by every file it was about. */
 		job->rep.rate_limited++;
-		metrics_rate_limited(job->folder->metrics);
+		if (r->first)
+			metrics_rate_limited(job->folder->metrics);
 	} else if (cls != RESEND_OK) {
 		log_debug("%s: '%s': reading import %s failed: %s; will ask again",
-			  job_folder_name(job), job->name, id, err.message);
+			  job_folder_name(job), job->name, id, r->err.message);
 	}
-	resend_call_free(call);
 	if (uv_now(env->loop) - job->follow_started_ms > JOB_FOLLOW_LIMIT_MS) {
 		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL,
 			    "import %s did not finish within 24 hours", job->rep.import_id);
@@ -1801,18 +1750,6 @@ static void job_follow_on(struct job *job)
 		job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
 	else
 		job_enter(job, JOB_FOLLOW_WAIT);
-}
-
-static void job_start_poll(struct job *job)
-{
-	const char *id = job->rep.parts[job->poll_part].import_id;
-	int r = resend_client_get_import(job->env->api, id, job_poll_done, job, &job->call);
-
-	if (r < 0) {
-		report_fail(&job->rep, REPORT_STAGE_IMPORT, 0, NULL, "cannot ask for import '%s': %s",
-			    id, strerror(-r));
-		job_enter(job, JOB_FINISHING);
-	}
 }
 
 /* ---- FINISHING: report, move to done/failed, in the disk thread ------------------------ */
@@ -2098,12 +2035,14 @@ static void job_enter_then(struct job *job, enum job_state to, enum job_state th
 	case JOB_FOLLOW_WAIT:
 		if (!job->follow_started_ms)
 			job->follow_started_ms = uv_now(env->loop);
-		ok = pacer_at(env->pacer, &job->se,
-			      job_next_delay(&job->follow_delay_ms, JOB_FOLLOW_FIRST_MS,
-					     JOB_FOLLOW_MAX_MS)) == 0;
+		/* Followed with the other imports (follow.h): asked about, and answered, by the
+		 * follower. */
+		if (!job->fe.imp)
+			ok = follow_add(env->follow, &job->fe,
+					job->rep.parts[job->poll_part].import_id) == 0;
 		break;
 	case JOB_POLLING:
-		job_start_poll(job);
+		/* The follower's request about its import is in flight. */
 		break;
 	case JOB_LEDGER_WAIT:
 		job_prepare_finish(job);
@@ -2236,6 +2175,7 @@ static void job_end(struct job *job, enum job_end how)
 	if (job->lookup)
 		ledgerq_cancel(env->lq, job->lookup);
 	job->lookup = NULL;
+	follow_remove(env->follow, &job->fe);
 	job_inflight_release(job);
 	if (job->call)
 		resend_call_free(job->call);
@@ -2265,10 +2205,6 @@ void job_pacer_due(struct pacer_entry *e, void *data)
 	case JOB_RETRY_WAIT:
 		job_continue(job);
 		break;
-	case JOB_FOLLOW_WAIT:
-		/* Due: now it waits for a request token. */
-		pacer_poll(job->env->pacer, e);
-		break;
 	case JOB_FINISH_WAIT:
 		job_enter(job, JOB_FINISHING);
 		break;
@@ -2290,9 +2226,30 @@ void job_pacer_upload(struct pacer_entry *e, void *data)
 		job_enter(job, JOB_UPLOADING);
 }
 
-void job_pacer_poll(struct pacer_entry *e, void *data)
+#define JOB_FROM_FE(e) ((struct job *)((char *)(e) - offsetof(struct job, fe)))
+
+void job_follow_asked(struct follow_entry *e, void *data)
 {
+	struct job *job = JOB_FROM_FE(e);
+
 	(void)data;
-	job_enter(JOB_FROM_PE(e), JOB_POLLING);
+	if (job->state == JOB_FOLLOW_WAIT)
+		job_enter(job, JOB_POLLING);
+}
+
+void job_follow_answered(struct follow_entry *e, const struct follow_result *r, void *data)
+{
+	struct job *job = JOB_FROM_FE(e);
+
+	(void)data;
+	if (job->state == JOB_FOLLOW_WAIT) {
+		/* Not asked about, but a list showed its import ended: news all the same. */
+		if (!(r->have && (r->import.state == RESEND_IMPORT_COMPLETED ||
+				  r->import.state == RESEND_IMPORT_FAILED)))
+			return;
+		job_enter(job, JOB_POLLING);
+	}
+	if (job->state == JOB_POLLING)
+		job_poll_result(job, r);
 }
 

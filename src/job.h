@@ -16,6 +16,7 @@
 #include "diskq.h"
 #include "engine.h"
 #include "folder.h"
+#include "follow.h"
 #include "inflight.h"
 #include "ledgerq.h"
 #include "metrics.h"
@@ -134,6 +135,7 @@ struct job_env {
 	const struct config *cfg;
 	struct resend_client *api;
 	struct pacer *pacer;
+	struct follower *follow;
 	struct ledgerq *lq;      /* NULL: none (duplicates are not looked for) */
 	bool ledger_failing;     /* writing to it fails (its thread retries) */
 	struct metrics *metrics; /* NULL: not counted */
@@ -151,6 +153,7 @@ struct job {
 	enum job_state state;
 	struct job *prev, *next; /* the engine's list */
 	struct pacer_entry se;
+	struct follow_entry fe; /* FOLLOW_WAIT, POLLING: the import it follows */
 	struct diskq_op op;
 	uv_work_t work;
 	struct resend_call *call;
@@ -198,7 +201,7 @@ struct job {
 	uint64_t finish_adopted; /* the directory was re-created: the inode adopted, else 0 */
 	bool finish_src_gone;  /* the file left processing behind the daemon's back */
 	char idempotency_key[37];
-	uint64_t retry_delay_ms, follow_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
+	uint64_t retry_delay_ms, follow_started_ms, finish_delay_ms, save_delay_ms;
 	uint64_t upload_started_ms; /* loop ms */
 	/* Coalescing: BATCH, the batch a leader sends (owned, in BATCHING and UPLOADING);
 	 * LEADER, a member's (BATCHED). SOLO: uploaded on its own from now on (its batch was
@@ -235,10 +238,12 @@ void job_release(struct job *job);
  * let go in a drain; otherwise, if its state record lacks its import, that is written first,
  * so that a crash while the ledger fails does not upload the file again. */
 void job_ledger_failing(struct job *job);
-/* The pacer's events for a job: its time has come; it may upload; it may poll. */
+/* The pacer's events for a job: its time has come; it may upload. */
 void job_pacer_due(struct pacer_entry *e, void *data);
 void job_pacer_upload(struct pacer_entry *e, void *data);
-void job_pacer_poll(struct pacer_entry *e, void *data);
+/* The follower's events (follow.h) for a job's import: asked about; answered. */
+void job_follow_asked(struct follow_entry *e, void *data);
+void job_follow_answered(struct follow_entry *e, const struct follow_result *r, void *data);
 
 static inline int64_t job_now_wall_ms(void)
 {

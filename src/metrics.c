@@ -33,7 +33,8 @@ struct metrics {
 	uint64_t requests[METRICS_N_ENDPOINTS][MAX_CODE + 1];
 };
 
-static const char *const endpoint_names[METRICS_N_ENDPOINTS] = {"create_import", "get_import"};
+static const char *const endpoint_names[METRICS_N_ENDPOINTS] = {"create_import", "get_import",
+								    "list_imports"};
 
 /* The folders' plain counters, as /metrics names them. */
 static const struct folder_counter {

@@ -15,6 +15,7 @@ struct metrics_folder;
 enum metrics_endpoint {
 	METRICS_CREATE_IMPORT, /* POST /contacts/imports */
 	METRICS_GET_IMPORT,    /* GET /contacts/imports/{id} */
+	METRICS_LIST_IMPORTS,  /* GET /contacts/imports */
 	METRICS_N_ENDPOINTS
 };
 

@@ -626,7 +626,8 @@ static void resend_timestamp(char *dst, size_t dstsz, const cJSON *obj, const ch
 		resend_copy_text(dst, dstsz, s, strlen(s), true);
 }
 
-int resend_parse_import(const char *body, size_t len, struct resend_import *ret)
+/* An import object, as GET /contacts/imports/{id} answers it or as an item of the list. */
+static int resend_import_from(const cJSON *root, struct resend_import *ret)
 {
 	static const struct {
 		const char *name;
@@ -638,15 +639,12 @@ int resend_parse_import(const char *body, size_t len, struct resend_import *ret)
 		{"failed", RESEND_IMPORT_FAILED},
 	};
 	struct resend_import imp = {0};
-	cJSON *root = resend_parse_object(body, len);
 	const char *status = root ? resend_json_string(root, "status") : NULL;
 	const cJSON *counts;
 	bool found = false;
 
-	if (!status) {
-		cJSON_Delete(root);
+	if (!status)
 		return -EBADMSG;
-	}
 	imp.state = RESEND_IMPORT_UNKNOWN;
 	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
 		if (strcmp(status, states[i].name) == 0)
@@ -665,9 +663,116 @@ int resend_parse_import(const char *body, size_t len, struct resend_import *ret)
 
 	resend_timestamp(imp.created_at, sizeof(imp.created_at), root, "created_at");
 	resend_timestamp(imp.completed_at, sizeof(imp.completed_at), root, "completed_at");
-	cJSON_Delete(root);
 	*ret = imp;
 	return 0;
+}
+
+int resend_parse_import(const char *body, size_t len, struct resend_import *ret)
+{
+	cJSON *root = resend_parse_object(body, len);
+	int r = resend_import_from(root, ret);
+
+	cJSON_Delete(root);
+	return r;
+}
+
+int resend_parse_import_list(const char *body, size_t len, struct resend_import_list *ret)
+{
+	cJSON *root = resend_parse_object(body, len);
+	const cJSON *data = root ? cJSON_GetObjectItemCaseSensitive(root, "data") : NULL;
+	const cJSON *item, *more;
+	struct resend_import_list l = {0};
+
+	if (!cJSON_IsArray(data)) {
+		cJSON_Delete(root);
+		return -EBADMSG;
+	}
+	more = cJSON_GetObjectItemCaseSensitive(root, "has_more");
+	l.has_more = cJSON_IsTrue(more);
+	l.items = calloc((size_t)cJSON_GetArraySize(data) + 1, sizeof(*l.items));
+	if (!l.items) {
+		cJSON_Delete(root);
+		return -ENOMEM;
+	}
+	cJSON_ArrayForEach(item, data) {
+		struct resend_listed_import *x = &l.items[l.n];
+		const char *id = cJSON_IsObject(item) ? resend_json_string(item, "id") : NULL;
+
+		/* An item without an id or a status says nothing usable: left out. */
+		if (!id || !*id || strlen(id) >= sizeof(x->id) ||
+		    resend_import_from(item, &x->import) < 0)
+			continue;
+		memcpy(x->id, id, strlen(id) + 1);
+		l.n++;
+	}
+	cJSON_Delete(root);
+	*ret = l;
+	return 0;
+}
+
+void resend_import_list_clear(struct resend_import_list *l)
+{
+	free(l->items);
+	l->items = NULL;
+	l->n = 0;
+}
+
+/* Digits at S, exactly N of them: their value, or -1. */
+static int resend_digits(const char *s, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+int64_t resend_time_ms(const char *s)
+{
+	int y, mo, d, h, mi, sec, ms = 0;
+	int64_t days;
+	const char *p;
+
+	/* 2026-05-15T18:32:37.823Z, or 2026-05-15 18:32:37.823+00 */
+	if (!s || strlen(s) < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != ' ') ||
+	    s[13] != ':' || s[16] != ':')
+		return -1;
+	y = resend_digits(s, 4);
+	mo = resend_digits(s + 5, 2);
+	d = resend_digits(s + 8, 2);
+	h = resend_digits(s + 11, 2);
+	mi = resend_digits(s + 14, 2);
+	sec = resend_digits(s + 17, 2);
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 ||
+	    mi > 59 || sec < 0 || sec > 60)
+		return -1;
+	p = s + 19;
+	if (*p == '.') {
+		int k = 0;
+
+		for (p++; *p >= '0' && *p <= '9'; p++, k++)
+			if (k < 3)
+				ms = ms * 10 + (*p - '0');
+		for (; k < 3; k++)
+			ms *= 10;
+	}
+	/* UTC only: Resend writes Z or +00 (a +00:00 too). */
+	if (!(strcmp(p, "Z") == 0 || strcmp(p, "+00") == 0 || strcmp(p, "+00:00") == 0 ||
+	      *p == '\0'))
+		return -1;
+	/* Days from the civil date (Howard Hinnant's algorithm). */
+	y -= mo <= 2;
+	{
+		int64_t era = y / 400, yoe = y - era * 400;
+		int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+		int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+		days = era * 146097 + doe - 719468;
+	}
+	return ((days * 24 + h) * 60 + mi) * 60000 + (int64_t)sec * 1000 + ms;
 }
 
 const char *resend_import_state_name(enum resend_import_state s)

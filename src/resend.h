@@ -98,4 +98,23 @@ struct resend_import {
 int resend_parse_import(const char *body, size_t len, struct resend_import *ret);
 const char *resend_import_state_name(enum resend_import_state s);
 
+/* GET /contacts/imports: a page of imports, newest first. */
+struct resend_listed_import {
+	char id[64];
+	struct resend_import import;
+};
+struct resend_import_list {
+	struct resend_listed_import *items; /* owned (resend_import_list_clear) */
+	size_t n;
+	bool has_more;
+};
+/* Parses a page leniently: items without an id or a status are left out. -EBADMSG when the
+ * body has no "data" array; -ENOMEM. */
+int resend_parse_import_list(const char *body, size_t len, struct resend_import_list *ret);
+void resend_import_list_clear(struct resend_import_list *l);
+
+/* A timestamp as Resend writes it ("2026-05-15T18:32:37.823Z" or "2026-05-15 18:32:37.823+00")
+ * in wall-clock milliseconds; -1 when it is neither. */
+int64_t resend_time_ms(const char *s);
+
 #endif

@@ -338,6 +338,29 @@ int resend_client_get_import(struct resend_client *api, const char *id, resend_c
 	return resend_call_start(call, ret);
 }
 
+int resend_client_list_imports(struct resend_client *api, unsigned limit, const char *after,
+			       resend_call_cb cb, void *data, struct resend_call **ret)
+{
+	char path[160];
+	struct resend_call *call;
+
+	/* The cursor came from the server, like an id. */
+	for (const char *p = after ? after : ""; *p; p++) {
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_'))
+			return -EINVAL;
+	}
+	if ((after && strlen(after) > 64) || limit < 1 || limit > 100)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "/contacts/imports?limit=%u%s%s", limit,
+		 after && *after ? "&after=" : "", after && *after ? after : "");
+	call = resend_call_new(api, path, cb, data);
+	if (!call)
+		return -ENOMEM;
+	curl_easy_setopt(call->easy, CURLOPT_HTTPGET, 1L);
+	return resend_call_start(call, ret);
+}
+
 long resend_call_status(const struct resend_call *call)
 {
 	return call->status;

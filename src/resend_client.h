@@ -35,6 +35,10 @@ int resend_client_create_import(struct resend_client *client, const struct resen
 				resend_call_cb cb, void *data, struct resend_call **ret);
 int resend_client_get_import(struct resend_client *client, const char *id, resend_call_cb cb, void *data,
 		   struct resend_call **ret);
+/* GET /contacts/imports?limit=LIMIT (1..100) [&after=AFTER]: a page of the team's imports,
+ * newest first (resend_parse_import_list). */
+int resend_client_list_imports(struct resend_client *client, unsigned limit, const char *after,
+			       resend_call_cb cb, void *data, struct resend_call **ret);
 
 /* Results, valid in the callback and until resend_call_free. status 0: no HTTP answer, see
  * resend_call_transport_error. Headers are NULL when absent. */

@@ -418,10 +418,44 @@ static const char *default_import_status(const char *id)
 	unsigned seen = 0;
 
 	for (size_t i = 0; i + 1 < F.n_calls; i++) {
-		if (F.calls[i].kind == CALL_POLL && strcmp(F.calls[i].import_id, id) == 0)
+		if ((F.calls[i].kind == CALL_POLL && strcmp(F.calls[i].import_id, id) == 0) ||
+		    F.calls[i].kind == CALL_LIST)
 			seen++;
 	}
 	return seen < F.polls_in_progress ? "in_progress" : "completed";
+}
+
+static char *make_body(size_t n, const struct answer *ans);
+
+/* A page of the list: every import handed out so far, newest first, each as a GET of it would
+ * answer (ANS's import_status, or the default). */
+static char *make_list_body(size_t n, const struct answer *ans)
+{
+	cJSON *root = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(root, "data");
+	char *text;
+
+	cJSON_AddStringToObject(root, "object", "list");
+	cJSON_AddBoolToObject(root, "has_more", false);
+	for (size_t i = n; i-- > 0;) {
+		const struct call_log *l = &F.calls[i];
+		char *item;
+
+		if (l->kind != CALL_UPLOAD || !l->answered || l->status != 201)
+			continue;
+		/* As a poll of it would be answered: the same shapes. */
+		/* Made as the poll of it would be (the call's log says so while it is made). */
+		snprintf(F.calls[n].import_id, sizeof(F.calls[n].import_id), "%s", l->import_id);
+		F.calls[n].kind = CALL_POLL;
+		item = make_body(n, &(struct answer){.status = 200,
+						     .import_status = ans->import_status});
+		F.calls[n].kind = CALL_LIST;
+		cJSON_AddItemToArray(data, cJSON_Parse(item));
+		free(item);
+	}
+	snprintf(F.calls[n].import_id, sizeof(F.calls[n].import_id), "list");
+	text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	return text;
 }
 
 /* The body of ANS for call N, in the shapes the real API uses (tests/fake_resend). */
@@ -434,6 +468,8 @@ static char *make_body(size_t n, const struct answer *ans)
 
 	if (ans->body || ans->status == 0)
 		return strdup(ans->body ? ans->body : "");
+	if (l->kind == CALL_LIST)
+		return make_list_body(n, ans);
 	if (l->kind == CALL_UPLOAD)
 		r = asprintf(&body, "{\"object\":\"contact_import\",\"id\":\"%s\"}", l->import_id);
 	else if (!st)
@@ -619,6 +655,26 @@ int resend_client_get_import(struct resend_client *api, const char *id, resend_c
 	return 0;
 }
 
+int resend_client_list_imports(struct resend_client *api, unsigned limit, const char *after,
+			       resend_call_cb cb, void *data, struct resend_call **ret)
+{
+	struct resend_call *call;
+	struct call_log *l;
+
+	if (api != &F.api || limit != 100 || (after && *after))
+		F.stub_errors++;
+	l = stub_new_call(CALL_LIST, cb, data, &call);
+	if (!l)
+		return -ENOMEM;
+	snprintf(l->import_id, sizeof(l->import_id), "list");
+	call->ans = F.poll_next < F.n_poll_script ? F.poll_script[F.poll_next++]
+						  : (struct answer){.status = 200};
+	if (!call->ans.hold)
+		stub_arm(call);
+	*ret = call;
+	return 0;
+}
+
 long resend_call_status(const struct resend_call *call)
 {
 	return call->ans.status;
@@ -696,6 +752,15 @@ size_t n_uploads(void)
 size_t n_polls(void)
 {
 	return F.n_calls - n_uploads();
+}
+
+size_t n_lists(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < F.n_calls; i++)
+		n += F.calls[i].kind == CALL_LIST;
+	return n;
 }
 
 /* The Ith upload (0-based). */

@@ -90,7 +90,8 @@ static const char CSV_NO_EMAIL[] = "Name,First Name\n"
 
 /* ---- the stand-in for resend_client.c ------------------------------------------------------------- */
 
-enum call_kind { CALL_UPLOAD, CALL_POLL };
+/* CALL_LIST: GET /contacts/imports (the follower's, with several imports followed). */
+enum call_kind { CALL_UPLOAD, CALL_POLL, CALL_LIST };
 
 /* One scripted answer. An all-zero answer is never scripted: see script_upload(). */
 struct answer {
@@ -277,7 +278,9 @@ void script_poll(struct answer a);
 /* Answers held call N now, with ANS. */
 void release_call(size_t n, struct answer ans);
 size_t n_uploads(void);
+/* Follow-up requests: reads of one import, and pages of the list (n_lists). */
 size_t n_polls(void);
+size_t n_lists(void);
 /* The Ith upload (0-based). */
 const struct call_log *upload(size_t i);
 size_t uploads_of(const char *filename);

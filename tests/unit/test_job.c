@@ -608,13 +608,16 @@ static void test_resume(void **state)
 	assert_int_equal(uploads_of("plain.csv"), 1);
 	assert_int_equal(uploads_of("stale.csv"), 1);
 	assert_int_equal(uploads_of("followed.csv"), 0);
-	assert_int_equal(polls_of(followed_id), 2);
 	assert_int_equal(polls_of(stale_id), 0);
+	/* Three imports followed together: pages of the list answer for all of them, fewer
+	 * requests than two reads of each. */
+	assert_true(n_lists() >= 1);
+	if (n_polls() >= 6)
+		fail_msg("%zu follow-up requests for 3 imports", n_polls());
 
 	for (size_t i = 0; i < 2; i++) {
 		const struct call_log *l = upload(i);
 		assert_upload_of(l, F.done, l->filename, l->filename);
-		assert_int_equal(polls_of(l->import_id), 2);
 		rep = report(F.done, l->filename);
 		assert_string_equal(jstr(rep, "outcome"), "done");
 		assert_string_equal(jstr(rep, "import_id"), l->import_id);
