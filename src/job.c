@@ -1156,6 +1156,9 @@ static void job_start_upload(struct job *job)
 		job_start_batch_upload(job);
 		return;
 	}
+	/* Sent alone: a batch its record named before a restart is not what it is imported in. */
+	batch_info_unref(job->rep.batch);
+	job->rep.batch = NULL;
 	if (job_dup_yield(job)) {
 		/* Not an attempt: nothing was sent. */
 		job->rep.attempts--;
@@ -1213,8 +1216,7 @@ static bool job_may_join(const struct job *c)
 	const struct inflight *in = c->holds;
 
 	return c->state == JOB_QUEUED && !c->solo && !c->dry_run && c->part == 0 &&
-	       c->rep.n_parts == 1 && !c->rep.batch &&
-	       !(in && !c->holds_uploaded && in->n_uploaded > 0);
+	       c->rep.n_parts == 1 && !(in && !c->holds_uploaded && in->n_uploaded > 0);
 }
 
 /* M leaves the batch of LEADER before its request: it was not sent in it. */
@@ -1249,6 +1251,8 @@ static void job_batch_dissolve(struct job *leader, bool release)
 {
 	struct job_batch *b = leader->batch;
 
+	/* Granted in their order once they all stand in the queue (job_batch_answer). */
+	pacer_hold(leader->env->pacer);
 	for (size_t i = b->n; i-- > 1;) {
 		struct job *m = b->members[i];
 
@@ -1262,6 +1266,7 @@ static void job_batch_dissolve(struct job *leader, bool release)
 			job_enter(m, JOB_QUEUED);
 		}
 	}
+	pacer_unhold(leader->env->pacer);
 	batch_info_unref(leader->rep.batch);
 	leader->rep.batch = NULL;
 	job_batch_free(leader);
@@ -1320,6 +1325,8 @@ static bool job_batch_form(struct job *job)
 	log_debug("%s: '%s' leads batch %s: %zu files, %llu rows", job_folder_name(job), job->name,
 		  id, n, (unsigned long long)info->rows);
 	for (size_t i = 0; i < n; i++) {
+		/* A batch its record named before a restart is not this one. */
+		batch_info_unref(members[i]->rep.batch);
 		members[i]->rep.batch = batch_info_ref(info);
 		members[i]->rep.sent_at_ms = now;
 	}
@@ -1584,7 +1591,9 @@ static void job_batch_answer(struct job *leader, struct resend_call *call, enum 
 			    job_folder_name(leader), batch_id, n, err->message,
 			    err->name[0] ? " [" : "", err->name, err->name[0] ? "]" : "");
 	/* Backwards: a file put back at the head of the queue goes before those put back after
-	 * it, so the queue keeps the order they waited in. */
+	 * it, so the queue keeps the order they waited in; and nothing is granted before they
+	 * all stand there (the leader's slot frees as it leaves). */
+	pacer_hold(env->pacer);
 	for (size_t i = n; i-- > 0;) {
 		struct job *j = m[i];
 
@@ -1640,15 +1649,18 @@ static void job_batch_answer(struct job *leader, struct resend_call *call, enum 
 			break;
 		case RESEND_OK: /* 2xx without an import id: which file made it so is unknown */
 		case RESEND_PERMANENT:
-			/* Maybe one file's fault: each goes alone, and this was not its attempt. */
+			/* Maybe one file's fault: each goes alone, and this was not its attempt (its
+			 * record counts it: ahead). Back at the head of the queue at once, in their
+			 * order: a file passed over for an email of theirs must not go first. */
 			j->rep.attempts--;
 			j->solo = true;
 			j->rec = JOB_RECORD_AHEAD;
 			j->requeue_front = true;
-			job_enter_then(j, JOB_SAVING, JOB_QUEUED);
+			job_enter(j, JOB_QUEUED);
 			break;
 		}
 	}
+	pacer_unhold(env->pacer);
 	free(m);
 }
 

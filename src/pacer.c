@@ -60,7 +60,7 @@ static void pacer_run(struct pacer *s)
 {
 	uint64_t now, token_wait;
 
-	if (s->running) {
+	if (s->running || s->held) {
 		s->again = true;
 		return;
 	}
@@ -164,6 +164,17 @@ void pacer_cancel(struct pacer *s, struct pacer_entry *e)
 	/* The last one waiting gone: no wake-up for nothing. */
 	if (!s->running && !dueq_peek(&s->due) && s->uploads.count == 0 && !s->polls)
 		uv_timer_stop(&s->timer);
+}
+
+void pacer_hold(struct pacer *s)
+{
+	s->held++;
+}
+
+void pacer_unhold(struct pacer *s)
+{
+	if (--s->held == 0 && s->again && !s->running)
+		pacer_run(s);
 }
 
 void pacer_slot_free(struct pacer *s)

@@ -49,6 +49,7 @@ struct pacer {
 	uint64_t paused_until; /* loop ms; 0: not paused */
 	bool stopped;
 	bool running, again;
+	unsigned held; /* pacer_hold: grants wait */
 	bool poll_turn;
 	void (*closed_cb)(void *data);
 	void *closed_data;
@@ -74,6 +75,10 @@ struct pacer_entry *pacer_upload_next(struct pacer *s, struct pacer_entry *e);
 /* E leaves whatever queue it is in. */
 void pacer_cancel(struct pacer *s, struct pacer_entry *e);
 
+/* Nothing is granted until the matching pacer_unhold: several entries put back in the queue
+ * (and slots freed) together are granted in the order they stand, not the first as it comes. */
+void pacer_hold(struct pacer *s);
+void pacer_unhold(struct pacer *s);
 /* An upload granted by the `upload` event has ended; its slot is free again. */
 void pacer_slot_free(struct pacer *s);
 /* No request goes out for MS (longer pauses win). */

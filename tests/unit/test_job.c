@@ -1563,6 +1563,195 @@ static void test_split_part_import_failed(void **state)
 }
 
 
+/* ---- coalescing (issue 18): files that wait go out together ------------------------------- */
+
+/* Files waiting for an upload slot. */
+static size_t queued_files(void)
+{
+	struct engine_folder_view v;
+
+	engine_folder_view(F.js, 0, &v);
+	return v.waiting;
+}
+
+#define CO_A "Email,First Name\nada@example.com,Ada\n"
+#define CO_B "Email,First Name\nbob@example.com,Bob\ncy@example.com,Cy\n"
+#define CO_C "Email,First Name\ndora@example.com,Dora" /* no line end after its last row */
+#define CO_D "Email,First Name\neve@example.com,Eve\n"
+
+/* One upload slot: A goes alone at once (nothing waits), and is held; B, C and D wait behind
+ * it and go as one import: one header, then each file's rows in the order they waited (C's
+ * last row given its line end). Each keeps its own report, with the shared import and the
+ * batch; each record named the batch before the request. */
+static void test_coalesce_waiting_files(void **state)
+{
+	const char *names[] = {"b.csv", "c.csv", "d.csv"};
+	const struct call_log *l;
+	const cJSON *rep, *batch;
+	struct staterec rec;
+
+	(void)state;
+	F.cfg->api.max_in_flight = 1;
+	put_csv("a.csv", CO_A);
+	put_csv("b.csv", CO_B);
+	put_csv("c.csv", CO_C);
+	put_csv("d.csv", CO_D);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(submit(names[i]), ENGINE_CLAIMING);
+	RUN_UNTIL(queued_files() == 3);
+	/* A was alone: its own bytes, nothing else. */
+	assert_string_equal(upload(0)->sent, CO_A);
+	assert_int_equal(upload(0)->n_segs, 2);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 4);
+
+	assert_int_equal(n_uploads(), 2);
+	l = upload(1);
+	assert_string_equal(l->sent, "Email,First Name\nbob@example.com,Bob\ncy@example.com,Cy\n"
+				     "dora@example.com,Dora\neve@example.com,Eve\n");
+	assert_string_equal(l->filename + strlen(l->filename) - 4, ".csv");
+	assert_true(strncmp(l->filename, "batch-", 6) == 0);
+	rep = report(F.done, "a.csv");
+	assert_null(cJSON_GetObjectItemCaseSensitive(rep, "batch"));
+	for (size_t i = 0; i < 3; i++) {
+		assert_only_in(names[i], IN_DONE);
+		rep = report(F.done, names[i]);
+		assert_string_equal(jstr(rep, "outcome"), "done");
+		assert_string_equal(jstr(rep, "import_id"), l->import_id);
+		assert_int_equal(jnum(rep, "attempts"), 1);
+		batch = jobj(rep, "batch");
+		assert_non_null(batch);
+		assert_int_equal(jnum(batch, "rows"), 4);
+		assert_int_equal(jnum(batch, "file_count"), 3);
+		assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(batch, "files")), 3);
+		assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(batch, "files"), (int)i)->valuestring,
+				    names[i]);
+		assert_int_equal(jnum(jobj(rep, "csv"), "rows_uploaded"), i == 0 ? 2 : 1);
+	}
+	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	(void)rec;
+	finish();
+}
+
+/* coalesce: off: each waiting file its own upload. */
+static void test_coalesce_off(void **state)
+{
+	(void)state;
+	F.cfg->api.max_in_flight = 1;
+	F.cfg->folders[0].settings.coalesce = CONFIG_COALESCE_OFF;
+	put_csv("a.csv", CO_A);
+	put_csv("b.csv", CO_B);
+	put_csv("d.csv", CO_D);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("d.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(queued_files() == 2);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 3);
+	assert_int_equal(n_uploads(), 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(upload(i)->n_segs, 2);
+	assert_null(cJSON_GetObjectItemCaseSensitive(report(F.done, "b.csv"), "batch"));
+	finish();
+}
+
+/* A batch refused with a 422 (one file's fault, maybe): each of its files is sent again alone;
+ * the one Resend refuses alone fails, its neighbour is done, and nobody lost an attempt to the
+ * batch. */
+static void test_coalesce_refused_batch_bisects(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	F.cfg->api.max_in_flight = 1;
+	put_csv("a.csv", CO_A);
+	put_csv("b.csv", CO_B);
+	put_csv("d.csv", CO_D);
+	script_upload((struct answer){.hold = true});
+	script_upload((struct answer){.status = 422, .body = "{\"statusCode\":422,\"name\":"
+							   "\"validation_error\",\"message\":"
+							   "\"bad row\"}"});
+	script_upload((struct answer){.status = 201});
+	script_upload((struct answer){.status = 422, .body = "{\"statusCode\":422,\"name\":"
+							   "\"validation_error\",\"message\":"
+							   "\"bad row\"}"});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("d.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(queued_files() == 2);
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 3);
+
+	assert_int_equal(n_uploads(), 4);
+	assert_true(upload(1)->n_segs > 2);  /* the batch */
+	assert_int_equal(upload(2)->n_segs, 2); /* then each alone, in their order */
+	assert_int_equal(upload(3)->n_segs, 2);
+	assert_string_equal(upload(2)->sent, CO_B);
+	assert_string_equal(upload(3)->sent, CO_D);
+	assert_only_in("b.csv", IN_DONE);
+	rep = report(F.done, "b.csv");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_null(cJSON_GetObjectItemCaseSensitive(rep, "batch"));
+	assert_only_in("d.csv", IN_FAILED);
+	rep = report(F.failed, "d.csv");
+	assert_int_equal(jnum(rep, "attempts"), 1);
+	assert_string_equal(jstr(jobj(rep, "error"), "name"), "validation_error");
+	assert_int_equal(log_count("was refused"), 1);
+	finish();
+}
+
+/* The batch's import ends failed at Resend: each of its files is checked again and sent
+ * alone; here both of their own imports complete. A, imported alone, is seen failed in the same
+ * answer (one page of the list for both imports) and simply fails: it was alone already. */
+static void test_coalesce_import_failed_resends_alone(void **state)
+{
+	const cJSON *rep;
+
+	(void)state;
+	F.cfg->api.max_in_flight = 1;
+	F.cfg->folders[0].settings.follow_import = true;
+	put_csv("a.csv", CO_A);
+	put_csv("b.csv", CO_B);
+	put_csv("d.csv", CO_D);
+	script_upload((struct answer){.hold = true});
+	start(0);
+	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(n_uploads() == 1);
+	assert_int_equal(submit("b.csv"), ENGINE_CLAIMING);
+	assert_int_equal(submit("d.csv"), ENGINE_CLAIMING);
+	RUN_UNTIL(queued_files() == 2);
+	script_poll((struct answer){.status = 200, .import_status = "failed"});
+	release_call(0, (struct answer){.status = 201});
+	RUN_UNTIL(count_events(EV_LEFT, NULL) == 3);
+
+	assert_true(n_lists() >= 1); /* both imports, one question */
+	assert_int_equal(n_uploads(), 4);
+	assert_true(upload(1)->n_segs > 2);
+	assert_string_equal(upload(2)->sent, CO_B);
+	assert_string_equal(upload(3)->sent, CO_D);
+	assert_only_in("a.csv", IN_FAILED);
+	for (size_t i = 0; i < 2; i++) {
+		const char *name = i ? "d.csv" : "b.csv";
+
+		assert_only_in(name, IN_DONE);
+		rep = report(F.done, name);
+		assert_string_equal(jstr(jobj(rep, "import"), "status"), "completed");
+		assert_string_equal(jstr(rep, "import_id"), upload(2 + i)->import_id);
+		assert_null(cJSON_GetObjectItemCaseSensitive(rep, "batch"));
+	}
+	assert_int_equal(log_count("failed at Resend; the file is sent again on its own"), 2);
+	finish();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1599,6 +1788,10 @@ int main(void)
 		T(test_rejects_file_beside_report),
 		T(test_split_part_refused),
 		T(test_split_part_import_failed),
+		T(test_coalesce_waiting_files),
+		T(test_coalesce_off),
+		T(test_coalesce_refused_batch_bisects),
+		T(test_coalesce_import_failed_resends_alone),
 	};
 
 	return cmocka_run_group_tests_name("job", tests, NULL, NULL);
