@@ -372,6 +372,26 @@ void report_log_outcome(const struct report *r, const char *dir, const char *fin
 			 r->n_parts);
 	if (imp->has_counts)
 		format_counts(counts, sizeof(counts), imp);
+	if (r->batch && r->csv && r->n_parts <= 1) {
+		/* The counts are the import's, the batch's files together: said so. */
+		char with[120];
+
+		snprintf(with, sizeof(with), " (batch %s, with %zu other file%s)", r->batch->id,
+			 r->batch->n_files - 1, r->batch->n_files == 2 ? "" : "s");
+		if (imp->has_counts && counts[0])
+			log_event(LOG_LEVEL_INFO, &done,
+				  "%s: '%s' imported, import %s%s: its %llu row%s of the import's %s, "
+				  "%u attempt%s%s",
+				  r->folder, r->file, r->import_id, with,
+				  (unsigned long long)r->csv->rows_uploaded,
+				  r->csv->rows_uploaded == 1 ? "" : "s", counts, r->attempts, s, extra);
+		else
+			log_event(LOG_LEVEL_INFO, &done,
+				  "%s: '%s' uploaded, import %s%s, %llu bytes, %u attempt%s%s",
+				  r->folder, r->file, r->import_id, with, (unsigned long long)r->bytes,
+				  r->attempts, s, extra);
+		return;
+	}
 	if (imp->has_counts && counts[0])
 		log_event(LOG_LEVEL_INFO, &done, "%s: '%s' imported, import %s%s, %s, %u attempt%s%s",
 			  r->folder, r->file, r->import_id, parts, counts, r->attempts, s, extra);

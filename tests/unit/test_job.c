@@ -1633,6 +1633,8 @@ static void test_coalesce_waiting_files(void **state)
 		assert_int_equal(jnum(jobj(rep, "csv"), "rows_uploaded"), i == 0 ? 2 : 1);
 	}
 	assert_int_equal(count_entries(F.proc, "", ""), 0);
+	/* The outcome's line says the import is the batch's, not the file's alone. */
+	assert_int_equal(log_count(", with 2 other files)"), 3);
 	(void)rec;
 	finish();
 }
