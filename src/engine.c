@@ -57,6 +57,7 @@ struct engine {
 	struct diskq *dq;
 	struct pacer pacer;
 	struct follower follow; /* every job's import follow-up */
+	struct reconciler reconcile; /* resumed files whose upload may have been made */
 	uv_timer_t drain_timer;
 	/* End of the loop turn: admission, capacity and idle events, then the disk batch. */
 	uv_prepare_t turn;
@@ -406,6 +407,7 @@ enum engine_submit engine_submit(struct engine *e, size_t folder, const char *na
 void engine_set_ledger(struct engine *e, struct ledgerq *lq)
 {
 	e->env.lq = lq;
+	e->reconcile.lq = lq;
 	e->env.ledger_failing = lq && ledgerq_failing(lq);
 }
 
@@ -531,6 +533,7 @@ static void job_folder_close(struct job_folder *f)
 static void engine_free(struct engine *e)
 {
 	follow_free(&e->follow);
+	reconcile_free(&e->reconcile);
 	for (size_t i = 0; i < e->n_folders; i++)
 		job_folder_close(&e->folders[i]);
 	free(e->folders);
@@ -562,6 +565,8 @@ static void engine_pacer_due(struct pacer_entry *pe, void *data)
 
 	if (follow_owns(&e->follow, pe))
 		follow_pacer_due(&e->follow);
+	else if (reconcile_owns(&e->reconcile, pe))
+		reconcile_pacer_due(&e->reconcile);
 	else
 		job_pacer_due(pe, data);
 }
@@ -572,6 +577,8 @@ static void engine_pacer_poll(struct pacer_entry *pe, void *data)
 
 	if (follow_owns(&e->follow, pe))
 		follow_pacer_poll(&e->follow);
+	else if (reconcile_owns(&e->reconcile, pe))
+		reconcile_pacer_poll(&e->reconcile);
 }
 
 int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,
@@ -600,6 +607,7 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 		.api = api,
 		.pacer = &e->pacer,
 		.follow = &e->follow,
+		.reconcile = &e->reconcile,
 		.dry_run = flags & ENGINE_DRY_RUN,
 		.host = &engine_job_host,
 		.data = e,
@@ -627,6 +635,8 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 	e->pacer.ev.data = e;
 	follow_init(&e->follow, loop, &e->pacer, api, cfg,
 		    &(struct follow_events){job_follow_asked, job_follow_answered, e});
+	reconcile_init(&e->reconcile, loop, &e->pacer, api, cfg,
+		       &(struct reconcile_events){job_reconcile_done, e});
 	r = diskq_new(loop, &e->dq);
 	if (r < 0) {
 		/* The pacer's timer is a handle already: free the engine once it is closed. */
@@ -750,6 +760,7 @@ void engine_close(struct engine *e)
 	/* Drained: nothing uses the folders' directories any more (they are the daemon's). */
 	e->closing = true;
 	follow_stop(&e->follow);
+	reconcile_stop(&e->reconcile);
 	pacer_close(&e->pacer, engine_part_closed, e);
 	uv_close((uv_handle_t *)&e->drain_timer, engine_closed_cb);
 	uv_close((uv_handle_t *)&e->turn, engine_closed_cb);
@@ -767,6 +778,7 @@ void engine_counts(const struct engine *e, struct engine_counts *ret)
 	} kind[JOB_N_STATES] = {
 		[JOB_NEW] = C_WAITING,         [JOB_CLAIMING] = C_WAITING,
 		[JOB_CHECKING] = C_WAITING,    [JOB_LOOKING_UP] = C_WAITING,
+		[JOB_RECONCILING] = C_WAITING,
 		[JOB_DUP_WAIT] = C_WAITING,    [JOB_QUEUED] = C_WAITING,
 		[JOB_BATCHING] = C_UPLOADING,  [JOB_BATCHED] = C_UPLOADING,
 		[JOB_SAVING] = C_WAITING,      [JOB_UPLOADING] = C_UPLOADING,
@@ -810,6 +822,7 @@ void engine_folder_view(const struct engine *e, size_t folder, struct engine_fol
 	DL_FOREACH(e->backlog_head, b)
 		ret->waiting += b->folder == folder;
 	ret->processing = n[JOB_NEW] + n[JOB_CLAIMING] + n[JOB_CHECKING] + n[JOB_LOOKING_UP] +
+			  n[JOB_RECONCILING] +
 			  n[JOB_DUP_WAIT] + n[JOB_SAVING] + n[JOB_RECORDING] + n[JOB_LEDGER_WAIT] +
 			  n[JOB_FINISHING] + n[JOB_FINISH_WAIT];
 	ret->uploading = n[JOB_UPLOADING] + n[JOB_BATCHING] + n[JOB_BATCHED];
@@ -896,6 +909,7 @@ void engine_set_metrics(struct engine *e, struct metrics *m)
 	e->metrics = m;
 	e->env.metrics = m;
 	e->follow.metrics = m;
+	e->reconcile.metrics = m;
 	for (size_t i = 0; i < e->n_folders; i++)
 		e->folders[i].metrics = m ? metrics_folder(m, e->folders[i].conf->name) : NULL;
 }

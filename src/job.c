@@ -119,9 +119,14 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED),
 			  0},
 	[JOB_LOOKING_UP] = {"looking up", true, false, true, false,
-			    S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(LEDGER_WAIT) |
+			    S(RECONCILING) | S(SAVING) | S(QUEUED) | S(FOLLOW_WAIT) | S(FINISHING) | S(LEDGER_WAIT) |
 				    S(DUP_WAIT) | S(RECORDING) | S(ENDED),
 			    0},
+	/* Resumed, its last upload maybe made: Resend's list says (reconcile.h). */
+	[JOB_RECONCILING] = {"reconciling", true, false, true, false,
+			     S(QUEUED) | S(SAVING) | S(RECORDING) | S(FINISHING) | S(LEDGER_WAIT) |
+				     S(ENDED),
+			     0},
 	[JOB_DUP_WAIT] = {"waiting for its duplicate", true, false, true, false,
 			  S(LOOKING_UP) | S(SAVING) | S(ENDED), 0},
 	/* The record before an upload (it counts that upload; durable when it holds a part's new
@@ -342,6 +347,12 @@ static bool job_prepare_record(struct job *job, bool count_next)
 
 	if (job->rep.n_parts > 1)
 		job_plan_fingerprint(job, plan);
+	/* When a request carrying it may begin (for reconciliation after a crash): from now, when
+	 * the record counts the coming upload; none, when a record brings the count back. */
+	if (count_next)
+		job->rep.sent_at_ms = job_now_wall_ms();
+	else if (job->state == JOB_SAVING && job->rec == JOB_RECORD_AHEAD)
+		job->rep.sent_at_ms = 0;
 	if (staterec_from_report(&job->rep, job->rep.attempts + (count_next ? 1 : 0), plan, &s) <
 	    0)
 		return false;
@@ -501,6 +512,18 @@ static void job_after_lookup(struct job *job)
 	if (job->part == job->rep.n_parts) {
 		/* Uploaded before a restart: never upload again, only learn the outcome. */
 		job_enter(job, follow ? JOB_FOLLOW_WAIT : JOB_FINISHING);
+		return;
+	}
+	/* Resumed, and its record says an upload may have begun (and holds no import): Resend
+	 * is asked first (not a file split in parts: each part's upload is recorded). */
+	if (job->resumed && !job->reconciled && job->env->reconcile && job->part == 0 &&
+	    job->rep.n_parts == 1 && job->record_found && job->record.sent_at_ms > 0 &&
+	    strcmp(job->record.sha256, job->rep.sha256) == 0) {
+		job->re.since_ms = job->record.sent_at_ms;
+		job->re.rows = job->record.batch_id[0] ? job->record.batch_rows
+						       : job->check.norm.rows_uploaded;
+		snprintf(job->re.group, sizeof(job->re.group), "%s", job->record.batch_id);
+		job_enter(job, JOB_RECONCILING);
 		return;
 	}
 	/* The claim's record counts the first upload already; a resumed file's does not. */
@@ -2014,6 +2037,9 @@ static void job_enter_then(struct job *job, enum job_state to, enum job_state th
 	case JOB_LOOKING_UP:
 		job_start_lookup(job);
 		break;
+	case JOB_RECONCILING:
+		reconcile_add(env->reconcile, &job->re);
+		break;
 	case JOB_DUP_WAIT:
 		/* Asked again now and then too: a file it waits for that never comes back (taken
 		 * out of processing by hand) must not hold it for ever. */
@@ -2188,6 +2214,8 @@ static void job_end(struct job *job, enum job_end how)
 		ledgerq_cancel(env->lq, job->lookup);
 	job->lookup = NULL;
 	follow_remove(env->follow, &job->fe);
+	if (env->reconcile)
+		reconcile_remove(env->reconcile, &job->re);
 	job_inflight_release(job);
 	if (job->call)
 		resend_call_free(job->call);
@@ -2236,6 +2264,46 @@ void job_pacer_upload(struct pacer_entry *e, void *data)
 	(void)data;
 	if (!job_batch_form(job))
 		job_enter(job, JOB_UPLOADING);
+}
+
+#define JOB_FROM_RE(e) ((struct job *)((char *)(e) - offsetof(struct job, re)))
+
+void job_reconcile_done(struct reconcile_entry *e, const struct reconcile_result *r, void *data)
+{
+	struct job *job = JOB_FROM_RE(e);
+	struct report_part *part = &job->rep.parts[0];
+
+	(void)data;
+	if (job->state != JOB_RECONCILING)
+		return;
+	job->reconciled = true;
+	job->rep.reconciled = 1 + (int)r->outcome;
+	job->rep.reconcile_candidates = r->candidates;
+	if (r->outcome != RECONCILE_ADOPT) {
+		if (r->outcome == RECONCILE_SEVERAL)
+			log_warning("%s: '%s': %u imports made since its upload before the restart "
+				    "could be its own; it is uploaded again", job_folder_name(job),
+				    job->name, r->candidates);
+		else
+			log_info("%s: '%s': no import was made by its upload before the restart; it is "
+				 "uploaded", job_folder_name(job), job->name);
+		job_after_lookup(job);
+		return;
+	}
+	log_info("%s: '%s': its upload before the restart reached Resend: import %s (%lld rows%s) "
+		 "is adopted, nothing is sent again", job_folder_name(job), job->name, r->import_id,
+		 (long long)r->import.total, job->rep.batch ? ", the batch's" : "");
+	snprintf(part->import_id, sizeof(part->import_id), "%s", r->import_id);
+	part->attempts = job->rep.attempts;
+	memcpy(job->rep.import_id, part->import_id, sizeof(job->rep.import_id));
+	job->rep.uploaded_at_ms = job_now_wall_ms();
+	job->part = 1;
+	job->rec = JOB_RECORD_BEHIND;
+	(void)job_ledger_record(job, LEDGER_UPLOADED, NULL);
+	if (job->folder->conf->settings.follow_import)
+		job_enter_then(job, JOB_RECORDING, JOB_FOLLOW_WAIT);
+	else
+		job_enter(job, JOB_FINISHING);
 }
 
 #define JOB_FROM_FE(e) ((struct job *)((char *)(e) - offsetof(struct job, fe)))

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "pacer.h"
 #include "precheck.h"
+#include "reconcile.h"
 #include "report.h"
 #include "resend.h"
 #include "staterec.h"
@@ -35,6 +36,7 @@ enum job_state {
 	JOB_CLAIMING,
 	JOB_CHECKING,
 	JOB_LOOKING_UP,
+	JOB_RECONCILING,
 	JOB_DUP_WAIT,
 	JOB_QUEUED,
 	JOB_BATCHING,
@@ -136,6 +138,7 @@ struct job_env {
 	struct resend_client *api;
 	struct pacer *pacer;
 	struct follower *follow;
+	struct reconciler *reconcile;
 	struct ledgerq *lq;      /* NULL: none (duplicates are not looked for) */
 	bool ledger_failing;     /* writing to it fails (its thread retries) */
 	struct metrics *metrics; /* NULL: not counted */
@@ -154,6 +157,8 @@ struct job {
 	struct job *prev, *next; /* the engine's list */
 	struct pacer_entry se;
 	struct follow_entry fe; /* FOLLOW_WAIT, POLLING: the import it follows */
+	struct reconcile_entry re; /* RECONCILING */
+	bool reconciled;
 	struct diskq_op op;
 	uv_work_t work;
 	struct resend_call *call;
@@ -244,6 +249,8 @@ void job_pacer_upload(struct pacer_entry *e, void *data);
 /* The follower's events (follow.h) for a job's import: asked about; answered. */
 void job_follow_asked(struct follow_entry *e, void *data);
 void job_follow_answered(struct follow_entry *e, const struct follow_result *r, void *data);
+/* The reconciler's event (reconcile.h) for a resumed job: what became of its last upload. */
+void job_reconcile_done(struct reconcile_entry *e, const struct reconcile_result *r, void *data);
 
 static inline int64_t job_now_wall_ms(void)
 {

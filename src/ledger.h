@@ -70,6 +70,9 @@ struct ledger_ops {
 	/* The latest entry of FOLDER/FILE with content SHA256 that has not finished. -ENOENT. */
 	int (*find_unfinished)(struct ledger *l, const char *folder, const char *file,
 			       const char *sha256, struct ledger_entry *ret);
+	/* 1 when a file uploaded at or after SINCE_MS has IMPORT_ID among its imports, else 0;
+	 * or a negative errno. */
+	int (*knows_import)(struct ledger *l, const char *import_id, int64_t since_ms);
 	int (*list)(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb, void *data);
 	/* Removes entries that finished before BEFORE_MS; *RET_N says how many. */
 	int (*prune)(struct ledger *l, int64_t before_ms, uint64_t *ret_n);
@@ -122,6 +125,11 @@ static inline int ledger_find_unfinished(struct ledger *l, const char *folder, c
 	return l->ops->find_unfinished(l, folder, file, sha256, ret);
 }
 
+static inline int ledger_knows_import(struct ledger *l, const char *import_id,
+				      int64_t since_ms)
+{
+	return l->ops->knows_import(l, import_id, since_ms);
+}
 static inline int ledger_list(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb,
 			      void *data)
 {

@@ -37,6 +37,9 @@ static const char *const migrations[] = {
 	"DROP INDEX files_by_content;"
 	"CREATE INDEX files_by_content ON files (folder, sha256, settings_hash, finished_at_ms);"
 	"CREATE INDEX files_by_claim ON files (claimed_at_ms);",
+	/* 3: imports by when they were made, for reconciliation after a crash (is an import
+	 * Resend lists one of ours?). */
+	"CREATE INDEX files_by_upload ON files (uploaded_at_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -50,6 +53,7 @@ enum stmt {
 	STMT_FIND_IMPORTED,
 	STMT_FIND_UNFINISHED,
 	STMT_FIND_UPLOADED,
+	STMT_KNOWS_IMPORT,
 	STMT_PRUNE,
 	STMT_BEGIN,
 	STMT_COMMIT,
@@ -76,6 +80,9 @@ static const char *const stmt_sql[STMT_N] = {
 			       "AND sha256 = ?3 AND settings_hash = ?4 AND settings_hash != '' "
 			       "AND status = 'uploaded' AND finished_at_ms IS NULL "
 			       "ORDER BY claimed_at_ms DESC LIMIT 1",
+	/* import_ids is a comma-separated list; instr, not LIKE: '_' would be a wildcard. */
+	[STMT_KNOWS_IMPORT] = "SELECT 1 FROM files WHERE uploaded_at_ms >= ?2 "
+			      "AND instr(',' || import_ids || ',', ',' || ?1 || ',') > 0 LIMIT 1",
 	[STMT_PRUNE] = "DELETE FROM files WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
 	[STMT_BEGIN] = "BEGIN IMMEDIATE",
 	[STMT_COMMIT] = "COMMIT",
@@ -284,6 +291,26 @@ static int sqlite_find_unfinished(struct ledger *base, const char *folder, const
 	return find_one(l, s, ret);
 }
 
+static int sqlite_knows_import(struct ledger *base, const char *import_id, int64_t since_ms)
+{
+	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
+	sqlite3_stmt *s = l->stmt[STMT_KNOWS_IMPORT];
+	int rc, r;
+
+	bind_text(s, 1, import_id);
+	sqlite3_bind_int64(s, 2, since_ms);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		r = 1;
+	else if (rc == SQLITE_DONE)
+		r = 0;
+	else
+		r = db_fail(l, "cannot look up an import");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
 static int sqlite_find_uploaded(struct ledger *base, const char *folder, const char *file,
 				const char *sha256, const char *settings_hash,
 				struct ledger_entry *ret)
@@ -383,6 +410,7 @@ static const struct ledger_ops sqlite_ops = {
 	.find_imported = sqlite_find_imported,
 	.find_unfinished = sqlite_find_unfinished,
 	.find_uploaded = sqlite_find_uploaded,
+	.knows_import = sqlite_knows_import,
 	.list = sqlite_list,
 	.prune = sqlite_prune,
 	.begin = sqlite_begin,

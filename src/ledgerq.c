@@ -12,7 +12,7 @@
 #define LEDGERQ_RETRY_MAX_MS 30000
 #define LEDGERQ_CLOSE_GIVE_UP_MS 5000
 
-enum op_kind { OP_RECORD, OP_LOOKUP, OP_PRUNE };
+enum op_kind { OP_RECORD, OP_LOOKUP, OP_KNOWN, OP_PRUNE };
 
 struct op {
 	enum op_kind kind;
@@ -27,6 +27,11 @@ struct op {
 	void (*written)(void *data); /* OP_RECORD: once committed; NULL once cancelled */
 	void *data;
 	int64_t before_ms;    /* OP_PRUNE */
+	/* OP_KNOWN: the import ids asked about (owned), and the answers. */
+	char **ids;
+	bool *known;
+	size_t n_ids;
+	ledgerq_known_cb kcb; /* NULL once cancelled (under the lock) */
 };
 
 struct ledgerq {
@@ -62,6 +67,10 @@ static void push(struct op **head, struct op **tail, struct op *op)
 
 static void op_free(struct op *op)
 {
+	for (size_t i = 0; i < op->n_ids; i++)
+		free(op->ids[i]);
+	free(op->ids);
+	free(op->known);
 	ledger_entry_clear(&op->entry);
 	if (op->res) {
 		ledger_entry_clear(&op->res->unfinished);
@@ -84,6 +93,15 @@ static int run_op(struct ledger *l, struct op *op)
 		return ledger_record(l, &op->entry);
 	case OP_PRUNE:
 		return l->ops->prune(l, op->before_ms, &n);
+	case OP_KNOWN:
+		for (size_t i = 0; i < op->n_ids; i++) {
+			int r = ledger_knows_import(l, op->ids[i], op->since_ms);
+
+			if (r < 0)
+				return r; /* tried again with the batch, like any read */
+			op->known[i] = r > 0;
+		}
+		return 0;
 	case OP_LOOKUP:
 		k = op->res;
 		ledger_entry_clear(&k->unfinished);
@@ -155,7 +173,8 @@ static void thread_main(void *arg)
 			while (batch) {
 				struct op *next = batch->next;
 
-				if (batch->kind == OP_LOOKUP || batch->written)
+				if (batch->kind == OP_LOOKUP || batch->kind == OP_KNOWN ||
+				    batch->written)
 					push(&q->done_head, &q->done_tail, batch);
 				else
 					op_free(batch);
@@ -257,14 +276,18 @@ static void async_cb(uv_async_t *async)
 	while (done) {
 		struct op *next = done->next;
 		ledgerq_lookup_cb cb;
+		ledgerq_known_cb kcb;
 		void (*written)(void *data);
 
 		uv_mutex_lock(&q->lock);
 		cb = done->cb;
+		kcb = done->kcb;
 		written = done->written;
 		uv_mutex_unlock(&q->lock);
 		if (cb)
 			cb(done->res, done->data);
+		if (kcb)
+			kcb(done->known, done->n_ids, done->data);
 		if (written)
 			written(done->data);
 		op_free(done);
@@ -371,12 +394,37 @@ int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, cons
 	return 0;
 }
 
+int ledgerq_known_imports(struct ledgerq *q, const char *const *ids, size_t n, int64_t since_ms,
+			  ledgerq_known_cb cb, void *data, void **ret)
+{
+	struct op *o = calloc(1, sizeof(*o));
+
+	if (!o || !(o->ids = calloc(n ? n : 1, sizeof(*o->ids))) ||
+	    !(o->known = calloc(n ? n : 1, sizeof(*o->known))))
+		goto fail;
+	for (; o->n_ids < n; o->n_ids++)
+		if (!(o->ids[o->n_ids] = strdup(ids[o->n_ids])))
+			goto fail;
+	o->kind = OP_KNOWN;
+	o->since_ms = since_ms;
+	o->kcb = cb;
+	o->data = data;
+	*ret = o;
+	submit(q, o);
+	return 0;
+fail:
+	if (o)
+		op_free(o);
+	return -ENOMEM;
+}
+
 void ledgerq_cancel(struct ledgerq *q, void *l)
 {
 	struct op *o = l;
 
 	uv_mutex_lock(&q->lock);
 	o->cb = NULL;
+	o->kcb = NULL;
 	o->written = NULL;
 	uv_mutex_unlock(&q->lock);
 }
@@ -417,7 +465,7 @@ void ledgerq_close(struct ledgerq *q)
 	q->stop = true;
 	/* Look-ups nobody waits for any more go; records stay to be written. */
 	for (struct op **p = &q->head; (op = *p);) {
-		if (op->kind == OP_LOOKUP) {
+		if (op->kind == OP_LOOKUP || op->kind == OP_KNOWN) {
 			*p = op->next;
 			op_free(op);
 			continue;

@@ -45,6 +45,13 @@ int ledgerq_record_then(struct ledgerq *q, const struct ledger_entry *e,
 int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, const char *sha256,
 		   const char *settings_hash, int64_t since_ms, bool want_imported,
 		   ledgerq_lookup_cb cb, void *data, void **ret);
+/* Which of the N import IDS a file uploaded at or after SINCE_MS has (ledger_knows_import), in
+ * order after every record queued before: CB(KNOWN, N, DATA) on the loop, KNOWN[i] for IDS[i]
+ * (alive during the call). A read that fails is retried like a look-up's. *RET as for
+ * ledgerq_lookup. -ENOMEM. */
+typedef void (*ledgerq_known_cb)(const bool *known, size_t n, void *data);
+int ledgerq_known_imports(struct ledgerq *q, const char *const *ids, size_t n, int64_t since_ms,
+			  ledgerq_known_cb cb, void *data, void **ret);
 /* The caller of look-up L is gone: CB is never called. */
 void ledgerq_cancel(struct ledgerq *q, void *l);
 /* Removes entries finished before BEFORE_MS, in the thread. */

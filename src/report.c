@@ -271,6 +271,14 @@ char *report_json(const struct report *r, int64_t finished_ms)
 		cJSON_AddNullToObject(o, "import_id");
 	add_import(o, &r->import);
 	add_batch(o, r->batch);
+	if (r->reconciled) {
+		static const char *const outcomes[] = {"adopted", "none", "several"};
+		cJSON *x = cJSON_AddObjectToObject(o, "reconciled");
+
+		/* After a crash: was the upload in flight made? Resend's list was asked. */
+		cJSON_AddStringToObject(x, "outcome", outcomes[(r->reconciled - 1) % 3]);
+		cJSON_AddNumberToObject(x, "candidates", r->reconcile_candidates);
+	}
 	add_parts(o, r);
 	add_duplicate(o, r->duplicate_of);
 	add_csv(o, r->csv, r->rejects_file);

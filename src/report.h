@@ -43,6 +43,11 @@ struct report {
 	/* Coalesced with other files into one import (batch.h): a reference the caller holds;
 	 * NULL: imported on its own. */
 	struct batch_info *batch;
+	/* Resumed after a crash, its upload maybe made (reconcile.h): RECONCILED 0, not asked;
+	 * else 1 + the outcome (adopted, none, several) and how many imports could have been
+	 * its. */
+	int reconciled;
+	unsigned reconcile_candidates;
 	/* The uploads (owned by the caller); a report lists them when there are several. */
 	struct report_part *parts;
 	size_t n_parts;

@@ -268,6 +268,31 @@ out:
 	return r;
 }
 
+static int fake_knows_import(struct ledger *l, const char *import_id, int64_t since_ms)
+{
+	const struct ledger_entry *view[MAX_ROWS + MAX_STAGED];
+	size_t n, len = strlen(import_id);
+	int r;
+
+	(void)l;
+	uv_mutex_lock(&fake.lock);
+	if ((r = fake_lookup_failure()) < 0)
+		goto out;
+	n = fake_view(view);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const char *p = view[i]->import_ids;
+
+		if (!p || view[i]->uploaded_at_ms < since_ms)
+			continue;
+		for (; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+			if (strncmp(p, import_id, len) == 0 && (p[len] == ',' || !p[len]))
+				r = 1;
+	}
+out:
+	uv_mutex_unlock(&fake.lock);
+	return r;
+}
+
 static int fake_list(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb,
 		     void *data)
 {
@@ -350,6 +375,7 @@ static const struct ledger_ops fake_ops = {
 	.find_imported = fake_find_imported,
 	.find_unfinished = fake_find_unfinished,
 	.find_uploaded = fake_find_uploaded,
+	.knows_import = fake_knows_import,
 	.list = fake_list,
 	.prune = fake_prune,
 	.begin = fake_begin,

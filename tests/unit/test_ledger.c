@@ -24,7 +24,7 @@
 #include "ledger.h"
 
 /* The newest schema version ledger_sqlite.c knows (the length of its migrations array). */
-#define LATEST_VERSION 2
+#define LATEST_VERSION 3
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -659,7 +659,12 @@ static void test_migration_from_version_1(void **state)
 	assert_int_equal(raw_int(fx->path, "PRAGMA user_version"), LATEST_VERSION);
 	db = raw_open(fx->path);
 	assert_string_equal(raw_text(db, "PRAGMA journal_mode"), "wal");
+	/* Version 3: imports by when they were made. */
+	assert_string_equal(raw_text(db, "SELECT name FROM sqlite_master WHERE type = 'index' AND "
+					 "name = 'files_by_upload'"),
+			    "files_by_upload");
 	sqlite3_close(db);
+	assert_int_equal(ledger_knows_import(fx->l, "imp-old", 0), 1);
 
 	list_all(fx->l, &ls);
 	assert_int_equal(ls.n, 2);
@@ -1042,6 +1047,35 @@ static void test_entry_copy_is_deep(void **state)
 	ledger_entry_clear(&dst2);
 }
 
+/* Whether an import id is one the ledger has (reconciliation after a crash): among a file's
+ * comma-separated ids, never by a prefix or a LIKE wildcard, and only for files uploaded since
+ * the time asked. */
+static void test_knows_import(void **state)
+{
+	struct fixture *fx = *state;
+	struct ledger_entry e;
+	struct ledger *l;
+
+	open_rw(fx);
+	l = fx->l;
+	e = entry("news", "a.csv", 100, SHA_A, SET_1, LEDGER_DONE, 200);
+	e.uploaded_at_ms = 150;
+	e.import_ids = "imp-1";
+	record(l, &e);
+	e = entry("news", "b.csv", 300, SHA_B, SET_1, LEDGER_UPLOADED, 0);
+	e.uploaded_at_ms = 350;
+	e.import_ids = "part-a,part_b,part-c";
+	record(l, &e);
+	assert_int_equal(ledger_knows_import(l, "imp-1", 0), 1);
+	assert_int_equal(ledger_knows_import(l, "imp-1", 151), 0); /* uploaded before */
+	assert_int_equal(ledger_knows_import(l, "part_b", 300), 1);
+	assert_int_equal(ledger_knows_import(l, "part-c", 300), 1);
+	assert_int_equal(ledger_knows_import(l, "part", 0), 0);   /* not a prefix */
+	assert_int_equal(ledger_knows_import(l, "partxb", 0), 0); /* '_' is no wildcard */
+	assert_int_equal(ledger_knows_import(l, "imp-2", 0), 0);
+	assert_int_equal(ledger_knows_import(l, "a,part", 0), 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1064,6 +1098,7 @@ int main(void)
 		cmocka_unit_test(test_fs_is_network),
 		cmocka_unit_test(test_status_names),
 		cmocka_unit_test(test_entry_copy_is_deep),
+		T(test_knows_import),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -182,12 +182,20 @@ static int fake_find_uploaded(struct ledger *l, const char *folder, const char *
 						 ret));
 }
 
+static int fake_knows_import(struct ledger *l, const char *import_id, int64_t since_ms)
+{
+	struct fake *f = (struct fake *)l;
+
+	return fake_pass(f, ledger_knows_import(f->real, import_id, since_ms));
+}
+
 static const struct ledger_ops fake_ops = {
 	.name = "fake",
 	.record = fake_record,
 	.find_imported = fake_find_imported,
 	.find_unfinished = fake_find_unfinished,
 	.find_uploaded = fake_find_uploaded,
+	.knows_import = fake_knows_import,
 	.list = fake_list,
 	.prune = fake_prune,
 	.begin = fake_begin,
