@@ -518,7 +518,7 @@ static void job_after_lookup(struct job *job)
 	 * is asked first (not a file split in parts: each part's upload is recorded). */
 	if (job->resumed && !job->reconciled && job->env->reconcile && job->part == 0 &&
 	    job->rep.n_parts == 1 && job->record_found && job->record.sent_at_ms > 0 &&
-	    strcmp(job->record.sha256, job->rep.sha256) == 0) {
+	    (!job->record.sha256[0] || strcmp(job->record.sha256, job->rep.sha256) == 0)) {
 		job->re.since_ms = job->record.sent_at_ms;
 		job->re.rows = job->record.batch_id[0] ? job->record.batch_rows
 						       : job->check.norm.rows_uploaded;

@@ -16,8 +16,11 @@
 
 /* Resend's clock and this host's may differ by this much. */
 #define RECONCILE_SKEW_MS (2 * 60 * 1000)
-/* The files resumed at a start come in over a moment (each is checked first): one round. */
+/* The files resumed at a start come in over a moment (each is checked first): one round. The
+ * first waits longer: a request the daemon sent whole before it died may still be being
+ * answered (its import made) by Resend. */
 #define RECONCILE_GATHER_MS 300
+#define RECONCILE_SETTLE_MS 5000
 #define RECONCILE_PAGE 100
 #define RECONCILE_MAX_PAGES 20
 /* A candidate still running: the round is tried again, for at most about ten minutes. */
@@ -51,7 +54,8 @@ void reconcile_add(struct reconciler *rc, struct reconcile_entry *e)
 	DL_APPEND(rc->waiting, e);
 	e->queued = true;
 	if (!rc->stopped && !rc->round && !dueq_queued(&rc->se.due) && !rc->se.poll_queued)
-		reconcile_later(rc, RECONCILE_GATHER_MS);
+		reconcile_later(rc, rc->settled ? RECONCILE_GATHER_MS : RECONCILE_SETTLE_MS);
+	rc->settled = true;
 }
 
 void reconcile_remove(struct reconciler *rc, struct reconcile_entry *e)

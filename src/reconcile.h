@@ -70,6 +70,7 @@ struct reconciler {
 	int64_t oldest;
 	char after[64];
 	unsigned pages, waits, failures;
+	bool settled; /* the first round was scheduled */
 	bool stopped;
 };
 

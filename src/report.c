@@ -272,7 +272,7 @@ char *report_json(const struct report *r, int64_t finished_ms)
 	add_import(o, &r->import);
 	add_batch(o, r->batch);
 	if (r->reconciled) {
-		static const char *const outcomes[] = {"adopted", "none", "several"};
+		static const char *const outcomes[] = {"none", "adopted", "several"};
 		cJSON *x = cJSON_AddObjectToObject(o, "reconciled");
 
 		/* After a crash: was the upload in flight made? Resend's list was asked. */
