@@ -45,6 +45,22 @@
  *    moves. It counts against max_holding: a ledger slower than the uploads holds new claims
  *    back instead of letting finished files pile up in memory.
  *
+ * Coalescing (batch.h), two more: when QUEUED is granted its upload, the files of its folder
+ * waiting behind it that can share its import join it:
+ *  - the granted one becomes the leader, BATCHING (it holds the upload slot): every member's
+ *    record names the batch, durably, before the request; then UPLOADING carries one header
+ *    and each member's rows;
+ *  - each other one is BATCHED (holding its descriptor: the request reads its rows) until the
+ *    leader's answer, which each then takes as its own (RECORDING, FOLLOW_WAIT ...); a refusal
+ *    that may be one file's fault puts them all back in the queue, each to go alone;
+ *  - an import of a batch that ends failed sends its files again alone: POLLING -> CHECKING.
+ * After a crash, one more (reconcile.h): a resumed file whose record says an upload may have
+ * begun, and holds no import, is RECONCILING after its look-up: Resend's list decides whether
+ * an import it made is adopted (RECORDING then FOLLOW_WAIT, or FINISHING) or the file is
+ * uploaded (QUEUED).
+ * FOLLOW_WAIT and POLLING are the follower's (follow.h): it asks about many imports at once
+ * and tells each file.
+ *
  * RECORDING, SAVING and RETRY_WAIT each serve several purposes: each is entered with its
  * continuation (job->then), which the table's last column lists and job_set_state checks, so
  * "SAVING then QUEUED" and "SAVING then ENDED" are two legal paths the table shows, not a flag.
@@ -115,7 +131,7 @@ static const struct job_state_info job_states[JOB_N_STATES] = {
 				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED),
 			  0},
 	[JOB_CHECKING] = {"checking", true, false, false, false,
-			  S(LOOKING_UP) | S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) |
+			  S(LOOKING_UP) | S(RECONCILING) | S(SAVING) | S(QUEUED) | S(RETRY_WAIT) | S(FOLLOW_WAIT) |
 				  S(FINISHING) | S(LEDGER_WAIT) | S(ENDED),
 			  0},
 	[JOB_LOOKING_UP] = {"looking up", true, false, true, false,

@@ -400,7 +400,11 @@ class Harness:
            "request_timeout_s": 60, "shutdown_timeout_s": 5}
     RETRY = {"max_attempts": 3, "initial_delay_ms": 100, "max_delay_ms": 1000}
     # rescan_s is long on purpose: inotify must do the work within every wait's bound.
-    DEFAULTS = {"settle_ms": 200, "rescan_s": 300}
+    # coalesce off: the suites written before coalescing (issue 18) check what each file's own
+    # upload carried; the daemon's default (auto) is tested by test_coalesce.py, which sets it
+    # for its harness (DEFAULTS_COALESCED), and by the tests that ask for it.
+    DEFAULTS = {"settle_ms": 200, "rescan_s": 300, "coalesce": "off"}
+    DEFAULTS_COALESCED = {"settle_ms": 200, "rescan_s": 300}
 
     def __init__(self, root, fake):
         self.root = root

@@ -1,8 +1,8 @@
 """Issue 18: spending Resend's rate limit well. Files of one folder that wait for the rate budget
 or an upload slot go out together as one import (a batch: one header, then each file's rows in
 queue order), within coalesce_max_files, coalesce_max_rows and max_upload_bytes, never mixing
-headers nor repeating an email; a lone file goes at once, alone. A refused batch or a failed
-import is sent again file by file. Imports are followed in bulk (GET /contacts/imports?limit=100),
+headers nor repeating an email; a lone file goes at once, alone. A refused batch or an import
+that failed is sent again file by file. Imports are followed in bulk (GET /contacts/imports?limit=100),
 an import the list does not show by its id. A kill -9 during a batch loses and repeats nothing.
 
 How files are made to wait, deterministically: one upload slot (api.max_in_flight 1) and one
@@ -28,6 +28,13 @@ WAIT = {"max_in_flight": 1, "requests_per_second": 1}
 TIMEOUT = 90
 BATCH_ID = re.compile(r"[0-9a-f]{16}")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture(autouse=True)
+def coalescing_by_default(pipe_env):
+    """The daemon's own default (coalesce: auto) for every folder of these tests (the harness's
+    other suites turn it off: daemon_harness.Harness.DEFAULTS)."""
+    pipe_env.DEFAULTS = pipe_env.DEFAULTS_COALESCED
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -394,8 +401,8 @@ def test_files_with_other_headers_never_share_an_import(pipe_env):
 
 
 def test_a_repeated_email_starts_the_next_import_and_later_rows_win(pipe_env):
-    """r03 repeats r01's first email with another name: they never share an import, r03's
-    import comes after r01's, and the contact ends with r03's value (upsert)."""
+    """r03 repeats r01's first email with another name: they never share an import, r03
+    goes in a later import than r01, and the contact ends with r03's value (upsert)."""
     env = pipe_env
     box = env.folder("box")
     files = contents(6, prefix="r")

@@ -102,7 +102,11 @@ def test_status_shape_and_numbers_while_a_slow_upload_runs(pipe_env):
     assert s["state"] == "running" and s["pid"] == daemon.pid and s["version"]
     assert s["api"]["uploads_in_flight"] == 1 and s["api"]["max_in_flight"] == 1
     assert s["api"]["paused"] is False and s["api"]["paused_reason"] is None
-    assert s["api"]["rate_limit"]["requests_per_second"] == 50
+    # No answer yet: the team's limit is not announced, and the daemon spends the lowest
+    # documented (2/s), under its ceiling of 50 (the harness's requests_per_second).
+    rl = s["api"]["rate_limit"]
+    assert rl["requests_per_second"] == 2 and rl["team_limit"] is None, rl
+    assert rl["ceiling"] == 50 and rl["share"] == 1, rl
     box_s = [f for f in s["folders"] if f["name"] == "box"][0]
     assert box_s["uploading"] == 1 and box_s["waiting"] == 1, box_s
     assert box_s["processing"] == 0 and box_s["retrying"] == 0 and box_s["following"] == 0

@@ -30,7 +30,8 @@ static void make(struct file *f, uint64_t header_hash, uint64_t rows, uint64_t b
 	f->n.header_hash = header_hash;
 	f->n.rows_uploaded = rows;
 	f->n.ends_with_newline = true;
-	memcpy(f->emails, emails, n_emails * sizeof(*emails));
+	if (n_emails) /* UBSan: no memcpy from NULL, even of nothing */
+		memcpy(f->emails, emails, n_emails * sizeof(*emails));
 	f->n.emails = f->emails;
 	f->n.n_emails = n_emails;
 }
