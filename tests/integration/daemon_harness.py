@@ -525,6 +525,25 @@ class Harness:
                 if record["method"] == "POST" and record["path"] == "/contacts/imports"
                 and record["headers"].get("user-agent", "").startswith("resend-dropd/")]
 
+    def asked_about(self, import_id):
+        """Whether the daemon asked about IMPORT_ID: by its id, or in a page of the list
+        (GET /contacts/imports) that showed it."""
+        for record in self.fake.requests():
+            if record["method"] != "GET" or not record["path"].startswith("/contacts/imports"):
+                continue
+            if record["path"] == f"/contacts/imports/{import_id}":
+                return True
+            answer = record.get("answer") or {}
+            if record["path"] == "/contacts/imports" and any(
+                    item.get("id") == import_id for item in answer.get("data") or []):
+                return True
+        return False
+
+    def follow_ups(self):
+        """GET /contacts/imports/{id} and GET /contacts/imports (the list) sent by the daemon."""
+        return [record for record in self.fake.requests()
+                if record["method"] == "GET" and record["path"].startswith("/contacts/imports")]
+
     def polls(self):
         return [record for record in self.fake.requests()
                 if record["method"] == "GET" and record["path"].startswith("/contacts/imports/")]

@@ -127,7 +127,7 @@ def test_files_left_in_processing_are_resumed_and_never_uploaded_twice(pipe_env)
     assert report["import"]["counts"] == {"total": 3, "created": 2, "updated": 0, "skipped": 0,
                                           "failed": 1}
     assert report["sha256"] == sha256_bytes(uploaded)
-    assert any(p["path"] == f"/contacts/imports/{import_id}" for p in env.polls())
+    assert env.asked_about(import_id)
     report = box.report("done", "fresh.csv")
     assert report["import_id"] == uploads[0]["answer"]["id"] and report["attempts"] == 1
     # Processing is empty again, state files included.

@@ -236,9 +236,10 @@ def test_each_folder_uploads_exactly_its_settings_in_the_sdk_wire_format(pipe_en
     assert plain_record["fields"] == {"column_map": None, "on_conflict": "upsert",
                                       "segments": None, "topics": None}
 
-    # Following the import speaks with the same identity.
-    polls = env.polls()
-    assert polls, "no GET /contacts/imports/{id}"
+    # Following the imports (by id, or several in a page of the list) speaks with the same
+    # identity.
+    polls = env.follow_ups()
+    assert polls, "no GET /contacts/imports"
     for poll in polls:
         assert poll["headers"]["user-agent"] == f"resend-dropd/{version}"
         assert poll["headers"]["authorization"] == f"Bearer {API_KEY}"
