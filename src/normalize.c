@@ -652,7 +652,7 @@ static int take_header(struct normalizer *n, const struct csvscan_record *rec)
 static void collect_email(struct normalizer *n, const char *key, size_t len)
 {
 	if (n->n_hashes == n->cap_hashes) {
-		size_t cap = n->cap_hashes ? n->cap_hashes * 2 : 256;
+		size_t cap = n->cap_hashes ? n->cap_hashes * 2 : 16;
 		uint64_t *h = n->n_hashes < n->folder->settings.coalesce_max_rows
 				      ? realloc(n->hashes, cap * sizeof(*h))
 				      : NULL;
@@ -1262,7 +1262,10 @@ int normalizer_finish(struct normalizer *n, int src_fd, const atomic_bool *cance
 	}
 	info->header_len = n->plan.head;
 	if (n->plan.n == 1 && n->collect && n->n_hashes <= n->folder->settings.coalesce_max_rows) {
-		info->emails = n->hashes;
+		/* Kept while the file waits: no more memory than its emails take. */
+		uint64_t *fit = n->n_hashes ? realloc(n->hashes, n->n_hashes * sizeof(*fit)) : NULL;
+
+		info->emails = fit ? fit : n->hashes;
 		info->n_emails = n->n_hashes;
 		n->hashes = NULL;
 		n->n_hashes = n->cap_hashes = 0;
