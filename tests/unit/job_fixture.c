@@ -438,13 +438,15 @@ static char *make_list_body(size_t n, const struct answer *ans)
 	cJSON_AddBoolToObject(root, "has_more", false);
 	for (size_t i = n; i-- > 0;) {
 		const struct call_log *l = &F.calls[i];
+		char id[sizeof(l->import_id)];
 		char *item;
 
 		if (l->kind != CALL_UPLOAD || !l->answered || l->status != 201)
 			continue;
-		/* As a poll of it would be answered: the same shapes. */
-		/* Made as the poll of it would be (the call's log says so while it is made). */
-		snprintf(F.calls[n].import_id, sizeof(F.calls[n].import_id), "%s", l->import_id);
+		/* As a poll of it would be answered, the same shapes: the call's log says it is a
+		 * poll of it while its item is made. */
+		memcpy(id, l->import_id, sizeof(id));
+		memcpy(F.calls[n].import_id, id, sizeof(id));
 		F.calls[n].kind = CALL_POLL;
 		item = make_body(n, &(struct answer){.status = 200,
 						     .import_status = ans->import_status});
