@@ -910,6 +910,29 @@ static void job_record_work(struct diskq_op *op)
 		op->sync_gained = dir_fd;
 }
 
+/* A record written before an upload (SAVING, or a batch's) was saved, R 0, or not: said once
+ * when it starts failing and once when it works again; the folder's trouble says it meanwhile. */
+static void job_note_save(struct job *job, int r)
+{
+	if (r < 0) {
+		if (job->save_failures++ == 0)
+			log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not uploaded "
+				  "before it can, and saving is retried",
+				  job_folder_name(job), job->name, job->folder->conf->inbox,
+				  FSOPS_PROCESSING_DIR, strerror(-r));
+		job->folder->dir->trouble.save_error = r;
+		return;
+	}
+	if (job->save_failures) {
+		log_info("%s: '%s': its state could be saved after %u failed attempt%s",
+			 job_folder_name(job), job->name, job->save_failures,
+			 job->save_failures == 1 ? "" : "s");
+		job->save_failures = 0;
+		job->save_delay_ms = 0;
+	}
+	job->folder->dir->trouble.save_error = 0;
+}
+
 static void job_record_done(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
@@ -918,17 +941,12 @@ static void job_record_done(struct diskq_op *op)
 	cJSON_free(job->record_text);
 	job->record_text = NULL;
 	if (job->state == JOB_SAVING) {
+		job_note_save(job, r);
 		if (r < 0) {
 			/* No upload before its record is on disk: with a record there, the import
 			 * it makes can be recorded (in the same file, in place) even on a full
 			 * disk; without one, a restart could not tell that it was uploaded. The
 			 * record on disk is the one before (JOB->rec unchanged). */
-			if (job->save_failures++ == 0)
-				log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not "
-					  "uploaded before it can, and saving is retried",
-					  job_folder_name(job), job->name, job->folder->conf->inbox,
-					  FSOPS_PROCESSING_DIR, strerror(-r));
-			job->folder->dir->trouble.save_error = r;
 			if (job->then == JOB_ENDED) {
 				/* Let go: it stays with the record it has. */
 				job_continue(job);
@@ -939,14 +957,6 @@ static void job_record_done(struct diskq_op *op)
 			job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
 			return;
 		}
-		if (job->save_failures) {
-			log_info("%s: '%s': its state could be saved after %u failed attempt%s",
-				 job_folder_name(job), job->name, job->save_failures,
-				 job->save_failures == 1 ? "" : "s");
-			job->save_failures = 0;
-			job->save_delay_ms = 0;
-		}
-		job->folder->dir->trouble.save_error = 0;
 		/* An ahead record was brought back to the attempts made; any other now counts the
 		 * coming upload (and holds every import: it was durable if one was new). */
 		job->rec = job->rec == JOB_RECORD_AHEAD ? JOB_RECORD_CURRENT : JOB_RECORD_AHEAD;
@@ -1407,30 +1417,15 @@ static void job_batch_record_done(struct diskq_op *op)
 
 	cJSON_free(job->record_text);
 	job->record_text = NULL;
-	if (r < 0) {
-		if (job->save_failures++ == 0)
-			log_error("%s: '%s': cannot save its state in '%s/%s': %s; it is not "
-				  "uploaded before it can, and saving is retried",
-				  job_folder_name(job), job->name, job->folder->conf->inbox,
-				  FSOPS_PROCESSING_DIR, strerror(-r));
-		job->folder->dir->trouble.save_error = r;
-		if (job == leader) {
-			b->leader_failed = true;
-		} else {
-			job_batch_drop(leader, job);
-			job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
-							     JOB_FINISH_MAX_MS);
-			job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
-		}
+	job_note_save(job, r);
+	if (r < 0 && job == leader) {
+		b->leader_failed = true;
+	} else if (r < 0) {
+		job_batch_drop(leader, job);
+		job->retry_delay_ms = job_next_delay(&job->save_delay_ms, JOB_FINISH_FIRST_MS,
+						     JOB_FINISH_MAX_MS);
+		job_enter_then(job, JOB_RETRY_WAIT, JOB_SAVING);
 	} else {
-		if (job->save_failures) {
-			log_info("%s: '%s': its state could be saved after %u failed attempt%s",
-				 job_folder_name(job), job->name, job->save_failures,
-				 job->save_failures == 1 ? "" : "s");
-			job->save_failures = 0;
-			job->save_delay_ms = 0;
-		}
-		job->folder->dir->trouble.save_error = 0;
 		job->rec = JOB_RECORD_AHEAD; /* it counts the batch's request */
 	}
 	if (--b->pending == 0)
