@@ -724,10 +724,64 @@ static void test_sweep_removes_only_records_of_files_gone(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* Coalesced (issue 18): the batch a record names and when its request may have begun survive
+ * the round trip; applied to a resumed file's report, the batch is known by its id, rows and
+ * count (not its names); a record without them gives none. */
+static void test_batch_and_sent_at(void **state)
+{
+	struct report r;
+	struct report_part parts[1];
+	struct batch_info *b = batch_info_new("0123456789abcdef", 42, 3, true);
+	struct staterec s, back;
+	char why[64], *text;
+	size_t done;
+	bool foreign;
+
+	(void)state;
+	assert_non_null(b);
+	report_of(&r, parts, 1);
+	snprintf(r.sha256, sizeof(r.sha256), "%s", SHA_A);
+	r.batch = b;
+	r.sent_at_ms = 1765000000123;
+	assert_int_equal(staterec_from_report(&r, 2, "", &s), 0);
+	text = staterec_encode("x.csv", &s);
+	assert_non_null(text);
+	assert_int_equal(staterec_decode(text, strlen(text), &back), 0);
+	assert_string_equal(back.batch_id, "0123456789abcdef");
+	assert_int_equal(back.batch_files, 3);
+	assert_int_equal(back.batch_rows, 42);
+	assert_int_equal(back.sent_at_ms, 1765000000123);
+	cJSON_free(text);
+	staterec_clear(&s);
+
+	report_of(&r, parts, 1);
+	snprintf(r.sha256, sizeof(r.sha256), "%s", SHA_A);
+	assert_int_equal(staterec_apply(&back, "", &r, &done, &foreign, why, sizeof(why)), 0);
+	assert_non_null(r.batch);
+	assert_string_equal(r.batch->id, "0123456789abcdef");
+	assert_int_equal(r.batch->rows, 42);
+	assert_int_equal(r.batch->n_files, 3);
+	assert_null(r.batch->files);
+	assert_int_equal(r.sent_at_ms, 1765000000123);
+	batch_info_unref(r.batch);
+	staterec_clear(&back);
+	batch_info_unref(b);
+
+	/* A batch of no files is none. */
+	{
+		static const char text0[] = "{\"batch\":{\"id\":\"ab\",\"files\":0,\"rows\":3}}";
+
+		assert_int_equal(staterec_decode(text0, strlen(text0), &back), 0);
+	}
+	assert_string_equal(back.batch_id, "");
+	staterec_clear(&back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name_fixed_length),
+		cmocka_unit_test(test_batch_and_sent_at),
 		cmocka_unit_test(test_name_stable_and_distinct),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_round_trip_before_upload),
