@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -760,6 +761,91 @@ static void parse_metrics(struct yamlconf *yc, struct config *cfg, const struct 
 			QUOTED(q, cfg->metrics.listen_host));
 }
 
+/* ---- ledger -------------------------------------------------------------------------------- */
+
+static const char *const ledger_backend_names[] = {
+	[CONFIG_LEDGER_SQLITE] = "sqlite",
+	[CONFIG_LEDGER_POSTGRESQL] = "postgresql",
+	NULL,
+};
+
+const char *config_ledger_backend_name(enum config_ledger_backend v)
+{
+	return (unsigned)v < CONFIG_LEDGER_POSTGRESQL + 1 ? ledger_backend_names[v] : NULL;
+}
+
+/* libpq's connection string, as libpq reads it, and without a password: the YAML is no place
+ * for one (password_file, or a method without one: peer, certificates). */
+static bool check_conninfo(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			   void *value)
+{
+	const char *s = *(char **)value;
+	PQconninfoOption *opts;
+	char *err = NULL;
+	bool ok = true;
+
+	opts = PQconninfoParse(s, &err);
+	if (!opts) {
+		char msg[200];
+		size_t len;
+
+		snprintf(msg, sizeof(msg), "%s", err ? err : "out of memory");
+		len = strlen(msg);
+		while (len && msg[len - 1] == '\n')
+			msg[--len] = '\0';
+		yamlconf_error(yc, n, path, "not a PostgreSQL connection string (libpq: %s)", msg);
+		PQfreemem(err);
+		return false;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val) {
+			yamlconf_error(yc, n, path,
+				       "has a password in it: the configuration is no place for "
+				       "one; put it in ledger.password_file (libpq's .pgpass "
+				       "format), or use a method without one (peer, certificates)");
+			ok = false;
+		}
+	PQconninfoFree(opts);
+	return ok;
+}
+
+struct ledger_found {
+	struct yamlconf_at conninfo, password_file;
+};
+
+#define LEDGER(member) offsetof(struct config_ledger, member)
+static const struct yamlconf_field ledger_fields[] = {
+	{"backend", YAMLCONF_ENUM, .offset = LEDGER(backend), .names = ledger_backend_names},
+	{"conninfo", YAMLCONF_STRING, .offset = LEDGER(conninfo), .check = check_conninfo,
+	 .at = YAMLCONF_AT(struct ledger_found, conninfo)},
+	{"password_file", YAMLCONF_STRING, .offset = LEDGER(password_file),
+	 .check = check_absolute, .at = YAMLCONF_AT(struct ledger_found, password_file)},
+	{0},
+};
+
+static void parse_ledger(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
+{
+	struct ledger_found found = {0};
+
+	if (!at->node)
+		return;
+	yamlconf_walk(yc, at->node, at->path, ledger_fields, &cfg->ledger, &found);
+	if (cfg->ledger.backend == CONFIG_LEDGER_POSTGRESQL && !cfg->ledger.conninfo &&
+	    !found.conninfo.node)
+		yamlconf_missing(yc, at->node, at->path, "conninfo",
+				 "the PostgreSQL backend needs libpq's connection string, as in "
+				 "'host=/run/postgresql dbname=resend_dropd'");
+	if (cfg->ledger.backend == CONFIG_LEDGER_SQLITE &&
+	    (found.conninfo.node || found.password_file.node)) {
+		const struct yamlconf_at *f = found.conninfo.node ? &found.conninfo
+								  : &found.password_file;
+
+		yamlconf_error(yc, f->node, f->path,
+			       "is for the postgresql backend; the sqlite backend keeps its file "
+			       "in state_dir (set ledger.backend: postgresql)");
+	}
+}
+
 /* ---- folders ------------------------------------------------------------------------------- */
 
 #define PROPERTY(member) offsetof(struct config_property, member)
@@ -1211,7 +1297,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
  * before the state_dir check), whatever the file's order: the walk only notes them. */
 struct top_found {
 	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
-		ledger_keep_days;
+		ledger_keep_days, ledger;
 };
 
 #define TOP(member) YAMLCONF_AT(struct top_found, member)
@@ -1225,6 +1311,7 @@ static const struct yamlconf_field top_fields[] = {
 	{"metrics", YAMLCONF_NODE, .at = TOP(metrics)},
 	{"state_dir", YAMLCONF_NODE, .at = TOP(state_dir)},
 	{"ledger_keep_days", YAMLCONF_NODE, .at = TOP(ledger_keep_days)},
+	{"ledger", YAMLCONF_NODE, .at = TOP(ledger)},
 	{0},
 };
 
@@ -1310,6 +1397,7 @@ static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_
 	walk_section(yc, &top.log, log_fields, cfg);
 	walk_section(yc, &top.control, control_fields, &cfg->control);
 	parse_metrics(yc, cfg, &top.metrics);
+	parse_ledger(yc, cfg, &top.ledger);
 	bool state_ok = parse_state_dir(yc, cfg, &top.state_dir);
 	if (top.ledger_keep_days.node)
 		yamlconf_get_uint(yc, top.ledger_keep_days.node, top.ledger_keep_days.path, 0,
@@ -1407,6 +1495,8 @@ void config_free(struct config *cfg)
 	free(cfg->control.socket);
 	free(cfg->metrics.listen_host);
 	free(cfg->state_dir);
+	free(cfg->ledger.conninfo);
+	free(cfg->ledger.password_file);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

@@ -156,6 +156,19 @@ struct config_metrics {
 #define CONFIG_STATE_DIR_DEFAULT "/var/lib/resend-dropd"
 #define CONFIG_STATE_DIR_MAX 1024 /* bytes, so that the ledger's own file names fit after it */
 
+/* The ledger: SQLite in state_dir (one host, the default), or PostgreSQL (a fleet, several
+ * hosts on one inbox). */
+enum config_ledger_backend { CONFIG_LEDGER_SQLITE, CONFIG_LEDGER_POSTGRESQL };
+struct config_ledger {
+	enum config_ledger_backend backend;
+	/* PostgreSQL: libpq's connection string ("host=/run/postgresql dbname=resend_dropd" or
+	 * a postgresql:// URI), never with a password in it. */
+	char *conninfo;
+	/* PostgreSQL: a password file in libpq's format (host:port:db:user:password, mode 0600),
+	 * for password authentication; NULL: libpq's own (PGPASSFILE, ~/.pgpass), or none. */
+	char *password_file;
+};
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -167,6 +180,7 @@ struct config {
 	struct config_metrics metrics;
 	char *state_dir;           /* absolute path, without a trailing slash (but "/") */
 	uint64_t ledger_keep_days; /* ledger rows older than this are pruned; 0: kept forever */
+	struct config_ledger ledger;
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key, from where api_key_env or api_key_file say, else from the default chain
@@ -215,6 +229,7 @@ const char *config_header_name(enum config_header v);           /* "exact", "rel
 const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
 const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "import", "fail" */
 const char *config_coalesce_name(enum config_coalesce v);         /* "auto", "off" */
+const char *config_ledger_backend_name(enum config_ledger_backend v); /* "sqlite", ... */
 
 /* A duration as the configuration writes it (duplicate_window) and `history --since` takes
  * it: digits followed by one unit, s (seconds), m (minutes), h (hours), d (days) or w (weeks),

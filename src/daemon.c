@@ -22,6 +22,7 @@
 #include "folder.h"
 #include "http.h"
 #include "ledger.h"
+#include "ledger_config.h"
 #include "ledgerq.h"
 #include "log.h"
 #include "metrics.h"
@@ -580,12 +581,17 @@ static int daemon_ledger_open(struct daemon *d)
 		log_error("cannot make state_dir '%s' for the ledger: %s", dir, strerror(errno));
 		return -errno;
 	}
-	r = ledger_open(dir, false, &d->ledger, err, sizeof(err));
+	r = ledger_open_config(d->pl.cfg, false, &d->ledger, err, sizeof(err));
 	if (r < 0) {
 		log_error("%s", err);
 		d->ledger_refused = true;
 		return r;
 	}
+	/* A database server that is down at start is waited for (the ledger's thread says when
+	 * it works): no file is taken meanwhile. */
+	if (d->ledger->error[0])
+		log_warning("%s: waiting for it; no file is taken until it answers",
+			    d->ledger->error);
 	d->state_dir = strdup(dir);
 	r = d->state_dir ? ledgerq_new(&d->loop, d->ledger, daemon_ledger_health, d, &d->lq)
 			 : -ENOMEM;

@@ -10,6 +10,7 @@
 /* A second backend is its file and one line here. */
 static const struct ledger_backend *const ledger_backends[] = {
 	&ledger_backend_sqlite,
+	&ledger_backend_postgresql,
 };
 
 int ledger_open_backend(const char *backend, const char *where, bool read_only,

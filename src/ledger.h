@@ -170,5 +170,11 @@ struct ledger_backend {
 /* SQLite, ledger_open's default: the file ledger.sqlite in the state directory, refused on a
  * network filesystem. */
 extern const struct ledger_backend ledger_backend_sqlite;
+/* PostgreSQL, for a fleet: WHERE is libpq's connection string (ledger_pg.c). */
+extern const struct ledger_backend ledger_backend_postgresql;
+/* CONNINFO (key=value or a URI) as key=value, with PASSWORD_FILE (NULL: none) as its passfile:
+ * the WHERE of the PostgreSQL backend. *RET is the caller's. -EINVAL (not a connection
+ * string), -ENOMEM. */
+int ledger_pg_conninfo(const char *conninfo, const char *password_file, char **ret);
 
 #endif

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "history.h"
 #include "ledger.h"
+#include "ledger_config.h"
 #include "log.h"
 #include "text.h"
 
@@ -258,7 +259,7 @@ static int main_history(const char *config_path, int argc, char **argv)
 			return r;
 		}
 	}
-	r = ledger_open(cfg->state_dir, true, &l, err, sizeof(err));
+	r = ledger_open_config(cfg, true, &l, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "resend-dropd: history: %s\n", err);
 		config_free(cfg);

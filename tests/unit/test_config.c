@@ -1775,7 +1775,7 @@ static void test_nesting_errors(void **state)
 	load_bytes(buf, o, CONFIG_LOAD_NO_API_KEY);
 	EXPECT_ERRORS("@FILE@:1:1: missing required key 'folders': nothing to watch",
 		      "@FILE@:1:2: unknown key 'a' (expected one of: api, retry, defaults, log, "
-		      "folders, control, metrics, state_dir, ledger_keep_days)");
+		      "folders, control, metrics, state_dir, ledger_keep_days, ledger)");
 }
 
 static void test_aliases_shared_column_map(void **state)
@@ -1912,7 +1912,7 @@ static void test_unknown_keys_inline(void **state)
 		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
 		      "invalid_rows, csv, on_duplicate, duplicate_window, coalesce, coalesce_max_files, coalesce_max_rows)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
-		      "log, folders, control, metrics, state_dir, ledger_keep_days)");
+		      "log, folders, control, metrics, state_dir, ledger_keep_days, ledger)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:1:3: expected a plain key, got a list");
 }
@@ -1961,6 +1961,54 @@ static void test_control_and_metrics(void **state)
 	load("metrics:\n  listen: \"::1:80\"\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:2:11: metrics.listen: expected HOST:PORT (an IPv6 address in "
 		      "brackets), got '::1:80'");
+}
+
+/* ledger: (issue 19): SQLite by default; PostgreSQL with libpq's connection string, checked
+ * as libpq reads it, and never with a password in the configuration. */
+static void test_ledger_backend(void **state)
+{
+	(void)state;
+	load("folders:\n" FOLDER_A);
+	assert_loaded();
+	assert_int_equal(E.cfg->ledger.backend, CONFIG_LEDGER_SQLITE);
+	assert_null(E.cfg->ledger.conninfo);
+	assert_string_equal(config_ledger_backend_name(E.cfg->ledger.backend), "sqlite");
+
+	load("ledger:\n  backend: postgresql\n  conninfo: \"host=/run/postgresql dbname=rdd\"\n"
+	     "  password_file: /etc/resend-dropd/pgpass\nfolders:\n" FOLDER_A);
+	assert_loaded();
+	assert_int_equal(E.cfg->ledger.backend, CONFIG_LEDGER_POSTGRESQL);
+	assert_string_equal(E.cfg->ledger.conninfo, "host=/run/postgresql dbname=rdd");
+	assert_string_equal(E.cfg->ledger.password_file, "/etc/resend-dropd/pgpass");
+	assert_string_equal(config_ledger_backend_name(E.cfg->ledger.backend), "postgresql");
+
+	load("ledger: {backend: postgresql, conninfo: \"postgresql://rdd@db.example/rdd\"}\n"
+	     "folders:\n" FOLDER_A);
+	assert_loaded();
+
+	load("ledger:\n  backend: postgresql\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:3: ledger: missing required key 'conninfo': the PostgreSQL "
+		      "backend needs libpq's connection string, as in 'host=/run/postgresql "
+		      "dbname=resend_dropd'");
+	load("ledger:\n  backend: mysql\n  conninfo: \"host=x password=hunter2\"\n"
+	     "  password_file: pgpass\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:12: ledger.backend: expected one of sqlite, postgresql, got "
+		      "'mysql'",
+		      "@FILE@:3:13: ledger.conninfo: has a password in it: the configuration is "
+		      "no place for one; put it in ledger.password_file (libpq's .pgpass format), "
+		      "or use a method without one (peer, certificates)",
+		      "@FILE@:4:18: ledger.password_file: expected an absolute path, got 'pgpass'");
+	load("ledger:\n  backend: postgresql\n  conninfo: \"postgresql://u:hunter2@h/db\"\n"
+	     "folders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:3:13: ledger.conninfo: has a password in it: the configuration is "
+		      "no place for one; put it in ledger.password_file (libpq's .pgpass format), "
+		      "or use a method without one (peer, certificates)");
+	load("ledger:\n  backend: postgresql\n  conninfo: \"host=x dbname\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:3:13: ledger.conninfo: not a PostgreSQL connection string (libpq: "
+		      "missing \"=\" after \"dbname\" in connection info string)");
+	load("ledger:\n  conninfo: \"dbname=x\"\nfolders:\n" FOLDER_A);
+	EXPECT_ERRORS("@FILE@:2:13: ledger.conninfo: is for the postgresql backend; the sqlite "
+		      "backend keeps its file in state_dir (set ledger.backend: postgresql)");
 }
 
 static void test_segments_and_topics(void **state)
@@ -2956,6 +3004,7 @@ int main(void)
 		T(test_errors_escape_control_characters),
 		T(test_unknown_keys_inline),
 		T(test_control_and_metrics),
+		T(test_ledger_backend),
 		T(test_segments_and_topics),
 		T(test_properties),
 		T(test_present_but_invalid_not_missing),

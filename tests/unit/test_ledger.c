@@ -1,7 +1,10 @@
-/* ledger: the SQLite backend, on a real file in a temporary state directory. What a user gets
- * from it: a file in WAL mode with a versioned schema, migrated forward at open; every field of
- * an entry kept as recorded; the look-ups that decide duplicates and crash recovery; the history
- * listing; clear errors for a file that is no ledger, one from a newer version, one not there. */
+/* ledger: both backends, SQLite on a real file in a temporary state directory and PostgreSQL on
+ * a real server the program starts (pg_fixture.h), each test with a database of its own. What a
+ * user gets from either: every field of an entry kept as recorded; the look-ups that decide
+ * duplicates and crash recovery; the history listing, also beside a writer; transactions. And
+ * from SQLite: a file in WAL mode with a versioned schema, migrated forward at open; clear errors
+ * for a file that is no ledger, one from a newer version, one not there (PostgreSQL's own are in
+ * test_ledger_pg.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -22,6 +25,7 @@
 #include <sqlite3.h>
 
 #include "ledger.h"
+#include "pg_fixture.h"
 
 /* The newest schema version ledger_sqlite.c knows (the length of its migrations array). */
 #define LATEST_VERSION 3
@@ -48,6 +52,8 @@ static const char schema_v1[] =
 	"CREATE INDEX files_by_finish ON files (finished_at_ms);";
 
 struct fixture {
+	const char *backend; /* "sqlite" or "postgresql" */
+	char where[256];     /* what the backend opens: the state directory, a connection string */
 	char dir[64];
 	char path[128];
 	struct ledger *l;
@@ -64,7 +70,34 @@ static int setup(void **state)
 	if (!mkdtemp(fx->dir))
 		return -1;
 	snprintf(fx->path, sizeof(fx->path), "%s/%s", fx->dir, LEDGER_FILE_NAME);
+	fx->backend = "sqlite";
+	snprintf(fx->where, sizeof(fx->where), "%s", fx->dir);
 	*state = fx;
+	return 0;
+}
+
+/* The same test on PostgreSQL, in a new database. */
+static int setup_pg(void **state)
+{
+	struct fixture *fx;
+
+	if (setup(state) < 0)
+		return -1;
+	fx = *state;
+	fx->backend = "postgresql";
+	return pg_fixture_new_database(fx->where, sizeof(fx->where));
+}
+
+static int group_setup_pg(void **state)
+{
+	(void)state;
+	return pg_fixture_start();
+}
+
+static int group_teardown_pg(void **state)
+{
+	(void)state;
+	pg_fixture_stop();
 	return 0;
 }
 
@@ -91,10 +124,31 @@ static int teardown(void **state)
 /* Opens the ledger of the fixture for writing into FX->L. */
 static void open_rw(struct fixture *fx)
 {
-	int r = ledger_open(fx->dir, false, &fx->l, fx->err, sizeof(fx->err));
+	int r = ledger_open_backend(fx->backend, fx->where, false, &fx->l, fx->err,
+				    sizeof(fx->err));
 
 	if (r < 0)
-		fail_msg("ledger_open: %d: %s", r, fx->err);
+		fail_msg("ledger_open_backend(%s): %d: %s", fx->backend, r, fx->err);
+}
+
+/* The same for reading only, as history opens it; ERR says why it failed. */
+static int open_ro(struct fixture *fx, struct ledger **ret, char *err, size_t errsz)
+{
+	return ledger_open_backend(fx->backend, fx->where, true, ret, err, errsz);
+}
+
+static int raw_int(const char *path, const char *sql);
+
+/* The rows in the table, seen by another connection than the ledger's. */
+static int count_files(struct fixture *fx)
+{
+	char out[32];
+
+	if (strcmp(fx->backend, "sqlite") == 0)
+		return raw_int(fx->path, "SELECT count(*) FROM files");
+	if (pg_fixture_sql(fx->where, "SELECT count(*) FROM files", out, sizeof(out)) < 0)
+		fail_msg("cannot count the files in %s", fx->where);
+	return atoi(out);
 }
 
 /* ---- raw SQLite, beside the backend ------------------------------------------------------- */
@@ -350,7 +404,7 @@ static void test_record_roundtrip_and_replace(void **state)
 	list_all(fx->l, &ls);
 	assert_int_equal(ls.n, 1);
 	assert_entry_equal(&ls.e[0], &e);
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM files"), 1);
+	assert_int_equal(count_files(fx), 1);
 
 	/* And back to unknowns: NULL strings and -1 counts are stored as such, not as "" or 0. */
 	e.import_ids = NULL;
@@ -627,7 +681,7 @@ static void test_begin_commit_rollback(void **state)
 	record(l, &e);
 	assert_int_equal(l->ops->commit(l), 0);
 	/* Committed means on disk: another connection sees it. */
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM files"), 2);
+	assert_int_equal(count_files(fx), 2);
 	ledger_close(l);
 	fx->l = NULL;
 	open_rw(fx);
@@ -854,7 +908,7 @@ static void test_read_only_beside_a_writer(void **state)
 	e = entry("news", "in-flight.csv", 200, SHA_B, SET_1, LEDGER_DONE, 201);
 	record(w, &e);
 
-	if (ledger_open(fx->dir, true, &ro, fx->err, sizeof(fx->err)) < 0)
+	if (open_ro(fx, &ro, fx->err, sizeof(fx->err)) < 0)
 		fail_msg("read-only open beside a writer: %s", fx->err);
 	list_all(ro, &ls);
 	assert_string_equal(claims(&ls), "100");
@@ -898,7 +952,7 @@ static void test_read_only_refuses_writes(void **state)
 		signal(SIGSEGV, SIG_DFL);
 		signal(SIGBUS, SIG_DFL);
 		signal(SIGABRT, SIG_DFL);
-		if (ledger_open(fx->dir, true, &ro, err, sizeof(err)) < 0)
+		if (open_ro(fx, &ro, err, sizeof(err)) < 0)
 			_exit(10);
 		if (ledger_record(ro, &e) >= 0)
 			_exit(11);
@@ -918,7 +972,7 @@ static void test_read_only_refuses_writes(void **state)
 			 "record succeeded, 12 no error text, 13 prune succeeded; other: a "
 			 "sanitizer's report above)",
 			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-	assert_int_equal(raw_int(fx->path, "SELECT count(*) FROM files"), 0);
+	assert_int_equal(count_files(fx), 0);
 }
 
 /* SQLite's WAL is not safe on a network filesystem: those are recognised by their magic. */
@@ -1101,5 +1155,21 @@ int main(void)
 		T(test_knows_import),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	/* What every backend does the same, on PostgreSQL. */
+#define P(f) cmocka_unit_test_setup_teardown(f, setup_pg, teardown)
+	const struct CMUnitTest pg_tests[] = {
+		P(test_record_roundtrip_and_replace),
+		P(test_find_imported),
+		P(test_find_unfinished),
+		P(test_list_order_filters_and_stop),
+		P(test_prune),
+		P(test_begin_commit_rollback),
+		P(test_read_only_beside_a_writer),
+		P(test_read_only_refuses_writes),
+		P(test_knows_import),
+	};
+	int failed = cmocka_run_group_tests_name("sqlite", tests, NULL, NULL);
+
+	return failed + cmocka_run_group_tests_name("postgresql", pg_tests, group_setup_pg,
+						    group_teardown_pg);
 }

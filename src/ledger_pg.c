@@ -1,0 +1,687 @@
+/* The ledger in PostgreSQL (libpq), for several hosts sharing one history: the same table as
+ * SQLite's, its schema versioned in a table of its own and migrated forward at open under an
+ * advisory lock (two hosts starting together migrate once). Synchronous, like every backend: it
+ * runs on the ledger's own thread (ledgerq.h), never on the loop. A connection that breaks is
+ * made again by the next call, which fails meanwhile with the server's reason (ledgerq retries
+ * with a backoff and tells the daemon once); a server that is down at start is not fatal, one
+ * that refuses the role or holds a newer schema is. */
+#include "ledger.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Each step takes the schema from the version before it to its own (index + 1). Version 1 is
+ * SQLite's version 3, in PostgreSQL's types. */
+static const char *const migrations[] = {
+	/* 1: the files and how they ended. */
+	"CREATE TABLE files ("
+	" id bigserial PRIMARY KEY,"
+	" folder text NOT NULL, file text NOT NULL, claimed_at_ms bigint NOT NULL,"
+	" bytes bigint NOT NULL DEFAULT 0, sha256 text NOT NULL DEFAULT '',"
+	" settings_hash text NOT NULL DEFAULT '',"
+	" attempts integer NOT NULL DEFAULT 0,"
+	" uploaded_at_ms bigint, finished_at_ms bigint,"
+	" import_ids text, status text NOT NULL,"
+	" total bigint, created bigint, updated bigint, skipped bigint, failed bigint,"
+	" error text, duplicate_of text,"
+	" UNIQUE (folder, file, claimed_at_ms));"
+	"CREATE INDEX files_by_content ON files (folder, sha256, settings_hash, finished_at_ms);"
+	"CREATE INDEX files_by_claim ON files (claimed_at_ms);"
+	"CREATE INDEX files_by_finish ON files (finished_at_ms);"
+	"CREATE INDEX files_by_upload ON files (uploaded_at_ms);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* Any number, the same in every resend-dropd: the lock that serializes migrations. */
+#define MIGRATION_LOCK "7262640001"
+
+#define COLUMNS                                                                                 \
+	"folder, file, claimed_at_ms, bytes, sha256, settings_hash, attempts, uploaded_at_ms, "   \
+	"finished_at_ms, import_ids, status, total, created, updated, skipped, failed, error, "   \
+	"duplicate_of"
+
+enum stmt {
+	STMT_RECORD,
+	STMT_FIND_IMPORTED,
+	STMT_FIND_UNFINISHED,
+	STMT_FIND_UPLOADED,
+	STMT_KNOWS_IMPORT,
+	STMT_PRUNE,
+	STMT_N
+};
+
+static const struct {
+	const char *name, *sql;
+	int n_params;
+	bool writes;
+} stmts[STMT_N] = {
+	[STMT_RECORD] = {"rdd_record",
+			 "INSERT INTO files (" COLUMNS ") VALUES "
+			 "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+			 "$17, $18) "
+			 "ON CONFLICT (folder, file, claimed_at_ms) DO UPDATE SET "
+			 "bytes = $4, sha256 = $5, settings_hash = $6, attempts = $7, "
+			 "uploaded_at_ms = $8, finished_at_ms = $9, import_ids = $10, status = $11, "
+			 "total = $12, created = $13, updated = $14, skipped = $15, failed = $16, "
+			 "error = $17, duplicate_of = $18",
+			 18, true},
+	[STMT_FIND_IMPORTED] = {"rdd_find_imported",
+				"SELECT " COLUMNS " FROM files WHERE folder = $1 AND sha256 = $2 "
+				"AND settings_hash = $3 AND settings_hash != '' "
+				"AND status = 'done' AND finished_at_ms >= $4 "
+				"ORDER BY finished_at_ms DESC LIMIT 1",
+				4, false},
+	[STMT_FIND_UNFINISHED] = {"rdd_find_unfinished",
+				  "SELECT " COLUMNS " FROM files WHERE folder = $1 AND file = $2 "
+				  "AND sha256 = $3 AND finished_at_ms IS NULL "
+				  "ORDER BY claimed_at_ms DESC LIMIT 1",
+				  3, false},
+	[STMT_FIND_UPLOADED] = {"rdd_find_uploaded",
+				"SELECT " COLUMNS " FROM files WHERE folder = $1 AND file != $2 "
+				"AND sha256 = $3 AND settings_hash = $4 AND settings_hash != '' "
+				"AND status = 'uploaded' AND finished_at_ms IS NULL "
+				"ORDER BY claimed_at_ms DESC LIMIT 1",
+				4, false},
+	/* import_ids is a comma-separated list; position, not LIKE: '_' would be a wildcard. */
+	[STMT_KNOWS_IMPORT] = {"rdd_knows_import",
+			       "SELECT 1 FROM files WHERE uploaded_at_ms >= $2 AND "
+			       "position(',' || $1 || ',' in ',' || import_ids || ',') > 0 LIMIT 1",
+			       2, false},
+	[STMT_PRUNE] = {"rdd_prune",
+			"DELETE FROM files WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
+			1, true},
+};
+
+struct ledger_pg {
+	struct ledger base;
+	PGconn *conn;         /* NULL until the first connection is made */
+	char *conninfo;       /* as configured (it holds no password) */
+	bool read_only;
+	bool ready;           /* connected, schema checked, statements prepared on this session */
+};
+
+/* The error of RES (or, with none, of the connection) as an errno and a sentence in L->error:
+ * WHAT, then the server's reason. A broken connection is made again by the next call. */
+static int pg_fail(struct ledger_pg *l, const PGresult *res, const char *what)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorMessage(res) : "";
+	char reason[400];
+	size_t n;
+	int r = -EIO;
+
+	if (!msg || !*msg)
+		msg = l->conn ? PQerrorMessage(l->conn) : "out of memory";
+	snprintf(reason, sizeof(reason), "%s", msg);
+	n = strlen(reason);
+	while (n && (reason[n - 1] == '\n' || reason[n - 1] == ' '))
+		reason[--n] = '\0';
+	if (!l->conn || PQstatus(l->conn) != CONNECTION_OK) {
+		l->ready = false;
+		r = -ENOTCONN;
+	} else if (state) {
+		if (strcmp(state, "53100") == 0) /* disk_full */
+			r = -ENOSPC;
+		else if (strcmp(state, "25006") == 0) /* read_only_sql_transaction */
+			r = -EROFS;
+		else if (strncmp(state, "42501", 5) == 0 || strncmp(state, "28", 2) == 0)
+			r = -EACCES; /* insufficient privilege, authorization */
+		else if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+			l->ready = false; /* connection exception, operator intervention */
+			r = -ENOTCONN;
+		} else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+			   strcmp(state, "55P03") == 0)
+			r = -EBUSY; /* serialization, deadlock, lock not available */
+		else if (strcmp(state, "53200") == 0)
+			r = -ENOMEM;
+	}
+	snprintf(l->base.error, sizeof(l->base.error), "ledger (PostgreSQL): %s: %s", what,
+		 reason[0] ? reason : "unknown error");
+	return r;
+}
+
+/* Runs SQL (no parameters, no rows wanted). */
+static int pg_exec(struct ledger_pg *l, const char *sql, const char *what)
+{
+	PGresult *res = PQexec(l->conn, sql);
+	int r = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		r = pg_fail(l, res, what);
+	PQclear(res);
+	return r;
+}
+
+/* The schema's version into *RET: 0 when this database has no ledger yet. */
+static int schema_version(struct ledger_pg *l, int *ret)
+{
+	PGresult *res = PQexec(l->conn, "SELECT to_regclass('ledger_schema') IS NOT NULL");
+	int r = 0;
+
+	*ret = 0;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pg_fail(l, res, "cannot read the schema version");
+		PQclear(res);
+		return r;
+	}
+	bool exists = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!exists)
+		return 0;
+	res = PQexec(l->conn, "SELECT max(version) FROM ledger_schema");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		r = pg_fail(l, res, "cannot read the schema version");
+	else if (!PQgetisnull(res, 0, 0))
+		*ret = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return r;
+}
+
+/* Brings the schema to SCHEMA_VERSION in one transaction, under the migration lock; or checks
+ * it, for reading only. */
+static int migrate(struct ledger_pg *l)
+{
+	char sql[96];
+	int v = 0, r;
+
+	if (l->read_only) {
+		r = schema_version(l, &v);
+		if (r < 0)
+			return r;
+		if (v == 0) {
+			snprintf(l->base.error, sizeof(l->base.error),
+				 "ledger (PostgreSQL): the database has no ledger (has a daemon run "
+				 "with this ledger?)");
+			return -ENOENT;
+		}
+		if (v < SCHEMA_VERSION) {
+			snprintf(l->base.error, sizeof(l->base.error),
+				 "ledger (PostgreSQL) has schema version %d; a daemon migrates it to "
+				 "%d when it next starts", v, SCHEMA_VERSION);
+			return -EPROTO;
+		}
+	} else {
+		r = pg_exec(l, "BEGIN", "cannot migrate the schema");
+		if (r == 0)
+			r = pg_exec(l, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")",
+				    "cannot migrate the schema");
+		if (r == 0)
+			r = pg_exec(l, "CREATE TABLE IF NOT EXISTS ledger_schema ("
+				    " version integer NOT NULL,"
+				    " migrated_at timestamptz NOT NULL DEFAULT now())",
+				    "cannot migrate the schema");
+		if (r == 0)
+			r = schema_version(l, &v);
+		for (; r == 0 && v < SCHEMA_VERSION; v++) {
+			r = pg_exec(l, migrations[v], "cannot migrate the schema");
+			snprintf(sql, sizeof(sql), "INSERT INTO ledger_schema (version) VALUES (%d)",
+				 v + 1);
+			if (r == 0)
+				r = pg_exec(l, sql, "cannot migrate the schema");
+		}
+		if (r == 0 && v > SCHEMA_VERSION)
+			r = -EPROTO;
+		if (r == 0)
+			r = pg_exec(l, "COMMIT", "cannot migrate the schema");
+		else if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
+			(void)PQclear(PQexec(l->conn, "ROLLBACK"));
+		if (r < 0 && r != -EPROTO)
+			return r;
+	}
+	if (v > SCHEMA_VERSION) {
+		snprintf(l->base.error, sizeof(l->base.error),
+			 "ledger (PostgreSQL) has schema version %d, newer than this resend-dropd "
+			 "knows (%d): it was written by a later version", v, SCHEMA_VERSION);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* The connection's parameters: defaults first, so that the configured connection string
+ * (expanded from dbname) overrides them; the application's name last, for pg_stat_activity. */
+static const char *const conn_keys[] = {"connect_timeout", "keepalives_idle",
+					"keepalives_interval", "keepalives_count", "dbname",
+					"application_name", NULL};
+#define CONN_VALUES(l) {"10", "30", "10", "3", (l)->conninfo, "resend-dropd", NULL}
+
+/* The server's notices ("relation already exists, skipping") are nobody's business. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/* Connects (again) when the session is not ready: the connection, the schema, the statements.
+ * Every call starts here. */
+static int pg_ready(struct ledger_pg *l)
+{
+	const char *values[] = CONN_VALUES(l);
+	int r;
+
+	if (l->ready && PQstatus(l->conn) == CONNECTION_OK)
+		return 0;
+	l->ready = false;
+	if (l->conn)
+		PQfinish(l->conn);
+	l->conn = PQconnectdbParams(conn_keys, values, 1);
+	if (!l->conn || PQstatus(l->conn) != CONNECTION_OK)
+		return pg_fail(l, NULL, "cannot connect");
+	PQsetNoticeProcessor(l->conn, ignore_notice, NULL);
+	/* Timestamps are the daemon's milliseconds; text in and out is UTF-8 whatever the
+	 * database's encoding. */
+	r = pg_exec(l, "SET client_encoding = 'UTF8'", "cannot set up the session");
+	if (r == 0 && l->read_only)
+		r = pg_exec(l, "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+			    "cannot set up the session");
+	if (r == 0)
+		r = migrate(l);
+	for (int i = 0; r == 0 && i < STMT_N; i++) {
+		PGresult *res;
+
+		if (l->read_only && stmts[i].writes)
+			continue;
+		res = PQprepare(l->conn, stmts[i].name, stmts[i].sql, stmts[i].n_params, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			r = pg_fail(l, res, "cannot prepare a statement");
+		PQclear(res);
+	}
+	l->ready = r == 0;
+	return r;
+}
+
+/* Parameters as text, each NULL or its own buffer. */
+struct params {
+	const char *v[18];
+	char num[18][24];
+};
+
+static void param_text(struct params *p, int i, const char *s)
+{
+	p->v[i] = s;
+}
+
+static void param_i64(struct params *p, int i, int64_t n)
+{
+	snprintf(p->num[i], sizeof(p->num[i]), "%" PRId64, n);
+	p->v[i] = p->num[i];
+}
+
+/* 0 (not yet) as NULL. */
+static void param_ms(struct params *p, int i, int64_t ms)
+{
+	if (ms)
+		param_i64(p, i, ms);
+	else
+		p->v[i] = NULL;
+}
+
+/* -1 (unknown) as NULL. */
+static void param_count(struct params *p, int i, int64_t n)
+{
+	if (n >= 0)
+		param_i64(p, i, n);
+	else
+		p->v[i] = NULL;
+}
+
+/* Runs statement WHICH with P: its result (to PQclear), or NULL with the error said. */
+static PGresult *run(struct ledger_pg *l, enum stmt which, const struct params *p,
+		     const char *what, int *ret)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	*ret = pg_ready(l);
+	if (*ret < 0)
+		return NULL;
+	if (l->read_only && stmts[which].writes) {
+		snprintf(l->base.error, sizeof(l->base.error),
+			 "ledger (PostgreSQL): %s: it is open for reading only", what);
+		*ret = -EROFS;
+		return NULL;
+	}
+	res = PQexecPrepared(l->conn, stmts[which].name, stmts[which].n_params, p->v, NULL, NULL,
+			     0);
+	st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		*ret = pg_fail(l, res, what);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+static int pg_record(struct ledger *base, const struct ledger_entry *e)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	int r;
+
+	param_text(&p, 0, e->folder);
+	param_text(&p, 1, e->file);
+	param_i64(&p, 2, e->claimed_at_ms);
+	param_i64(&p, 3, (int64_t)e->bytes);
+	param_text(&p, 4, e->sha256);
+	param_text(&p, 5, e->settings_hash);
+	param_i64(&p, 6, e->attempts);
+	param_ms(&p, 7, e->uploaded_at_ms);
+	param_ms(&p, 8, e->finished_at_ms);
+	param_text(&p, 9, e->import_ids);
+	param_text(&p, 10, ledger_status_name(e->status));
+	param_count(&p, 11, e->total);
+	param_count(&p, 12, e->created);
+	param_count(&p, 13, e->updated);
+	param_count(&p, 14, e->skipped);
+	param_count(&p, 15, e->failed);
+	param_text(&p, 16, e->error);
+	param_text(&p, 17, e->duplicate_of);
+	PQclear(run(l, STMT_RECORD, &p, "cannot record a file", &r));
+	return r;
+}
+
+static int col_dup(const PGresult *res, int row, int col, char **ret)
+{
+	*ret = NULL;
+	if (PQgetisnull(res, row, col))
+		return 0;
+	*ret = strdup(PQgetvalue(res, row, col));
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int64_t col_i64(const PGresult *res, int row, int col, int64_t null_value)
+{
+	return PQgetisnull(res, row, col) ? null_value : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* Row ROW of RES, into *E (in the order of COLUMNS). */
+static int read_row(const PGresult *res, int row, struct ledger_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (col_dup(res, row, 0, &e->folder) < 0 || col_dup(res, row, 1, &e->file) < 0 ||
+	    col_dup(res, row, 9, &e->import_ids) < 0 || col_dup(res, row, 16, &e->error) < 0 ||
+	    col_dup(res, row, 17, &e->duplicate_of) < 0) {
+		ledger_entry_clear(e);
+		return -ENOMEM;
+	}
+	e->claimed_at_ms = col_i64(res, row, 2, 0);
+	e->bytes = (uint64_t)col_i64(res, row, 3, 0);
+	snprintf(e->sha256, sizeof(e->sha256), "%s", PQgetvalue(res, row, 4));
+	snprintf(e->settings_hash, sizeof(e->settings_hash), "%s", PQgetvalue(res, row, 5));
+	e->attempts = (unsigned)col_i64(res, row, 6, 0);
+	e->uploaded_at_ms = col_i64(res, row, 7, 0);
+	e->finished_at_ms = col_i64(res, row, 8, 0);
+	if (ledger_status_parse(PQgetvalue(res, row, 10), &e->status) < 0)
+		e->status = LEDGER_FAILED;
+	e->total = col_i64(res, row, 11, -1);
+	e->created = col_i64(res, row, 12, -1);
+	e->updated = col_i64(res, row, 13, -1);
+	e->skipped = col_i64(res, row, 14, -1);
+	e->failed = col_i64(res, row, 15, -1);
+	return 0;
+}
+
+/* Runs look-up WHICH: its first row into *RET, or -ENOENT. */
+static int find_one(struct ledger_pg *l, enum stmt which, const struct params *p,
+		    struct ledger_entry *ret)
+{
+	int r;
+	PGresult *res = run(l, which, p, "cannot look up a file", &r);
+
+	if (!res)
+		return r;
+	r = PQntuples(res) > 0 ? read_row(res, 0, ret) : -ENOENT;
+	PQclear(res);
+	return r;
+}
+
+static int pg_find_imported(struct ledger *base, const char *folder, const char *sha256,
+			    const char *settings_hash, int64_t since_ms, struct ledger_entry *ret)
+{
+	struct params p;
+
+	param_text(&p, 0, folder);
+	param_text(&p, 1, sha256);
+	param_text(&p, 2, settings_hash);
+	param_i64(&p, 3, since_ms);
+	return find_one((struct ledger_pg *)base, STMT_FIND_IMPORTED, &p, ret);
+}
+
+static int pg_find_unfinished(struct ledger *base, const char *folder, const char *file,
+			      const char *sha256, struct ledger_entry *ret)
+{
+	struct params p;
+
+	param_text(&p, 0, folder);
+	param_text(&p, 1, file);
+	param_text(&p, 2, sha256);
+	return find_one((struct ledger_pg *)base, STMT_FIND_UNFINISHED, &p, ret);
+}
+
+static int pg_find_uploaded(struct ledger *base, const char *folder, const char *file,
+			    const char *sha256, const char *settings_hash,
+			    struct ledger_entry *ret)
+{
+	struct params p;
+
+	param_text(&p, 0, folder);
+	param_text(&p, 1, file);
+	param_text(&p, 2, sha256);
+	param_text(&p, 3, settings_hash);
+	return find_one((struct ledger_pg *)base, STMT_FIND_UPLOADED, &p, ret);
+}
+
+static int pg_knows_import(struct ledger *base, const char *import_id, int64_t since_ms)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	param_text(&p, 0, import_id);
+	param_i64(&p, 1, since_ms);
+	res = run(l, STMT_KNOWS_IMPORT, &p, "cannot look up an import", &r);
+	if (!res)
+		return r;
+	r = PQntuples(res) > 0;
+	PQclear(res);
+	return r;
+}
+
+/* Rows one at a time (libpq's single-row mode): a long history is never all in memory. */
+static int pg_list(struct ledger *base, const struct ledger_query *q, ledger_list_cb cb,
+		   void *data)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	char sql[512];
+	int n = 0, r;
+
+	r = pg_ready(l);
+	if (r < 0)
+		return r;
+	param_i64(&p, n++, q->since_ms);
+	if (q->folder)
+		param_text(&p, n++, q->folder);
+	if (q->limit)
+		param_i64(&p, n++, (int64_t)q->limit);
+	snprintf(sql, sizeof(sql),
+		 "SELECT " COLUMNS " FROM files WHERE claimed_at_ms >= $1 %s %s "
+		 "ORDER BY claimed_at_ms DESC, id DESC %s",
+		 q->folder ? "AND folder = $2" : "", q->failed_only ? "AND status = 'failed'" : "",
+		 !q->limit ? "" : q->folder ? "LIMIT $3" : "LIMIT $2");
+	if (!PQsendQueryParams(l->conn, sql, n, NULL, p.v, NULL, NULL, 0) ||
+	    !PQsetSingleRowMode(l->conn))
+		return pg_fail(l, NULL, "cannot list files");
+	/* Every result is read, even after CB stops the listing or a row fails: the connection
+	 * is free for the next call only then. */
+	while ((res = PQgetResult(l->conn))) {
+		ExecStatusType st = PQresultStatus(res);
+
+		if (st == PGRES_SINGLE_TUPLE && r == 0) {
+			struct ledger_entry e;
+
+			r = read_row(res, 0, &e);
+			if (r == 0)
+				r = cb(&e, data);
+			ledger_entry_clear(&e);
+		} else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && r == 0) {
+			r = pg_fail(l, res, "cannot list files");
+		}
+		PQclear(res);
+	}
+	return r;
+}
+
+static int pg_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	param_i64(&p, 0, before_ms);
+	res = run(l, STMT_PRUNE, &p, "cannot prune old files", &r);
+	if (ret_n)
+		*ret_n = res ? strtoull(PQcmdTuples(res), NULL, 10) : 0;
+	PQclear(res);
+	return r;
+}
+
+static int pg_begin(struct ledger *base)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	int r = pg_ready(l);
+
+	return r < 0 ? r : pg_exec(l, "BEGIN", "cannot begin a transaction");
+}
+
+static int pg_commit(struct ledger *base)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+
+	if (!l->ready)
+		return pg_fail(l, NULL, "cannot commit");
+	return pg_exec(l, "COMMIT", "cannot commit");
+}
+
+static int pg_rollback(struct ledger *base)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+
+	/* Nothing to roll back on a connection that broke (the server did) or outside a
+	 * transaction. */
+	if (!l->conn || PQstatus(l->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(l->conn) == PQTRANS_IDLE)
+		return 0;
+	return pg_exec(l, "ROLLBACK", "cannot roll back");
+}
+
+static void pg_close(struct ledger *base)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+
+	if (l->conn)
+		PQfinish(l->conn);
+	free(l->conninfo);
+	free(l);
+}
+
+static const struct ledger_ops pg_ops = {
+	.name = "postgresql",
+	.record = pg_record,
+	.find_imported = pg_find_imported,
+	.find_unfinished = pg_find_unfinished,
+	.find_uploaded = pg_find_uploaded,
+	.knows_import = pg_knows_import,
+	.list = pg_list,
+	.prune = pg_prune,
+	.begin = pg_begin,
+	.commit = pg_commit,
+	.rollback = pg_rollback,
+	.close = pg_close,
+};
+
+int ledger_pg_conninfo(const char *conninfo, const char *password_file, char **ret)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f;
+
+	*ret = NULL;
+	if (!opts)
+		return -EINVAL;
+	f = open_memstream(&buf, &size);
+	if (!f) {
+		PQconninfoFree(opts);
+		return -ENOMEM;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		const char *v = o->val;
+
+		if (strcmp(o->keyword, "passfile") == 0 && password_file)
+			v = password_file;
+		if (!v)
+			continue;
+		fprintf(f, "%s%s='", ftell(f) ? " " : "", o->keyword);
+		for (; *v; v++) {
+			if (*v == '\'' || *v == '\\')
+				fputc('\\', f);
+			fputc(*v, f);
+		}
+		fputc('\'', f);
+	}
+	PQconninfoFree(opts);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*ret = buf;
+	return 0;
+}
+
+/* Whether a server answers at all where a connection failed: then it refused this role or
+ * database, which waiting will not mend. */
+static bool server_answers(struct ledger_pg *l)
+{
+	const char *values[] = CONN_VALUES(l);
+
+	return PQpingParams(conn_keys, values, 1) == PQPING_OK;
+}
+
+/* WHERE is libpq's connection string. A daemon (not READ_ONLY) opens a ledger whose server is
+ * unreachable all the same: the ledger's thread connects when it can, and the daemon's intake
+ * waits meanwhile. A role that is refused, a database that is missing, a schema from a newer
+ * version are errors at once. */
+static int ledger_pg_open(const char *where, bool read_only, struct ledger **ret, char *errbuf,
+			  size_t errsz)
+{
+	struct ledger_pg *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l || !(l->conninfo = strdup(where))) {
+		free(l);
+		snprintf(errbuf, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	l->base.ops = &pg_ops;
+	l->read_only = read_only;
+	r = pg_ready(l);
+	if (r == 0 || (r == -ENOTCONN && !read_only && !server_answers(l))) {
+		*ret = &l->base;
+		return 0;
+	}
+	snprintf(errbuf, errsz, "%s", l->base.error);
+	pg_close(&l->base);
+	return r;
+}
+
+const struct ledger_backend ledger_backend_postgresql = {
+	.name = "postgresql",
+	.open = ledger_pg_open,
+};
