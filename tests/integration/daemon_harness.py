@@ -420,7 +420,8 @@ class Harness:
         return Folder(os.path.join(self.root, name), name, settings)
 
     def config(self, folders, api=None, retry=None, defaults=None, log=None, base_url=None,
-               name="resend-dropd.yaml", control=None, metrics=None, state_dir=None):
+               name="resend-dropd.yaml", control=None, metrics=None, state_dir=None,
+               ledger=None, extra=None):
         document = {
             # The ledger in the test's tree too (shared by every daemon of the test).
             "state_dir": state_dir or self.state_dir,
@@ -437,6 +438,11 @@ class Harness:
             del document["control"]
         if metrics is not None:
             document["metrics"] = metrics
+        # ledger: {"backend": "postgresql", "conninfo": ...} (pg_harness.py); EXTRA: any other
+        # top-level keys.
+        if ledger is not None:
+            document["ledger"] = ledger
+        document.update(extra or {})
         path = os.path.join(self.root, name)
         with open(path, "w", encoding="utf-8") as file:
             file.write(yaml_text(document) + "\n")
