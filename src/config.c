@@ -846,6 +846,98 @@ static void parse_ledger(struct yamlconf *yc, struct config *cfg, const struct y
 	}
 }
 
+/* ---- fleet --------------------------------------------------------------------------------- */
+
+bool config_is_host_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CONFIG_HOST_ID_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+			return false;
+	return true;
+}
+
+static bool check_host_id(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			  void *value)
+{
+	char q[80];
+
+	if (config_is_host_id(*(char **)value))
+		return true;
+	yamlconf_error(yc, n, path,
+		       "'%s' is not a host id: 1 to %d letters, digits, '.', '_' or '-' (it names "
+		       "the host's processing directory)",
+		       QUOTED(q, *(char **)value), CONFIG_HOST_ID_MAX);
+	return false;
+}
+
+struct fleet_found {
+	struct yamlconf_at host_id, heartbeat_s, lease_s;
+};
+
+struct fleet_values {
+	char *host_id;
+	uint64_t heartbeat_s, lease_s;
+};
+
+#define FLEET(member) offsetof(struct fleet_values, member)
+#define FLEET_AT(member) YAMLCONF_AT(struct fleet_found, member)
+static const struct yamlconf_field fleet_fields[] = {
+	{"host_id", YAMLCONF_STRING, .offset = FLEET(host_id), .check = check_host_id,
+	 .at = FLEET_AT(host_id)},
+	{"heartbeat_s", YAMLCONF_UINT, .offset = FLEET(heartbeat_s), .min = 1, .max = 3600,
+	 .at = FLEET_AT(heartbeat_s)},
+	{"lease_s", YAMLCONF_UINT, .offset = FLEET(lease_s), .min = 2, .max = 86400,
+	 .at = FLEET_AT(lease_s)},
+	{0},
+};
+
+/* fleet: only with the PostgreSQL ledger, which is a fleet of one host or more. */
+static void parse_fleet(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
+{
+	struct fleet_values v = {.heartbeat_s = 5, .lease_s = 30};
+	struct fleet_found found = {0};
+	char host[256];
+
+	if (at->node)
+		yamlconf_walk(yc, at->node, at->path, fleet_fields, &v, &found);
+	if (cfg->ledger.backend != CONFIG_LEDGER_POSTGRESQL) {
+		if (at->node)
+			yamlconf_error(yc, at->node, at->path,
+				       "a fleet shares the PostgreSQL ledger: set ledger.backend: "
+				       "postgresql (with SQLite, one daemon serves a folder)");
+		free(v.host_id);
+		return;
+	}
+	if (found.heartbeat_s.node && found.lease_s.node && v.lease_s < 2 * v.heartbeat_s)
+		yamlconf_error(yc, found.lease_s.node, found.lease_s.path,
+			       "a lease of %" PRIu64 " s would end between two heartbeats %" PRIu64
+			       " s apart: make it at least twice heartbeat_s",
+			       v.lease_s, v.heartbeat_s);
+	if (!v.host_id) {
+		if (gethostname(host, sizeof(host)) < 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		/* The short name: the domain adds nothing between the hosts of one fleet. */
+		if (strchr(host, '.') && !isdigit((unsigned char)host[0]))
+			*strchr(host, '.') = '\0';
+		if (!config_is_host_id(host) && at->node)
+			yamlconf_error(yc, at->node, at->path,
+				       "this machine's hostname is not a host id: set host_id");
+		else if (!config_is_host_id(host))
+			yamlconf_error_at(yc, 0, 0, "fleet",
+					  "this machine's hostname is not a host id: set "
+					  "fleet.host_id");
+		v.host_id = strdup(host);
+	}
+	cfg->fleet.host_id = v.host_id;
+	cfg->fleet.heartbeat_ms = v.heartbeat_s * 1000;
+	cfg->fleet.lease_ms = v.lease_s * 1000;
+}
+
 /* ---- folders ------------------------------------------------------------------------------- */
 
 #define PROPERTY(member) offsetof(struct config_property, member)
@@ -1297,7 +1389,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
  * before the state_dir check), whatever the file's order: the walk only notes them. */
 struct top_found {
 	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
-		ledger_keep_days, ledger;
+		ledger_keep_days, ledger, fleet;
 };
 
 #define TOP(member) YAMLCONF_AT(struct top_found, member)
@@ -1312,6 +1404,7 @@ static const struct yamlconf_field top_fields[] = {
 	{"state_dir", YAMLCONF_NODE, .at = TOP(state_dir)},
 	{"ledger_keep_days", YAMLCONF_NODE, .at = TOP(ledger_keep_days)},
 	{"ledger", YAMLCONF_NODE, .at = TOP(ledger)},
+	{"fleet", YAMLCONF_NODE, .at = TOP(fleet)},
 	{0},
 };
 
@@ -1398,6 +1491,7 @@ static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_
 	walk_section(yc, &top.control, control_fields, &cfg->control);
 	parse_metrics(yc, cfg, &top.metrics);
 	parse_ledger(yc, cfg, &top.ledger);
+	parse_fleet(yc, cfg, &top.fleet);
 	bool state_ok = parse_state_dir(yc, cfg, &top.state_dir);
 	if (top.ledger_keep_days.node)
 		yamlconf_get_uint(yc, top.ledger_keep_days.node, top.ledger_keep_days.path, 0,
@@ -1497,6 +1591,7 @@ void config_free(struct config *cfg)
 	free(cfg->state_dir);
 	free(cfg->ledger.conninfo);
 	free(cfg->ledger.password_file);
+	free(cfg->fleet.host_id);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

@@ -169,6 +169,15 @@ struct config_ledger {
 	char *password_file;
 };
 
+/* A fleet: several daemons, one per host, serving the same folders through the PostgreSQL
+ * ledger. Present only with that ledger. */
+#define CONFIG_HOST_ID_MAX 63
+struct config_fleet {
+	char *host_id;          /* [A-Za-z0-9._-], at most CONFIG_HOST_ID_MAX; default: the hostname */
+	uint64_t heartbeat_ms;  /* how often this host renews its lease */
+	uint64_t lease_ms;      /* how long a host is alive without a heartbeat */
+};
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -181,6 +190,7 @@ struct config {
 	char *state_dir;           /* absolute path, without a trailing slash (but "/") */
 	uint64_t ledger_keep_days; /* ledger rows older than this are pruned; 0: kept forever */
 	struct config_ledger ledger;
+	struct config_fleet fleet; /* host_id NULL: one host (SQLite) */
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key, from where api_key_env or api_key_file say, else from the default chain
@@ -243,6 +253,7 @@ int config_parse_duration(const char *s, uint64_t *ret_seconds);
 
 /* Validators shared with other modules. */
 bool config_is_uuid(const char *s);
+bool config_is_host_id(const char *s); /* [A-Za-z0-9._-]{1,63}, not "." or ".." */
 bool config_is_property_key(const char *s);
 /* True when the host of an http(s) URL is a loopback name or address. */
 bool config_url_host_is_loopback(const char *url);

@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "folder.h"
 #include "http.h"
+#include "fleet.h"
 #include "ledger.h"
 #include "ledger_config.h"
 #include "ledgerq.h"
@@ -76,6 +77,9 @@ struct daemon {
 	char *state_dir;
 	bool ledger_refused; /* start-up stopped on the ledger, and said why */
 	uv_timer_t prune_timer;
+	/* A fleet's host (the PostgreSQL ledger): outlives pipelines like the ledger. */
+	struct fleet *fleet;
+	unsigned fleet_alive;
 	bool stopping;
 	int exit_status;
 };
@@ -257,6 +261,10 @@ static int pipeline_start(struct daemon *d)
 	if (r < 0)
 		return r;
 	engine_set_ledger(pl->engine, d->lq);
+	if (d->fleet) {
+		engine_set_fleet(pl->engine, d->fleet);
+		engine_fleet_share(pl->engine, d->fleet_alive);
+	}
 	if (d->state_dir && strcmp(d->state_dir, pl->cfg->state_dir) != 0)
 		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",
 			    pl->cfg->state_dir, d->state_dir);
@@ -378,6 +386,8 @@ static int daemon_folders_open(struct daemon *d)
 		const struct config_folder *c = &cfg->folders[i];
 		int r = folder_new(c, d->flags & DAEMON_DRY_RUN, &d->folders[i]);
 
+		if (r == 0 && cfg->fleet.host_id && !(d->flags & DAEMON_DRY_RUN))
+			r = folder_set_host(d->folders[i], cfg->fleet.host_id);
 		if (r < 0)
 			return r;
 		r = folder_open(d->folders[i], c);
@@ -431,7 +441,9 @@ static int daemon_reload_prepare(struct daemon *d, struct reload *rl, struct con
 			}
 			continue;
 		}
-		if (folder_new(c, d->flags & DAEMON_DRY_RUN, &rl->folders[i]) < 0) {
+		if (folder_new(c, d->flags & DAEMON_DRY_RUN, &rl->folders[i]) < 0 ||
+		    (d->pl.cfg->fleet.host_id && !(d->flags & DAEMON_DRY_RUN) &&
+		     folder_set_host(rl->folders[i], d->pl.cfg->fleet.host_id) < 0)) {
 			r = -ENOMEM;
 			break;
 		}
@@ -566,6 +578,118 @@ static void daemon_prune_cb(uv_timer_t *t)
 	(void)ledgerq_prune(d->lq, (int64_t)now.tv_sec * 1000 - (int64_t)days * 86400 * 1000);
 }
 
+/* ---- a fleet's host ------------------------------------------------------------------ */
+
+static void daemon_fleet_ready(bool ready, void *data)
+{
+	struct daemon *d = data;
+
+	if (ready && d->pl.engine && !d->stopping)
+		engine_fleet_ready(d->pl.engine);
+}
+
+static void daemon_took_over(const char *host, unsigned moved, unsigned left, void *data)
+{
+	struct daemon *d = data;
+
+	if (!host[0]) {
+		if (moved)
+			log_info("fleet: %u file%s left by a daemon without a fleet moved into this "
+				 "host's processing directories and resumed",
+				 moved, moved == 1 ? "" : "s");
+		return;
+	}
+	if (d->fleet)
+		fleet_took_over(d->fleet, host, moved, left);
+}
+
+static void daemon_fleet_take_over(const char *host, void *data)
+{
+	struct daemon *d = data;
+
+	/* Between pipelines (a reload), or stopping: the next heartbeat asks again. */
+	if (!d->pl.engine || d->stopping || d->next.cfg ||
+	    engine_take_over(d->pl.engine, host, daemon_took_over, d) < 0)
+		fleet_took_over(d->fleet, host, 0, 1);
+}
+
+static void daemon_fleet_share(unsigned alive, void *data)
+{
+	struct daemon *d = data;
+
+	d->fleet_alive = alive;
+	if (d->pl.engine)
+		engine_fleet_share(d->pl.engine, alive);
+}
+
+static void daemon_fleet_pause(uint64_t ms, void *data)
+{
+	struct daemon *d = data;
+
+	if (d->pl.engine)
+		engine_fleet_pause(d->pl.engine, ms);
+}
+
+static void daemon_fleet_replaced(const char *by, void *data)
+{
+	struct daemon *d = data;
+
+	(void)by;
+	daemon_stop(d, 1);
+}
+
+static unsigned daemon_fleet_in_flight(void *data)
+{
+	struct daemon *d = data;
+
+	return d->pl.engine ? (unsigned)engine_active(d->pl.engine) : 0;
+}
+
+static uint64_t daemon_fleet_own_pause(void *data)
+{
+	struct daemon *d = data;
+
+	return d->pl.engine ? engine_rate_blocked_ms(d->pl.engine) : 0;
+}
+
+/* Whether this host's processing directories hold no file (a clean stop may then leave the
+ * fleet; otherwise its row stays for a takeover). */
+static bool daemon_processing_empty(const struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_folders; i++) {
+		char **names = NULL;
+		size_t n = 0;
+
+		if (!folder_is_open(d->folders[i]) || d->folders[i]->proc_fd < 0)
+			continue;
+		if (fsops_list(d->folders[i]->proc_fd, &names, &n) < 0)
+			return false;
+		fsops_names_free(names, n);
+		if (n)
+			return false;
+	}
+	return true;
+}
+
+static int daemon_fleet_start(struct daemon *d)
+{
+	const struct fleet_events ev = {
+		.ready = daemon_fleet_ready,
+		.take_over = daemon_fleet_take_over,
+		.share = daemon_fleet_share,
+		.pause = daemon_fleet_pause,
+		.replaced = daemon_fleet_replaced,
+		.in_flight = daemon_fleet_in_flight,
+		.own_pause_ms = daemon_fleet_own_pause,
+		.data = d,
+	};
+
+	if (!d->pl.cfg->fleet.host_id || !d->lq)
+		return 0;
+	d->fleet_alive = 1;
+	return fleet_new(&d->loop, &d->pl.cfg->fleet, d->lq, &ev, &d->fleet);
+}
+
 /* Opens the ledger in state_dir (made when it is missing: systemd's StateDirectory= makes it for
  * the service; a run by hand may not have it) and its thread. Not in a dry run, which records
  * nothing. */
@@ -592,11 +716,20 @@ static int daemon_ledger_open(struct daemon *d)
 	if (d->ledger->error[0])
 		log_warning("%s: waiting for it; no file is taken until it answers",
 			    d->ledger->error);
+	/* Each file's row says which host took it. */
+	if (d->pl.cfg->fleet.host_id)
+		snprintf(d->ledger->host_id, sizeof(d->ledger->host_id), "%s",
+			 d->pl.cfg->fleet.host_id);
 	d->state_dir = strdup(dir);
 	r = d->state_dir ? ledgerq_new(&d->loop, d->ledger, daemon_ledger_health, d, &d->lq)
 			 : -ENOMEM;
 	if (r < 0) {
 		log_error("cannot start the ledger's thread: %s", strerror(-r));
+		return r;
+	}
+	r = daemon_fleet_start(d);
+	if (r < 0) {
+		log_error("cannot join the fleet: %s", strerror(-r));
 		return r;
 	}
 	uv_timer_start(&d->prune_timer, daemon_prune_cb, 1000, DAEMON_PRUNE_EVERY_MS);
@@ -617,6 +750,9 @@ static void daemon_close_signals(struct daemon *d)
 	uv_close((uv_handle_t *)&d->once_check, NULL);
 	uv_close((uv_handle_t *)&d->prune_timer, NULL);
 	uv_close((uv_handle_t *)&d->folder_timer, NULL);
+	/* Before the ledger's thread stops: leaving is one more call there. */
+	fleet_close(d->fleet, daemon_processing_empty(d));
+	d->fleet = NULL;
 	/* Last: the records of the files that just finished are written first. */
 	ledgerq_close(d->lq);
 	d->lq = NULL;
@@ -1115,6 +1251,9 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 			  (flags & DAEMON_ONCE) ? ", --once" : "",
 			  (flags & DAEMON_DRY_RUN) ? ", --dry-run (nothing is uploaded or moved)" : "",
 			  cfg->api_key_source);
+		/* A host of a fleet takes what a daemon without one left in .resend-dropd. */
+		if (d.fleet && d.pl.engine)
+			(void)engine_take_over(d.pl.engine, NULL, daemon_took_over, &d);
 		daemon_once_schedule(&d);
 		daemon_folder_timer_arm(&d);
 		/* The folders are watched (watch_new added the inotify watches): a file dropped

@@ -6,6 +6,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 #include <utlist.h>
 
+#include "fleet.h"
+#include "folder.h"
 #include "job.h"
 #include "log.h"
 
@@ -35,6 +38,32 @@ struct claimed {
 	size_t folder;
 	bool indexed;
 	char name[];
+};
+
+/* An inbox file being claimed in the fleet's database (fleet_claim), before its job exists. */
+struct fleet_wait {
+	struct engine *e;
+	struct claimed *c; /* indexed: a namesake waits */
+	struct fsops_seen seen;
+	void *call;
+	struct fleet_wait *prev, *next;
+};
+
+/* Moving a host's processing directory into this host's, in the disk thread. */
+struct engine_takeover {
+	struct diskq_op op;
+	struct engine *e;
+	size_t folder;
+	char host[CONFIG_HOST_ID_MAX + 1]; /* "": the folder's directory of one host */
+	unsigned moved, left;
+	struct engine_takeover_all *all;
+};
+
+struct engine_takeover_all {
+	unsigned pending, moved, left;
+	void (*done)(const char *host, unsigned moved, unsigned left, void *data);
+	void *data;
+	char host[CONFIG_HOST_ID_MAX + 1];
 };
 
 /* Listing a processing directory at start-up, in the disk thread. */
@@ -77,6 +106,10 @@ struct engine {
 	struct metrics *metrics; /* the daemon's, NULL: not counted */
 	unsigned open_handles;
 	bool closing;
+	/* In a fleet: the claims asked of the database (their files count as held). */
+	struct fleet *fleet;
+	struct fleet_wait *fleet_waits;
+	unsigned n_fleet_waits;
 };
 
 static void engine_defer(struct engine *e);
@@ -253,6 +286,10 @@ static void engine_job_claimed(void *data, struct job *job, enum engine_claim ho
 {
 	struct engine *e = data;
 
+	/* The rename is the claim now (or it failed, and the file is free for any host). */
+	if (e->fleet && !job->dry_run)
+		fleet_release(e->fleet, job->folder->conf->name, job->name);
+
 	if (engine_events_on(e) && e->events.claimed)
 		e->events.claimed(job->folder->index, job->name, how, e->events.data);
 }
@@ -374,6 +411,216 @@ static void engine_defer(struct engine *e)
 
 /* ---- entry points ---------------------------------------------------------------------- */
 
+/* ---- a fleet: the database's claim before the rename ---------------------------------- */
+
+static void engine_fleet_wait_free(struct engine *e, struct fleet_wait *w)
+{
+	DL_DELETE(e->fleet_waits, w);
+	e->n_fleet_waits--;
+	free(w);
+}
+
+static void engine_fleet_claimed(bool mine, void *data)
+{
+	struct fleet_wait *w = data;
+	struct engine *e = w->e;
+	struct claimed *c = w->c;
+	struct fsops_seen seen = w->seen;
+	struct job *job;
+
+	engine_fleet_wait_free(e, w);
+	if (!mine) {
+		/* Another host has it: it renames it into its own processing directory, or lets
+		 * it go and the next scan offers it again. */
+		log_debug("%s: '%s' is claimed by another host of the fleet",
+			  e->folders[c->folder].conf->name, c->name);
+		if (engine_events_on(e) && e->events.claimed)
+			e->events.claimed(c->folder, c->name, ENGINE_GONE, e->events.data);
+		claimed_free(e, c);
+		engine_defer(e);
+		return;
+	}
+	job = engine_job_new(e, c);
+	if (!job) {
+		log_error("%s: out of memory for '%s'", e->folders[c->folder].conf->name, c->name);
+		fleet_release(e->fleet, e->folders[c->folder].conf->name, c->name);
+		if (engine_events_on(e) && e->events.claimed)
+			e->events.claimed(c->folder, c->name, ENGINE_CLAIM_FAILED, e->events.data);
+		claimed_free(e, c);
+		engine_defer(e);
+		return;
+	}
+	job_start(job, &seen);
+}
+
+static enum engine_submit engine_fleet_claim(struct engine *e, size_t folder, const char *name,
+					     const struct fsops_seen *seen)
+{
+	struct job_folder *f = &e->folders[folder];
+	struct fleet_wait *w;
+
+	/* A host takes what it can start on soon, not the whole inbox: the others get their
+	 * share of a burst. */
+	unsigned cap = 4 * e->cfg->api.max_in_flight;
+
+	if (!fleet_can_claim(e->fleet) || e->holding + e->n_fleet_waits >= (cap > 8 ? cap : 8))
+		return ENGINE_LATER;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->c = claimed_new(folder, name))) {
+		free(w);
+		log_error("%s: out of memory for '%s'", f->conf->name, name);
+		return ENGINE_LATER;
+	}
+	w->e = e;
+	if (seen)
+		w->seen = *seen;
+	if (fleet_claim(e->fleet, f->conf->name, name, engine_fleet_claimed, w, &w->call) < 0) {
+		free(w->c);
+		free(w);
+		log_error("%s: out of memory for '%s'", f->conf->name, name);
+		return ENGINE_LATER;
+	}
+	claimed_index(f, w->c);
+	DL_APPEND(e->fleet_waits, w);
+	e->n_fleet_waits++;
+	return ENGINE_CLAIMING;
+}
+
+/* A drain: the claims asked for are let go (the files stay in the inbox). */
+static void engine_fleet_drop_waits(struct engine *e)
+{
+	struct fleet_wait *w, *tmp;
+
+	DL_FOREACH_SAFE(e->fleet_waits, w, tmp) {
+		fleet_cancel(e->fleet, w->call);
+		fleet_release(e->fleet, e->folders[w->c->folder].conf->name, w->c->name);
+		claimed_free(e, w->c);
+		engine_fleet_wait_free(e, w);
+	}
+}
+
+void engine_set_fleet(struct engine *e, struct fleet *fleet)
+{
+	e->fleet = fleet;
+}
+
+void engine_fleet_ready(struct engine *e)
+{
+	engine_defer(e);
+}
+
+void engine_fleet_share(struct engine *e, unsigned alive)
+{
+	pacer_set_share(&e->pacer, e->cfg->api.rate_share / (alive ? alive : 1));
+}
+
+void engine_fleet_pause(struct engine *e, uint64_t ms)
+{
+	log_warning("fleet: another host was told to wait %.1f s for Resend's rate limit: every "
+		    "host waits", (double)ms / 1000.0);
+	pacer_pause(&e->pacer, ms);
+}
+
+uint64_t engine_rate_blocked_ms(const struct engine *e)
+{
+	uint64_t until = e->pacer.rl.blocked_until_ms, now = uv_now(e->loop);
+
+	return until > now ? until - now : 0;
+}
+
+static void engine_takeover_work(struct diskq_op *op)
+{
+	struct engine_takeover *t = (struct engine_takeover *)op;
+	struct folder *dir = t->e->folders[t->folder].dir;
+	int fleet_fd = -1, src_fd;
+
+	if (t->host[0]) {
+		fleet_fd = openat(dir->base_fd, FSOPS_FLEET_DIR,
+				  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		src_fd = fleet_fd < 0 ? -1
+				      : openat(fleet_fd, t->host,
+					       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	} else {
+		src_fd = openat(dir->base_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (src_fd < 0) {
+		op->result = errno == ENOENT ? 0 : -errno; /* nothing of that host here */
+	} else {
+		op->result = fsops_move_all(src_fd, dir->proc_fd, &t->moved, &t->left);
+		close(src_fd);
+		/* Its directory goes once empty (the next host of that name makes it again). */
+		if (t->host[0] && t->left == 0 && op->result == 0)
+			(void)unlinkat(fleet_fd, t->host, AT_REMOVEDIR);
+	}
+	if (fleet_fd >= 0)
+		close(fleet_fd);
+}
+
+static void engine_takeover_done(struct diskq_op *op)
+{
+	struct engine_takeover *t = (struct engine_takeover *)op;
+	struct engine *e = t->e;
+	struct engine_takeover_all *all = t->all;
+	struct job_folder *f = &e->folders[t->folder];
+
+	if (op->result < 0 && op->result != -EEXIST)
+		log_error("%s: cannot move the files of %s%s%s into '%s/%s/%s/%s': %s",
+			  f->conf->name, t->host[0] ? "host '" : "the processing directory of one host",
+			  t->host, t->host[0] ? "'" : "", f->conf->inbox, FSOPS_PROCESSING_DIR,
+			  FSOPS_FLEET_DIR, fleet_host_id(e->fleet), strerror(-op->result));
+	if (op->result < 0 && !t->left)
+		t->left = 1;
+	all->moved += t->moved;
+	all->left += t->left;
+	/* Resumed like anything an earlier run of this host left: followed or reconciled when
+	 * their imports may exist, never uploaded again blindly. */
+	if (t->moved && !e->env.draining)
+		engine_resume(e, t->folder);
+	free(t);
+	if (--all->pending == 0) {
+		all->done(all->host, all->moved, all->left, all->data);
+		free(all);
+	}
+}
+
+int engine_take_over(struct engine *e, const char *host,
+		     void (*done)(const char *host, unsigned moved, unsigned left, void *data),
+		     void *data)
+{
+	struct engine_takeover_all *all = calloc(1, sizeof(*all));
+
+	if (!all)
+		return -ENOMEM;
+	all->done = done;
+	all->data = data;
+	snprintf(all->host, sizeof(all->host), "%s", host ? host : "");
+	all->pending = 1; /* until every folder's op is out */
+	for (size_t i = 0; i < e->n_folders; i++) {
+		struct engine_takeover *t;
+
+		if (!folder_is_open(e->folders[i].dir) || e->folders[i].dir->base_fd < 0)
+			continue;
+		t = calloc(1, sizeof(*t));
+		if (!t) {
+			all->left++;
+			continue;
+		}
+		t->e = e;
+		t->folder = i;
+		t->all = all;
+		snprintf(t->host, sizeof(t->host), "%s", all->host);
+		t->op.work = engine_takeover_work;
+		t->op.done = engine_takeover_done;
+		all->pending++;
+		engine_job_disk(e, &t->op);
+	}
+	if (--all->pending == 0) {
+		done(all->host, all->moved, all->left, data);
+		free(all);
+	}
+	return 0;
+}
+
 enum engine_submit engine_submit(struct engine *e, size_t folder, const char *name,
 				 const struct fsops_seen *seen)
 {
@@ -389,8 +636,11 @@ enum engine_submit engine_submit(struct engine *e, size_t folder, const char *na
 			 f->conf->name, name);
 		return ENGINE_NAME_BUSY;
 	}
-	if (e->holding >= e->max_holding || e->backlog > 0 || e->env.ledger_failing)
+	if (e->holding + e->n_fleet_waits >= e->max_holding || e->backlog > 0 ||
+	    e->env.ledger_failing)
 		return ENGINE_LATER;
+	if (e->fleet && !dry_run)
+		return engine_fleet_claim(e, folder, name, seen);
 	c = claimed_new(folder, name);
 	job = c ? engine_job_new(e, c) : NULL;
 	if (!job) {
@@ -657,7 +907,7 @@ fail:
 
 size_t engine_active(const struct engine *e)
 {
-	return e->n_jobs + e->backlog + e->lists_pending;
+	return e->n_jobs + e->backlog + e->lists_pending + e->n_fleet_waits;
 }
 
 unsigned engine_failed_total(const struct engine *e)
@@ -746,6 +996,7 @@ void engine_drain(struct engine *e, uint64_t timeout_ms, void (*done_cb)(void *d
 	pacer_stop(&e->pacer);
 	while ((c = backlog_pop(e)))
 		claimed_free(e, c);
+	engine_fleet_drop_waits(e);
 	engine_each_job(e, job_drain);
 	calls = e->n_state[JOB_UPLOADING] + e->n_state[JOB_POLLING];
 	if (calls)

@@ -71,6 +71,25 @@ int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *
 void engine_set_ledger(struct engine *e, struct ledgerq *lq);
 void engine_ledger_health(struct engine *e, bool failing, const char *error);
 
+/* In a fleet (fleet.h; it outlives the engine): every inbox file is claimed in the database
+ * before it is renamed into this host's processing directory. */
+struct fleet;
+void engine_set_fleet(struct engine *e, struct fleet *fleet);
+/* Claims may start (or not): parked files are offered again. */
+void engine_fleet_ready(struct engine *e);
+/* ALIVE hosts share the team's rate limit: this one spends api.rate_share / ALIVE of it. */
+void engine_fleet_share(struct engine *e, unsigned alive);
+/* Another host was told to wait MS for the rate limit: no request goes out meanwhile. */
+void engine_fleet_pause(struct engine *e, uint64_t ms);
+/* How long Resend told this host to wait before its next request (ms from now; 0: no wait). */
+uint64_t engine_rate_blocked_ms(const struct engine *e);
+/* Moves host HOST's files (NULL: those of the folder's processing directory of one host, left
+ * by a daemon that was not in a fleet) into this host's processing directories, in the disk
+ * thread, and resumes them; DONE(HOST, MOVED, LEFT, DATA) once every folder is done. -ENOMEM. */
+int engine_take_over(struct engine *e, const char *host,
+		     void (*done)(const char *host, unsigned moved, unsigned left, void *data),
+		     void *data);
+
 /* Offers inbox file NAME of folder FOLDER, as it was when it settled (SEEN): O(1). */
 enum engine_submit engine_submit(struct engine *e, size_t folder, const char *name,
 				 const struct fsops_seen *seen);

@@ -21,14 +21,26 @@ int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret)
 		return -ENOMEM;
 	}
 	f->dry_run = dry_run;
-	f->inbox_fd = f->proc_fd = f->lock_fd = f->done_fd = f->failed_fd = -1;
+	f->inbox_fd = f->proc_fd = f->lock_fd = f->done_fd = f->failed_fd = f->base_fd = -1;
 	*ret = f;
+	return 0;
+}
+
+int folder_set_host(struct folder *f, const char *host_id)
+{
+	char *h = strdup(host_id);
+
+	if (!h)
+		return -ENOMEM;
+	free(f->host_id);
+	f->host_id = h;
 	return 0;
 }
 
 static void folder_close_fds(struct folder *f)
 {
-	int *fds[] = {&f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->done_fd, &f->failed_fd};
+	int *fds[] = {&f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->done_fd, &f->failed_fd,
+		      &f->base_fd};
 
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)
@@ -43,6 +55,7 @@ void folder_free(struct folder *f)
 		return;
 	folder_close_fds(f);
 	free(f->inbox);
+	free(f->host_id);
 	free(f);
 }
 
@@ -53,9 +66,14 @@ bool folder_is_open(const struct folder *f)
 
 int folder_processing_check(const struct folder *f)
 {
+	char path[sizeof(FSOPS_PROCESSING_DIR "/" FSOPS_FLEET_DIR "/") + CONFIG_HOST_ID_MAX];
+
 	if (!folder_is_open(f) || f->proc_fd < 0)
 		return 0;
-	return fsops_dir_check_at(f->proc_fd, f->inbox_fd, FSOPS_PROCESSING_DIR);
+	if (!f->host_id)
+		return fsops_dir_check_at(f->proc_fd, f->inbox_fd, FSOPS_PROCESSING_DIR);
+	snprintf(path, sizeof(path), FSOPS_PROCESSING_DIR "/" FSOPS_FLEET_DIR "/%s", f->host_id);
+	return fsops_dir_check_at(f->proc_fd, f->inbox_fd, path);
 }
 
 int folder_adopt(int *fd, int new_fd)
@@ -216,10 +234,11 @@ static void folder_proc_reason(const struct config_folder *c, int inbox_fd, int 
 /* The inbox, its processing directory and that directory's lock, opened afresh: at start,
  * and when the inbox was re-created. On failure, WHY says what is wrong and *RET_PID who holds
  * the lock (-EWOULDBLOCK). */
-static int folder_open_inbox(const struct config_folder *c, int *ret_inbox, int *ret_proc,
-			     int *ret_lock, long *ret_pid, char *why, size_t whysz)
+static int folder_open_inbox(const struct config_folder *c, const char *host_id, int *ret_inbox,
+			     int *ret_proc, int *ret_lock, int *ret_base, long *ret_pid, char *why,
+			     size_t whysz)
 {
-	int in_fd = -1, proc_fd = -1, lock_fd = -1, r;
+	int in_fd = -1, proc_fd = -1, lock_fd = -1, base_fd = -1, r;
 	char hint[FOLDER_REASON_LEN];
 
 	*ret_pid = 0;
@@ -235,7 +254,35 @@ static int folder_open_inbox(const struct config_folder *c, int *ret_inbox, int 
 		folder_proc_reason(c, in_fd, r, why, whysz);
 		goto fail;
 	}
+	if (host_id) {
+		/* A fleet's host: .resend-dropd shared with the hosts on this machine, and a
+		 * directory of its own below it, locked. */
+		r = fsops_lock_shared(proc_fd, &base_fd);
+		close(proc_fd);
+		proc_fd = -1;
+		if (r == -EWOULDBLOCK) {
+			snprintf(why, whysz,
+				 "inbox '%s' is served by a resend-dropd that is not in a fleet (it "
+				 "holds '%s/%s'): stop it, or give it the fleet's ledger",
+				 c->inbox, c->inbox, FSOPS_PROCESSING_DIR);
+			goto fail;
+		}
+		if (r == 0)
+			r = fsops_host_dir(base_fd, host_id, &proc_fd);
+		if (r < 0) {
+			snprintf(why, whysz, "cannot set up the processing directory '%s/%s/%s/%s': %s",
+				 c->inbox, FSOPS_PROCESSING_DIR, FSOPS_FLEET_DIR, host_id,
+				 strerror(-r));
+			goto fail;
+		}
+	}
 	r = fsops_lock_dir(proc_fd, &lock_fd, ret_pid);
+	if (r == -EWOULDBLOCK && host_id) {
+		snprintf(why, whysz, "inbox '%s' is served by another resend-dropd with host_id "
+			 "'%s' on this machine (pid %ld): each daemon of a fleet needs its own",
+			 c->inbox, host_id, *ret_pid);
+		goto fail;
+	}
 	if (r == -EWOULDBLOCK) {
 		folder_locked_reason(c, *ret_pid, why, whysz);
 		goto fail;
@@ -248,11 +295,14 @@ static int folder_open_inbox(const struct config_folder *c, int *ret_inbox, int 
 	*ret_inbox = in_fd;
 	*ret_proc = proc_fd;
 	*ret_lock = lock_fd;
+	*ret_base = base_fd;
 	return 0;
 fail:
 	close(in_fd);
 	if (proc_fd >= 0)
 		close(proc_fd);
+	if (base_fd >= 0)
+		close(base_fd);
 	return r;
 }
 
@@ -341,8 +391,8 @@ int folder_open(struct folder *f, const struct config_folder *c)
 				 folder_hint(c, c->inbox, r, hint, sizeof(hint)));
 		return r < 0 ? folder_failed(f, r) : 0;
 	}
-	r = folder_open_inbox(c, &f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->lock_pid, f->reason,
-			      sizeof(f->reason));
+	r = folder_open_inbox(c, f->host_id, &f->inbox_fd, &f->proc_fd, &f->lock_fd, &f->base_fd,
+			      &f->lock_pid, f->reason, sizeof(f->reason));
 	if (r == 0)
 		r = folder_open_finish_dirs(c, &f->done_fd, &f->failed_fd, f->reason,
 					    sizeof(f->reason));
@@ -365,7 +415,7 @@ static bool folder_same_file(int a, int b)
 
 int folder_reopen_inbox(struct folder *f, const struct config_folder *c)
 {
-	int in_fd, proc_fd, lock_fd, r;
+	int in_fd, proc_fd, lock_fd, base_fd, r;
 	long pid;
 
 	r = fsops_open_dir(c->inbox, &in_fd);
@@ -374,6 +424,12 @@ int folder_reopen_inbox(struct folder *f, const struct config_folder *c)
 	if (f->dry_run)
 		return folder_adopt(&f->inbox_fd, in_fd);
 	r = fsops_processing_dir(in_fd, &proc_fd);
+	if (r == 0 && f->host_id) {
+		int base = proc_fd;
+
+		r = fsops_host_dir(base, f->host_id, &proc_fd);
+		close(base);
+	}
 	if (r == 0 && folder_same_file(proc_fd, f->proc_fd)) {
 		/* The inbox came back with its processing directory, which is locked already. */
 		close(proc_fd);
@@ -383,21 +439,25 @@ int folder_reopen_inbox(struct folder *f, const struct config_folder *c)
 	if (r < 0)
 		return r;
 	close(proc_fd);
-	r = folder_open_inbox(c, &in_fd, &proc_fd, &lock_fd, &pid, f->reason, sizeof(f->reason));
+	r = folder_open_inbox(c, f->host_id, &in_fd, &proc_fd, &lock_fd, &base_fd, &pid,
+			      f->reason, sizeof(f->reason));
 	if (r < 0)
 		return r;
-	/* Each swapped in one step, under the disk threads' feet. The lock first: were the
+	/* Each swapped in one step, under the disk threads' feet. The locks first: were the
 	 * others to fail, the new processing directory is locked already. */
-	int *dst[3] = {&f->lock_fd, &f->proc_fd, &f->inbox_fd};
-	int src[3] = {lock_fd, proc_fd, in_fd};
+	int *dst[4] = {&f->base_fd, &f->lock_fd, &f->proc_fd, &f->inbox_fd};
+	int src[4] = {base_fd, lock_fd, proc_fd, in_fd};
 
-	for (size_t i = 0; i < 3; i++) {
-		r = folder_adopt(dst[i], src[i]);
+	for (size_t i = 0; i < 4; i++) {
+		if (src[i] < 0)
+			continue; /* no base (not in a fleet) */
+		r = dst[i][0] >= 0 ? folder_adopt(dst[i], src[i]) : (dst[i][0] = src[i], 0);
 		if (r < 0) {
 			snprintf(f->reason, sizeof(f->reason),
 				 "cannot take the re-created inbox '%s': %s", c->inbox, strerror(-r));
-			for (size_t k = i; k < 3; k++)
-				close(src[k]);
+			for (size_t k = i; k < 4; k++)
+				if (src[k] >= 0)
+					close(src[k]);
 			return r;
 		}
 	}

@@ -36,6 +36,11 @@ struct folder {
 	char *inbox;  /* the configured path: the folder's identity across reloads */
 	bool dry_run; /* only the inbox is opened: nothing is claimed or moved */
 	int inbox_fd, proc_fd, lock_fd, done_fd, failed_fd; /* -1: not open */
+	/* In a fleet (HOST_ID set): proc_fd is this host's own directory under
+	 * .resend-dropd/fleet/, lock_fd its exclusive lock, and base_fd .resend-dropd itself,
+	 * under a shared lock (the other hosts' directories are reached from it). -1 otherwise. */
+	char *host_id;
+	int base_fd;
 	/* Why it could not be set up (0 and "" when it is): -EWOULDBLOCK when another process
 	 * holds its lock (LOCK_PID, 0 when it cannot be told). */
 	int error;
@@ -46,6 +51,8 @@ struct folder {
 
 /* A folder for C's inbox, nothing open yet. -ENOMEM. */
 int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret);
+/* F serves its inbox as host HOST_ID of a fleet (before folder_open). -ENOMEM. */
+int folder_set_host(struct folder *f, const char *host_id);
 /* Closes what it holds (its lock goes with it) and frees it. NULL is fine. */
 void folder_free(struct folder *f);
 

@@ -269,23 +269,25 @@ move_noreplace(int src_fd, const char *src, int dst_fd, const char *dst)
 	return 0;
 }
 
-int
-fsops_processing_dir(int inbox_fd, int *ret_fd)
+/* Directory NAME in DIR_FD, made when missing, this user's and mode 0700: a processing
+ * directory or one of its parents. */
+static int
+own_dir_at(int dir_fd, const char *name, int *ret_fd)
 {
 	struct stat st;
 	int fd = -1, r;
 	bool created = false;
 
-	if (mkdirat(inbox_fd, FSOPS_PROCESSING_DIR, 0700) == 0)
+	if (mkdirat(dir_fd, name, 0700) == 0)
 		created = true;
 	else if (errno != EEXIST)
 		return -errno;
 
 	/* Checked and tightened through a descriptor, so that a symlink swapped in after the
 	 * check cannot redirect the chmod. */
-	fd = openat(inbox_fd, FSOPS_PROCESSING_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return open_dir_error(inbox_fd, FSOPS_PROCESSING_DIR);
+		return open_dir_error(dir_fd, name);
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		goto fail;
@@ -303,7 +305,7 @@ fsops_processing_dir(int inbox_fd, int *ret_fd)
 		goto fail;
 	}
 	if (created) {
-		r = fsops_fsync_dir(inbox_fd);
+		r = fsops_fsync_dir(dir_fd);
 		if (r < 0)
 			goto fail;
 	}
@@ -313,6 +315,90 @@ fsops_processing_dir(int inbox_fd, int *ret_fd)
 fail:
 	close(fd);
 	return r;
+}
+
+int
+fsops_processing_dir(int inbox_fd, int *ret_fd)
+{
+	return own_dir_at(inbox_fd, FSOPS_PROCESSING_DIR, ret_fd);
+}
+
+int
+fsops_host_dir(int proc_fd, const char *host_id, int *ret_fd)
+{
+	int fleet_fd, r;
+
+	r = own_dir_at(proc_fd, FSOPS_FLEET_DIR, &fleet_fd);
+	if (r < 0)
+		return r;
+	r = own_dir_at(fleet_fd, host_id, ret_fd);
+	close(fleet_fd);
+	return r;
+}
+
+int
+fsops_lock_shared(int dir_fd, int *ret_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int
+fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left)
+{
+	int first = 0, r = 0;
+
+	*ret_moved = *ret_left = 0;
+	/* Two passes: the state records and temporaries (dot names) first, then the files they
+	 * describe, so that a file never arrives without its record. */
+	for (int pass = 0; pass < 2; pass++) {
+		struct dirent *de;
+		int fd = openat(src_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+
+		if (!dir) {
+			r = -errno;
+			if (fd >= 0)
+				close(fd);
+			return r;
+		}
+		while ((de = readdir(dir)) != NULL) {
+			struct stat st;
+
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+			    (de->d_name[0] == '.') != (pass == 0))
+				continue;
+			/* Files only: the fleet's directory (fleet/) stays where it is. */
+			if (fstatat(src_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !S_ISREG(st.st_mode))
+				continue;
+			r = move_noreplace(src_fd, de->d_name, dst_fd, de->d_name);
+			if (r == 0) {
+				(*ret_moved) += pass == 1;
+			} else if (r != -ENOENT) {
+				(*ret_left)++;
+				if (!first)
+					first = r;
+			}
+		}
+		closedir(dir);
+	}
+	r = fsops_fsync_dir(dst_fd);
+	if (r == 0)
+		r = fsops_fsync_dir(src_fd);
+	if (r < 0)
+		return r;
+	return *ret_left ? first : 0;
 }
 
 /* A read lease cannot be taken while any process has the file open for writing, which tells

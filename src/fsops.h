@@ -16,6 +16,8 @@
 #include <time.h>
 
 #define FSOPS_PROCESSING_DIR ".resend-dropd"
+/* In a fleet, each host's processing directory is FSOPS_PROCESSING_DIR/fleet/<host_id>. */
+#define FSOPS_FLEET_DIR "fleet"
 
 /* What a file looked like when it was last seen: a claim refuses a file that has changed. */
 struct fsops_seen {
@@ -67,6 +69,17 @@ int fsops_lock_holder(const char *inbox, long *ret_pid);
  * must be a real directory owned by the effective uid; a looser or tighter mode is set back to
  * 0700. *ret_fd is open on it. A new one is made durable (the inbox is fsynced). */
 int fsops_processing_dir(int inbox_fd, int *ret_fd);
+/* The same for a fleet host's own processing directory, PROC_FD/fleet/HOST_ID (both made when
+ * missing, both checked). */
+int fsops_host_dir(int proc_fd, const char *host_id, int *ret_fd);
+/* A shared flock of the directory open on DIR_FD, never waited for: a fleet's hosts on one
+ * machine share the processing directory; a daemon of one host (fsops_lock_dir, exclusive)
+ * cannot take it beside them, nor they beside it. -EWOULDBLOCK. */
+int fsops_lock_shared(int dir_fd, int *ret_fd);
+/* Moves every regular file of SRC_FD into DST_FD, keeping names and replacing nothing (a
+ * host's processing directory taken over by another). *RET_MOVED, *RET_LEFT (a name taken in
+ * DST_FD, or another error: the first is returned, -EEXIST for a name). 0 when none is left. */
+int fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left);
 
 /* Claims NAME: moves INBOX_FD/NAME to PROC_FD/NAME without replacing anything, provided it is
  * still what SEEN says (size and mtime; NULL: no comparison) and, where the kernel can tell, no

@@ -56,6 +56,7 @@ void ledger_entry_clear(struct ledger_entry *e)
 	free(e->import_ids);
 	free(e->error);
 	free(e->duplicate_of);
+	free(e->host);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -72,13 +73,20 @@ int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src)
 {
 	*dst = *src;
 	dst->folder = dst->file = dst->import_ids = dst->error = dst->duplicate_of = NULL;
+	dst->host = NULL;
 	if (dup_opt(&dst->folder, src->folder) < 0 || dup_opt(&dst->file, src->file) < 0 ||
 	    dup_opt(&dst->import_ids, src->import_ids) < 0 || dup_opt(&dst->error, src->error) < 0 ||
-	    dup_opt(&dst->duplicate_of, src->duplicate_of) < 0) {
+	    dup_opt(&dst->duplicate_of, src->duplicate_of) < 0 || dup_opt(&dst->host, src->host) < 0) {
 		ledger_entry_clear(dst);
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+void ledger_fleet_clear(struct ledger_fleet *f)
+{
+	free(f->hosts);
+	memset(f, 0, sizeof(*f));
 }
 
 bool ledger_fs_is_network(long f_type, const char **ret_name)

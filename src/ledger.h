@@ -39,6 +39,7 @@ struct ledger_entry {
 	int64_t total, created, updated, skipped, failed; /* the import's counts; -1: unknown */
 	char *error;            /* "stage: message"; NULL when none */
 	char *duplicate_of;     /* SKIPPED, or failed as a duplicate: the earlier file; else NULL */
+	char *host;             /* the host that took it (a fleet's ledger); NULL: not said */
 };
 
 struct ledger_query {
@@ -52,6 +53,48 @@ struct ledger_query {
 typedef int (*ledger_list_cb)(const struct ledger_entry *e, void *data);
 
 struct ledger;
+
+/* ---- a fleet: several hosts on one shared ledger (PostgreSQL) -------------------------------
+ * Each host has a row with a lease it renews (its heartbeat, by the database's clock); a host
+ * whose lease expired is taken over by exactly one live host. A file of a shared inbox is
+ * claimed in the database before it is renamed into a host's processing directory. */
+#define LEDGER_HOST_ID_MAX 63
+
+struct ledger_host {
+	char id[LEDGER_HOST_ID_MAX + 1];
+	int64_t heartbeat_age_ms; /* since its last heartbeat, by the database's clock */
+	int64_t started_at_ms;    /* wall clock (the database's) */
+	unsigned in_flight;       /* files it held at its last heartbeat */
+	char state[16];           /* "running", "stopped" (a clean stop left files), ... */
+	char taken_over_by[LEDGER_HOST_ID_MAX + 1]; /* "" when none */
+	bool alive;               /* its lease runs */
+};
+
+/* What a host says at each heartbeat. */
+struct ledger_beat {
+	const char *host_id;
+	uint64_t instance;  /* this run's random number: two daemons with one host_id are told */
+	int64_t lease_ms;
+	unsigned in_flight;
+	const char *state;
+	bool joining;       /* the first heartbeat of this run */
+	int64_t pause_ms;   /* Resend told this host to wait this long (a 429): all hosts wait */
+};
+
+/* What it hears back. HOSTS is malloc'd (ledger_fleet_clear). */
+struct ledger_fleet {
+	struct ledger_host *hosts;
+	size_t n_hosts;
+	/* A host whose lease expired, now this host's to take over ("": none). */
+	char take_over[LEDGER_HOST_ID_MAX + 1];
+	/* This host's row was taken over, or belongs to another daemon with the same host_id:
+	 * this run must stop (BY says who). */
+	bool replaced;
+	char replaced_by[LEDGER_HOST_ID_MAX + 1];
+	int64_t pause_ms; /* the longest pause a live host was told, still to run */
+};
+
+void ledger_fleet_clear(struct ledger_fleet *f);
 
 struct ledger_ops {
 	const char *name;
@@ -81,11 +124,29 @@ struct ledger_ops {
 	int (*commit)(struct ledger *l);
 	int (*rollback)(struct ledger *l);
 	void (*close)(struct ledger *l);
+	/* A fleet's operations; NULL in a backend for one host (SQLite). The heartbeat: B into
+	 * this host's row (joining: made or taken back; -EBUSY while another live host is still
+	 * taking this one over), and the fleet's state into *RET. */
+	int (*fleet_beat)(struct ledger *l, const struct ledger_beat *b, struct ledger_fleet *ret);
+	/* FOLDER/FILE claimed for HOST_ID: 1 when it is this host's (now or already), 0 when
+	 * another host's. */
+	int (*fleet_claim)(struct ledger *l, const char *host_id, const char *folder,
+			   const char *file);
+	/* The claim is over (the file was renamed into processing, or could not be). */
+	int (*fleet_release)(struct ledger *l, const char *host_id, const char *folder,
+			     const char *file);
+	/* HOST_ID took DEAD's files over: DEAD's claims and row go. */
+	int (*fleet_taken_over)(struct ledger *l, const char *host_id, const char *dead);
+	/* A clean stop: the row goes when nothing is left in processing (EMPTY), else it stays
+	 * "stopped" so that another host takes the files over when its lease ends. */
+	int (*fleet_leave)(struct ledger *l, const char *host_id, uint64_t instance, bool empty);
 };
 
 struct ledger {
 	const struct ledger_ops *ops;
 	char error[512]; /* the last failure, in a sentence, for a log line */
+	/* The host this daemon is in a fleet (recorded with each file); "" when none. */
+	char host_id[LEDGER_HOST_ID_MAX + 1];
 };
 
 /* Opens the ledger in STATE_DIR (SQLite: STATE_DIR/ledger.sqlite, created with its schema, or

@@ -6,6 +6,7 @@
  * with a backoff and tells the daemon once); a server that is down at start is not fatal, one
  * that refuses the role or holds a newer schema is. */
 #include "ledger.h"
+#include "text.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +34,25 @@ static const char *const migrations[] = {
 	"CREATE INDEX files_by_claim ON files (claimed_at_ms);"
 	"CREATE INDEX files_by_finish ON files (finished_at_ms);"
 	"CREATE INDEX files_by_upload ON files (uploaded_at_ms);",
+	/* 2: a fleet. Each file says which host took it; each host has a row with its lease
+	 * (heartbeat_at, by the server's clock), and a file of a shared inbox is claimed here
+	 * before it is renamed into a host's processing directory. */
+	"ALTER TABLE files ADD COLUMN host_id text;"
+	"CREATE TABLE hosts ("
+	" host_id text PRIMARY KEY,"
+	" instance bigint NOT NULL,"
+	" started_at timestamptz NOT NULL DEFAULT now(),"
+	" heartbeat_at timestamptz NOT NULL DEFAULT now(),"
+	" lease_ms integer NOT NULL,"
+	" in_flight integer NOT NULL DEFAULT 0,"
+	" state text NOT NULL DEFAULT 'running',"
+	" paused_until timestamptz,"
+	" taken_over_by text, taken_over_at timestamptz);"
+	"CREATE TABLE claims ("
+	" folder text NOT NULL, file text NOT NULL, host_id text NOT NULL,"
+	" claimed_at timestamptz NOT NULL DEFAULT now(),"
+	" PRIMARY KEY (folder, file));"
+	"CREATE INDEX claims_by_host ON claims (host_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -42,7 +62,7 @@ static const char *const migrations[] = {
 #define COLUMNS                                                                                 \
 	"folder, file, claimed_at_ms, bytes, sha256, settings_hash, attempts, uploaded_at_ms, "   \
 	"finished_at_ms, import_ids, status, total, created, updated, skipped, failed, error, "   \
-	"duplicate_of"
+	"duplicate_of, host_id"
 
 enum stmt {
 	STMT_RECORD,
@@ -51,6 +71,17 @@ enum stmt {
 	STMT_FIND_UPLOADED,
 	STMT_KNOWS_IMPORT,
 	STMT_PRUNE,
+	STMT_JOIN,
+	STMT_BEAT,
+	STMT_WHO,
+	STMT_TAKE_OVER,
+	STMT_HOSTS,
+	STMT_CLAIM,
+	STMT_RELEASE,
+	STMT_DROP_CLAIMS,
+	STMT_DROP_HOST,
+	STMT_LEAVE,
+	STMT_LEAVE_EMPTY,
 	STMT_N
 };
 
@@ -62,13 +93,13 @@ static const struct {
 	[STMT_RECORD] = {"rdd_record",
 			 "INSERT INTO files (" COLUMNS ") VALUES "
 			 "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-			 "$17, $18) "
+			 "$17, $18, $19) "
 			 "ON CONFLICT (folder, file, claimed_at_ms) DO UPDATE SET "
 			 "bytes = $4, sha256 = $5, settings_hash = $6, attempts = $7, "
 			 "uploaded_at_ms = $8, finished_at_ms = $9, import_ids = $10, status = $11, "
 			 "total = $12, created = $13, updated = $14, skipped = $15, failed = $16, "
-			 "error = $17, duplicate_of = $18",
-			 18, true},
+			 "error = $17, duplicate_of = $18, host_id = $19",
+			 19, true},
 	[STMT_FIND_IMPORTED] = {"rdd_find_imported",
 				"SELECT " COLUMNS " FROM files WHERE folder = $1 AND sha256 = $2 "
 				"AND settings_hash = $3 AND settings_hash != '' "
@@ -94,6 +125,76 @@ static const struct {
 	[STMT_PRUNE] = {"rdd_prune",
 			"DELETE FROM files WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
 			1, true},
+	/* Joining: the row made, or taken back from a run before this one, unless a live host
+	 * is taking it over now. */
+	[STMT_JOIN] = {"rdd_join",
+		       "INSERT INTO hosts AS h (host_id, instance, lease_ms, in_flight, state) "
+		       "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host_id) DO UPDATE SET "
+		       "instance = $2, started_at = now(), heartbeat_at = now(), lease_ms = $3, "
+		       "in_flight = $4, state = $5, paused_until = NULL, taken_over_by = NULL, "
+		       "taken_over_at = NULL "
+		       "WHERE h.taken_over_by IS NULL OR NOT EXISTS (SELECT 1 FROM hosts t "
+		       "WHERE t.host_id = h.taken_over_by AND t.host_id != h.host_id "
+		       "AND t.heartbeat_at > now() - t.lease_ms * interval '1 ms') "
+		       "RETURNING 1",
+		       5, true},
+	[STMT_BEAT] = {"rdd_beat",
+		       "UPDATE hosts SET heartbeat_at = now(), lease_ms = $3, in_flight = $4, "
+		       "state = $5, paused_until = CASE WHEN $6::bigint > 0 THEN "
+		       "greatest(paused_until, now() + $6::bigint * interval '1 ms') "
+		       "ELSE paused_until END "
+		       "WHERE host_id = $1 AND instance = $2 AND taken_over_by IS NULL RETURNING 1",
+		       6, true},
+	[STMT_WHO] = {"rdd_who",
+		      "SELECT coalesce(taken_over_by, ''), instance = $2 FROM hosts "
+		      "WHERE host_id = $1",
+		      2, false},
+	/* The host whose lease ended longest ago, unless a live host other than this one is
+	 * taking it over: exactly one host gets it (the row's lock, and the conditions checked
+	 * again on the row as it is when the lock is had). */
+	[STMT_TAKE_OVER] = {"rdd_take_over",
+			    "UPDATE hosts d SET taken_over_by = $1, "
+			    "taken_over_at = coalesce(d.taken_over_at, now()) "
+			    "WHERE d.host_id = (SELECT x.host_id FROM hosts x WHERE x.host_id != $1 "
+			    "AND x.heartbeat_at < now() - x.lease_ms * interval '1 ms' "
+			    "ORDER BY x.heartbeat_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+			    "AND d.heartbeat_at < now() - d.lease_ms * interval '1 ms' "
+			    "AND (d.taken_over_by IS NULL OR d.taken_over_by = $1 OR NOT EXISTS "
+			    "(SELECT 1 FROM hosts t WHERE t.host_id = d.taken_over_by "
+			    "AND t.heartbeat_at > now() - t.lease_ms * interval '1 ms')) "
+			    "RETURNING d.host_id",
+			    1, true},
+	[STMT_HOSTS] = {"rdd_hosts",
+			"SELECT host_id, "
+			"(extract(epoch FROM now() - heartbeat_at) * 1000)::bigint, "
+			"(extract(epoch FROM started_at) * 1000)::bigint, in_flight, state, "
+			"coalesce(taken_over_by, ''), "
+			"heartbeat_at > now() - lease_ms * interval '1 ms', "
+			"greatest(0, (extract(epoch FROM paused_until - now()) * 1000))::bigint "
+			"FROM hosts ORDER BY host_id",
+			0, false},
+	[STMT_CLAIM] = {"rdd_claim",
+			"INSERT INTO claims AS c (folder, file, host_id) VALUES ($2, $3, $1) "
+			"ON CONFLICT (folder, file) DO UPDATE SET claimed_at = c.claimed_at "
+			"WHERE c.host_id = $1 RETURNING 1",
+			3, true},
+	[STMT_RELEASE] = {"rdd_release",
+			  "DELETE FROM claims WHERE host_id = $1 AND folder = $2 AND file = $3",
+			  3, true},
+	[STMT_DROP_CLAIMS] = {"rdd_drop_claims",
+			      "DELETE FROM claims WHERE host_id = $2 AND EXISTS (SELECT 1 FROM "
+			      "hosts WHERE host_id = $2 AND taken_over_by = $1)",
+			      2, true},
+	[STMT_DROP_HOST] = {"rdd_drop_host",
+			    "DELETE FROM hosts WHERE host_id = $2 AND taken_over_by = $1",
+			    2, true},
+	[STMT_LEAVE] = {"rdd_leave",
+			"UPDATE hosts SET state = 'stopped', in_flight = $3 WHERE host_id = $1 "
+			"AND instance = $2",
+			3, true},
+	[STMT_LEAVE_EMPTY] = {"rdd_leave_empty",
+			      "DELETE FROM hosts WHERE host_id = $1 AND instance = $2",
+			      2, true},
 };
 
 struct ledger_pg {
@@ -111,15 +212,22 @@ static int pg_fail(struct ledger_pg *l, const PGresult *res, const char *what)
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorMessage(res) : "";
 	char reason[400];
-	size_t n;
+	size_t n = 0;
 	int r = -EIO;
 
 	if (!msg || !*msg)
 		msg = l->conn ? PQerrorMessage(l->conn) : "out of memory";
-	snprintf(reason, sizeof(reason), "%s", msg);
-	n = strlen(reason);
-	while (n && (reason[n - 1] == '\n' || reason[n - 1] == ' '))
-		reason[--n] = '\0';
+	/* libpq's reasons run over lines ("...unexpectedly\n\tThis probably means..."): one
+	 * line, for the log. */
+	for (; *msg && n < sizeof(reason) - 1; msg++) {
+		if (*msg != '\n' && *msg != '\t' && *msg != '\r')
+			reason[n++] = *msg;
+		else if (n && reason[n - 1] != ' ')
+			reason[n++] = ' ';
+	}
+	while (n && reason[n - 1] == ' ')
+		n--;
+	reason[n] = '\0';
 	if (!l->conn || PQstatus(l->conn) != CONNECTION_OK) {
 		l->ready = false;
 		r = -ENOTCONN;
@@ -295,13 +403,21 @@ static int pg_ready(struct ledger_pg *l)
 
 /* Parameters as text, each NULL or its own buffer. */
 struct params {
-	const char *v[18];
-	char num[18][24];
+	const char *v[19];
+	char num[19][24];
+	char esc[19][1024]; /* text that is not UTF-8, escaped (a name's 255 bytes fit) */
 };
 
+/* PostgreSQL's text is UTF-8 only: a name that is not (a file from an old share, in Latin-1)
+ * is kept in the escaped form the logs give it, so that it is recorded and found again by the
+ * same name, where it would fail its group at every retry. */
 static void param_text(struct params *p, int i, const char *s)
 {
 	p->v[i] = s;
+	if (s && !text_utf8_valid(s)) {
+		text_escape(p->esc[i], sizeof(p->esc[i]), s);
+		p->v[i] = p->esc[i];
+	}
 }
 
 static void param_i64(struct params *p, int i, int64_t n)
@@ -379,6 +495,7 @@ static int pg_record(struct ledger *base, const struct ledger_entry *e)
 	param_count(&p, 15, e->failed);
 	param_text(&p, 16, e->error);
 	param_text(&p, 17, e->duplicate_of);
+	param_text(&p, 18, l->base.host_id[0] ? l->base.host_id : NULL);
 	PQclear(run(l, STMT_RECORD, &p, "cannot record a file", &r));
 	return r;
 }
@@ -403,7 +520,7 @@ static int read_row(const PGresult *res, int row, struct ledger_entry *e)
 	memset(e, 0, sizeof(*e));
 	if (col_dup(res, row, 0, &e->folder) < 0 || col_dup(res, row, 1, &e->file) < 0 ||
 	    col_dup(res, row, 9, &e->import_ids) < 0 || col_dup(res, row, 16, &e->error) < 0 ||
-	    col_dup(res, row, 17, &e->duplicate_of) < 0) {
+	    col_dup(res, row, 17, &e->duplicate_of) < 0 || col_dup(res, row, 18, &e->host) < 0) {
 		ledger_entry_clear(e);
 		return -ENOMEM;
 	}
@@ -552,12 +669,170 @@ static int pg_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
 	return r;
 }
 
+/* ---- the fleet ---- */
+
+static int pg_fleet_hosts(struct ledger_pg *l, struct ledger_fleet *ret)
+{
+	struct params p = {0};
+	int n, r;
+	PGresult *res = run(l, STMT_HOSTS, &p, "cannot read the fleet's hosts", &r);
+
+	if (!res)
+		return r;
+	n = PQntuples(res);
+	ret->hosts = n ? calloc((size_t)n, sizeof(*ret->hosts)) : NULL;
+	if (n && !ret->hosts) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	ret->n_hosts = (size_t)n;
+	for (int i = 0; i < n; i++) {
+		struct ledger_host *h = &ret->hosts[i];
+		int64_t pause;
+
+		snprintf(h->id, sizeof(h->id), "%s", PQgetvalue(res, i, 0));
+		h->heartbeat_age_ms = col_i64(res, i, 1, 0);
+		h->started_at_ms = col_i64(res, i, 2, 0);
+		h->in_flight = (unsigned)col_i64(res, i, 3, 0);
+		snprintf(h->state, sizeof(h->state), "%s", PQgetvalue(res, i, 4));
+		snprintf(h->taken_over_by, sizeof(h->taken_over_by), "%s", PQgetvalue(res, i, 5));
+		h->alive = PQgetvalue(res, i, 6)[0] == 't';
+		pause = col_i64(res, i, 7, 0);
+		if (h->alive && pause > ret->pause_ms)
+			ret->pause_ms = pause;
+	}
+	PQclear(res);
+	return 0;
+}
+
+static int pg_fleet_beat(struct ledger *base, const struct ledger_beat *b,
+			 struct ledger_fleet *ret)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	param_text(&p, 0, b->host_id);
+	param_i64(&p, 1, (int64_t)(b->instance >> 1)); /* a bigint holds 63 bits */
+	param_i64(&p, 2, b->lease_ms);
+	param_i64(&p, 3, b->in_flight);
+	param_text(&p, 4, b->state);
+	param_i64(&p, 5, b->pause_ms);
+	res = run(l, b->joining ? STMT_JOIN : STMT_BEAT, &p, "cannot renew this host's lease", &r);
+	if (!res)
+		return r;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		/* Not ours: who has it? */
+		res = run(l, STMT_WHO, &p, "cannot read this host's row", &r);
+		if (!res)
+			return r;
+		if (b->joining) {
+			snprintf(l->base.error, sizeof(l->base.error),
+				 "ledger (PostgreSQL): host '%s' is being taken over by '%s': "
+				 "waiting until it has its files", b->host_id,
+				 PQntuples(res) ? PQgetvalue(res, 0, 0) : "?");
+			PQclear(res);
+			return -EBUSY;
+		}
+		ret->replaced = true;
+		if (PQntuples(res) && PQgetvalue(res, 0, 0)[0])
+			snprintf(ret->replaced_by, sizeof(ret->replaced_by), "%s",
+				 PQgetvalue(res, 0, 0));
+		else
+			snprintf(ret->replaced_by, sizeof(ret->replaced_by), "%s",
+				 PQntuples(res) ? "another daemon with this host_id" : "nobody");
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	res = run(l, STMT_TAKE_OVER, &p, "cannot look for hosts to take over", &r);
+	if (!res)
+		return r;
+	if (PQntuples(res) > 0)
+		snprintf(ret->take_over, sizeof(ret->take_over), "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	r = pg_fleet_hosts(l, ret);
+	if (r < 0)
+		ledger_fleet_clear(ret);
+	return r;
+}
+
+static int pg_fleet_claim(struct ledger *base, const char *host_id, const char *folder,
+			  const char *file)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	param_text(&p, 0, host_id);
+	param_text(&p, 1, folder);
+	param_text(&p, 2, file);
+	res = run(l, STMT_CLAIM, &p, "cannot claim a file", &r);
+	if (!res)
+		return r;
+	r = PQntuples(res) > 0;
+	PQclear(res);
+	return r;
+}
+
+static int pg_fleet_release(struct ledger *base, const char *host_id, const char *folder,
+			    const char *file)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	int r;
+
+	param_text(&p, 0, host_id);
+	param_text(&p, 1, folder);
+	param_text(&p, 2, file);
+	PQclear(run(l, STMT_RELEASE, &p, "cannot release a claim", &r));
+	return r;
+}
+
+static int pg_fleet_taken_over(struct ledger *base, const char *host_id, const char *dead)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	int r;
+
+	param_text(&p, 0, host_id);
+	param_text(&p, 1, dead);
+	PQclear(run(l, STMT_DROP_CLAIMS, &p, "cannot drop a host's claims", &r));
+	if (r == 0)
+		PQclear(run(l, STMT_DROP_HOST, &p, "cannot drop a host", &r));
+	return r;
+}
+
+static int pg_fleet_leave(struct ledger *base, const char *host_id, uint64_t instance,
+			  bool empty)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	int r;
+
+	param_text(&p, 0, host_id);
+	param_i64(&p, 1, (int64_t)(instance >> 1));
+	param_i64(&p, 2, 0);
+	PQclear(run(l, empty ? STMT_LEAVE_EMPTY : STMT_LEAVE, &p, "cannot leave the fleet", &r));
+	return r;
+}
+
 static int pg_begin(struct ledger *base)
 {
 	struct ledger_pg *l = (struct ledger_pg *)base;
 	int r = pg_ready(l);
 
-	return r < 0 ? r : pg_exec(l, "BEGIN", "cannot begin a transaction");
+	if (r == 0)
+		r = pg_exec(l, "BEGIN", "cannot begin a transaction");
+	/* A server restarted since the last call: the connection looked fine until now. Made
+	 * again at once, so that a restart costs no failed group (nothing was sent in it yet). */
+	if (r == -ENOTCONN && (r = pg_ready(l)) == 0)
+		r = pg_exec(l, "BEGIN", "cannot begin a transaction");
+	return r;
 }
 
 static int pg_commit(struct ledger *base)
@@ -566,6 +841,12 @@ static int pg_commit(struct ledger *base)
 
 	if (!l->ready)
 		return pg_fail(l, NULL, "cannot commit");
+	/* A write of the group failed: the server keeps none of it, yet its COMMIT succeeds
+	 * (saying ROLLBACK). The failed write's error stays in L->error. */
+	if (PQtransactionStatus(l->conn) == PQTRANS_INERROR) {
+		(void)pg_exec(l, "ROLLBACK", "cannot roll back");
+		return -EIO;
+	}
 	return pg_exec(l, "COMMIT", "cannot commit");
 }
 
@@ -604,6 +885,11 @@ static const struct ledger_ops pg_ops = {
 	.commit = pg_commit,
 	.rollback = pg_rollback,
 	.close = pg_close,
+	.fleet_beat = pg_fleet_beat,
+	.fleet_claim = pg_fleet_claim,
+	.fleet_release = pg_fleet_release,
+	.fleet_taken_over = pg_fleet_taken_over,
+	.fleet_leave = pg_fleet_leave,
 };
 
 int ledger_pg_conninfo(const char *conninfo, const char *password_file, char **ret)

@@ -12,7 +12,7 @@
 #define LEDGERQ_RETRY_MAX_MS 30000
 #define LEDGERQ_CLOSE_GIVE_UP_MS 5000
 
-enum op_kind { OP_RECORD, OP_LOOKUP, OP_KNOWN, OP_PRUNE };
+enum op_kind { OP_RECORD, OP_LOOKUP, OP_KNOWN, OP_PRUNE, OP_CALL };
 
 struct op {
 	enum op_kind kind;
@@ -32,6 +32,11 @@ struct op {
 	bool *known;
 	size_t n_ids;
 	ledgerq_known_cb kcb; /* NULL once cancelled (under the lock) */
+	/* OP_CALL: WORK in the thread, DONE on the loop (NULL once cancelled), RELEASE at
+	 * the end whatever happened. */
+	int (*work)(struct ledger *l, void *data);
+	void (*call_done)(void *data);
+	void (*release)(void *data);
 };
 
 struct ledgerq {
@@ -67,6 +72,8 @@ static void push(struct op **head, struct op **tail, struct op *op)
 
 static void op_free(struct op *op)
 {
+	if (op->release)
+		op->release(op->data);
 	for (size_t i = 0; i < op->n_ids; i++)
 		free(op->ids[i]);
 	free(op->ids);
@@ -93,6 +100,8 @@ static int run_op(struct ledger *l, struct op *op)
 		return ledger_record(l, &op->entry);
 	case OP_PRUNE:
 		return l->ops->prune(l, op->before_ms, &n);
+	case OP_CALL:
+		return op->work(l, op->data);
 	case OP_KNOWN:
 		for (size_t i = 0; i < op->n_ids; i++) {
 			int r = ledger_knows_import(l, op->ids[i], op->since_ms);
@@ -174,7 +183,7 @@ static void thread_main(void *arg)
 				struct op *next = batch->next;
 
 				if (batch->kind == OP_LOOKUP || batch->kind == OP_KNOWN ||
-				    batch->written)
+				    batch->kind == OP_CALL || batch->written)
 					push(&q->done_head, &q->done_tail, batch);
 				else
 					op_free(batch);
@@ -277,13 +286,16 @@ static void async_cb(uv_async_t *async)
 		struct op *next = done->next;
 		ledgerq_lookup_cb cb;
 		ledgerq_known_cb kcb;
-		void (*written)(void *data);
+		void (*written)(void *data), (*call_done)(void *data);
 
 		uv_mutex_lock(&q->lock);
 		cb = done->cb;
 		kcb = done->kcb;
 		written = done->written;
+		call_done = done->call_done;
 		uv_mutex_unlock(&q->lock);
+		if (call_done)
+			call_done(done->data);
 		if (cb)
 			cb(done->res, done->data);
 		if (kcb)
@@ -426,7 +438,26 @@ void ledgerq_cancel(struct ledgerq *q, void *l)
 	o->cb = NULL;
 	o->kcb = NULL;
 	o->written = NULL;
+	o->call_done = NULL;
 	uv_mutex_unlock(&q->lock);
+}
+
+int ledgerq_call(struct ledgerq *q, int (*work)(struct ledger *l, void *data),
+		 void (*done)(void *data), void (*release)(void *data), void *data, void **ret)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return -ENOMEM;
+	op->kind = OP_CALL;
+	op->work = work;
+	op->call_done = done;
+	op->release = release;
+	op->data = data;
+	if (ret)
+		*ret = op;
+	submit(q, op);
+	return 0;
 }
 
 int ledgerq_prune(struct ledgerq *q, int64_t before_ms)

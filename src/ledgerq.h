@@ -52,6 +52,13 @@ int ledgerq_lookup(struct ledgerq *q, const char *folder, const char *file, cons
 typedef void (*ledgerq_known_cb)(const bool *known, size_t n, void *data);
 int ledgerq_known_imports(struct ledgerq *q, const char *const *ids, size_t n, int64_t since_ms,
 			  ledgerq_known_cb cb, void *data, void **ret);
+/* WORK(ledger, DATA) in the thread, in order after everything queued before and in the same
+ * transaction as the records beside it (retried with them while the ledger fails: WORK must
+ * be idempotent, and return a negative errno only for a failure of the ledger, saying other
+ * outcomes in DATA); then DONE(DATA) on the loop. RELEASE(DATA) (may be NULL) when the call is
+ * over, done, cancelled or dropped at close. *RET (may be NULL) for ledgerq_cancel. -ENOMEM. */
+int ledgerq_call(struct ledgerq *q, int (*work)(struct ledger *l, void *data),
+		 void (*done)(void *data), void (*release)(void *data), void *data, void **ret);
 /* The caller of look-up L is gone: CB is never called. */
 void ledgerq_cancel(struct ledgerq *q, void *l);
 /* Removes entries finished before BEFORE_MS, in the thread. */

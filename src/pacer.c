@@ -192,6 +192,12 @@ void pacer_pause(struct pacer *s, uint64_t ms)
 	pacer_run(s);
 }
 
+void pacer_set_share(struct pacer *s, double share)
+{
+	ratelimit_set_share(&s->rl, share);
+	pacer_run(s);
+}
+
 void pacer_note_response(struct pacer *s, const struct ratelimit_headers *h)
 {
 	double rate = s->rl.rate;

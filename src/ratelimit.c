@@ -64,6 +64,12 @@ void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t
 	rl->refusals = 0;
 }
 
+void ratelimit_set_share(struct ratelimit *rl, double share)
+{
+	rl->share = (share > 0 && share <= 1) ? share : 1;
+	ratelimit_resize(rl);
+}
+
 static void ratelimit_refill(struct ratelimit *rl, uint64_t now_ms)
 {
 	/* A clock that went backwards refills nothing rather than underflowing. */

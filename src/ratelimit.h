@@ -35,6 +35,9 @@ struct ratelimit {
 /* CEILING: api.requests_per_second (0: none); SHARE: api.rate_share, in (0, 1]. */
 void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t now_ms);
 
+/* A new SHARE, in (0, 1] (a fleet's hosts divide the team's limit between the live ones). */
+void ratelimit_set_share(struct ratelimit *rl, double share);
+
 /* Takes a token if one is available now and returns 0; otherwise returns how many milliseconds
  * to wait before asking again (always > 0). */
 uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms);

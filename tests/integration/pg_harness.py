@@ -15,8 +15,8 @@ import tempfile
 
 import pytest
 
-from conftest import SOURCE_DIR
-
+SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))
 PG_SERVER = os.path.join(SOURCE_DIR, "tests", "pg_server")
 
 

@@ -1,0 +1,175 @@
+"""Issue 19, several hosts on one shared inbox: daemons with the PostgreSQL ledger, each with its
+own host_id, serve the same folders. A file is claimed in the database before the rename into a
+host's own processing directory (.resend-dropd/fleet/<host_id>); each host renews a lease; the
+files of a host whose lease ended are taken over by another and resumed (followed or reconciled,
+never uploaded again blindly); the hosts alive divide the team's rate limit.
+
+Against a real PostgreSQL server the test starts (pg_harness.PgServer) and the fake API. The
+daemons run on this machine with separate state directories and control sockets, as separate
+hosts would; the shared filesystem case (sshfs, where inotify is blind) is test_fleet_sshfs.py."""
+
+import collections
+import os
+import time
+
+import pytest
+
+from daemon_harness import pipe_env, pipe_fake  # noqa: F401
+from pg_harness import PgServer
+
+TIMEOUT = 120
+HEARTBEAT_S = 1
+LEASE_S = 4
+
+
+@pytest.fixture
+def pg():
+    with PgServer() as server:
+        yield server
+
+
+def csv(tag, rows=3):
+    return ("email,first_name\n" + "".join(f"{tag}-{i}@example.com,N{i}\n"
+                                           for i in range(rows))).encode()
+
+
+def fleet_config(env, conninfo, folders, host, api=None, defaults=None):
+    """HOST's configuration: its own state_dir and control socket, the shared ledger."""
+    state = os.path.join(env.root, f"state-{host}")
+    os.makedirs(state, exist_ok=True)
+    return env.config(folders, name=f"{host}.yaml", state_dir=state, api=api,
+                      defaults={"rescan_s": 2, **(defaults or {})},
+                      ledger={"backend": "postgresql", "conninfo": conninfo},
+                      extra={"fleet": {"host_id": host, "heartbeat_s": HEARTBEAT_S,
+                                       "lease_s": LEASE_S}})
+
+
+def imported_names(env):
+    """File name -> how many imports the fake made of it (coalesce off: one file each)."""
+    counts = collections.Counter()
+    for upload in env.uploads():
+        if upload["status"] == 201 and upload["file"]:
+            counts[upload["file"]["filename"]] += 1
+    return counts
+
+
+def hosts_of(pg, conninfo):
+    """Ledger rows: file -> the host that took it (the latest row of each)."""
+    rows = pg.sql(conninfo, "SELECT file, coalesce(host_id, ''), status FROM files "
+                            "ORDER BY claimed_at_ms")
+    return {file: (host, status) for file, host, status in rows}
+
+
+def test_three_hosts_share_one_inbox_each_file_imported_once(pipe_env, pg):
+    """Three daemons on one inbox, 300 files: every file is imported exactly once and ends in
+    exactly one place (done), the work is spread over the hosts, and each ledger row names its
+    host."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box = env.folder("box")
+    hosts = ["h1", "h2", "h3"]
+    daemons = [env.start(fleet_config(env, conninfo, [box], host)) for host in hosts]
+    env.wait_for(lambda: all("fleet: joined as host" in d.log() for d in daemons),
+                 "every host joined", timeout=30)
+    names = [f"f{i:03}.csv" for i in range(300)]
+    for name in names:
+        box.drop(name, csv(name))
+    env.wait_outcomes(box, done=300, timeout=TIMEOUT)
+    for daemon in daemons:
+        daemon.stop()
+        daemon.assert_sanitizer_clean()
+
+    counts = imported_names(env)
+    assert sorted(counts) == sorted(names), set(names) ^ set(counts)
+    assert set(counts.values()) == {1}, {n: c for n, c in counts.items() if c != 1}
+    assert [n for n in box.inbox_entries() if not n.startswith(".")] == []
+    assert box.files("failed") == []
+    for host in hosts:
+        own = os.path.join(box.inbox, ".resend-dropd", "fleet", host)
+        assert not os.path.exists(own) or os.listdir(own) == [], os.listdir(own)
+    rows = hosts_of(pg, conninfo)
+    assert set(rows) == set(names)
+    per_host = collections.Counter(host for host, _ in rows.values())
+    assert set(per_host) <= set(hosts), per_host
+    assert all(status == "done" for _, status in rows.values())
+    # Spread: no host idle (each had the same chance at every file).
+    assert len(per_host) == 3 and min(per_host.values()) >= 10, per_host
+    # A clean stop with nothing in processing leaves the fleet.
+    assert pg.sql(conninfo, "SELECT count(*) FROM hosts") == [("0",)]
+    assert pg.sql(conninfo, "SELECT count(*) FROM claims") == [("0",)]
+
+
+def test_a_host_killed_during_uploads_is_taken_over(pipe_env, pg):
+    """kill -9 of one host while the fake holds its uploads: after its lease ends another host
+    takes its files over (moves them into its own processing directory) and finishes them; no
+    file is lost, none imported twice (the killed host's uploads that reached the fake are
+    reconciled, not sent again)."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box = env.folder("box")
+    env.fake.configure(import_seconds=0.5)
+    # The victim starts alone and takes every file; its uploads are held at the fake.
+    victim = env.start(fleet_config(env, conninfo, [box], "victim",
+                                    api={"max_in_flight": 2}))
+    env.wait_for(lambda: "fleet: joined as host" in victim.log(), "victim joined", timeout=30)
+    env.fake.faults([{"delay": 6, "method": "POST", "path_prefix": "/contacts/imports",
+                      "count": 2}])
+    # Distinct row counts: the list endpoint can tell each file's import from the others'
+    # (with equal counts, reconciliation finds several candidates and uploads, saying so).
+    names = [f"k{i:02}.csv" for i in range(12)]
+    for i, name in enumerate(names):
+        box.drop(name, csv(name, rows=3 + i))
+    own = os.path.join(box.inbox, ".resend-dropd", "fleet", "victim")
+    # Two uploads held at the fake (their imports are made once the fake has read them, after
+    # the kill); the victim holds more files than that (a host takes 4 x max_in_flight).
+    env.wait_for(lambda: env.fake.stats()["current_uploads"] == 2, "two uploads held")
+    env.wait_for(lambda: len([n for n in os.listdir(own) if n.endswith(".csv")]) >= 4,
+                 "the victim's files claimed", timeout=30)
+    victim.kill()
+    killed_at = time.monotonic()
+
+    survivor = env.start(fleet_config(env, conninfo, [box], "survivor"))
+    env.wait_for(lambda: "is taken over" in survivor.log(), "the takeover",
+                 timeout=LEASE_S + 30)
+    took_s = time.monotonic() - killed_at
+    env.wait_outcomes(box, done=12, timeout=TIMEOUT)
+    survivor.stop()
+    survivor.assert_sanitizer_clean()
+
+    print(f"takeover {took_s:.1f} s after the kill (lease {LEASE_S} s, heartbeat "
+          f"{HEARTBEAT_S} s)")
+    assert took_s <= LEASE_S + 3 * HEARTBEAT_S + 5, took_s
+    counts = imported_names(env)
+    assert sorted(counts) == sorted(names)
+    assert set(counts.values()) == {1}, {n: c for n, c in counts.items() if c != 1}
+    assert not os.path.exists(own), os.listdir(own)
+    # The two uploads the fake held reached it after the kill: adopted, not sent again.
+    adopted = [r for r in box.reports("done").values()
+               if (r.get("reconciled") or {}).get("outcome") == "adopted"]
+    assert len(adopted) == 2, [r.get("reconciled") for r in box.reports("done").values()]
+    rows = hosts_of(pg, conninfo)
+    assert {host for host, _ in rows.values()} <= {"victim", "survivor"}
+    assert pg.sql(conninfo, "SELECT host_id FROM hosts") == []
+
+
+def test_a_second_daemon_with_one_host_id_is_refused_and_sqlite_stays_one_daemon(pipe_env, pg):
+    """Two daemons with the same host_id on one machine: the second is refused (its processing
+    directory is locked). Without a fleet, today's rule: one daemon per folder; and a fleet's
+    host beside a daemon without one is refused too."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box = env.folder("box")
+    first = env.start(fleet_config(env, conninfo, [box], "same"))
+    second = env.start(fleet_config(env, conninfo, [box], "same").replace(
+        "same.yaml", "same.yaml"), check_started=False)
+    second.wait_exit(30)
+    assert second.returncode == 1, second.log()
+    assert "host_id 'same' on this machine" in second.log()
+    first.stop()
+
+    plain = env.start(env.config([box], name="plain.yaml"))
+    host = env.start(fleet_config(env, conninfo, [box], "other"), check_started=False)
+    host.wait_exit(30)
+    assert host.returncode == 1, host.log()
+    assert "not in a fleet" in host.log()
+    plain.stop()
