@@ -720,6 +720,17 @@ static void job_lookup_done(const struct ledgerq_lookup *res, void *data)
 			job_enter(job, JOB_FINISHING);
 			return;
 		}
+		/* A fleet: another file of it is being imported, by another host or here. Asked
+		 * again now and then (JOB_DUP_WAIT), as the other host says nothing here. */
+		if (res->elsewhere_result == 0 && (in = inflight_get(&f->inflight, job->rep.sha256))) {
+			char other[320];
+
+			snprintf(other, sizeof(other), "%s' on host '%s",
+				 res->elsewhere.file ? res->elsewhere.file : "?",
+				 res->elsewhere.host ? res->elsewhere.host : "?");
+			job_dup_wait(job, in, other);
+			return;
+		}
 		in = inflight_find(&f->inflight, job->rep.sha256);
 		/* Another file of it, uploaded and in this daemon's hands (resumed, or waiting to
 		 * be), whose outcome is not known yet. */

@@ -137,6 +137,12 @@ struct ledger_ops {
 			     const char *file);
 	/* HOST_ID took DEAD's files over: DEAD's claims and row go. */
 	int (*fleet_taken_over)(struct ledger *l, const char *host_id, const char *dead);
+	/* Content SHA256 of FOLDER under SETTINGS_HASH is being imported from FILE by this host
+	 * (l->host_id): 1 when it is (now, or already), 0 when another file or live host has it
+	 * (*RET: its file and host), so that one content is never in flight twice in the fleet.
+	 * Recording a file's end (finished_at_ms set) lets its content go. */
+	int (*fleet_reserve)(struct ledger *l, const char *folder, const char *file,
+			     const char *sha256, const char *settings_hash, struct ledger_entry *ret);
 	/* A clean stop: the row goes when nothing is left in processing (EMPTY), else it stays
 	 * "stopped" so that another host takes the files over when its lease ends. */
 	int (*fleet_leave)(struct ledger *l, const char *host_id, uint64_t instance, bool empty);

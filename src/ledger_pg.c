@@ -52,7 +52,13 @@ static const char *const migrations[] = {
 	" folder text NOT NULL, file text NOT NULL, host_id text NOT NULL,"
 	" claimed_at timestamptz NOT NULL DEFAULT now(),"
 	" PRIMARY KEY (folder, file));"
-	"CREATE INDEX claims_by_host ON claims (host_id);",
+	"CREATE INDEX claims_by_host ON claims (host_id);"
+	/* One content in flight at a time in the whole fleet: the file importing it. */
+	"CREATE TABLE contents ("
+	" folder text NOT NULL, sha256 text NOT NULL, settings_hash text NOT NULL,"
+	" file text NOT NULL, host_id text NOT NULL,"
+	" reserved_at timestamptz NOT NULL DEFAULT now(),"
+	" PRIMARY KEY (folder, sha256, settings_hash));",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -82,6 +88,9 @@ enum stmt {
 	STMT_DROP_HOST,
 	STMT_LEAVE,
 	STMT_LEAVE_EMPTY,
+	STMT_RESERVE,
+	STMT_HOLDER,
+	STMT_UNRESERVE,
 	STMT_N
 };
 
@@ -192,6 +201,23 @@ static const struct {
 			"UPDATE hosts SET state = 'stopped', in_flight = $3 WHERE host_id = $1 "
 			"AND instance = $2",
 			3, true},
+	/* Taken when free, already this file's, or held by a host whose lease ended. */
+	[STMT_RESERVE] = {"rdd_reserve",
+			  "INSERT INTO contents AS c (folder, sha256, settings_hash, file, host_id) "
+			  "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (folder, sha256, settings_hash) "
+			  "DO UPDATE SET file = $4, host_id = $5, reserved_at = now() "
+			  "WHERE (c.host_id = $5 AND c.file = $4) OR NOT EXISTS (SELECT 1 FROM hosts h "
+			  "WHERE h.host_id = c.host_id "
+			  "AND h.heartbeat_at > now() - h.lease_ms * interval '1 ms') RETURNING 1",
+			  5, true},
+	[STMT_HOLDER] = {"rdd_holder",
+			 "SELECT file, host_id FROM contents WHERE folder = $1 AND sha256 = $2 "
+			 "AND settings_hash = $3",
+			 3, false},
+	[STMT_UNRESERVE] = {"rdd_unreserve",
+			    "DELETE FROM contents WHERE folder = $1 AND sha256 = $2 "
+			    "AND settings_hash = $3 AND file = $4 AND host_id = $5",
+			    5, true},
 	[STMT_LEAVE_EMPTY] = {"rdd_leave_empty",
 			      "DELETE FROM hosts WHERE host_id = $1 AND instance = $2",
 			      2, true},
@@ -497,6 +523,17 @@ static int pg_record(struct ledger *base, const struct ledger_entry *e)
 	param_text(&p, 17, e->duplicate_of);
 	param_text(&p, 18, l->base.host_id[0] ? l->base.host_id : NULL);
 	PQclear(run(l, STMT_RECORD, &p, "cannot record a file", &r));
+	/* Its end lets its content go: another file of it may be imported now. */
+	if (r == 0 && e->finished_at_ms && l->base.host_id[0] && e->sha256[0]) {
+		struct params q;
+
+		param_text(&q, 0, e->folder);
+		param_text(&q, 1, e->sha256);
+		param_text(&q, 2, e->settings_hash);
+		param_text(&q, 3, e->file);
+		param_text(&q, 4, l->base.host_id);
+		PQclear(run(l, STMT_UNRESERVE, &q, "cannot let a content go", &r));
+	}
 	return r;
 }
 
@@ -807,6 +844,40 @@ static int pg_fleet_taken_over(struct ledger *base, const char *host_id, const c
 	return r;
 }
 
+static int pg_fleet_reserve(struct ledger *base, const char *folder, const char *file,
+			    const char *sha256, const char *settings_hash, struct ledger_entry *ret)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	param_text(&p, 0, folder);
+	param_text(&p, 1, sha256);
+	param_text(&p, 2, settings_hash);
+	param_text(&p, 3, file);
+	param_text(&p, 4, l->base.host_id);
+	res = run(l, STMT_RESERVE, &p, "cannot reserve a content", &r);
+	if (!res)
+		return r;
+	r = PQntuples(res) > 0;
+	PQclear(res);
+	if (r)
+		return 1;
+	res = run(l, STMT_HOLDER, &p, "cannot read who imports a content", &r);
+	if (!res)
+		return r;
+	memset(ret, 0, sizeof(*ret));
+	if (PQntuples(res) > 0 && (col_dup(res, 0, 0, &ret->file) < 0 ||
+				   col_dup(res, 0, 1, &ret->host) < 0)) {
+		ledger_entry_clear(ret);
+		PQclear(res);
+		return -ENOMEM;
+	}
+	PQclear(res);
+	return 0;
+}
+
 static int pg_fleet_leave(struct ledger *base, const char *host_id, uint64_t instance,
 			  bool empty)
 {
@@ -889,6 +960,7 @@ static const struct ledger_ops pg_ops = {
 	.fleet_claim = pg_fleet_claim,
 	.fleet_release = pg_fleet_release,
 	.fleet_taken_over = pg_fleet_taken_over,
+	.fleet_reserve = pg_fleet_reserve,
 	.fleet_leave = pg_fleet_leave,
 };
 

@@ -12,7 +12,7 @@
 #define LEDGERQ_RETRY_MAX_MS 30000
 #define LEDGERQ_CLOSE_GIVE_UP_MS 5000
 
-enum op_kind { OP_RECORD, OP_LOOKUP, OP_KNOWN, OP_PRUNE, OP_CALL };
+enum op_kind { OP_RECORD, OP_LOOKUP, OP_KNOWN, OP_PRUNE, OP_CALL, OP_PROBE };
 
 struct op {
 	enum op_kind kind;
@@ -83,6 +83,7 @@ static void op_free(struct op *op)
 		ledger_entry_clear(&op->res->unfinished);
 		ledger_entry_clear(&op->res->imported);
 		ledger_entry_clear(&op->res->uploaded);
+		ledger_entry_clear(&op->res->elsewhere);
 		free(op->res);
 	}
 	free(op);
@@ -102,6 +103,8 @@ static int run_op(struct ledger *l, struct op *op)
 		return l->ops->prune(l, op->before_ms, &n);
 	case OP_CALL:
 		return op->work(l, op->data);
+	case OP_PROBE:
+		return 0; /* its batch's begin and commit are the test */
 	case OP_KNOWN:
 		for (size_t i = 0; i < op->n_ids; i++) {
 			int r = ledger_knows_import(l, op->ids[i], op->since_ms);
@@ -129,6 +132,16 @@ static int run_op(struct ledger *l, struct op *op)
 					     : -ENOENT;
 		if (k->uploaded_result < 0 && k->uploaded_result != -ENOENT)
 			return k->uploaded_result;
+		ledger_entry_clear(&k->elsewhere);
+		k->elsewhere_result = -ENOENT;
+		if (op->want_imported && l->ops->fleet_reserve && l->host_id[0]) {
+			int r = l->ops->fleet_reserve(l, e->folder, e->file, e->sha256,
+						      e->settings_hash, &k->elsewhere);
+
+			if (r < 0)
+				return r;
+			k->elsewhere_result = r ? -ENOENT : 0;
+		}
 		/* A read that fails is a failure like a write's: tried again with the batch. */
 		if (k->unfinished_result < 0 && k->unfinished_result != -ENOENT)
 			return k->unfinished_result;
@@ -336,6 +349,22 @@ int ledgerq_new(uv_loop_t *loop, struct ledger *l,
 		return r;
 	}
 	q->async.data = q;
+	/* A ledger that could not be reached at open (a database server down at start) fails
+	 * from the start: the daemon takes no file (and has said so), and a probe, retried like
+	 * any batch, tells it when the ledger answers. */
+	if (l->error[0]) {
+		struct op *probe = calloc(1, sizeof(*probe));
+
+		if (!probe) {
+			uv_close((uv_handle_t *)&q->async, closed_cb);
+			return -ENOMEM;
+		}
+		probe->kind = OP_PROBE;
+		push(&q->head, &q->tail, probe);
+		q->failing = q->told_failing = true;
+		q->failures = q->told_failures = 1;
+		snprintf(q->error, sizeof(q->error), "%s", l->error);
+	}
 	if ((r = uv_thread_create(&q->thread, thread_main, q)) < 0) {
 		/* Freed once the handle is closed. */
 		uv_close((uv_handle_t *)&q->async, closed_cb);
@@ -496,7 +525,7 @@ void ledgerq_close(struct ledgerq *q)
 	q->stop = true;
 	/* Look-ups nobody waits for any more go; records stay to be written. */
 	for (struct op **p = &q->head; (op = *p);) {
-		if (op->kind == OP_LOOKUP || op->kind == OP_KNOWN) {
+		if (op->kind == OP_LOOKUP || op->kind == OP_KNOWN || op->kind == OP_PROBE) {
 			*p = op->next;
 			op_free(op);
 			continue;

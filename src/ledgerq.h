@@ -21,6 +21,10 @@ struct ledgerq_lookup {
 	int unfinished_result, imported_result, uploaded_result;
 	struct ledger_entry unfinished, imported;
 	struct ledger_entry uploaded; /* another file of the content, uploaded, not finished */
+	/* A fleet: 0 when another file or host of the fleet imports the content now (ELSEWHERE:
+	 * its file and host); else -ENOENT (this file has it, or no fleet). */
+	int elsewhere_result;
+	struct ledger_entry elsewhere;
 };
 
 typedef void (*ledgerq_lookup_cb)(const struct ledgerq_lookup *res, void *data);

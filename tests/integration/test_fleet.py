@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from daemon_harness import pipe_env, pipe_fake  # noqa: F401
+from daemon_harness import Folder, pipe_env, pipe_fake  # noqa: F401
 from pg_harness import PgServer
 
 TIMEOUT = 120
@@ -173,3 +173,46 @@ def test_a_second_daemon_with_one_host_id_is_refused_and_sqlite_stays_one_daemon
     assert host.returncode == 1, host.log()
     assert "not in a fleet" in host.log()
     plain.stop()
+
+
+def test_one_content_on_two_hosts_is_imported_once(pipe_env, pg):
+    """The same content dropped twice at once, each copy taken by another host (the fake holds
+    the first upload so that both are in flight together): the database lets one host import
+    it while the other waits, then skips its copy as a duplicate; a third copy dropped later is
+    skipped too. One import in all."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box = env.folder("box")
+    # One inbox, the same import settings; each host's pattern picks its own copy, so that the
+    # two copies are surely on two hosts (pattern is no import setting: one content).
+    box_a = Folder(box.root, "box", {"pattern": "a*.csv"}, make=False)
+    box_b = Folder(box.root, "box", {"pattern": "[bc]*.csv"}, make=False)
+    env.fake.faults([{"delay": 2, "method": "POST", "path_prefix": "/contacts/imports",
+                      "count": 1}])
+    daemons = [env.start(fleet_config(env, conninfo, [folder], host))
+               for host, folder in (("h1", box_a), ("h2", box_b))]
+    env.wait_for(lambda: all("fleet: joined as host" in d.log() for d in daemons),
+                 "both hosts joined", timeout=30)
+    data = csv("same", rows=5)
+    box.drop("a.csv", data)
+    env.wait_for(lambda: env.fake.stats()["current_uploads"] == 1, "a.csv's upload held")
+    box.drop("b.csv", data)
+    env.wait_outcomes(box, done=2, timeout=TIMEOUT)
+    box.drop("c.csv", data)
+    env.wait_outcomes(box, done=3, timeout=TIMEOUT)
+    for daemon in daemons:
+        daemon.stop()
+        daemon.assert_sanitizer_clean()
+
+    imports = [u for u in env.uploads() if u["status"] == 201]
+    assert len(imports) == 1, [u["file"]["filename"] for u in imports]
+    reports = box.reports("done")
+    skipped = [name for name, r in reports.items() if r.get("duplicate_of")]
+    assert len(skipped) == 2, {n: r.get("duplicate_of") for n, r in reports.items()}
+    rows = pg.sql(conninfo, "SELECT file, status, coalesce(host_id, '') FROM files "
+                            "ORDER BY file")
+    assert sorted(status for _, status, _ in rows) == ["done", "skipped", "skipped"], rows
+    assert pg.sql(conninfo, "SELECT count(*) FROM contents") == [("0",)]
+    assert {host for _, _, host in rows} == {"h1", "h2"}, rows
+    assert "waits: 'a.csv' on host 'h1', of the same content, is being imported" in \
+        daemons[1].log()
