@@ -240,6 +240,46 @@ static const char *str(const cJSON *o, const char *key)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* The ledger's line, and the fleet's hosts when there is a fleet. */
+static void ctl_status_ledger(const cJSON *root)
+{
+	const cJSON *ledger = cJSON_GetObjectItemCaseSensitive(root, "ledger");
+	const cJSON *fleet = cJSON_GetObjectItemCaseSensitive(root, "fleet");
+	const cJSON *hosts = cJSON_GetObjectItemCaseSensitive(fleet, "hosts"), *h;
+	char text[1024];
+
+	if (str(ledger, "backend")) {
+		printf("ledger: %s", str(ledger, "backend"));
+		if (str(ledger, "error")) {
+			text_escape(text, sizeof(text), str(ledger, "error"));
+			printf(", CANNOT BE WRITTEN (no file is taken): %s", text);
+		}
+		printf("\n");
+	}
+	if (!cJSON_IsObject(fleet))
+		return;
+	text_escape(text, sizeof(text), str(fleet, "host_id") ?: "?");
+	printf("fleet: this host is '%s'%s\n", text,
+	       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(fleet, "claiming"))
+		       ? ""
+		       : " (NOT CLAIMING: its lease is not renewed)");
+	printf("  %-24s  %-8s  %9s  %9s  %s\n", "HOST", "ALIVE", "HEARTBEAT", "IN FLIGHT",
+	       "STATE");
+	cJSON_ArrayForEach(h, hosts)
+	{
+		char age[32];
+
+		text_escape(text, sizeof(text), str(h, "host_id") ?: "?");
+		snprintf(age, sizeof(age), "%.0f s ago", num(h, "heartbeat_age_s"));
+		printf("  %-24s  %-8s  %9s  %9.0f  %s", text,
+		       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "alive")) ? "yes" : "NO", age,
+		       num(h, "in_flight"), str(h, "state") ?: "?");
+		if (str(h, "taken_over_by"))
+			printf(", taken over by %s", str(h, "taken_over_by"));
+		printf("\n");
+	}
+}
+
 static int ctl_status_print(const char *body)
 {
 	static const char *const cols[] = {"waiting", "processing", "uploading", "retrying",
@@ -270,7 +310,9 @@ static int ctl_status_print(const char *body)
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(api, "paused")))
 		printf("; ALL UPLOADS PAUSED: %s, until %s", str(api, "paused_reason") ?: "?",
 		       str(api, "paused_until") ?: "?");
-	printf("\n\n");
+	printf("\n");
+	ctl_status_ledger(root);
+	printf("\n");
 	cJSON_ArrayForEach(f, folders)
 	{
 		int n = (int)text_escape(name, sizeof(name), str(f, "name") ?: "?");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "fleet.h"
 #include "folder.h"
 #include "fsops.h"
 #include "log.h"
@@ -147,6 +148,53 @@ static cJSON *json_str_or_null(const char *s)
 	return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
 }
 
+/* "ledger": its backend and whether it can be written; "fleet": this host and every host of
+ * the fleet as the last heartbeat saw them (null with one host). */
+static void status_ledger_json(const struct control_view *s, cJSON *root)
+{
+	cJSON *ledger = cJSON_AddObjectToObject(root, "ledger"), *fleet, *hosts;
+	const struct ledger_host *h;
+	size_t n;
+
+	if (ledger) {
+		cJSON_AddItemToObject(ledger, "backend", json_str_or_null(s->ledger_backend));
+		cJSON_AddBoolToObject(ledger, "failing", s->ledger_error != NULL);
+		cJSON_AddItemToObject(ledger, "error", json_str_or_null(s->ledger_error));
+	}
+	if (!s->fleet) {
+		cJSON_AddNullToObject(root, "fleet");
+		return;
+	}
+	fleet = cJSON_AddObjectToObject(root, "fleet");
+	if (!fleet)
+		return;
+	cJSON_AddStringToObject(fleet, "host_id", fleet_host_id(s->fleet));
+	cJSON_AddBoolToObject(fleet, "claiming", fleet_can_claim(s->fleet));
+	if (fleet_last_beat_ago_ms(s->fleet) >= 0)
+		cJSON_AddNumberToObject(fleet, "last_heartbeat_s",
+					(double)fleet_last_beat_ago_ms(s->fleet) / 1000.0);
+	else
+		cJSON_AddNullToObject(fleet, "last_heartbeat_s");
+	hosts = cJSON_AddArrayToObject(fleet, "hosts");
+	h = fleet_hosts(s->fleet, &n);
+	for (size_t i = 0; hosts && i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o)
+			break;
+		cJSON_AddItemToArray(hosts, o);
+		cJSON_AddStringToObject(o, "host_id", h[i].id);
+		cJSON_AddBoolToObject(o, "alive", h[i].alive);
+		cJSON_AddNumberToObject(o, "heartbeat_age_s", (double)h[i].heartbeat_age_ms / 1000.0);
+		cJSON_AddNumberToObject(o, "in_flight", h[i].in_flight);
+		cJSON_AddStringToObject(o, "state", h[i].state);
+		cJSON_AddItemToObject(o, "taken_over_by",
+				      json_str_or_null(h[i].taken_over_by[0] ? h[i].taken_over_by
+									     : NULL));
+		cJSON_AddItemToObject(o, "started_at", json_time(h[i].started_at_ms));
+	}
+}
+
 char *control_status_json(const struct control_view *s)
 {
 	struct engine_api_view av = {0};
@@ -187,6 +235,7 @@ char *control_status_json(const struct control_view *s)
 			cJSON_AddItemToObject(rl, "blocked_until", json_time(av.blocked_until_ms));
 		}
 	}
+	status_ledger_json(s, root);
 	folders = cJSON_AddArrayToObject(root, "folders");
 	for (size_t i = 0; folders && i < s->cfg->n_folders; i++) {
 		const struct config_folder *c = &s->cfg->folders[i];
@@ -254,6 +303,21 @@ int control_metrics_text(const struct control_view *s, char **ret, size_t *ret_l
 		engine_api_view(s->engine, &av);
 	mg.uploads_in_flight = av.in_flight;
 	mg.api_paused = av.paused;
+	mg.ledger_failing = s->ledger_error != NULL;
+	struct metrics_host *mh = NULL;
+	if (s->fleet) {
+		size_t n;
+		const struct ledger_host *h = fleet_hosts(s->fleet, &n);
+
+		mg.host_id = fleet_host_id(s->fleet);
+		mh = n ? calloc(n, sizeof(*mh)) : NULL;
+		for (size_t i = 0; mh && i < n; i++)
+			mh[i] = (struct metrics_host){h[i].id, h[i].alive,
+						      (double)h[i].heartbeat_age_ms / 1000.0,
+						      h[i].in_flight};
+		mg.hosts = mh;
+		mg.n_hosts = mh ? n : 0;
+	}
 	for (size_t i = 0; i < s->cfg->n_folders; i++) {
 		struct status_folder f;
 
@@ -271,6 +335,7 @@ int control_metrics_text(const struct control_view *s, char **ret, size_t *ret_l
 		};
 	}
 	r = metrics_render(s->metrics, &mg, RDD_VERSION, ret, ret_len);
+	free(mh);
 	free(g);
 	return r;
 }

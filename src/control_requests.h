@@ -26,6 +26,9 @@ struct control_view {
 	const char *state; /* "running", "reloading", "stopping" */
 	int64_t started_ms; /* wall clock */
 	uint64_t loop_now_ms; /* the loop's uv_now, the watch's clock */
+	struct fleet *fleet;        /* NULL: one host */
+	const char *ledger_backend; /* "sqlite", "postgresql"; NULL: none (a dry run) */
+	const char *ledger_error;   /* why it cannot be written now; NULL: it can */
 	/* A folder was resumed: its parked files may be offered again. */
 	void (*resumed)(void *data);
 	void *data;

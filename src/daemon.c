@@ -80,6 +80,8 @@ struct daemon {
 	/* A fleet's host (the PostgreSQL ledger): outlives pipelines like the ledger. */
 	struct fleet *fleet;
 	unsigned fleet_alive;
+	bool ledger_failing;    /* as the ledger's thread last said (status) */
+	char ledger_error[512];
 	bool stopping;
 	int exit_status;
 };
@@ -110,6 +112,9 @@ static void daemon_control_view(struct daemon *d, struct control_view *s)
 		.state = d->stopping ? "stopping" : d->next.cfg ? "reloading" : "running",
 		.started_ms = d->started_ms,
 		.loop_now_ms = uv_now(&d->loop),
+		.fleet = d->fleet,
+		.ledger_backend = d->ledger ? d->ledger->ops->name : NULL,
+		.ledger_error = d->ledger_failing ? d->ledger_error : NULL,
 		.resumed = daemon_capacity_cb,
 		.data = d,
 	};
@@ -560,6 +565,8 @@ static void daemon_ledger_health(bool failing, const char *error, void *data)
 {
 	struct daemon *d = data;
 
+	d->ledger_failing = failing;
+	snprintf(d->ledger_error, sizeof(d->ledger_error), "%s", failing ? error : "");
 	if (d->pl.engine)
 		engine_ledger_health(d->pl.engine, failing, error);
 	else if (failing)

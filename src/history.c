@@ -161,17 +161,30 @@ static char *import_cell(const char *ids)
 
 /* Why a file ended as it did: the error of a failed file, the earlier file a skipped one
  * duplicated. */
-static char *note_cell(const struct ledger_entry *e)
+static char *note_text(const struct ledger_entry *e)
 {
-	char *text, *cell;
+	char *text;
 
 	if (e->error && (e->status != LEDGER_SKIPPED || !e->duplicate_of))
-		return history_cell(e->error, HISTORY_NOTE_MAX);
+		return strdup(e->error);
 	if (!e->duplicate_of)
 		return strdup("");
 	if (asprintf(&text, "duplicate of %s", e->duplicate_of) < 0)
 		return NULL;
-	cell = history_cell(text, HISTORY_NOTE_MAX);
+	return text;
+}
+
+/* What became of it, and in a fleet which host took it ("[host] ..."). */
+static char *note_cell(const struct ledger_entry *e)
+{
+	char *text = note_text(e), *full = NULL, *cell;
+
+	if (!text)
+		return NULL;
+	if (e->host && asprintf(&full, "[%s]%s%s", e->host, text[0] ? " " : "", text) < 0)
+		full = NULL;
+	cell = e->host && !full ? NULL : history_cell(full ? full : text, HISTORY_NOTE_MAX);
+	free(full);
 	free(text);
 	return cell;
 }
@@ -329,8 +342,9 @@ char *history_entry_json(const struct ledger_entry *e)
 	}
 	add_opt_string(o, "error", e->error);
 	add_opt_string(o, "duplicate_of", e->duplicate_of);
+	add_opt_string(o, "host", e->host);
 	/* Every key is there or the allocation failed somewhere: then nothing is printed. */
-	if (cJSON_GetArraySize(o) == 14)
+	if (cJSON_GetArraySize(o) == 15)
 		text = cJSON_PrintUnformatted(o);
 out:
 	cJSON_Delete(o);

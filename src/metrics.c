@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -309,6 +311,39 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 	family(out, "resend_dropd_api_paused", "gauge",
 	       "1 while every request waits because the API key or the quota was refused.");
 	fprintf(out, "resend_dropd_api_paused %d\n", g->api_paused ? 1 : 0);
+	family(out, "resend_dropd_ledger_up", "gauge",
+	       "1 when the ledger can be written; 0 when it cannot (no new file is taken).");
+	fprintf(out, "resend_dropd_ledger_up %d\n", g->ledger_failing ? 0 : 1);
+	if (g->host_id) {
+		char id[2 * CONFIG_HOST_ID_MAX + 8];
+
+		metrics_escape_label(id, sizeof(id), g->host_id);
+		family(out, "resend_dropd_fleet_host_info", "gauge",
+		       "This daemon's host_id in its fleet (always 1).");
+		fprintf(out, "resend_dropd_fleet_host_info{host=\"%s\"} 1\n", id);
+		family(out, "resend_dropd_fleet_host_up", "gauge",
+		       "Each host of the fleet as this one's last heartbeat saw it: 1 while its lease "
+		       "runs.");
+		for (size_t i = 0; i < g->n_hosts; i++) {
+			metrics_escape_label(id, sizeof(id), g->hosts[i].id);
+			fprintf(out, "resend_dropd_fleet_host_up{host=\"%s\"} %d\n", id,
+				g->hosts[i].alive ? 1 : 0);
+		}
+		family(out, "resend_dropd_fleet_host_heartbeat_age_seconds", "gauge",
+		       "Since each host's last heartbeat, by the database's clock.");
+		for (size_t i = 0; i < g->n_hosts; i++) {
+			metrics_escape_label(id, sizeof(id), g->hosts[i].id);
+			fprintf(out, "resend_dropd_fleet_host_heartbeat_age_seconds{host=\"%s\"} %g\n",
+				id, g->hosts[i].heartbeat_age_s);
+		}
+		family(out, "resend_dropd_fleet_host_files_in_flight", "gauge",
+		       "Files each host held at its last heartbeat.");
+		for (size_t i = 0; i < g->n_hosts; i++) {
+			metrics_escape_label(id, sizeof(id), g->hosts[i].id);
+			fprintf(out, "resend_dropd_fleet_host_files_in_flight{host=\"%s\"} %u\n", id,
+				g->hosts[i].in_flight);
+		}
+	}
 	family(out, "resend_dropd_api_requests_total", "counter",
 	       "Answers from the Resend API by endpoint and HTTP status; code 0: no answer "
 	       "(connection error, timeout).");

@@ -54,11 +54,24 @@ struct metrics_folder_gauges {
 	bool unavailable; /* its directories cannot be set up: nothing of it is served */
 };
 
+/* A host of the fleet, as this daemon's last heartbeat saw it. */
+struct metrics_host {
+	const char *id;
+	bool alive;
+	double heartbeat_age_s;
+	unsigned in_flight;
+};
+
 struct metrics_gauges {
 	const struct metrics_folder_gauges *folders;
 	size_t n_folders;
 	uint64_t uploads_in_flight;
 	bool api_paused; /* the key or the quota was refused: every upload waits */
+	bool ledger_failing; /* the ledger cannot be written: no file is taken */
+	/* A fleet (host_id NULL: none): this host, and every host of it. */
+	const char *host_id;
+	const struct metrics_host *hosts;
+	size_t n_hosts;
 };
 
 /* The whole exposition, NUL-terminated, in *RET (free()), its length in *RET_LEN. -ENOMEM. */

@@ -9,12 +9,15 @@ daemons run on this machine with separate state directories and control sockets,
 hosts would; the shared filesystem case (sshfs, where inotify is blind) is test_fleet_sshfs.py."""
 
 import collections
+import json
 import os
+import subprocess
 import time
 
 import pytest
 
-from daemon_harness import Folder, pipe_env, pipe_fake  # noqa: F401
+from daemon_harness import (Folder, control_metrics, control_status, pipe_env,  # noqa: F401
+                            pipe_fake)
 from pg_harness import PgServer
 
 TIMEOUT = 120
@@ -75,6 +78,31 @@ def test_three_hosts_share_one_inbox_each_file_imported_once(pipe_env, pg):
     for name in names:
         box.drop(name, csv(name))
     env.wait_outcomes(box, done=300, timeout=TIMEOUT)
+
+    # What an operator sees: every host in status and metrics, each file's host in history.
+    status = control_status(env.control_socket("h1.yaml"))
+    assert status["ledger"] == {"backend": "postgresql", "failing": False, "error": None}
+    assert status["fleet"]["host_id"] == "h1" and status["fleet"]["claiming"] is True
+    assert {h["host_id"] for h in status["fleet"]["hosts"] if h["alive"]} == set(hosts)
+    text = subprocess.run([env.binary, "-c", os.path.join(env.root, "h2.yaml"), "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0, text.stderr
+    assert "fleet: this host is 'h2'" in text.stdout, text.stdout
+    for host in hosts:
+        assert any(line.split()[:2] == [host, "yes"] for line in text.stdout.splitlines()), \
+            text.stdout
+    metrics = control_metrics(env.control_socket("h3.yaml"))
+    assert 'resend_dropd_fleet_host_info{host="h3"} 1' in metrics
+    for host in hosts:
+        assert f'resend_dropd_fleet_host_up{{host="{host}"}} 1' in metrics, metrics
+    assert "resend_dropd_ledger_up 1" in metrics
+    history = subprocess.run([env.binary, "-c", os.path.join(env.root, "h1.yaml"), "history",
+                              "--json", "--limit", "0"], capture_output=True, text=True,
+                             timeout=30)
+    assert history.returncode == 0, history.stderr
+    listed = [json.loads(line) for line in history.stdout.splitlines() if line.strip()]
+    assert len(listed) == 300 and {e["host"] for e in listed} <= set(hosts), listed[:2]
+
     for daemon in daemons:
         daemon.stop()
         daemon.assert_sanitizer_clean()

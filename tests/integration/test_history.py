@@ -26,7 +26,7 @@ HEADERS = ["claimed (UTC)", "folder", "file", "status", "rows",
            "created/updated/skipped/failed", "import", "note"]
 JSON_KEYS = {"folder", "file", "claimed_at", "bytes", "sha256", "settings_hash", "attempts",
              "uploaded_at", "finished_at", "status", "import_ids", "counts", "error",
-             "duplicate_of"}
+             "duplicate_of", "host"}
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

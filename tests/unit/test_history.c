@@ -274,7 +274,7 @@ static void test_table_counts_and_imports(void **state)
 static const char *const json_keys[] = {
 	"folder",      "file",	     "claimed_at", "bytes",  "sha256",	   "settings_hash", "attempts",
 	"uploaded_at", "finished_at", "status",	    "import_ids", "counts", "error", "duplicate_of",
-	NULL};
+	"host", NULL};
 
 static cJSON *parse_entry(const struct ledger_entry *e)
 {
