@@ -244,3 +244,38 @@ def test_one_content_on_two_hosts_is_imported_once(pipe_env, pg):
     assert {host for _, _, host in rows} == {"h1", "h2"}, rows
     assert "waits: 'a.csv' on host 'h1', of the same content, is being imported" in \
         daemons[1].log()
+
+
+def test_three_hosts_share_the_team_rate_limit(pipe_env, pg):
+    """The fake enforces the team's limit, 2 requests/s, and announces it: three hosts each
+    spend a third of it (the hosts alive divide it), so that together they stay within it.
+    Counted at the fake, every request of every host, by the second from the first one (the
+    first second allowed a burst: each host may start with a token)."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    env.fake.configure(rps=2, import_seconds=0.2)
+    box = env.folder("box")
+    hosts = ["h1", "h2", "h3"]
+    daemons = [env.start(fleet_config(env, conninfo, [box], host,
+                                      api={"requests_per_second": 10})) for host in hosts]
+    env.wait_for(lambda: all("fleet: 3 hosts alive" in d.log() for d in daemons),
+                 "every host seeing three alive", timeout=30)
+    names = [f"r{i:02}.csv" for i in range(24)]
+    for name in names:
+        box.drop(name, csv(name))
+    env.wait_outcomes(box, done=len(names), timeout=TIMEOUT)
+    for daemon in daemons:
+        daemon.stop()
+        daemon.assert_sanitizer_clean()
+
+    requests = [r for r in env.fake.requests()
+                if r["headers"].get("user-agent", "").startswith("resend-dropd/")]
+    start = min(r["started"] for r in requests)
+    per_second = collections.Counter(int(r["started"] - start) for r in requests)
+    refused = [r for r in requests if r["status"] == 429]
+    busiest = max(n for second, n in per_second.items() if second > 0)
+    print(f"{len(requests)} requests in {max(per_second) + 1} s, busiest second after the "
+          f"first: {busiest}, first second: {per_second[0]}, 429s: {len(refused)}")
+    assert busiest <= 2, sorted(per_second.items())
+    assert len(refused) <= 3, len(refused)
+    assert sorted(imported_names(env)) == sorted(names)

@@ -2,8 +2,8 @@
 test (pg_harness.PgServer), the daemon against the fake API, the ledger read back with psql as
 an operator would.
 
-What is shown: files recorded in PostgreSQL and nothing in state_dir, `history` reading them
-from there; a duplicate found through the shared ledger by a daemon with another state_dir; the
+What is shown: files recorded in PostgreSQL and nothing in state_dir, `history` reading
+them there; a duplicate found through the shared ledger by a daemon with another state_dir; the
 server stopped for 30 s while the daemon runs (one line when writes fail, intake paused, one
 line when they work again, nothing lost or imported twice); the server restarted in the middle
 of a burst; a daemon started while the server is down; a database that does not exist and a
