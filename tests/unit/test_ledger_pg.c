@@ -889,6 +889,193 @@ static void test_conninfo_without_password_file_adds_none(void **state)
 	free(s);
 }
 
+/* ---- the fleet's operations ------------------------------------------------------------- */
+
+/* A host of the test: its own connection, its host_id, its run's instance. */
+struct host {
+	struct ledger *l;
+	const char *id;
+	uint64_t instance;
+};
+
+static void host_open(struct fixture *fx, struct host *h, const char *id, uint64_t instance)
+{
+	char err[512];
+
+	if (open_pg(fx->where, false, &h->l, err, sizeof(err)) < 0)
+		fail_msg("open for %s: %s", id, err);
+	snprintf(h->l->host_id, sizeof(h->l->host_id), "%s", id);
+	h->id = id;
+	h->instance = instance;
+}
+
+/* A heartbeat of H (JOINING: its first) with lease LEASE_MS; the fleet's answer in *RET. */
+static int beat(struct host *h, bool joining, int64_t lease_ms, struct ledger_fleet *ret)
+{
+	struct ledger_beat b = {.host_id = h->id, .instance = h->instance, .lease_ms = lease_ms,
+				.in_flight = 3, .state = "running", .joining = joining};
+
+	return h->l->ops->fleet_beat(h->l, &b, ret);
+}
+
+static const struct ledger_host *find_host(const struct ledger_fleet *f, const char *id)
+{
+	for (size_t i = 0; i < f->n_hosts; i++)
+		if (strcmp(f->hosts[i].id, id) == 0)
+			return &f->hosts[i];
+	return NULL;
+}
+
+/* Hosts join and see each other alive; one that stops beating is seen dead after its lease
+ * and is taken over by exactly one live host, even when two ask at once; its claims go with
+ * it, its row once the taker says it is done; its own run, back, learns it was replaced. */
+static void test_fleet_leases_and_a_single_takeover(void **state)
+{
+	struct fixture *fx = *state;
+	struct host a, b, c;
+	struct ledger_fleet fa = {0}, fb = {0}, fc = {0};
+
+	host_open(fx, &a, "a", 2);
+	host_open(fx, &b, "b", 4);
+	host_open(fx, &c, "c", 6);
+	assert_int_equal(beat(&a, true, 60000, &fa), 0);
+	ledger_fleet_clear(&fa);
+	assert_int_equal(beat(&b, true, 60000, &fb), 0);
+	ledger_fleet_clear(&fb);
+	/* c's lease is short: it will "die". */
+	assert_int_equal(beat(&c, true, 300, &fc), 0);
+	ledger_fleet_clear(&fc);
+	assert_int_equal(c.l->ops->fleet_claim(c.l, "c", "box", "held.csv"), 1);
+	assert_int_equal(beat(&a, false, 60000, &fa), 0);
+	assert_int_equal(fa.n_hosts, 3);
+	assert_true(find_host(&fa, "c")->alive);
+	assert_int_equal(find_host(&fa, "b")->in_flight, 3);
+	assert_string_equal(fa.take_over, "");
+	ledger_fleet_clear(&fa);
+
+	usleep(600 * 1000);
+	/* a and b ask together: one of them gets c. */
+	assert_int_equal(beat(&a, false, 60000, &fa), 0);
+	assert_int_equal(beat(&b, false, 60000, &fb), 0);
+	assert_false(find_host(&fa, "c")->alive);
+	assert_true((strcmp(fa.take_over, "c") == 0) != (strcmp(fb.take_over, "c") == 0));
+	struct host *taker = fa.take_over[0] ? &a : &b, *other = fa.take_over[0] ? &b : &a;
+	ledger_fleet_clear(&fa);
+	ledger_fleet_clear(&fb);
+	/* Asked again before it is done: still the taker's, never the other's. */
+	assert_int_equal(beat(other, false, 60000, &fb), 0);
+	assert_string_equal(fb.take_over, "");
+	ledger_fleet_clear(&fb);
+	assert_int_equal(beat(taker, false, 60000, &fa), 0);
+	assert_string_equal(fa.take_over, "c");
+	ledger_fleet_clear(&fa);
+	/* c's run comes back before the takeover is done: it may not join (the files are moving),
+	 * and its old run learns it was replaced. */
+	assert_int_equal(beat(&c, false, 300, &fc), 0);
+	assert_true(fc.replaced);
+	assert_string_equal(fc.replaced_by, taker->id);
+	ledger_fleet_clear(&fc);
+	c.instance = 8;
+	assert_int_equal(beat(&c, true, 300, &fc), -EBUSY);
+	assert_non_null(strstr(c.l->error, "is being taken over"));
+	/* Done: c's claims and row go; c joins afresh. */
+	assert_int_equal(taker->l->ops->fleet_taken_over(taker->l, taker->id, "c"), 0);
+	assert_int_equal(sql_int(fx->where, "SELECT count(*) FROM claims WHERE host_id = 'c'"), 0);
+	assert_int_equal(beat(&c, true, 60000, &fc), 0);
+	assert_false(fc.replaced);
+	ledger_fleet_clear(&fc);
+	/* Another daemon with c's host_id (another instance) replaces it: the first run hears it. */
+	c.instance = 10;
+	assert_int_equal(beat(&c, true, 60000, &fc), 0);
+	ledger_fleet_clear(&fc);
+	c.instance = 8;
+	assert_int_equal(beat(&c, false, 60000, &fc), 0);
+	assert_true(fc.replaced);
+	assert_string_equal(fc.replaced_by, "another daemon with this host_id");
+	ledger_fleet_clear(&fc);
+	/* Leaving: with files left the row stays, stopped; empty, it goes. */
+	assert_int_equal(a.l->ops->fleet_leave(a.l, "a", 2, false), 0);
+	assert_string_equal(sql_text(fx->where, "SELECT state FROM hosts WHERE host_id = 'a'"),
+			    "stopped");
+	assert_int_equal(b.l->ops->fleet_leave(b.l, "b", 4, true), 0);
+	assert_int_equal(sql_int(fx->where, "SELECT count(*) FROM hosts WHERE host_id = 'b'"), 0);
+	ledger_close(a.l);
+	ledger_close(b.l);
+	ledger_close(c.l);
+}
+
+/* A file is claimed by one host: the other is told no until the claim is released; a claim is
+ * the host's own again (idempotent, as a retried batch needs). */
+static void test_fleet_claims_one_host_each(void **state)
+{
+	struct fixture *fx = *state;
+	struct host a, b;
+	struct ledger_fleet f = {0};
+
+	host_open(fx, &a, "a", 2);
+	host_open(fx, &b, "b", 4);
+	assert_int_equal(beat(&a, true, 60000, &f), 0);
+	ledger_fleet_clear(&f);
+	assert_int_equal(a.l->ops->fleet_claim(a.l, "a", "box", "x.csv"), 1);
+	assert_int_equal(b.l->ops->fleet_claim(b.l, "b", "box", "x.csv"), 0);
+	assert_int_equal(a.l->ops->fleet_claim(a.l, "a", "box", "x.csv"), 1);
+	assert_int_equal(b.l->ops->fleet_claim(b.l, "b", "other", "x.csv"), 1);
+	/* Another host's release is no release. */
+	assert_int_equal(b.l->ops->fleet_release(b.l, "b", "box", "x.csv"), 0);
+	assert_int_equal(b.l->ops->fleet_claim(b.l, "b", "box", "x.csv"), 0);
+	assert_int_equal(a.l->ops->fleet_release(a.l, "a", "box", "x.csv"), 0);
+	assert_int_equal(b.l->ops->fleet_claim(b.l, "b", "box", "x.csv"), 1);
+	ledger_close(a.l);
+	ledger_close(b.l);
+}
+
+/* One content in flight in the fleet: the first file reserves it, another file (of any host)
+ * is told who has it, until the first file's end is recorded; a host whose lease ended holds
+ * nothing. */
+static void test_fleet_one_content_in_flight(void **state)
+{
+	struct fixture *fx = *state;
+	struct host a, b;
+	struct ledger_fleet f = {0};
+	struct ledger_entry who = {0}, e;
+
+	host_open(fx, &a, "a", 2);
+	host_open(fx, &b, "b", 4);
+	assert_int_equal(beat(&a, true, 60000, &f), 0);
+	ledger_fleet_clear(&f);
+	assert_int_equal(beat(&b, true, 60000, &f), 0);
+	ledger_fleet_clear(&f);
+	assert_int_equal(a.l->ops->fleet_reserve(a.l, "box", "one.csv", SHA_A, SET_1, &who), 1);
+	assert_int_equal(a.l->ops->fleet_reserve(a.l, "box", "one.csv", SHA_A, SET_1, &who), 1);
+	assert_int_equal(b.l->ops->fleet_reserve(b.l, "box", "two.csv", SHA_A, SET_1, &who), 0);
+	assert_string_equal(who.file, "one.csv");
+	assert_string_equal(who.host, "a");
+	ledger_entry_clear(&who);
+	/* The same host's other file waits too; other settings are another content. */
+	assert_int_equal(a.l->ops->fleet_reserve(a.l, "box", "three.csv", SHA_A, SET_1, &who), 0);
+	ledger_entry_clear(&who);
+	assert_int_equal(b.l->ops->fleet_reserve(b.l, "box", "two.csv", SHA_A,
+						 "2222222222222222222222222222222222222222222222"
+						 "222222222222222222", &who), 1);
+	/* Its claim recorded changes nothing; its end lets the content go. */
+	e = entry("box", "one.csv", 100, LEDGER_CLAIMED, 0);
+	record(a.l, &e);
+	assert_int_equal(b.l->ops->fleet_reserve(b.l, "box", "two.csv", SHA_A, SET_1, &who), 0);
+	ledger_entry_clear(&who);
+	e = entry("box", "one.csv", 100, LEDGER_DONE, 200);
+	record(a.l, &e);
+	assert_string_equal(sql_text(fx->where, "SELECT host_id FROM files WHERE file = 'one.csv'"),
+			    "a");
+	assert_int_equal(b.l->ops->fleet_reserve(b.l, "box", "two.csv", SHA_A, SET_1, &who), 1);
+	/* b's lease ends: a may take the content. */
+	assert_int_equal(pg_fixture_sql(fx->where, "UPDATE hosts SET heartbeat_at = now() - "
+						   "interval '1 hour' WHERE host_id = 'b'", NULL, 0),
+			 0);
+	assert_int_equal(a.l->ops->fleet_reserve(a.l, "box", "three.csv", SHA_A, SET_1, &who), 1);
+	ledger_close(a.l);
+	ledger_close(b.l);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -908,6 +1095,9 @@ int main(void)
 		T(test_errors_are_one_line),
 		T(test_commit_after_a_refused_write_fails),
 		T(test_file_name_not_utf8_is_recorded_and_found),
+		T(test_fleet_leases_and_a_single_takeover),
+		T(test_fleet_claims_one_host_each),
+		T(test_fleet_one_content_in_flight),
 		cmocka_unit_test(test_conninfo_uri_becomes_key_value_with_passfile),
 		cmocka_unit_test(test_conninfo_escapes_quotes_and_backslashes),
 		cmocka_unit_test(test_conninfo_unparsable_is_einval),
