@@ -279,3 +279,29 @@ def test_three_hosts_share_the_team_rate_limit(pipe_env, pg):
     assert busiest <= 2, sorted(per_second.items())
     assert len(refused) <= 3, len(refused)
     assert sorted(imported_names(env)) == sorted(names)
+
+
+def test_a_rate_limit_pause_reaches_every_host(pipe_env, pg):
+    """Resend tells one host to wait (a 429 with retry-after 6 s): that host says so at its next
+    heartbeat, and the other host waits too, learning it from the database."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box_a = env.folder("box", pattern="a*.csv")
+    box_b = Folder(box_a.root, "box", {"pattern": "b*.csv"}, make=False)
+    daemons = [env.start(fleet_config(env, conninfo, [folder], host))
+               for host, folder in (("h1", box_a), ("h2", box_b))]
+    env.wait_for(lambda: all("fleet: 2 hosts alive" in d.log() for d in daemons),
+                 "both hosts seeing each other", timeout=30)
+    env.fake.faults([{"status": 429, "retry_after": 6, "method": "POST",
+                      "path_prefix": "/contacts/imports", "count": 1}])
+    box_a.drop("a.csv", csv("a"))
+    env.wait_for(lambda: "another host was told to wait" in daemons[1].log(),
+                 "h2 pausing for h1's 429", timeout=HEARTBEAT_S * 3 + 10)
+    line = next(l for l in daemons[1].log().splitlines() if "another host was told" in l)
+    assert "every host waits" in line, line
+    env.wait_outcomes(box_a, done=1, timeout=TIMEOUT)
+    for daemon in daemons:
+        daemon.stop()
+        daemon.assert_sanitizer_clean()
+    refused = [r for r in env.fake.requests() if r["status"] == 429]
+    assert len(refused) == 1, len(refused)
