@@ -269,6 +269,12 @@ static int pipeline_start(struct daemon *d)
 	if (d->fleet) {
 		engine_set_fleet(pl->engine, d->fleet);
 		engine_fleet_share(pl->engine, d->fleet_alive);
+		if (!pl->cfg->fleet.host_id || strcmp(pl->cfg->fleet.host_id, fleet_host_id(d->fleet)) != 0)
+			log_warning("the ledger or fleet settings changed: this daemon stays host '%s' "
+				    "of the same ledger until a restart", fleet_host_id(d->fleet));
+	} else if (d->lq && pl->cfg->fleet.host_id) {
+		log_warning("the ledger settings changed: the ledger stays where it was until a "
+			    "restart");
 	}
 	if (d->state_dir && strcmp(d->state_dir, pl->cfg->state_dir) != 0)
 		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",

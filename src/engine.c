@@ -110,6 +110,7 @@ struct engine {
 	struct fleet *fleet;
 	struct fleet_wait *fleet_waits;
 	unsigned n_fleet_waits;
+	unsigned fleet_alive; /* hosts alive, as the last heartbeat saw them */
 };
 
 static void engine_defer(struct engine *e);
@@ -459,11 +460,14 @@ static enum engine_submit engine_fleet_claim(struct engine *e, size_t folder, co
 	struct job_folder *f = &e->folders[folder];
 	struct fleet_wait *w;
 
-	/* A host takes what it can start on soon, not the whole inbox: the others get their
-	 * share of a burst. */
+	/* With other hosts alive, a host takes what it can start on soon, not the whole inbox:
+	 * the others get their share of a burst. Alone, it takes what one host does (coalescing
+	 * gathers what waits). */
 	unsigned cap = 4 * e->cfg->api.max_in_flight;
 
-	if (!fleet_can_claim(e->fleet) || e->holding + e->n_fleet_waits >= (cap > 8 ? cap : 8))
+	if (cap < 8)
+		cap = 8;
+	if (!fleet_can_claim(e->fleet) || (e->fleet_alive > 1 && e->holding + e->n_fleet_waits >= cap))
 		return ENGINE_LATER;
 	w = calloc(1, sizeof(*w));
 	if (!w || !(w->c = claimed_new(folder, name))) {
@@ -511,6 +515,7 @@ void engine_fleet_ready(struct engine *e)
 
 void engine_fleet_share(struct engine *e, unsigned alive)
 {
+	e->fleet_alive = alive;
 	pacer_set_share(&e->pacer, e->cfg->api.rate_share / (alive ? alive : 1));
 }
 

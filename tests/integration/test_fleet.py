@@ -72,8 +72,8 @@ def test_three_hosts_share_one_inbox_each_file_imported_once(pipe_env, pg):
     box = env.folder("box")
     hosts = ["h1", "h2", "h3"]
     daemons = [env.start(fleet_config(env, conninfo, [box], host)) for host in hosts]
-    env.wait_for(lambda: all("fleet: joined as host" in d.log() for d in daemons),
-                 "every host joined", timeout=30)
+    env.wait_for(lambda: all("fleet: 3 hosts alive" in d.log() for d in daemons),
+                 "every host seeing the three", timeout=30)
     names = [f"f{i:03}.csv" for i in range(300)]
     for name in names:
         box.drop(name, csv(name))
