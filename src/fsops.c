@@ -414,6 +414,24 @@ writer_present(int fd)
 	return errno == EAGAIN;
 }
 
+/* Whether the file open on FD differs from SEEN by what its server says now. On a network
+ * filesystem stat answers from an attribute cache (NFS: acregmin 3 s up to acregmax 60 s;
+ * sshfs: dcache_timeout, 20 s): a file that another node is still writing can look settled that
+ * long, and be claimed and uploaded cut short. The open has made NFS revalidate (close-to-open)
+ * and sshfs fetch the attributes afresh; AT_STATX_FORCE_SYNC makes the kernel ask for them
+ * rather than answer from its own cache. One statx more per claim on a local filesystem. */
+static bool
+changed_since(int fd, const struct fsops_seen *seen)
+{
+	struct statx stx;
+
+	if (!seen || statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC,
+			   STATX_SIZE | STATX_MTIME, &stx) < 0)
+		return false;
+	return (int64_t)stx.stx_size != seen->size || stx.stx_mtime.tv_sec != seen->mtime.tv_sec ||
+	       (long)stx.stx_mtime.tv_nsec != seen->mtime.tv_nsec;
+}
+
 int
 fsops_claim(int inbox_fd, int proc_fd, const char *name, const struct fsops_seen *seen)
 {
@@ -430,7 +448,7 @@ fsops_claim(int inbox_fd, int proc_fd, const char *name, const struct fsops_seen
 				O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 
 		if (fd >= 0) {
-			bool busy = writer_present(fd);
+			bool busy = writer_present(fd) || changed_since(fd, seen);
 
 			close(fd);
 			if (busy)

@@ -18,49 +18,16 @@ import pytest
 
 from daemon_harness import (Folder, control_metrics, control_status, pipe_env,  # noqa: F401
                             pipe_fake)
+from fleet_harness import HEARTBEAT_S, LEASE_S, csv, fleet_config, hosts_of, imported_names
 from pg_harness import PgServer
 
 TIMEOUT = 120
-HEARTBEAT_S = 1
-LEASE_S = 4
 
 
 @pytest.fixture
 def pg():
     with PgServer() as server:
         yield server
-
-
-def csv(tag, rows=3):
-    return ("email,first_name\n" + "".join(f"{tag}-{i}@example.com,N{i}\n"
-                                           for i in range(rows))).encode()
-
-
-def fleet_config(env, conninfo, folders, host, api=None, defaults=None):
-    """HOST's configuration: its own state_dir and control socket, the shared ledger."""
-    state = os.path.join(env.root, f"state-{host}")
-    os.makedirs(state, exist_ok=True)
-    return env.config(folders, name=f"{host}.yaml", state_dir=state, api=api,
-                      defaults={"rescan_s": 2, **(defaults or {})},
-                      ledger={"backend": "postgresql", "conninfo": conninfo},
-                      extra={"fleet": {"host_id": host, "heartbeat_s": HEARTBEAT_S,
-                                       "lease_s": LEASE_S}})
-
-
-def imported_names(env):
-    """File name -> how many imports the fake made of it (coalesce off: one file each)."""
-    counts = collections.Counter()
-    for upload in env.uploads():
-        if upload["status"] == 201 and upload["file"]:
-            counts[upload["file"]["filename"]] += 1
-    return counts
-
-
-def hosts_of(pg, conninfo):
-    """Ledger rows: file -> the host that took it (the latest row of each)."""
-    rows = pg.sql(conninfo, "SELECT file, coalesce(host_id, ''), status FROM files "
-                            "ORDER BY claimed_at_ms")
-    return {file: (host, status) for file, host, status in rows}
 
 
 def test_three_hosts_share_one_inbox_each_file_imported_once(pipe_env, pg):
@@ -308,3 +275,7 @@ def test_a_rate_limit_pause_reaches_every_host(pipe_env, pg):
         daemon.assert_sanitizer_clean()
     refused = [r for r in env.fake.requests() if r["status"] == 429]
     assert len(refused) == 1, len(refused)
+    # The host told to wait is not told again by the database, as if by another host; the
+    # other says it once.
+    assert "another host was told" not in daemons[0].log()
+    assert daemons[1].log().count("another host was told") == 1, daemons[1].log()

@@ -11,56 +11,14 @@ import time
 
 import pytest
 
-from daemon_harness import free_port, pipe_env, pipe_fake, read_bytes, wait_port  # noqa: F401
-
-SSHD = "/usr/sbin/sshd"
+from daemon_harness import pipe_env, pipe_fake, read_bytes  # noqa: F401
+from sshd_harness import SSHD, sshd  # noqa: F401
 SFTP = shutil.which("sftp")
 pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and SFTP),
                                 reason="openssh-server/openssh-client not installed "
                                        "(scripts/install-deps installs them)")
 
 
-
-
-@pytest.fixture
-def sshd():
-    """A throw-away sshd on 127.0.0.1 accepting one key for the current user; stopped after."""
-    root = tempfile.mkdtemp(prefix="rdd-sshd-")
-    proc = None
-    try:
-        for key in ("host", "client"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-                            os.path.join(root, key)], check=True, timeout=30)
-        shutil.copy(os.path.join(root, "client.pub"), os.path.join(root, "authorized_keys"))
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
-        port = free_port()
-        config = os.path.join(root, "sshd_config")
-        with open(config, "w") as f:
-            f.write(f"""ListenAddress 127.0.0.1
-Port {port}
-HostKey {root}/host
-AuthorizedKeysFile {root}/authorized_keys
-PidFile {root}/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-LogLevel ERROR
-""")
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.PIPE)
-        wait_port(port, what="sshd")
-        yield {"port": port, "key": os.path.join(root, "client"), "root": root}
-    finally:
-        if proc:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def sftp_put(server, local, remote, kbit_per_s, timeout):
