@@ -79,7 +79,8 @@ struct daemon {
 	uv_timer_t prune_timer;
 	/* A fleet's host (the PostgreSQL ledger): outlives pipelines like the ledger. */
 	struct fleet *fleet;
-	unsigned fleet_alive;
+	unsigned fleet_alive, fleet_index; /* as the last heartbeat saw the fleet */
+	int64_t fleet_offset_ms;
 	bool ledger_failing;    /* as the ledger's thread last said (status) */
 	char ledger_error[512];
 	bool stopping;
@@ -268,7 +269,7 @@ static int pipeline_start(struct daemon *d)
 	engine_set_ledger(pl->engine, d->lq);
 	if (d->fleet) {
 		engine_set_fleet(pl->engine, d->fleet);
-		engine_fleet_share(pl->engine, d->fleet_alive);
+		engine_fleet_share(pl->engine, d->fleet_alive, d->fleet_index, d->fleet_offset_ms);
 		if (!pl->cfg->fleet.host_id || strcmp(pl->cfg->fleet.host_id, fleet_host_id(d->fleet)) != 0)
 			log_warning("the ledger or fleet settings changed: this daemon stays host '%s' "
 				    "of the same ledger until a restart", fleet_host_id(d->fleet));
@@ -626,21 +627,23 @@ static void daemon_fleet_take_over(const char *host, void *data)
 		fleet_took_over(d->fleet, host, 0, 1);
 }
 
-static void daemon_fleet_share(unsigned alive, void *data)
+static void daemon_fleet_share(unsigned alive, unsigned index, int64_t offset_ms, void *data)
 {
 	struct daemon *d = data;
 
 	d->fleet_alive = alive;
+	d->fleet_index = index;
+	d->fleet_offset_ms = offset_ms;
 	if (d->pl.engine)
-		engine_fleet_share(d->pl.engine, alive);
+		engine_fleet_share(d->pl.engine, alive, index, offset_ms);
 }
 
-static void daemon_fleet_pause(uint64_t ms, void *data)
+static void daemon_fleet_pause(uint64_t ms, bool news, void *data)
 {
 	struct daemon *d = data;
 
 	if (d->pl.engine)
-		engine_fleet_pause(d->pl.engine, ms);
+		engine_fleet_pause(d->pl.engine, ms, news);
 }
 
 static void daemon_fleet_replaced(const char *by, void *data)

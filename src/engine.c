@@ -513,16 +513,18 @@ void engine_fleet_ready(struct engine *e)
 	engine_defer(e);
 }
 
-void engine_fleet_share(struct engine *e, unsigned alive)
+void engine_fleet_share(struct engine *e, unsigned alive, unsigned index, int64_t offset_ms)
 {
 	e->fleet_alive = alive;
 	pacer_set_share(&e->pacer, e->cfg->api.rate_share / (alive ? alive : 1));
+	pacer_set_turns(&e->pacer, alive, index, offset_ms);
 }
 
-void engine_fleet_pause(struct engine *e, uint64_t ms)
+void engine_fleet_pause(struct engine *e, uint64_t ms, bool news)
 {
-	log_warning("fleet: another host was told to wait %.1f s for Resend's rate limit: every "
-		    "host waits", (double)ms / 1000.0);
+	if (news)
+		log_warning("fleet: another host was told to wait %.1f s for Resend's rate limit: "
+			    "every host waits", (double)ms / 1000.0);
 	pacer_pause(&e->pacer, ms);
 }
 

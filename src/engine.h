@@ -77,10 +77,12 @@ struct fleet;
 void engine_set_fleet(struct engine *e, struct fleet *fleet);
 /* Claims may start (or not): parked files are offered again. */
 void engine_fleet_ready(struct engine *e);
-/* ALIVE hosts share the team's rate limit: this one spends api.rate_share / ALIVE of it. */
-void engine_fleet_share(struct engine *e, unsigned alive);
-/* Another host was told to wait MS for the rate limit: no request goes out meanwhile. */
-void engine_fleet_pause(struct engine *e, uint64_t ms);
+/* ALIVE hosts share the team's rate limit: this one spends api.rate_share / ALIVE of it, in
+ * its turns (the INDEX-th of ALIVE, on the loop's clock plus OFFSET_MS: ratelimit.h). */
+void engine_fleet_share(struct engine *e, unsigned alive, unsigned index, int64_t offset_ms);
+/* Another host was told to wait MS for the rate limit: no request goes out meanwhile. NEWS:
+ * said in the log (else the same pause read again). */
+void engine_fleet_pause(struct engine *e, uint64_t ms, bool news);
 /* How long Resend told this host to wait before its next request (ms from now; 0: no wait). */
 uint64_t engine_rate_blocked_ms(const struct engine *e);
 /* Moves host HOST's files (NULL: those of the folder's processing directory of one host, left

@@ -26,7 +26,7 @@ struct fleet {
 	uint64_t last_ok_ms;   /* loop clock: the last heartbeat that renewed the lease */
 	struct ledger_host *hosts;
 	size_t n_hosts;
-	unsigned alive;        /* as last told (share) */
+	unsigned alive, index; /* as last told (share) */
 	uint64_t pause_told_until; /* loop clock */
 	char taking[CONFIG_HOST_ID_MAX + 1]; /* the host being taken over; "" none */
 };
@@ -98,13 +98,15 @@ static void fleet_tell_ready(struct fleet *f)
 
 static void fleet_note_hosts(struct fleet *f, struct ledger_fleet *res)
 {
-	unsigned alive = 0;
+	unsigned alive = 0, index = 0;
 	char names[512] = "";
 	size_t len = 0;
 
 	for (size_t i = 0; i < res->n_hosts; i++) {
 		if (!res->hosts[i].alive)
 			continue;
+		if (strcmp(res->hosts[i].id, f->cfg->host_id) == 0)
+			index = alive;
 		alive++;
 		len += (size_t)snprintf(names + len, len < sizeof(names) ? sizeof(names) - len : 0,
 					"%s%s", alive > 1 ? ", " : "", res->hosts[i].id);
@@ -118,13 +120,15 @@ static void fleet_note_hosts(struct fleet *f, struct ledger_fleet *res)
 	res->n_hosts = 0;
 	if (alive == 0)
 		alive = 1; /* this host, whatever the clocks say */
-	if (alive != f->alive) {
-		log_info("fleet: %u host%s alive (%s): each spends 1/%u of the team's rate limit",
-			 alive, alive == 1 ? "" : "s", names, alive);
-		f->alive = alive;
-		if (f->ev.share)
-			f->ev.share(alive, f->ev.data);
-	}
+	if (alive != f->alive)
+		log_info("fleet: %u host%s alive (%s): each spends 1/%u of the team's rate limit%s",
+			 alive, alive == 1 ? "" : "s", names, alive,
+			 alive > 1 ? ", in turns" : "");
+	f->alive = alive;
+	f->index = index;
+	/* Every heartbeat: the clocks drift. */
+	if (f->ev.share)
+		f->ev.share(alive, index, res->clock_offset_ms, f->ev.data);
 }
 
 static void beat_done(void *data)
@@ -161,10 +165,13 @@ static void beat_done(void *data)
 	f->lost_told = false;
 	f->last_ok_ms = uv_now(f->loop);
 	fleet_note_hosts(f, &c->res);
-	if (c->res.pause_ms > 0 && uv_now(f->loop) + (uint64_t)c->res.pause_ms > f->pause_told_until) {
+	/* A pause told once; one that a later heartbeat reads again (a few ms apart on the
+	 * database's clock) or extends is passed on without a word more. */
+	if (c->res.pause_ms > 0 && f->ev.pause) {
+		bool news = uv_now(f->loop) >= f->pause_told_until;
+
 		f->pause_told_until = uv_now(f->loop) + (uint64_t)c->res.pause_ms;
-		if (f->ev.pause)
-			f->ev.pause((uint64_t)c->res.pause_ms, f->ev.data);
+		f->ev.pause((uint64_t)c->res.pause_ms, news, f->ev.data);
 	}
 	fleet_tell_ready(f);
 	if (c->res.take_over[0] && !f->taking[0] && f->ev.take_over) {

@@ -25,10 +25,12 @@ struct fleet_events {
 	/* HOST's lease ended and it is this host's to take over: its files are moved into this
 	 * host's processing directories, then fleet_took_over says how that went. */
 	void (*take_over)(const char *host, void *data);
-	/* The hosts alive changed (ALIVE >= 1: the team's limit is divided by it), or a host was
-	 * told to wait PAUSE_MS before its next request (a 429): every host waits. */
-	void (*share)(unsigned alive, void *data);
-	void (*pause)(uint64_t pause_ms, void *data);
+	/* The hosts alive changed (ALIVE >= 1: the team's limit is divided by it; this host is
+	 * the INDEX-th of them, and takes its requests in its turns on the clock they share, the
+	 * monotonic clock plus OFFSET_MS), or a host was told to wait PAUSE_MS before its next
+	 * request (a 429): every host waits. */
+	void (*share)(unsigned alive, unsigned index, int64_t offset_ms, void *data);
+	void (*pause)(uint64_t pause_ms, bool news, void *data); /* NEWS: not told before */
 	/* This run's row was taken over while it could not reach the database, or another daemon
 	 * has its host_id: it must stop (BY says who). */
 	void (*replaced)(const char *by, void *data);

@@ -91,7 +91,10 @@ struct ledger_fleet {
 	 * this run must stop (BY says who). */
 	bool replaced;
 	char replaced_by[LEDGER_HOST_ID_MAX + 1];
-	int64_t pause_ms; /* the longest pause a live host was told, still to run */
+	int64_t pause_ms; /* the longest pause a live host other than this one was told */
+	/* The database's clock minus this machine's monotonic clock (CLOCK_MONOTONIC, libuv's),
+	 * in ms, read in the middle of one round trip: the clock the hosts' turns share. */
+	int64_t clock_offset_ms;
 };
 
 void ledger_fleet_clear(struct ledger_fleet *f);

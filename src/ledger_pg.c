@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Each step takes the schema from the version before it to its own (index + 1). Version 1 is
  * SQLite's version 3, in PostgreSQL's types. */
@@ -708,7 +709,29 @@ static int pg_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
 
 /* ---- the fleet ---- */
 
-static int pg_fleet_hosts(struct ledger_pg *l, struct ledger_fleet *ret)
+/* The database's clock against this machine's monotonic one. */
+static int pg_fleet_clock(struct ledger_pg *l, struct ledger_fleet *ret)
+{
+	struct timespec a, b;
+	PGresult *res;
+	int r = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	res = PQexec(l->conn, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		r = pg_fail(l, res, "cannot read the database's clock");
+	else
+		ret->clock_offset_ms = strtoll(PQgetvalue(res, 0, 0), NULL, 10) -
+				       ((int64_t)a.tv_sec * 1000 + a.tv_nsec / 1000000 +
+					(int64_t)b.tv_sec * 1000 + b.tv_nsec / 1000000) / 2;
+	PQclear(res);
+	return r;
+}
+
+/* Every host's row; the longest pause that a live host other than SELF was told (SELF's own is
+ * no news to it). */
+static int pg_fleet_hosts(struct ledger_pg *l, const char *self, struct ledger_fleet *ret)
 {
 	struct params p = {0};
 	int n, r;
@@ -735,7 +758,7 @@ static int pg_fleet_hosts(struct ledger_pg *l, struct ledger_fleet *ret)
 		snprintf(h->taken_over_by, sizeof(h->taken_over_by), "%s", PQgetvalue(res, i, 5));
 		h->alive = PQgetvalue(res, i, 6)[0] == 't';
 		pause = col_i64(res, i, 7, 0);
-		if (h->alive && pause > ret->pause_ms)
+		if (h->alive && pause > ret->pause_ms && strcmp(h->id, self) != 0)
 			ret->pause_ms = pause;
 	}
 	PQclear(res);
@@ -791,7 +814,9 @@ static int pg_fleet_beat(struct ledger *base, const struct ledger_beat *b,
 	if (PQntuples(res) > 0)
 		snprintf(ret->take_over, sizeof(ret->take_over), "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
-	r = pg_fleet_hosts(l, ret);
+	r = pg_fleet_hosts(l, b->host_id, ret);
+	if (r == 0)
+		r = pg_fleet_clock(l, ret);
 	if (r < 0)
 		ledger_fleet_clear(ret);
 	return r;

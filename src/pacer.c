@@ -198,6 +198,12 @@ void pacer_set_share(struct pacer *s, double share)
 	pacer_run(s);
 }
 
+void pacer_set_turns(struct pacer *s, unsigned n, unsigned i, int64_t offset_ms)
+{
+	ratelimit_set_turns(&s->rl, n, i, offset_ms);
+	pacer_run(s);
+}
+
 void pacer_note_response(struct pacer *s, const struct ratelimit_headers *h)
 {
 	double rate = s->rl.rate;

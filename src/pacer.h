@@ -85,6 +85,8 @@ void pacer_slot_free(struct pacer *s);
 void pacer_pause(struct pacer *s, uint64_t ms);
 /* The share of the team's limit this daemon spends (ratelimit_set_share). */
 void pacer_set_share(struct pacer *s, double share);
+/* A fleet's turns (ratelimit_set_turns; the offset against the loop's clock). */
+void pacer_set_turns(struct pacer *s, unsigned n, unsigned i, int64_t offset_ms);
 /* Feeds the rate-limit headers of an answer (ratelimit_note_response). */
 void pacer_note_response(struct pacer *s, const struct ratelimit_headers *h);
 /* The same for an answer that refused the request for the team's rate limit (a 429): no

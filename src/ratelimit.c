@@ -62,6 +62,43 @@ void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t
 	rl->last_ms = now_ms;
 	rl->blocked_until_ms = 0;
 	rl->refusals = 0;
+	rl->slot_n = rl->slot_i = 0;
+	rl->clock_offset_ms = 0;
+	rl->slot_used = -1;
+}
+
+void ratelimit_set_turns(struct ratelimit *rl, unsigned n, unsigned i, int64_t offset_ms)
+{
+	rl->slot_n = n > 1 && i < n ? n : 0;
+	rl->slot_i = i;
+	rl->clock_offset_ms = offset_ms;
+}
+
+/* 0 when a token may be taken now (this host's turn, just begun, not used yet; *RET_TURN is
+ * it), else how long until its next turn begins. */
+static uint64_t ratelimit_turn_wait(const struct ratelimit *rl, uint64_t now_ms, int64_t *ret_turn)
+{
+	double team = rl->rate * rl->slot_n, len, t, into;
+	int64_t turn, next;
+
+	*ret_turn = -1;
+	if (rl->slot_n < 2 || !(team > 0) || isinf(team))
+		return 0;
+	len = 1000.0 * RATELIMIT_TURN_MARGIN / team;
+	t = (double)now_ms + (double)rl->clock_offset_ms;
+	turn = (int64_t)floor(t / len);
+	into = t - (double)turn * len;
+	if ((uint64_t)(turn % rl->slot_n + rl->slot_n) % rl->slot_n == rl->slot_i &&
+	    into <= len * RATELIMIT_TURN_OPEN && turn != rl->slot_used) {
+		*ret_turn = turn;
+		return 0;
+	}
+	/* The next turn of this host's. */
+	next = turn + 1;
+	next += ((int64_t)rl->slot_i - next % (int64_t)rl->slot_n + 2 * (int64_t)rl->slot_n) %
+		(int64_t)rl->slot_n;
+	t = (double)next * len - t;
+	return t < 1 ? 1 : (uint64_t)ceil(t);
 }
 
 void ratelimit_set_share(struct ratelimit *rl, double share)
@@ -93,10 +130,17 @@ uint64_t ratelimit_take(struct ratelimit *rl, uint64_t now_ms)
 	if (ratelimit_unlimited(rl))
 		return 0;
 	ratelimit_refill(rl, now_ms);
+	int64_t turn;
+	uint64_t turn_wait = ratelimit_turn_wait(rl, now_ms, &turn);
+
+	if (turn_wait)
+		return turn_wait;
 	if (rl->tokens >= 1.0 - RATELIMIT_EPSILON) {
 		rl->tokens -= 1.0;
 		if (rl->tokens < 0)
 			rl->tokens = 0;
+		if (turn >= 0)
+			rl->slot_used = turn;
 		return 0;
 	}
 	/* Aim halfway into the slack: at the promised time the bucket is then past the threshold

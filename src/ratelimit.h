@@ -30,6 +30,12 @@ struct ratelimit {
 	uint64_t blocked_until_ms; /* set from retry-after / ratelimit-remaining: 0 + reset */
 	unsigned refusals;         /* 429s in a row (the team's limit), for the wait without a
 				    * header */
+	/* A fleet of SLOT_N hosts sharing the team's limit (0 or 1: alone): this host, SLOT_I of
+	 * them, takes tokens in its own turns only, on a clock they share (this clock plus
+	 * CLOCK_OFFSET_MS), so that their requests never bunch up in one second. */
+	unsigned slot_n, slot_i;
+	int64_t clock_offset_ms;
+	int64_t slot_used;         /* the last turn a token was taken in; -1: none */
 };
 
 /* CEILING: api.requests_per_second (0: none); SHARE: api.rate_share, in (0, 1]. */
@@ -37,6 +43,14 @@ void ratelimit_init(struct ratelimit *rl, double ceiling, double share, uint64_t
 
 /* A new SHARE, in (0, 1] (a fleet's hosts divide the team's limit between the live ones). */
 void ratelimit_set_share(struct ratelimit *rl, double share);
+/* Turns: N hosts (each with a share of 1/N) take tokens in turn, this one the I-th (0-based)
+ * of every N, each turn RATELIMIT_TURN_MARGIN times the team's interval long and used only in
+ * its first RATELIMIT_TURN_OPEN part, at most once: any second then holds at most the team's
+ * limit of requests, whatever the hosts' phases, with clocks agreeing within a tenth of a
+ * turn. OFFSET_MS: the shared clock minus this one. N < 2: no turns. */
+#define RATELIMIT_TURN_MARGIN 1.2
+#define RATELIMIT_TURN_OPEN 0.1
+void ratelimit_set_turns(struct ratelimit *rl, unsigned n, unsigned i, int64_t offset_ms);
 
 /* Takes a token if one is available now and returns 0; otherwise returns how many milliseconds
  * to wait before asking again (always > 0). */

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <cmocka.h>
@@ -584,6 +585,83 @@ static void test_limit_share(void **state)
 	assert_int_equal(ratelimit_take(&rl, T0), 250);
 }
 
+/* A fleet of three hosts on the team's 2 requests/s (announced), each with a share of a third
+ * and its turns, their clocks a few ms apart as the database's reading leaves them, each asking
+ * for a token whenever it has waited as told: no second ever holds more than 2 grants in all,
+ * wherever the window falls, and each host gets its third. Without turns the same hosts bunch
+ * up (the test's own check that it can tell). */
+static int grants_in_worst_window(const uint64_t *t, size_t n)
+{
+	int worst = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int in = 0;
+
+		for (size_t k = 0; k < n; k++)
+			in += t[k] >= t[i] && t[k] < t[i] + 1000;
+		if (in > worst)
+			worst = in;
+	}
+	return worst;
+}
+
+static void run_fleet(bool turns, uint64_t *grants, size_t *n_grants, unsigned per_host[3])
+{
+	/* Each host's clock against the shared one (its monotonic clock started elsewhere), and
+	 * the error of its reading of the difference (half a round trip and more). */
+	const int64_t skew[3] = {100000, 5017, 77};
+	const int64_t error[3] = {0, 9, -8};
+	const uint64_t start[3] = {0, 333, 701};
+	struct ratelimit rl[3];
+	uint64_t next[3];
+	const struct ratelimit_headers h = {.limit = "2"};
+
+	*n_grants = 0;
+	for (int i = 0; i < 3; i++) {
+		ratelimit_init(&rl[i], 10, 1.0 / 3, start[i] + (uint64_t)skew[i]);
+		ratelimit_note_response(&rl[i], start[i] + (uint64_t)skew[i], &h);
+		if (turns)
+			ratelimit_set_turns(&rl[i], 3, (unsigned)i, -skew[i] + error[i]);
+		next[i] = start[i];
+		per_host[i] = 0;
+	}
+	/* Ten minutes, a millisecond at a time: each host asks when its last wait ends. */
+	for (uint64_t now = 0; now < 600000; now++) {
+		for (int i = 0; i < 3; i++) {
+			uint64_t local = now + (uint64_t)skew[i]; /* its own clock */
+			uint64_t w;
+
+			if (now < next[i])
+				continue;
+			w = ratelimit_take(&rl[i], local);
+			if (w == 0) {
+				grants[(*n_grants)++] = now;
+				per_host[i]++;
+				next[i] = now + 1;
+			} else {
+				next[i] = now + w;
+			}
+		}
+	}
+}
+
+static void test_fleet_turns_keep_every_second_within_the_team_limit(void **state)
+{
+	static uint64_t grants[3 * 1300];
+	unsigned per_host[3];
+	size_t n;
+
+	(void)state;
+	run_fleet(true, grants, &n, per_host);
+	assert_true(grants_in_worst_window(grants, n) <= 2);
+	/* 1/1.2 of the team's 2/s over 600 s, a third each. */
+	assert_true(n >= 950 && n <= 1002);
+	for (int i = 0; i < 3; i++)
+		assert_true(per_host[i] >= n / 3 - 2 && per_host[i] <= n / 3 + 2);
+	run_fleet(false, grants, &n, per_host);
+	assert_true(grants_in_worst_window(grants, n) > 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -617,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_clock_backwards_is_harmless),
 		cmocka_unit_test(test_limit_announced_resizes),
 		cmocka_unit_test(test_limit_share),
+		cmocka_unit_test(test_fleet_turns_keep_every_second_within_the_team_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
