@@ -279,3 +279,20 @@ def test_a_rate_limit_pause_reaches_every_host(pipe_env, pg):
     # other says it once.
     assert "another host was told" not in daemons[0].log()
     assert daemons[1].log().count("another host was told") == 1, daemons[1].log()
+
+
+def test_a_host_taken_over_while_away_stops(pipe_env, pg):
+    """A host whose row another host took over (as after a network partition longer than its
+    lease) must not go on with files that are no longer its own: at its next heartbeat it says
+    so and exits with status 1 (systemd starts it again, empty-handed)."""
+    env = pipe_env
+    conninfo = pg.new_database()
+    box = env.folder("box")
+    daemon = env.start(fleet_config(env, conninfo, [box], "h1"))
+    env.wait_for(lambda: "fleet: joined as host" in daemon.log(), "h1 joined", timeout=30)
+    pg.sql(conninfo, "UPDATE hosts SET taken_over_by = 'h9', taken_over_at = now() "
+                     "WHERE host_id = 'h1'")
+    daemon.wait_exit(HEARTBEAT_S * 3 + 20)
+    daemon.assert_exit(daemon.returncode, 1)
+    assert "host 'h1' was taken over by h9 while this daemon could not reach the database" \
+        in daemon.log(), daemon.log()
