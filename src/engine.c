@@ -45,6 +45,7 @@ struct fleet_wait {
 	struct engine *e;
 	struct claimed *c; /* indexed: a namesake waits */
 	struct fsops_seen seen;
+	bool has_seen;
 	void *call;
 	struct fleet_wait *prev, *next;
 };
@@ -427,6 +428,7 @@ static void engine_fleet_claimed(bool mine, void *data)
 	struct engine *e = w->e;
 	struct claimed *c = w->c;
 	struct fsops_seen seen = w->seen;
+	bool has_seen = w->has_seen;
 	struct job *job;
 
 	engine_fleet_wait_free(e, w);
@@ -451,7 +453,7 @@ static void engine_fleet_claimed(bool mine, void *data)
 		engine_defer(e);
 		return;
 	}
-	job_start(job, &seen);
+	job_start(job, has_seen ? &seen : NULL);
 }
 
 static enum engine_submit engine_fleet_claim(struct engine *e, size_t folder, const char *name,
@@ -476,8 +478,10 @@ static enum engine_submit engine_fleet_claim(struct engine *e, size_t folder, co
 		return ENGINE_LATER;
 	}
 	w->e = e;
-	if (seen)
+	if (seen) {
 		w->seen = *seen;
+		w->has_seen = true;
+	}
 	if (fleet_claim(e->fleet, f->conf->name, name, engine_fleet_claimed, w, &w->call) < 0) {
 		free(w->c);
 		free(w);
