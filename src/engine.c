@@ -56,7 +56,9 @@ struct engine_takeover {
 	struct engine *e;
 	size_t folder;
 	char host[CONFIG_HOST_ID_MAX + 1]; /* "": the folder's directory of one host */
-	unsigned moved, left;
+	char **names; /* the files moved (fsops_move_all) */
+	size_t moved;
+	unsigned left;
 	struct engine_takeover_all *all;
 };
 
@@ -557,7 +559,7 @@ static void engine_takeover_work(struct diskq_op *op)
 	if (src_fd < 0) {
 		op->result = errno == ENOENT ? 0 : -errno; /* nothing of that host here */
 	} else {
-		op->result = fsops_move_all(src_fd, dir->proc_fd, &t->moved, &t->left);
+		op->result = fsops_move_all(src_fd, dir->proc_fd, &t->names, &t->moved, &t->left);
 		close(src_fd);
 		/* Its directory goes once empty (the next host of that name makes it again). */
 		if (t->host[0] && t->left == 0 && op->result == 0)
@@ -581,13 +583,30 @@ static void engine_takeover_done(struct diskq_op *op)
 			  FSOPS_FLEET_DIR, fleet_host_id(e->fleet), strerror(-op->result));
 	if (op->result < 0 && !t->left)
 		t->left = 1;
-	all->moved += t->moved;
+	all->moved += (unsigned)t->moved;
 	all->left += t->left;
 	/* Resumed like anything an earlier run of this host left: followed or reconciled when
-	 * their imports may exist, never uploaded again blindly. */
-	if (t->moved && !e->env.draining)
-		engine_resume(e, t->folder);
+	 * their imports may exist, never uploaded again blindly. The names moved, not a listing
+	 * of the directory: this host's own files there are in hand, and one may end (its name
+	 * unknown again) while a listing is made. */
+	for (size_t i = 0; i < t->moved && !e->env.draining; i++) {
+		struct claimed *c;
+
+		if (claimed_find(f, t->names[i]))
+			continue;
+		c = claimed_new(t->folder, t->names[i]);
+		if (!c) {
+			log_error("%s: out of memory resuming '%s'; it is resumed at the next start",
+				  f->conf->name, t->names[i]);
+			continue;
+		}
+		claimed_index(f, c);
+		backlog_push(e, c);
+	}
+	if (t->names)
+		fsops_names_free(t->names, t->moved);
 	free(t);
+	engine_defer(e);
 	if (--all->pending == 0) {
 		all->done(all->host, all->moved, all->left, all->data);
 		free(all);

@@ -354,11 +354,15 @@ fsops_lock_shared(int dir_fd, int *ret_fd)
 }
 
 int
-fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left)
+fsops_move_all(int src_fd, int dst_fd, char ***ret_names, size_t *ret_moved, unsigned *ret_left)
 {
+	char **names = NULL;
+	size_t n = 0, cap = 0;
 	int first = 0, r = 0;
 
-	*ret_moved = *ret_left = 0;
+	*ret_names = NULL;
+	*ret_moved = 0;
+	*ret_left = 0;
 	/* Two passes: the state records and temporaries (dot names) first, then the files they
 	 * describe, so that a file never arrives without its record. */
 	for (int pass = 0; pass < 2; pass++) {
@@ -370,6 +374,7 @@ fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left)
 			r = -errno;
 			if (fd >= 0)
 				close(fd);
+			fsops_names_free(names, n);
 			return r;
 		}
 		while ((de = readdir(dir)) != NULL) {
@@ -383,9 +388,23 @@ fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left)
 			    !S_ISREG(st.st_mode))
 				continue;
 			r = move_noreplace(src_fd, de->d_name, dst_fd, de->d_name);
-			if (r == 0) {
-				(*ret_moved) += pass == 1;
-			} else if (r != -ENOENT) {
+			if (r == 0 && pass == 1) {
+				char *copy = strdup(de->d_name);
+
+				if (n == cap) {
+					size_t ncap = cap ? cap * 2 : 16;
+					void *p = copy ? reallocarray(names, ncap, sizeof(*names)) : NULL;
+
+					if (!p) {
+						/* Moved all the same: resumed at the next start. */
+						free(copy);
+						continue;
+					}
+					names = p;
+					cap = ncap;
+				}
+				names[n++] = copy;
+			} else if (r < 0 && r != -ENOENT) {
 				(*ret_left)++;
 				if (!first)
 					first = r;
@@ -393,6 +412,8 @@ fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left)
 		}
 		closedir(dir);
 	}
+	*ret_names = names;
+	*ret_moved = n;
 	r = fsops_fsync_dir(dst_fd);
 	if (r == 0)
 		r = fsops_fsync_dir(src_fd);

@@ -77,9 +77,12 @@ int fsops_host_dir(int proc_fd, const char *host_id, int *ret_fd);
  * cannot take it beside them, nor they beside it. -EWOULDBLOCK. */
 int fsops_lock_shared(int dir_fd, int *ret_fd);
 /* Moves every regular file of SRC_FD into DST_FD, keeping names and replacing nothing (a
- * host's processing directory taken over by another). *RET_MOVED, *RET_LEFT (a name taken in
- * DST_FD, or another error: the first is returned, -EEXIST for a name). 0 when none is left. */
-int fsops_move_all(int src_fd, int dst_fd, unsigned *ret_moved, unsigned *ret_left);
+ * host's processing directory taken over by another), the state records first. *RET_NAMES
+ * (fsops_names_free) and *RET_MOVED: the names moved that do not start with a dot (the files);
+ * *RET_LEFT: those that could not be (a name taken in DST_FD, or another error: the first is
+ * returned, -EEXIST for a name). 0 when none is left. */
+int fsops_move_all(int src_fd, int dst_fd, char ***ret_names, size_t *ret_moved,
+		   unsigned *ret_left);
 
 /* Claims NAME: moves INBOX_FD/NAME to PROC_FD/NAME without replacing anything, provided it is
  * still what SEEN says (size and mtime; NULL: no comparison) and, where the kernel can tell, no

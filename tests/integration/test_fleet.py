@@ -148,6 +148,10 @@ def test_a_host_killed_during_uploads_is_taken_over(pipe_env, pg):
     rows = hosts_of(pg, conninfo)
     assert {host for host, _ in rows.values()} <= {"victim", "survivor"}
     assert pg.sql(conninfo, "SELECT host_id FROM hosts") == []
+    # One row a file, done: a taker's own file that ends while it takes over is not resumed
+    # a second time (as "cannot be opened") from a listing of its directory.
+    assert pg.sql(conninfo, "SELECT count(*), count(*) FILTER (WHERE status = 'done') "
+                            "FROM files") == [(str(len(rows)), str(len(rows)))]
 
 
 def test_a_second_daemon_with_one_host_id_is_refused_and_sqlite_stays_one_daemon(pipe_env, pg):
