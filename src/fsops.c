@@ -1,6 +1,7 @@
 /* Safe file operations on the drop folders, by directory descriptor. Every move is a rename that
- * never replaces anything; every durable write goes write -> fsync -> close (checked) -> rename,
- * and the directory fsync that completes it is the disk queue's (one per batch). */
+ * never replaces anything; every durable write goes write -> fsync -> close (checked) -> rename
+ * (but a one-sector record, rewritten in place: fsops_write_record), and the directory fsync
+ * that completes it is the disk queue's (one per batch). */
 #include "fsops.h"
 
 #include <dirent.h>
@@ -852,17 +853,91 @@ back:
 	return r;
 }
 
+/* A record of fewer bytes than a sector is kept in a file of exactly one sector, padded with
+ * blanks (JSON ignores them): rewritten in place, with no new inode, no rename and no size
+ * change, a durable write is one pwrite of one sector and an fdatasync. That a sector is
+ * written whole or not at all is what PostgreSQL assumes of its pg_control, which is kept
+ * under 512 bytes for that reason; a record written so is as safe. */
+#define FSOPS_RECORD_SECTOR 512
+
+static int
+pwrite_all(int fd, const char *buf, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+/* The durable rewrite of a one-sector record that exists: 1 done, 0 when NAME is not such a
+ * file (missing, another size: the caller goes through a temporary), or -errno. */
+static int
+record_rewrite_sector(int dir_fd, const char *name, const char *sector)
+{
+	struct stat st;
+	int fd, r;
+
+	fd = openat(dir_fd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != FSOPS_RECORD_SECTOR ||
+	    st.st_nlink != 1) {
+		close(fd);
+		return 0;
+	}
+	r = pwrite_all(fd, sector, FSOPS_RECORD_SECTOR, 0);
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0 && errno != EINTR)
+		r = -errno;
+	return r < 0 ? r : 1;
+}
+
 int
 fsops_write_record(int dir_fd, const char *name, const char *content, size_t len, bool durable)
 {
+	char sector[FSOPS_RECORD_SECTOR];
 	char *tmp;
 	int fd, r;
 
+	if (len < FSOPS_RECORD_SECTOR) {
+		memcpy(sector, content, len);
+		memset(sector + len, ' ', FSOPS_RECORD_SECTOR - 1 - len);
+		sector[FSOPS_RECORD_SECTOR - 1] = '\n';
+		content = sector;
+		len = FSOPS_RECORD_SECTOR;
+		if (durable) {
+			r = record_rewrite_sector(dir_fd, name, sector);
+			if (r != 0)
+				return r < 0 ? r : 0;
+		}
+	}
 	/* O_NOFOLLOW: a symlink planted under either name must not redirect the write. */
 	if (!durable) {
-		fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		struct stat st;
+
+		/* A sector over a sector: no blocks freed and allocated again. */
+		fd = openat(dir_fd, name,
+			    O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+				    (len == FSOPS_RECORD_SECTOR ? 0 : O_TRUNC),
+			    0600);
 		if (fd < 0)
 			return -errno;
+		if (len == FSOPS_RECORD_SECTOR && fstat(fd, &st) == 0 &&
+		    st.st_size > FSOPS_RECORD_SECTOR && ftruncate(fd, FSOPS_RECORD_SECTOR) < 0) {
+			r = -errno;
+			close(fd);
+			return r;
+		}
 		return write_close(fd, content, len, false);
 	}
 	if (asprintf(&tmp, ".%s.tmp", name) < 0)

@@ -119,12 +119,15 @@ int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const ch
  * fsops_finish would choose now, for a report that names the rejects file. */
 int fsops_finish_name(int dst_fd, const char *name, int64_t now, bool rejects, char **ret_final);
 
-/* Writes one of the daemon's own records, CONTENT, to DIR_FD/NAME. DURABLE: atomically, through
- * a temporary ".NAME.tmp" that is fsynced and renamed over NAME, so that once the caller has
- * fsynced DIR_FD the record is on disk whole. Otherwise in place (truncated and rewritten, no new
- * inode when NAME exists): a record that survives a crash of the process, though not always of
- * the machine, and that a crash in the middle of the write may leave short; only for what may
- * be lost. Neither follows a symlink. */
+/* Writes one of the daemon's own records, CONTENT, to DIR_FD/NAME. A record shorter than a
+ * sector (512 bytes: every record but a split file's with many parts) is stored as one sector,
+ * padded with blanks and a newline, so that it can be rewritten in place. DURABLE: once the
+ * caller has fsynced DIR_FD the record is on disk whole: a one-sector file that exists is
+ * rewritten in place and fdatasynced (a sector is written whole or not at all, as PostgreSQL
+ * assumes of pg_control); anything else goes through a temporary ".NAME.tmp" that is fsynced
+ * and renamed over NAME. Otherwise in place (no new inode when NAME exists): a record that
+ * survives a crash of the process, though not always of the machine; only for what may be
+ * lost. Neither follows a symlink. */
 int fsops_write_record(int dir_fd, const char *name, const char *content, size_t len,
 		       bool durable);
 

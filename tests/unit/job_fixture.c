@@ -1158,11 +1158,11 @@ void finish(void)
 	F.finished = true;
 }
 
-/* ---- FS_IMMUTABLE_FL: a directory even root cannot write into -------------------------- */
+/* ---- FS_IMMUTABLE_FL: a directory or file even root cannot write into ------------------- */
 
 static int set_immutable(const char *path, bool on)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	int flags, r = 0;
 
 	if (fd < 0)

@@ -324,7 +324,7 @@ void restart(void);
 /* Every test ends here: what held for the whole run. */
 void finish(void);
 
-/* ---- FS_IMMUTABLE_FL: a directory even root cannot write into -------------------------- */
+/* ---- FS_IMMUTABLE_FL: a directory or file even root cannot write into ------------------- */
 
 /* Skips the test when the filesystem or the user cannot; teardown clears it. */
 void make_immutable(const char *path);

@@ -64,8 +64,9 @@ static int watch_dir_fd = -1;
 static int dot_entries_seen;
 static void watch_observe(void);
 
-/* fsync calls since the last reset, by kind of descriptor, and the last file fsynced. */
-static int fsyncs_of_files, fsyncs_of_dirs;
+/* fsync calls since the last reset, by kind of descriptor, and the last file fsynced;
+ * fdatasync calls (of files) apart. */
+static int fsyncs_of_files, fsyncs_of_dirs, fdatasyncs;
 static dev_t fsynced_dev;
 static ino_t fsynced_ino;
 
@@ -138,10 +139,17 @@ fsync(int fd)
 	return (int)syscall(SYS_fsync, fd);
 }
 
+int
+fdatasync(int fd)
+{
+	fdatasyncs++;
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
 static void
 fsyncs_reset(void)
 {
-	fsyncs_of_files = fsyncs_of_dirs = 0;
+	fsyncs_of_files = fsyncs_of_dirs = fdatasyncs = 0;
 	fsynced_dev = 0;
 	fsynced_ino = 0;
 }
@@ -329,6 +337,22 @@ assert_file_content(const char *path, const char *content)
 	assert_true(n >= 0);
 	buf[n] = '\0';
 	assert_string_equal(buf, content);
+}
+
+/* A record as fsops_write_record stores one shorter than a sector: CONTENT, blanks, a newline,
+ * 512 bytes in all. */
+static void
+assert_record_content(const char *path, const char *content)
+{
+	char want[513];
+	size_t len = strlen(content);
+
+	assert_true(len < 512);
+	memcpy(want, content, len);
+	memset(want + len, ' ', 511 - len);
+	want[511] = '\n';
+	want[512] = '\0';
+	assert_file_content(path, want);
 }
 
 static void
@@ -568,7 +592,7 @@ test_processing_dir_created(void **state)
 	assert_fd_is(again, tpath(state, ".resend-dropd"));
 	/* Usable for *at calls: a file made through it is in the processing directory. */
 	assert_int_equal(fsops_write_record(again, "probe", "p", 1, false), 0);
-	assert_file_content(tpath(state, ".resend-dropd/probe"), "p");
+	assert_record_content(tpath(state, ".resend-dropd/probe"), "p");
 	close(fd);
 	close(again);
 }
@@ -1850,9 +1874,9 @@ test_write_record_replaces(void **state)
 	struct stat st;
 
 	assert_int_equal(fsops_write_record(t->proc, "state.json", "one", 3, true), 0);
-	assert_file_content(tpath(state, "proc/state.json"), "one");
+	assert_record_content(tpath(state, "proc/state.json"), "one");
 	assert_int_equal(fsops_write_record(t->proc, "state.json", "second", 6, true), 0);
-	assert_file_content(tpath(state, "proc/state.json"), "second");
+	assert_record_content(tpath(state, "proc/state.json"), "second");
 	assert_int_equal(stat(tpath(state, "proc/state.json"), &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
 	assert_missing(tpath(state, "proc/.state.json.tmp"));
@@ -1869,15 +1893,15 @@ test_write_record_durable_or_not(void **state)
 	assert_int_equal(fsops_write_record(t->proc, "a", "durable", 7, true), 0);
 	assert_int_equal(fsyncs_of_files, 1);
 	assert_int_equal(fsyncs_of_dirs, 0);
-	assert_file_content(tpath(state, "proc/a"), "durable");
+	assert_record_content(tpath(state, "proc/a"), "durable");
 
 	/* Not durable: the same content and name, and no fsync at all. */
 	fsyncs_reset();
 	assert_int_equal(fsops_write_record(t->proc, "b", "not durable", 11, false), 0);
 	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
-	assert_file_content(tpath(state, "proc/b"), "not durable");
+	assert_record_content(tpath(state, "proc/b"), "not durable");
 	assert_int_equal(fsops_write_record(t->proc, "a", "again", 5, false), 0);
-	assert_file_content(tpath(state, "proc/a"), "again");
+	assert_record_content(tpath(state, "proc/a"), "again");
 
 	/* In place: a record rewritten keeps its inode (no inode made and freed per write). */
 	struct stat before, after;
@@ -1885,9 +1909,59 @@ test_write_record_durable_or_not(void **state)
 	assert_int_equal(fsops_write_record(t->proc, "b", "x", 1, false), 0);
 	assert_int_equal(stat(tpath(state, "proc/b"), &after), 0);
 	assert_true(before.st_ino == after.st_ino);
-	assert_file_content(tpath(state, "proc/b"), "x");
+	assert_record_content(tpath(state, "proc/b"), "x");
 
 	assert_int_equal(count_entries(tpath(state, "proc")), 2);
+	assert_int_equal(count_dot_entries(tpath(state, "proc")), 0);
+}
+
+/* A durable rewrite of a one-sector record that exists: in place, one fdatasync, no new inode
+ * and no temporary; what is not such a record (an older record of another size, a record of a
+ * sector or more, a record with a second link) is replaced through the temporary. */
+static void
+test_write_record_durable_in_place(void **state)
+{
+	struct tmpdir *t = *state;
+	struct stat before, after;
+	char big[700];
+
+	assert_int_equal(fsops_write_record(t->proc, "r", "claimed", 7, false), 0);
+	assert_int_equal(stat(tpath(state, "proc/r"), &before), 0);
+	assert_int_equal(before.st_size, 512);
+	fsyncs_reset();
+	assert_int_equal(fsops_write_record(t->proc, "r", "{\"batch\":1}", 11, true), 0);
+	assert_int_equal(fdatasyncs, 1);
+	assert_int_equal(fsyncs_of_files + fsyncs_of_dirs, 0);
+	assert_int_equal(stat(tpath(state, "proc/r"), &after), 0);
+	assert_true(before.st_ino == after.st_ino);
+	assert_record_content(tpath(state, "proc/r"), "{\"batch\":1}");
+
+	/* A record of an older version, not padded: replaced, padded from now on. */
+	write_file(tpath(state, "proc/old"), "{\"attempts\":1}");
+	assert_int_equal(stat(tpath(state, "proc/old"), &before), 0);
+	fsyncs_reset();
+	assert_int_equal(fsops_write_record(t->proc, "old", "{\"attempts\":2}", 14, true), 0);
+	assert_int_equal(fsyncs_of_files, 1);
+	assert_int_equal(fdatasyncs, 0);
+	assert_int_equal(stat(tpath(state, "proc/old"), &after), 0);
+	assert_true(before.st_ino != after.st_ino);
+	assert_record_content(tpath(state, "proc/old"), "{\"attempts\":2}");
+
+	/* A sector or more: as it is, through the temporary, and shortened in place again. */
+	memset(big, 'x', sizeof(big));
+	fsyncs_reset();
+	assert_int_equal(fsops_write_record(t->proc, "r", big, sizeof(big), true), 0);
+	assert_int_equal(fsyncs_of_files, 1);
+	assert_int_equal(stat(tpath(state, "proc/r"), &after), 0);
+	assert_int_equal(after.st_size, sizeof(big));
+	assert_int_equal(fsops_write_record(t->proc, "r", "short", 5, false), 0);
+	assert_record_content(tpath(state, "proc/r"), "short");
+
+	/* A second link: the record is not rewritten through it. */
+	assert_int_equal(link(tpath(state, "proc/r"), tpath(state, "linked")), 0);
+	assert_int_equal(fsops_write_record(t->proc, "r", "new", 3, true), 0);
+	assert_record_content(tpath(state, "proc/r"), "new");
+	assert_record_content(tpath(state, "linked"), "short");
 	assert_int_equal(count_dot_entries(tpath(state, "proc")), 0);
 }
 
@@ -2135,6 +2209,7 @@ main(void)
 		T(test_open_tmpfile),
 		T(test_write_record_replaces),
 		T(test_write_record_durable_or_not),
+		T(test_write_record_durable_in_place),
 		T(test_write_record_does_not_follow_symlink),
 		T(test_read_small),
 		T(test_list_skips_dot_names),

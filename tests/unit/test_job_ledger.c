@@ -1508,8 +1508,8 @@ static void test_end_reached_while_ledger_fails(void **state)
 	ledger_finish();
 }
 
-/* The import cannot be written into the record either (processing made immutable: no new
- * inode there): the file goes on waiting in LEDGER_WAIT all the same, said once, and does not
+/* The import cannot be written into the record either (the record made immutable: neither
+ * rewritten in place nor replaced): the file goes on waiting in LEDGER_WAIT all the same, said once, and does not
  * try again and again; once the directory and the ledger work, it finishes, recorded once. */
 static void test_recording_fails_while_ledger_fails(void **state)
 {
@@ -1519,7 +1519,13 @@ static void test_recording_fails_while_ledger_fails(void **state)
 	start(0);
 	assert_int_equal(submit("a.csv"), ENGINE_CLAIMING);
 	RUN_UNTIL(n_uploads() == 1);
-	make_immutable(F.proc);
+	{
+		char rec[STATEREC_NAME_LEN + 1], path[PATH_MAX];
+
+		staterec_name(rec, "a.csv");
+		snprintf(path, sizeof(path), "%s/%s", F.proc, rec);
+		make_immutable(path);
+	}
 	set_full(true);
 	release_call(0, (struct answer){.status = 201});
 	/* Its record written (it failed, said once), or never tried. */
