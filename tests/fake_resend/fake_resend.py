@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""A fake of Resend's contact-import API, for resend-dropd's tests and local demos.
+"""A fake of Resend's contact-import and send-email API, for resend-dropd's tests and local demos.
 
     python3 fake_resend.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
                            [--api-key KEY ...] [--max-bytes N] [--rps N] [--import-seconds F]
+                           [--email-seconds F] [--idempotency-seconds F]
                            [--data-dir DIR] [--fault SPEC ...] [--quiet]
 
-API (as Resend): POST /contacts/imports, GET /contacts/imports/{id}, GET /contacts/imports.
+API (as Resend): POST /contacts/imports, GET /contacts/imports/{id}, GET /contacts/imports,
+POST /emails.
 Control, for tests (no authentication, never faulted, rate limited or recorded):
     GET /_fake/requests        every API request received, in arrival order
     GET /_fake/stats           upload concurrency and request count
     GET|POST|DELETE /_fake/faults   list, queue ({"faults": [...]}) or clear faults
-    GET|POST /_fake/config     read or change rps, import_seconds, max_bytes, fail_imports
+    GET|POST /_fake/config     read or change rps, import_seconds, max_bytes, fail_imports,
+                               email_seconds, idempotency_seconds
     GET /_fake/contacts        the contact store
-    POST /_fake/reset          forget requests, imports, contacts, stats and faults; restore
+    GET /_fake/emails          the e-mails POST /emails accepted, in order
+    POST /_fake/reset          forget requests, imports, contacts, e-mails, idempotency keys,
+                               stats and faults; restore
                                the settings the server started with
 Python 3 standard library only, so that it runs wherever the tests run.
 """
@@ -35,6 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from email_store import EmailStore, check_email, check_idempotency_key, fingerprint, \
+    parse_json_body
 from fault_injection import FaultQueue, parse_fault, parse_fault_option
 from import_store import ImportStore
 from multipart_stream import (BodyError, MultipartParser, Part, SpooledPart, TextPart,
@@ -46,6 +53,8 @@ from resend_model import (KNOWN_FIELDS, TEXT_FIELD_LIMIT, Answer, ApiError, Rate
 DEFAULT_API_KEY = "re_test_key"
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 IMPORTS_PATH = "/contacts/imports"
+EMAILS_PATH = "/emails"
+IDEMPOTENCY_SECONDS = 24 * 3600  # Resend keeps an idempotency key 24 hours
 CONTROL_BODY_LIMIT = 1024 * 1024
 # The raw body of an upload is kept for byte-for-byte comparisons, but not without bound: past
 # max_bytes plus this allowance for the framing and text fields it is dropped.
@@ -60,6 +69,8 @@ class Settings:
     import_seconds: float = 1.0
     max_bytes: int = DEFAULT_MAX_BYTES
     fail_imports: bool = False
+    email_seconds: float = 0.0  # how long a send takes (and holds its idempotency key)
+    idempotency_seconds: float = IDEMPOTENCY_SECONDS
 
 
 # setting -> (accepted types, check of the value, what the check requires)
@@ -68,6 +79,8 @@ SETTING_RULES = {
     "import_seconds": ((int, float), lambda value: value >= 0, "a number >= 0"),
     "max_bytes": (int, lambda value: value > 0, "an integer > 0"),
     "fail_imports": (bool, lambda value: True, "a boolean"),
+    "email_seconds": ((int, float), lambda value: value >= 0, "a number >= 0"),
+    "idempotency_seconds": ((int, float), lambda value: value >= 0, "a number >= 0"),
 }
 
 
@@ -158,6 +171,7 @@ class Received:
 
 @dataclass
 class ApiRequest:
+    seq: int
     method: str
     path: str
     query: dict
@@ -175,6 +189,7 @@ class FakeResend:
         self.faults = FaultQueue(faults)
         self.recorder = Recorder(data_dir)
         self.imports = ImportStore()
+        self.emails = EmailStore()
         self.limiter = RateLimiter(settings.rps)
 
     # --- the API -------------------------------------------------------------------------
@@ -196,6 +211,8 @@ class FakeResend:
                        "GET": lambda: self._list(request.query)}
         elif path.startswith(IMPORTS_PATH + "/") and path.count("/") == 3:
             methods = {"GET": lambda: self._retrieve(path.rsplit("/", 1)[1])}
+        elif path == EMAILS_PATH:
+            methods = {"POST": lambda: self._send_email(request)}
         else:
             raise ApiError(404, "not_found", "The requested endpoint does not exist.")
         if request.method not in methods:
@@ -222,6 +239,28 @@ class FakeResend:
         if contact_import is None:
             raise ApiError(404, "not_found", "Contact import not found")
         return Answer.json(200, contact_import)
+
+    def _send_email(self, request):
+        """Resend's order as far as it shows: the key's form, the body, the key's use, the
+        fields. The e-mail is kept (not delivered) and its key remembered only if accepted."""
+        key = check_idempotency_key(request.headers)
+        if request.body.raw.path is None:
+            raise ApiError(413, "validation_error", "The request body is too large.")
+        with open(request.body.raw.path, "rb") as file:
+            payload = parse_json_body(request.headers.get("Content-Type"), file.read())
+        if key is not None:
+            sent = self.emails.begin(key, fingerprint(payload),
+                                     self.settings.idempotency_seconds)
+            if sent is not None:
+                return Answer.json(200, {"id": sent})
+        try:
+            email = check_email(payload)
+            time.sleep(self.settings.email_seconds)
+        except BaseException:
+            if key is not None:
+                self.emails.release(key)
+            raise
+        return Answer.json(200, {"id": self.emails.add(email, payload, key, request.seq)})
 
     def open_part(self, seq):
         """The Part factory for one upload: what the fake keeps of each part it receives."""
@@ -278,9 +317,13 @@ class FakeResend:
     def _contacts(self, _payload):
         return {"contacts": self.imports.contacts()}
 
+    def _emails(self, _payload):
+        return {"emails": self.emails.emails()}
+
     def _reset(self, _payload):
         self.recorder.reset()
         self.imports.reset()
+        self.emails.reset()
         self.faults.clear()
         self.limiter.reset()
         self._apply_settings(self.initial_settings)
@@ -300,6 +343,7 @@ CONTROL_ROUTES = {
     ("GET", "/_fake/config"): FakeResend._config,
     ("POST", "/_fake/config"): FakeResend._configure,
     ("GET", "/_fake/contacts"): FakeResend._contacts,
+    ("GET", "/_fake/emails"): FakeResend._emails,
     ("POST", "/_fake/reset"): FakeResend._reset,
 }
 
@@ -357,7 +401,7 @@ class Handler(BaseHTTPRequestHandler):
         with fake.recorder.upload(counted=is_upload):
             body, error = self._receive(seq, is_upload)
             fault = fake.faults.take(self.command, url.path) if error is None else None
-            answer = self._answer(url, body, error, fault)
+            answer = self._answer(seq, url, body, error, fault)
             # Recorded before it is sent, so that a client holding its answer finds the record.
             fake.recorder.add(request_record(seq, self, url, body, answer, fault, error,
                                              started, time.time()))
@@ -381,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
             return body, str(error)
         return body, None
 
-    def _answer(self, url, body, error, fault):
+    def _answer(self, seq, url, body, error, fault):
         """The answer to send, or None to send none."""
         fake = self.server.fake
         if error is not None:  # the body's framing is broken: answer, then hang up
@@ -395,7 +439,8 @@ class Handler(BaseHTTPRequestHandler):
             if fault.status is not None:
                 return fault.answer(self.headers).with_headers(fake.limiter.headers())
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-        return fake.answer_api(ApiRequest(self.command, url.path, query, self.headers, body))
+        return fake.answer_api(ApiRequest(seq, self.command, url.path, query, self.headers,
+                                          body))
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -492,7 +537,7 @@ class FakeServer(ThreadingHTTPServer):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Fake Resend contact-import API.")
+    parser = argparse.ArgumentParser(description="Fake Resend API: contact imports and e-mails.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--port-file", help="write the port number here once listening")
@@ -503,6 +548,10 @@ def parse_args(argv):
     parser.add_argument("--rps", type=int, default=0, help="requests per second; 0: no limit")
     parser.add_argument("--import-seconds", type=float, default=1.0,
                         help="time an import takes from queued to completed")
+    parser.add_argument("--email-seconds", type=float, default=0.0,
+                        help="time a send takes, holding its idempotency key")
+    parser.add_argument("--idempotency-seconds", type=float, default=IDEMPOTENCY_SECONDS,
+                        help="how long an idempotency key is remembered")
     parser.add_argument("--data-dir", help="where bodies and files are kept (default: a "
                         "temporary directory removed on exit)")
     parser.add_argument("--fault", action="append", default=[], type=fault_option,
@@ -511,7 +560,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     try:
         args.settings = changed_settings(Settings(), {
-            "rps": args.rps, "import_seconds": args.import_seconds, "max_bytes": args.max_bytes})
+            "rps": args.rps, "import_seconds": args.import_seconds, "max_bytes": args.max_bytes,
+            "email_seconds": args.email_seconds,
+            "idempotency_seconds": args.idempotency_seconds})
     except ValueError as error:
         parser.error(str(error))
     return args

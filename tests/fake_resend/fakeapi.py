@@ -149,12 +149,28 @@ class FakeResend:
         self.control("POST", "reset")
 
     def configure(self, **settings):
-        """Change rps, import_seconds, max_bytes or fail_imports; return all settings."""
+        """Change rps, import_seconds, max_bytes, fail_imports, email_seconds or
+        idempotency_seconds; return all settings."""
         return self.control("POST", "config", settings)
 
     def contacts(self):
         """The contact store: lower-cased email -> contact."""
         return self.control("GET", "contacts")["contacts"]
+
+    def emails(self):
+        """The e-mails POST /emails accepted, in order (see email_store.EmailStore.add)."""
+        return self.control("GET", "emails")["emails"]
+
+    def wait_emails(self, count, timeout=10.0):
+        """The e-mails once at least `count` have been accepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            emails = self.emails()
+            if len(emails) >= count:
+                return emails
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(emails)} of {count} e-mails after {timeout} s")
+            time.sleep(0.05)
 
     def wait_requests(self, count, timeout=10.0):
         """The records once at least `count` requests have been answered."""
@@ -168,6 +184,15 @@ class FakeResend:
             time.sleep(0.05)
 
     # --- speaking the API ------------------------------------------------------------------
+
+    def send_email(self, payload, idempotency_key=None, **options):
+        """POST /emails with `payload` as JSON (bytes or str: sent as they are); see api()."""
+        body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        headers.update(options.pop("headers", None) or {})
+        return self.api("POST", "/emails", body, headers, **options)
 
     def api(self, method, path, body=None, headers=None, api_key="re_test_key",
             user_agent="fakeapi-test"):

@@ -210,7 +210,7 @@ def test_retrieve_with_a_malformed_id_is_refused(fake):
 
 
 def test_unknown_paths_and_methods(fake):
-    assert_error(fake.api("GET", "/emails"), 404, "not_found",
+    assert_error(fake.api("GET", "/domains"), 404, "not_found",
                  "The requested endpoint does not exist.")
     assert_error(fake.api("DELETE", "/contacts/imports"), 405, "method_not_allowed",
                  "Method DELETE not allowed on /contacts/imports.")

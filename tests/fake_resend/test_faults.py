@@ -298,9 +298,12 @@ def test_uploads_from_threads_overlap(fake):
 def test_settings_can_be_read_and_changed(fake):
     assert fake.control("GET", "config") == {"rps": 0, "import_seconds": 0,
                                              "max_bytes": 200 * 1024 * 1024,
-                                             "fail_imports": False}
-    assert fake.configure(rps=3, import_seconds=0.5, max_bytes=100, fail_imports=True) == {
-        "rps": 3, "import_seconds": 0.5, "max_bytes": 100, "fail_imports": True}
+                                             "fail_imports": False, "email_seconds": 0.0,
+                                             "idempotency_seconds": 86400}
+    assert fake.configure(rps=3, import_seconds=0.5, max_bytes=100, fail_imports=True,
+                          email_seconds=0.25, idempotency_seconds=2) == {
+        "rps": 3, "import_seconds": 0.5, "max_bytes": 100, "fail_imports": True,
+        "email_seconds": 0.25, "idempotency_seconds": 2}
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -309,6 +312,8 @@ def test_settings_can_be_read_and_changed(fake):
     ({"max_bytes": 0}, "max_bytes must be an integer > 0"),
     ({"import_seconds": True}, "import_seconds must be a number >= 0"),
     ({"fail_imports": 1}, "fail_imports must be a boolean"),
+    ({"email_seconds": -1}, "email_seconds must be a number >= 0"),
+    ({"idempotency_seconds": "1"}, "idempotency_seconds must be a number >= 0"),
     ({"speed": 1}, "unknown setting 'speed'"),
 ])
 def test_bad_settings_are_refused(fake, settings, message):

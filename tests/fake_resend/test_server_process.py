@@ -84,9 +84,12 @@ def test_it_exits_cleanly_on_a_signal(run_server, signum):
 def test_its_settings_and_keys_come_from_the_command_line(run_server, tmp_path):
     _process, port = run_server("--api-key", "re_a", "--api-key", "re_b", "--rps", "7",
                                 "--import-seconds", "2.5", "--max-bytes", "1000",
+                                "--email-seconds", "0.5", "--idempotency-seconds", "60",
                                 "--data-dir", str(tmp_path / "data"))
     assert get(port, "/_fake/config").json() == {"rps": 7, "import_seconds": 2.5,
-                                                  "max_bytes": 1000, "fail_imports": False}
+                                                  "max_bytes": 1000, "fail_imports": False,
+                                                  "email_seconds": 0.5,
+                                                  "idempotency_seconds": 60}
     for key, status in ((b"re_a", 200), (b"re_b", 200), (b"re_test_key", 403)):
         answer = get(port, "/contacts/imports",
                      b"Authorization: Bearer %s\r\nUser-Agent: t\r\n" % key)
