@@ -22,6 +22,7 @@ SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname
 BUILD_TIMEOUT = 900
 TIMEOUT = 120
 CONFFILE = "/etc/resend-dropd/resend-dropd.yaml"
+EXAMPLES = "/usr/share/doc/resend-dropd/examples/"
 HOST_FILES = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
 HOST_PATHS = ["/etc/resend-dropd", "/var/lib/resend-dropd", "/usr/sbin/resend-dropd",
               "/lib/systemd/system/resend-dropd.service",
@@ -98,9 +99,22 @@ def test_contents(package):
                  "/usr/share/man/man8/resend-dropd.8.gz",
                  "/usr/share/man/man5/resend-dropd.yaml.5.gz",
                  "/usr/share/doc/resend-dropd/copyright",
-                 "/usr/share/doc/resend-dropd/examples/resend-dropd.yaml"):
+                 "/usr/share/doc/resend-dropd/examples/resend-dropd.yaml",
+                 EXAMPLES + "resend-dropd.json", EXAMPLES + "resend-dropd.rules.yml"):
         assert path in files, f"{path} not in the package:\n{listing}"
     assert not [f for f in files if f.startswith("/usr/local")], listing
+
+
+def test_dashboard_and_alert_rules_ship_as_they_are(package, tmp_path):
+    """The Grafana dashboard and the Prometheus rules (issue 20), uncompressed and unchanged:
+    provisioning and rule_files read them in place (test_dashboards.py checks what they say)."""
+    run(["dpkg-deb", "-x", str(package["deb"]), str(tmp_path)])
+    for name, source in (("resend-dropd.json", "config/grafana/resend-dropd.json"),
+                         ("resend-dropd.rules.yml", "config/prometheus/resend-dropd.rules.yml")):
+        shipped = tmp_path / EXAMPLES.lstrip("/") / name
+        with open(os.path.join(SOURCE_DIR, source), "rb") as f:
+            assert shipped.read_bytes() == f.read(), f"{shipped} differs from {source}"
+        assert (shipped.stat().st_mode & 0o777) == 0o644, oct(shipped.stat().st_mode)
 
 
 def test_control_and_conffiles(package):
