@@ -68,8 +68,8 @@ def parse_json_body(content_type, data):
     try:
         payload = json.loads(data)
     except ValueError as error:  # UnicodeDecodeError too
-        raise ApiError(400, "validation_error", f"Invalid JSON in the request body: {error}") \
-            from None
+        message = f"Invalid JSON in the request body: {error}"
+        raise ApiError(400, "validation_error", message) from None
     if not isinstance(payload, dict):
         raise invalid("The request body must be a JSON object.")
     return payload
