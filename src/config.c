@@ -9,6 +9,7 @@
 
 #include "apikey.h"
 #include "fsops.h"
+#include "webhook.h"
 #include "yamlconf.h"
 
 #include <ctype.h>
@@ -938,6 +939,271 @@ static void parse_fleet(struct yamlconf *yc, struct config *cfg, const struct ya
 	cfg->fleet.lease_ms = v.lease_s * 1000;
 }
 
+/* ---- webhooks ------------------------------------------------------------------------------ */
+
+static const char *const event_names[] = {"file.done", "file.failed", "rows.rejected", NULL};
+
+const char *config_event_name(enum config_event v)
+{
+	for (int i = 0; event_names[i]; i++)
+		if ((unsigned)v == 1u << i)
+			return event_names[i];
+	return NULL;
+}
+
+bool config_webhook_wants(const struct config_webhook *w, enum config_event ev,
+			  const char *folder)
+{
+	if (!(w->events & ev))
+		return false;
+	if (!w->folders)
+		return true;
+	for (size_t i = 0; i < w->n_folders; i++)
+		if (strcmp(w->folders[i], folder) == 0)
+			return true;
+	return false;
+}
+
+static bool event_item(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *items,
+		       size_t count)
+{
+	int *bits = items;
+	int i;
+
+	if (!yamlconf_get_enum(yc, n, path, event_names, NULL, 0, &i))
+		return false;
+	bits[count] = 1 << i;
+	return true;
+}
+
+/* VALUE: unsigned, the bits. */
+static bool parse_events(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *value)
+{
+	unsigned *events = value;
+	void *items;
+	size_t count;
+
+	if (!yamlconf_get_list(yc, n, path, "a list of events", sizeof(int), event_item, &items,
+			       &count))
+		return false;
+	*events = 0;
+	for (size_t i = 0; i < count; i++)
+		*events |= (unsigned)((int *)items)[i];
+	free(items);
+	if (count == 0 && yamlconf_count(n) == 0) {
+		yamlconf_error(yc, n, path, "expected at least one of: file.done, file.failed, "
+			       "rows.rejected");
+		return false;
+	}
+	return true;
+}
+
+static bool folder_name_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			     void *items, size_t count)
+{
+	char **names = items;
+
+	return yamlconf_get_string(yc, n, path, 0, &names[count]);
+}
+
+struct webhook_values {
+	struct config_webhook w;
+	const yaml_node_t *folders;
+	char folders_path[YAMLCONF_PATH_MAX];
+	uint64_t timeout_s, give_up_h, retry_initial_s, retry_max_s;
+};
+
+/* VALUE: struct webhook_values (folders are checked against the folders after them). */
+static bool parse_webhook_folders(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+				  void *value)
+{
+	struct webhook_values *v = value;
+	void *items;
+
+	if (!yamlconf_get_list(yc, n, path, "a list of folder names", sizeof(char *),
+			       folder_name_item, &items, &v->w.n_folders))
+		return false;
+	v->w.folders = items;
+	v->folders = n;
+	snprintf(v->folders_path, sizeof(v->folders_path), "%s", path);
+	return true;
+}
+
+static bool check_webhook_name(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			       void *value)
+{
+	char q[80];
+
+	if (config_is_host_id(*(char **)value))
+		return true;
+	yamlconf_error(yc, n, path, "'%s' is not a webhook name: 1 to %d letters, digits, '.', "
+		       "'_' or '-'", QUOTED(q, *(char **)value), CONFIG_WEBHOOK_NAME_MAX);
+	return false;
+}
+
+static bool check_webhook_url(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			      void *value)
+{
+	const char *url = *(char **)value;
+	char q[80];
+
+	if (strncmp(url, "https://", 8) == 0 ||
+	    (strncmp(url, "http://", 7) == 0 && config_url_host_is_loopback(url)))
+		return true;
+	yamlconf_error(yc, n, path, "expected an https:// URL (plain http:// only to a loopback "
+		       "host such as 127.0.0.1), got '%s'", QUOTED(q, url));
+	return false;
+}
+
+void config_webhook_clear(struct config_webhook *w)
+{
+	free(w->name);
+	free(w->url);
+	free(w->secret_file);
+	free(w->secret_credential);
+	if (w->secret) {
+		explicit_bzero(w->secret, w->secret_len);
+		free(w->secret);
+	}
+	for (size_t i = 0; i < w->n_folders; i++)
+		free(w->folders[i]);
+	free(w->folders);
+	memset(w, 0, sizeof(*w));
+}
+
+struct webhook_found {
+	struct yamlconf_at url, secret_file, secret_credential;
+};
+
+#define WEBHOOK(member) offsetof(struct webhook_values, member)
+#define WEBHOOK_AT(member) YAMLCONF_AT(struct webhook_found, member)
+static const struct yamlconf_field webhook_fields[] = {
+	{"name", YAMLCONF_STRING, .offset = WEBHOOK(w.name), .flags = YAMLCONF_REQUIRED,
+	 .check = check_webhook_name},
+	{"url", YAMLCONF_STRING, .offset = WEBHOOK(w.url), .flags = YAMLCONF_REQUIRED,
+	 .check = check_webhook_url, .at = WEBHOOK_AT(url)},
+	{"secret_file", YAMLCONF_STRING, .offset = WEBHOOK(w.secret_file), .check = check_absolute,
+	 .at = WEBHOOK_AT(secret_file)},
+	{"secret_credential", YAMLCONF_STRING, .offset = WEBHOOK(w.secret_credential),
+	 .at = WEBHOOK_AT(secret_credential)},
+	{"events", YAMLCONF_CUSTOM, .offset = WEBHOOK(w.events), .parse = parse_events},
+	{"folders", YAMLCONF_CUSTOM, .offset = 0, .parse = parse_webhook_folders},
+	{"timeout_s", YAMLCONF_UINT, .offset = WEBHOOK(timeout_s), .min = 1, .max = 300},
+	{"give_up_after_h", YAMLCONF_UINT, .offset = WEBHOOK(give_up_h), .min = 1, .max = 24 * 30},
+	{"retry_initial_s", YAMLCONF_UINT, .offset = WEBHOOK(retry_initial_s), .min = 1,
+	 .max = 3600},
+	{"retry_max_s", YAMLCONF_UINT, .offset = WEBHOOK(retry_max_s), .min = 1, .max = 86400},
+	{0},
+};
+
+/* The secret, read now: --check says what is wrong with it, and a reload reads it again. */
+static void webhook_read_secret(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+				struct webhook_values *v, const struct webhook_found *found)
+{
+	const struct yamlconf_at *at = found->secret_file.node ? &found->secret_file
+							      : &found->secret_credential;
+	char file[PATH_MAX], why[400], why2[400];
+	struct apikey k = {0};
+	const char *dir;
+	int r;
+
+	if (!!v->w.secret_file == !!v->w.secret_credential) {
+		yamlconf_error(yc, n, path, "set one of secret_file or secret_credential (a "
+			       "systemd credential): the secret that signs its requests");
+		return;
+	}
+	if (v->w.secret_file) {
+		snprintf(file, sizeof(file), "%s", v->w.secret_file);
+	} else {
+		dir = getenv("CREDENTIALS_DIRECTORY");
+		if (!dir || !*dir) {
+			yamlconf_error(yc, at->node, at->path, "there is no systemd credential "
+				       "here ($CREDENTIALS_DIRECTORY is not set): run it under "
+				       "systemd with LoadCredential=%s:..., or use secret_file",
+				       v->w.secret_credential);
+			return;
+		}
+		snprintf(file, sizeof(file), "%s/%s", dir, v->w.secret_credential);
+	}
+	r = apikey_from_file(file, &k, why, sizeof(why));
+	if (r == 0)
+		r = webhook_secret_decode(k.key, &v->w.secret, &v->w.secret_len, why2,
+					  sizeof(why2));
+	else
+		snprintf(why2, sizeof(why2), "%s", why);
+	apikey_clear(&k);
+	if (r < 0)
+		yamlconf_error(yc, at->node, at->path, "the secret in '%s' %s", file,
+			       r == -EINVAL ? why2 : strerror(-r));
+}
+
+/* Webhook N at PATH into CFG->webhooks[CFG->n_webhooks] (counted when good); the folders
+ * are parsed already. */
+static void webhook_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			 struct config *cfg)
+{
+	struct config_webhook *hooks = cfg->webhooks;
+	struct webhook_values v = {.w.events = CONFIG_EVENT_ALL, .timeout_s = 15,
+				   .give_up_h = 72, .retry_initial_s = 5, .retry_max_s = 3600};
+	struct webhook_found found = {0};
+	bool ok;
+
+	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE, "a mapping {name, url, secret_file}"))
+		return;
+	ok = yamlconf_walk(yc, n, path, webhook_fields, &v, &found);
+	if (ok)
+		webhook_read_secret(yc, n, path, &v, &found);
+	for (size_t i = 0; ok && i < cfg->n_webhooks; i++)
+		if (strcmp(hooks[i].name, v.w.name) == 0) {
+			yamlconf_error(yc, n, path, "a second webhook named '%s': a name is its "
+				       "queue's, one each", v.w.name);
+			ok = false;
+		}
+	for (size_t j = 0; ok && j < v.w.n_folders; j++) {
+		size_t k = 0;
+
+		while (k < cfg->n_folders && strcmp(cfg->folders[k].name, v.w.folders[j]) != 0)
+			k++;
+		if (k == cfg->n_folders) {
+			yamlconf_error(yc, yamlconf_item(yc, v.folders, j), v.folders_path,
+				       "no folder is named '%s'", v.w.folders[j]);
+			ok = false;
+		}
+	}
+	v.w.timeout_ms = v.timeout_s * 1000;
+	v.w.give_up_ms = v.give_up_h * 3600 * 1000;
+	v.w.retry_first_ms = v.retry_initial_s * 1000;
+	v.w.retry_max_ms = (v.retry_max_s < v.retry_initial_s ? v.retry_initial_s : v.retry_max_s) *
+			   1000;
+	if (!ok) {
+		config_webhook_clear(&v.w);
+		return;
+	}
+	hooks[cfg->n_webhooks++] = v.w;
+}
+
+static void parse_webhooks(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
+{
+	char ipath[YAMLCONF_PATH_MAX + 24];
+	size_t count;
+
+	if (!at->node || yamlconf_is_null(at->node) ||
+	    !yamlconf_expect(yc, at->node, at->path, YAML_SEQUENCE_NODE, "a list of webhooks"))
+		return;
+	count = yamlconf_count(at->node);
+	if (count == 0)
+		return;
+	cfg->webhooks = calloc(count, sizeof(*cfg->webhooks));
+	if (!cfg->webhooks) {
+		yamlconf_error(yc, at->node, at->path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		snprintf(ipath, sizeof(ipath), "%s[%zu]", at->path, i);
+		webhook_item(yc, yamlconf_item(yc, at->node, i), ipath, cfg);
+	}
+}
+
 /* ---- folders ------------------------------------------------------------------------------- */
 
 #define PROPERTY(member) offsetof(struct config_property, member)
@@ -1389,7 +1655,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
  * before the state_dir check), whatever the file's order: the walk only notes them. */
 struct top_found {
 	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
-		ledger_keep_days, ledger, fleet;
+		ledger_keep_days, ledger, fleet, webhooks;
 };
 
 #define TOP(member) YAMLCONF_AT(struct top_found, member)
@@ -1405,6 +1671,7 @@ static const struct yamlconf_field top_fields[] = {
 	{"ledger_keep_days", YAMLCONF_NODE, .at = TOP(ledger_keep_days)},
 	{"ledger", YAMLCONF_NODE, .at = TOP(ledger)},
 	{"fleet", YAMLCONF_NODE, .at = TOP(fleet)},
+	{"webhooks", YAMLCONF_NODE, .at = TOP(webhooks)},
 	{0},
 };
 
@@ -1500,6 +1767,7 @@ static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_
 		parse_folders(yc, flags, cfg, &top.folders, state_ok ? &top.state_dir : NULL);
 	else
 		yamlconf_missing(yc, root, NULL, top.folders.key, "nothing to watch");
+	parse_webhooks(yc, cfg, &top.webhooks);
 }
 
 int config_load(const char *path, unsigned flags, struct config **ret_config,
@@ -1592,6 +1860,9 @@ void config_free(struct config *cfg)
 	free(cfg->ledger.conninfo);
 	free(cfg->ledger.password_file);
 	free(cfg->fleet.host_id);
+	for (size_t i = 0; i < cfg->n_webhooks; i++)
+		config_webhook_clear(&cfg->webhooks[i]);
+	free(cfg->webhooks);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

@@ -178,6 +178,30 @@ struct config_fleet {
 	uint64_t lease_ms;      /* how long a host is alive without a heartbeat */
 };
 
+/* Notifications (webhooks): what a file's end tells whom. An event type's bit. */
+enum config_event {
+	CONFIG_EVENT_FILE_DONE = 1 << 0,     /* "file.done": imported, or skipped as a duplicate */
+	CONFIG_EVENT_FILE_FAILED = 1 << 1,   /* "file.failed" */
+	CONFIG_EVENT_ROWS_REJECTED = 1 << 2, /* "rows.rejected": a file imported without some rows */
+	CONFIG_EVENT_ALL = (1 << 3) - 1,
+};
+#define CONFIG_WEBHOOK_NAME_MAX 63
+/* A receiver of signed webhooks (the Standard Webhooks specification). */
+struct config_webhook {
+	char *name;           /* [A-Za-z0-9._-]: names its queue in the outbox ("webhook:NAME") */
+	char *url;            /* https://, or http:// to a loopback host */
+	char *secret_file;    /* the secret's file ("whsec_..."), or NULL with secret_credential */
+	char *secret_credential; /* a systemd credential's name, or NULL */
+	unsigned char *secret;   /* the signing key (whsec_'s base64 decoded); wiped at free */
+	size_t secret_len;
+	unsigned events;      /* enum config_event bits */
+	char **folders;       /* the folders whose files it hears of; NULL: every folder */
+	size_t n_folders;
+	uint64_t timeout_ms;  /* one attempt */
+	uint64_t retry_first_ms, retry_max_ms; /* the backoff: doubling from first to max */
+	uint64_t give_up_ms;  /* an event not delivered after this long is given up (said) */
+};
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -191,6 +215,8 @@ struct config {
 	uint64_t ledger_keep_days; /* ledger rows older than this are pruned; 0: kept forever */
 	struct config_ledger ledger;
 	struct config_fleet fleet; /* host_id NULL: one host (SQLite) */
+	struct config_webhook *webhooks;
+	size_t n_webhooks;
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key, from where api_key_env or api_key_file say, else from the default chain
@@ -238,6 +264,12 @@ const char *config_encoding_name(enum config_encoding v);       /* "auto", "utf-
 const char *config_header_name(enum config_header v);           /* "exact", "relaxed" */
 const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
 const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "import", "fail" */
+/* "file.done", "file.failed", "rows.rejected" for one bit; NULL otherwise. */
+const char *config_event_name(enum config_event v);
+void config_webhook_clear(struct config_webhook *w);
+/* Whether webhook W hears of event EV of folder FOLDER. */
+bool config_webhook_wants(const struct config_webhook *w, enum config_event ev,
+			  const char *folder);
 const char *config_coalesce_name(enum config_coalesce v);         /* "auto", "off" */
 const char *config_ledger_backend_name(enum config_ledger_backend v); /* "sqlite", ... */
 

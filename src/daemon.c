@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "outbox.h"
 #include "resend_client.h"
 #include "watch.h"
 
@@ -38,6 +39,7 @@ struct pipeline {
 	struct resend_client *api;
 	struct engine *engine;
 	struct watch **watches;
+	struct outbox *outbox; /* webhooks' deliveries; NULL: none configured (or --once) */
 };
 
 /* What a reload sets up before it drains the running pipeline: the new configuration, its
@@ -281,6 +283,12 @@ static int pipeline_start(struct daemon *d)
 		log_warning("state_dir changed to '%s': the ledger stays in '%s' until a restart",
 			    pl->cfg->state_dir, d->state_dir);
 	daemon_control_attach(d);
+	/* --once leaves its notifications in the ledger for the next run that delivers. */
+	if (d->lq && pl->cfg->n_webhooks && !(d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE))) {
+		r = outbox_new(&d->loop, pl->cfg, d->lq, pl->http, d->metrics, &pl->outbox);
+		if (r < 0)
+			return r;
+	}
 	pl->watches = calloc(pl->cfg->n_folders, sizeof(*pl->watches));
 	if (!pl->watches)
 		return -ENOMEM;
@@ -555,6 +563,7 @@ static void pipeline_teardown(struct daemon *d)
 	free(pl->watches);
 	if (pl->engine)
 		engine_close(pl->engine);
+	outbox_close(pl->outbox);
 	resend_client_free(pl->api);
 	if (pl->http)
 		http_close(pl->http, daemon_http_closed_cb, d);
@@ -1085,10 +1094,13 @@ static void daemon_claimed_cb(size_t folder, const char *name, enum engine_claim
 
 static void daemon_left_cb(size_t folder, const char *name, void *data)
 {
+	struct daemon *d = data;
 	struct watch *w = daemon_watch(data, folder);
 
 	if (w)
 		watch_poke(w, name);
+	/* Its end was recorded, with its notifications, before it left. */
+	outbox_kick(d->pl.outbox);
 }
 
 /* Slots are free: parked files are offered folder by folder in turn, one at a time, until the

@@ -106,6 +106,7 @@
 #include <xxhash.h>
 
 #include "api_answer.h"
+#include "events.h"
 #include "log.h"
 #include "resend_client.h"
 #include "scrub.h"
@@ -558,14 +559,20 @@ static int job_ledger_record(struct job *job, enum ledger_status status,
 			     void (*written)(void *data))
 {
 	struct job_env *env = job->env;
-	struct ledger_entry e;
+	struct ledger_entry e = {0};
 	int r;
 
 	if (!env->lq || job->dry_run)
 		return 0;
-	r = report_ledger_entry(&job->rep, job->folder->settings_hash, status,
-				job->finished_ms ? job->finished_ms : job_now_wall_ms(), &e);
+	int64_t at_ms = job->finished_ms ? job->finished_ms : job_now_wall_ms();
+
+	r = report_ledger_entry(&job->rep, job->folder->settings_hash, status, at_ms, &e);
+	/* Its end, and the notifications of it, in one transaction (the outbox). */
+	if (r == 0 && e.finished_at_ms)
+		r = events_for_file(env->cfg, &job->rep, e.finished_at_ms, env->cfg->fleet.host_id,
+				    &e.events, &e.n_events);
 	if (r < 0) {
+		ledger_entry_clear(&e);
 		log_error("%s: '%s': out of memory recording it in the ledger", job_folder_name(job),
 			  job->name);
 		return r;

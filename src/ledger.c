@@ -49,8 +49,26 @@ int ledger_status_parse(const char *s, enum ledger_status *ret)
 	return -EINVAL;
 }
 
+void ledger_event_clear(struct ledger_event *ev)
+{
+	free(ev->msg_id);
+	free(ev->channel);
+	free(ev->type);
+	free(ev->payload);
+	memset(ev, 0, sizeof(*ev));
+}
+
+void ledger_outbox_row_clear(struct ledger_outbox_row *r)
+{
+	ledger_event_clear(&r->ev);
+	memset(r, 0, sizeof(*r));
+}
+
 void ledger_entry_clear(struct ledger_entry *e)
 {
+	for (size_t i = 0; i < e->n_events; i++)
+		ledger_event_clear(&e->events[i]);
+	free(e->events);
 	free(e->folder);
 	free(e->file);
 	free(e->import_ids);
@@ -74,13 +92,32 @@ int ledger_entry_copy(struct ledger_entry *dst, const struct ledger_entry *src)
 	*dst = *src;
 	dst->folder = dst->file = dst->import_ids = dst->error = dst->duplicate_of = NULL;
 	dst->host = NULL;
+	dst->events = NULL;
+	dst->n_events = 0;
 	if (dup_opt(&dst->folder, src->folder) < 0 || dup_opt(&dst->file, src->file) < 0 ||
 	    dup_opt(&dst->import_ids, src->import_ids) < 0 || dup_opt(&dst->error, src->error) < 0 ||
-	    dup_opt(&dst->duplicate_of, src->duplicate_of) < 0 || dup_opt(&dst->host, src->host) < 0) {
-		ledger_entry_clear(dst);
-		return -ENOMEM;
+	    dup_opt(&dst->duplicate_of, src->duplicate_of) < 0 || dup_opt(&dst->host, src->host) < 0)
+		goto nomem;
+	if (src->n_events) {
+		dst->events = calloc(src->n_events, sizeof(*dst->events));
+		if (!dst->events)
+			goto nomem;
+		dst->n_events = src->n_events;
+		for (size_t i = 0; i < src->n_events; i++) {
+			const struct ledger_event *a = &src->events[i];
+			struct ledger_event *b = &dst->events[i];
+
+			b->created_at_ms = a->created_at_ms;
+			if (dup_opt(&b->msg_id, a->msg_id) < 0 ||
+			    dup_opt(&b->channel, a->channel) < 0 || dup_opt(&b->type, a->type) < 0 ||
+			    dup_opt(&b->payload, a->payload) < 0)
+				goto nomem;
+		}
 	}
 	return 0;
+nomem:
+	ledger_entry_clear(dst);
+	return -ENOMEM;
 }
 
 void ledger_fleet_clear(struct ledger_fleet *f)

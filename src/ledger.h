@@ -23,6 +23,29 @@ enum ledger_status {
 	LEDGER_N_STATUSES
 };
 
+/* ---- the notification outbox ------------------------------------------------------------
+ * An event to deliver on a channel ("webhook:NAME", ...), written in the same transaction as the
+ * file's entry that caused it: a file's end and its notifications are recorded together or not
+ * at all. MSG_ID is the event's key, unique across channels and stable across attempts (a
+ * receiver's de-duplication key); recording it again changes nothing. */
+struct ledger_event {
+	char *msg_id, *channel, *type, *payload; /* payload: the JSON body */
+	int64_t created_at_ms;
+};
+
+/* An event waiting on its channel, as outbox_next hands it out. */
+struct ledger_outbox_row {
+	int64_t id; /* the order of delivery within the channel */
+	struct ledger_event ev;
+	unsigned attempts; /* made before this one */
+};
+
+/* How an attempt ended: delivered, to be tried again at NEXT_AT_MS, or given up. */
+enum ledger_outbox_outcome { LEDGER_OUTBOX_DELIVERED, LEDGER_OUTBOX_RETRY, LEDGER_OUTBOX_DROPPED };
+
+void ledger_event_clear(struct ledger_event *ev);
+void ledger_outbox_row_clear(struct ledger_outbox_row *r);
+
 /* One file, from its claim to its end. FOLDER, FILE and CLAIMED_AT_MS are its key: recording an
  * entry again replaces what was recorded for it. Strings are owned by whoever filled the entry
  * (ledger_entry_clear frees what the ledger filled in). */
@@ -40,6 +63,9 @@ struct ledger_entry {
 	char *error;            /* "stage: message"; NULL when none */
 	char *duplicate_of;     /* SKIPPED, or failed as a duplicate: the earlier file; else NULL */
 	char *host;             /* the host that took it (a fleet's ledger); NULL: not said */
+	/* Notifications recorded with this entry (the outbox); owned like the strings. */
+	struct ledger_event *events;
+	size_t n_events;
 };
 
 struct ledger_query {
@@ -120,8 +146,22 @@ struct ledger_ops {
 	 * or a negative errno. */
 	int (*knows_import)(struct ledger *l, const char *import_id, int64_t since_ms);
 	int (*list)(struct ledger *l, const struct ledger_query *q, ledger_list_cb cb, void *data);
-	/* Removes entries that finished before BEFORE_MS; *RET_N says how many. */
+	/* Removes entries that finished before BEFORE_MS, and delivered (or given up)
+	 * notifications made before it; *RET_N says how many entries. */
 	int (*prune)(struct ledger *l, int64_t before_ms, uint64_t *ret_n);
+	/* The outbox. The oldest undelivered event of CHANNEL into *RET (0) when it is due at
+	 * NOW_MS (and, in a fleet, no other live host has it in hand: it is this host's for a
+	 * while); -EAGAIN with *RET_NEXT_AT_MS when it is not due yet or another host has it;
+	 * -ENOENT when none waits. *RET_PENDING: how many wait on CHANNEL, the oldest made at
+	 * *RET_OLDEST_MS (0: none). */
+	int (*outbox_next)(struct ledger *l, const char *channel, int64_t now_ms,
+			   struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
+			   uint64_t *ret_pending, int64_t *ret_oldest_ms);
+	/* The attempt at event ID ended as HOW: ATTEMPTS made in all, NEXT_AT_MS for a retry,
+	 * ERROR (NULL: none) the last failure, in a sentence. Idempotent. */
+	int (*outbox_settle)(struct ledger *l, int64_t id, enum ledger_outbox_outcome how,
+			     unsigned attempts, int64_t next_at_ms, const char *error,
+			     int64_t now_ms);
 	/* Writes go in groups: begin, records, commit (one sync for many files). */
 	int (*begin)(struct ledger *l);
 	int (*commit)(struct ledger *l);
@@ -209,6 +249,21 @@ static inline int ledger_list(struct ledger *l, const struct ledger_query *q, le
 static inline int ledger_prune(struct ledger *l, int64_t before_ms, uint64_t *ret_n)
 {
 	return l->ops->prune(l, before_ms, ret_n);
+}
+
+static inline int ledger_outbox_next(struct ledger *l, const char *channel, int64_t now_ms,
+				     struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
+				     uint64_t *ret_pending, int64_t *ret_oldest_ms)
+{
+	return l->ops->outbox_next(l, channel, now_ms, ret, ret_next_at_ms, ret_pending,
+				   ret_oldest_ms);
+}
+
+static inline int ledger_outbox_settle(struct ledger *l, int64_t id,
+				       enum ledger_outbox_outcome how, unsigned attempts,
+				       int64_t next_at_ms, const char *error, int64_t now_ms)
+{
+	return l->ops->outbox_settle(l, id, how, attempts, next_at_ms, error, now_ms);
 }
 
 static inline void ledger_close(struct ledger *l)

@@ -60,6 +60,17 @@ static const char *const migrations[] = {
 	" file text NOT NULL, host_id text NOT NULL,"
 	" reserved_at timestamptz NOT NULL DEFAULT now(),"
 	" PRIMARY KEY (folder, sha256, settings_hash));",
+	/* 3: the notification outbox (ledger.h), delivered in id order per channel by one host
+	 * at a time: the one whose lease on the channel's oldest event runs. */
+	"CREATE TABLE outbox ("
+	" id bigserial PRIMARY KEY,"
+	" msg_id text NOT NULL UNIQUE, channel text NOT NULL, type text NOT NULL,"
+	" payload text NOT NULL, created_at_ms bigint NOT NULL,"
+	" attempts integer NOT NULL DEFAULT 0, next_at_ms bigint NOT NULL DEFAULT 0,"
+	" last_error text, state text NOT NULL DEFAULT 'pending', delivered_at_ms bigint,"
+	" leased_by text, lease_until timestamptz);"
+	"CREATE INDEX outbox_pending ON outbox (channel, id) WHERE state = 'pending';"
+	"CREATE INDEX outbox_by_creation ON outbox (created_at_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -92,6 +103,11 @@ enum stmt {
 	STMT_RESERVE,
 	STMT_HOLDER,
 	STMT_UNRESERVE,
+	STMT_EVENT_ADD,
+	STMT_OUTBOX_TAKE,
+	STMT_OUTBOX_HEAD,
+	STMT_OUTBOX_SETTLE,
+	STMT_OUTBOX_PRUNE,
 	STMT_N
 };
 
@@ -222,6 +238,44 @@ static const struct {
 	[STMT_LEAVE_EMPTY] = {"rdd_leave_empty",
 			      "DELETE FROM hosts WHERE host_id = $1 AND instance = $2",
 			      2, true},
+	[STMT_EVENT_ADD] = {"rdd_event_add",
+			    "INSERT INTO outbox (msg_id, channel, type, payload, created_at_ms, "
+			    "next_at_ms) VALUES ($1, $2, $3, $4, $5, $5) "
+			    "ON CONFLICT (msg_id) DO NOTHING",
+			    5, true},
+	/* The channel's oldest event, when it is due and no other host's lease on it runs:
+	 * leased to this host ($3) for two minutes, more than an attempt takes. */
+	[STMT_OUTBOX_TAKE] = {"rdd_outbox_take",
+			      "WITH head AS (SELECT id FROM outbox WHERE channel = $1 AND "
+			      "state = 'pending' ORDER BY id LIMIT 1 FOR UPDATE) "
+			      "UPDATE outbox o SET leased_by = $3, "
+			      "lease_until = now() + interval '120 seconds' FROM head "
+			      "WHERE o.id = head.id AND o.next_at_ms <= $2 AND "
+			      "(o.lease_until IS NULL OR o.lease_until < now() OR o.leased_by = $3) "
+			      "RETURNING o.id, o.msg_id, o.channel, o.type, o.payload, "
+			      "o.created_at_ms, o.attempts",
+			      3, true},
+	/* How many wait, and when the oldest may be tried (another host's lease: when it
+	 * ends), in ms of the wall clock. */
+	[STMT_OUTBOX_HEAD] = {"rdd_outbox_head",
+			      "SELECT (SELECT count(*) FROM outbox WHERE channel = $1 AND "
+			      "state = 'pending'), "
+			      "(SELECT min(created_at_ms) FROM outbox WHERE channel = $1 AND "
+			      "state = 'pending'), "
+			      "(SELECT greatest(next_at_ms, CASE WHEN lease_until > now() AND "
+			      "leased_by != $2 THEN (extract(epoch FROM lease_until) * 1000)::bigint "
+			      "ELSE 0 END) FROM outbox WHERE channel = $1 AND state = 'pending' "
+			      "ORDER BY id LIMIT 1)",
+			      2, false},
+	[STMT_OUTBOX_SETTLE] = {"rdd_outbox_settle",
+				"UPDATE outbox SET attempts = $3, next_at_ms = $4, last_error = $5, "
+				"state = $2::text, delivered_at_ms = CASE WHEN $2::text = 'pending' "
+				"THEN NULL ELSE $6::bigint END, leased_by = NULL, lease_until = NULL "
+				"WHERE id = $1 AND state = 'pending'",
+				6, true},
+	[STMT_OUTBOX_PRUNE] = {"rdd_outbox_prune",
+			       "DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < $1",
+			       1, true},
 };
 
 struct ledger_pg {
@@ -535,6 +589,17 @@ static int pg_record(struct ledger *base, const struct ledger_entry *e)
 		param_text(&q, 4, l->base.host_id);
 		PQclear(run(l, STMT_UNRESERVE, &q, "cannot let a content go", &r));
 	}
+	for (size_t i = 0; r == 0 && i < e->n_events; i++) {
+		const struct ledger_event *ev = &e->events[i];
+		struct params q;
+
+		param_text(&q, 0, ev->msg_id);
+		param_text(&q, 1, ev->channel);
+		param_text(&q, 2, ev->type);
+		param_text(&q, 3, ev->payload);
+		param_i64(&q, 4, ev->created_at_ms);
+		PQclear(run(l, STMT_EVENT_ADD, &q, "cannot record a notification", &r));
+	}
 	return r;
 }
 
@@ -692,6 +757,85 @@ static int pg_list(struct ledger *base, const struct ledger_query *q, ledger_lis
 	return r;
 }
 
+static const char *const outbox_states[] = {
+	[LEDGER_OUTBOX_DELIVERED] = "delivered",
+	[LEDGER_OUTBOX_RETRY] = "pending",
+	[LEDGER_OUTBOX_DROPPED] = "dropped",
+};
+
+static const char *pg_lessee(const struct ledger_pg *l)
+{
+	return l->base.host_id[0] ? l->base.host_id : "-";
+}
+
+static int pg_outbox_next(struct ledger *base, const char *channel, int64_t now_ms,
+			  struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
+			  uint64_t *ret_pending, int64_t *ret_oldest_ms)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	PGresult *res;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	*ret_pending = 0;
+	param_text(&p, 0, channel);
+	param_text(&p, 1, pg_lessee(l));
+	res = run(l, STMT_OUTBOX_HEAD, &p, "cannot read the outbox", &r);
+	if (!res)
+		return r;
+	*ret_pending = (uint64_t)col_i64(res, 0, 0, 0);
+	*ret_oldest_ms = col_i64(res, 0, 1, 0);
+	if (PQgetisnull(res, 0, 2)) {
+		PQclear(res);
+		return -ENOENT;
+	}
+	*ret_next_at_ms = col_i64(res, 0, 2, 0);
+	PQclear(res);
+	if (*ret_next_at_ms > now_ms)
+		return -EAGAIN;
+	param_text(&p, 0, channel);
+	param_i64(&p, 1, now_ms);
+	param_text(&p, 2, pg_lessee(l));
+	res = run(l, STMT_OUTBOX_TAKE, &p, "cannot take an event from the outbox", &r);
+	if (!res)
+		return r;
+	if (PQntuples(res) != 1) {
+		/* Taken by another host between the two statements. */
+		PQclear(res);
+		*ret_next_at_ms = now_ms + 1000;
+		return -EAGAIN;
+	}
+	ret->id = col_i64(res, 0, 0, 0);
+	ret->ev.created_at_ms = col_i64(res, 0, 5, 0);
+	ret->attempts = (unsigned)col_i64(res, 0, 6, 0);
+	if (col_dup(res, 0, 1, &ret->ev.msg_id) < 0 || col_dup(res, 0, 2, &ret->ev.channel) < 0 ||
+	    col_dup(res, 0, 3, &ret->ev.type) < 0 || col_dup(res, 0, 4, &ret->ev.payload) < 0) {
+		ledger_outbox_row_clear(ret);
+		r = -ENOMEM;
+	}
+	PQclear(res);
+	return r;
+}
+
+static int pg_outbox_settle(struct ledger *base, int64_t id, enum ledger_outbox_outcome how,
+			    unsigned attempts, int64_t next_at_ms, const char *error,
+			    int64_t now_ms)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	struct params p;
+	int r;
+
+	param_i64(&p, 0, id);
+	param_text(&p, 1, outbox_states[how]);
+	param_i64(&p, 2, attempts);
+	param_i64(&p, 3, next_at_ms);
+	param_text(&p, 4, error);
+	param_i64(&p, 5, now_ms);
+	PQclear(run(l, STMT_OUTBOX_SETTLE, &p, "cannot record a notification's delivery", &r));
+	return r;
+}
+
 static int pg_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
 {
 	struct ledger_pg *l = (struct ledger_pg *)base;
@@ -704,6 +848,8 @@ static int pg_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
 	if (ret_n)
 		*ret_n = res ? strtoull(PQcmdTuples(res), NULL, 10) : 0;
 	PQclear(res);
+	if (r == 0)
+		PQclear(run(l, STMT_OUTBOX_PRUNE, &p, "cannot prune old notifications", &r));
 	return r;
 }
 
@@ -977,6 +1123,8 @@ static const struct ledger_ops pg_ops = {
 	.knows_import = pg_knows_import,
 	.list = pg_list,
 	.prune = pg_prune,
+	.outbox_next = pg_outbox_next,
+	.outbox_settle = pg_outbox_settle,
 	.begin = pg_begin,
 	.commit = pg_commit,
 	.rollback = pg_rollback,

@@ -40,6 +40,16 @@ static const char *const migrations[] = {
 	/* 3: imports by when they were made, for reconciliation after a crash (is an import
 	 * Resend lists one of ours?). */
 	"CREATE INDEX files_by_upload ON files (uploaded_at_ms);",
+	/* 4: the notification outbox (ledger.h): events delivered in id order per channel;
+	 * delivered_at_ms set once delivered or given up (state says which). */
+	"CREATE TABLE outbox ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" msg_id TEXT NOT NULL UNIQUE, channel TEXT NOT NULL, type TEXT NOT NULL,"
+	" payload TEXT NOT NULL, created_at_ms INTEGER NOT NULL,"
+	" attempts INTEGER NOT NULL DEFAULT 0, next_at_ms INTEGER NOT NULL DEFAULT 0,"
+	" last_error TEXT, state TEXT NOT NULL DEFAULT 'pending', delivered_at_ms INTEGER);"
+	"CREATE INDEX outbox_pending ON outbox (channel, id) WHERE state = 'pending';"
+	"CREATE INDEX outbox_by_creation ON outbox (created_at_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -55,6 +65,11 @@ enum stmt {
 	STMT_FIND_UPLOADED,
 	STMT_KNOWS_IMPORT,
 	STMT_PRUNE,
+	STMT_EVENT_ADD,
+	STMT_OUTBOX_HEAD,
+	STMT_OUTBOX_PENDING,
+	STMT_OUTBOX_SETTLE,
+	STMT_OUTBOX_PRUNE,
 	STMT_BEGIN,
 	STMT_COMMIT,
 	STMT_ROLLBACK,
@@ -84,6 +99,19 @@ static const char *const stmt_sql[STMT_N] = {
 	[STMT_KNOWS_IMPORT] = "SELECT 1 FROM files WHERE uploaded_at_ms >= ?2 "
 			      "AND instr(',' || import_ids || ',', ',' || ?1 || ',') > 0 LIMIT 1",
 	[STMT_PRUNE] = "DELETE FROM files WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+	[STMT_EVENT_ADD] = "INSERT INTO outbox (msg_id, channel, type, payload, created_at_ms, "
+			   "next_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5) "
+			   "ON CONFLICT (msg_id) DO NOTHING",
+	[STMT_OUTBOX_HEAD] = "SELECT id, msg_id, channel, type, payload, created_at_ms, attempts, "
+			     "next_at_ms FROM outbox WHERE channel = ?1 AND state = 'pending' "
+			     "ORDER BY id LIMIT 1",
+	[STMT_OUTBOX_PENDING] = "SELECT count(*), min(created_at_ms) FROM outbox WHERE channel = ?1 AND "
+				"state = 'pending'",
+	[STMT_OUTBOX_SETTLE] = "UPDATE outbox SET attempts = ?3, next_at_ms = ?4, "
+			       "last_error = ?5, state = ?2, "
+			       "delivered_at_ms = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END "
+			       "WHERE id = ?1 AND state = 'pending'",
+	[STMT_OUTBOX_PRUNE] = "DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < ?1",
 	[STMT_BEGIN] = "BEGIN IMMEDIATE",
 	[STMT_COMMIT] = "COMMIT",
 	[STMT_ROLLBACK] = "ROLLBACK",
@@ -176,10 +204,13 @@ static int run(struct ledger_sqlite *l, enum stmt which, const char *what)
 	return r;
 }
 
+static int col_dup(sqlite3_stmt *s, int i, char **ret);
+
 static int sqlite_record(struct ledger *base, const struct ledger_entry *e)
 {
 	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
 	sqlite3_stmt *s = l->stmt[STMT_RECORD];
+	int r;
 
 	bind_text(s, 1, e->folder);
 	bind_text(s, 2, e->file);
@@ -199,7 +230,88 @@ static int sqlite_record(struct ledger *base, const struct ledger_entry *e)
 	bind_count(s, 16, e->failed);
 	bind_text(s, 17, e->error);
 	bind_text(s, 18, e->duplicate_of);
-	return run(l, STMT_RECORD, "cannot record a file");
+	r = run(l, STMT_RECORD, "cannot record a file");
+	for (size_t i = 0; r == 0 && i < e->n_events; i++) {
+		const struct ledger_event *ev = &e->events[i];
+
+		s = l->stmt[STMT_EVENT_ADD];
+		bind_text(s, 1, ev->msg_id);
+		bind_text(s, 2, ev->channel);
+		bind_text(s, 3, ev->type);
+		bind_text(s, 4, ev->payload);
+		sqlite3_bind_int64(s, 5, ev->created_at_ms);
+		r = run(l, STMT_EVENT_ADD, "cannot record a notification");
+	}
+	return r;
+}
+
+static const char *const outbox_states[] = {
+	[LEDGER_OUTBOX_DELIVERED] = "delivered",
+	[LEDGER_OUTBOX_RETRY] = "pending",
+	[LEDGER_OUTBOX_DROPPED] = "dropped",
+};
+
+static int sqlite_outbox_next(struct ledger *base, const char *channel, int64_t now_ms,
+			      struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
+			      uint64_t *ret_pending, int64_t *ret_oldest_ms)
+{
+	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
+	sqlite3_stmt *s = l->stmt[STMT_OUTBOX_PENDING];
+	int rc, r;
+
+	memset(ret, 0, sizeof(*ret));
+	*ret_pending = 0;
+	bind_text(s, 1, channel);
+	rc = sqlite3_step(s);
+	*ret_oldest_ms = 0;
+	if (rc == SQLITE_ROW) {
+		*ret_pending = (uint64_t)sqlite3_column_int64(s, 0);
+		*ret_oldest_ms = sqlite3_column_int64(s, 1);
+	}
+	r = rc == SQLITE_ROW ? 0 : db_fail(l, "cannot read the outbox");
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (r < 0)
+		return r;
+	s = l->stmt[STMT_OUTBOX_HEAD];
+	bind_text(s, 1, channel);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		r = -ENOENT;
+	} else if (rc != SQLITE_ROW) {
+		r = db_fail(l, "cannot read the outbox");
+	} else if (sqlite3_column_int64(s, 7) > now_ms) {
+		*ret_next_at_ms = sqlite3_column_int64(s, 7);
+		r = -EAGAIN;
+	} else {
+		ret->id = sqlite3_column_int64(s, 0);
+		ret->ev.created_at_ms = sqlite3_column_int64(s, 5);
+		ret->attempts = (unsigned)sqlite3_column_int(s, 6);
+		if (col_dup(s, 1, &ret->ev.msg_id) < 0 || col_dup(s, 2, &ret->ev.channel) < 0 ||
+		    col_dup(s, 3, &ret->ev.type) < 0 || col_dup(s, 4, &ret->ev.payload) < 0) {
+			ledger_outbox_row_clear(ret);
+			r = -ENOMEM;
+		}
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+static int sqlite_outbox_settle(struct ledger *base, int64_t id, enum ledger_outbox_outcome how,
+				unsigned attempts, int64_t next_at_ms, const char *error,
+				int64_t now_ms)
+{
+	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
+	sqlite3_stmt *s = l->stmt[STMT_OUTBOX_SETTLE];
+
+	sqlite3_bind_int64(s, 1, id);
+	bind_text(s, 2, outbox_states[how]);
+	sqlite3_bind_int(s, 3, (int)attempts);
+	sqlite3_bind_int64(s, 4, next_at_ms);
+	bind_text(s, 5, error);
+	sqlite3_bind_int64(s, 6, now_ms);
+	return run(l, STMT_OUTBOX_SETTLE, "cannot record a notification's delivery");
 }
 
 static int col_dup(sqlite3_stmt *s, int i, char **ret)
@@ -370,6 +482,10 @@ static int sqlite_prune(struct ledger *base, int64_t before_ms, uint64_t *ret_n)
 	r = run(l, STMT_PRUNE, "cannot prune old files");
 	if (ret_n)
 		*ret_n = r == 0 ? (uint64_t)sqlite3_changes(l->db) : 0;
+	if (r == 0) {
+		sqlite3_bind_int64(l->stmt[STMT_OUTBOX_PRUNE], 1, before_ms);
+		r = run(l, STMT_OUTBOX_PRUNE, "cannot prune old notifications");
+	}
 	return r;
 }
 
@@ -413,6 +529,8 @@ static const struct ledger_ops sqlite_ops = {
 	.knows_import = sqlite_knows_import,
 	.list = sqlite_list,
 	.prune = sqlite_prune,
+	.outbox_next = sqlite_outbox_next,
+	.outbox_settle = sqlite_outbox_settle,
 	.begin = sqlite_begin,
 	.commit = sqlite_commit,
 	.rollback = sqlite_rollback,
@@ -541,7 +659,8 @@ static int ledger_sqlite_open(const char *path, bool read_only, struct ledger **
 	if (r < 0)
 		goto fail;
 	for (int i = 0; i < STMT_N; i++) {
-		if (read_only && (i == STMT_RECORD || i == STMT_PRUNE))
+		if (read_only && (i == STMT_RECORD || i == STMT_PRUNE || i == STMT_EVENT_ADD ||
+				  i == STMT_OUTBOX_SETTLE || i == STMT_OUTBOX_PRUNE))
 			continue;
 		if (sqlite3_prepare_v3(l->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 				       &l->stmt[i], NULL) != SQLITE_OK) {

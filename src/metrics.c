@@ -29,9 +29,17 @@ struct metrics_folder {
 	struct metrics_hist upload, import;
 };
 
+struct metrics_webhook {
+	char *name;
+	uint64_t delivered, failed_attempts, dropped, pending;
+	double oldest_s;
+};
+
 struct metrics {
 	struct metrics_folder **folders;
 	size_t n_folders;
+	struct metrics_webhook **webhooks;
+	size_t n_webhooks;
 	uint64_t requests[METRICS_N_ENDPOINTS][MAX_CODE + 1];
 };
 
@@ -72,7 +80,69 @@ void metrics_free(struct metrics *m)
 		free(m->folders[i]);
 	}
 	free(m->folders);
+	for (size_t i = 0; i < m->n_webhooks; i++) {
+		free(m->webhooks[i]->name);
+		free(m->webhooks[i]);
+	}
+	free(m->webhooks);
 	free(m);
+}
+
+struct metrics_webhook *metrics_webhook(struct metrics *m, const char *name)
+{
+	struct metrics_webhook *w, **v;
+
+	for (size_t i = 0; i < m->n_webhooks; i++) {
+		if (strcmp(m->webhooks[i]->name, name) == 0)
+			return m->webhooks[i];
+	}
+	v = realloc(m->webhooks, (m->n_webhooks + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	m->webhooks = v;
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->name = strdup(name))) {
+		free(w);
+		return NULL;
+	}
+	m->webhooks[m->n_webhooks++] = w;
+	return w;
+}
+
+void metrics_webhook_delivered(struct metrics_webhook *w)
+{
+	if (w)
+		w->delivered++;
+}
+
+void metrics_webhook_failed_attempt(struct metrics_webhook *w)
+{
+	if (w)
+		w->failed_attempts++;
+}
+
+void metrics_webhook_dropped(struct metrics_webhook *w)
+{
+	if (w)
+		w->dropped++;
+}
+
+void metrics_webhook_pending(struct metrics_webhook *w, uint64_t pending, double oldest_s)
+{
+	if (w) {
+		w->pending = pending;
+		w->oldest_s = oldest_s;
+	}
+}
+
+/* One sample of webhook W's family NAME. */
+static void sample_webhook(FILE *out, const char *name, const struct metrics_webhook *w,
+			   double v)
+{
+	char label[2 * CONFIG_WEBHOOK_NAME_MAX + 8];
+
+	metrics_escape_label(label, sizeof(label), w->name);
+	fprintf(out, "%s{webhook=\"%s\"} %.17g\n", name, label, v);
 }
 
 struct metrics_folder *metrics_folder(struct metrics *m, const char *name)
@@ -365,6 +435,33 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 			sample_folder(out, c->name, m->folders[i]->name, NULL,
 				      (double)*(const uint64_t *)((const char *)m->folders[i] +
 								  c->offset));
+	}
+	if (m->n_webhooks) {
+		static const struct {
+			const char *name, *type, *help;
+		} fams[] = {
+			{"resend_dropd_notifications_pending", "gauge",
+			 "Events waiting in the webhook's outbox queue (the ledger's, shared by a "
+			 "fleet), as last read."},
+			{"resend_dropd_notifications_oldest_pending_age_seconds", "gauge",
+			 "How long the oldest waiting event has waited; 0 when none."},
+			{"resend_dropd_notifications_delivered_total", "counter",
+			 "Events the webhook's receiver accepted (a 2xx answer)."},
+			{"resend_dropd_notification_failures_total", "counter",
+			 "Attempts that failed (no answer, or not 2xx): each is tried again."},
+			{"resend_dropd_notifications_dropped_total", "counter",
+			 "Events given up after give_up_after_h of failed attempts."},
+		};
+		for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++) {
+			family(out, fams[k].name, fams[k].type, fams[k].help);
+			for (size_t i = 0; i < m->n_webhooks; i++) {
+				const struct metrics_webhook *w = m->webhooks[i];
+				const double v[] = {(double)w->pending, w->oldest_s,
+						    (double)w->delivered, (double)w->failed_attempts,
+						    (double)w->dropped};
+				sample_webhook(out, fams[k].name, w, v[k]);
+			}
+		}
 	}
 	family(out, "resend_dropd_upload_duration_seconds", "histogram",
 	       "Time from the start of an accepted upload to Resend's answer.");

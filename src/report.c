@@ -428,6 +428,53 @@ static char *report_import_ids(const struct report *r)
 	return ids;
 }
 
+char *report_event_json(const struct report *r, const char *type, int64_t finished_ms,
+			const char *host)
+{
+	cJSON *o = cJSON_CreateObject(), *d, *rows;
+	char ts[TEXT_UTC_LEN];
+	char *out;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "type", type);
+	text_format_utc(ts, finished_ms / 1000, (int)(finished_ms % 1000));
+	cJSON_AddStringToObject(o, "timestamp", ts);
+	d = cJSON_AddObjectToObject(o, "data");
+	if (!d) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	text_json_add_string(d, "folder", r->folder);
+	text_json_add_string(d, "file", r->file);
+	if (host && host[0])
+		text_json_add_string(d, "host", host);
+	cJSON_AddStringToObject(d, "outcome", r->failed ? "failed"
+					      : r->duplicate_of ? "skipped" : "imported");
+	if (r->sha256[0])
+		cJSON_AddStringToObject(d, "sha256", r->sha256);
+	cJSON_AddNumberToObject(d, "bytes", (double)r->bytes);
+	add_time(d, "claimed_at", r->claimed_at_ms);
+	add_time(d, "finished_at", finished_ms);
+	rows = cJSON_AddObjectToObject(d, "rows");
+	if (rows && r->csv && r->csv->read) {
+		cJSON_AddNumberToObject(rows, "read", (double)r->csv->rows);
+		cJSON_AddNumberToObject(rows, "uploaded", (double)r->csv->rows_uploaded);
+		cJSON_AddNumberToObject(rows, "rejected", (double)r->csv->rows_rejected);
+	}
+	if (r->import_id[0])
+		cJSON_AddStringToObject(d, "import_id", r->import_id);
+	else
+		cJSON_AddNullToObject(d, "import_id");
+	add_import(d, &r->import);
+	add_batch(d, r->batch);
+	add_duplicate(d, r->duplicate_of);
+	add_error(d, r);
+	out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
 int report_ledger_entry(const struct report *r, const char *settings_hash,
 			enum ledger_status status, int64_t finished_ms, struct ledger_entry *ret)
 {

@@ -69,6 +69,13 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
  * bytes) are written in the logs' escaped form. NULL when out of memory. */
 char *report_json(const struct report *r, int64_t finished_ms);
 
+/* The notification of R's end as event TYPE ("file.done", ...): the Standard Webhooks
+ * payload {type, timestamp, data}, data being what a person outside this host may see of it
+ * (no path of this host, no key): folder, file, HOST (NULL: not in a fleet), outcome, rows,
+ * the import and its counts (Resend's, for the whole import when coalesced), the batch, the
+ * duplicate, the error. Compact JSON (malloc'd, cJSON_free); NULL when out of memory. */
+char *report_event_json(const struct report *r, const char *type, int64_t finished_ms,
+			const char *host);
 /* What the ledger records of R now (STATUS; FINISHED_MS the file's end for done, failed and
  * skipped), with the folder's SETTINGS_HASH: every string its own (ledger_entry_clear). -ENOMEM. */
 int report_ledger_entry(const struct report *r, const char *settings_hash,

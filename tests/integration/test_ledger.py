@@ -23,7 +23,7 @@ from daemon_harness import (fill_filesystem, is_sanitized, pipe_env, pipe_fake, 
                             read_bytes, read_json, sha256_bytes, tmpfs_mounted)
 
 LEDGER = "ledger.sqlite"
-SCHEMA_LATEST = 3  # len(migrations) in src/ledger_sqlite.c
+SCHEMA_LATEST = 4  # len(migrations) in src/ledger_sqlite.c
 SEGMENT = "78261eea-8f8b-4381-83c6-79fa7120f1cf"
 PAUSED = "no new file is taken from the inboxes until the ledger can be written again"
 RESUMED = "the ledger can be written again: files are taken from the inboxes again"

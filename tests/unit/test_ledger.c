@@ -28,7 +28,7 @@
 #include "pg_fixture.h"
 
 /* The newest schema version ledger_sqlite.c knows (the length of its migrations array). */
-#define LATEST_VERSION 3
+#define LATEST_VERSION 4
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -1130,6 +1130,122 @@ static void test_knows_import(void **state)
 	assert_int_equal(ledger_knows_import(l, "a,part", 0), 0);
 }
 
+/* ---- the outbox ------------------------------------------------------------------------ */
+
+static struct ledger_event event(const char *msg_id, const char *channel, const char *type,
+				 int64_t at)
+{
+	return (struct ledger_event){.msg_id = (char *)msg_id, .channel = (char *)channel,
+				     .type = (char *)type, .payload = (char *)"{\"x\":1}",
+				     .created_at_ms = at};
+}
+
+/* The oldest due event of CHANNEL: its msg_id, or "" with R the result (-ENOENT, -EAGAIN). */
+static const char *next_of(struct ledger *l, const char *channel, int64_t now,
+			   struct ledger_outbox_row *row, int *r, uint64_t *pending,
+			   int64_t *next_at)
+{
+	int64_t oldest = -1, n = -1;
+
+	*r = ledger_outbox_next(l, channel, now, row, next_at ? next_at : &n, pending, &oldest);
+	return *r == 0 ? row->ev.msg_id : "";
+}
+
+/* Events recorded with their file's end, once each whatever the retries; each channel's oldest
+ * first; a failed one waits for its time and keeps its place; delivered and given up ones
+ * leave the queue; prune removes them once old. */
+static void test_outbox(void **state)
+{
+	struct fixture *fx = *state;
+	struct ledger_outbox_row row;
+	struct ledger_event evs[3];
+	struct ledger_entry e;
+	uint64_t pending = 99, n;
+	int64_t next_at = 0;
+	int r;
+
+	open_rw(fx);
+	assert_string_equal(next_of(fx->l, "webhook:a", 1000, &row, &r, &pending, NULL), "");
+	assert_int_equal(r, -ENOENT);
+	assert_int_equal(pending, 0);
+
+	e = entry("f", "one.csv", 10, SHA_A, SET_1, LEDGER_DONE, 100);
+	evs[0] = event("msg_1", "webhook:a", "file.done", 100);
+	evs[1] = event("msg_2", "webhook:b", "file.done", 100);
+	e.events = evs;
+	e.n_events = 2;
+	record(fx->l, &e);
+	record(fx->l, &e); /* again (a retried group): nothing more */
+	e = entry("f", "two.csv", 20, SHA_A, SET_1, LEDGER_FAILED, 200);
+	evs[0] = event("msg_3", "webhook:a", "file.failed", 200);
+	e.events = evs;
+	e.n_events = 1;
+	record(fx->l, &e);
+
+	assert_string_equal(next_of(fx->l, "webhook:a", 1000, &row, &r, &pending, NULL), "msg_1");
+	assert_int_equal(pending, 2);
+	assert_string_equal(row.ev.channel, "webhook:a");
+	assert_string_equal(row.ev.type, "file.done");
+	assert_string_equal(row.ev.payload, "{\"x\":1}");
+	assert_int_equal(row.ev.created_at_ms, 100);
+	assert_int_equal(row.attempts, 0);
+	/* It failed: tried again at 5000, and meanwhile the queue waits behind it. */
+	assert_int_equal(ledger_outbox_settle(fx->l, row.id, LEDGER_OUTBOX_RETRY, 1, 5000,
+					      "HTTP 503", 1000), 0);
+	ledger_outbox_row_clear(&row);
+	assert_string_equal(next_of(fx->l, "webhook:a", 1001, &row, &r, &pending, &next_at), "");
+	assert_int_equal(r, -EAGAIN);
+	assert_int_equal(next_at, 5000);
+	assert_string_equal(next_of(fx->l, "webhook:a", 5000, &row, &r, &pending, NULL), "msg_1");
+	assert_int_equal(row.attempts, 1);
+	assert_int_equal(ledger_outbox_settle(fx->l, row.id, LEDGER_OUTBOX_DELIVERED, 2, 0, NULL,
+					      5001), 0);
+	/* Settling again changes nothing (it is no longer pending). */
+	assert_int_equal(ledger_outbox_settle(fx->l, row.id, LEDGER_OUTBOX_RETRY, 9, 9, "x", 9),
+			 0);
+	ledger_outbox_row_clear(&row);
+	assert_string_equal(next_of(fx->l, "webhook:a", 5002, &row, &r, &pending, NULL), "msg_3");
+	assert_int_equal(pending, 1);
+	assert_int_equal(ledger_outbox_settle(fx->l, row.id, LEDGER_OUTBOX_DROPPED, 7, 0, "HTTP 500",
+					      6000), 0);
+	ledger_outbox_row_clear(&row);
+	assert_string_equal(next_of(fx->l, "webhook:a", 7000, &row, &r, &pending, NULL), "");
+	assert_int_equal(r, -ENOENT);
+	assert_int_equal(pending, 0);
+	/* The other channel is its own queue. */
+	assert_string_equal(next_of(fx->l, "webhook:b", 7000, &row, &r, &pending, NULL), "msg_2");
+	ledger_outbox_row_clear(&row);
+
+	/* Prune: delivered and given up events made before the bound go; pending ones stay. */
+	assert_int_equal(ledger_prune(fx->l, 150, &n), 0);
+	assert_string_equal(next_of(fx->l, "webhook:b", 7000, &row, &r, &pending, NULL), "msg_2");
+	ledger_outbox_row_clear(&row);
+	assert_int_equal(ledger_prune(fx->l, INT64_MAX, &n), 0);
+	assert_string_equal(next_of(fx->l, "webhook:b", 7000, &row, &r, &pending, NULL), "msg_2");
+	ledger_outbox_row_clear(&row);
+}
+
+/* A copy of an entry copies its events. */
+static void test_entry_copy_events(void **state)
+{
+	struct ledger_event evs[2] = {event("m1", "webhook:a", "file.done", 1),
+				      event("m2", "webhook:b", "rows.rejected", 2)};
+	struct ledger_entry e = entry("f", "x.csv", 1, SHA_A, SET_1, LEDGER_DONE, 2), c;
+
+	(void)state;
+	e.events = evs;
+	e.n_events = 2;
+	assert_int_equal(ledger_entry_copy(&c, &e), 0);
+	assert_int_equal(c.n_events, 2);
+	assert_ptr_not_equal(c.events, evs);
+	assert_ptr_not_equal(c.events[1].payload, evs[1].payload);
+	assert_string_equal(c.events[1].msg_id, "m2");
+	assert_string_equal(c.events[1].type, "rows.rejected");
+	assert_int_equal(c.events[1].created_at_ms, 2);
+	ledger_entry_clear(&c);
+	assert_null(c.events);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1153,6 +1269,8 @@ int main(void)
 		cmocka_unit_test(test_status_names),
 		cmocka_unit_test(test_entry_copy_is_deep),
 		T(test_knows_import),
+		T(test_outbox),
+		cmocka_unit_test(test_entry_copy_events),
 	};
 
 	/* What every backend does the same, on PostgreSQL. */
@@ -1167,6 +1285,7 @@ int main(void)
 		P(test_read_only_beside_a_writer),
 		P(test_read_only_refuses_writes),
 		P(test_knows_import),
+		P(test_outbox),
 	};
 	int failed = cmocka_run_group_tests_name("sqlite", tests, NULL, NULL);
 

@@ -29,7 +29,7 @@
 
 /* The newest schema version ledger_pg.c knows (the length of its migrations array): a fresh
  * database has one row in ledger_schema for each of 1..LATEST_VERSION. */
-#define LATEST_VERSION 2
+#define LATEST_VERSION 3
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SET_1 "1111111111111111111111111111111111111111111111111111111111111111"
@@ -1076,6 +1076,58 @@ static void test_fleet_one_content_in_flight(void **state)
 	ledger_close(b.l);
 }
 
+/* The outbox in a fleet: the host that takes a queue's oldest event holds it under a lease; the
+ * other host waits for the lease (or its settling) and never sends it at the same time; once
+ * the lease has run out (its host died), the other takes it. */
+static void test_outbox_lease_one_host_at_a_time(void **state)
+{
+	struct fixture *fx = *state;
+	struct ledger_event ev = {.msg_id = (char *)"msg_1", .channel = (char *)"webhook:a",
+				  .type = (char *)"file.done", .payload = (char *)"{}",
+				  .created_at_ms = 100};
+	struct ledger_outbox_row row = {0}, other = {0};
+	struct ledger_entry e;
+	uint64_t pending;
+	int64_t next_at = 0, oldest = 0;
+	struct host a, b;
+
+	host_open(fx, &a, "a", 2);
+	host_open(fx, &b, "b", 4);
+	e = entry("box", "one.csv", 100, LEDGER_DONE, 200);
+	e.events = &ev;
+	e.n_events = 1;
+	record(a.l, &e);
+	assert_int_equal(ledger_outbox_next(a.l, "webhook:a", 1000, &row, &next_at, &pending,
+					    &oldest), 0);
+	assert_string_equal(row.ev.msg_id, "msg_1");
+	assert_int_equal(oldest, 100);
+	/* a holds it: b is told to wait, until about when the lease ends. */
+	assert_int_equal(ledger_outbox_next(b.l, "webhook:a", 1000, &other, &next_at, &pending,
+					    &oldest), -EAGAIN);
+	assert_true(next_at > 1000);
+	assert_int_equal(pending, 1);
+	/* a asks again (say after a restart): its own lease does not stop it. */
+	ledger_outbox_row_clear(&row);
+	assert_int_equal(ledger_outbox_next(a.l, "webhook:a", 1000, &row, &next_at, &pending,
+					    &oldest), 0);
+	/* a died holding it: once the lease has run out, b takes it. */
+	assert_int_equal(pg_fixture_sql(fx->where, "UPDATE outbox SET lease_until = now() - "
+						   "interval '1 second'", NULL, 0),
+			 0);
+	assert_int_equal(ledger_outbox_next(b.l, "webhook:a", 1000, &other, &next_at, &pending,
+					    &oldest), 0);
+	assert_string_equal(other.ev.msg_id, "msg_1");
+	assert_int_equal(ledger_outbox_settle(b.l, other.id, LEDGER_OUTBOX_DELIVERED, 1, 0, NULL,
+					      2000), 0);
+	assert_int_equal(ledger_outbox_next(a.l, "webhook:a", 3000, &row, &next_at, &pending,
+					    &oldest), -ENOENT);
+	assert_int_equal(pending, 0);
+	ledger_outbox_row_clear(&row);
+	ledger_outbox_row_clear(&other);
+	ledger_close(a.l);
+	ledger_close(b.l);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1098,6 +1150,7 @@ int main(void)
 		T(test_fleet_leases_and_a_single_takeover),
 		T(test_fleet_claims_one_host_each),
 		T(test_fleet_one_content_in_flight),
+		T(test_outbox_lease_one_host_at_a_time),
 		cmocka_unit_test(test_conninfo_uri_becomes_key_value_with_passfile),
 		cmocka_unit_test(test_conninfo_escapes_quotes_and_backslashes),
 		cmocka_unit_test(test_conninfo_unparsable_is_einval),

@@ -1,0 +1,100 @@
+#include "events.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/sha.h>
+
+#include "text.h"
+
+/* "msg_" and 32 hex digits of the SHA-256 of what makes the event one. */
+static int event_msg_id(const char *channel, const char *type, const struct report *r,
+			char **ret)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char hex[2 * SHA256_DIGEST_LENGTH + 1];
+	char *key;
+	int n;
+
+	n = asprintf(&key, "%s%c%s%c%s%c%s%c%" PRId64, channel, 0, type, 0, r->folder, 0, r->file,
+		     0, r->claimed_at_ms);
+	if (n < 0)
+		return -ENOMEM;
+	SHA256((const unsigned char *)key, (size_t)n, md);
+	free(key);
+	text_hex(hex, md, 16);
+	if (asprintf(ret, "msg_%s", hex) < 0) {
+		*ret = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int events_for_file(const struct config *cfg, const struct report *r, int64_t finished_ms,
+		    const char *host, struct ledger_event **ret, size_t *ret_n)
+{
+	enum config_event kinds[2];
+	size_t n_kinds = 0, n = 0;
+	struct ledger_event *evs = NULL;
+	char *payload[2] = {NULL, NULL};
+	int rc = 0;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (cfg->n_webhooks == 0)
+		return 0;
+	kinds[n_kinds++] = r->failed ? CONFIG_EVENT_FILE_FAILED : CONFIG_EVENT_FILE_DONE;
+	if (!r->failed && r->csv && r->csv->read && r->csv->rows_rejected > 0)
+		kinds[n_kinds++] = CONFIG_EVENT_ROWS_REJECTED;
+	evs = calloc(cfg->n_webhooks * n_kinds, sizeof(*evs));
+	if (!evs)
+		return -ENOMEM;
+	for (size_t k = 0; k < n_kinds; k++) {
+		payload[k] = report_event_json(r, config_event_name(kinds[k]), finished_ms, host);
+		if (!payload[k]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_webhooks; i++) {
+		const struct config_webhook *w = &cfg->webhooks[i];
+
+		for (size_t k = 0; k < n_kinds; k++) {
+			struct ledger_event *ev = &evs[n];
+			const char *type = config_event_name(kinds[k]);
+
+			if (!config_webhook_wants(w, kinds[k], r->folder))
+				continue;
+			n++;
+			ev->created_at_ms = finished_ms;
+			if (asprintf(&ev->channel, EVENTS_WEBHOOK_PREFIX "%s", w->name) < 0) {
+				ev->channel = NULL;
+				rc = -ENOMEM;
+				goto out;
+			}
+			ev->type = strdup(type);
+			ev->payload = strdup(payload[k]);
+			if (!ev->type || !ev->payload ||
+			    event_msg_id(ev->channel, type, r, &ev->msg_id) < 0) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+	}
+out:
+	for (size_t k = 0; k < n_kinds; k++)
+		cJSON_free(payload[k]);
+	if (rc < 0 || n == 0) {
+		for (size_t i = 0; i < n; i++)
+			ledger_event_clear(&evs[i]);
+		free(evs);
+		return rc;
+	}
+	*ret = evs;
+	*ret_n = n;
+	return 0;
+}

@@ -1,0 +1,37 @@
+/* The outbox's deliverer: each webhook's queue of events (ledger.h: recorded with the file's
+ * end that made them) is sent in order, one event at a time per webhook, signed as the
+ * Standard Webhooks specification says (webhook.h), and tried again with a backoff until the
+ * receiver answers 2xx or give_up_after_h has passed. At least once: an event leaves its queue
+ * only once its receiver's 2xx answer is recorded, so a stop, a crash or a receiver down for
+ * hours loses none; an event is sent twice only when an attempt's answer never came (or came
+ * as the daemon stopped). In a fleet the queues are shared, and a host takes a queue's oldest
+ * event under a lease, so one host at a time sends it.
+ *
+ * Every read and write of a queue goes through the ledger's thread (ledgerq_call); requests go
+ * through http.c. A receiver that fails is said once (and once more when it works again), and
+ * counted in the metrics. Loop thread. */
+#ifndef RDD_OUTBOX_H
+#define RDD_OUTBOX_H
+
+#include <uv.h>
+
+struct config;
+struct http;
+struct ledgerq;
+struct metrics;
+struct outbox;
+
+/* A queue with nothing due is looked at again this often (a fleet's other hosts record events
+ * too; this host's own are announced by outbox_kick). */
+#define OUTBOX_IDLE_POLL_MS 5000
+
+/* CFG (its webhooks), LQ, HTTP and M must outlive the outbox. Starts looking at once. */
+int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, struct http *http,
+	       struct metrics *m, struct outbox **ret);
+/* Events may have been recorded (a file ended): idle queues look now. */
+void outbox_kick(struct outbox *o);
+/* Stops: an attempt in flight is aborted (its event stays in its queue, for the next start),
+ * ledger calls are cancelled; O is freed once its handles are closed. NULL is fine. */
+void outbox_close(struct outbox *o);
+
+#endif
