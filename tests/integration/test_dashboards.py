@@ -5,11 +5,15 @@ alert rules (config/prometheus/resend-dropd.rules.yml) stay true to what the dae
   which must have, for every alert, a case where it fires and one where it does not.
 - The dashboard is one that Grafana's provisioning loads as it is: unique panel ids, a title on
   each, every query panel and target on the `datasource` variable (a Prometheus data source),
-  `instance` and `folder` variables from label_values, panels that do not overlap.
+  `instance`, `folder` and `webhook` variables from label_values, panels that do not
+  overlap.
 - A daemon in a one-host fleet on a real PostgreSQL ledger (so that the fleet's series exist
-  too) takes a file that is done, one that fails and one that Resend first refuses for its rate
-  limit; its /metrics is scraped. Every metric the dashboard's and the rules' expressions name
-  must be in that scrape, of the type the expression needs (rate and increase over counters,
+  too), with one webhook (so that the notifications' series exist too), takes a file that is
+  done, one that fails and one that Resend first refuses for its rate limit; the webhook's
+  receiver (webhook_receiver.py) takes the first file's event and refuses the others' (503), so
+  that delivered, failed attempts, pending and the oldest's age all move; its /metrics is
+  scraped. Every metric the dashboard's and the rules' expressions name must be in that
+  scrape, of the type the expression needs (rate and increase over counters,
   histogram_quantile over a histogram's buckets), with every label they select, group, join or
   print in a legend, and every fixed label value they select (`outcome="failed"`,
   `code=~"401|403"`) one the daemon writes. Renaming a metric or a label in src/metrics.c fails
@@ -18,9 +22,11 @@ alert rules (config/prometheus/resend-dropd.rules.yml) stay true to what the dae
 - What ResendDropdApiKeyRefused and ResendDropdApiPaused tell apart is there: with a refused key
   (the fake's 403 "API key is invalid") the daemon is paused and has counted a 403; with a daily
   quota exceeded (429) it is paused and has counted no 401 or 403.
+- What ResendDropdNotificationOutboxGrowing reads is there: with a receiver that refuses, the
+  events wait (pending), the oldest has an age, and the failed attempts are counted.
 
-Rows rejected (an import's skipped and failed rows) and the notification outbox have no metric
-yet, so neither the dashboard nor the rules show them.
+Rows rejected (an import's skipped and failed rows) have no metric yet, so neither the
+dashboard nor the rules show them.
 """
 
 import json
@@ -32,9 +38,10 @@ import tempfile
 
 import pytest
 
-from daemon_harness import FakeResend, Harness, binary_path, control_metrics, tail
+from daemon_harness import FakeResend, Harness, binary_path, control_metrics, tail, yaml_text
 from fleet_harness import fleet_config
 from pg_harness import PgServer
+from webhook_receiver import WebhookReceiver
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("RDD_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
@@ -352,7 +359,7 @@ def test_dashboard_is_a_provisionable_grafana_dashboard():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     ds = variables.get("datasource")
     assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus", ds
-    for name in ("instance", "folder"):
+    for name in ("instance", "folder", "webhook"):
         var = variables.get(name)
         assert var and var["type"] == "query", f"no query variable ${name}"
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
@@ -404,25 +411,54 @@ def wait_metrics(env, sock, predicate, what):
     return env.wait_for(lambda: predicate(Scrape(control_metrics(sock))), what)
 
 
+def with_webhook(env, config, receiver, name="ops"):
+    """CONFIG (a file env.config wrote) with one webhook to RECEIVER, retried every 1-2 s."""
+    secret = os.path.join(env.root, f"{name}.secret")
+    with open(secret, "w", encoding="utf-8") as file:
+        file.write(receiver.secret + "\n")
+    os.chmod(secret, 0o600)
+    hook = {"name": name, "url": receiver.url, "secret_file": secret, "retry_initial_s": 1,
+            "retry_max_s": 2, "timeout_s": 5}
+    with open(config, "a", encoding="utf-8") as file:
+        file.write(yaml_text({"webhooks": [hook]}) + "\n")
+    return config
+
+
+def two_events_refused(scrape):
+    """SCRAPE once webhook ops has its last two events waiting, refused at least once."""
+    def value(name):
+        return scrape.value(name, webhook="ops") or 0
+    return value("resend_dropd_notifications_pending") == 2 \
+        and value("resend_dropd_notification_failures_total") >= 1 \
+        and value("resend_dropd_notifications_oldest_pending_age_seconds") > 0 and scrape
+
+
 @pytest.fixture(scope="module")
 def scrapes():
-    """{"fleet": a one-host fleet's scrape after a done, a failed and a rate-limited file;
-    "key": a daemon whose key Resend refuses; "quota": one whose daily quota is exceeded}."""
+    """{"fleet": a one-host fleet's scrape after a done, a failed and a rate-limited file, its
+    webhook's receiver refusing the last two events; "key": a daemon whose key Resend refuses;
+    "quota": one whose daily quota is exceeded}."""
     binary_path()
     root = tempfile.mkdtemp(prefix="rdd-dash-")
     out = {}
     try:
-        with PgServer() as pg, FakeResend(import_seconds=0.2) as fake:
+        with PgServer() as pg, FakeResend(import_seconds=0.2) as fake, \
+                WebhookReceiver() as receiver:
             env = Harness(root, fake)
             try:
                 box = env.folder("box", follow_import=True)
-                daemon = env.start(fleet_config(env, pg.new_database(), [box], "h1"))
+                daemon = env.start(with_webhook(
+                    env, fleet_config(env, pg.new_database(), [box], "h1"), receiver))
                 sock = env.control_socket("h1.yaml")
                 wait_metrics(env, sock, lambda s: s.value("resend_dropd_fleet_host_up",
                                                           host="h1") == 1,
                              "the fleet's series (first heartbeat)")
                 box.drop("good.csv", CSV)
                 env.wait_outcomes(box, done=1)
+                wait_metrics(env, sock, lambda s: s.value(
+                    "resend_dropd_notifications_delivered_total", webhook="ops") == 1,
+                    "the first event delivered")
+                receiver.answer(503)
                 fake.faults([{"status": 422, "name": "validation_error", "message": "no",
                               "method": "POST", "path_prefix": "/contacts/imports",
                               "count": 1}])
@@ -433,7 +469,8 @@ def scrapes():
                               "count": 1}])
                 box.drop("later.csv", CSV.replace(b"ada@", b"later@"))
                 env.wait_outcomes(box, done=2, failed=1)
-                out["fleet"] = Scrape(control_metrics(sock))
+                out["fleet"] = wait_metrics(env, sock, two_events_refused,
+                                            "the two refused events waiting")
                 daemon.stop()
 
                 keybox = env.folder("keybox")
@@ -541,3 +578,24 @@ def test_a_refused_key_and_a_quota_are_told_apart_as_the_rules_do(scrapes):
     rules = parse_rules()
     assert 'code=~"401|403"' in rules["ResendDropdApiKeyRefused"]["expr"]
     assert 'code=~"401|403"' in rules["ResendDropdApiPaused"]["expr"]
+
+
+def test_a_refusing_receiver_shows_as_the_panels_and_rules_read_it(scrapes):
+    """ResendDropdNotificationOutboxGrowing reads the oldest pending event's age, the panels the
+    pending events and the rates of delivered, failed and dropped: with the first event
+    accepted and the two after it refused, each says so, under the webhook's name."""
+    fleet = scrapes["fleet"]
+
+    def value(name):
+        return fleet.value(name, webhook="ops")
+
+    assert value("resend_dropd_notifications_delivered_total") == 1, fleet.text
+    assert value("resend_dropd_notification_failures_total") >= 1, fleet.text
+    assert value("resend_dropd_notifications_pending") == 2, fleet.text
+    assert value("resend_dropd_notifications_oldest_pending_age_seconds") > 0, fleet.text
+    assert value("resend_dropd_notifications_dropped_total") == 0, fleet.text
+    rules = parse_rules()
+    assert "resend_dropd_notifications_oldest_pending_age_seconds" in \
+        rules["ResendDropdNotificationOutboxGrowing"]["expr"]
+    assert "resend_dropd_notifications_dropped_total" in \
+        rules["ResendDropdNotificationsDropped"]["expr"]
