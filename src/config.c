@@ -16,9 +16,11 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1204,6 +1206,97 @@ static void parse_webhooks(struct yamlconf *yc, struct config *cfg, const struct
 	}
 }
 
+/* ---- receipts ------------------------------------------------------------------------------ */
+
+struct receipts_values {
+	char *dir, *owner, *group, *mode;
+	uint64_t keep_days;
+};
+
+#define RECEIPTS(member) offsetof(struct receipts_values, member)
+static const struct yamlconf_field receipts_fields[] = {
+	{"dir", YAMLCONF_STRING, .offset = RECEIPTS(dir), .flags = YAMLCONF_REQUIRED,
+	 .check = check_absolute},
+	{"owner", YAMLCONF_STRING, .offset = RECEIPTS(owner)},
+	{"group", YAMLCONF_STRING, .offset = RECEIPTS(group)},
+	{"mode", YAMLCONF_STRING, .offset = RECEIPTS(mode)},
+	{"keep_days", YAMLCONF_UINT, .offset = RECEIPTS(keep_days), .max = 36500},
+	{0},
+};
+
+/* A user or group by name or number: 0 with *RET, or false having said why. */
+static bool receipts_id(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			const char *s, bool group, unsigned *ret)
+{
+	char *end, q[80];
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s && !*end && errno == 0 && v < UINT32_MAX) {
+		*ret = (unsigned)v;
+		return true;
+	}
+	if (group) {
+		struct group *g = getgrnam(s);
+
+		if (g) {
+			*ret = g->gr_gid;
+			return true;
+		}
+	} else {
+		struct passwd *p = getpwnam(s);
+
+		if (p) {
+			*ret = p->pw_uid;
+			return true;
+		}
+	}
+	yamlconf_error(yc, n, path, "no %s '%s' on this system", group ? "group" : "user",
+		       QUOTED(q, s));
+	return false;
+}
+
+/* VALUE: struct config_receipts. */
+static bool parse_receipts(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			   void *value)
+{
+	struct config_receipts *r = value;
+	struct receipts_values v = {.keep_days = 30};
+	unsigned id;
+	char *end;
+	bool ok;
+
+	ok = yamlconf_walk(yc, n, path, receipts_fields, &v, NULL);
+	free(r->dir);
+	*r = (struct config_receipts){.dir = v.dir, .uid = (uid_t)-1, .gid = (gid_t)-1,
+				      .mode = 0640, .keep_ms = v.keep_days * 86400 * 1000};
+	if (ok && v.owner && receipts_id(yc, n, path, v.owner, false, &id))
+		r->uid = id;
+	else if (v.owner)
+		ok = false;
+	if (ok && v.group && receipts_id(yc, n, path, v.group, true, &id))
+		r->gid = id;
+	else if (v.group)
+		ok = false;
+	if (v.mode) {
+		unsigned long m = strtoul(v.mode, &end, 8);
+
+		if (!v.mode[0] || *end || m > 0777 || (m & 0022)) {
+			yamlconf_error(yc, n, path, "mode: expected octal permissions such as "
+				       "\"0640\" that no group or other may write, got '%s'",
+				       v.mode);
+			ok = false;
+		} else {
+			r->mode = (mode_t)m;
+		}
+	}
+	free(v.owner);
+	free(v.group);
+	free(v.mode);
+	return ok;
+}
+
 /* ---- folders ------------------------------------------------------------------------------- */
 
 #define PROPERTY(member) offsetof(struct config_property, member)
@@ -1416,6 +1509,7 @@ static const struct yamlconf_field folder_fields[] = {
 	/* the whole folder: segments and n_segments, topics and n_topics */
 	{"segments", YAMLCONF_CUSTOM, .parse = parse_segments},
 	{"topics", YAMLCONF_CUSTOM, .parse = parse_topics},
+	{"receipts", YAMLCONF_CUSTOM, .offset = FOLDER(receipts), .parse = parse_receipts},
 	/* the settings of defaults:, each of which a folder may override */
 	{.type = YAMLCONF_INCLUDE, .offset = FOLDER(settings), .fields = settings_fields},
 	{0},
@@ -1839,6 +1933,7 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_folders; i++) {
 		struct config_folder *f = &cfg->folders[i];
 		free(f->name);
+		free(f->receipts.dir);
 		free(f->inbox);
 		free(f->done);
 		free(f->failed);

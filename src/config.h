@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define CONFIG_UUID_LEN 36
 #define CONFIG_PROPERTY_KEY_MAX 50
@@ -103,8 +104,19 @@ struct config_settings {
 	uint64_t coalesce_max_rows;
 };
 
+/* Receipts for the uploader: each file's outcome as NAME.ok.json or NAME.failed.json (and
+ * NAME.rejects.csv) in a directory the uploader can read. */
+struct config_receipts {
+	char *dir;          /* absolute; NULL: no receipts */
+	uid_t uid;          /* (uid_t)-1: the daemon's */
+	gid_t gid;          /* (gid_t)-1: the daemon's */
+	mode_t mode;        /* of each receipt file */
+	uint64_t keep_ms;   /* removed by the daemon once older (0: kept) */
+};
+
 struct config_folder {
 	char *name;
+	struct config_receipts receipts;
 	char *inbox;
 	char *done;
 	char *failed;

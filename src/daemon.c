@@ -79,6 +79,7 @@ struct daemon {
 	char *state_dir;
 	bool ledger_refused; /* start-up stopped on the ledger, and said why */
 	uv_timer_t prune_timer;
+	uv_timer_t receipts_timer; /* receipts: the backlog and old ones, hourly */
 	/* A fleet's host (the PostgreSQL ledger): outlives pipelines like the ledger. */
 	struct fleet *fleet;
 	unsigned fleet_alive, fleet_index; /* as the last heartbeat saw the fleet */
@@ -601,6 +602,19 @@ static void daemon_prune_cb(uv_timer_t *t)
 	(void)ledgerq_prune(d->lq, (int64_t)now.tv_sec * 1000 - (int64_t)days * 86400 * 1000);
 }
 
+#define DAEMON_RECEIPTS_EVERY_MS (60 * 60 * 1000)
+
+static void daemon_receipts_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	struct timespec now;
+
+	if (!d->pl.engine || d->stopping)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	engine_receipts_sweep(d->pl.engine, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+}
+
 /* ---- a fleet's host ------------------------------------------------------------------ */
 
 static void daemon_fleet_ready(bool ready, void *data)
@@ -774,6 +788,7 @@ static void daemon_close_signals(struct daemon *d)
 	d->notify = NULL;
 	uv_close((uv_handle_t *)&d->once_check, NULL);
 	uv_close((uv_handle_t *)&d->prune_timer, NULL);
+	uv_close((uv_handle_t *)&d->receipts_timer, NULL);
 	uv_close((uv_handle_t *)&d->folder_timer, NULL);
 	/* Before the ledger's thread stops: leaving is one more call there. */
 	fleet_close(d->fleet, daemon_processing_empty(d));
@@ -1245,6 +1260,10 @@ int daemon_run(struct config *cfg, const char *config_path, unsigned flags)
 	daemon_start_signals(&d);
 	uv_timer_init(&d.loop, &d.prune_timer);
 	d.prune_timer.data = &d;
+	uv_timer_init(&d.loop, &d.receipts_timer);
+	d.receipts_timer.data = &d;
+	uv_timer_start(&d.receipts_timer, daemon_receipts_cb, 1000, DAEMON_RECEIPTS_EVERY_MS);
+	uv_unref((uv_handle_t *)&d.receipts_timer);
 	uv_timer_init(&d.loop, &d.folder_timer);
 	d.folder_timer.data = &d;
 	r = notify_new(&d.loop, daemon_status_cb, &d, &d.notify);

@@ -101,7 +101,7 @@ struct engine {
 	unsigned holding, max_holding;
 	struct claimed *backlog_head; /* utlist */
 	size_t backlog;
-	unsigned lists_pending;
+	unsigned lists_pending; /* listings of processing and receipts sweeps in the disk thread */
 	bool auth_paused, paused, auth_failed_pending;
 	void (*drained_cb)(void *data);
 	void *drained_data;
@@ -746,6 +746,74 @@ static void engine_list_done(struct diskq_op *op)
 		fsops_names_free(l->names, l->n);
 	free(l);
 	engine_defer(e);
+}
+
+/* ---- receipts: the backlog written again, old ones removed (receipts.h) ------------------- */
+
+struct engine_sweep {
+	struct diskq_op op;
+	struct engine *e;
+	size_t folder;
+	int64_t now_ms;
+	size_t removed;
+	char why[400];
+};
+
+static void engine_sweep_work(struct diskq_op *op)
+{
+	struct engine_sweep *sw = (struct engine_sweep *)op;
+	struct job_folder *f = &sw->e->folders[sw->folder];
+
+	op->result = receipts_sweep(&f->conf->receipts, &f->dir->receipts, sw->now_ms,
+				    &sw->removed, sw->why, sizeof(sw->why));
+}
+
+static void engine_sweep_done(struct diskq_op *op)
+{
+	struct engine_sweep *sw = (struct engine_sweep *)op;
+	struct job_folder *f = &sw->e->folders[sw->folder];
+	int *said = &f->dir->trouble.receipts_error;
+
+	if (op->result < 0 && *said == 0)
+		log_error("%s: cannot write receipts: %s; they wait and are written once the "
+			  "directory can be written (the files themselves go on)",
+			  f->conf->name, sw->why);
+	else if (op->result == 0 && *said != 0)
+		log_info("%s: receipts can be written to '%s' again (those that waited are "
+			 "written)", f->conf->name, f->conf->receipts.dir);
+	*said = op->result;
+	sw->e->lists_pending--;
+	if (sw->removed)
+		log_info("%s: removed %zu receipt%s older than %llu days from '%s'", f->conf->name,
+			 sw->removed, sw->removed == 1 ? "" : "s",
+			 (unsigned long long)(f->conf->receipts.keep_ms / 86400000),
+			 f->conf->receipts.dir);
+	engine_defer(sw->e);
+	free(sw);
+}
+
+void engine_receipts_sweep(struct engine *e, int64_t now_ms)
+{
+	if (e->flags & ENGINE_DRY_RUN || e->env.draining)
+		return;
+	for (size_t i = 0; i < e->n_folders; i++) {
+		struct job_folder *f = &e->folders[i];
+		struct engine_sweep *sw;
+
+		if (!f->conf->receipts.dir || !folder_is_open(f->dir))
+			continue;
+		sw = calloc(1, sizeof(*sw));
+		if (!sw)
+			return;
+		sw->e = e;
+		sw->folder = i;
+		sw->now_ms = now_ms;
+		sw->op.work = engine_sweep_work;
+		sw->op.done = engine_sweep_done;
+		e->lists_pending++; /* a drain waits for it, like a listing */
+		diskq_submit(e->dq, &sw->op);
+	}
+	diskq_flush(e->dq);
 }
 
 void engine_resume(struct engine *e, size_t folder)

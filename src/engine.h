@@ -96,6 +96,10 @@ int engine_take_over(struct engine *e, const char *host,
 enum engine_submit engine_submit(struct engine *e, size_t folder, const char *name,
 				 const struct fsops_seen *seen);
 
+/* Every open folder with receipts: those waiting are written again, those older than
+ * keep_days removed (in the disk thread; said in the log). */
+void engine_receipts_sweep(struct engine *e, int64_t now_ms);
+
 /* Resumes whatever an earlier run left in folder FOLDER's processing directory (listed in the
  * disk thread; those files go before new ones). */
 void engine_resume(struct engine *e, size_t folder);

@@ -20,6 +20,11 @@ int folder_new(const struct config_folder *c, bool dry_run, struct folder **ret)
 		free(f);
 		return -ENOMEM;
 	}
+	if (receipts_backlog_init(&f->receipts) < 0) {
+		free(f->inbox);
+		free(f);
+		return -ENOMEM;
+	}
 	f->dry_run = dry_run;
 	f->inbox_fd = f->proc_fd = f->lock_fd = f->done_fd = f->failed_fd = f->base_fd = -1;
 	*ret = f;
@@ -54,6 +59,7 @@ void folder_free(struct folder *f)
 	if (!f)
 		return;
 	folder_close_fds(f);
+	receipts_backlog_free(&f->receipts);
 	free(f->inbox);
 	free(f->host_id);
 	free(f);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "receipts.h"
 
 #define FOLDER_REASON_LEN 768
 
@@ -30,6 +31,7 @@ struct folder_trouble {
 	bool stuck_failed_dir; /* that move was to failed/ (else done/) */
 	int dir_problem[2];    /* done's [0] and failed's [1] (fsops_dir_check) */
 	uint64_t dir_adopted[2]; /* the inode last adopted in their place (and said), per directory */
+	int receipts_error;      /* why the last receipt could not be written (0: it was) */
 };
 
 struct folder {
@@ -47,6 +49,8 @@ struct folder {
 	long lock_pid;
 	char reason[FOLDER_REASON_LEN];
 	struct folder_trouble trouble;
+	/* Receipts that could not be written yet (receipts.h); kept across reloads. */
+	struct receipts_backlog receipts;
 };
 
 /* A folder for C's inbox, nothing open yet. -ENOMEM. */

@@ -96,6 +96,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,7 @@
 
 #include "api_answer.h"
 #include "events.h"
+#include "receipts.h"
 #include "log.h"
 #include "resend_client.h"
 #include "scrub.h"
@@ -1855,6 +1857,27 @@ static void job_finish_work(struct diskq_op *op)
 		return;
 	}
 
+	/* The uploader's receipt, before the file moves: a crash between the two writes it again
+	 * at the next start. One that cannot be written waits in the folder's backlog (said on
+	 * the loop), and never holds the file back. */
+	if (f->conf->receipts.dir && !job->receipt_written) {
+		char rej[NAME_MAX + sizeof(RECEIPTS_REJECTS_SUFFIX)], *receipt;
+
+		snprintf(rej, sizeof(rej), "%s%s", job->name, RECEIPTS_REJECTS_SUFFIX);
+		receipt = report_receipt_json(&job->rep, job->finished_ms, rejects ? rej : NULL);
+		job->receipt_result = receipt ? receipts_write(&f->conf->receipts,
+							       &f->dir->receipts, job->name,
+							       job->rep.failed, receipt,
+							       rejects ? f->dir->proc_fd : -1,
+							       rejects ? job->rejects_name : NULL,
+							       job->receipt_why,
+							       sizeof(job->receipt_why))
+					      : -ENOMEM;
+		cJSON_free(receipt);
+		/* Written, or in the backlog: either way not this file's to do again. */
+		job->receipt_written = receipt != NULL;
+	}
+
 	/* The report is staged in the record's own file when the record holds nothing a restart
 	 * needs (the report says all it says, and more): it becomes the report, and no inode is
 	 * made and deleted per file. A record with an import id stays until the file is moved. */
@@ -1919,6 +1942,23 @@ static void job_note_finish_dir(struct job *job, int r)
 	*problem = r;
 }
 
+/* The receipt's fate, said once when receipts start failing and once when they work again
+ * (with those that waited). */
+static void job_note_receipt(struct job *job)
+{
+	struct job_folder *f = job->folder;
+	int *said = &f->dir->trouble.receipts_error;
+
+	if (job->receipt_result < 0 && *said == 0)
+		log_error("%s: cannot write the receipt of '%s': %s; receipts wait and are written "
+			  "once the directory can be written (the files themselves go on)",
+			  job_folder_name(job), job->name, job->receipt_why);
+	else if (job->receipt_result == 0 && *said != 0)
+		log_info("%s: receipts can be written to '%s' again (those that waited are "
+			 "written)", job_folder_name(job), f->conf->receipts.dir);
+	*said = job->receipt_result;
+}
+
 static void job_finish_done(struct diskq_op *op)
 {
 	struct job *job = (struct job *)((char *)op - offsetof(struct job, op));
@@ -1927,6 +1967,10 @@ static void job_finish_done(struct diskq_op *op)
 	const char *dir = job->rep.failed ? conf->failed : conf->done;
 
 	job_note_finish_dir(job, job->finish_dir_result);
+	if (job->receipt_written && job->receipt_result != 1) {
+		job_note_receipt(job);
+		job->receipt_result = 1; /* said */
+	}
 	if (job->finish_src_gone) {
 		log_error("%s: '%s' is no longer in '%s/%s' (removed, or gone with its inbox); "
 			  "nothing was moved to '%s'%s%s",

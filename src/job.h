@@ -200,6 +200,11 @@ struct job {
 	char *report_text;
 	char *final_name;
 	char *rejects_final; /* the rejects file's name beside the report */
+	/* The uploader's receipt (receipts.h): written (or left in the folder's backlog) by the
+	 * move's disk work, how that went, and why not. */
+	bool receipt_written;
+	int receipt_result;
+	char receipt_why[400];
 	int64_t finished_ms;
 	unsigned finish_failures;
 	int finish_dir_result; /* job_finish_dir's answer, for the loop */

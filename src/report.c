@@ -428,6 +428,45 @@ static char *report_import_ids(const struct report *r)
 	return ids;
 }
 
+char *report_receipt_json(const struct report *r, int64_t finished_ms, const char *rejects_name)
+{
+	cJSON *o = cJSON_CreateObject(), *rows, *e;
+	char *out;
+
+	if (!o)
+		return NULL;
+	text_json_add_string(o, "file", r->file);
+	cJSON_AddStringToObject(o, "outcome", r->failed ? "failed"
+					      : r->duplicate_of ? "skipped" : "imported");
+	add_time(o, "received_at", r->claimed_at_ms);
+	add_time(o, "finished_at", finished_ms);
+	rows = cJSON_AddObjectToObject(o, "rows");
+	if (rows && r->csv && r->csv->read) {
+		cJSON_AddNumberToObject(rows, "read", (double)r->csv->rows);
+		cJSON_AddNumberToObject(rows, "imported", r->failed ? 0 :
+					(double)r->csv->rows_uploaded);
+		cJSON_AddNumberToObject(rows, "rejected", (double)r->csv->rows_rejected);
+	}
+	if (rejects_name)
+		text_json_add_string(o, "rejects_file", rejects_name);
+	else
+		cJSON_AddNullToObject(o, "rejects_file");
+	add_import(o, &r->import);
+	if (r->duplicate_of)
+		cJSON_AddStringToObject(o, "note", "the same content was imported before: nothing "
+						   "was sent again");
+	if (r->failed) {
+		e = cJSON_AddObjectToObject(o, "error");
+		cJSON_AddStringToObject(e, "stage", stage_names[r->stage]);
+		text_json_add_string(e, "message", r->error.message);
+	} else {
+		cJSON_AddNullToObject(o, "error");
+	}
+	out = cJSON_Print(o);
+	cJSON_Delete(o);
+	return out;
+}
+
 char *report_event_json(const struct report *r, const char *type, int64_t finished_ms,
 			const char *host)
 {

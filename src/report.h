@@ -69,6 +69,11 @@ void report_fail(struct report *r, enum report_stage stage, long status, const c
  * bytes) are written in the logs' escaped form. NULL when out of memory. */
 char *report_json(const struct report *r, int64_t finished_ms);
 
+/* R's receipt for the person who dropped the file (receipts.h): its name, the outcome, the
+ * rows read, imported and rejected (REJECTS_NAME: the rejects file beside the receipt, or NULL),
+ * the import's status and counts, the error in words; nothing of this host (no path, no key).
+ * Pretty-printed JSON (malloc'd, cJSON_free); NULL when out of memory. */
+char *report_receipt_json(const struct report *r, int64_t finished_ms, const char *rejects_name);
 /* The notification of R's end as event TYPE ("file.done", ...): the Standard Webhooks
  * payload {type, timestamp, data}, data being what a person outside this host may see of it
  * (no path of this host, no key): folder, file, HOST (NULL: not in a fleet), outcome, rows,
