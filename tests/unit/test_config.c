@@ -1908,7 +1908,7 @@ static void test_unknown_keys_inline(void **state)
 	load("folders:\n" FOLDER_A "    inbox_dir: /x\n"
 	     "Folders: []\n");
 	EXPECT_ERRORS("@FILE@:6:5: folders[0]: unknown key 'inbox_dir' (expected one of: name, "
-		      "inbox, done, failed, column_map, segments, topics, settle_ms, rescan_s, "
+		      "inbox, done, failed, column_map, segments, topics, receipts, settle_ms, rescan_s, "
 		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
 		      "invalid_rows, csv, on_duplicate, duplicate_window, coalesce, coalesce_max_files, coalesce_max_rows)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
