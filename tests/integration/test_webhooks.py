@@ -238,3 +238,41 @@ def test_check_says_what_is_wrong_with_a_webhook(pipe_env, hook, message):
     assert done.returncode != 0
     assert re.search(r"resend-dropd\.yaml:\d+:\d+: webhooks\[0\]", done.stderr), done.stderr
     assert message in done.stderr, done.stderr
+
+
+def readme_block(marker, language):
+    """The fenced LANGUAGE block after <!-- MARKER --> in the README."""
+    source = os.environ.get("RDD_SOURCE_DIR") or os.path.join(os.path.dirname(__file__),
+                                                              "..", "..")
+    with open(os.path.join(source, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(r"<!-- " + re.escape(marker) + r" -->\n```" + language + r"\n(.*?)```",
+                      text, re.S)
+    assert match, f"no {language} block after <!-- {marker} --> in README.md"
+    return match.group(1)
+
+
+def test_the_readme_checks_a_real_delivery_in_shell_and_python(pipe_env, tmp_path):
+    """The README's verification snippets, run as written on a delivery the daemon made: a
+    true signature passes, a body changed by one byte does not."""
+    env = pipe_env
+    box = env.folder("crm")
+    with WebhookReceiver(SECRET) as receiver:
+        daemon = env.start(env.config([box], extra={"webhooks": [webhook(env, receiver)]}))
+        box.drop("a.csv", csv("a"))
+        [got] = receiver.wait_for(1, timeout=20)
+        daemon.stop()
+    (tmp_path / "webhook.secret").write_text(SECRET + "\n")
+    shell = readme_block("verify-webhook-sh", "sh")
+    namespace = {}
+    exec(readme_block("verify-webhook-python", "python"), namespace)
+    for body, valid in ((got.body, True), (got.body.replace(b"a.csv", b"b.csv"), False)):
+        (tmp_path / "body.json").write_bytes(body)
+        done = subprocess.run(["sh", "-c", shell], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=30,
+                              env={**os.environ, "id": got.headers["webhook-id"],
+                                   "ts": got.headers["webhook-timestamp"],
+                                   "sig": got.headers["webhook-signature"]})
+        assert (done.returncode == 0 and done.stdout == "valid\n") == valid, \
+            (done.returncode, done.stdout, done.stderr)
+        assert namespace["verify"](SECRET, got.headers, body) is valid
