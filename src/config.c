@@ -953,15 +953,15 @@ const char *config_event_name(enum config_event v)
 	return NULL;
 }
 
-bool config_webhook_wants(const struct config_webhook *w, enum config_event ev,
-			  const char *folder)
+bool config_notify_wants(const struct config_notify *n, enum config_event ev,
+			 const char *folder)
 {
-	if (!(w->events & ev))
+	if (!(n->events & ev))
 		return false;
-	if (!w->folders)
+	if (!n->folders)
 		return true;
-	for (size_t i = 0; i < w->n_folders; i++)
-		if (strcmp(w->folders[i], folder) == 0)
+	for (size_t i = 0; i < n->n_folders; i++)
+		if (strcmp(n->folders[i], folder) == 0)
 			return true;
 	return false;
 }
@@ -1000,48 +1000,123 @@ static bool parse_events(struct yamlconf *yc, const yaml_node_t *n, const char *
 	return true;
 }
 
-static bool folder_name_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
-			     void *items, size_t count)
+static bool string_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			void *items, size_t count)
 {
 	char **names = items;
 
 	return yamlconf_get_string(yc, n, path, 0, &names[count]);
 }
 
-struct webhook_values {
-	struct config_webhook w;
+/* What a webhook's or a hook's mapping holds beside its own keys: the receiver (its folders
+ * checked against the folders after the walk), and the settings in whole units. */
+struct notify_values {
+	struct config_notify n;
 	const yaml_node_t *folders;
 	char folders_path[YAMLCONF_PATH_MAX];
 	uint64_t timeout_s, give_up_h, retry_initial_s, retry_max_s;
 };
 
-/* VALUE: struct webhook_values (folders are checked against the folders after them). */
-static bool parse_webhook_folders(struct yamlconf *yc, const yaml_node_t *n, const char *path,
-				  void *value)
+/* VALUE: struct notify_values. */
+static bool parse_notify_folders(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+				 void *value)
 {
-	struct webhook_values *v = value;
+	struct notify_values *v = value;
 	void *items;
 
-	if (!yamlconf_get_list(yc, n, path, "a list of folder names", sizeof(char *),
-			       folder_name_item, &items, &v->w.n_folders))
+	if (!yamlconf_get_list(yc, n, path, "a list of folder names", sizeof(char *), string_item,
+			       &items, &v->n.n_folders))
 		return false;
-	v->w.folders = items;
+	v->n.folders = items;
 	v->folders = n;
 	snprintf(v->folders_path, sizeof(v->folders_path), "%s", path);
 	return true;
 }
 
-static bool check_webhook_name(struct yamlconf *yc, const yaml_node_t *n, const char *path,
-			       void *value)
+static bool check_notify_name(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			      void *value)
 {
 	char q[80];
 
 	if (config_is_host_id(*(char **)value))
 		return true;
-	yamlconf_error(yc, n, path, "'%s' is not a webhook name: 1 to %d letters, digits, '.', "
-		       "'_' or '-'", QUOTED(q, *(char **)value), CONFIG_WEBHOOK_NAME_MAX);
+	yamlconf_error(yc, n, path, "'%s' is not a name: 1 to %d letters, digits, '.', '_' or '-'",
+		       QUOTED(q, *(char **)value), CONFIG_WEBHOOK_NAME_MAX);
 	return false;
 }
+
+#define NOTIFY(member) offsetof(struct notify_values, member)
+static const struct yamlconf_field notify_fields[] = {
+	{"name", YAMLCONF_STRING, .offset = NOTIFY(n.name), .flags = YAMLCONF_REQUIRED,
+	 .check = check_notify_name},
+	{"events", YAMLCONF_CUSTOM, .offset = NOTIFY(n.events), .parse = parse_events},
+	{"folders", YAMLCONF_CUSTOM, .offset = 0, .parse = parse_notify_folders},
+	{"timeout_s", YAMLCONF_UINT, .offset = NOTIFY(timeout_s), .min = 1, .max = 3600},
+	{"give_up_after_h", YAMLCONF_UINT, .offset = NOTIFY(give_up_h), .min = 1, .max = 24 * 30},
+	{"retry_initial_s", YAMLCONF_UINT, .offset = NOTIFY(retry_initial_s), .min = 1,
+	 .max = 3600},
+	{"retry_max_s", YAMLCONF_UINT, .offset = NOTIFY(retry_max_s), .min = 1, .max = 86400},
+	{0},
+};
+
+static void notify_values_init(struct notify_values *v, uint64_t timeout_s)
+{
+	*v = (struct notify_values){.n.events = CONFIG_EVENT_ALL, .timeout_s = timeout_s,
+				    .give_up_h = 72, .retry_initial_s = 5, .retry_max_s = 3600};
+}
+
+static void notify_clear(struct config_notify *n)
+{
+	free(n->name);
+	for (size_t i = 0; i < n->n_folders; i++)
+		free(n->folders[i]);
+	free(n->folders);
+	memset(n, 0, sizeof(*n));
+}
+
+/* After the walk: the folders exist, the name is not another's of KIND (NAMES, N_NAMES apart),
+ * the times in ms. False when something was said. */
+static bool notify_finish(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			  const struct config *cfg, struct notify_values *v, const char *kind,
+			  const struct config_notify *others, size_t stride, size_t n_others)
+{
+	bool ok = true;
+
+	for (size_t i = 0; ok && i < n_others; i++) {
+		const struct config_notify *o =
+			(const struct config_notify *)((const char *)others + i * stride);
+
+		if (strcmp(o->name, v->n.name) == 0) {
+			yamlconf_error(yc, n, path, "a second %s named '%s': a name is its queue's, "
+				       "one each", kind, v->n.name);
+			ok = false;
+		}
+	}
+	for (size_t j = 0; ok && j < v->n.n_folders; j++) {
+		size_t k = 0;
+
+		while (k < cfg->n_folders && strcmp(cfg->folders[k].name, v->n.folders[j]) != 0)
+			k++;
+		if (k == cfg->n_folders) {
+			yamlconf_error(yc, yamlconf_item(yc, v->folders, j), v->folders_path,
+				       "no folder is named '%s'", v->n.folders[j]);
+			ok = false;
+		}
+	}
+	v->n.timeout_ms = v->timeout_s * 1000;
+	v->n.give_up_ms = v->give_up_h * 3600 * 1000;
+	v->n.retry_first_ms = v->retry_initial_s * 1000;
+	v->n.retry_max_ms = (v->retry_max_s < v->retry_initial_s ? v->retry_initial_s
+								 : v->retry_max_s) * 1000;
+	return ok;
+}
+
+/* ---- webhooks ---- */
+
+struct webhook_values {
+	struct notify_values v; /* first: the included table's offsets are from here */
+	char *url, *secret_file, *secret_credential;
+};
 
 static bool check_webhook_url(struct yamlconf *yc, const yaml_node_t *n, const char *path,
 			      void *value)
@@ -1059,7 +1134,7 @@ static bool check_webhook_url(struct yamlconf *yc, const yaml_node_t *n, const c
 
 void config_webhook_clear(struct config_webhook *w)
 {
-	free(w->name);
+	notify_clear(&w->n);
 	free(w->url);
 	free(w->secret_file);
 	free(w->secret_credential);
@@ -1067,9 +1142,6 @@ void config_webhook_clear(struct config_webhook *w)
 		explicit_bzero(w->secret, w->secret_len);
 		free(w->secret);
 	}
-	for (size_t i = 0; i < w->n_folders; i++)
-		free(w->folders[i]);
-	free(w->folders);
 	memset(w, 0, sizeof(*w));
 }
 
@@ -1080,27 +1152,20 @@ struct webhook_found {
 #define WEBHOOK(member) offsetof(struct webhook_values, member)
 #define WEBHOOK_AT(member) YAMLCONF_AT(struct webhook_found, member)
 static const struct yamlconf_field webhook_fields[] = {
-	{"name", YAMLCONF_STRING, .offset = WEBHOOK(w.name), .flags = YAMLCONF_REQUIRED,
-	 .check = check_webhook_name},
-	{"url", YAMLCONF_STRING, .offset = WEBHOOK(w.url), .flags = YAMLCONF_REQUIRED,
+	{"url", YAMLCONF_STRING, .offset = WEBHOOK(url), .flags = YAMLCONF_REQUIRED,
 	 .check = check_webhook_url, .at = WEBHOOK_AT(url)},
-	{"secret_file", YAMLCONF_STRING, .offset = WEBHOOK(w.secret_file), .check = check_absolute,
+	{"secret_file", YAMLCONF_STRING, .offset = WEBHOOK(secret_file), .check = check_absolute,
 	 .at = WEBHOOK_AT(secret_file)},
-	{"secret_credential", YAMLCONF_STRING, .offset = WEBHOOK(w.secret_credential),
+	{"secret_credential", YAMLCONF_STRING, .offset = WEBHOOK(secret_credential),
 	 .at = WEBHOOK_AT(secret_credential)},
-	{"events", YAMLCONF_CUSTOM, .offset = WEBHOOK(w.events), .parse = parse_events},
-	{"folders", YAMLCONF_CUSTOM, .offset = 0, .parse = parse_webhook_folders},
-	{"timeout_s", YAMLCONF_UINT, .offset = WEBHOOK(timeout_s), .min = 1, .max = 300},
-	{"give_up_after_h", YAMLCONF_UINT, .offset = WEBHOOK(give_up_h), .min = 1, .max = 24 * 30},
-	{"retry_initial_s", YAMLCONF_UINT, .offset = WEBHOOK(retry_initial_s), .min = 1,
-	 .max = 3600},
-	{"retry_max_s", YAMLCONF_UINT, .offset = WEBHOOK(retry_max_s), .min = 1, .max = 86400},
+	{.type = YAMLCONF_INCLUDE, .offset = 0, .fields = notify_fields},
 	{0},
 };
 
 /* The secret, read now: --check says what is wrong with it, and a reload reads it again. */
 static void webhook_read_secret(struct yamlconf *yc, const yaml_node_t *n, const char *path,
-				struct webhook_values *v, const struct webhook_found *found)
+				struct webhook_values *v, struct config_webhook *w,
+				const struct webhook_found *found)
 {
 	const struct yamlconf_at *at = found->secret_file.node ? &found->secret_file
 							      : &found->secret_credential;
@@ -1109,28 +1174,27 @@ static void webhook_read_secret(struct yamlconf *yc, const yaml_node_t *n, const
 	const char *dir;
 	int r;
 
-	if (!!v->w.secret_file == !!v->w.secret_credential) {
+	if (!!v->secret_file == !!v->secret_credential) {
 		yamlconf_error(yc, n, path, "set one of secret_file or secret_credential (a "
 			       "systemd credential): the secret that signs its requests");
 		return;
 	}
-	if (v->w.secret_file) {
-		snprintf(file, sizeof(file), "%s", v->w.secret_file);
+	if (v->secret_file) {
+		snprintf(file, sizeof(file), "%s", v->secret_file);
 	} else {
 		dir = getenv("CREDENTIALS_DIRECTORY");
 		if (!dir || !*dir) {
 			yamlconf_error(yc, at->node, at->path, "there is no systemd credential "
 				       "here ($CREDENTIALS_DIRECTORY is not set): run it under "
 				       "systemd with LoadCredential=%s:..., or use secret_file",
-				       v->w.secret_credential);
+				       v->secret_credential);
 			return;
 		}
-		snprintf(file, sizeof(file), "%s/%s", dir, v->w.secret_credential);
+		snprintf(file, sizeof(file), "%s/%s", dir, v->secret_credential);
 	}
 	r = apikey_from_file(file, &k, why, sizeof(why));
 	if (r == 0)
-		r = webhook_secret_decode(k.key, &v->w.secret, &v->w.secret_len, why2,
-					  sizeof(why2));
+		r = webhook_secret_decode(k.key, &w->secret, &w->secret_len, why2, sizeof(why2));
 	else
 		snprintf(why2, sizeof(why2), "%s", why);
 	apikey_clear(&k);
@@ -1144,65 +1208,143 @@ static void webhook_read_secret(struct yamlconf *yc, const yaml_node_t *n, const
 static void webhook_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
 			 struct config *cfg)
 {
-	struct config_webhook *hooks = cfg->webhooks;
-	struct webhook_values v = {.w.events = CONFIG_EVENT_ALL, .timeout_s = 15,
-				   .give_up_h = 72, .retry_initial_s = 5, .retry_max_s = 3600};
+	struct webhook_values v = {0};
 	struct webhook_found found = {0};
-	bool ok;
+	struct config_webhook w = {0};
+	size_t errors = yamlconf_error_count(yc);
 
 	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE, "a mapping {name, url, secret_file}"))
 		return;
-	ok = yamlconf_walk(yc, n, path, webhook_fields, &v, &found);
-	if (ok)
-		webhook_read_secret(yc, n, path, &v, &found);
-	for (size_t i = 0; ok && i < cfg->n_webhooks; i++)
-		if (strcmp(hooks[i].name, v.w.name) == 0) {
-			yamlconf_error(yc, n, path, "a second webhook named '%s': a name is its "
-				       "queue's, one each", v.w.name);
-			ok = false;
-		}
-	for (size_t j = 0; ok && j < v.w.n_folders; j++) {
-		size_t k = 0;
-
-		while (k < cfg->n_folders && strcmp(cfg->folders[k].name, v.w.folders[j]) != 0)
-			k++;
-		if (k == cfg->n_folders) {
-			yamlconf_error(yc, yamlconf_item(yc, v.folders, j), v.folders_path,
-				       "no folder is named '%s'", v.w.folders[j]);
-			ok = false;
-		}
-	}
-	v.w.timeout_ms = v.timeout_s * 1000;
-	v.w.give_up_ms = v.give_up_h * 3600 * 1000;
-	v.w.retry_first_ms = v.retry_initial_s * 1000;
-	v.w.retry_max_ms = (v.retry_max_s < v.retry_initial_s ? v.retry_initial_s : v.retry_max_s) *
-			   1000;
-	if (!ok) {
-		config_webhook_clear(&v.w);
+	notify_values_init(&v.v, 15);
+	if (yamlconf_walk(yc, n, path, webhook_fields, &v, &found))
+		webhook_read_secret(yc, n, path, &v, &w, &found);
+	if (yamlconf_error_count(yc) == errors)
+		notify_finish(yc, n, path, cfg, &v.v, "webhook", &cfg->webhooks[0].n,
+			      sizeof(struct config_webhook), cfg->n_webhooks);
+	w.n = v.v.n;
+	w.url = v.url;
+	w.secret_file = v.secret_file;
+	w.secret_credential = v.secret_credential;
+	if (yamlconf_error_count(yc) != errors) {
+		config_webhook_clear(&w);
 		return;
 	}
-	hooks[cfg->n_webhooks++] = v.w;
+	cfg->webhooks[cfg->n_webhooks++] = w;
 }
 
-static void parse_webhooks(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at)
+/* ---- hooks ---- */
+
+struct hook_values {
+	struct notify_values v;
+	char **argv;
+	size_t argc;
+	char *user;
+};
+
+/* VALUE: struct hook_values. */
+static bool parse_command(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			  void *value)
+{
+	struct hook_values *h = value;
+	void *items;
+	char q[80];
+
+	if (!yamlconf_get_list(yc, n, path, "a list: the program and its arguments (no shell)",
+			       sizeof(char *), string_item, &items, &h->argc))
+		return false;
+	h->argv = realloc(items, (h->argc + 1) * sizeof(char *));
+	if (!h->argv) {
+		h->argv = items;
+		yamlconf_error(yc, n, path, "out of memory");
+		return false;
+	}
+	h->argv[h->argc] = NULL;
+	if (h->argc == 0 || h->argv[0][0] != '/') {
+		yamlconf_error(yc, n, path, "expected the program's absolute path first, got '%s'",
+			       QUOTED(q, h->argc ? h->argv[0] : ""));
+		return false;
+	}
+	return true;
+}
+
+void config_hook_clear(struct config_hook *h)
+{
+	notify_clear(&h->n);
+	for (size_t i = 0; i < h->argc; i++)
+		free(h->argv[i]);
+	free(h->argv);
+	free(h->user);
+	memset(h, 0, sizeof(*h));
+}
+
+#define HOOK(member) offsetof(struct hook_values, member)
+static const struct yamlconf_field hook_fields[] = {
+	{"command", YAMLCONF_CUSTOM, .offset = 0, .flags = YAMLCONF_REQUIRED,
+	 .parse = parse_command},
+	{"user", YAMLCONF_STRING, .offset = HOOK(user)},
+	{.type = YAMLCONF_INCLUDE, .offset = 0, .fields = notify_fields},
+	{0},
+};
+
+static bool receipts_id(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			const char *s, bool group, unsigned *ret);
+
+static void hook_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+		      struct config *cfg)
+{
+	struct hook_values v = {0};
+	struct config_hook h = {.uid = (uid_t)-1, .gid = (gid_t)-1};
+	size_t errors = yamlconf_error_count(yc);
+	unsigned id;
+
+	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE, "a mapping {name, command}"))
+		return;
+	notify_values_init(&v.v, 30);
+	if (yamlconf_walk(yc, n, path, hook_fields, &v, NULL) && v.user) {
+		if (receipts_id(yc, n, path, v.user, false, &id)) {
+			struct passwd *pw = getpwuid(id);
+
+			h.uid = id;
+			h.gid = pw ? pw->pw_gid : id;
+		}
+	}
+	if (yamlconf_error_count(yc) == errors)
+		notify_finish(yc, n, path, cfg, &v.v, "hook", &cfg->hooks[0].n,
+			      sizeof(struct config_hook), cfg->n_hooks);
+	h.n = v.v.n;
+	h.argv = v.argv;
+	h.argc = v.argc;
+	h.user = v.user;
+	if (yamlconf_error_count(yc) != errors) {
+		config_hook_clear(&h);
+		return;
+	}
+	cfg->hooks[cfg->n_hooks++] = h;
+}
+
+/* A list of SIZE-byte receivers at AT, each read by ITEM into *RET (counted in *RET_N). */
+static void parse_receivers(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at,
+			    const char *what, size_t size, void **ret,
+			    void (*item)(struct yamlconf *, const yaml_node_t *, const char *,
+					 struct config *))
 {
 	char ipath[YAMLCONF_PATH_MAX + 24];
 	size_t count;
 
 	if (!at->node || yamlconf_is_null(at->node) ||
-	    !yamlconf_expect(yc, at->node, at->path, YAML_SEQUENCE_NODE, "a list of webhooks"))
+	    !yamlconf_expect(yc, at->node, at->path, YAML_SEQUENCE_NODE, what))
 		return;
 	count = yamlconf_count(at->node);
 	if (count == 0)
 		return;
-	cfg->webhooks = calloc(count, sizeof(*cfg->webhooks));
-	if (!cfg->webhooks) {
+	*ret = calloc(count, size);
+	if (!*ret) {
 		yamlconf_error(yc, at->node, at->path, "out of memory");
 		return;
 	}
 	for (size_t i = 0; i < count; i++) {
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", at->path, i);
-		webhook_item(yc, yamlconf_item(yc, at->node, i), ipath, cfg);
+		item(yc, yamlconf_item(yc, at->node, i), ipath, cfg);
 	}
 }
 
@@ -1749,7 +1891,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
  * before the state_dir check), whatever the file's order: the walk only notes them. */
 struct top_found {
 	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
-		ledger_keep_days, ledger, fleet, webhooks;
+		ledger_keep_days, ledger, fleet, webhooks, hooks;
 };
 
 #define TOP(member) YAMLCONF_AT(struct top_found, member)
@@ -1766,6 +1908,7 @@ static const struct yamlconf_field top_fields[] = {
 	{"ledger", YAMLCONF_NODE, .at = TOP(ledger)},
 	{"fleet", YAMLCONF_NODE, .at = TOP(fleet)},
 	{"webhooks", YAMLCONF_NODE, .at = TOP(webhooks)},
+	{"hooks", YAMLCONF_NODE, .at = TOP(hooks)},
 	{0},
 };
 
@@ -1861,7 +2004,10 @@ static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_
 		parse_folders(yc, flags, cfg, &top.folders, state_ok ? &top.state_dir : NULL);
 	else
 		yamlconf_missing(yc, root, NULL, top.folders.key, "nothing to watch");
-	parse_webhooks(yc, cfg, &top.webhooks);
+	parse_receivers(yc, cfg, &top.webhooks, "a list of webhooks", sizeof(*cfg->webhooks),
+			(void **)&cfg->webhooks, webhook_item);
+	parse_receivers(yc, cfg, &top.hooks, "a list of hooks", sizeof(*cfg->hooks),
+			(void **)&cfg->hooks, hook_item);
 }
 
 int config_load(const char *path, unsigned flags, struct config **ret_config,
@@ -1958,6 +2104,9 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_webhooks; i++)
 		config_webhook_clear(&cfg->webhooks[i]);
 	free(cfg->webhooks);
+	for (size_t i = 0; i < cfg->n_hooks; i++)
+		config_hook_clear(&cfg->hooks[i]);
+	free(cfg->hooks);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

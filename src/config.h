@@ -198,20 +198,36 @@ enum config_event {
 	CONFIG_EVENT_ALL = (1 << 3) - 1,
 };
 #define CONFIG_WEBHOOK_NAME_MAX 63
-/* A receiver of signed webhooks (the Standard Webhooks specification). */
-struct config_webhook {
-	char *name;           /* [A-Za-z0-9._-]: names its queue in the outbox ("webhook:NAME") */
-	char *url;            /* https://, or http:// to a loopback host */
-	char *secret_file;    /* the secret's file ("whsec_..."), or NULL with secret_credential */
-	char *secret_credential; /* a systemd credential's name, or NULL */
-	unsigned char *secret;   /* the signing key (whsec_'s base64 decoded); wiped at free */
-	size_t secret_len;
+/* Where notifications go and when, whatever the kind of receiver: its name (its queue in the
+ * outbox, "KIND:NAME"), the events and folders it hears of, and its attempts. */
+struct config_notify {
+	char *name;           /* [A-Za-z0-9._-], at most CONFIG_WEBHOOK_NAME_MAX */
 	unsigned events;      /* enum config_event bits */
 	char **folders;       /* the folders whose files it hears of; NULL: every folder */
 	size_t n_folders;
 	uint64_t timeout_ms;  /* one attempt */
 	uint64_t retry_first_ms, retry_max_ms; /* the backoff: doubling from first to max */
 	uint64_t give_up_ms;  /* an event not delivered after this long is given up (said) */
+};
+
+/* A receiver of signed webhooks (the Standard Webhooks specification). */
+struct config_webhook {
+	struct config_notify n;
+	char *url;            /* https://, or http:// to a loopback host */
+	char *secret_file;    /* the secret's file ("whsec_..."), or NULL with secret_credential */
+	char *secret_credential; /* a systemd credential's name, or NULL */
+	unsigned char *secret;   /* the signing key (whsec_'s base64 decoded); wiped at free */
+	size_t secret_len;
+};
+
+/* A command run for each event: argv (no shell), the event on stdin and in the environment. */
+struct config_hook {
+	struct config_notify n;
+	char **argv;          /* argv[0] an absolute path; NULL-terminated */
+	size_t argc;
+	char *user;           /* who runs it: NULL, the daemon's user (never root: then nobody) */
+	uid_t uid;            /* resolved from user, or (uid_t)-1 */
+	gid_t gid;
 };
 
 struct config {
@@ -229,6 +245,8 @@ struct config {
 	struct config_fleet fleet; /* host_id NULL: one host (SQLite) */
 	struct config_webhook *webhooks;
 	size_t n_webhooks;
+	struct config_hook *hooks;
+	size_t n_hooks;
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key, from where api_key_env or api_key_file say, else from the default chain
@@ -279,9 +297,10 @@ const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "im
 /* "file.done", "file.failed", "rows.rejected" for one bit; NULL otherwise. */
 const char *config_event_name(enum config_event v);
 void config_webhook_clear(struct config_webhook *w);
-/* Whether webhook W hears of event EV of folder FOLDER. */
-bool config_webhook_wants(const struct config_webhook *w, enum config_event ev,
-			  const char *folder);
+void config_hook_clear(struct config_hook *h);
+/* Whether receiver N hears of event EV of folder FOLDER. */
+bool config_notify_wants(const struct config_notify *n, enum config_event ev,
+			 const char *folder);
 const char *config_coalesce_name(enum config_coalesce v);         /* "auto", "off" */
 const char *config_ledger_backend_name(enum config_ledger_backend v); /* "sqlite", ... */
 

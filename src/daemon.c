@@ -285,7 +285,8 @@ static int pipeline_start(struct daemon *d)
 			    pl->cfg->state_dir, d->state_dir);
 	daemon_control_attach(d);
 	/* --once leaves its notifications in the ledger for the next run that delivers. */
-	if (d->lq && pl->cfg->n_webhooks && !(d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE))) {
+	if (d->lq && pl->cfg->n_webhooks + pl->cfg->n_hooks &&
+	    !(d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE))) {
 		r = outbox_new(&d->loop, pl->cfg, d->lq, pl->http, d->metrics, &pl->outbox);
 		if (r < 0)
 			return r;

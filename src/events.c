@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,12 +46,12 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 
 	*ret = NULL;
 	*ret_n = 0;
-	if (cfg->n_webhooks == 0)
+	if (cfg->n_webhooks + cfg->n_hooks == 0)
 		return 0;
 	kinds[n_kinds++] = r->failed ? CONFIG_EVENT_FILE_FAILED : CONFIG_EVENT_FILE_DONE;
 	if (!r->failed && r->csv && r->csv->read && r->csv->rows_rejected > 0)
 		kinds[n_kinds++] = CONFIG_EVENT_ROWS_REJECTED;
-	evs = calloc(cfg->n_webhooks * n_kinds, sizeof(*evs));
+	evs = calloc((cfg->n_webhooks + cfg->n_hooks) * n_kinds, sizeof(*evs));
 	if (!evs)
 		return -ENOMEM;
 	for (size_t k = 0; k < n_kinds; k++) {
@@ -60,18 +61,21 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 			goto out;
 		}
 	}
-	for (size_t i = 0; i < cfg->n_webhooks; i++) {
-		const struct config_webhook *w = &cfg->webhooks[i];
+	for (size_t i = 0; i < cfg->n_webhooks + cfg->n_hooks; i++) {
+		bool web = i < cfg->n_webhooks;
+		const struct config_notify *to = web ? &cfg->webhooks[i].n
+						     : &cfg->hooks[i - cfg->n_webhooks].n;
 
 		for (size_t k = 0; k < n_kinds; k++) {
 			struct ledger_event *ev = &evs[n];
 			const char *type = config_event_name(kinds[k]);
 
-			if (!config_webhook_wants(w, kinds[k], r->folder))
+			if (!config_notify_wants(to, kinds[k], r->folder))
 				continue;
 			n++;
 			ev->created_at_ms = finished_ms;
-			if (asprintf(&ev->channel, EVENTS_WEBHOOK_PREFIX "%s", w->name) < 0) {
+			if (asprintf(&ev->channel, "%s%s",
+				     web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX, to->name) < 0) {
 				ev->channel = NULL;
 				rc = -ENOMEM;
 				goto out;

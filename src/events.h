@@ -1,4 +1,4 @@
-/* The notifications a file's end makes: for each webhook that wants its kind of end, an event
+/* The notifications a file's end makes: for each webhook or hook that wants its kind of end, an event
  * for the outbox (ledger.h), recorded in the same transaction as the end itself. Pure. */
 #ifndef RDD_EVENTS_H
 #define RDD_EVENTS_H
@@ -10,12 +10,13 @@
 #include "ledger.h"
 #include "report.h"
 
-/* The channel of webhook NAME in the outbox. */
+/* The channels of webhook and hook NAME in the outbox. */
 #define EVENTS_WEBHOOK_PREFIX "webhook:"
+#define EVENTS_HOOK_PREFIX "hook:"
 
 /* The events of R's end at FINISHED_MS (HOST: this host in a fleet, else NULL): "file.done" or
  * "file.failed", and "rows.rejected" for a file imported without some of its rows, each for
- * every webhook of CFG that wants it. *RET (NULL when none) and *RET_N are the caller's
+ * every webhook and hook of CFG that wants it. *RET (NULL when none) and *RET_N are the caller's
  * (ledger_event_clear each, free). Each event's msg_id is derived from its channel, its type
  * and the file's claim, so that recording it again adds nothing. -ENOMEM. */
 int events_for_file(const struct config *cfg, const struct report *r, int64_t finished_ms,

@@ -158,7 +158,7 @@ struct ledger_ops {
 			   struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
 			   uint64_t *ret_pending, int64_t *ret_oldest_ms);
 	/* The attempt at event ID ended as HOW: ATTEMPTS made in all, NEXT_AT_MS for a retry,
-	 * ERROR (NULL: none) the last failure, in a sentence. Idempotent. */
+	 * ERROR the failure, in a sentence (NULL: the last one recorded stays). Idempotent. */
 	int (*outbox_settle)(struct ledger *l, int64_t id, enum ledger_outbox_outcome how,
 			     unsigned attempts, int64_t next_at_ms, const char *error,
 			     int64_t now_ms);

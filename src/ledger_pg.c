@@ -268,7 +268,8 @@ static const struct {
 			      "ORDER BY id LIMIT 1)",
 			      2, false},
 	[STMT_OUTBOX_SETTLE] = {"rdd_outbox_settle",
-				"UPDATE outbox SET attempts = $3, next_at_ms = $4, last_error = $5, "
+				"UPDATE outbox SET attempts = $3, next_at_ms = $4, "
+				"last_error = coalesce($5, last_error), "
 				"state = $2::text, delivered_at_ms = CASE WHEN $2::text = 'pending' "
 				"THEN NULL ELSE $6::bigint END, leased_by = NULL, lease_until = NULL "
 				"WHERE id = $1 AND state = 'pending'",

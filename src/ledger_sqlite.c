@@ -108,7 +108,7 @@ static const char *const stmt_sql[STMT_N] = {
 	[STMT_OUTBOX_PENDING] = "SELECT count(*), min(created_at_ms) FROM outbox WHERE channel = ?1 AND "
 				"state = 'pending'",
 	[STMT_OUTBOX_SETTLE] = "UPDATE outbox SET attempts = ?3, next_at_ms = ?4, "
-			       "last_error = ?5, state = ?2, "
+			       "last_error = coalesce(?5, last_error), state = ?2, "
 			       "delivered_at_ms = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?6 END "
 			       "WHERE id = ?1 AND state = 'pending'",
 	[STMT_OUTBOX_PRUNE] = "DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < ?1",

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "hookrun.h"
 #include "http.h"
 #include "ledger.h"
 #include "ledgerq.h"
@@ -28,10 +29,14 @@ enum ob_state { OB_IDLE, OB_ASKING, OB_SENDING, OB_SETTLING, OB_WAITING, OB_CLOS
 
 struct ob_call;
 
-/* One webhook's queue. */
+/* One receiver's queue: a webhook's (W) or a hook's (H). */
 struct ob_queue {
 	struct outbox *o;
+	const struct config_notify *to; /* W's or H's */
 	const struct config_webhook *w;
+	const struct config_hook *h;
+	const char *what;               /* "webhook" or "hook", for the log */
+	struct hookrun *run;            /* H's command running */
 	char channel[sizeof(EVENTS_WEBHOOK_PREFIX) + CONFIG_WEBHOOK_NAME_MAX];
 	struct metrics_webhook *m;
 	enum ob_state state;
@@ -159,8 +164,8 @@ static void queue_settle(struct ob_queue *q, enum ledger_outbox_outcome how, int
 		/* Out of memory: the event stays as it was in its queue, tried again later. */
 		if (c)
 			call_release(c);
-		log_error("webhook '%s': out of memory recording a delivery", q->w->name);
-		queue_wait(q, q->w->retry_first_ms);
+		log_error("%s '%s': out of memory recording a delivery", q->what, q->to->name);
+		queue_wait(q, q->to->retry_first_ms);
 	}
 }
 
@@ -192,7 +197,7 @@ static void request_free(struct ob_queue *q)
 	q->body = NULL;
 }
 
-static uint64_t backoff_ms(const struct config_webhook *w, unsigned attempts)
+static uint64_t backoff_ms(const struct config_notify *w, unsigned attempts)
 {
 	uint64_t d = w->retry_first_ms;
 
@@ -201,28 +206,60 @@ static uint64_t backoff_ms(const struct config_webhook *w, unsigned attempts)
 	return d < w->retry_max_ms ? d : w->retry_max_ms;
 }
 
+/* An attempt at Q's event ended: delivered (OK), or WHY not. */
+static void attempt_done(struct ob_queue *q, bool ok, const char *why)
+{
+	const struct config_notify *to = q->to;
+	int64_t now = wall_ms();
+	unsigned attempts = q->row.attempts + 1;
+
+	if (ok) {
+		if (q->failing)
+			log_info("%s '%s': %s again (after %u failed attempt%s)", q->what, to->name,
+				 q->w ? "its receiver takes events" : "its command works", q->failing,
+				 q->failing == 1 ? "" : "s");
+		q->failing = 0;
+		metrics_webhook_delivered(q->m);
+		log_debug("%s '%s': delivered %s (%s)", q->what, to->name, q->row.ev.msg_id,
+			  q->row.ev.type);
+		queue_settle(q, LEDGER_OUTBOX_DELIVERED, 0, NULL);
+		return;
+	}
+	metrics_webhook_failed_attempt(q->m);
+	if (now - q->row.ev.created_at_ms >= (int64_t)to->give_up_ms) {
+		log_error("%s '%s': gave up event %s (%s) after %u attempts over %" PRIu64
+			  " h; the last: %s",
+			  q->what, to->name, q->row.ev.msg_id, q->row.ev.type, attempts,
+			  to->give_up_ms / 3600000, why);
+		metrics_webhook_dropped(q->m);
+		queue_settle(q, LEDGER_OUTBOX_DROPPED, 0, why);
+		return;
+	}
+	if (q->failing++ == 0)
+		log_warning("%s '%s': cannot deliver %s: %s; its events wait in the ledger, in order, "
+			    "and are tried again (first in %" PRIu64 " s, then less often, up to "
+			    "every %" PRIu64 " s, for %" PRIu64 " h)",
+			    q->what, to->name, q->w ? "to its url" : "by running its command", why,
+			    backoff_ms(to, attempts) / 1000, to->retry_max_ms / 1000,
+			    to->give_up_ms / 3600000);
+	else
+		log_debug("%s '%s': attempt %u at %s failed: %s", q->what, to->name, attempts,
+			  q->row.ev.msg_id, why);
+	queue_settle(q, LEDGER_OUTBOX_RETRY, now + (int64_t)backoff_ms(to, attempts), why);
+}
+
 static void sent_cb(CURL *easy, CURLcode result, void *data)
 {
 	struct ob_queue *q = data;
-	const struct config_webhook *w = q->w;
 	long status = 0;
 	char why[OUTBOX_ANSWER_KEEP * 4 + 64], esc[OUTBOX_ANSWER_KEEP * 4 + 1];
-	int64_t now = wall_ms();
-	unsigned attempts = q->row.attempts + 1;
 
 	(void)easy;
 	if (result == CURLE_OK)
 		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
 	request_free(q);
 	if (result == CURLE_OK && status >= 200 && status < 300) {
-		if (q->failing)
-			log_info("webhook '%s': its receiver takes events again (after %u failed "
-				 "attempt%s)", w->name, q->failing, q->failing == 1 ? "" : "s");
-		q->failing = 0;
-		metrics_webhook_delivered(q->m);
-		log_debug("webhook '%s': delivered %s (%s)", w->name, q->row.ev.msg_id,
-			  q->row.ev.type);
-		queue_settle(q, LEDGER_OUTBOX_DELIVERED, 0, NULL);
+		attempt_done(q, true, NULL);
 		return;
 	}
 	if (result != CURLE_OK) {
@@ -231,28 +268,45 @@ static void sent_cb(CURL *easy, CURLcode result, void *data)
 		text_escape(esc, sizeof(esc), q->answer);
 		snprintf(why, sizeof(why), "HTTP %ld%s%s", status, esc[0] ? ": " : "", esc);
 	}
-	metrics_webhook_failed_attempt(q->m);
-	if (now - q->row.ev.created_at_ms >= (int64_t)w->give_up_ms) {
-		log_error("webhook '%s': gave up event %s (%s) after %u attempts over %" PRIu64
-			  " h; the last: %s",
-			  w->name, q->row.ev.msg_id, q->row.ev.type, attempts,
-			  w->give_up_ms / 3600000, why);
-		metrics_webhook_dropped(q->m);
-		queue_settle(q, LEDGER_OUTBOX_DROPPED, 0, why);
+	attempt_done(q, false, why);
+}
+
+static void ran_cb(bool ok, const char *why, const char *output, void *data)
+{
+	struct ob_queue *q = data;
+	char msg[HOOKRUN_OUTPUT_KEEP * 4 + 160];
+
+	q->run = NULL;
+	if (ok) {
+		log_info("hook '%s': ran for %s (%s of '%s'): exit status 0", q->to->name,
+			 q->row.ev.msg_id, q->row.ev.type, q->row.ev.channel);
+		attempt_done(q, true, NULL);
 		return;
 	}
-	if (q->failing++ == 0)
-		log_warning("webhook '%s': cannot deliver to %s: %s; its events wait in the ledger, "
-			    "in order, and are tried again (first in %" PRIu64 " s, then less "
-			    "often, up to every %" PRIu64 " s, for %" PRIu64 " h)",
-			    w->name, w->url, why, backoff_ms(w, attempts) / 1000,
-			    w->retry_max_ms / 1000, w->give_up_ms / 3600000);
-	queue_settle(q, LEDGER_OUTBOX_RETRY, now + (int64_t)backoff_ms(w, attempts), why);
+	snprintf(msg, sizeof(msg), "%s%s%s", why, output[0] ? "; it said: " : "", output);
+	attempt_done(q, false, msg);
+}
+
+/* Runs H's command for Q's event. */
+static void queue_run(struct ob_queue *q)
+{
+	char why[400];
+
+	q->state = OB_SENDING;
+	if (hookrun_start(q->o->loop, q->h, &q->row.ev, ran_cb, q, why, sizeof(why), &q->run) <
+	    0) {
+		q->run = NULL;
+		attempt_done(q, false, why);
+	}
 }
 
 /* Sends Q's event: a POST of its payload with the three Standard Webhooks headers. */
 static void queue_send(struct ob_queue *q)
 {
+	if (q->h) {
+		queue_run(q);
+		return;
+	}
 	const struct config_webhook *w = q->w;
 	const struct ledger_event *ev = &q->row.ev;
 	char sig[WEBHOOK_SIGNATURE_SIZE], h[160 + WEBHOOK_SIGNATURE_SIZE];
@@ -280,18 +334,18 @@ static void queue_send(struct ob_queue *q)
 	ok = ok && (l = curl_slist_append(q->headers, h)) && (q->headers = l);
 	if (!ok) {
 		request_free(q);
-		log_error("webhook '%s': out of memory sending an event", w->name);
+		log_error("webhook '%s': out of memory sending an event", w->n.name);
 		ledger_outbox_row_clear(&q->row);
-		queue_wait(q, w->retry_first_ms);
+		queue_wait(q, q->to->retry_first_ms);
 		return;
 	}
 	curl_easy_setopt(q->easy, CURLOPT_URL, w->url);
 	curl_easy_setopt(q->easy, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(q->easy, CURLOPT_USERAGENT, q->o->user_agent);
 	curl_easy_setopt(q->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, (long)w->timeout_ms);
+	curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, (long)w->n.timeout_ms);
 	curl_easy_setopt(q->easy, CURLOPT_CONNECTTIMEOUT_MS,
-			 (long)(w->timeout_ms < 10000 ? w->timeout_ms : 10000));
+			 (long)(w->n.timeout_ms < 10000 ? w->n.timeout_ms : 10000));
 	curl_easy_setopt(q->easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(q->easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(q->easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -305,8 +359,8 @@ static void queue_send(struct ob_queue *q)
 	if (http_start(q->o->http, q->easy, sent_cb, q) < 0) {
 		request_free(q);
 		ledger_outbox_row_clear(&q->row);
-		log_error("webhook '%s': cannot start a request", w->name);
-		queue_wait(q, w->retry_first_ms);
+		log_error("webhook '%s': cannot start a request", w->n.name);
+		queue_wait(q, w->n.retry_first_ms);
 	}
 }
 
@@ -347,7 +401,7 @@ static void next_done(void *data)
 		queue_wait(q, ms > 0 ? (uint64_t)ms : 0);
 	} else {
 		if (c->result == -ENOMEM)
-			log_error("webhook '%s': out of memory reading its queue", q->w->name);
+			log_error("%s '%s': out of memory reading its queue", q->what, q->to->name);
 		queue_idle(q);
 	}
 }
@@ -359,7 +413,7 @@ static void queue_ask(struct ob_queue *q)
 	uv_timer_stop(&q->timer);
 	c = calloc(1, sizeof(*c));
 	if (!c) {
-		queue_wait(q, q->w->retry_first_ms);
+		queue_wait(q, q->to->retry_first_ms);
 		return;
 	}
 	c->q = q;
@@ -369,7 +423,7 @@ static void queue_ask(struct ob_queue *q)
 	if (ledgerq_call(q->o->lq, next_work, next_done, call_release, c, &q->call) < 0) {
 		call_release(c);
 		q->call = NULL;
-		queue_wait(q, q->w->retry_first_ms);
+		queue_wait(q, q->to->retry_first_ms);
 	}
 }
 
@@ -382,7 +436,7 @@ int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, st
 
 	if (!o)
 		return -ENOMEM;
-	o->queues = calloc(cfg->n_webhooks ? cfg->n_webhooks : 1, sizeof(*o->queues));
+	o->queues = calloc(cfg->n_webhooks + cfg->n_hooks + 1, sizeof(*o->queues));
 	if (!o->queues) {
 		free(o);
 		return -ENOMEM;
@@ -392,14 +446,25 @@ int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, st
 	o->lq = lq;
 	o->http = http;
 	snprintf(o->user_agent, sizeof(o->user_agent), "resend-dropd/%s", RDD_VERSION);
-	o->n_queues = cfg->n_webhooks;
+	o->n_queues = cfg->n_webhooks + cfg->n_hooks;
 	for (size_t i = 0; i < o->n_queues; i++) {
 		struct ob_queue *q = &o->queues[i];
+		bool web = i < cfg->n_webhooks;
 
 		q->o = o;
-		q->w = &cfg->webhooks[i];
-		snprintf(q->channel, sizeof(q->channel), EVENTS_WEBHOOK_PREFIX "%s", q->w->name);
-		q->m = m ? metrics_webhook(m, q->w->name) : NULL;
+		if (web) {
+			q->w = &cfg->webhooks[i];
+			q->to = &q->w->n;
+			q->what = "webhook";
+			/* Webhooks are counted in the metrics; a hook's runs are in the log. */
+			q->m = m ? metrics_webhook(m, q->to->name) : NULL;
+		} else {
+			q->h = &cfg->hooks[i - cfg->n_webhooks];
+			q->to = &q->h->n;
+			q->what = "hook";
+		}
+		snprintf(q->channel, sizeof(q->channel), "%s%s",
+			 web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX, q->to->name);
 		uv_timer_init(loop, &q->timer);
 		q->timer.data = q;
 		o->open_handles++;
@@ -445,6 +510,11 @@ void outbox_close(struct outbox *o)
 		if (q->easy) {
 			http_abort(o->http, q->easy);
 			request_free(q);
+		}
+		if (q->run) {
+			/* Killed: its event stays in the queue, run again at the next start. */
+			hookrun_abort(q->run);
+			q->run = NULL;
 		}
 		if (q->call) {
 			/* Cancelled: DONE is never called; its RELEASE frees it. */
