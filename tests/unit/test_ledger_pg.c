@@ -1119,6 +1119,7 @@ static void test_outbox_lease_one_host_at_a_time(void **state)
 	assert_string_equal(other.ev.msg_id, "msg_1");
 	assert_int_equal(ledger_outbox_settle(b.l, other.id, LEDGER_OUTBOX_DELIVERED, 1, 0, NULL,
 					      2000), 0);
+	ledger_outbox_row_clear(&row);
 	assert_int_equal(ledger_outbox_next(a.l, "webhook:a", 3000, &row, &next_at, &pending,
 					    &oldest), -ENOENT);
 	assert_int_equal(pending, 0);
