@@ -943,7 +943,9 @@ static void parse_fleet(struct yamlconf *yc, struct config *cfg, const struct ya
 
 /* ---- webhooks ------------------------------------------------------------------------------ */
 
-static const char *const event_names[] = {"file.done", "file.failed", "rows.rejected", NULL};
+static const char *const event_names[] = {"file.done",	   "file.failed",     "rows.rejected",
+					  "folder.stuck",  "api_key.refused", "intake.paused",
+					  "intake.resumed", NULL};
 
 const char *config_event_name(enum config_event v)
 {
@@ -993,8 +995,9 @@ static bool parse_events(struct yamlconf *yc, const yaml_node_t *n, const char *
 		*events |= (unsigned)((int *)items)[i];
 	free(items);
 	if (count == 0 && yamlconf_count(n) == 0) {
-		yamlconf_error(yc, n, path, "expected at least one of: file.done, file.failed, "
-			       "rows.rejected");
+		yamlconf_error(yc, n, path, "expected at least one event (file.done, file.failed, "
+			       "rows.rejected, folder.stuck, api_key.refused, intake.paused, "
+			       "intake.resumed)");
 		return false;
 	}
 	return true;

@@ -195,7 +195,11 @@ enum config_event {
 	CONFIG_EVENT_FILE_DONE = 1 << 0,     /* "file.done": imported, or skipped as a duplicate */
 	CONFIG_EVENT_FILE_FAILED = 1 << 1,   /* "file.failed" */
 	CONFIG_EVENT_ROWS_REJECTED = 1 << 2, /* "rows.rejected": a file imported without some rows */
-	CONFIG_EVENT_ALL = (1 << 3) - 1,
+	CONFIG_EVENT_FOLDER_STUCK = 1 << 3,  /* "folder.stuck": a folder cannot be served */
+	CONFIG_EVENT_KEY_REFUSED = 1 << 4,   /* "api_key.refused": every upload waits */
+	CONFIG_EVENT_INTAKE_PAUSED = 1 << 5, /* "intake.paused": no new file is taken (the ledger) */
+	CONFIG_EVENT_INTAKE_RESUMED = 1 << 6, /* "intake.resumed" */
+	CONFIG_EVENT_ALL = (1 << 7) - 1,
 };
 #define CONFIG_WEBHOOK_NAME_MAX 63
 /* Where notifications go and when, whatever the kind of receiver: its name (its queue in the
@@ -294,7 +298,8 @@ const char *config_encoding_name(enum config_encoding v);       /* "auto", "utf-
 const char *config_header_name(enum config_header v);           /* "exact", "relaxed" */
 const char *config_invalid_rows_name(enum config_invalid_rows v); /* "drop", ... */
 const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "import", "fail" */
-/* "file.done", "file.failed", "rows.rejected" for one bit; NULL otherwise. */
+/* "file.done", "file.failed", "rows.rejected", "folder.stuck", ... for one bit; NULL
+ * otherwise. */
 const char *config_event_name(enum config_event v);
 void config_webhook_clear(struct config_webhook *w);
 void config_hook_clear(struct config_hook *h);

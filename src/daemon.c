@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "events.h"
 #include "outbox.h"
 #include "resend_client.h"
 #include "watch.h"
@@ -80,6 +82,7 @@ struct daemon {
 	bool ledger_refused; /* start-up stopped on the ledger, and said why */
 	uv_timer_t prune_timer;
 	uv_timer_t receipts_timer; /* receipts: the backlog and old ones, hourly */
+	uint64_t key_refused_ms;   /* when receivers last heard that the key was refused */
 	/* A fleet's host (the PostgreSQL ledger): outlives pipelines like the ledger. */
 	struct fleet *fleet;
 	unsigned fleet_alive, fleet_index; /* as the last heartbeat saw the fleet */
@@ -316,8 +319,76 @@ static void daemon_folders_free(struct folder **folders, size_t n)
 	free(folders);
 }
 
-static void daemon_folder_said_unavailable(const struct config_folder *c, const struct folder *f,
-					   uint64_t retry_ms, bool once)
+/* ---- notifications of the daemon's own (events.h): recorded in the outbox ---------------- */
+
+struct daemon_note {
+	struct daemon *d;
+	struct ledger_event *evs;
+	size_t n;
+};
+
+static int daemon_note_work(struct ledger *l, void *data)
+{
+	struct daemon_note *c = data;
+
+	return l->ops->outbox_add(l, c->evs, c->n);
+}
+
+static void daemon_note_done(void *data)
+{
+	struct daemon_note *c = data;
+
+	outbox_kick(c->d->pl.outbox);
+}
+
+static void daemon_note_release(void *data)
+{
+	struct daemon_note *c = data;
+
+	for (size_t i = 0; i < c->n; i++)
+		ledger_event_clear(&c->evs[i]);
+	free(c->evs);
+	free(c);
+}
+
+/* EV happened (to FOLDER, or NULL: the daemon): its receivers hear of it. Nothing in a dry run
+ * or --once (nobody delivers), nor without a ledger; recorded in order with the ledger's other
+ * writes (an intake paused because the ledger fails is recorded once it works again). */
+static void daemon_note(struct daemon *d, enum config_event ev, const char *folder,
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void daemon_note(struct daemon *d, enum config_event ev, const char *folder,
+			const char *fmt, ...)
+{
+	const struct config *cfg = d->pl.cfg;
+	struct daemon_note *c;
+	struct timespec now;
+	char message[1024];
+	va_list ap;
+
+	if (!d->lq || !cfg || d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE) ||
+	    cfg->n_webhooks + cfg->n_hooks == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &now);
+	c = calloc(1, sizeof(*c));
+	if (!c || events_for_daemon(cfg, ev, folder, cfg->fleet.host_id, message,
+				    (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, &c->evs,
+				    &c->n) < 0) {
+		free(c);
+		log_error("out of memory recording a notification (%s)", config_event_name(ev));
+		return;
+	}
+	c->d = d;
+	if (c->n == 0 ||
+	    ledgerq_call(d->lq, daemon_note_work, daemon_note_done, daemon_note_release, c,
+			 NULL) < 0)
+		daemon_note_release(c);
+}
+
+static void daemon_folder_said_unavailable(struct daemon *d, const struct config_folder *c,
+					   const struct folder *f, uint64_t retry_ms, bool once)
 {
 	char when[64] = "; it is not served in this run";
 
@@ -328,6 +399,8 @@ static void daemon_folder_said_unavailable(const struct config_folder *c, const 
 		  &(struct log_fields){LOG_ID_FOLDER_UNAVAILABLE, c->name, NULL, NULL, NULL},
 		  "%s: the folder cannot be served: %s; the other folders are%s", c->name, f->reason,
 		  when);
+	daemon_note(d, CONFIG_EVENT_FOLDER_STUCK, c->name, "the folder cannot be served: %s",
+		    f->reason);
 }
 
 static bool daemon_folders_all_open(const struct daemon *d)
@@ -375,8 +448,8 @@ static void daemon_folder_timer_cb(uv_timer_t *t)
 		memcpy(before, f->reason, sizeof(before));
 		if (folder_open(f, &cfg->folders[i]) < 0) {
 			if (strcmp(before, f->reason) != 0)
-				daemon_folder_said_unavailable(&cfg->folders[i], f, d->folder_delay_ms,
-							       false);
+				daemon_folder_said_unavailable(d, &cfg->folders[i], f,
+							       d->folder_delay_ms, false);
 			else
 				log_debug("%s: still cannot be served: %s", cfg->folders[i].name,
 					  f->reason);
@@ -417,7 +490,8 @@ static int daemon_folders_open(struct daemon *d)
 			log_error("%s: %s", c->name, d->folders[i]->reason);
 			refused = true;
 		} else if (r < 0) {
-			daemon_folder_said_unavailable(c, d->folders[i], DAEMON_FOLDER_RETRY_FIRST_MS,
+			daemon_folder_said_unavailable(d, c, d->folders[i],
+						       DAEMON_FOLDER_RETRY_FIRST_MS,
 						       d->flags & DAEMON_ONCE);
 		}
 	}
@@ -585,6 +659,12 @@ static void daemon_ledger_health(bool failing, const char *error, void *data)
 
 	d->ledger_failing = failing;
 	snprintf(d->ledger_error, sizeof(d->ledger_error), "%s", failing ? error : "");
+	if (failing)
+		daemon_note(d, CONFIG_EVENT_INTAKE_PAUSED, NULL,
+			    "no new file is taken from the inboxes: %s", error);
+	else
+		daemon_note(d, CONFIG_EVENT_INTAKE_RESUMED, NULL,
+			    "the ledger can be written again: files are taken from the inboxes");
 	if (d->pl.engine)
 		engine_ledger_health(d->pl.engine, failing, error);
 	else if (failing)
@@ -604,6 +684,7 @@ static void daemon_prune_cb(uv_timer_t *t)
 }
 
 #define DAEMON_RECEIPTS_EVERY_MS (60 * 60 * 1000)
+#define DAEMON_KEY_NOTE_EVERY_MS (60 * 60 * 1000)
 
 static void daemon_receipts_cb(uv_timer_t *t)
 {
@@ -1193,6 +1274,13 @@ static void daemon_auth_failed_cb(void *data)
 {
 	struct daemon *d = data;
 
+	/* Each retry the key refuses again calls here: receivers hear of it once an hour. */
+	if (!d->key_refused_ms || uv_now(&d->loop) - d->key_refused_ms >= DAEMON_KEY_NOTE_EVERY_MS) {
+		d->key_refused_ms = uv_now(&d->loop);
+		daemon_note(d, CONFIG_EVENT_KEY_REFUSED, NULL,
+			    "Resend refused the API key (the journal says what it answered): every "
+			    "upload waits, and is tried again now and then until the key is accepted");
+	}
 	/* Unattended runs pause and retry; a batch run has nobody to wait for. */
 	if (d->flags & DAEMON_ONCE) {
 		log_error("--once: giving up: the API key was refused; claimed files stay in "

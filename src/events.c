@@ -102,3 +102,99 @@ out:
 	*ret_n = n;
 	return 0;
 }
+
+/* The payload of a daemon's event. */
+static char *daemon_payload(const char *type, const char *folder, const char *host,
+			    const char *message, int64_t now_ms)
+{
+	cJSON *o = cJSON_CreateObject(), *d;
+	char ts[TEXT_UTC_LEN];
+	char *out;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "type", type);
+	text_format_utc(ts, now_ms / 1000, (int)(now_ms % 1000));
+	cJSON_AddStringToObject(o, "timestamp", ts);
+	d = cJSON_AddObjectToObject(o, "data");
+	if (folder)
+		text_json_add_string(d, "folder", folder);
+	else
+		cJSON_AddNullToObject(d, "folder");
+	if (host && host[0])
+		text_json_add_string(d, "host", host);
+	text_json_add_string(d, "message", message);
+	out = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return out;
+}
+
+int events_for_daemon(const struct config *cfg, enum config_event ev, const char *folder,
+		      const char *host, const char *message, int64_t now_ms,
+		      struct ledger_event **ret, size_t *ret_n)
+{
+	const char *type = config_event_name(ev);
+	struct ledger_event *evs;
+	char *payload, *key;
+	size_t n = 0;
+	int rc = 0;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (cfg->n_webhooks + cfg->n_hooks == 0 || !type)
+		return 0;
+	evs = calloc(cfg->n_webhooks + cfg->n_hooks, sizeof(*evs));
+	payload = daemon_payload(type, folder, host, message, now_ms);
+	if (!evs || !payload) {
+		free(evs);
+		cJSON_free(payload);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->n_webhooks + cfg->n_hooks; i++) {
+		bool web = i < cfg->n_webhooks;
+		const struct config_notify *to = web ? &cfg->webhooks[i].n
+						     : &cfg->hooks[i - cfg->n_webhooks].n;
+		struct ledger_event *e = &evs[n];
+		unsigned char md[SHA256_DIGEST_LENGTH];
+		char hex[2 * SHA256_DIGEST_LENGTH + 1];
+		int len;
+
+		/* A folder's event for a receiver of some folders only: theirs alone. */
+		if (!(to->events & ev) ||
+		    (folder && !config_notify_wants(to, ev, folder)))
+			continue;
+		n++;
+		e->created_at_ms = now_ms;
+		e->type = strdup(type);
+		e->payload = strdup(payload);
+		if (asprintf(&e->channel, "%s%s", web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX,
+			     to->name) < 0)
+			e->channel = NULL;
+		len = asprintf(&key, "%s%c%s%c%s%c%" PRId64, e->channel ? e->channel : "", 0, type,
+			       0, folder ? folder : "", 0, now_ms);
+		if (len < 0 || !e->type || !e->payload || !e->channel) {
+			if (len >= 0)
+				free(key);
+			rc = -ENOMEM;
+			break;
+		}
+		SHA256((const unsigned char *)key, (size_t)len, md);
+		free(key);
+		text_hex(hex, md, 16);
+		if (asprintf(&e->msg_id, "msg_%s", hex) < 0) {
+			e->msg_id = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	cJSON_free(payload);
+	if (rc < 0 || n == 0) {
+		for (size_t i = 0; i < n; i++)
+			ledger_event_clear(&evs[i]);
+		free(evs);
+		return rc;
+	}
+	*ret = evs;
+	*ret_n = n;
+	return 0;
+}

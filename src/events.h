@@ -22,4 +22,13 @@
 int events_for_file(const struct config *cfg, const struct report *r, int64_t finished_ms,
 		    const char *host, struct ledger_event **ret, size_t *ret_n);
 
+/* The events of what happened to the daemon rather than to a file: EV (folder.stuck,
+ * api_key.refused, intake.paused, intake.resumed) at NOW_MS, about FOLDER (NULL: the whole
+ * daemon), MESSAGE saying what and why, for every receiver of CFG that wants it; the payload
+ * {type, timestamp, data: {folder, host, message}}. As events_for_file otherwise, each msg_id
+ * being this occurrence's own. -ENOMEM. */
+int events_for_daemon(const struct config *cfg, enum config_event ev, const char *folder,
+		      const char *host, const char *message, int64_t now_ms,
+		      struct ledger_event **ret, size_t *ret_n);
+
 #endif

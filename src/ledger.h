@@ -157,6 +157,9 @@ struct ledger_ops {
 	int (*outbox_next)(struct ledger *l, const char *channel, int64_t now_ms,
 			   struct ledger_outbox_row *ret, int64_t *ret_next_at_ms,
 			   uint64_t *ret_pending, int64_t *ret_oldest_ms);
+	/* Events that are no file's (a folder stuck, the key refused, ...), recorded on their own
+	 * (ignored when their msg_id is there already). */
+	int (*outbox_add)(struct ledger *l, const struct ledger_event *evs, size_t n);
 	/* The attempt at event ID ended as HOW: ATTEMPTS made in all, NEXT_AT_MS for a retry,
 	 * ERROR the failure, in a sentence (NULL: the last one recorded stays). Idempotent. */
 	int (*outbox_settle)(struct ledger *l, int64_t id, enum ledger_outbox_outcome how,

@@ -553,6 +553,24 @@ static PGresult *run(struct ledger_pg *l, enum stmt which, const struct params *
 	return res;
 }
 
+static int pg_outbox_add(struct ledger *base, const struct ledger_event *evs, size_t n)
+{
+	struct ledger_pg *l = (struct ledger_pg *)base;
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct params q;
+
+		param_text(&q, 0, evs[i].msg_id);
+		param_text(&q, 1, evs[i].channel);
+		param_text(&q, 2, evs[i].type);
+		param_text(&q, 3, evs[i].payload);
+		param_i64(&q, 4, evs[i].created_at_ms);
+		PQclear(run(l, STMT_EVENT_ADD, &q, "cannot record a notification", &r));
+	}
+	return r;
+}
+
 static int pg_record(struct ledger *base, const struct ledger_entry *e)
 {
 	struct ledger_pg *l = (struct ledger_pg *)base;
@@ -590,17 +608,8 @@ static int pg_record(struct ledger *base, const struct ledger_entry *e)
 		param_text(&q, 4, l->base.host_id);
 		PQclear(run(l, STMT_UNRESERVE, &q, "cannot let a content go", &r));
 	}
-	for (size_t i = 0; r == 0 && i < e->n_events; i++) {
-		const struct ledger_event *ev = &e->events[i];
-		struct params q;
-
-		param_text(&q, 0, ev->msg_id);
-		param_text(&q, 1, ev->channel);
-		param_text(&q, 2, ev->type);
-		param_text(&q, 3, ev->payload);
-		param_i64(&q, 4, ev->created_at_ms);
-		PQclear(run(l, STMT_EVENT_ADD, &q, "cannot record a notification", &r));
-	}
+	if (r == 0)
+		r = pg_outbox_add(base, e->events, e->n_events);
 	return r;
 }
 
@@ -1125,6 +1134,7 @@ static const struct ledger_ops pg_ops = {
 	.list = pg_list,
 	.prune = pg_prune,
 	.outbox_next = pg_outbox_next,
+	.outbox_add = pg_outbox_add,
 	.outbox_settle = pg_outbox_settle,
 	.begin = pg_begin,
 	.commit = pg_commit,

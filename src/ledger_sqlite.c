@@ -205,6 +205,27 @@ static int run(struct ledger_sqlite *l, enum stmt which, const char *what)
 }
 
 static int col_dup(sqlite3_stmt *s, int i, char **ret);
+static int run(struct ledger_sqlite *l, enum stmt which, const char *what);
+
+static int sqlite_outbox_add(struct ledger *base, const struct ledger_event *evs, size_t n)
+{
+	struct ledger_sqlite *l = (struct ledger_sqlite *)base;
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_stmt *s = l->stmt[STMT_EVENT_ADD];
+
+		if (!s)
+			return run(l, STMT_EVENT_ADD, "cannot record a notification");
+		bind_text(s, 1, evs[i].msg_id);
+		bind_text(s, 2, evs[i].channel);
+		bind_text(s, 3, evs[i].type);
+		bind_text(s, 4, evs[i].payload);
+		sqlite3_bind_int64(s, 5, evs[i].created_at_ms);
+		r = run(l, STMT_EVENT_ADD, "cannot record a notification");
+	}
+	return r;
+}
 
 static int sqlite_record(struct ledger *base, const struct ledger_entry *e)
 {
@@ -231,17 +252,8 @@ static int sqlite_record(struct ledger *base, const struct ledger_entry *e)
 	bind_text(s, 17, e->error);
 	bind_text(s, 18, e->duplicate_of);
 	r = run(l, STMT_RECORD, "cannot record a file");
-	for (size_t i = 0; r == 0 && i < e->n_events; i++) {
-		const struct ledger_event *ev = &e->events[i];
-
-		s = l->stmt[STMT_EVENT_ADD];
-		bind_text(s, 1, ev->msg_id);
-		bind_text(s, 2, ev->channel);
-		bind_text(s, 3, ev->type);
-		bind_text(s, 4, ev->payload);
-		sqlite3_bind_int64(s, 5, ev->created_at_ms);
-		r = run(l, STMT_EVENT_ADD, "cannot record a notification");
-	}
+	if (r == 0)
+		r = sqlite_outbox_add(base, e->events, e->n_events);
 	return r;
 }
 
@@ -530,6 +542,7 @@ static const struct ledger_ops sqlite_ops = {
 	.list = sqlite_list,
 	.prune = sqlite_prune,
 	.outbox_next = sqlite_outbox_next,
+	.outbox_add = sqlite_outbox_add,
 	.outbox_settle = sqlite_outbox_settle,
 	.begin = sqlite_begin,
 	.commit = sqlite_commit,

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from daemon_harness import (binary_path, control_metrics, daemon_environment,  # noqa: F401
-                            pipe_env, pipe_fake)
+                            fill_filesystem, pipe_env, pipe_fake, tmpfs_mounted)
 from webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -221,8 +221,10 @@ def test_failures_are_counted_and_an_event_is_given_up_in_the_end(pipe_env):
     ({"secret": "whsec_c2hvcnQ="}, "holds a key of 5 bytes"),
     ({"secret": "not-a-secret"}, "is not a Standard Webhooks secret"),
     ({"folders": ["nope"]}, "no folder is named 'nope'"),
-    ({"events": ["file.exploded"]}, "expected one of file.done, file.failed, rows.rejected"),
-    ({"events": []}, "expected at least one of"),
+    ({"events": ["file.exploded"]}, "expected one of file.done, file.failed, rows.rejected, "
+                                    "folder.stuck, api_key.refused, intake.paused, "
+                                    "intake.resumed"),
+    ({"events": []}, "expected at least one event"),
     ({"secret_file": None}, "set one of secret_file or secret_credential"),
 ])
 def test_check_says_what_is_wrong_with_a_webhook(pipe_env, hook, message):
@@ -276,3 +278,65 @@ def test_the_readme_checks_a_real_delivery_in_shell_and_python(pipe_env, tmp_pat
         assert (done.returncode == 0 and done.stdout == "valid\n") == valid, \
             (done.returncode, done.stdout, done.stderr)
         assert namespace["verify"](SECRET, got.headers, body) is valid
+
+
+def test_the_daemons_own_events(pipe_env):
+    """A folder that cannot be served and a key Resend refuses: each told once, signed, with
+    what happened; a webhook of one folder hears of no other folder's trouble, and of the
+    daemon's own (the key) all the same."""
+    env = pipe_env
+    ok = env.folder("ok")
+    gone = env.folder("gone")
+    os.rmdir(gone.inbox)
+    with WebhookReceiver(SECRET) as receiver, WebhookReceiver(OTHER_SECRET) as ok_only:
+        hooks = [webhook(env, receiver),
+                 dict(webhook(env, ok_only, "ok-only", folders=["ok"]),
+                      secret_file=secret_file(env, "ok-only", OTHER_SECRET))]
+        daemon = env.start(env.config([ok, gone], extra={"webhooks": hooks}),
+                           api_key="re_RefusedByTheFake_0000000000000000")
+        ok.drop("a.csv", csv("a"))
+        got = receiver.wait_for(2, timeout=30)
+        ok_only.wait_for(1, timeout=30)
+        time.sleep(1)
+        daemon.stop()
+        assert [d.json["type"] for d in ok_only.deliveries()] == ["api_key.refused"]
+    assert all(d.verified for d in got)
+    by_type = {d.json["type"]: d.json for d in got}
+    assert sorted(by_type) == ["api_key.refused", "folder.stuck"], [d.json for d in got]
+    stuck = by_type["folder.stuck"]["data"]
+    assert stuck["folder"] == "gone" and "cannot be served" in stuck["message"]
+    refused = by_type["api_key.refused"]["data"]
+    assert refused["folder"] is None and "refused the API key" in refused["message"]
+    assert len(receiver.deliveries()) == 2
+
+
+def test_intake_paused_and_resumed_when_the_ledger_fails(pipe_env):
+    """The ledger's filesystem fills up: intake pauses, and the event says so once the ledger
+    can be written again (it waits in the ledger's queue of writes), then that it resumed."""
+    env = pipe_env
+    mount = os.path.join(env.root, "small-state")
+    with tmpfs_mounted(mount, "4m"), WebhookReceiver(SECRET) as receiver:
+        try:
+            box = env.folder("box")
+            config = env.config([box], state_dir=mount,
+                                extra={"webhooks": [webhook(env, receiver,
+                                                            events=["intake.paused",
+                                                                    "intake.resumed"])]})
+            daemon = env.start(config)
+            box.drop("before.csv", csv("before"))
+            env.wait_outcomes(box, done=1)
+            filler = fill_filesystem(mount)
+            box.drop("trigger.csv", csv("trigger"))
+            env.wait_for(lambda: "no new file is taken" in daemon.log(), "the pause",
+                         timeout=20)
+            time.sleep(1)
+            assert receiver.deliveries() == []
+            os.unlink(filler)
+            got = receiver.wait_for(2, timeout=30)
+            daemon.stop()
+        finally:
+            for d in env.daemons:
+                d.kill()
+    assert [d.json["type"] for d in got] == ["intake.paused", "intake.resumed"]
+    assert "no space left" in got[0].json["data"]["message"].lower() or \
+        "full" in got[0].json["data"]["message"].lower(), got[0].json
