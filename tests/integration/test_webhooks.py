@@ -340,3 +340,25 @@ def test_intake_paused_and_resumed_when_the_ledger_fails(pipe_env):
     assert [d.json["type"] for d in got] == ["intake.paused", "intake.resumed"]
     assert "no space left" in got[0].json["data"]["message"].lower() or \
         "full" in got[0].json["data"]["message"].lower(), got[0].json
+
+
+def test_the_secret_from_a_systemd_credential(pipe_env, tmp_path):
+    """secret_credential: NAME reads $CREDENTIALS_DIRECTORY/NAME (LoadCredential=); without
+    that directory, --check says how to give it."""
+    env = pipe_env
+    box = env.folder("crm")
+    (tmp_path / "hook-secret").write_text(SECRET + "\n")
+    config = env.config([box], extra={"webhooks": [{
+        "name": "ops", "url": "https://hooks.example.com/x",
+        "secret_credential": "hook-secret"}]})
+    ok = subprocess.run([binary_path(), "-c", config, "--check"], capture_output=True,
+                        text=True, timeout=60,
+                        env={**daemon_environment(), "CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert ok.returncode == 0, ok.stderr
+    environment = {k: v for k, v in daemon_environment().items()
+                   if k != "CREDENTIALS_DIRECTORY"}
+    missing = subprocess.run([binary_path(), "-c", config, "--check"], capture_output=True,
+                             text=True, timeout=60, env=environment)
+    assert missing.returncode != 0
+    assert "there is no systemd credential here" in missing.stderr, missing.stderr
+    assert "LoadCredential=hook-secret:" in missing.stderr, missing.stderr
