@@ -12,17 +12,19 @@
 
 #include "text.h"
 
-/* "msg_" and 32 hex digits of the SHA-256 of what makes the event one. */
-static int event_msg_id(const char *channel, const char *type, const struct report *r,
-			char **ret)
+/* "msg_" and 32 hex digits of the SHA-256 of what makes the event one: CHANNEL, TYPE, FOLDER
+ * (NULL: none), FILE (NULL: none) and AT_MS (the file's claim, or when it happened). */
+static int event_msg_id(const char *channel, const char *type, const char *folder,
+			const char *file, int64_t at_ms, char **ret)
 {
 	unsigned char md[SHA256_DIGEST_LENGTH];
 	char hex[2 * SHA256_DIGEST_LENGTH + 1];
 	char *key;
 	int n;
 
-	n = asprintf(&key, "%s%c%s%c%s%c%s%c%" PRId64, channel, 0, type, 0, r->folder, 0, r->file,
-		     0, r->claimed_at_ms);
+	*ret = NULL;
+	n = asprintf(&key, "%s%c%s%c%s%c%s%c%" PRId64, channel, 0, type, 0, folder ? folder : "",
+		     0, file ? file : "", 0, at_ms);
 	if (n < 0)
 		return -ENOMEM;
 	SHA256((const unsigned char *)key, (size_t)n, md);
@@ -83,7 +85,8 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 			ev->type = strdup(type);
 			ev->payload = strdup(payload[k]);
 			if (!ev->type || !ev->payload ||
-			    event_msg_id(ev->channel, type, r, &ev->msg_id) < 0) {
+			    event_msg_id(ev->channel, type, r->folder, r->file, r->claimed_at_ms,
+					 &ev->msg_id) < 0) {
 				rc = -ENOMEM;
 				goto out;
 			}
@@ -135,7 +138,7 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 {
 	const char *type = config_event_name(ev);
 	struct ledger_event *evs;
-	char *payload, *key;
+	char *payload;
 	size_t n = 0;
 	int rc = 0;
 
@@ -155,13 +158,9 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 		const struct config_notify *to = web ? &cfg->webhooks[i].n
 						     : &cfg->hooks[i - cfg->n_webhooks].n;
 		struct ledger_event *e = &evs[n];
-		unsigned char md[SHA256_DIGEST_LENGTH];
-		char hex[2 * SHA256_DIGEST_LENGTH + 1];
-		int len;
 
 		/* A folder's event for a receiver of some folders only: theirs alone. */
-		if (!(to->events & ev) ||
-		    (folder && !config_notify_wants(to, ev, folder)))
+		if (!(to->events & ev) || (folder && !config_notify_wants(to, ev, folder)))
 			continue;
 		n++;
 		e->created_at_ms = now_ms;
@@ -170,19 +169,9 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 		if (asprintf(&e->channel, "%s%s", web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX,
 			     to->name) < 0)
 			e->channel = NULL;
-		len = asprintf(&key, "%s%c%s%c%s%c%" PRId64, e->channel ? e->channel : "", 0, type,
-			       0, folder ? folder : "", 0, now_ms);
-		if (len < 0 || !e->type || !e->payload || !e->channel) {
-			if (len >= 0)
-				free(key);
-			rc = -ENOMEM;
-			break;
-		}
-		SHA256((const unsigned char *)key, (size_t)len, md);
-		free(key);
-		text_hex(hex, md, 16);
-		if (asprintf(&e->msg_id, "msg_%s", hex) < 0) {
-			e->msg_id = NULL;
+		/* Each occurrence its own id: the time is part of it. */
+		if (!e->type || !e->payload || !e->channel ||
+		    event_msg_id(e->channel, type, folder, NULL, now_ms, &e->msg_id) < 0) {
 			rc = -ENOMEM;
 			break;
 		}

@@ -640,11 +640,11 @@ name_free(int dir_fd, const char *name)
 	return errno == ENOENT ? 0 : -errno;
 }
 
-static int
-write_all(int fd, const char *buf, size_t len)
+int
+fsops_write_all(int fd, const char *buf, size_t len, off_t off)
 {
 	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
+		ssize_t n = off < 0 ? write(fd, buf, len) : pwrite(fd, buf, len, off);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -653,6 +653,8 @@ write_all(int fd, const char *buf, size_t len)
 		}
 		buf += n;
 		len -= (size_t)n;
+		if (off >= 0)
+			off += n;
 	}
 	return 0;
 }
@@ -663,7 +665,7 @@ write_close(int fd, const char *content, size_t len, bool durable)
 {
 	int r;
 
-	r = write_all(fd, content, len);
+	r = fsops_write_all(fd, content, len, -1);
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	/* close's error is the last word on a write (NFS reports there); EINTR leaves the
@@ -860,24 +862,6 @@ back:
  * under 512 bytes for that reason; a record written so is as safe. */
 #define FSOPS_RECORD_SECTOR 512
 
-static int
-pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, buf, len, off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
 /* The durable rewrite of a one-sector record that exists: 1 done, 0 when NAME is not such a
  * file (missing, another size: the caller goes through a temporary), or -errno. */
 static int
@@ -894,7 +878,7 @@ record_rewrite_sector(int dir_fd, const char *name, const char *sector)
 		close(fd);
 		return 0;
 	}
-	r = pwrite_all(fd, sector, FSOPS_RECORD_SECTOR, 0);
+	r = fsops_write_all(fd, sector, FSOPS_RECORD_SECTOR, 0);
 	if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0 && errno != EINTR)

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -118,6 +119,10 @@ int fsops_finish(int src_fd, const char *name, int dst_fd, int64_t now, const ch
  * "<final>.rejects.csv" (all three names must be free). fsops_finish_name says which name
  * fsops_finish would choose now, for a report that names the rejects file. */
 int fsops_finish_name(int dst_fd, const char *name, int64_t now, bool rejects, char **ret_final);
+
+/* Writes LEN bytes of BUF to FD, at offset OFF (pwrite), or where FD is (OFF < 0), however
+ * many calls it takes (EINTR retried). 0, or -errno. */
+int fsops_write_all(int fd, const char *buf, size_t len, off_t off);
 
 /* Writes one of the daemon's own records, CONTENT, to DIR_FD/NAME. A record shorter than a
  * sector (512 bytes: every record but a split file's with many parts) is stored as one sector,

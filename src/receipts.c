@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsops.h"
+
 /* A rejects file kept in memory for a receipt that waits, at most. */
 #define RECEIPTS_REJECTS_KEEP (1024 * 1024)
 
@@ -46,22 +48,6 @@ void receipts_backlog_free(struct receipts_backlog *b)
 	memset(b, 0, sizeof(*b));
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* DIR_FD/FINAL holds BUF, owned and moded as C says: through a temporary, fsynced, renamed
  * over an older receipt of that name. */
 static int put(int dir_fd, const struct config_receipts *c, const char *final, const char *buf,
@@ -79,7 +65,7 @@ static int put(int dir_fd, const struct config_receipts *c, const char *final, c
 	}
 	if (fd < 0)
 		return -EEXIST;
-	r = write_all(fd, buf, len);
+	r = fsops_write_all(fd, buf, len, -1);
 	if (r == 0 && (c->uid != (uid_t)-1 || c->gid != (gid_t)-1) && fchown(fd, c->uid, c->gid) < 0)
 		r = -errno;
 	if (r == 0 && fchmod(fd, c->mode) < 0)
