@@ -27,6 +27,8 @@
 /* After a claim failed (a directory that cannot be written): the first retry; then twice as
  * long each time claims keep failing, up to rescan_s. */
 #define WATCH_CLAIM_RETRY_FIRST_MS 500
+/* The processing directory gone: how long before it is set up again (watch_processing_gone). */
+#define WATCH_PROCESSING_GRACE_MS 1000
 
 /* CAND_NEW: in no list yet, for the moment between its creation and its first settling. */
 /* CAND_RETRY: its claim failed (the inbox or processing could not be written): it waits for the
@@ -70,6 +72,8 @@ struct watch {
 	uint64_t mend_ms;  /* its backoff */
 	int lost_reason;   /* why the inbox is lost (fsops_dir_check), 0 when it is not */
 	int mend_error;    /* the last reason a new inbox could not be taken, said once */
+	const char *processing_gone; /* what befell the processing directory, while mend waits
+				      * WATCH_PROCESSING_GRACE_MS to set it up again */
 	struct candidate *by_name;
 	struct candidate *settling; /* in due order */
 	struct candidate *parked;   /* in the order they settled */
@@ -496,11 +500,27 @@ static void watch_rescan_cb(uv_timer_t *timer)
 }
 
 /* The processing directory went (WHAT: removed, renamed, replaced): with the inbox (lost, then),
- * or alone (the daemon sets it up again, as for a re-created inbox). */
+ * or alone (the daemon sets it up again, as for a re-created inbox). Which of the two is known
+ * only a moment later: `rm -rf inbox` removes the processing directory first and the inbox
+ * last, and a processing directory set up again at once would make that rmdir fail. So the mend
+ * timer waits WATCH_PROCESSING_GRACE_MS first; claims meanwhile fail and are tried again. */
+static void watch_processing_regrow_cb(uv_timer_t *timer);
+
 static void watch_processing_gone(struct watch *w, const char *what)
 {
+	if (w->lost_reason || w->processing_gone || w->closing)
+		return;
+	w->processing_gone = what;
+	uv_timer_start(&w->mend, watch_processing_regrow_cb, WATCH_PROCESSING_GRACE_MS, 0);
+}
+
+static void watch_processing_regrow_cb(uv_timer_t *timer)
+{
+	struct watch *w = timer->data;
+	const char *what = w->processing_gone;
 	int r = fsops_dir_check(w->dir->inbox_fd, w->folder->inbox);
 
+	w->processing_gone = NULL;
 	if (r < 0) {
 		watch_inbox_lost(w, r);
 		return;
@@ -583,6 +603,7 @@ static void watch_inbox_lost(struct watch *w, int reason)
 	if (w->lost_reason || w->closing)
 		return;
 	w->lost_reason = reason;
+	w->processing_gone = NULL; /* the mend timer is the inbox's now */
 	log_error("%s: inbox '%s' is lost: %s; nothing is taken from it until a directory is at "
 		  "its path again",
 		  w->folder->name, w->folder->inbox,

@@ -191,8 +191,14 @@ def test_inbox_recreated_is_watched_again(pipe_env):
     box.drop("before.csv", DATA)
     env.wait_outcomes(box, done=1)
 
+    # `rm -rf` of an inbox with many files: the processing directory goes first, the inbox a
+    # moment later. The daemon must not set the processing directory up again in between, or
+    # the last rmdir fails with "Directory not empty".
+    shutil.rmtree(box.processing)
+    time.sleep(0.3)
     shutil.rmtree(box.inbox)
     env.wait_for(lambda: daemon.log_lines("is lost"), "the lost inbox")
+    assert not daemon.log_lines("setting it up again")
     os.mkdir(box.inbox)
     env.wait_for(lambda: daemon.log_lines("is there again"), "the new inbox", timeout=40)
     assert os.path.isdir(box.processing), "the processing directory is set up again"
