@@ -27,8 +27,6 @@
 /* After a claim failed (a directory that cannot be written): the first retry; then twice as
  * long each time claims keep failing, up to rescan_s. */
 #define WATCH_CLAIM_RETRY_FIRST_MS 500
-/* The processing directory gone: how long before it is set up again (watch_processing_gone). */
-#define WATCH_PROCESSING_GRACE_MS 1000
 
 /* CAND_NEW: in no list yet, for the moment between its creation and its first settling. */
 /* CAND_RETRY: its claim failed (the inbox or processing could not be written): it waits for the

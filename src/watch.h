@@ -15,6 +15,10 @@
 #ifndef RDD_WATCH_H
 #define RDD_WATCH_H
 
+/* The processing directory gone while the inbox is there: how long before it is set up again
+ * (an `rm -rf` of the inbox removes it first, and the inbox a moment later). */
+#define WATCH_PROCESSING_GRACE_MS 1000
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
