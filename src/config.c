@@ -9,6 +9,7 @@
 
 #include "apikey.h"
 #include "fsops.h"
+#include "normalize.h"
 #include "webhook.h"
 #include "yamlconf.h"
 
@@ -1325,6 +1326,163 @@ static void hook_item(struct yamlconf *yc, const yaml_node_t *n, const char *pat
 	cfg->hooks[cfg->n_hooks++] = h;
 }
 
+/* ---- e-mails ---- */
+
+struct email_values {
+	struct notify_values v;
+	char *from, *digest;
+	char **to;
+	size_t n_to;
+};
+
+/* The address in "addr" or "Name <addr>", LEN bytes at *RET; false when there is none. */
+static bool email_address(const char *s, const char **ret, size_t *len)
+{
+	const char *lt = strrchr(s, '<'), *gt;
+
+	if (!lt) {
+		*ret = s;
+		*len = strlen(s);
+		return true;
+	}
+	gt = strchr(lt, '>');
+	if (!gt || gt[1] != '\0')
+		return false;
+	*ret = lt + 1;
+	*len = (size_t)(gt - lt - 1);
+	return true;
+}
+
+static bool check_email_address(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+				const char *s)
+{
+	const char *a, *why = "expected 'name@example.com' or 'Name <name@example.com>'";
+	char q[80];
+	size_t len;
+
+	if (email_address(s, &a, &len) && !(why = normalize_email_problem(a, len)))
+		return true;
+	yamlconf_error(yc, n, path, "'%s' is not an e-mail address: %s", QUOTED(q, s), why);
+	return false;
+}
+
+static bool check_email_from(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			     void *value)
+{
+	return check_email_address(yc, n, path, *(char **)value);
+}
+
+static bool email_to_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			  void *items, size_t count)
+{
+	char **to = items;
+
+	return yamlconf_get_string(yc, n, path, 0, &to[count]) &&
+	       check_email_address(yc, n, path, to[count]);
+}
+
+/* VALUE: struct email_values. One address, or a list of 1 to CONFIG_EMAIL_TO_MAX. */
+static bool parse_email_to(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+			   void *value)
+{
+	struct email_values *m = value;
+	void *items;
+
+	if (n->type == YAML_SCALAR_NODE) {
+		m->to = calloc(1, sizeof(char *));
+		if (!m->to || !email_to_item(yc, n, path, m->to, 0))
+			return false;
+		m->n_to = 1;
+		return true;
+	}
+	if (!yamlconf_get_list(yc, n, path, "an address or a list of addresses", sizeof(char *),
+			       email_to_item, &items, &m->n_to))
+		return false;
+	m->to = items;
+	if (m->n_to == 0 || m->n_to > CONFIG_EMAIL_TO_MAX) {
+		yamlconf_error(yc, n, path, "expected 1 to %d addresses (Resend's limit), got %zu",
+			       CONFIG_EMAIL_TO_MAX, m->n_to);
+		return false;
+	}
+	return true;
+}
+
+/* "HH:MM" (local time) into minutes after midnight, or "off"/"false"/"no": -1. */
+static bool email_digest_minute(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+				const char *s, int *ret)
+{
+	unsigned h, m;
+	char q[80], end;
+
+	if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0 || strcmp(s, "no") == 0) {
+		*ret = -1;
+		return true;
+	}
+	if (strlen(s) == 5 && sscanf(s, "%2u:%2u%c", &h, &m, &end) == 2 && h < 24 && m < 60 &&
+	    s[2] == ':') {
+		*ret = (int)(h * 60 + m);
+		return true;
+	}
+	yamlconf_error(yc, n, path, "expected the daily digest's local time as HH:MM (\"08:00\"), "
+		       "or off, got '%s'", QUOTED(q, s));
+	return false;
+}
+
+void config_email_clear(struct config_email *m)
+{
+	notify_clear(&m->n);
+	free(m->from);
+	for (size_t i = 0; i < m->n_to; i++)
+		free(m->to[i]);
+	free(m->to);
+	memset(m, 0, sizeof(*m));
+}
+
+struct email_found {
+	struct yamlconf_at digest;
+};
+
+#define EMAIL(member) offsetof(struct email_values, member)
+static const struct yamlconf_field email_fields[] = {
+	{"from", YAMLCONF_STRING, .offset = EMAIL(from), .flags = YAMLCONF_REQUIRED,
+	 .check = check_email_from},
+	{"to", YAMLCONF_CUSTOM, .offset = 0, .flags = YAMLCONF_REQUIRED, .parse = parse_email_to},
+	{"digest", YAMLCONF_STRING, .offset = EMAIL(digest),
+	 .at = YAMLCONF_AT(struct email_found, digest)},
+	{.type = YAMLCONF_INCLUDE, .offset = 0, .fields = notify_fields},
+	{0},
+};
+
+static void email_item(struct yamlconf *yc, const yaml_node_t *n, const char *path,
+		       struct config *cfg)
+{
+	struct email_values v = {0};
+	struct email_found found = {0};
+	struct config_email m = {.digest_minute = 8 * 60};
+	size_t errors = yamlconf_error_count(yc);
+
+	if (!yamlconf_expect(yc, n, path, YAML_MAPPING_NODE, "a mapping {name, from, to}"))
+		return;
+	notify_values_init(&v.v, 15);
+	v.v.n.events = CONFIG_EMAIL_EVENTS_DEFAULT;
+	if (yamlconf_walk(yc, n, path, email_fields, &v, &found) && v.digest)
+		email_digest_minute(yc, found.digest.node, found.digest.path, v.digest,
+				    &m.digest_minute);
+	if (yamlconf_error_count(yc) == errors)
+		notify_finish(yc, n, path, cfg, &v.v, "e-mail receiver", &cfg->emails[0].n,
+			      sizeof(struct config_email), cfg->n_emails);
+	m.n = v.v.n;
+	m.from = v.from;
+	m.to = v.to;
+	m.n_to = v.n_to;
+	free(v.digest);
+	if (yamlconf_error_count(yc) != errors) {
+		config_email_clear(&m);
+		return;
+	}
+	cfg->emails[cfg->n_emails++] = m;
+}
+
 /* A list of SIZE-byte receivers at AT, each read by ITEM into *RET (counted in *RET_N). */
 static void parse_receivers(struct yamlconf *yc, struct config *cfg, const struct yamlconf_at *at,
 			    const char *what, size_t size, void **ret,
@@ -1894,7 +2052,7 @@ static void parse_folders(struct yamlconf *yc, unsigned flags, struct config *cf
  * before the state_dir check), whatever the file's order: the walk only notes them. */
 struct top_found {
 	struct yamlconf_at api, retry, defaults, log, folders, control, metrics, state_dir,
-		ledger_keep_days, ledger, fleet, webhooks, hooks;
+		ledger_keep_days, ledger, fleet, webhooks, hooks, emails;
 };
 
 #define TOP(member) YAMLCONF_AT(struct top_found, member)
@@ -1912,6 +2070,7 @@ static const struct yamlconf_field top_fields[] = {
 	{"fleet", YAMLCONF_NODE, .at = TOP(fleet)},
 	{"webhooks", YAMLCONF_NODE, .at = TOP(webhooks)},
 	{"hooks", YAMLCONF_NODE, .at = TOP(hooks)},
+	{"emails", YAMLCONF_NODE, .at = TOP(emails)},
 	{0},
 };
 
@@ -2011,6 +2170,8 @@ static void parse_root(struct yamlconf *yc, struct config *cfg, const yaml_node_
 			(void **)&cfg->webhooks, webhook_item);
 	parse_receivers(yc, cfg, &top.hooks, "a list of hooks", sizeof(*cfg->hooks),
 			(void **)&cfg->hooks, hook_item);
+	parse_receivers(yc, cfg, &top.emails, "a list of e-mail receivers", sizeof(*cfg->emails),
+			(void **)&cfg->emails, email_item);
 }
 
 int config_load(const char *path, unsigned flags, struct config **ret_config,
@@ -2110,6 +2271,9 @@ void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_hooks; i++)
 		config_hook_clear(&cfg->hooks[i]);
 	free(cfg->hooks);
+	for (size_t i = 0; i < cfg->n_emails; i++)
+		config_email_clear(&cfg->emails[i]);
+	free(cfg->emails);
 	if (cfg->api_key) {
 		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
 		free(cfg->api_key);

@@ -234,6 +234,19 @@ struct config_hook {
 	gid_t gid;
 };
 
+/* E-mail through Resend itself (POST /emails, the daemon's key): each event it wants as one
+ * e-mail, and a daily digest of the last 24 hours. */
+#define CONFIG_EMAIL_TO_MAX 50 /* Resend's limit on recipients */
+#define CONFIG_EMAIL_EVENTS_DEFAULT \
+	(CONFIG_EVENT_FILE_FAILED | CONFIG_EVENT_FOLDER_STUCK | CONFIG_EVENT_INTAKE_PAUSED)
+struct config_email {
+	struct config_notify n;
+	char *from;           /* "addr@domain" or "Name <addr@domain>", of a domain verified at Resend */
+	char **to;            /* 1 to CONFIG_EMAIL_TO_MAX addresses */
+	size_t n_to;
+	int digest_minute;    /* the daily digest's local time, minutes after midnight; -1: none */
+};
+
 struct config {
 	char *path;
 	struct config_api api;
@@ -251,6 +264,8 @@ struct config {
 	size_t n_webhooks;
 	struct config_hook *hooks;
 	size_t n_hooks;
+	struct config_email *emails;
+	size_t n_emails;
 	struct config_folder *folders;
 	size_t n_folders;
 	/* The API key, from where api_key_env or api_key_file say, else from the default chain
@@ -303,6 +318,7 @@ const char *config_on_duplicate_name(enum config_on_duplicate v); /* "skip", "im
 const char *config_event_name(enum config_event v);
 void config_webhook_clear(struct config_webhook *w);
 void config_hook_clear(struct config_hook *h);
+void config_email_clear(struct config_email *m);
 /* Whether receiver N hears of event EV of folder FOLDER. */
 bool config_notify_wants(const struct config_notify *n, enum config_event ev,
 			 const char *folder);

@@ -288,9 +288,12 @@ static int pipeline_start(struct daemon *d)
 			    pl->cfg->state_dir, d->state_dir);
 	daemon_control_attach(d);
 	/* --once leaves its notifications in the ledger for the next run that delivers. */
-	if (d->lq && pl->cfg->n_webhooks + pl->cfg->n_hooks &&
+	if (d->lq && pl->cfg->n_webhooks + pl->cfg->n_hooks + pl->cfg->n_emails &&
 	    !(d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE))) {
-		r = outbox_new(&d->loop, pl->cfg, d->lq, pl->http, d->metrics, &pl->outbox);
+		const struct outbox_api api = {.client = pl->api,
+					       .pacer = engine_pacer(pl->engine)};
+
+		r = outbox_new(&d->loop, pl->cfg, d->lq, pl->http, &api, d->metrics, &pl->outbox);
 		if (r < 0)
 			return r;
 	}
@@ -366,7 +369,7 @@ static void daemon_note(struct daemon *d, enum config_event ev, const char *fold
 	va_list ap;
 
 	if (!d->lq || !cfg || d->flags & (DAEMON_DRY_RUN | DAEMON_ONCE) ||
-	    cfg->n_webhooks + cfg->n_hooks == 0)
+	    cfg->n_webhooks + cfg->n_hooks + cfg->n_emails == 0)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
@@ -637,9 +640,10 @@ static void pipeline_teardown(struct daemon *d)
 			watch_close(pl->watches[i]);
 	}
 	free(pl->watches);
+	/* The outbox first: its e-mails wait in the engine's pacer. */
+	outbox_close(pl->outbox);
 	if (pl->engine)
 		engine_close(pl->engine);
-	outbox_close(pl->outbox);
 	resend_client_free(pl->api);
 	if (pl->http)
 		http_close(pl->http, daemon_http_closed_cb, d);

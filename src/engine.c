@@ -906,7 +906,8 @@ static void engine_part_closed(void *data)
 	engine_handle_closed(data);
 }
 
-/* The pacer's events: the follower's own entry, or a job's. */
+/* The pacer's events: the follower's or the reconciler's own entry, a job's, or another
+ * requester's (pacer_entry_init_granted). */
 static void engine_pacer_due(struct pacer_entry *pe, void *data)
 {
 	struct engine *e = data;
@@ -927,6 +928,13 @@ static void engine_pacer_poll(struct pacer_entry *pe, void *data)
 		follow_pacer_poll(&e->follow);
 	else if (reconcile_owns(&e->reconcile, pe))
 		reconcile_pacer_poll(&e->reconcile);
+	else if (pe->granted)
+		pe->granted(pe);
+}
+
+struct pacer *engine_pacer(struct engine *e)
+{
+	return &e->pacer;
 }
 
 int engine_new(uv_loop_t *loop, const struct config *cfg, struct folder *const *dirs,

@@ -20,6 +20,7 @@ struct resend_client;
 struct folder;
 struct ledgerq;
 struct metrics;
+struct pacer;
 
 /* What engine_submit did with a settled inbox file. */
 enum engine_submit {
@@ -159,6 +160,9 @@ struct engine_api_view {
 	unsigned in_flight, max_in_flight;
 };
 void engine_api_view(const struct engine *e, struct engine_api_view *ret);
+/* The engine's pacer: the rate budget every request to Resend shares, for a requester of its
+ * own (the outbox's e-mails: pacer_entry_init_granted, pacer_poll). It lives as long as E. */
+struct pacer *engine_pacer(struct engine *e);
 
 /* Folder FOLDER starts no upload while PAUSED; what runs finishes. */
 void engine_pause_folder(struct engine *e, size_t folder, bool paused);

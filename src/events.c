@@ -10,6 +10,7 @@
 
 #include <openssl/sha.h>
 
+#include "digest.h"
 #include "text.h"
 
 /* "msg_" and 32 hex digits of the SHA-256 of what makes the event one: CHANNEL, TYPE, FOLDER
@@ -37,6 +38,44 @@ static int event_msg_id(const char *channel, const char *type, const char *folde
 	return 0;
 }
 
+/* Every receiver of CFG, whatever its kind: I in [0, events_receivers(CFG)), its settings and
+ * its channel's prefix. */
+static size_t events_receivers(const struct config *cfg)
+{
+	return cfg->n_webhooks + cfg->n_hooks + cfg->n_emails;
+}
+
+static const struct config_notify *receiver_at(const struct config *cfg, size_t i,
+					       const char **prefix)
+{
+	if (i < cfg->n_webhooks) {
+		*prefix = EVENTS_WEBHOOK_PREFIX;
+		return &cfg->webhooks[i].n;
+	}
+	i -= cfg->n_webhooks;
+	if (i < cfg->n_hooks) {
+		*prefix = EVENTS_HOOK_PREFIX;
+		return &cfg->hooks[i].n;
+	}
+	*prefix = EVENTS_EMAIL_PREFIX;
+	return &cfg->emails[i - cfg->n_hooks].n;
+}
+
+/* N events of EVS made (or RC < 0: what was made is freed): handed over in *RET, *RET_N. */
+static int events_hand_over(int rc, struct ledger_event *evs, size_t n,
+			    struct ledger_event **ret, size_t *ret_n)
+{
+	if (rc < 0 || n == 0) {
+		for (size_t i = 0; i < n; i++)
+			ledger_event_clear(&evs[i]);
+		free(evs);
+		return rc;
+	}
+	*ret = evs;
+	*ret_n = n;
+	return 0;
+}
+
 int events_for_file(const struct config *cfg, const struct report *r, int64_t finished_ms,
 		    const char *host, struct ledger_event **ret, size_t *ret_n)
 {
@@ -48,12 +87,12 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 
 	*ret = NULL;
 	*ret_n = 0;
-	if (cfg->n_webhooks + cfg->n_hooks == 0)
+	if (events_receivers(cfg) == 0)
 		return 0;
 	kinds[n_kinds++] = r->failed ? CONFIG_EVENT_FILE_FAILED : CONFIG_EVENT_FILE_DONE;
 	if (!r->failed && r->csv && r->csv->read && r->csv->rows_rejected > 0)
 		kinds[n_kinds++] = CONFIG_EVENT_ROWS_REJECTED;
-	evs = calloc((cfg->n_webhooks + cfg->n_hooks) * n_kinds, sizeof(*evs));
+	evs = calloc(events_receivers(cfg) * n_kinds, sizeof(*evs));
 	if (!evs)
 		return -ENOMEM;
 	for (size_t k = 0; k < n_kinds; k++) {
@@ -63,10 +102,9 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 			goto out;
 		}
 	}
-	for (size_t i = 0; i < cfg->n_webhooks + cfg->n_hooks; i++) {
-		bool web = i < cfg->n_webhooks;
-		const struct config_notify *to = web ? &cfg->webhooks[i].n
-						     : &cfg->hooks[i - cfg->n_webhooks].n;
+	for (size_t i = 0; i < events_receivers(cfg); i++) {
+		const char *prefix;
+		const struct config_notify *to = receiver_at(cfg, i, &prefix);
 
 		for (size_t k = 0; k < n_kinds; k++) {
 			struct ledger_event *ev = &evs[n];
@@ -76,8 +114,7 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 				continue;
 			n++;
 			ev->created_at_ms = finished_ms;
-			if (asprintf(&ev->channel, "%s%s",
-				     web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX, to->name) < 0) {
+			if (asprintf(&ev->channel, "%s%s", prefix, to->name) < 0) {
 				ev->channel = NULL;
 				rc = -ENOMEM;
 				goto out;
@@ -95,15 +132,7 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 out:
 	for (size_t k = 0; k < n_kinds; k++)
 		cJSON_free(payload[k]);
-	if (rc < 0 || n == 0) {
-		for (size_t i = 0; i < n; i++)
-			ledger_event_clear(&evs[i]);
-		free(evs);
-		return rc;
-	}
-	*ret = evs;
-	*ret_n = n;
-	return 0;
+	return events_hand_over(rc, evs, n, ret, ret_n);
 }
 
 /* The payload of a daemon's event. */
@@ -144,19 +173,18 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 
 	*ret = NULL;
 	*ret_n = 0;
-	if (cfg->n_webhooks + cfg->n_hooks == 0 || !type)
+	if (events_receivers(cfg) == 0 || !type)
 		return 0;
-	evs = calloc(cfg->n_webhooks + cfg->n_hooks, sizeof(*evs));
+	evs = calloc(events_receivers(cfg), sizeof(*evs));
 	payload = daemon_payload(type, folder, host, message, now_ms);
 	if (!evs || !payload) {
 		free(evs);
 		cJSON_free(payload);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < cfg->n_webhooks + cfg->n_hooks; i++) {
-		bool web = i < cfg->n_webhooks;
-		const struct config_notify *to = web ? &cfg->webhooks[i].n
-						     : &cfg->hooks[i - cfg->n_webhooks].n;
+	for (size_t i = 0; i < events_receivers(cfg); i++) {
+		const char *prefix;
+		const struct config_notify *to = receiver_at(cfg, i, &prefix);
 		struct ledger_event *e = &evs[n];
 
 		/* A folder's event for a receiver of some folders only: theirs alone. */
@@ -166,8 +194,7 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 		e->created_at_ms = now_ms;
 		e->type = strdup(type);
 		e->payload = strdup(payload);
-		if (asprintf(&e->channel, "%s%s", web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX,
-			     to->name) < 0)
+		if (asprintf(&e->channel, "%s%s", prefix, to->name) < 0)
 			e->channel = NULL;
 		/* Each occurrence its own id: the time is part of it. */
 		if (!e->type || !e->payload || !e->channel ||
@@ -177,13 +204,20 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 		}
 	}
 	cJSON_free(payload);
-	if (rc < 0 || n == 0) {
-		for (size_t i = 0; i < n; i++)
-			ledger_event_clear(&evs[i]);
-		free(evs);
-		return rc;
+	return events_hand_over(rc, evs, n, ret, ret_n);
+}
+
+int events_digest(const char *channel, char *payload, int64_t due_ms, struct ledger_event *ret)
+{
+	*ret = (struct ledger_event){.created_at_ms = due_ms};
+	ret->channel = strdup(channel);
+	ret->type = strdup(DIGEST_EVENT_TYPE);
+	ret->payload = payload ? strdup(payload) : NULL;
+	cJSON_free(payload);
+	if (!ret->channel || !ret->type || !ret->payload ||
+	    event_msg_id(channel, DIGEST_EVENT_TYPE, NULL, NULL, due_ms, &ret->msg_id) < 0) {
+		ledger_event_clear(ret);
+		return -ENOMEM;
 	}
-	*ret = evs;
-	*ret_n = n;
 	return 0;
 }

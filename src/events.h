@@ -1,4 +1,4 @@
-/* The notifications a file's end makes: for each webhook or hook that wants its kind of end, an event
+/* The notifications a file's end makes: for each webhook, hook or e-mail receiver that wants its kind of end, an event
  * for the outbox (ledger.h), recorded in the same transaction as the end itself. Pure. */
 #ifndef RDD_EVENTS_H
 #define RDD_EVENTS_H
@@ -13,6 +13,7 @@
 /* The channels of webhook and hook NAME in the outbox. */
 #define EVENTS_WEBHOOK_PREFIX "webhook:"
 #define EVENTS_HOOK_PREFIX "hook:"
+#define EVENTS_EMAIL_PREFIX "email:"
 
 /* The events of R's end at FINISHED_MS (HOST: this host in a fleet, else NULL): "file.done" or
  * "file.failed", and "rows.rejected" for a file imported without some of its rows, each for
@@ -30,5 +31,11 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 int events_for_daemon(const struct config *cfg, enum config_event ev, const char *folder,
 		      const char *host, const char *message, int64_t now_ms,
 		      struct ledger_event **ret, size_t *ret_n);
+
+/* The daily digest due at DUE_MS on CHANNEL ("email:NAME"), PAYLOAD its JSON (digest.h, taken
+ * over: freed here whatever happens), into *RET (ledger_event_clear). Its msg_id is the
+ * channel's and the due time's: every host of a fleet makes the same, and one is recorded.
+ * -ENOMEM. */
+int events_digest(const char *channel, char *payload, int64_t due_ms, struct ledger_event *ret);
 
 #endif

@@ -29,7 +29,7 @@ struct metrics_folder {
 	struct metrics_hist upload, import;
 };
 
-struct metrics_webhook {
+struct metrics_receiver {
 	char *name;
 	uint64_t delivered, failed_attempts, dropped, pending;
 	double oldest_s;
@@ -38,13 +38,13 @@ struct metrics_webhook {
 struct metrics {
 	struct metrics_folder **folders;
 	size_t n_folders;
-	struct metrics_webhook **webhooks;
-	size_t n_webhooks;
+	struct metrics_receiver **receivers;
+	size_t n_receivers;
 	uint64_t requests[METRICS_N_ENDPOINTS][MAX_CODE + 1];
 };
 
 static const char *const endpoint_names[METRICS_N_ENDPOINTS] = {"create_import", "get_import",
-								    "list_imports"};
+								    "list_imports", "send_email"};
 
 /* The folders' plain counters, as /metrics names them. */
 static const struct folder_counter {
@@ -80,54 +80,54 @@ void metrics_free(struct metrics *m)
 		free(m->folders[i]);
 	}
 	free(m->folders);
-	for (size_t i = 0; i < m->n_webhooks; i++) {
-		free(m->webhooks[i]->name);
-		free(m->webhooks[i]);
+	for (size_t i = 0; i < m->n_receivers; i++) {
+		free(m->receivers[i]->name);
+		free(m->receivers[i]);
 	}
-	free(m->webhooks);
+	free(m->receivers);
 	free(m);
 }
 
-struct metrics_webhook *metrics_webhook(struct metrics *m, const char *name)
+struct metrics_receiver *metrics_receiver(struct metrics *m, const char *name)
 {
-	struct metrics_webhook *w, **v;
+	struct metrics_receiver *w, **v;
 
-	for (size_t i = 0; i < m->n_webhooks; i++) {
-		if (strcmp(m->webhooks[i]->name, name) == 0)
-			return m->webhooks[i];
+	for (size_t i = 0; i < m->n_receivers; i++) {
+		if (strcmp(m->receivers[i]->name, name) == 0)
+			return m->receivers[i];
 	}
-	v = realloc(m->webhooks, (m->n_webhooks + 1) * sizeof(*v));
+	v = realloc(m->receivers, (m->n_receivers + 1) * sizeof(*v));
 	if (!v)
 		return NULL;
-	m->webhooks = v;
+	m->receivers = v;
 	w = calloc(1, sizeof(*w));
 	if (!w || !(w->name = strdup(name))) {
 		free(w);
 		return NULL;
 	}
-	m->webhooks[m->n_webhooks++] = w;
+	m->receivers[m->n_receivers++] = w;
 	return w;
 }
 
-void metrics_webhook_delivered(struct metrics_webhook *w)
+void metrics_receiver_delivered(struct metrics_receiver *w)
 {
 	if (w)
 		w->delivered++;
 }
 
-void metrics_webhook_failed_attempt(struct metrics_webhook *w)
+void metrics_receiver_failed_attempt(struct metrics_receiver *w)
 {
 	if (w)
 		w->failed_attempts++;
 }
 
-void metrics_webhook_dropped(struct metrics_webhook *w)
+void metrics_receiver_dropped(struct metrics_receiver *w)
 {
 	if (w)
 		w->dropped++;
 }
 
-void metrics_webhook_pending(struct metrics_webhook *w, uint64_t pending, double oldest_s)
+void metrics_receiver_pending(struct metrics_receiver *w, uint64_t pending, double oldest_s)
 {
 	if (w) {
 		w->pending = pending;
@@ -136,13 +136,13 @@ void metrics_webhook_pending(struct metrics_webhook *w, uint64_t pending, double
 }
 
 /* One sample of webhook W's family NAME. */
-static void sample_webhook(FILE *out, const char *name, const struct metrics_webhook *w,
+static void sample_receiver(FILE *out, const char *name, const struct metrics_receiver *w,
 			   double v)
 {
-	char label[2 * CONFIG_WEBHOOK_NAME_MAX + 8];
+	char label[2 * (CONFIG_WEBHOOK_NAME_MAX + 16)];
 
 	metrics_escape_label(label, sizeof(label), w->name);
-	fprintf(out, "%s{webhook=\"%s\"} %.17g\n", name, label, v);
+	fprintf(out, "%s{receiver=\"%s\"} %.17g\n", name, label, v);
 }
 
 struct metrics_folder *metrics_folder(struct metrics *m, const char *name)
@@ -436,30 +436,31 @@ int metrics_render(const struct metrics *m, const struct metrics_gauges *g, cons
 				      (double)*(const uint64_t *)((const char *)m->folders[i] +
 								  c->offset));
 	}
-	if (m->n_webhooks) {
+	if (m->n_receivers) {
 		static const struct {
 			const char *name, *type, *help;
 		} fams[] = {
 			{"resend_dropd_notifications_pending", "gauge",
-			 "Events waiting in the webhook's outbox queue (the ledger's, shared by a "
-			 "fleet), as last read."},
+			 "Events waiting in the receiver's outbox queue (the ledger's, shared by a "
+			 "fleet), as last read; receiver: KIND:NAME (webhook, email, hook)."},
 			{"resend_dropd_notifications_oldest_pending_age_seconds", "gauge",
 			 "How long the oldest waiting event has waited; 0 when none."},
 			{"resend_dropd_notifications_delivered_total", "counter",
-			 "Events the webhook's receiver accepted (a 2xx answer)."},
+			 "Events the receiver took (a 2xx answer; a hook's exit status 0)."},
 			{"resend_dropd_notification_failures_total", "counter",
-			 "Attempts that failed (no answer, or not 2xx): each is tried again."},
+			 "Attempts that failed (no answer, not 2xx, a hook's failure): each is tried "
+			 "again."},
 			{"resend_dropd_notifications_dropped_total", "counter",
 			 "Events given up after give_up_after_h of failed attempts."},
 		};
 		for (size_t k = 0; k < sizeof(fams) / sizeof(fams[0]); k++) {
 			family(out, fams[k].name, fams[k].type, fams[k].help);
-			for (size_t i = 0; i < m->n_webhooks; i++) {
-				const struct metrics_webhook *w = m->webhooks[i];
+			for (size_t i = 0; i < m->n_receivers; i++) {
+				const struct metrics_receiver *w = m->receivers[i];
 				const double v[] = {(double)w->pending, w->oldest_s,
 						    (double)w->delivered, (double)w->failed_attempts,
 						    (double)w->dropped};
-				sample_webhook(out, fams[k].name, w, v[k]);
+				sample_receiver(out, fams[k].name, w, v[k]);
 			}
 		}
 	}

@@ -16,6 +16,7 @@ enum metrics_endpoint {
 	METRICS_CREATE_IMPORT, /* POST /contacts/imports */
 	METRICS_GET_IMPORT,    /* GET /contacts/imports/{id} */
 	METRICS_LIST_IMPORTS,  /* GET /contacts/imports */
+	METRICS_SEND_EMAIL,    /* POST /emails (notifications) */
 	METRICS_N_ENDPOINTS
 };
 
@@ -39,18 +40,19 @@ void metrics_imported(struct metrics_folder *f, double seconds);
  * timeout). */
 void metrics_api_request(struct metrics *m, enum metrics_endpoint ep, long code);
 
-/* The notifications of webhook NAME (its outbox's queue), created at zero on first use, kept
- * for the daemon's life. NULL when out of memory. O(webhooks). */
-struct metrics_webhook;
-struct metrics_webhook *metrics_webhook(struct metrics *m, const char *name);
+/* The notifications of receiver NAME (its outbox's channel, "webhook:ops", "email:ops",
+ * "hook:ops"), created at zero on first use, kept for the daemon's life. NULL when out of
+ * memory. O(receivers). */
+struct metrics_receiver;
+struct metrics_receiver *metrics_receiver(struct metrics *m, const char *name);
 /* Each accepts NULL. An event delivered (a 2xx answer); an attempt that failed (it is tried
  * again); an event given up after give_up_after_h. */
-void metrics_webhook_delivered(struct metrics_webhook *w);
-void metrics_webhook_failed_attempt(struct metrics_webhook *w);
-void metrics_webhook_dropped(struct metrics_webhook *w);
+void metrics_receiver_delivered(struct metrics_receiver *w);
+void metrics_receiver_failed_attempt(struct metrics_receiver *w);
+void metrics_receiver_dropped(struct metrics_receiver *w);
 /* How many events wait in its queue, as the outbox last read it (shared by a fleet's hosts),
  * and how old the oldest is (seconds; 0: none). */
-void metrics_webhook_pending(struct metrics_webhook *w, uint64_t pending, double oldest_s);
+void metrics_receiver_pending(struct metrics_receiver *w, uint64_t pending, double oldest_s);
 
 /* Files done and failed since the daemon started, every folder it ever had together. */
 void metrics_totals(const struct metrics *m, uint64_t *ret_done, uint64_t *ret_failed);

@@ -9,14 +9,20 @@
 #include <string.h>
 #include <time.h>
 
+#include "api_answer.h"
 #include "config.h"
+#include "digest.h"
 #include "events.h"
 #include "hookrun.h"
 #include "http.h"
 #include "ledger.h"
 #include "ledgerq.h"
 #include "log.h"
+#include "mail.h"
 #include "metrics.h"
+#include "pacer.h"
+#include "resend.h"
+#include "resend_client.h"
 #include "text.h"
 #include "webhook.h"
 
@@ -29,16 +35,24 @@ enum ob_state { OB_IDLE, OB_ASKING, OB_SENDING, OB_SETTLING, OB_WAITING, OB_CLOS
 
 struct ob_call;
 
-/* One receiver's queue: a webhook's (W) or a hook's (H). */
+#define OB_CHANNEL_MAX (sizeof(EVENTS_WEBHOOK_PREFIX) + CONFIG_WEBHOOK_NAME_MAX)
+
+/* One receiver's queue: a webhook's (W), a hook's (H) or an e-mail receiver's (E). */
 struct ob_queue {
 	struct outbox *o;
-	const struct config_notify *to; /* W's or H's */
+	const struct config_notify *to; /* W's, H's or E's */
 	const struct config_webhook *w;
 	const struct config_hook *h;
-	const char *what;               /* "webhook" or "hook", for the log */
+	const struct config_email *e;
+	const char *what;               /* "webhook", "hook" or "e-mail", for the log */
 	struct hookrun *run;            /* H's command running */
-	char channel[sizeof(EVENTS_WEBHOOK_PREFIX) + CONFIG_WEBHOOK_NAME_MAX];
-	struct metrics_webhook *m;
+	struct pacer_entry token;       /* E's wait for a request of the team's rate budget */
+	struct resend_call *api_call;   /* E's POST /emails */
+	uv_timer_t digest_timer;        /* E's daily digest (digest_minute >= 0) */
+	int64_t digest_due_ms;
+	void *digest_call;              /* the digest's ledger call in flight */
+	char channel[OB_CHANNEL_MAX];
+	struct metrics_receiver *m;
 	enum ob_state state;
 	uv_timer_t timer;
 	void *call;                  /* the ledger call in flight, for ledgerq_cancel */
@@ -58,6 +72,8 @@ struct outbox {
 	const struct config *cfg;
 	struct ledgerq *lq;
 	struct http *http;
+	struct outbox_api api;
+	struct metrics *metrics;
 	struct ob_queue *queues;
 	size_t n_queues;
 	unsigned open_handles;
@@ -67,7 +83,7 @@ struct outbox {
 /* A ledger call of QUEUE (NULL once the queue is gone): what it asks and what it got. */
 struct ob_call {
 	struct ob_queue *q;
-	char channel[sizeof(EVENTS_WEBHOOK_PREFIX) + CONFIG_WEBHOOK_NAME_MAX];
+	char channel[OB_CHANNEL_MAX];
 	int64_t now_ms;
 	/* outbox_next */
 	int result;
@@ -206,40 +222,50 @@ static uint64_t backoff_ms(const struct config_notify *w, unsigned attempts)
 	return d < w->retry_max_ms ? d : w->retry_max_ms;
 }
 
+/* Q's event is given up after ATTEMPTS: said with WHY, counted, recorded. */
+static void queue_drop(struct ob_queue *q, unsigned attempts, const char *why, const char *when)
+{
+	log_error("%s '%s': gave up event %s (%s) after %u attempt%s%s; the last: %s", q->what,
+		  q->to->name, q->row.ev.msg_id, q->row.ev.type, attempts, attempts == 1 ? "" : "s",
+		  when, why);
+	metrics_receiver_dropped(q->m);
+	queue_settle(q, LEDGER_OUTBOX_DROPPED, 0, why);
+}
+
 /* An attempt at Q's event ended: delivered (OK), or WHY not. */
 static void attempt_done(struct ob_queue *q, bool ok, const char *why)
 {
 	const struct config_notify *to = q->to;
 	int64_t now = wall_ms();
 	unsigned attempts = q->row.attempts + 1;
+	const char *works = q->w ? "its receiver takes events"
+			    : q->h ? "its command works" : "Resend takes its e-mails";
 
 	if (ok) {
 		if (q->failing)
 			log_info("%s '%s': %s again (after %u failed attempt%s)", q->what, to->name,
-				 q->w ? "its receiver takes events" : "its command works", q->failing,
-				 q->failing == 1 ? "" : "s");
+				 works, q->failing, q->failing == 1 ? "" : "s");
 		q->failing = 0;
-		metrics_webhook_delivered(q->m);
+		metrics_receiver_delivered(q->m);
 		log_debug("%s '%s': delivered %s (%s)", q->what, to->name, q->row.ev.msg_id,
 			  q->row.ev.type);
 		queue_settle(q, LEDGER_OUTBOX_DELIVERED, 0, NULL);
 		return;
 	}
-	metrics_webhook_failed_attempt(q->m);
+	metrics_receiver_failed_attempt(q->m);
 	if (now - q->row.ev.created_at_ms >= (int64_t)to->give_up_ms) {
-		log_error("%s '%s': gave up event %s (%s) after %u attempts over %" PRIu64
-			  " h; the last: %s",
-			  q->what, to->name, q->row.ev.msg_id, q->row.ev.type, attempts,
-			  to->give_up_ms / 3600000, why);
-		metrics_webhook_dropped(q->m);
-		queue_settle(q, LEDGER_OUTBOX_DROPPED, 0, why);
+		char when[64];
+
+		snprintf(when, sizeof(when), " over %" PRIu64 " h", to->give_up_ms / 3600000);
+		queue_drop(q, attempts, why, when);
 		return;
 	}
 	if (q->failing++ == 0)
 		log_warning("%s '%s': cannot deliver %s: %s; its events wait in the ledger, in order, "
 			    "and are tried again (first in %" PRIu64 " s, then less often, up to "
 			    "every %" PRIu64 " s, for %" PRIu64 " h)",
-			    q->what, to->name, q->w ? "to its url" : "by running its command", why,
+			    q->what, to->name,
+			    q->w ? "to its url" : q->h ? "by running its command" : "through Resend", why,
 			    backoff_ms(to, attempts) / 1000, to->retry_max_ms / 1000,
 			    to->give_up_ms / 3600000);
 	else
@@ -300,11 +326,102 @@ static void queue_run(struct ob_queue *q)
 	}
 }
 
+/* ---- e-mails: POST /emails, each request a token of the team's rate budget ---- */
+
+static void email_sent_cb(struct resend_call *call, void *data)
+{
+	struct ob_queue *q = data;
+	struct outbox *o = q->o;
+	struct resend_error err = {0};
+	long status = resend_call_status(call);
+	enum resend_class cls = api_answer_classify(o->api.pacer, o->cfg->api_key, call, &err);
+	char why[sizeof(err.message) + sizeof(err.name) + 32];
+
+	q->api_call = NULL;
+	resend_call_free(call);
+	metrics_api_request(o->metrics, METRICS_SEND_EMAIL, status);
+	if (status)
+		snprintf(why, sizeof(why), "HTTP %ld%s%s: %s", status, err.name[0] ? " " : "",
+			 err.name, err.message);
+	else
+		snprintf(why, sizeof(why), "%s", err.message);
+	switch (cls) {
+	case RESEND_OK:
+		free(q->body);
+		q->body = NULL;
+		attempt_done(q, true, NULL);
+		return;
+	case RESEND_RATE_LIMITED:
+		/* The team's limit: a wait for the next token (api_answer said it), not an
+		 * attempt. */
+		pacer_poll(o->api.pacer, &q->token);
+		return;
+	case RESEND_PERMANENT:
+		/* Resend refused the e-mail itself (a missing field, a malformed address): the
+		 * same request would be refused again. A domain not verified (403) or a key
+		 * refused is the team's to fix, and tried again. */
+		if (status == 400 || status == 422) {
+			free(q->body);
+			q->body = NULL;
+			metrics_receiver_failed_attempt(q->m);
+			queue_drop(q, q->row.attempts + 1, why, " (Resend refused it; fix from or to)");
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	free(q->body);
+	q->body = NULL;
+	attempt_done(q, false, why);
+}
+
+/* A token: the e-mail goes. */
+static void email_granted(struct pacer_entry *pe)
+{
+	struct ob_queue *q = (struct ob_queue *)((char *)pe - offsetof(struct ob_queue, token));
+	int r;
+
+	if (q->state != OB_SENDING || !q->body)
+		return;
+	r = resend_client_send_email(q->o->api.client, q->body, q->row.ev.msg_id, email_sent_cb,
+				     q, &q->api_call);
+	if (r < 0) {
+		q->api_call = NULL;
+		free(q->body);
+		q->body = NULL;
+		attempt_done(q, false, "cannot start a request: out of memory");
+	}
+}
+
+/* Q's event as an e-mail: written now, sent when the rate budget has a token for it. */
+static void email_send(struct ob_queue *q)
+{
+	int r = mail_compose(q->e, q->row.ev.payload, q->row.ev.msg_id, &q->body);
+
+	q->state = OB_SENDING;
+	if (r == -EBADMSG) {
+		queue_drop(q, q->row.attempts + 1, "its payload is not an event", "");
+		return;
+	}
+	if (r < 0) {
+		log_error("e-mail '%s': out of memory writing an e-mail", q->to->name);
+		ledger_outbox_row_clear(&q->row);
+		queue_wait(q, q->to->retry_first_ms);
+		return;
+	}
+	pacer_poll(q->o->api.pacer, &q->token);
+}
+
 /* Sends Q's event: a POST of its payload with the three Standard Webhooks headers. */
 static void queue_send(struct ob_queue *q)
 {
 	if (q->h) {
 		queue_run(q);
+		return;
+	}
+	if (q->e) {
+		email_send(q);
 		return;
 	}
 	const struct config_webhook *w = q->w;
@@ -387,7 +504,7 @@ static void next_done(void *data)
 	int64_t now = wall_ms();
 
 	q->call = NULL;
-	metrics_webhook_pending(q->m, c->pending,
+	metrics_receiver_pending(q->m, c->pending,
 				c->oldest_ms ? (double)(now - c->oldest_ms) / 1000.0 : 0);
 	if (c->result == 0) {
 		q->row = c->row;
@@ -427,16 +544,93 @@ static void queue_ask(struct ob_queue *q)
 	}
 }
 
+/* ---- the daily digest: recorded in the outbox once a day, then sent like an event ---- */
+
+static void digest_arm(struct ob_queue *q);
+
+static int digest_work(struct ledger *l, void *data)
+{
+	struct ob_call *c = data;
+	struct ob_queue *q = c->q;
+	struct ledger_event ev;
+	char *payload;
+	int r;
+
+	/* Q is the loop thread's, but its receiver's settings are read-only while the call
+	 * runs: outbox_close cancels the call before they go. */
+	r = digest_collect(l, q->to, q->o->cfg->fleet.host_id, c->now_ms, &payload);
+	if (r < 0)
+		return r == -ENOMEM ? 0 : r;
+	r = events_digest(c->channel, payload, c->now_ms, &ev);
+	if (r < 0)
+		return 0;
+	r = l->ops->outbox_add(l, &ev, 1);
+	ledger_event_clear(&ev);
+	c->result = r;
+	return r;
+}
+
+static void digest_done(void *data)
+{
+	struct ob_call *c = data;
+	struct ob_queue *q = c->q;
+
+	q->digest_call = NULL;
+	log_debug("e-mail '%s': the digest due at %" PRId64 " is recorded", q->to->name,
+		  c->now_ms);
+	digest_arm(q);
+	if (q->state == OB_IDLE)
+		queue_ask(q);
+	else if (q->state != OB_WAITING)
+		q->kicked = true;
+}
+
+static void digest_timer_cb(uv_timer_t *t)
+{
+	struct ob_queue *q = t->data;
+	struct ob_call *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		log_error("e-mail '%s': out of memory making the daily digest", q->to->name);
+		digest_arm(q);
+		return;
+	}
+	c->q = q;
+	snprintf(c->channel, sizeof(c->channel), "%s", q->channel);
+	c->now_ms = q->digest_due_ms;
+	if (ledgerq_call(q->o->lq, digest_work, digest_done, call_release, c, &q->digest_call) <
+	    0) {
+		call_release(c);
+		q->digest_call = NULL;
+		digest_arm(q);
+	}
+}
+
+/* The next digest's timer: due at the next digest_minute of the local clock after the last
+ * one (a timer that fires a moment early by the wall clock makes no second one). */
+static void digest_arm(struct ob_queue *q)
+{
+	int64_t now = wall_ms(), from = now > q->digest_due_ms ? now : q->digest_due_ms;
+
+	q->digest_due_ms = digest_next_ms(from, q->e->digest_minute);
+	uv_timer_start(&q->digest_timer, digest_timer_cb, (uint64_t)(q->digest_due_ms - now), 0);
+}
+
 /* ---- the outbox ---- */
 
 int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, struct http *http,
-	       struct metrics *m, struct outbox **ret)
+	       const struct outbox_api *api, struct metrics *m, struct outbox **ret)
 {
 	struct outbox *o = calloc(1, sizeof(*o));
+	size_t n = cfg->n_webhooks + cfg->n_hooks + cfg->n_emails;
 
 	if (!o)
 		return -ENOMEM;
-	o->queues = calloc(cfg->n_webhooks + cfg->n_hooks + 1, sizeof(*o->queues));
+	if (cfg->n_emails && (!api || !api->client || !api->pacer)) {
+		free(o);
+		return -EINVAL;
+	}
+	o->queues = calloc(n + 1, sizeof(*o->queues));
 	if (!o->queues) {
 		free(o);
 		return -ENOMEM;
@@ -445,32 +639,48 @@ int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, st
 	o->cfg = cfg;
 	o->lq = lq;
 	o->http = http;
+	if (api)
+		o->api = *api;
+	o->metrics = m;
 	snprintf(o->user_agent, sizeof(o->user_agent), "resend-dropd/%s", RDD_VERSION);
-	o->n_queues = cfg->n_webhooks + cfg->n_hooks;
+	o->n_queues = n;
 	for (size_t i = 0; i < o->n_queues; i++) {
 		struct ob_queue *q = &o->queues[i];
-		bool web = i < cfg->n_webhooks;
+		const char *prefix;
 
 		q->o = o;
-		if (web) {
+		if (i < cfg->n_webhooks) {
 			q->w = &cfg->webhooks[i];
 			q->to = &q->w->n;
 			q->what = "webhook";
-			/* Webhooks are counted in the metrics; a hook's runs are in the log. */
-			q->m = m ? metrics_webhook(m, q->to->name) : NULL;
-		} else {
+			prefix = EVENTS_WEBHOOK_PREFIX;
+		} else if (i < cfg->n_webhooks + cfg->n_hooks) {
 			q->h = &cfg->hooks[i - cfg->n_webhooks];
 			q->to = &q->h->n;
 			q->what = "hook";
+			prefix = EVENTS_HOOK_PREFIX;
+		} else {
+			q->e = &cfg->emails[i - cfg->n_webhooks - cfg->n_hooks];
+			q->to = &q->e->n;
+			q->what = "e-mail";
+			prefix = EVENTS_EMAIL_PREFIX;
+			pacer_entry_init_granted(&q->token, email_granted);
 		}
-		snprintf(q->channel, sizeof(q->channel), "%s%s",
-			 web ? EVENTS_WEBHOOK_PREFIX : EVENTS_HOOK_PREFIX, q->to->name);
+		snprintf(q->channel, sizeof(q->channel), "%s%s", prefix, q->to->name);
+		q->m = m ? metrics_receiver(m, q->channel) : NULL;
 		uv_timer_init(loop, &q->timer);
 		q->timer.data = q;
-		o->open_handles++;
+		uv_timer_init(loop, &q->digest_timer);
+		q->digest_timer.data = q;
+		o->open_handles += 2;
 	}
-	for (size_t i = 0; i < o->n_queues; i++)
-		queue_ask(&o->queues[i]);
+	for (size_t i = 0; i < o->n_queues; i++) {
+		struct ob_queue *q = &o->queues[i];
+
+		if (q->e && q->e->digest_minute >= 0)
+			digest_arm(q);
+		queue_ask(q);
+	}
 	*ret = o;
 	return 0;
 }
@@ -511,6 +721,17 @@ void outbox_close(struct outbox *o)
 			http_abort(o->http, q->easy);
 			request_free(q);
 		}
+		if (q->e) {
+			pacer_cancel(o->api.pacer, &q->token);
+			resend_call_free(q->api_call);
+			q->api_call = NULL;
+			free(q->body);
+			q->body = NULL;
+		}
+		if (q->digest_call) {
+			ledgerq_cancel(o->lq, q->digest_call);
+			q->digest_call = NULL;
+		}
 		if (q->run) {
 			/* Killed: its event stays in the queue, run again at the next start. */
 			hookrun_abort(q->run);
@@ -524,6 +745,7 @@ void outbox_close(struct outbox *o)
 		ledger_outbox_row_clear(&q->row);
 		q->state = OB_CLOSED;
 		uv_close((uv_handle_t *)&q->timer, timer_closed_cb);
+		uv_close((uv_handle_t *)&q->digest_timer, timer_closed_cb);
 	}
 	if (o->n_queues == 0) {
 		free(o->queues);

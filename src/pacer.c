@@ -35,6 +35,12 @@ void pacer_entry_init(struct pacer_entry *e, size_t lane)
 	dueq_entry_init(&e->due);
 }
 
+void pacer_entry_init_granted(struct pacer_entry *e, void (*granted)(struct pacer_entry *e))
+{
+	pacer_entry_init(e, 0);
+	e->granted = granted;
+}
+
 /* Arms the timer for the next moment something can happen, given why the grant loop stopped:
  * TOKEN_WAIT > 0 when a request waits for a token or the end of a pause. */
 static void pacer_arm(struct pacer *s, uint64_t now, uint64_t token_wait)

@@ -27,6 +27,9 @@ struct pacer_entry {
 	struct queue_entry upload; /* upload.lane: the folder */
 	struct pacer_entry *prev, *next; /* polls */
 	bool poll_queued;
+	/* Set by a requester that is not the engine's (the outbox's e-mails): the engine hands it
+	 * the token that pacer_poll waited for. */
+	void (*granted)(struct pacer_entry *e);
 };
 
 struct pacer_events {
@@ -60,6 +63,8 @@ struct pacer {
 int pacer_init(struct pacer *s, uv_loop_t *loop, size_t n_lanes, unsigned max_in_flight,
 	       double requests_per_second, double rate_share, const struct pacer_events *ev);
 void pacer_entry_init(struct pacer_entry *e, size_t lane);
+/* E of a requester of its own: GRANTED(E) gets the token pacer_poll waits for. */
+void pacer_entry_init_granted(struct pacer_entry *e, void (*granted)(struct pacer_entry *e));
 
 /* E's `due` event in DELAY_MS. -ENOMEM. */
 int pacer_at(struct pacer *s, struct pacer_entry *e, uint64_t delay_ms);

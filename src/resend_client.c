@@ -39,6 +39,7 @@ struct resend_call {
 	size_t failed_seg;   /* the segment whose read failed (local_error) */
 	char *body;
 	size_t body_len;
+	char *body_out; /* a JSON request's body (send_email) */
 	long status;
 	CURLcode result;
 	char errbuf[CURL_ERROR_SIZE]; /* curl's: it overwrites what a callback put there */
@@ -338,6 +339,43 @@ int resend_client_get_import(struct resend_client *api, const char *id, resend_c
 	return resend_call_start(call, ret);
 }
 
+int resend_client_send_email(struct resend_client *api, const char *json,
+			      const char *idempotency_key, resend_call_cb cb, void *data,
+			      struct resend_call **ret)
+{
+	struct resend_call *call = resend_call_new(api, "/emails", cb, data);
+	static const char *const fixed[] = {"Content-Type: application/json", "Expect:"};
+	struct curl_slist *h;
+	char *idem = NULL;
+
+	if (!call)
+		return -ENOMEM;
+	/* The body is copied: the caller's may go once this returns. */
+	call->body_out = strdup(json);
+	if (!call->body_out)
+		goto fail;
+	curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, call->body_out);
+	curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+			 (curl_off_t)strlen(call->body_out));
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		h = curl_slist_append(call->headers, fixed[i]);
+		if (!h)
+			goto fail;
+		call->headers = h;
+	}
+	if (asprintf(&idem, "Idempotency-Key: %s", idempotency_key) < 0)
+		goto fail;
+	h = curl_slist_append(call->headers, idem);
+	free(idem);
+	if (!h)
+		goto fail;
+	call->headers = h;
+	return resend_call_start(call, ret);
+fail:
+	resend_call_free(call);
+	return -ENOMEM;
+}
+
 int resend_client_list_imports(struct resend_client *api, unsigned limit, const char *after,
 			       resend_call_cb cb, void *data, struct resend_call **ret)
 {
@@ -420,5 +458,6 @@ void resend_call_free(struct resend_call *call)
 	curl_slist_free_all(call->headers);
 	free(call->segs);
 	free(call->body);
+	free(call->body_out);
 	free(call);
 }

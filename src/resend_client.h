@@ -1,6 +1,7 @@
 /* The Resend API's client: its calls over the HTTP glue (http.c): create an import (the file
- * streamed from a descriptor) and read an import's status. Answers are handed back raw;
- * resend.c, the API as data, builds the requests' fields and interprets the answers. */
+ * streamed from a descriptor), read an import's status, send an e-mail (notifications).
+ * Answers are handed back raw; resend.c, the API as data, builds the requests' fields and
+ * interprets the answers. */
 #ifndef RDD_RESEND_CLIENT_H
 #define RDD_RESEND_CLIENT_H
 
@@ -39,6 +40,12 @@ int resend_client_get_import(struct resend_client *client, const char *id, resen
  * newest first (resend_parse_import_list). */
 int resend_client_list_imports(struct resend_client *client, unsigned limit, const char *after,
 			       resend_call_cb cb, void *data, struct resend_call **ret);
+
+/* POST /emails: JSON (copied) under IDEMPOTENCY_KEY, so that a send retried after an answer
+ * that never came is not sent twice (Resend keeps a key 24 hours). */
+int resend_client_send_email(struct resend_client *client, const char *json,
+			     const char *idempotency_key, resend_call_cb cb, void *data,
+			     struct resend_call **ret);
 
 /* Results, valid in the callback and until resend_call_free. status 0: no HTTP answer, see
  * resend_call_transport_error. Headers are NULL when absent. */

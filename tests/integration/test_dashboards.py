@@ -5,7 +5,7 @@ alert rules (config/prometheus/resend-dropd.rules.yml) stay true to what the dae
   which must have, for every alert, a case where it fires and one where it does not.
 - The dashboard is one that Grafana's provisioning loads as it is: unique panel ids, a title on
   each, every query panel and target on the `datasource` variable (a Prometheus data source),
-  `instance`, `folder` and `webhook` variables from label_values, panels that do not
+  `instance`, `folder` and `receiver` variables from label_values, panels that do not
   overlap.
 - A daemon in a one-host fleet on a real PostgreSQL ledger (so that the fleet's series exist
   too), with one webhook (so that the notifications' series exist too), takes a file that is
@@ -359,7 +359,7 @@ def test_dashboard_is_a_provisionable_grafana_dashboard():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     ds = variables.get("datasource")
     assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus", ds
-    for name in ("instance", "folder", "webhook"):
+    for name in ("instance", "folder", "receiver"):
         var = variables.get(name)
         assert var and var["type"] == "query", f"no query variable ${name}"
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
@@ -427,7 +427,7 @@ def with_webhook(env, config, receiver, name="ops"):
 def two_events_refused(scrape):
     """SCRAPE once webhook ops has its last two events waiting, refused at least once."""
     def value(name):
-        return scrape.value(name, webhook="ops") or 0
+        return scrape.value(name, receiver="webhook:ops") or 0
     return value("resend_dropd_notifications_pending") == 2 \
         and value("resend_dropd_notification_failures_total") >= 1 \
         and value("resend_dropd_notifications_oldest_pending_age_seconds") > 0 and scrape
@@ -456,7 +456,7 @@ def scrapes():
                 box.drop("good.csv", CSV)
                 env.wait_outcomes(box, done=1)
                 wait_metrics(env, sock, lambda s: s.value(
-                    "resend_dropd_notifications_delivered_total", webhook="ops") == 1,
+                    "resend_dropd_notifications_delivered_total", receiver="webhook:ops") == 1,
                     "the first event delivered")
                 receiver.answer(503)
                 fake.faults([{"status": 422, "name": "validation_error", "message": "no",
@@ -583,11 +583,12 @@ def test_a_refused_key_and_a_quota_are_told_apart_as_the_rules_do(scrapes):
 def test_a_refusing_receiver_shows_as_the_panels_and_rules_read_it(scrapes):
     """ResendDropdNotificationOutboxGrowing reads the oldest pending event's age, the panels the
     pending events and the rates of delivered, failed and dropped: with the first event
-    accepted and the two after it refused, each says so, under the webhook's name."""
+    accepted and the two after it refused, each says so, under the webhook's receiver label
+    (receiver="webhook:ops")."""
     fleet = scrapes["fleet"]
 
     def value(name):
-        return fleet.value(name, webhook="ops")
+        return fleet.value(name, receiver="webhook:ops")
 
     assert value("resend_dropd_notifications_delivered_total") == 1, fleet.text
     assert value("resend_dropd_notification_failures_total") >= 1, fleet.text

@@ -195,10 +195,10 @@ def test_failures_are_counted_and_an_event_is_given_up_in_the_end(pipe_env):
         env.wait_outcomes(box, done=1)
         receiver.wait_for(2, timeout=20)
         env.wait_for(lambda: re.search(
-            r'resend_dropd_notification_failures_total\{webhook="ops"\} [2-9]',
+            r'resend_dropd_notification_failures_total\{receiver="webhook:ops"\} [2-9]',
             control_metrics(env.control_socket())), "two failed attempts counted")
         metrics = control_metrics(env.control_socket())
-        assert 'resend_dropd_notifications_pending{webhook="ops"} 1' in metrics
+        assert 'resend_dropd_notifications_pending{receiver="webhook:ops"} 1' in metrics
         daemon.stop()
         # An event made more than give_up_after_h ago is given up at its next attempt.
         path = os.path.join(env.state_dir, "ledger.sqlite")

@@ -1775,7 +1775,7 @@ static void test_nesting_errors(void **state)
 	load_bytes(buf, o, CONFIG_LOAD_NO_API_KEY);
 	EXPECT_ERRORS("@FILE@:1:1: missing required key 'folders': nothing to watch",
 		      "@FILE@:1:2: unknown key 'a' (expected one of: api, retry, defaults, log, "
-		      "folders, control, metrics, state_dir, ledger_keep_days, ledger, fleet, webhooks, hooks)");
+		      "folders, control, metrics, state_dir, ledger_keep_days, ledger, fleet, webhooks, hooks, emails)");
 }
 
 static void test_aliases_shared_column_map(void **state)
@@ -1912,7 +1912,7 @@ static void test_unknown_keys_inline(void **state)
 		      "pattern, max_file_bytes, on_conflict, follow_import, max_upload_bytes, "
 		      "invalid_rows, csv, on_duplicate, duplicate_window, coalesce, coalesce_max_files, coalesce_max_rows)",
 		      "@FILE@:7:1: unknown key 'Folders' (expected one of: api, retry, defaults, "
-		      "log, folders, control, metrics, state_dir, ledger_keep_days, ledger, fleet, webhooks, hooks)");
+		      "log, folders, control, metrics, state_dir, ledger_keep_days, ledger, fleet, webhooks, hooks, emails)");
 	load("? [complex]\n: 1\nfolders:\n" FOLDER_A);
 	EXPECT_ERRORS("@FILE@:1:3: expected a plain key, got a list");
 }

@@ -102,8 +102,28 @@ static void test_file_events_by_receiver(void **state)
 	assert_string_equal(channels(evs, n), "webhook:all/file.failed");
 	clear(evs, n);
 
+	/* An e-mail receiver with its default events (failures): a failure is its, a file done
+	 * is not; it is after the webhooks and hooks. */
+	struct config_email m = {.n = {.name = "ops", .events = CONFIG_EMAIL_EVENTS_DEFAULT}};
+	cfg.emails = &m;
+	cfg.n_emails = 1;
+	assert_int_equal(events_for_file(&cfg, &r, 2000, NULL, &evs, &n), 0);
+	assert_string_equal(channels(evs, n), "webhook:all/file.failed email:ops/file.failed");
+	clear(evs, n);
+	r.failed = false;
+	assert_int_equal(events_for_file(&cfg, &r, 2000, NULL, &evs, &n), 0);
+	assert_string_equal(channels(evs, n), "webhook:all/file.done webhook:all/rows.rejected "
+					      "hook:sync/file.done hook:sync/rows.rejected");
+	clear(evs, n);
+	assert_int_equal(events_for_daemon(&cfg, CONFIG_EVENT_INTAKE_PAUSED, NULL, NULL, "ledger",
+					   5000, &evs, &n),
+			 0);
+	assert_string_equal(channels(evs, n), "webhook:all/intake.paused email:ops/intake.paused");
+	clear(evs, n);
+	r.failed = true;
+
 	/* No receivers: nothing, and no allocation. */
-	cfg.n_webhooks = cfg.n_hooks = 0;
+	cfg.n_webhooks = cfg.n_hooks = cfg.n_emails = 0;
 	assert_int_equal(events_for_file(&cfg, &r, 2000, NULL, &evs, &n), 0);
 	assert_null(evs);
 	assert_int_equal(n, 0);
