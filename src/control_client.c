@@ -280,6 +280,27 @@ static void ctl_status_ledger(const cJSON *root)
 	}
 }
 
+/* The notifications' receivers, when there are any: their queues in the outbox. */
+static void ctl_status_notifications(const cJSON *root)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "notifications"), *n;
+	char name[256], age[32];
+
+	if (cJSON_GetArraySize(list) == 0)
+		return;
+	printf("\n%-24s  %7s  %6s  %9s  %6s  %7s\n", "RECEIVER", "PENDING", "OLDEST", "DELIVERED",
+	       "FAILED", "DROPPED");
+	cJSON_ArrayForEach(n, list)
+	{
+		text_escape(name, sizeof(name), str(n, "receiver") ?: "?");
+		snprintf(age, sizeof(age), "-");
+		if (num(n, "pending") > 0)
+			ctl_duration(age, sizeof(age), num(n, "oldest_pending_s"));
+		printf("%-24s  %7.0f  %6s  %9.0f  %6.0f  %7.0f\n", name, num(n, "pending"), age,
+		       num(n, "delivered"), num(n, "failed_attempts"), num(n, "dropped"));
+	}
+}
+
 static int ctl_status_print(const char *body)
 {
 	static const char *const cols[] = {"waiting", "processing", "uploading", "retrying",
@@ -363,6 +384,7 @@ static int ctl_status_print(const char *body)
 			printf("%s: last error: %s\n", name, err);
 		}
 	}
+	ctl_status_notifications(root);
 	cJSON_Delete(root);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "events.h"
 #include "fleet.h"
 #include "folder.h"
 #include "fsops.h"
@@ -146,6 +147,33 @@ static cJSON *json_time(int64_t ms)
 static cJSON *json_str_or_null(const char *s)
 {
 	return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+/* "notifications": each receiver's queue in the outbox (as the outbox last read it: every few
+ * seconds) and what was delivered, failed and given up since the daemon started. */
+static void status_notifications_json(const struct control_view *s, cJSON *root)
+{
+	cJSON *list = cJSON_AddArrayToObject(root, "notifications");
+
+	for (size_t i = 0; list && i < events_receivers(s->cfg); i++) {
+		const char *prefix;
+		const struct config_notify *n = events_receiver(s->cfg, i, &prefix);
+		struct metrics_receiver_view v = {0};
+		char channel[128];
+		cJSON *o = cJSON_CreateObject();
+
+		if (!o)
+			return;
+		snprintf(channel, sizeof(channel), "%s%s", prefix, n->name);
+		metrics_receiver_get(s->metrics, channel, &v);
+		cJSON_AddStringToObject(o, "receiver", channel);
+		cJSON_AddNumberToObject(o, "pending", (double)v.pending);
+		cJSON_AddNumberToObject(o, "oldest_pending_s", (double)(int64_t)(v.oldest_s * 10) / 10);
+		cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);
+		cJSON_AddNumberToObject(o, "failed_attempts", (double)v.failed_attempts);
+		cJSON_AddNumberToObject(o, "dropped", (double)v.dropped);
+		cJSON_AddItemToArray(list, o);
+	}
 }
 
 /* "ledger": its backend and whether it can be written; "fleet": this host and every host of
@@ -285,6 +313,7 @@ char *control_status_json(const struct control_view *s)
 		}
 		cJSON_AddItemToObject(o, "last_error", json_str_or_null(err));
 	}
+	status_notifications_json(s, root);
 	text = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
 	return text;

@@ -38,15 +38,13 @@ static int event_msg_id(const char *channel, const char *type, const char *folde
 	return 0;
 }
 
-/* Every receiver of CFG, whatever its kind: I in [0, events_receivers(CFG)), its settings and
- * its channel's prefix. */
-static size_t events_receivers(const struct config *cfg)
+size_t events_receivers(const struct config *cfg)
 {
 	return cfg->n_webhooks + cfg->n_hooks + cfg->n_emails;
 }
 
-static const struct config_notify *receiver_at(const struct config *cfg, size_t i,
-					       const char **prefix)
+const struct config_notify *events_receiver(const struct config *cfg, size_t i,
+					    const char **prefix)
 {
 	if (i < cfg->n_webhooks) {
 		*prefix = EVENTS_WEBHOOK_PREFIX;
@@ -104,7 +102,7 @@ int events_for_file(const struct config *cfg, const struct report *r, int64_t fi
 	}
 	for (size_t i = 0; i < events_receivers(cfg); i++) {
 		const char *prefix;
-		const struct config_notify *to = receiver_at(cfg, i, &prefix);
+		const struct config_notify *to = events_receiver(cfg, i, &prefix);
 
 		for (size_t k = 0; k < n_kinds; k++) {
 			struct ledger_event *ev = &evs[n];
@@ -184,7 +182,7 @@ int events_for_daemon(const struct config *cfg, enum config_event ev, const char
 	}
 	for (size_t i = 0; i < events_receivers(cfg); i++) {
 		const char *prefix;
-		const struct config_notify *to = receiver_at(cfg, i, &prefix);
+		const struct config_notify *to = events_receiver(cfg, i, &prefix);
 		struct ledger_event *e = &evs[n];
 
 		/* A folder's event for a receiver of some folders only: theirs alone. */

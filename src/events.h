@@ -15,6 +15,13 @@
 #define EVENTS_HOOK_PREFIX "hook:"
 #define EVENTS_EMAIL_PREFIX "email:"
 
+/* Every receiver of CFG, whatever its kind: I in [0, events_receivers(CFG)), webhooks first,
+ * then hooks, then e-mail receivers; its settings, and its channel's prefix in *PREFIX (the
+ * channel is the prefix and the name). */
+size_t events_receivers(const struct config *cfg);
+const struct config_notify *events_receiver(const struct config *cfg, size_t i,
+					    const char **prefix);
+
 /* The events of R's end at FINISHED_MS (HOST: this host in a fleet, else NULL): "file.done" or
  * "file.failed", and "rows.rejected" for a file imported without some of its rows, each for
  * every webhook and hook of CFG that wants it. *RET (NULL when none) and *RET_N are the caller's

@@ -109,6 +109,22 @@ struct metrics_receiver *metrics_receiver(struct metrics *m, const char *name)
 	return w;
 }
 
+bool metrics_receiver_get(struct metrics *m, const char *name,
+			  struct metrics_receiver_view *ret)
+{
+	for (size_t i = 0; i < m->n_receivers; i++) {
+		const struct metrics_receiver *w = m->receivers[i];
+
+		if (strcmp(w->name, name) == 0) {
+			*ret = (struct metrics_receiver_view){w->pending, w->delivered,
+							      w->failed_attempts, w->dropped,
+							      w->oldest_s};
+			return true;
+		}
+	}
+	return false;
+}
+
 void metrics_receiver_delivered(struct metrics_receiver *w)
 {
 	if (w)

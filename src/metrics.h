@@ -54,6 +54,14 @@ void metrics_receiver_dropped(struct metrics_receiver *w);
  * and how old the oldest is (seconds; 0: none). */
 void metrics_receiver_pending(struct metrics_receiver *w, uint64_t pending, double oldest_s);
 
+/* What the receiver named NAME (metrics_receiver) has counted; false when it has none yet. */
+struct metrics_receiver_view {
+	uint64_t pending, delivered, failed_attempts, dropped;
+	double oldest_s;
+};
+bool metrics_receiver_get(struct metrics *m, const char *name,
+			  struct metrics_receiver_view *ret);
+
 /* Files done and failed since the daemon started, every folder it ever had together. */
 void metrics_totals(const struct metrics *m, uint64_t *ret_done, uint64_t *ret_failed);
 uint64_t metrics_folder_done(const struct metrics_folder *f);

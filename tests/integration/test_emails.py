@@ -21,8 +21,8 @@ import subprocess
 
 import pytest
 
-from daemon_harness import (API_KEY, binary_path, control_metrics, pipe_env,  # noqa: F401
-                            pipe_fake)
+from daemon_harness import (API_KEY, binary_path, control_metrics,  # noqa: F401
+                            control_status, pipe_env, pipe_fake)
 
 GOOD = b"email,first_name\na@example.com,Ann\nb@example.com,Bob\n"
 NO_EMAIL_COLUMN = b"name,city\nAnn,Oslo\n"
@@ -71,6 +71,16 @@ def test_a_failed_file_is_mailed_once_and_a_done_one_is_not(pipe_env):
     assert 'resend_dropd_api_requests_total{endpoint="send_email",code="200"} 1' in metrics
     assert 'resend_dropd_notifications_delivered_total{receiver="email:ops"} 1' in metrics
     assert 'resend_dropd_notifications_pending{receiver="email:ops"} 0' in metrics
+    # `resend-dropd status` shows the receiver's queue, in its JSON and its table.
+    [queue] = control_status(env.control_socket())["notifications"]
+    assert queue["receiver"] == "email:ops"
+    assert (queue["delivered"], queue["failed_attempts"], queue["dropped"]) == (1, 0, 0)
+    table = subprocess.run([binary_path(), "-c", daemon.config, "status"], capture_output=True,
+                           text=True, timeout=30, env={**os.environ, "RESEND_API_KEY": API_KEY})
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^RECEIVER\s+PENDING\s+OLDEST\s+DELIVERED\s+FAILED\s+DROPPED$",
+                     table.stdout, re.M), table.stdout
+    assert re.search(r"^email:ops\s+0\s+-\s+1\s+0\s+0$", table.stdout, re.M), table.stdout
     # Nothing more comes: the file done made no e-mail.
     daemon.stop()
     assert len(env.fake.emails()) == 1
