@@ -622,7 +622,7 @@ int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, st
 	       const struct outbox_api *api, struct metrics *m, struct outbox **ret)
 {
 	struct outbox *o = calloc(1, sizeof(*o));
-	size_t n = cfg->n_webhooks + cfg->n_hooks + cfg->n_emails;
+	size_t n = events_receivers(cfg);
 
 	if (!o)
 		return -ENOMEM;
@@ -649,21 +649,16 @@ int outbox_new(uv_loop_t *loop, const struct config *cfg, struct ledgerq *lq, st
 		const char *prefix;
 
 		q->o = o;
+		q->to = events_receiver(cfg, i, &prefix);
 		if (i < cfg->n_webhooks) {
 			q->w = &cfg->webhooks[i];
-			q->to = &q->w->n;
 			q->what = "webhook";
-			prefix = EVENTS_WEBHOOK_PREFIX;
 		} else if (i < cfg->n_webhooks + cfg->n_hooks) {
 			q->h = &cfg->hooks[i - cfg->n_webhooks];
-			q->to = &q->h->n;
 			q->what = "hook";
-			prefix = EVENTS_HOOK_PREFIX;
 		} else {
 			q->e = &cfg->emails[i - cfg->n_webhooks - cfg->n_hooks];
-			q->to = &q->e->n;
 			q->what = "e-mail";
-			prefix = EVENTS_EMAIL_PREFIX;
 			pacer_entry_init_granted(&q->token, email_granted);
 		}
 		snprintf(q->channel, sizeof(q->channel), "%s%s", prefix, q->to->name);
