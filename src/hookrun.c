@@ -257,8 +257,16 @@ int hookrun_start(uv_loop_t *loop, const struct config_hook *h, const struct led
 void hookrun_abort(struct hookrun *r)
 {
 	r->cb = NULL;
-	if (!r->exited)
-		uv_process_kill(&r->proc, SIGKILL);
-	r->exited = true;
-	close_all(r);
+	if (r->exited) {
+		close_all(r);
+		return;
+	}
+	/* Killed, and its process handle kept open until it has exited: libuv reaps the children
+	 * of open handles only, and one closed sooner would stay a zombie for as long as the
+	 * daemon runs (a reload). exit_cb closes it, and maybe_finish the rest. */
+	uv_process_kill(&r->proc, SIGKILL);
+	close_handle(r, &r->timer);
+	close_handle(r, &r->in);
+	close_handle(r, &r->out);
+	close_handle(r, &r->err);
 }

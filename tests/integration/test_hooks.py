@@ -8,6 +8,7 @@ event's attempts in the ledger), and a command past its timeout killed, its proc
 import json
 import os
 import re
+import signal
 import sqlite3
 import stat
 import time
@@ -203,3 +204,52 @@ def test_check_says_what_is_wrong_with_a_hook(pipe_env):
         assert re.search(r"resend-dropd\.yaml:\d+:\d+: hooks\[0\]", done.stderr), done.stderr
         assert message in done.stderr, (settings, done.stderr)
     assert stat.S_ISDIR(os.stat(env.root).st_mode)
+
+
+def script_processes(path):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def zombie_children(ppid):
+    """The daemon's children that exited and were never reaped."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == ppid:
+            found.append(pid)
+    return found
+
+
+def test_a_command_running_at_a_reload_is_killed_and_reaped(pipe_env):
+    """A reload ends the pipeline, and with it a hook that is running: it is killed, and reaped,
+    so that a daemon reloaded every day for months does not collect zombies; its event runs
+    again under the new configuration."""
+    env = pipe_env
+    path, out = hook_script(env, sleep=60)
+    box = env.folder("crm")
+    daemon = env.start(env.config([box], extra={"hooks": [hook(path, timeout_s=120)]}))
+    box.drop("a.csv", csv("a"))
+    [first] = env.wait_for(lambda: script_processes(path), "the hook running", timeout=20)
+    daemon.process.send_signal(signal.SIGHUP)
+    env.wait_for(lambda: daemon.log_lines("reloaded"), "the reload", timeout=20)
+    # Killed and reaped: its /proc entry goes (a zombie keeps one).
+    env.wait_for(lambda: not os.path.exists(f"/proc/{first}"), "the first run reaped",
+                 timeout=10)
+    # The new pipeline's queue runs the event again (and is stopped with the daemon).
+    env.wait_for(lambda: [p for p in script_processes(path) if p != first],
+                 "the hook run again", timeout=20)
+    assert zombie_children(daemon.pid) == []
+    daemon.stop()
+    assert runs(out) == []
