@@ -2018,6 +2018,8 @@ static void job_finish_done(struct diskq_op *op)
 								: LEDGER_DONE,
 					NULL);
 	metrics_file_finished(f->metrics, job->rep.failed);
+	if (!job->rep.failed && !job->rep.duplicate_of && job->rep.csv && job->rep.csv->read)
+		metrics_rows(f->metrics, job->rep.csv->rows_uploaded, job->rep.csv->rows_rejected);
 	job_end(job, JOB_END_FINISHED);
 }
 

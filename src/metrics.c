@@ -25,7 +25,7 @@ struct metrics_hist {
 
 struct metrics_folder {
 	char *name;
-	uint64_t done, failed, retries, rate_limited, uploaded_bytes;
+	uint64_t done, failed, retries, rate_limited, uploaded_bytes, rows_uploaded, rows_rejected;
 	struct metrics_hist upload, import;
 };
 
@@ -59,6 +59,13 @@ static const struct folder_counter {
 	 offsetof(struct metrics_folder, rate_limited)},
 	{"resend_dropd_uploaded_bytes_total", "Bytes of files that Resend accepted.",
 	 offsetof(struct metrics_folder, uploaded_bytes)},
+	{"resend_dropd_rows_uploaded_total",
+	 "Rows of the folder's imported files that went to Resend (checked and normalized).",
+	 offsetof(struct metrics_folder, rows_uploaded)},
+	{"resend_dropd_rows_rejected_total",
+	 "Rows of the folder's imported files left out by the row checks (invalid_rows: drop); "
+	 "each is in the file's rejects file.",
+	 offsetof(struct metrics_folder, rows_rejected)},
 };
 
 int metrics_new(struct metrics **ret)
@@ -200,6 +207,14 @@ void metrics_file_finished(struct metrics_folder *f, bool failed)
 {
 	if (f)
 		*(failed ? &f->failed : &f->done) += 1;
+}
+
+void metrics_rows(struct metrics_folder *f, uint64_t uploaded, uint64_t rejected)
+{
+	if (f) {
+		f->rows_uploaded += uploaded;
+		f->rows_rejected += rejected;
+	}
 }
 
 void metrics_upload_retry(struct metrics_folder *f)

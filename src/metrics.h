@@ -29,6 +29,8 @@ struct metrics_folder *metrics_folder(struct metrics *m, const char *name);
 
 /* Each accepts a NULL folder (out of memory earlier): nothing is counted. */
 void metrics_file_finished(struct metrics_folder *f, bool failed);
+/* The rows of a file imported: those uploaded, and those the row checks left out. */
+void metrics_rows(struct metrics_folder *f, uint64_t uploaded, uint64_t rejected);
 void metrics_upload_retry(struct metrics_folder *f);
 /* A request for one of the folder's files refused for the rate limit (a wait, not an attempt). */
 void metrics_rate_limited(struct metrics_folder *f);

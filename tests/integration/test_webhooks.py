@@ -80,6 +80,10 @@ def test_file_events_are_signed_and_say_what_happened(pipe_env):
         box.drop("empty.csv", b"")
         env.wait_outcomes(box, done=2, failed=1)
         got = receiver.wait_for(4, timeout=20)
+        # The rows counted as the dashboard's "Rows uploaded and rejected" reads them.
+        metrics = control_metrics(env.control_socket())
+        assert 'resend_dropd_rows_uploaded_total{folder="crm"} 5' in metrics
+        assert 'resend_dropd_rows_rejected_total{folder="crm"} 1' in metrics
         daemon.stop()
     assert all(d.verified for d in got), [(d.verified, d.reason) for d in got]
     assert events(got) == [("file.done", "good.csv"), ("file.done", "rejects.csv"),
