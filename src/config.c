@@ -7,9 +7,9 @@
  * folder's directories against the others'), and the hash of a folder's import settings. */
 #include "config.h"
 
+#include "address.h"
 #include "apikey.h"
 #include "fsops.h"
-#include "normalize.h"
 #include "webhook.h"
 #include "yamlconf.h"
 
@@ -1335,24 +1335,6 @@ struct email_values {
 	size_t n_to;
 };
 
-/* The address in "addr" or "Name <addr>", LEN bytes at *RET; false when there is none. */
-static bool email_address(const char *s, const char **ret, size_t *len)
-{
-	const char *lt = strrchr(s, '<'), *gt;
-
-	if (!lt) {
-		*ret = s;
-		*len = strlen(s);
-		return true;
-	}
-	gt = strchr(lt, '>');
-	if (!gt || gt[1] != '\0')
-		return false;
-	*ret = lt + 1;
-	*len = (size_t)(gt - lt - 1);
-	return true;
-}
-
 static bool check_email_address(struct yamlconf *yc, const yaml_node_t *n, const char *path,
 				const char *s)
 {
@@ -1360,7 +1342,7 @@ static bool check_email_address(struct yamlconf *yc, const yaml_node_t *n, const
 	char q[80];
 	size_t len;
 
-	if (email_address(s, &a, &len) && !(why = normalize_email_problem(a, len)))
+	if (address_in_mailbox(s, &a, &len) && !(why = address_problem(a, len)))
 		return true;
 	yamlconf_error(yc, n, path, "'%s' is not an e-mail address: %s", QUOTED(q, s), why);
 	return false;

@@ -14,6 +14,7 @@
 
 #include <xxhash.h>
 
+#include "address.h"
 #include "csvhead.h"
 #include "csvscan.h"
 #include "emailset.h"
@@ -123,69 +124,6 @@ static void trim(const char **s, size_t *len)
 	}
 	while (*len > 0 && is_space((*s)[*len - 1]))
 		(*len)--;
-}
-
-static bool email_local_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c >= 0x80 || strchr("!#$%&'*+/=?^_`{|}~.-", c) != NULL;
-}
-
-static bool email_domain_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c >= 0x80 || c == '-';
-}
-
-const char *normalize_email_problem(const char *e, size_t len)
-{
-	const char *at = memchr(e, '@', len);
-	size_t local, dom, label = 0, labels = 1;
-
-	if (len > 254)
-		return "longer than 254 characters";
-	for (size_t i = 0; i < len; i++)
-		if (is_space(e[i]))
-			return "contains a space";
-	if (!at)
-		return "no '@'";
-	if (memchr(at + 1, '@', len - (size_t)(at - e) - 1))
-		return "more than one '@'";
-	local = (size_t)(at - e);
-	dom = len - local - 1;
-	if (local == 0)
-		return "nothing before the '@'";
-	if (local > 64)
-		return "more than 64 characters before the '@'";
-	if (dom == 0)
-		return "no domain after the '@'";
-	for (size_t i = 0; i < local; i++)
-		if (!email_local_char((unsigned char)e[i]))
-			return "a character that an address cannot hold before the '@'";
-	if (e[0] == '.' || e[local - 1] == '.' || memmem(e, local, "..", 2))
-		return "a misplaced '.' before the '@'";
-	for (size_t i = 0; i < dom; i++) {
-		unsigned char c = (unsigned char)at[1 + i];
-
-		if (c == '.') {
-			if (label == 0 || at[i] == '-')
-				return "an empty or malformed part in the domain";
-			labels++;
-			label = 0;
-			continue;
-		}
-		if (!email_domain_char(c))
-			return "a character that a domain cannot hold";
-		if (label == 0 && c == '-')
-			return "an empty or malformed part in the domain";
-		if (++label > 63)
-			return "a domain part longer than 63 characters";
-	}
-	if (label == 0 || at[dom] == '-')
-		return "an empty or malformed part in the domain";
-	if (labels < 2)
-		return "a domain without a '.'";
-	return NULL;
 }
 
 /* ---- the parts: rows packed into uploads of at most max_upload_bytes ----------------- */
@@ -603,7 +541,7 @@ static int check_row(struct normalizer *n, const struct csvscan_record *rec, con
 		snprintf(detail, detailsz, "empty email");
 		return NORMALIZE_EMPTY_EMAIL;
 	}
-	problem = normalize_email_problem(*email, *email_len);
+	problem = address_problem(*email, *email_len);
 	if (problem) {
 		size_t shown = *email_len;
 

@@ -97,7 +97,5 @@ void normalizer_free(struct normalizer *n);
 /* Frees what RET owns (closes the copy). */
 void normalize_clear(struct normalize *ret);
 
-/* Why EMAIL (LEN bytes, trimmed) is not an address, or NULL when it looks like one. */
-const char *normalize_email_problem(const char *email, size_t len);
 
 #endif

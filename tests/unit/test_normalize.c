@@ -517,22 +517,6 @@ static void test_many_rows(void **state)
 	free(big);
 }
 
-static void test_email_problems(void **state)
-{
-	static const char *const good[] = {"a@example.com", "first.last+tag@sub.example.co.uk",
-					   "o'brien@example.ie", "x@xn--mller-kva.de"};
-	static const char *const bad[] = {"a", "a@", "@example.com", "a@@example.com",
-					  "a b@example.com", "a@example", "a..b@example.com",
-					  ".a@example.com", "a@-example.com", "a@example..com",
-					  "a@example.com.", "a(b)@example.com"};
-
-	(void)state;
-	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
-		assert_null(normalize_email_problem(good[i], strlen(good[i])));
-	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
-		assert_non_null(normalize_email_problem(bad[i], strlen(bad[i])));
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -547,7 +531,6 @@ int main(void)
 		cmocka_unit_test(test_unusable),
 		cmocka_unit_test(test_parts),
 		cmocka_unit_test(test_many_rows),
-		cmocka_unit_test(test_email_problems),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
