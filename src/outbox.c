@@ -95,6 +95,10 @@ struct ob_call {
 	enum ledger_outbox_outcome how;
 	unsigned attempts;
 	char *error;
+	/* the digest: what it reads, copied, as the call may run after the outbox is gone */
+	char **folders;   /* NULL: every folder */
+	size_t n_folders;
+	char *host;
 };
 
 static int64_t wall_ms(void)
@@ -136,6 +140,10 @@ static void call_release(void *data)
 
 	ledger_outbox_row_clear(&c->row);
 	free(c->error);
+	for (size_t i = 0; i < c->n_folders; i++)
+		free(c->folders[i]);
+	free(c->folders);
+	free(c->host);
 	free(c);
 }
 
@@ -551,14 +559,15 @@ static void digest_arm(struct ob_queue *q);
 static int digest_work(struct ledger *l, void *data)
 {
 	struct ob_call *c = data;
-	struct ob_queue *q = c->q;
+	const struct config_notify to = {.events = CONFIG_EVENT_ALL, .folders = c->folders,
+					 .n_folders = c->n_folders};
 	struct ledger_event ev;
 	char *payload;
 	int r;
 
-	/* Q is the loop thread's, but its receiver's settings are read-only while the call
-	 * runs: outbox_close cancels the call before they go. */
-	r = digest_collect(l, q->to, q->o->cfg->fleet.host_id, c->now_ms, &payload);
+	/* Only the call's own copies: a cancelled call still runs, maybe after the outbox and
+	 * its configuration are gone. */
+	r = digest_collect(l, &to, c->host, c->now_ms, &payload);
 	if (r < 0)
 		return r == -ENOMEM ? 0 : r;
 	r = events_digest(c->channel, payload, c->now_ms, &ev);
@@ -585,22 +594,40 @@ static void digest_done(void *data)
 		q->kicked = true;
 }
 
+/* C's copies of receiver N's folders and of HOST (NULL: none). -ENOMEM. */
+static int call_copy_receiver(struct ob_call *c, const struct config_notify *n,
+			      const char *host)
+{
+	if (host && !(c->host = strdup(host)))
+		return -ENOMEM;
+	if (!n->folders)
+		return 0;
+	c->folders = calloc(n->n_folders, sizeof(*c->folders));
+	if (!c->folders)
+		return -ENOMEM;
+	for (; c->n_folders < n->n_folders; c->n_folders++)
+		if (!(c->folders[c->n_folders] = strdup(n->folders[c->n_folders])))
+			return -ENOMEM;
+	return 0;
+}
+
 static void digest_timer_cb(uv_timer_t *t)
 {
 	struct ob_queue *q = t->data;
 	struct ob_call *c = calloc(1, sizeof(*c));
 
-	if (!c) {
-		log_error("e-mail '%s': out of memory making the daily digest", q->to->name);
-		digest_arm(q);
-		return;
+	if (c) {
+		c->q = q;
+		snprintf(c->channel, sizeof(c->channel), "%s", q->channel);
+		c->now_ms = q->digest_due_ms;
 	}
-	c->q = q;
-	snprintf(c->channel, sizeof(c->channel), "%s", q->channel);
-	c->now_ms = q->digest_due_ms;
-	if (ledgerq_call(q->o->lq, digest_work, digest_done, call_release, c, &q->digest_call) <
-	    0) {
-		call_release(c);
+	if (!c || call_copy_receiver(c, q->to, q->o->cfg->fleet.host_id) < 0 ||
+	    ledgerq_call(q->o->lq, digest_work, digest_done, call_release, c, &q->digest_call) <
+		    0) {
+		log_error("e-mail '%s': out of memory making the daily digest; the next is "
+			  "tomorrow's", q->to->name);
+		if (c)
+			call_release(c);
 		q->digest_call = NULL;
 		digest_arm(q);
 	}
