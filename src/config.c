@@ -956,17 +956,20 @@ const char *config_event_name(enum config_event v)
 	return NULL;
 }
 
-bool config_notify_wants(const struct config_notify *n, enum config_event ev,
-			 const char *folder)
+bool config_notify_hears_of(const struct config_notify *n, const char *folder)
 {
-	if (!(n->events & ev))
-		return false;
 	if (!n->folders)
 		return true;
 	for (size_t i = 0; i < n->n_folders; i++)
 		if (strcmp(n->folders[i], folder) == 0)
 			return true;
 	return false;
+}
+
+bool config_notify_wants(const struct config_notify *n, enum config_event ev,
+			 const char *folder)
+{
+	return (n->events & ev) && config_notify_hears_of(n, folder);
 }
 
 static bool event_item(struct yamlconf *yc, const yaml_node_t *n, const char *path, void *items,

@@ -319,6 +319,8 @@ const char *config_event_name(enum config_event v);
 void config_webhook_clear(struct config_webhook *w);
 void config_hook_clear(struct config_hook *h);
 void config_email_clear(struct config_email *m);
+/* Whether receiver N hears of folder FOLDER's files (its folders, or every folder). */
+bool config_notify_hears_of(const struct config_notify *n, const char *folder);
 /* Whether receiver N hears of event EV of folder FOLDER. */
 bool config_notify_wants(const struct config_notify *n, enum config_event ev,
 			 const char *folder);

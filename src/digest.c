@@ -59,16 +59,6 @@ static void add_time(cJSON *o, const char *key, int64_t ms)
 	cJSON_AddStringToObject(o, key, ts);
 }
 
-static bool wanted(const struct config_notify *n, const char *folder)
-{
-	if (!n->folders)
-		return true;
-	for (size_t i = 0; i < n->n_folders; i++)
-		if (strcmp(n->folders[i], folder) == 0)
-			return true;
-	return false;
-}
-
 /* The folder's object in the array, made at its first entry. */
 static cJSON *folder_obj(struct digest_acc *a, const char *folder)
 {
@@ -114,7 +104,7 @@ static int digest_entry(const struct ledger_entry *e, void *data)
 	bool finished = e->finished_at_ms != 0;
 	cJSON *f;
 
-	if (!wanted(a->n, e->folder) || e->claimed_at_ms >= a->until_ms)
+	if (!config_notify_hears_of(a->n, e->folder) || e->claimed_at_ms >= a->until_ms)
 		return 0;
 	if (finished && (e->finished_at_ms < a->from_ms || e->finished_at_ms >= a->until_ms))
 		return 0;

@@ -4,6 +4,7 @@
 #include "resend_client.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +242,29 @@ static int resend_call_start(struct resend_call *call, struct resend_call **ret)
 	return 0;
 }
 
+/* One more header of CALL, written as printf would. -ENOMEM. */
+static int call_add_header(struct resend_call *call, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int call_add_header(struct resend_call *call, const char *fmt, ...)
+{
+	struct curl_slist *h;
+	char *line;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	h = curl_slist_append(call->headers, line);
+	free(line);
+	if (!h)
+		return -ENOMEM;
+	call->headers = h;
+	return 0;
+}
+
 static int api_add_text_part(curl_mime *mime, const char *name, const char *value)
 {
 	if (!value)
@@ -259,8 +283,6 @@ int resend_client_create_import(struct resend_client *api, const struct resend_s
 {
 	struct resend_call *call = resend_call_new(api, "/contacts/imports", cb, data);
 	uint64_t size = 0;
-	char *idem = NULL;
-	struct curl_slist *h;
 
 	if (!call)
 		return -ENOMEM;
@@ -299,18 +321,10 @@ int resend_client_create_import(struct resend_client *api, const struct resend_s
 	if (size > API_UPLOAD_BUFFER)
 		curl_easy_setopt(call->easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)API_UPLOAD_BUFFER);
 
-	if (asprintf(&idem, "Idempotency-Key: %s", idempotency_key) < 0)
-		goto fail;
-	h = curl_slist_append(call->headers, idem);
-	free(idem);
-	if (!h)
-		goto fail;
-	call->headers = h;
 	/* The SDK sends no Expect: 100-continue; neither do we, so both look alike on the wire. */
-	h = curl_slist_append(call->headers, "Expect:");
-	if (!h)
+	if (call_add_header(call, "Idempotency-Key: %s", idempotency_key) < 0 ||
+	    call_add_header(call, "Expect:") < 0)
 		goto fail;
-	call->headers = h;
 	return resend_call_start(call, ret);
 fail:
 	resend_call_free(call);
@@ -344,9 +358,6 @@ int resend_client_send_email(struct resend_client *api, const char *json,
 			      struct resend_call **ret)
 {
 	struct resend_call *call = resend_call_new(api, "/emails", cb, data);
-	static const char *const fixed[] = {"Content-Type: application/json", "Expect:"};
-	struct curl_slist *h;
-	char *idem = NULL;
 
 	if (!call)
 		return -ENOMEM;
@@ -357,19 +368,10 @@ int resend_client_send_email(struct resend_client *api, const char *json,
 	curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, call->body_out);
 	curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE,
 			 (curl_off_t)strlen(call->body_out));
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-		h = curl_slist_append(call->headers, fixed[i]);
-		if (!h)
-			goto fail;
-		call->headers = h;
-	}
-	if (asprintf(&idem, "Idempotency-Key: %s", idempotency_key) < 0)
+	if (call_add_header(call, "Content-Type: application/json") < 0 ||
+	    call_add_header(call, "Expect:") < 0 ||
+	    call_add_header(call, "Idempotency-Key: %s", idempotency_key) < 0)
 		goto fail;
-	h = curl_slist_append(call->headers, idem);
-	free(idem);
-	if (!h)
-		goto fail;
-	call->headers = h;
 	return resend_call_start(call, ret);
 fail:
 	resend_call_free(call);

@@ -172,14 +172,7 @@ def test_a_command_past_its_timeout_is_killed(pipe_env):
     assert row["state"] == "pending" and row["last_error"].startswith("timed out after 1 s")
     # No python left running the script.
     time.sleep(0.5)
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if path.encode() in f.read():
-                    left.append(pid)
-        except OSError:
-            pass
+    left = script_processes(path)
     daemon.stop()
     assert left == [], f"the hook's process is still there: {left}"
     assert runs(out) == []  # it never got to write
